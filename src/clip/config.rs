@@ -1,0 +1,202 @@
+//! The model's shape, read from a Hugging Face CLIP `config.json`.
+//!
+//! Any CLIP size works (ViT-B/32, B/16, L/14, L/14-336, ...): every dimension the towers use comes from
+//! here, and the embedding dimension everywhere else in imgvec (index mapping included) is
+//! [`ClipConfig::projection_dim`]. Not for: weights (see `weights.rs`) or preprocessing parameters.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::ClipError;
+
+/// The activation between the two MLP layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`, OpenAI CLIP's activation.
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// Exact (erf) GELU.
+    #[serde(rename = "gelu")]
+    Gelu,
+}
+
+/// Vision tower shape (`vision_config` in `config.json`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct VisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_hidden_layers: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: Activation,
+}
+
+/// Text tower shape (`text_config` in `config.json`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TextConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_hidden_layers: usize,
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: Activation,
+    /// The real OpenAI checkpoints say 2 here, which makes transformers pool the token at
+    /// `argmax(input_ids)` (the first end-of-text token) instead of searching for this id.
+    #[serde(default = "default_eos")]
+    pub eos_token_id: i64,
+}
+
+/// A CLIP checkpoint's `config.json`, the parts imgvec needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClipConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub projection_dim: usize,
+    pub vision_config: VisionConfig,
+    pub text_config: TextConfig,
+}
+
+fn default_channels() -> usize {
+    3
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> Activation {
+    Activation::QuickGelu
+}
+fn default_vocab() -> usize {
+    49408
+}
+fn default_max_pos() -> usize {
+    77
+}
+fn default_eos() -> i64 {
+    2
+}
+
+impl VisionConfig {
+    /// Patches per side of the image grid.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Tokens the encoder sees: one per patch plus the class token.
+    pub fn num_positions(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+}
+
+impl ClipConfig {
+    /// Reads and checks `config.json`; the error names the file and what is wrong with it.
+    pub fn from_file(path: &Path) -> Result<Self, ClipError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
+        Self::from_json(&text).map_err(|reason| ClipError::Config {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses and checks a `config.json` text.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let model_type = value.get("model_type").and_then(|v| v.as_str());
+        if let Some(t) = model_type {
+            if t != "clip" {
+                return Err(format!(
+                    "model_type is \"{t}\", not \"clip\": imgvec needs a CLIP checkpoint"
+                ));
+            }
+        }
+        if value.get("vision_config").is_none() || value.get("text_config").is_none() {
+            return Err("no vision_config/text_config: this is not a CLIP model config".into());
+        }
+        let cfg: ClipConfig =
+            serde_json::from_value(value).map_err(|e| format!("not a CLIP config: {e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let v = &self.vision_config;
+        let t = &self.text_config;
+        let positive = [
+            ("projection_dim", self.projection_dim),
+            ("vision_config.hidden_size", v.hidden_size),
+            ("vision_config.num_attention_heads", v.num_attention_heads),
+            ("vision_config.patch_size", v.patch_size),
+            ("vision_config.image_size", v.image_size),
+            ("text_config.hidden_size", t.hidden_size),
+            ("text_config.num_attention_heads", t.num_attention_heads),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} is 0"));
+            }
+        }
+        if v.hidden_size % v.num_attention_heads != 0 {
+            return Err("vision hidden_size is not a multiple of num_attention_heads".into());
+        }
+        if t.hidden_size % t.num_attention_heads != 0 {
+            return Err("text hidden_size is not a multiple of num_attention_heads".into());
+        }
+        if v.image_size % v.patch_size != 0 {
+            return Err("vision image_size is not a multiple of patch_size".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#"{"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 32,
+      "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu"},
+      "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+        "num_hidden_layers": 2, "eos_token_id": 2}}"#;
+
+    #[test]
+    fn reads_a_clip_config() {
+        let c = ClipConfig::from_json(TINY).unwrap();
+        assert_eq!(c.projection_dim, 32);
+        assert_eq!(c.vision_config.grid(), 16);
+        assert_eq!(c.vision_config.num_positions(), 257);
+        assert_eq!(c.text_config.max_position_embeddings, 77);
+        assert_eq!(c.vision_config.hidden_act, Activation::QuickGelu);
+    }
+
+    #[test]
+    fn refuses_other_models() {
+        let bert = r#"{"model_type": "bert", "hidden_size": 768}"#;
+        let err = ClipConfig::from_json(bert).unwrap_err();
+        assert!(err.contains("bert"), "{err}");
+        let no_towers = r#"{"projection_dim": 4}"#;
+        assert!(ClipConfig::from_json(no_towers)
+            .unwrap_err()
+            .contains("not a CLIP"));
+        assert!(ClipConfig::from_json("{").unwrap_err().contains("JSON"));
+        let bad_heads = TINY.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5");
+        assert!(ClipConfig::from_json(&bad_heads)
+            .unwrap_err()
+            .contains("multiple"));
+    }
+}

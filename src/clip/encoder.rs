@@ -1,0 +1,193 @@
+//! The transformer encoder both CLIP towers share: pre-LayerNorm blocks of self-attention and MLP.
+//!
+//! Same arithmetic as Hugging Face's `CLIPEncoderLayer`, arranged for speed on CPU: q, k and v are one
+//! fused matmul (weights concatenated once at load, the attention scale folded into q), attention is
+//! two batched matmuls over contiguous heads, LayerNorm and softmax are candle's fused kernels.
+//! Not for: embeddings, pooling or projections (see `vision.rs`, `text.rs`).
+
+use candle_core::{Module, Result as CResult, Tensor, D};
+use candle_nn::ops::{layer_norm, softmax_last_dim};
+use candle_nn::Linear;
+
+use super::config::Activation;
+use super::weights::Weights;
+use super::ClipError;
+
+/// A LayerNorm with its weights.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self, ClipError> {
+        Ok(Self {
+            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// A linear layer `y = x Wᵀ + b` loaded by name, weight shape `[out, inp]`.
+pub fn load_linear(
+    w: &Weights,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear, ClipError> {
+    let weight = w.get(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias = if bias {
+        Some(w.get(&format!("{prefix}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+/// Sizes of one encoder stack.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub eps: f64,
+    pub act: Activation,
+}
+
+struct Attention {
+    qkv: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self, ClipError> {
+        let d = s.hidden;
+        let head_dim = d / s.heads;
+        let scale = (head_dim as f64).powf(-0.5);
+        let get = |name: &str, shape: &[usize]| w.get(&format!("{prefix}.{name}"), shape);
+        let wrap = |e: candle_core::Error| ClipError::Weights {
+            path: w.path().to_path_buf(),
+            reason: format!("{prefix}: {e}"),
+        };
+        let q_w = (get("q_proj.weight", &[d, d])? * scale).map_err(wrap)?;
+        let q_b = (get("q_proj.bias", &[d])? * scale).map_err(wrap)?;
+        let qkv_w = Tensor::cat(
+            &[
+                &q_w,
+                &get("k_proj.weight", &[d, d])?,
+                &get("v_proj.weight", &[d, d])?,
+            ],
+            0,
+        )
+        .map_err(wrap)?;
+        let qkv_b = Tensor::cat(
+            &[&q_b, &get("k_proj.bias", &[d])?, &get("v_proj.bias", &[d])?],
+            0,
+        )
+        .map_err(wrap)?;
+        Ok(Self {
+            qkv: Linear::new(qkv_w, Some(qkv_b)),
+            out_proj: load_linear(w, &format!("{prefix}.out_proj"), d, d, true)?,
+            heads: s.heads,
+        })
+    }
+
+    /// `x`: `[batch, tokens, hidden]`; `mask`: additive `[tokens, tokens]` (causal) or none.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let h = self.heads;
+        let hd = d / h;
+        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, h, hd))?;
+        let qkv = qkv.permute((2, 0, 3, 1, 4))?; // [3, b, h, n, hd]
+        let q = qkv.get(0)?.contiguous()?.reshape((b * h, n, hd))?;
+        let k = qkv.get(1)?.contiguous()?.reshape((b * h, n, hd))?;
+        let v = qkv.get(2)?.contiguous()?.reshape((b * h, n, hd))?;
+        let mut scores = q.matmul(&k.t()?)?; // [b·h, n, n], q already carries the 1/√hd scale
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?; // [b·h, n, hd]
+        let ctx = ctx
+            .reshape((b, h, n, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, d))?;
+        self.out_proj.forward(&ctx)
+    }
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let x = self.fc1.forward(x)?;
+        let x = match self.act {
+            Activation::QuickGelu => (&x * candle_nn::ops::sigmoid(&(&x * 1.702)?)?)?,
+            Activation::Gelu => x.gelu_erf()?,
+        };
+        self.fc2.forward(&x)
+    }
+}
+
+struct Layer {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// A stack of encoder layers, `{prefix}.encoder.layers.{i}` in Hugging Face's names.
+pub struct Encoder {
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    pub fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self, ClipError> {
+        let mut layers = Vec::with_capacity(s.layers);
+        for i in 0..s.layers {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            layers.push(Layer {
+                ln1: LayerNorm::load(w, &format!("{p}.layer_norm1"), s.hidden, s.eps)?,
+                attn: Attention::load(w, &format!("{p}.self_attn"), s)?,
+                ln2: LayerNorm::load(w, &format!("{p}.layer_norm2"), s.hidden, s.eps)?,
+                mlp: Mlp {
+                    fc1: load_linear(w, &format!("{p}.mlp.fc1"), s.intermediate, s.hidden, true)?,
+                    fc2: load_linear(w, &format!("{p}.mlp.fc2"), s.hidden, s.intermediate, true)?,
+                    act: s.act,
+                },
+            });
+        }
+        Ok(Self { layers })
+    }
+
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            let h = layer.attn.forward(&layer.ln1.forward(&x)?, mask)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.ln2.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        Ok(x)
+    }
+}
+
+/// L2-normalizes each row of a `[batch, dim]` tensor.
+pub fn l2_normalize_rows(x: &Tensor) -> CResult<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    x.broadcast_div(&norm)
+}

@@ -1,0 +1,273 @@
+//! CLIP models: a checkpoint directory in, image and text embeddings out.
+//!
+//! [`ModelDir`] finds the files of a Hugging Face CLIP checkpoint; [`ImageEncoder`] and [`TextEncoder`]
+//! each load only their own tower. Everything is pure computation over tensors: no file walking, no
+//! network (the submodules say what each part does). Vectors come out L2-normalized, with the
+//! checkpoint's `projection_dim` entries.
+
+pub mod config;
+pub mod encoder;
+pub mod preprocess;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use config::ClipConfig;
+use preprocess::PreprocessConfig;
+use text::TextTower;
+use tokenizer::ClipTokenizer;
+use vision::VisionTower;
+use weights::Weights;
+
+/// What can go wrong loading or running a model; every variant names the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error("model directory {path} not found. {hint}")]
+    ModelDirMissing { path: PathBuf, hint: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+    #[error("{path}: tensor {name} is missing (expected shape {expected:?}): not a checkpoint of this CLIP architecture")]
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: tensor {name} has shape {found:?}, config.json implies {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+impl ClipError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ClipError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How to get the default model, for error messages.
+pub const GET_MODEL_HINT: &str = "Download openai/clip-vit-large-patch14 (config.json, model.safetensors, \
+tokenizer.json, preprocessor_config.json) into it: see models/README.md, or run `imgvec fetch-model` \
+where the Hugging Face hub is reachable. Or point --model-dir / IMGVEC_MODEL_DIR at a CLIP checkpoint.";
+
+/// A Hugging Face CLIP checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    dir: PathBuf,
+    config: ClipConfig,
+}
+
+impl ModelDir {
+    /// Checks the directory and reads its `config.json`.
+    pub fn open(dir: &Path) -> Result<Self, ClipError> {
+        if !dir.is_dir() {
+            return Err(ClipError::ModelDirMissing {
+                path: dir.to_path_buf(),
+                hint: GET_MODEL_HINT.to_string(),
+            });
+        }
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ClipError::Config {
+                path: config_path,
+                reason: format!("missing: not a Hugging Face model directory. {GET_MODEL_HINT}"),
+            });
+        }
+        let config = ClipConfig::from_file(&config_path)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+    /// Embedding dimension of both towers.
+    pub fn dims(&self) -> usize {
+        self.config.projection_dim
+    }
+    /// A short name for the model, stored with each vector: the directory's name.
+    pub fn name(&self) -> String {
+        self.dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.dir.clone())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "clip".to_string())
+    }
+
+    fn weights(&self, device: &Device) -> Result<Weights, ClipError> {
+        let path = self.dir.join("model.safetensors");
+        if !path.is_file() {
+            return Err(ClipError::Weights {
+                path,
+                reason: format!("missing. {GET_MODEL_HINT}"),
+            });
+        }
+        Weights::open(&path, device, DType::F32)
+    }
+}
+
+/// Images → embeddings: the vision tower plus the checkpoint's preprocessing parameters.
+pub struct ImageEncoder {
+    tower: VisionTower,
+    preprocess: PreprocessConfig,
+    device: Device,
+    dims: usize,
+}
+
+impl ImageEncoder {
+    /// Loads `vision_model.*` and `visual_projection` only.
+    pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
+        let cfg = model.config();
+        let weights = model.weights(device)?;
+        let tower = VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?;
+        let preprocess =
+            PreprocessConfig::from_model_dir(model.path(), cfg.vision_config.image_size as u32)
+                .map_err(|e| ClipError::Config {
+                    path: model.path().join("preprocessor_config.json"),
+                    reason: e.to_string(),
+                })?;
+        let (h, w) = preprocess.output_size();
+        let size = cfg.vision_config.image_size as u32;
+        if (h, w) != (size, size) {
+            return Err(ClipError::Config {
+                path: model.path().join("preprocessor_config.json"),
+                reason: format!("crop size {h}×{w} differs from the model's image_size {size}"),
+            });
+        }
+        Ok(Self {
+            tower,
+            preprocess,
+            device: device.clone(),
+            dims: cfg.projection_dim,
+        })
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        &self.preprocess
+    }
+    /// Floats in one preprocessed image: channels × size × size.
+    pub fn pixels_len(&self) -> usize {
+        let c = self.tower.config();
+        c.num_channels * c.image_size * c.image_size
+    }
+
+    /// Embeds a batch of preprocessed images (each `[3, size, size]`, channel-major).
+    pub fn embed_pixels(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>, ClipError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.tower.config();
+        let (ch, s) = (c.num_channels, c.image_size);
+        let n = self.pixels_len();
+        let mut flat = Vec::with_capacity(images.len() * n);
+        for img in images {
+            if img.len() != n {
+                return Err(ClipError::Compute(candle_core::Error::Msg(format!(
+                    "preprocessed image has {} floats, expected {n}",
+                    img.len()
+                ))));
+            }
+            flat.extend_from_slice(img);
+        }
+        let pixels = Tensor::from_vec(flat, (images.len(), ch, s, s), &self.device)?;
+        Ok(self.tower.forward(&pixels)?.to_vec2::<f32>()?)
+    }
+}
+
+/// Text → embeddings: the text tower plus the tokenizer.
+pub struct TextEncoder {
+    tower: TextTower,
+    tokenizer: ClipTokenizer,
+}
+
+/// A text embedding and how the text was tokenized.
+#[derive(Debug, Clone)]
+pub struct TextEmbedding {
+    pub vector: Vec<f32>,
+    pub input_ids: Vec<u32>,
+    /// Whether the text was cut to the model's context length.
+    pub truncated: bool,
+}
+
+impl TextEncoder {
+    /// Loads `text_model.*`, `text_projection` and `tokenizer.json`.
+    pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
+        let cfg = model.config();
+        let tokenizer = ClipTokenizer::from_file(
+            &model.path().join("tokenizer.json"),
+            cfg.text_config.max_position_embeddings,
+        )?;
+        let weights = model.weights(device)?;
+        let tower = TextTower::load(&weights, &cfg.text_config, cfg.projection_dim)?;
+        Ok(Self { tower, tokenizer })
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn embed(&self, text: &str) -> Result<TextEmbedding, ClipError> {
+        let tokens = self.tokenizer.encode(text)?;
+        let vector = self.tower.forward(&tokens.ids)?.to_vec1::<f32>()?;
+        Ok(TextEmbedding {
+            vector,
+            input_ids: tokens.ids,
+            truncated: tokens.truncated,
+        })
+    }
+}
+
+/// L2-normalizes a vector in place; a zero vector stays zero.
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// Cosine similarity of two vectors (0 if either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    }
+}

@@ -1,0 +1,98 @@
+//! CLIP's text tower: token ids → L2-normalized text embeddings.
+//!
+//! Hugging Face's `CLIPTextTransformer` + `text_projection`, loading only `text_model.*` and
+//! `text_projection.weight`. Causal self-attention; the pooled token follows the checkpoint's
+//! `eos_token_id` as transformers does: with the legacy value 2 (the real OpenAI checkpoints) it is the
+//! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
+//! Not for: tokenizing (`tokenizer.rs`).
+
+use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor};
+use candle_nn::Linear;
+
+use super::config::TextConfig;
+use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
+use super::weights::Weights;
+use super::ClipError;
+
+pub struct TextTower {
+    cfg: TextConfig,
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    projection: Linear,
+    device: Device,
+}
+
+impl TextTower {
+    pub fn load(w: &Weights, cfg: &TextConfig, projection_dim: usize) -> Result<Self, ClipError> {
+        let d = cfg.hidden_size;
+        let shape = EncoderShape {
+            hidden: d,
+            intermediate: cfg.intermediate_size,
+            heads: cfg.num_attention_heads,
+            layers: cfg.num_hidden_layers,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        };
+        let e = "text_model.embeddings";
+        Ok(Self {
+            cfg: cfg.clone(),
+            token_embedding: w.get(&format!("{e}.token_embedding.weight"), &[cfg.vocab_size, d])?,
+            position_embedding: w.get(
+                &format!("{e}.position_embedding.weight"),
+                &[cfg.max_position_embeddings, d],
+            )?,
+            encoder: Encoder::load(w, "text_model", &shape)?,
+            final_layer_norm: LayerNorm::load(
+                w,
+                "text_model.final_layer_norm",
+                d,
+                cfg.layer_norm_eps,
+            )?,
+            projection: load_linear(w, "text_projection", projection_dim, d, false)?,
+            device: w.device().clone(),
+        })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    /// Index of the token whose state is pooled, as transformers chooses it.
+    pub fn pooled_index(&self, ids: &[u32]) -> usize {
+        if self.cfg.eos_token_id == 2 {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&t| t == max).unwrap_or(0)
+        } else {
+            ids.iter()
+                .position(|&t| i64::from(t) == self.cfg.eos_token_id)
+                .unwrap_or(ids.len().saturating_sub(1))
+        }
+    }
+
+    /// One sequence of token ids (at most `max_len`) → `[projection_dim]`, unit norm.
+    pub fn forward(&self, ids: &[u32]) -> CResult<Tensor> {
+        let n = ids.len();
+        if n == 0 || n > self.max_len() {
+            candle_core::bail!("{n} tokens: the text tower takes 1 to {}", self.max_len());
+        }
+        let d = self.cfg.hidden_size;
+        let ids_t = Tensor::new(ids, &self.device)?;
+        let x = self.token_embedding.index_select(&ids_t, 0)?;
+        let x = (x + self.position_embedding.narrow(0, 0, n)?)?.reshape((1, n, d))?;
+        let mask = causal_mask(n, &self.device)?;
+        let x = self.encoder.forward(&x, Some(&mask))?;
+        let pooled = x.i((0, self.pooled_index(ids)))?.reshape((1, d))?;
+        let pooled = self.final_layer_norm.forward(&pooled)?;
+        l2_normalize_rows(&self.projection.forward(&pooled)?)?.squeeze(0)
+    }
+}
+
+/// Additive mask: 0 on and below the diagonal, -inf above (a token sees only those before it).
+fn causal_mask(n: usize, device: &Device) -> CResult<Tensor> {
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (n, n), device)?.to_dtype(DType::F32)
+}

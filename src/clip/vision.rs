@@ -1,0 +1,109 @@
+//! CLIP's vision tower: preprocessed pixels `[batch, 3, H, W]` → L2-normalized image embeddings.
+//!
+//! Hugging Face's `CLIPVisionTransformer` + `visual_projection`, loading only `vision_model.*` and
+//! `visual_projection.weight` (the text tower's weights are never touched, so they are never paged
+//! in). The patch embedding, a convolution whose stride equals its kernel, is computed as one matmul
+//! over the unfolded patches. Not for: decoding or preprocessing images (`preprocess.rs`).
+
+use candle_core::{Module, Result as CResult, Tensor};
+use candle_nn::Linear;
+
+use super::config::VisionConfig;
+use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
+use super::weights::Weights;
+use super::ClipError;
+
+pub struct VisionTower {
+    cfg: VisionConfig,
+    /// `[hidden, channels·patch·patch]`: the convolution kernel, flattened.
+    patch_weight: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    projection: Linear,
+}
+
+impl VisionTower {
+    pub fn load(w: &Weights, cfg: &VisionConfig, projection_dim: usize) -> Result<Self, ClipError> {
+        let d = cfg.hidden_size;
+        let (c, p) = (cfg.num_channels, cfg.patch_size);
+        let e = "vision_model.embeddings";
+        let patch_weight = w
+            .get(&format!("{e}.patch_embedding.weight"), &[d, c, p, p])?
+            .reshape((d, c * p * p))
+            .map_err(|err| ClipError::Weights {
+                path: w.path().to_path_buf(),
+                reason: err.to_string(),
+            })?;
+        let shape = EncoderShape {
+            hidden: d,
+            intermediate: cfg.intermediate_size,
+            heads: cfg.num_attention_heads,
+            layers: cfg.num_hidden_layers,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_weight,
+            class_embedding: w.get(&format!("{e}.class_embedding"), &[d])?,
+            position_embedding: w.get(
+                &format!("{e}.position_embedding.weight"),
+                &[cfg.num_positions(), d],
+            )?,
+            // "layrnorm" is Hugging Face's spelling in the real checkpoints.
+            pre_layrnorm: LayerNorm::load(w, "vision_model.pre_layrnorm", d, cfg.layer_norm_eps)?,
+            encoder: Encoder::load(w, "vision_model", &shape)?,
+            post_layernorm: LayerNorm::load(
+                w,
+                "vision_model.post_layernorm",
+                d,
+                cfg.layer_norm_eps,
+            )?,
+            projection: load_linear(w, "visual_projection", projection_dim, d, false)?,
+        })
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.cfg
+    }
+
+    /// `pixels`: `[batch, channels, image_size, image_size]` → `[batch, projection_dim]`, unit rows.
+    pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let (b, c, hgt, wid) = pixels.dims4()?;
+        let p = self.cfg.patch_size;
+        let g = self.cfg.grid();
+        if c != self.cfg.num_channels || hgt != self.cfg.image_size || wid != self.cfg.image_size {
+            candle_core::bail!(
+                "pixels are {c}×{hgt}×{wid}, the model wants {}×{}×{}",
+                self.cfg.num_channels,
+                self.cfg.image_size,
+                self.cfg.image_size
+            );
+        }
+        let d = self.cfg.hidden_size;
+        // Unfold into non-overlapping patches: [b, c, g, p, g, p] → [b, g, g, c, p, p] → [b·g², c·p·p].
+        let patches = pixels
+            .reshape((b, c, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * g * g, c * p * p))?;
+        let x = patches
+            .matmul(&self.patch_weight.t()?)?
+            .reshape((b, g * g, d))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[&cls, &x], 1)?;
+        let x = x.broadcast_add(&self.position_embedding)?;
+        let x = self.pre_layrnorm.forward(&x)?;
+        let x = self.encoder.forward(&x, None)?;
+        let pooled = self
+            .post_layernorm
+            .forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        l2_normalize_rows(&self.projection.forward(&pooled)?)
+    }
+}

@@ -1,0 +1,115 @@
+//! `imgvec embed`: print the CLIP embedding of each image (or of a text), one per line.
+//!
+//! Unreadable or undecodable files are reported on stderr, one line each naming the file and why;
+//! every other file is still embedded, and the exit status is non-zero. Output is in input order.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{exit, open_model, preview, secs, PARTIAL_FAILURE};
+use crate::cli::EmbedArgs;
+use crate::clip::{ImageEncoder, TextEncoder};
+use crate::pipeline::{default_workers, run_model, spawn_prepare, Outcome};
+use crate::walk::find_images;
+
+pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
+    let (model, device) = open_model(&args.model, args.json)?;
+    if let Some(text) = &args.text {
+        let encoder = TextEncoder::load(&model, &device)?;
+        let emb = encoder.embed(text)?;
+        if emb.truncated {
+            eprintln!(
+                "imgvec: warning: the text is longer than {} tokens and was truncated",
+                encoder.tokenizer().max_len()
+            );
+        }
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", json!({"text": text, "embedding": emb.vector}))?;
+        } else {
+            writeln!(out, "{text:?}\t{}", preview(&emb.vector))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let t0 = Instant::now();
+    let encoder = ImageEncoder::load(&model, &device)?;
+    if !args.json {
+        eprintln!("imgvec: model loaded in {:.2} s", secs(t0));
+    }
+    let walk = find_images(&args.paths);
+    let mut failed = walk.problems.len();
+    for (path, why) in &walk.problems {
+        eprintln!("imgvec: {}: {why}", path.display());
+    }
+    let files: Vec<_> = walk.images.into_iter().enumerate().collect();
+    let total = files.len();
+    let rx = spawn_prepare(
+        files,
+        encoder.preprocess_config().clone(),
+        !args.model.ignore_exif_orientation,
+        default_workers(),
+        2 * args.batch_size as usize,
+        Arc::new(AtomicBool::new(false)),
+    );
+
+    // Results come back in batches, not necessarily in input order: print them in order.
+    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let t1 = Instant::now();
+    run_model(rx, &encoder, args.batch_size as usize, |batch| {
+        for o in batch {
+            pending.insert(o.seq(), o);
+        }
+        while let Some(o) = pending.remove(&next) {
+            next += 1;
+            let r = match o {
+                Outcome::Embedded { facts, vector } => {
+                    let path = facts.file.path.display().to_string();
+                    if args.json {
+                        writeln!(stdout, "{}", json!({"path": path, "embedding": vector}))
+                    } else {
+                        writeln!(stdout, "{path}\t{}", preview(&vector))
+                    }
+                }
+                Outcome::Failed(f) => {
+                    failed += 1;
+                    eprintln!("imgvec: {}: {}", f.path.display(), f.reason);
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                write_error = Some(e);
+                return false;
+            }
+        }
+        true
+    });
+    if let Some(e) = write_error {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+    }
+    stdout.flush().ok();
+    if !args.json {
+        let n = total.saturating_sub(failed.min(total));
+        eprintln!(
+            "imgvec: embedded {n} image(s) in {:.2} s, {failed} failed",
+            secs(t1)
+        );
+    }
+    Ok(if failed > 0 {
+        exit(PARTIAL_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,91 @@
+//! One module per subcommand, plus what they share: opening the model and the store, printing.
+//!
+//! Commands return `anyhow::Result<ExitCode>`: `Err` for a failure that stops the command (printed by
+//! `main` with its context), `Ok(FAILURE)` when the command ran but some inputs failed.
+
+pub mod create_index;
+pub mod embed;
+pub mod ingest;
+pub mod search;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+
+use crate::cli::{ModelArgs, StoreArgs};
+use crate::clip::ModelDir;
+use crate::store::elastic::{ElasticConfig, ElasticStore};
+use crate::store::VectorStore;
+
+/// Exit status when the command ran but some inputs failed.
+pub const PARTIAL_FAILURE: u8 = 1;
+/// Exit status after Ctrl-C.
+pub const INTERRUPTED: u8 = 130;
+
+pub fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+/// The model directory (config read and checked) and the device, announced on stderr unless quiet.
+pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
+    let model = ModelDir::open(&args.model_dir)?;
+    let (device, name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
+    if !quiet {
+        eprintln!(
+            "imgvec: model {} ({}-d), device {name}",
+            args.model_dir.display(),
+            model.dims()
+        );
+    }
+    Ok((model, device))
+}
+
+/// Connects to the store the flags and environment describe.
+pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
+    let url = args.es_url.clone().context(
+        "no Elasticsearch URL: pass --es-url or set IMGVEC_ES_URL (e.g. http://localhost:9200)",
+    )?;
+    if args.insecure {
+        eprintln!(
+            "imgvec: warning: --insecure: the server's TLS certificate is NOT verified; \
+anyone on the path can read and change what is sent"
+        );
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let api_key = env("ELASTIC_API_KEY");
+    let password = env("ELASTIC_PASSWORD");
+    let username = password
+        .as_ref()
+        .map(|_| env("ELASTIC_USERNAME").unwrap_or_else(|| "elastic".to_string()));
+    let mut cfg = ElasticConfig::new(url, args.index.clone());
+    cfg.username = username;
+    cfg.password = password;
+    cfg.api_key = api_key;
+    cfg.ca_cert = args.ca_cert.clone();
+    cfg.insecure = args.insecure;
+    cfg.request_timeout = Duration::from_secs(args.timeout.max(1));
+    cfg.max_retries = args.max_retries;
+    Ok(Box::new(ElasticStore::connect(cfg)?))
+}
+
+/// A current-thread-free tokio runtime for the commands that talk to a store.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Formats a vector for people: its size and first few values.
+pub fn preview(v: &[f32]) -> String {
+    let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
+    format!("[{}, … {} values]", head.join(", "), v.len())
+}
+
+/// Seconds since `t`, for messages.
+pub fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}

@@ -1,0 +1,157 @@
+//! `imgvec search`: the images nearest to a query image, a text, or both combined.
+//!
+//! A combined query is the sum of the unit vectors of the image and each `--text`, minus each
+//! `--minus`, L2-normalized again. The label filter runs inside the kNN search. Checks the index's
+//! vector size against the model's before loading any weights.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::{open_model, open_store, runtime};
+use crate::cli::SearchArgs;
+use crate::clip::{l2_normalize, ImageEncoder, TextEncoder};
+use crate::pipeline::prepare_file;
+use crate::store::{Hit, KnnQuery, StoreError};
+use crate::walk::ImageFile;
+
+/// Elasticsearch's limit on `num_candidates`.
+pub const MAX_NUM_CANDIDATES: usize = 10_000;
+
+/// `num_candidates` when not given: max(100, 10·k), within [k, 10 000].
+pub fn default_num_candidates(k: usize) -> usize {
+    (10 * k).max(100).min(MAX_NUM_CANDIDATES).max(k)
+}
+
+pub fn run(args: &SearchArgs) -> Result<ExitCode> {
+    let (model, device) = open_model(&args.model, args.json)?;
+    let k = args.k as usize;
+    let num_candidates = match args.num_candidates {
+        Some(n) if (n as usize) < k => bail!("--num-candidates ({n}) must be at least -k ({k})"),
+        Some(n) if n as usize > MAX_NUM_CANDIDATES => {
+            bail!("--num-candidates ({n}) is above Elasticsearch's limit of {MAX_NUM_CANDIDATES}")
+        }
+        Some(n) => n as usize,
+        None => default_num_candidates(k),
+    };
+    let rt = runtime()?;
+    let store = rt.block_on(async { open_store(&args.store) })?;
+    let index_dims = rt.block_on(store.index_dims())?;
+    if index_dims != model.dims() {
+        return Err(StoreError::DimsMismatch {
+            index: args.store.index.clone(),
+            index_dims,
+            model_dims: model.dims(),
+        }
+        .into());
+    }
+
+    let mut query = vec![0f32; model.dims()];
+    if let Some(image) = &args.image {
+        let encoder = ImageEncoder::load(&model, &device)?;
+        let file = ImageFile {
+            path: image.clone(),
+            parent_name: None,
+        };
+        let prepared = prepare_file(
+            0,
+            &file,
+            encoder.preprocess_config(),
+            !args.model.ignore_exif_orientation,
+        )
+        .map_err(|why| anyhow::anyhow!("{}: {why}", image.display()))?;
+        let v = encoder.embed_pixels(&[&prepared.pixels])?;
+        add(
+            &mut query,
+            v.first().context("the model returned no vector")?,
+            1.0,
+        );
+    }
+    if !args.text.is_empty() || !args.minus.is_empty() {
+        let encoder = TextEncoder::load(&model, &device)?;
+        for (texts, sign) in [(&args.text, 1.0f32), (&args.minus, -1.0)] {
+            for t in texts {
+                let e = encoder.embed(t)?;
+                if e.truncated {
+                    eprintln!(
+                        "imgvec: warning: {t:?} is longer than {} tokens and was truncated",
+                        encoder.tokenizer().max_len()
+                    );
+                }
+                add(&mut query, &e.vector, sign);
+            }
+        }
+    }
+    l2_normalize(&mut query);
+    if query.iter().all(|x| *x == 0.0) {
+        bail!("the query terms cancel out: nothing left to search for");
+    }
+
+    let hits = rt.block_on(store.knn(&KnnQuery {
+        vector: query,
+        k,
+        num_candidates,
+        label: args.label.clone(),
+    }))?;
+    print_hits(&hits, args.json)?;
+    if hits.is_empty() && !args.json {
+        let scope = match &args.label {
+            Some(l) => format!(" with label '{l}'"),
+            None => String::new(),
+        };
+        eprintln!("imgvec: no images{scope} in index '{}'", args.store.index);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(acc: &mut [f32], v: &[f32], sign: f32) {
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a += sign * x;
+    }
+}
+
+fn print_hits(hits: &[Hit], as_json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        for (i, h) in hits.iter().enumerate() {
+            let line = json!({"rank": i + 1, "score": h.score, "distance": h.distance(),
+                              "id": h.id, "label": h.label, "path": h.path});
+            writeln!(out, "{line}")?;
+        }
+    } else if !hits.is_empty() {
+        let w = hits.iter().map(|h| h.label.len()).max().unwrap_or(5).max(5);
+        writeln!(
+            out,
+            "{:>4}  {:>7}  {:>8}  {:<w$}  path",
+            "rank", "score", "distance", "label"
+        )?;
+        for (i, h) in hits.iter().enumerate() {
+            writeln!(
+                out,
+                "{:>4}  {:>7.4}  {:>8.4}  {:<w$}  {}",
+                i + 1,
+                h.score,
+                h.distance(),
+                h.label,
+                h.path
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn num_candidates_default() {
+        assert_eq!(default_num_candidates(1), 100);
+        assert_eq!(default_num_candidates(10), 100);
+        assert_eq!(default_num_candidates(50), 500);
+        assert_eq!(default_num_candidates(5000), 10_000);
+        assert_eq!(default_num_candidates(10_000), 10_000);
+    }
+}

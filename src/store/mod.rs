@@ -1,0 +1,188 @@
+//! Vector stores: where image embeddings are kept and how they are searched.
+//!
+//! One trait, [`VectorStore`], and its backends (`elastic` for Elasticsearch). The commands talk to the
+//! trait only, so every command behaves the same on every backend. This module knows nothing of models,
+//! images or files: it stores [`ImageDoc`]s and answers k-nearest-neighbour queries.
+
+pub mod elastic;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// One indexed image, as stored.
+///
+/// In Elasticsearch the fields are named as in the original Python pipeline: `name` (the label),
+/// `path` and `IFV` (the vector), plus the extra fields below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageDoc {
+    /// Lower-case hex SHA-256 of the file's bytes: the document id, so re-ingesting is idempotent.
+    pub id: String,
+    /// The label (`name` in Elasticsearch), e.g. `cat`.
+    pub label: String,
+    /// The file's absolute path.
+    pub path: String,
+    /// The L2-normalized embedding (`IFV` in Elasticsearch).
+    pub vector: Vec<f32>,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Decoded image width and height in pixels (after EXIF orientation).
+    pub width: u32,
+    pub height: u32,
+    /// Which model made the vector (the model directory's name, e.g. `clip-vit-large-patch14`).
+    pub model: String,
+    /// When it was indexed, milliseconds since the Unix epoch.
+    pub indexed_at_ms: u64,
+}
+
+/// What the index must look like: the vector size comes from the model's config, never from a constant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// Embedding dimension (the checkpoint's `projection_dim`).
+    pub dims: usize,
+    /// HNSW graph degree (`m`); `None` leaves the server's default.
+    pub hnsw_m: Option<u32>,
+    /// HNSW `ef_construction`; `None` leaves the server's default.
+    pub hnsw_ef_construction: Option<u32>,
+}
+
+/// What `ensure_index` found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnsureOutcome {
+    Created,
+    /// The index was there already, with a compatible mapping.
+    AlreadyExists,
+}
+
+/// A k-nearest-neighbour query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnQuery {
+    /// L2-normalized query vector.
+    pub vector: Vec<f32>,
+    pub k: usize,
+    /// Candidates examined per shard (Elasticsearch's `num_candidates`), ≥ k.
+    pub num_candidates: usize,
+    /// Only documents with this label; applied inside the kNN search, not after it.
+    pub label: Option<String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub id: String,
+    /// Elasticsearch's `l2_norm` score: 1 / (1 + d²).
+    pub score: f32,
+    pub label: String,
+    pub path: String,
+}
+
+impl Hit {
+    /// The L2 distance between query and hit, from the `l2_norm` score (score = 1 / (1 + d²)).
+    pub fn distance(&self) -> f32 {
+        score_to_distance(self.score)
+    }
+}
+
+/// Inverse of Elasticsearch's `l2_norm` similarity score, `score = 1 / (1 + d²)`.
+pub fn score_to_distance(score: f32) -> f32 {
+    if score <= 0.0 {
+        return f32::INFINITY;
+    }
+    (1.0 / score - 1.0).max(0.0).sqrt()
+}
+
+/// Elasticsearch's `l2_norm` similarity score for an L2 distance.
+pub fn distance_to_score(distance: f32) -> f32 {
+    1.0 / (1.0 + distance * distance)
+}
+
+/// Outcome of one `upsert` call, item by item.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpsertReport {
+    /// Ids newly written.
+    pub indexed: Vec<String>,
+    /// Ids that were already present (nothing written: one label never overwrites another).
+    pub already_present: Vec<String>,
+    /// Ids that failed for good (after retries), with the server's reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Errors a user can act on; each says what to do or what was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach {url}: {detail}. Is the server running and the URL right?")]
+    Unreachable { url: String, detail: String },
+    #[error("{url} refused the credentials ({detail}). Set ELASTIC_USERNAME/ELASTIC_PASSWORD or ELASTIC_API_KEY")]
+    Auth { url: String, detail: String },
+    #[error("index '{index}' does not exist: run `imgvec create-index` first")]
+    IndexMissing { index: String },
+    #[error("index '{index}' exists with an incompatible mapping: {}", differences.join("; "))]
+    Incompatible {
+        index: String,
+        differences: Vec<String>,
+    },
+    #[error("index '{index}' holds {index_dims}-d vectors but the model makes {model_dims}-d ones: use the model the index was built with, or another --index")]
+    DimsMismatch {
+        index: String,
+        index_dims: usize,
+        model_dims: usize,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("server error {status}: {body}")]
+    Server { status: u16, body: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A place where image vectors are stored and searched.
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// One line for the user: which backend, where, which index.
+    fn describe(&self) -> String;
+
+    /// Creates the index if missing; if present, checks that its mapping is compatible with `spec`
+    /// (vector field type, dims, similarity, index type) and fails with [`StoreError::Incompatible`]
+    /// naming each difference.
+    async fn ensure_index(&self, spec: &IndexSpec) -> Result<EnsureOutcome, StoreError>;
+
+    /// Deletes the index if present, then creates it.
+    async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError>;
+
+    /// Vector dims of the existing index; `Err(IndexMissing)` if there is none.
+    async fn index_dims(&self) -> Result<usize, StoreError>;
+
+    /// Which of `ids` are already stored (asked in batches, whatever the number of ids).
+    async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError>;
+
+    /// Writes documents that are not there yet (an existing id is left untouched and reported as
+    /// already present), or overwrites them when `overwrite` is true. Transient failures are
+    /// retried inside; what still fails is reported per item, not as an `Err`. `Err` means the whole
+    /// call could not be carried out (server unreachable after retries, auth refused, ...).
+    async fn upsert(&self, docs: &[ImageDoc], overwrite: bool) -> Result<UpsertReport, StoreError>;
+
+    /// Makes everything written so far visible to search.
+    async fn refresh(&self) -> Result<(), StoreError>;
+
+    /// The `k` nearest documents, best first.
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError>;
+
+    /// Number of documents in the index.
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_and_distance_are_inverse() {
+        for d in [0.0f32, 0.1, 0.5, 1.0, 1.414, 2.0] {
+            let s = distance_to_score(d);
+            assert!((score_to_distance(s) - d).abs() < 1e-5, "d={d} s={s}");
+        }
+        assert_eq!(distance_to_score(0.0), 1.0);
+        assert!((distance_to_score(1.0) - 0.5).abs() < 1e-7);
+    }
+}

@@ -1,0 +1,133 @@
+//! `imgvec embed` as a user runs it: the built binary on the reference images and on bad files.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn embeds_a_folder_as_json_lines_in_order() {
+    let images = fixtures().join("images");
+    let out = imgvec(&[
+        "embed",
+        images.to_str().unwrap(),
+        "--json",
+        "--batch-size",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 13);
+    let exp = expected();
+    for (line, want) in lines.iter().zip(exp["images"].as_array().unwrap()) {
+        let path = line["path"].as_str().unwrap();
+        assert!(
+            path.ends_with(want["file"].as_str().unwrap()),
+            "order: {path}"
+        );
+        let v = floats(&line["embedding"]);
+        assert_eq!(v.len(), 32);
+        assert!((norm(&v) - 1.0).abs() < 1e-5, "{path}: norm {}", norm(&v));
+        let c = cosine(&v, &floats(&want["embedding"]));
+        assert!(c >= 0.9995, "{path}: cosine {c}");
+    }
+}
+
+#[test]
+fn bad_files_are_reported_and_the_rest_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(fixtures().join("images/chelsea.png"), d.join("a_good.png")).unwrap();
+    let rocket = std::fs::read(fixtures().join("images/rocket.jpg")).unwrap();
+    std::fs::write(d.join("b_truncated.jpg"), &rocket[..600]).unwrap();
+    std::fs::write(d.join("c_fake.jpg"), b"plain text, not a JPEG").unwrap();
+    std::fs::copy(
+        fixtures().join("images/synth_small.png"),
+        d.join("d_good.png"),
+    )
+    .unwrap();
+    std::fs::write(d.join("notes.txt"), b"not an image, skipped quietly").unwrap();
+    let out = imgvec(&["embed", d.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "non-zero exit status when a file fails"
+    );
+    let lines = json_lines(&stdout(&out));
+    let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(paths[0].ends_with("a_good.png") && paths[1].ends_with("d_good.png"));
+    let err = stderr(&out);
+    let err_lines: Vec<&str> = err.lines().filter(|l| l.contains("imgvec:")).collect();
+    assert!(
+        err_lines.iter().any(|l| l.contains("b_truncated.jpg")),
+        "{err}"
+    );
+    assert!(err_lines.iter().any(|l| l.contains("c_fake.jpg")), "{err}");
+    assert!(!err.contains("notes.txt"), "{err}");
+}
+
+#[test]
+fn a_named_file_that_cannot_be_read() {
+    let out = imgvec(&["embed", "/no/such/photo.jpg", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("/no/such/photo.jpg"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn readable_output_without_json() {
+    let img = fixtures().join("images/coffee.png");
+    let out = imgvec(&["embed", img.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("coffee.png") && s.contains("32 values"), "{s}");
+}
+
+#[test]
+fn embeds_text() {
+    let out = imgvec(&["embed", "--text", "a photo of a cat", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = &json_lines(&stdout(&out))[0];
+    assert_eq!(line["text"], "a photo of a cat");
+    let want = expected()["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["text"] == "a photo of a cat")
+        .map(|t| floats(&t["embedding"]))
+        .unwrap();
+    assert!(cosine(&floats(&line["embedding"]), &want) >= 0.9999);
+}
+
+#[test]
+fn long_text_warns() {
+    let long = "dog ".repeat(100);
+    let out = imgvec(&["embed", "--text", &long, "--json"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_model_dir_is_a_clear_error() {
+    let out = imgvec_env(
+        &["embed", "x.jpg"],
+        &[("IMGVEC_MODEL_DIR", "/no/model/here")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/no/model/here") && err.contains("models/README.md"),
+        "{err}"
+    );
+}

@@ -1,0 +1,127 @@
+//! Parity with Hugging Face transformers on the tiny checkpoint: the reference numbers in
+//! tests/fixtures were computed by transformers from the same weights and images.
+
+mod common;
+
+use candle_core::Device;
+use common::*;
+use imgvec::clip::preprocess::{decode_rgb, preprocess_rgb};
+use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
+
+fn image_encoder() -> ImageEncoder {
+    let model = ModelDir::open(&tiny_model_dir()).unwrap();
+    ImageEncoder::load(&model, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn reference_pixels_through_the_model() {
+    let enc = image_encoder();
+    let exp = expected();
+    let images = exp["images"].as_array().unwrap();
+    assert_eq!(images.len(), 13);
+    let mut worst = 1.0f64;
+    for img in images {
+        let name = img["file"].as_str().unwrap();
+        let pixels = reference_pixels(name);
+        let got = &enc.embed_pixels(&[&pixels]).unwrap()[0];
+        let want = floats(&img["embedding"]);
+        assert_eq!(got.len(), 32);
+        let c = cosine(got, &want);
+        assert!((norm(got) - 1.0).abs() < 1e-5, "{name}: norm {}", norm(got));
+        assert!(c >= 0.99999, "{name}: cosine {c}");
+        worst = worst.min(c);
+    }
+    eprintln!("reference pixels → model: min cosine {worst:.8}");
+}
+
+#[test]
+fn batched_equals_one_by_one() {
+    let enc = image_encoder();
+    let names = ["chelsea.png", "coffee.png", "synth_small.png"];
+    let px: Vec<Vec<f32>> = names.iter().map(|n| reference_pixels(n)).collect();
+    let refs: Vec<&[f32]> = px.iter().map(|p| p.as_slice()).collect();
+    let batch = enc.embed_pixels(&refs).unwrap();
+    for (i, p) in refs.iter().enumerate() {
+        let single = &enc.embed_pixels(&[p]).unwrap()[0];
+        assert!(cosine(single, &batch[i]) > 0.999999, "{}", names[i]);
+    }
+}
+
+#[test]
+fn image_files_through_our_preprocessing() {
+    let enc = image_encoder();
+    let exp = expected();
+    let mut report = Vec::new();
+    for img in exp["images"].as_array().unwrap() {
+        let name = img["file"].as_str().unwrap();
+        let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
+        // The reference ignores EXIF orientation; these files carry none, so either setting agrees.
+        let decoded = decode_rgb(&bytes, true).unwrap();
+        let ours = preprocess_rgb(&decoded.rgb, enc.preprocess_config());
+        let theirs = reference_pixels(name);
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        let max_diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let got = &enc.embed_pixels(&[&ours]).unwrap()[0];
+        let c = cosine(got, &floats(&img["embedding"]));
+        report.push(format!(
+            "{name:>20}  max |Δpixel| {max_diff:.2e}  cosine {c:.8}"
+        ));
+        assert!(
+            c >= 0.9995,
+            "{name}: cosine {c} (max pixel diff {max_diff})"
+        );
+        assert!((norm(got) - 1.0).abs() < 1e-5);
+    }
+    eprintln!(
+        "image files → imgvec preprocessing → model:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn text_parity() {
+    let model = ModelDir::open(&tiny_model_dir()).unwrap();
+    let enc = TextEncoder::load(&model, &Device::Cpu).unwrap();
+    let exp = expected();
+    let texts = exp["texts"].as_array().unwrap();
+    assert!(texts.len() >= 8);
+    let mut worst = 1.0f64;
+    for t in texts {
+        let text = t["text"].as_str().unwrap();
+        let want_ids: Vec<u32> = t["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = enc.embed(text).unwrap();
+        assert_eq!(got.input_ids, want_ids, "input_ids of {text:?}");
+        assert!(!got.truncated);
+        let c = cosine(&got.vector, &floats(&t["embedding"]));
+        assert!(c >= 0.9999, "{text:?}: cosine {c}");
+        assert!((norm(&got.vector) - 1.0).abs() < 1e-5);
+        worst = worst.min(c);
+    }
+    eprintln!("texts: min cosine {worst:.8}");
+}
+
+#[test]
+fn long_text_is_truncated_like_transformers() {
+    let model = ModelDir::open(&tiny_model_dir()).unwrap();
+    let enc = TextEncoder::load(&model, &Device::Cpu).unwrap();
+    let long = "cat ".repeat(200);
+    let got = enc.embed(&long).unwrap();
+    assert!(got.truncated);
+    assert_eq!(got.input_ids.len(), 77);
+    assert_eq!(got.input_ids[0], 49406, "starts with <|startoftext|>");
+    assert_eq!(got.input_ids[76], 49407, "ends with <|endoftext|>");
+    // The same as the text cut to its first 75 words by hand.
+    let short = enc.embed(&"cat ".repeat(75)).unwrap();
+    assert!(!short.truncated);
+    assert_eq!(short.input_ids, got.input_ids);
+    assert!(cosine(&short.vector, &got.vector) > 0.999999);
+}

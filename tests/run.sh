@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README, CI): starts a local Elasticsearch-API test server, runs every test, stops it.
+#
+#   bash tests/run.sh [cargo test args...]
+#
+# With IMGVEC_TEST_ES_URL already set (a real Elasticsearch 8.12+/9.x, say), no server is started and
+# the same tests run against that one. The test server is noida-db 0.2.3 from PyPI, installed into
+# target/es-test/venv on first use, listening on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+state="${IMGVEC_TEST_STATE:-target/es-test}"
+if [ -z "${IMGVEC_TEST_ES_URL:-}" ]; then
+    eval "$(bash .ci/es-server.sh start "$state")"
+    trap 'bash .ci/es-server.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+    echo "tests/run.sh: test server at $IMGVEC_TEST_ES_URL" >&2
+fi
+export IMGVEC_TEST_ES_URL
+cargo test --locked "$@"
