@@ -646,11 +646,27 @@ fn decode_inner(
     } else {
         Orientation::NoTransforms
     };
-    let image = DynamicImage::from_decoder(decoder).map_err(err)?;
-    // A PNG of colour type 2 (RGB) whose tRNS chunk the decoder expanded to alpha is still mode
-    // "RGB" for PIL, which transformers passes through untouched: drop the alpha, don't composite.
-    let rgb_with_trns = format == ImageFormat::Png && png_color_type(bytes) == Some(2);
-    let rgb = to_rgb_like_pil(image, rgb_with_trns)?;
+    // JPEG: our libjpeg-turbo-exact decoder; the `image` crate's (zune-jpeg, which differs from
+    // libjpeg by a few levels) only for what ours refuses: arithmetic coding, 12-bit, corrupt or
+    // truncated data.
+    let exact_jpeg = if format == ImageFormat::Jpeg {
+        pil_jpeg::decode(bytes, MAX_DECODE_BYTES)
+            .ok()
+            .filter(|img| img.dimensions() == (width, height))
+    } else {
+        None
+    };
+    let rgb = match exact_jpeg {
+        Some(rgb) => rgb,
+        None => {
+            let image = DynamicImage::from_decoder(decoder).map_err(err)?;
+            // A PNG of colour type 2 (RGB) whose tRNS chunk the decoder expanded to alpha is
+            // still mode "RGB" for PIL, which transformers passes through untouched: drop the
+            // alpha, don't composite.
+            let rgb_with_trns = format == ImageFormat::Png && png_color_type(bytes) == Some(2);
+            to_rgb_like_pil(image, rgb_with_trns)?
+        }
+    };
     let rgb = if orientation == Orientation::NoTransforms {
         rgb
     } else {
@@ -842,6 +858,16 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// `HALF + Σ p·k`. Wrapping arithmetic only so the loop vectorizes (the sum cannot overflow:
+/// |Σ k| ≤ 2^22 · 1.5 for every filter, times 255).
+#[inline]
+fn dot(p: &[u8], k: &[i32]) -> i32 {
+    p.iter()
+        .zip(k)
+        .map(|(&p, &k)| i32::from(p).wrapping_mul(k))
+        .fold(HALF, i32::wrapping_add)
+}
+
 /// Fixed-point resampling weights for some consecutive outputs of one axis.
 struct AxisCoeffs {
     ksize: usize,
@@ -931,30 +957,35 @@ fn resample_window(
     };
     let stride = xc * 3;
 
-    // Horizontal pass over the rows the vertical pass reads.
+    // Horizontal pass over the rows the vertical pass reads. Each row's used columns are first
+    // split into planes so the dot products vectorize.
     let mut tmp = vec![0u8; (row_last - row_first) * stride];
+    let (col_first, col_last) = horizontal.as_ref().map_or((0, 0), AxisCoeffs::span);
+    let mut planes = vec![0u8; 3 * (col_last - col_first)];
     for (r, out_row) in tmp.chunks_exact_mut(stride).enumerate() {
         let y = row_first + r;
         let in_row = &src[y * src_stride..(y + 1) * src_stride];
-        match &horizontal {
-            None => {
-                let x0 = xs as usize * 3;
-                out_row.copy_from_slice(&in_row[x0..x0 + stride]);
-            }
-            Some(hc) => {
-                for (j, o) in out_row.chunks_exact_mut(3).enumerate() {
-                    let (start, k) = hc.taps(j);
-                    let px = &in_row[start * 3..(start + k.len()) * 3];
-                    let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
-                    for (&kw, p) in k.iter().zip(px.chunks_exact(3)) {
-                        s0 += i32::from(p[0]) * kw;
-                        s1 += i32::from(p[1]) * kw;
-                        s2 += i32::from(p[2]) * kw;
-                    }
-                    o[0] = clip8(s0);
-                    o[1] = clip8(s1);
-                    o[2] = clip8(s2);
-                }
+        let Some(hc) = &horizontal else {
+            let x0 = xs as usize * 3;
+            out_row.copy_from_slice(&in_row[x0..x0 + stride]);
+            continue;
+        };
+        let n = col_last - col_first;
+        let (p0, rest) = planes.split_at_mut(n);
+        let (p1, p2) = rest.split_at_mut(n);
+        for (((p, a), b), c) in in_row[col_first * 3..col_last * 3]
+            .chunks_exact(3)
+            .zip(p0.iter_mut())
+            .zip(p1.iter_mut())
+            .zip(p2.iter_mut())
+        {
+            (*a, *b, *c) = (p[0], p[1], p[2]);
+        }
+        for (j, o) in out_row.chunks_exact_mut(3).enumerate() {
+            let (start, k) = hc.taps(j);
+            let s = start - col_first;
+            for (oc, plane) in o.iter_mut().zip([&*p0, &*p1, &*p2]) {
+                *oc = clip8(dot(&plane[s..s + k.len()], k));
             }
         }
     }
@@ -972,7 +1003,7 @@ fn resample_window(
             let r = start + t - row_first;
             let in_row = &tmp[r * stride..(r + 1) * stride];
             for (a, &p) in acc.iter_mut().zip(in_row) {
-                *a += i32::from(p) * kw;
+                *a = a.wrapping_add(i32::from(p).wrapping_mul(kw));
             }
         }
         for (o, &a) in out_row.iter_mut().zip(&acc) {
@@ -980,6 +1011,1129 @@ fn resample_window(
         }
     }
     out
+}
+
+/// A baseline/progressive Huffman JPEG decoder whose output is bit-identical to libjpeg-turbo's
+/// default decompression as Pillow runs it: islow integer IDCT (`jidctint.c`), "fancy"
+/// triangle-filter chroma upsampling with libjpeg's alternating rounding biases and edge
+/// replication (`jdsample.c`, `jdmainct.c`), table-driven YCbCr→RGB (`jdcolor.c`), libjpeg's
+/// colour-space guess (`default_decompress_parms`), and Pillow's inverted-CMYK handling
+/// (`CMYK;I` then `cmyk2rgb`). Strict: anything unusual (arithmetic coding, 12-bit, lossless,
+/// DNL, 2 components, fractional sampling ratios, corrupt or truncated data) is an error and the
+/// caller falls back to the `image` crate's decoder.
+mod pil_jpeg {
+    use image::RgbImage;
+
+    pub(super) type Result<T> = std::result::Result<T, String>;
+
+    /// Zigzag index → natural (row-major) index, with libjpeg's 16 extra entries for corrupt
+    /// run lengths.
+    const NATURAL_ORDER: [usize; 80] = [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+        20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63, 63, 63, 63, 63, 63, 63,
+        63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    ];
+
+    const FAST_BITS: u32 = 9;
+
+    struct Huffman {
+        /// `(length << 8) | symbol` for codes of at most FAST_BITS bits, else 0.
+        fast: Vec<u16>,
+        maxcode: [i32; 18],
+        valoffset: [i32; 18],
+        values: Vec<u8>,
+    }
+
+    impl Huffman {
+        fn new(counts: &[u8], symbols: &[u8]) -> Result<Self> {
+            let mut fast = vec![0u16; 1 << FAST_BITS];
+            let mut maxcode = [-1i32; 18];
+            let mut valoffset = [0i32; 18];
+            let mut code: u32 = 0;
+            let mut k = 0usize;
+            for l in 1..=16u32 {
+                let n = counts[l as usize - 1] as usize;
+                valoffset[l as usize] = k as i32 - code as i32;
+                for _ in 0..n {
+                    if l <= FAST_BITS {
+                        let shift = FAST_BITS - l;
+                        for i in 0..(1u32 << shift) {
+                            fast[((code << shift) | i) as usize] = ((l as u16) << 8) | u16::from(symbols[k]);
+                        }
+                    }
+                    code += 1;
+                    k += 1;
+                }
+                if n > 0 {
+                    maxcode[l as usize] = code as i32 - 1;
+                }
+                // libjpeg's jdhuff.c check: no code may be all ones.
+                if code >= 1 << l {
+                    return Err("bad Huffman table".into());
+                }
+                code <<= 1;
+            }
+            maxcode[17] = i32::MAX;
+            Ok(Self {
+                fast,
+                maxcode,
+                valoffset,
+                values: symbols.to_vec(),
+            })
+        }
+    }
+
+    /// Entropy-coded data reader. Past a marker or the end of the data it supplies zero bits, as
+    /// libjpeg does, but remembers if any were consumed (then the data was truncated or corrupt).
+    struct Bits<'a> {
+        data: &'a [u8],
+        pos: usize,
+        acc: u64,
+        n: u32,
+        pad: u32,
+        at_marker: bool,
+        overrun: bool,
+    }
+
+    impl<'a> Bits<'a> {
+        fn new(data: &'a [u8], pos: usize) -> Self {
+            Self {
+                data,
+                pos,
+                acc: 0,
+                n: 0,
+                pad: 0,
+                at_marker: false,
+                overrun: false,
+            }
+        }
+
+        fn fill(&mut self) {
+            while self.n <= 56 {
+                let byte = if self.at_marker || self.pos >= self.data.len() {
+                    self.at_marker = true;
+                    self.pad += 8;
+                    0
+                } else {
+                    let b = self.data[self.pos];
+                    if b == 0xFF {
+                        if self.data.get(self.pos + 1) == Some(&0) {
+                            self.pos += 2;
+                            0xFF
+                        } else {
+                            self.at_marker = true;
+                            self.pad += 8;
+                            0
+                        }
+                    } else {
+                        self.pos += 1;
+                        b
+                    }
+                };
+                self.acc |= u64::from(byte) << (56 - self.n);
+                self.n += 8;
+            }
+        }
+
+        #[inline]
+        fn consume(&mut self, k: u32) {
+            self.acc <<= k;
+            self.n -= k;
+            if self.n < self.pad {
+                self.overrun = true;
+                self.pad = self.n;
+            }
+        }
+
+        #[inline]
+        fn bits(&mut self, k: u32) -> u32 {
+            if k == 0 {
+                return 0;
+            }
+            if self.n < k {
+                self.fill();
+            }
+            let v = (self.acc >> (64 - k)) as u32;
+            self.consume(k);
+            v
+        }
+
+        #[inline]
+        fn bit(&mut self) -> bool {
+            self.bits(1) != 0
+        }
+
+        /// `HUFF_EXTEND(bits(s), s)`.
+        #[inline]
+        fn receive_extend(&mut self, s: u32) -> i32 {
+            if s == 0 {
+                return 0;
+            }
+            let v = self.bits(s) as i32;
+            if v < 1 << (s - 1) {
+                v - (1 << s) + 1
+            } else {
+                v
+            }
+        }
+
+        #[inline]
+        fn decode(&mut self, h: &Huffman) -> Result<u8> {
+            if self.n < 16 {
+                self.fill();
+            }
+            let f = h.fast[(self.acc >> (64 - FAST_BITS)) as usize];
+            if f != 0 {
+                self.consume(u32::from(f >> 8));
+                return Ok(f as u8);
+            }
+            for l in FAST_BITS + 1..=16 {
+                let code = (self.acc >> (64 - l)) as i32;
+                if code <= h.maxcode[l as usize] {
+                    self.consume(l);
+                    let i = code + h.valoffset[l as usize];
+                    return h
+                        .values
+                        .get(i as usize)
+                        .copied()
+                        .ok_or_else(|| "bad Huffman code".to_string());
+                }
+            }
+            Err("bad Huffman code".into())
+        }
+
+        /// Drops buffered bits and reads an RSTn marker.
+        fn restart(&mut self) -> Result<()> {
+            self.acc = 0;
+            self.n = 0;
+            self.pad = 0;
+            self.at_marker = false;
+            while self.data.get(self.pos) == Some(&0xFF) && self.data.get(self.pos + 1) == Some(&0xFF) {
+                self.pos += 1;
+            }
+            match (self.data.get(self.pos), self.data.get(self.pos + 1)) {
+                (Some(0xFF), Some(0xD0..=0xD7)) => {
+                    self.pos += 2;
+                    Ok(())
+                }
+                _ => Err("missing restart marker".into()),
+            }
+        }
+    }
+
+    struct Component {
+        id: u8,
+        h: usize,
+        v: usize,
+        tq: usize,
+        /// Latched when the component's first scan starts (libjpeg's `latch_quant_tables`).
+        quant: Option<[u16; 64]>,
+        /// Downsampled size in samples and in blocks.
+        dw: usize,
+        dh: usize,
+        wib: usize,
+        hib: usize,
+        /// Coefficient array width in blocks (whole MCUs).
+        bw: usize,
+        coefs: Vec<i16>,
+        dc_pred: i32,
+    }
+
+    struct Frame {
+        progressive: bool,
+        width: usize,
+        height: usize,
+        max_h: usize,
+        max_v: usize,
+        mcus_x: usize,
+        mcus_y: usize,
+        comps: Vec<Component>,
+    }
+
+    struct Decoder<'a> {
+        data: &'a [u8],
+        pos: usize,
+        qt: [Option<[u16; 64]>; 4],
+        dc: [Option<Huffman>; 4],
+        ac: [Option<Huffman>; 4],
+        restart_interval: usize,
+        saw_jfif: bool,
+        adobe_transform: Option<u8>,
+        frame: Option<Frame>,
+        scans: usize,
+        eobrun: u32,
+    }
+
+    /// Decodes `data` to RGB as Pillow + libjpeg-turbo do; `max_bytes` bounds the memory used.
+    pub(super) fn decode(data: &[u8], max_bytes: u64) -> Result<RgbImage> {
+        let mut d = Decoder {
+            data,
+            pos: 0,
+            qt: [None; 4],
+            dc: [None, None, None, None],
+            ac: [None, None, None, None],
+            restart_interval: 0,
+            saw_jfif: false,
+            adobe_transform: None,
+            frame: None,
+            scans: 0,
+            eobrun: 0,
+        };
+        if data.get(0..2) != Some(&[0xFF, 0xD8]) {
+            return Err("not a JPEG".into());
+        }
+        d.pos = 2;
+        loop {
+            let Some(marker) = d.next_marker() else {
+                // End of data without EOI: accept what the scans gave, as libjpeg does.
+                if d.scans == 0 {
+                    return Err("no image data".into());
+                }
+                break;
+            };
+            match marker {
+                0xD8 => return Err("unexpected SOI".into()),
+                0xC0..=0xC2 => d.read_sof(marker == 0xC2, max_bytes)?,
+                0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                    return Err(format!("unsupported JPEG process (SOF{})", marker - 0xC0))
+                }
+                0xC4 => d.read_dht()?,
+                0xCC => return Err("arithmetic coding is not supported".into()),
+                0xDB => d.read_dqt()?,
+                0xDD => {
+                    let seg = d.segment()?;
+                    if seg.len() < 2 {
+                        return Err("bad DRI".into());
+                    }
+                    d.restart_interval = usize::from(u16::from_be_bytes([seg[0], seg[1]]));
+                }
+                0xDA => d.read_scan()?,
+                0xD9 => break,
+                0xE0 => {
+                    let seg = d.segment()?;
+                    if seg.len() >= 14 && &seg[..5] == b"JFIF\0" {
+                        d.saw_jfif = true;
+                    }
+                }
+                0xEE => {
+                    let seg = d.segment()?;
+                    if seg.len() >= 12 && &seg[..5] == b"Adobe" {
+                        d.adobe_transform = Some(seg[11]);
+                    }
+                }
+                0xE1..=0xED | 0xEF | 0xFE => {
+                    d.segment()?;
+                }
+                0xD0..=0xD7 | 0x01 => {}
+                0xDC => return Err("DNL marker is not supported".into()),
+                other => return Err(format!("unexpected marker 0x{other:02X}")),
+            }
+        }
+        d.output()
+    }
+
+    impl<'a> Decoder<'a> {
+        /// The next marker code, skipping garbage and fill bytes; `None` at the end of the data.
+        fn next_marker(&mut self) -> Option<u8> {
+            loop {
+                while *self.data.get(self.pos)? != 0xFF {
+                    self.pos += 1;
+                }
+                while *self.data.get(self.pos)? == 0xFF {
+                    self.pos += 1;
+                }
+                let code = *self.data.get(self.pos)?;
+                self.pos += 1;
+                if code != 0 {
+                    return Some(code);
+                }
+            }
+        }
+
+        /// The payload of a marker segment (after its length), advancing past it.
+        fn segment(&mut self) -> Result<&'a [u8]> {
+            let data = self.data;
+            let len = data
+                .get(self.pos..self.pos + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                .ok_or("truncated marker segment")?;
+            if len < 2 {
+                return Err("bad marker segment length".into());
+            }
+            let seg = data
+                .get(self.pos + 2..self.pos + len)
+                .ok_or("truncated marker segment")?;
+            self.pos += len;
+            Ok(seg)
+        }
+
+        fn read_sof(&mut self, progressive: bool, max_bytes: u64) -> Result<()> {
+            if self.frame.is_some() {
+                return Err("more than one frame".into());
+            }
+            let s = self.segment()?;
+            if s.len() < 6 {
+                return Err("bad SOF".into());
+            }
+            if s[0] != 8 {
+                return Err(format!("{}-bit JPEG is not supported", s[0]));
+            }
+            let height = usize::from(u16::from_be_bytes([s[1], s[2]]));
+            let width = usize::from(u16::from_be_bytes([s[3], s[4]]));
+            let nc = usize::from(s[5]);
+            if height == 0 || width == 0 {
+                return Err("zero image size (DNL) is not supported".into());
+            }
+            if !matches!(nc, 1 | 3 | 4) || s.len() < 6 + 3 * nc {
+                return Err(format!("{nc}-component JPEG is not supported"));
+            }
+            let mut comps = Vec::with_capacity(nc);
+            for i in 0..nc {
+                let c = &s[6 + 3 * i..9 + 3 * i];
+                let (h, v, tq) = (usize::from(c[1] >> 4), usize::from(c[1] & 15), usize::from(c[2]));
+                if !(1..=4).contains(&h) || !(1..=4).contains(&v) || tq > 3 {
+                    return Err("bad component parameters".into());
+                }
+                if comps.iter().any(|x: &Component| x.id == c[0]) {
+                    return Err("duplicate component id".into());
+                }
+                comps.push(Component {
+                    id: c[0],
+                    h,
+                    v,
+                    tq,
+                    quant: None,
+                    dw: 0,
+                    dh: 0,
+                    wib: 0,
+                    hib: 0,
+                    bw: 0,
+                    coefs: Vec::new(),
+                    dc_pred: 0,
+                });
+            }
+            let max_h = comps.iter().map(|c| c.h).max().unwrap_or(1);
+            let max_v = comps.iter().map(|c| c.v).max().unwrap_or(1);
+            let mcus_x = width.div_ceil(8 * max_h);
+            let mcus_y = height.div_ceil(8 * max_v);
+            let mut bytes: u64 = (width * height * 3) as u64;
+            for c in &mut comps {
+                // Upsampling must be one of libjpeg's integral cases.
+                if max_h % c.h != 0 || max_v % c.v != 0 {
+                    return Err("fractional sampling ratios are not supported".into());
+                }
+                c.dw = (width * c.h).div_ceil(max_h);
+                c.dh = (height * c.v).div_ceil(max_v);
+                c.wib = c.dw.div_ceil(8);
+                c.hib = c.dh.div_ceil(8);
+                c.bw = mcus_x * c.h;
+                let blocks = c.bw * mcus_y * c.v;
+                bytes += (blocks * 64 * 2 + c.wib * c.hib * 64 + width * height) as u64;
+            }
+            if bytes > max_bytes {
+                return Err(format!("needs {} MiB", bytes >> 20));
+            }
+            for c in &mut comps {
+                c.coefs = vec![0i16; c.bw * mcus_y * c.v * 64];
+            }
+            self.frame = Some(Frame {
+                progressive,
+                width,
+                height,
+                max_h,
+                max_v,
+                mcus_x,
+                mcus_y,
+                comps,
+            });
+            Ok(())
+        }
+
+        fn read_dht(&mut self) -> Result<()> {
+            let mut s = self.segment()?;
+            while !s.is_empty() {
+                if s.len() < 17 {
+                    return Err("bad DHT".into());
+                }
+                let (class, id) = (s[0] >> 4, usize::from(s[0] & 15));
+                let counts = &s[1..17];
+                let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+                if class > 1 || id > 3 || total > 256 || s.len() < 17 + total {
+                    return Err("bad DHT".into());
+                }
+                let table = Huffman::new(counts, &s[17..17 + total])?;
+                if class == 0 {
+                    self.dc[id] = Some(table);
+                } else {
+                    self.ac[id] = Some(table);
+                }
+                s = &s[17 + total..];
+            }
+            Ok(())
+        }
+
+        fn read_dqt(&mut self) -> Result<()> {
+            let mut s = self.segment()?;
+            while !s.is_empty() {
+                let (precision, id) = (s[0] >> 4, usize::from(s[0] & 15));
+                let size = if precision == 0 { 64 } else { 128 };
+                if precision > 1 || id > 3 || s.len() < 1 + size {
+                    return Err("bad DQT".into());
+                }
+                let mut q = [0u16; 64];
+                for (i, &n) in NATURAL_ORDER[..64].iter().enumerate() {
+                    q[n] = if precision == 0 {
+                        u16::from(s[1 + i])
+                    } else {
+                        u16::from_be_bytes([s[1 + 2 * i], s[2 + 2 * i]])
+                    };
+                }
+                self.qt[id] = Some(q);
+                s = &s[1 + size..];
+            }
+            Ok(())
+        }
+
+        fn read_scan(&mut self) -> Result<()> {
+            let s = self.segment()?;
+            let frame = self.frame.as_mut().ok_or("scan before frame header")?;
+            let ns = usize::from(*s.first().ok_or("bad SOS")?);
+            if !(1..=4).contains(&ns) || s.len() < 4 + 2 * ns {
+                return Err("bad SOS".into());
+            }
+            let mut scan_comps = Vec::with_capacity(ns);
+            for i in 0..ns {
+                let (id, tables) = (s[1 + 2 * i], s[2 + 2 * i]);
+                let ci = frame
+                    .comps
+                    .iter()
+                    .position(|c| c.id == id)
+                    .ok_or("scan names an unknown component")?;
+                if scan_comps.iter().any(|&(c, _, _)| c == ci) {
+                    return Err("component repeated in scan".into());
+                }
+                scan_comps.push((ci, usize::from(tables >> 4), usize::from(tables & 15)));
+            }
+            let p = 1 + 2 * ns;
+            let (ss, se, ah, al) = (usize::from(s[p]), usize::from(s[p + 1]), u32::from(s[p + 2] >> 4), u32::from(s[p + 2] & 15));
+            if frame.progressive {
+                let valid = if ss == 0 { se == 0 } else { se >= ss && se <= 63 && ns == 1 };
+                if !valid || al > 13 || (ah != 0 && ah != al + 1) {
+                    return Err("bad progressive scan parameters".into());
+                }
+            }
+            for &(ci, td, ta) in &scan_comps {
+                if td > 3 || ta > 3 {
+                    return Err("bad Huffman table index".into());
+                }
+                let c = &mut frame.comps[ci];
+                if c.quant.is_none() {
+                    c.quant = Some(self.qt[c.tq].ok_or("missing quantization table")?);
+                }
+                c.dc_pred = 0;
+            }
+            self.eobrun = 0;
+            let frame = self.frame.as_mut().ok_or("scan before frame header")?;
+            let mut bits = Bits::new(self.data, self.pos);
+            let progressive = frame.progressive;
+            let kind = if !progressive {
+                ScanKind::Sequential
+            } else if ss == 0 {
+                if ah == 0 {
+                    ScanKind::DcFirst
+                } else {
+                    ScanKind::DcRefine
+                }
+            } else if ah == 0 {
+                ScanKind::AcFirst
+            } else {
+                ScanKind::AcRefine
+            };
+            let interleaved = ns > 1;
+            let total = if interleaved {
+                frame.mcus_x * frame.mcus_y
+            } else {
+                let c = &frame.comps[scan_comps[0].0];
+                c.wib * c.hib
+            };
+            let mcus_x = frame.mcus_x;
+            let mut to_go = self.restart_interval;
+            for m in 0..total {
+                if self.restart_interval > 0 {
+                    if to_go == 0 {
+                        bits.restart()?;
+                        for &(ci, _, _) in &scan_comps {
+                            frame.comps[ci].dc_pred = 0;
+                        }
+                        self.eobrun = 0;
+                        to_go = self.restart_interval;
+                    }
+                    to_go -= 1;
+                }
+                for &(ci, td, ta) in &scan_comps {
+                    let c = &mut frame.comps[ci];
+                    let (nbx, nby, bx0, by0) = if interleaved {
+                        (c.h, c.v, (m % mcus_x) * c.h, (m / mcus_x) * c.v)
+                    } else {
+                        (1, 1, m % c.wib, m / c.wib)
+                    };
+                    let (dc, ac) = (self.dc[td].as_ref(), self.ac[ta].as_ref());
+                    for by in by0..by0 + nby {
+                        for bx in bx0..bx0 + nbx {
+                            let off = (by * c.bw + bx) * 64;
+                            let block = &mut c.coefs[off..off + 64];
+                            match (kind, dc, ac) {
+                                (ScanKind::Sequential, Some(dc), Some(ac)) => {
+                                    decode_sequential(&mut bits, dc, ac, &mut c.dc_pred, block)?
+                                }
+                                (ScanKind::DcFirst, Some(dc), _) => {
+                                    let s = u32::from(bits.decode(dc)?);
+                                    if s > 15 {
+                                        return Err("bad DC coefficient".into());
+                                    }
+                                    c.dc_pred = c.dc_pred.wrapping_add(bits.receive_extend(s));
+                                    block[0] = (c.dc_pred << al) as i16;
+                                }
+                                (ScanKind::DcRefine, _, _) => {
+                                    if bits.bit() {
+                                        block[0] |= (1i32 << al) as i16;
+                                    }
+                                }
+                                (ScanKind::AcFirst, _, Some(ac)) => {
+                                    decode_ac_first(&mut bits, ac, &mut self.eobrun, block, ss, se, al)?
+                                }
+                                (ScanKind::AcRefine, _, Some(ac)) => {
+                                    decode_ac_refine(&mut bits, ac, &mut self.eobrun, block, ss, se, al)?
+                                }
+                                _ => return Err("missing Huffman table".into()),
+                            }
+                        }
+                    }
+                }
+                if bits.overrun {
+                    return Err("truncated or corrupt entropy-coded data".into());
+                }
+            }
+            self.pos = bits.pos;
+            self.scans += 1;
+            Ok(())
+        }
+
+        /// IDCT, upsampling and colour conversion into RGB.
+        fn output(mut self) -> Result<RgbImage> {
+            let mut frame = self.frame.take().ok_or("no frame header")?;
+            let (w, h) = (frame.width, frame.height);
+            // IDCT each component into a plane of its own blocks, freeing coefficients as we go.
+            let mut planes = Vec::with_capacity(frame.comps.len());
+            for c in &mut frame.comps {
+                let quant = c.quant.ok_or("a component has no scan")?;
+                let stride = c.wib * 8;
+                let mut plane = vec![0u8; stride * c.hib * 8];
+                for (by, band) in plane.chunks_exact_mut(8 * stride).enumerate() {
+                    let row = &c.coefs[by * c.bw * 64..(by * c.bw + c.wib) * 64];
+                    for (bx, block) in row.chunks_exact(64).enumerate() {
+                        idct_islow(block, &quant, &mut band[bx * 8..], stride);
+                    }
+                }
+                c.coefs = Vec::new();
+                planes.push(plane);
+            }
+            let ups: Vec<Upsampler> = frame
+                .comps
+                .iter()
+                .zip(&planes)
+                .map(|(c, p)| Upsampler::new(p, c, frame.max_h, frame.max_v, w))
+                .collect::<Result<_>>()?;
+            let kind = match frame.comps.len() {
+                1 => ColorKind::Gray,
+                3 => {
+                    let ids = (frame.comps[0].id, frame.comps[1].id, frame.comps[2].id);
+                    // libjpeg's default_decompress_parms.
+                    let is_rgb = if self.saw_jfif {
+                        false
+                    } else if let Some(t) = self.adobe_transform {
+                        t == 0
+                    } else {
+                        ids == (82, 71, 66)
+                    };
+                    if is_rgb {
+                        ColorKind::Rgb
+                    } else {
+                        ColorKind::Ycc
+                    }
+                }
+                4 if matches!(self.adobe_transform, Some(t) if t != 0) => ColorKind::Ycck,
+                4 => ColorKind::Cmyk,
+                n => return Err(format!("{n}-component JPEG is not supported")),
+            };
+            let t = YccTables::new();
+            let mut rgb = vec![0u8; w * h * 3];
+            let mut bufs: Vec<Vec<u8>> = ups.iter().map(|u| vec![0u8; u.buf_len()]).collect();
+            for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
+                let mut rows: [&[u8]; 4] = [&[]; 4];
+                for ((u, buf), r) in ups.iter().zip(bufs.iter_mut()).zip(rows.iter_mut()) {
+                    *r = u.row(y, buf);
+                }
+                match kind {
+                    ColorKind::Gray => {
+                        for (o, &v) in out.chunks_exact_mut(3).zip(rows[0]) {
+                            o.fill(v);
+                        }
+                    }
+                    ColorKind::Rgb => {
+                        for (((o, &r), &g), &b) in out.chunks_exact_mut(3).zip(rows[0]).zip(rows[1]).zip(rows[2]) {
+                            o.copy_from_slice(&[r, g, b]);
+                        }
+                    }
+                    ColorKind::Ycc => {
+                        for (((o, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(rows[0]).zip(rows[1]).zip(rows[2]) {
+                            o.copy_from_slice(&t.rgb(y, cb, cr));
+                        }
+                    }
+                    ColorKind::Cmyk | ColorKind::Ycck => {
+                        let it = out.chunks_exact_mut(3).zip(rows[0]).zip(rows[1]).zip(rows[2]).zip(rows[3]);
+                        for ((((o, &c0), &c1), &c2), &k) in it {
+                            let cmy = if matches!(kind, ColorKind::Ycck) {
+                                // ycck_cmyk_convert
+                                let [r, g, b] = t.rgb(c0, c1, c2);
+                                [255 - r, 255 - g, 255 - b]
+                            } else {
+                                [c0, c1, c2]
+                            };
+                            // Pillow reads libjpeg's CMYK as "CMYK;I" (inverted) and converts
+                            // with cmyk2rgb; that equals round(c·k/255) of libjpeg's values.
+                            for (oc, &c) in o.iter_mut().zip(&cmy) {
+                                let t = u32::from(c) * u32::from(k) + 128;
+                                *oc = (((t >> 8) + t) >> 8) as u8;
+                            }
+                        }
+                    }
+                }
+            }
+            RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| "buffer size".to_string())
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum ColorKind {
+        Gray,
+        Rgb,
+        Ycc,
+        Cmyk,
+        Ycck,
+    }
+
+    #[derive(Clone, Copy)]
+    enum ScanKind {
+        Sequential,
+        DcFirst,
+        DcRefine,
+        AcFirst,
+        AcRefine,
+    }
+
+    fn decode_sequential(bits: &mut Bits, dc: &Huffman, ac: &Huffman, pred: &mut i32, block: &mut [i16]) -> Result<()> {
+        let s = u32::from(bits.decode(dc)?);
+        if s > 15 {
+            return Err("bad DC coefficient".into());
+        }
+        *pred = pred.wrapping_add(bits.receive_extend(s));
+        block[0] = *pred as i16;
+        let mut k = 1;
+        while k < 64 {
+            let rs = bits.decode(ac)?;
+            let (r, s) = (usize::from(rs >> 4), u32::from(rs & 15));
+            if s != 0 {
+                k += r;
+                block[NATURAL_ORDER[k]] = bits.receive_extend(s) as i16;
+            } else if r == 15 {
+                k += 15;
+            } else {
+                break;
+            }
+            k += 1;
+        }
+        Ok(())
+    }
+
+    fn decode_ac_first(bits: &mut Bits, ac: &Huffman, eobrun: &mut u32, block: &mut [i16], ss: usize, se: usize, al: u32) -> Result<()> {
+        if *eobrun > 0 {
+            *eobrun -= 1;
+            return Ok(());
+        }
+        let mut k = ss;
+        while k <= se {
+            let rs = bits.decode(ac)?;
+            let (r, s) = (u32::from(rs >> 4), u32::from(rs & 15));
+            if s != 0 {
+                k += r as usize;
+                block[NATURAL_ORDER[k]] = (bits.receive_extend(s) << al) as i16;
+            } else if r == 15 {
+                k += 15;
+            } else {
+                *eobrun = 1 << r;
+                if r != 0 {
+                    *eobrun += bits.bits(r);
+                }
+                *eobrun -= 1;
+                break;
+            }
+            k += 1;
+        }
+        Ok(())
+    }
+
+    /// libjpeg's `decode_mcu_AC_refine`.
+    fn decode_ac_refine(bits: &mut Bits, ac: &Huffman, eobrun: &mut u32, block: &mut [i16], ss: usize, se: usize, al: u32) -> Result<()> {
+        let p1: i16 = (1i32 << al) as i16;
+        let m1: i16 = (-1i32 << al) as i16;
+        let mut k = ss;
+        let refine = |bits: &mut Bits, coef: &mut i16| {
+            if bits.bit() && (*coef & p1) == 0 {
+                *coef = if *coef >= 0 { coef.wrapping_add(p1) } else { coef.wrapping_add(m1) };
+            }
+        };
+        if *eobrun == 0 {
+            while k <= se {
+                let rs = bits.decode(ac)?;
+                let (mut r, s) = (i32::from(rs >> 4), u32::from(rs & 15));
+                let mut value: i16 = 0;
+                if s != 0 {
+                    if s != 1 {
+                        return Err("bad refinement coefficient".into());
+                    }
+                    value = if bits.bit() { p1 } else { m1 };
+                } else if r != 15 {
+                    *eobrun = 1 << r;
+                    if r != 0 {
+                        *eobrun += bits.bits(r as u32);
+                    }
+                    break;
+                }
+                while k <= se {
+                    let coef = &mut block[NATURAL_ORDER[k]];
+                    if *coef != 0 {
+                        refine(bits, coef);
+                    } else {
+                        r -= 1;
+                        if r < 0 {
+                            break;
+                        }
+                    }
+                    k += 1;
+                }
+                if value != 0 {
+                    if k > se {
+                        return Err("bad refinement run".into());
+                    }
+                    block[NATURAL_ORDER[k]] = value;
+                }
+                k += 1;
+            }
+        }
+        if *eobrun > 0 {
+            while k <= se {
+                let coef = &mut block[NATURAL_ORDER[k]];
+                if *coef != 0 {
+                    refine(bits, coef);
+                }
+                k += 1;
+            }
+            *eobrun -= 1;
+        }
+        Ok(())
+    }
+
+    const CONST_BITS: u32 = 13;
+    const PASS1_BITS: u32 = 2;
+    const FIX_0_298631336: i64 = 2446;
+    const FIX_0_390180644: i64 = 3196;
+    const FIX_0_541196100: i64 = 4433;
+    const FIX_0_765366865: i64 = 6270;
+    const FIX_0_899976223: i64 = 7373;
+    const FIX_1_175875602: i64 = 9633;
+    const FIX_1_501321110: i64 = 12299;
+    const FIX_1_847759065: i64 = 15137;
+    const FIX_1_961570560: i64 = 16069;
+    const FIX_2_053119869: i64 = 16819;
+    const FIX_2_562915447: i64 = 20995;
+    const FIX_3_072711026: i64 = 25172;
+
+    #[inline]
+    fn descale(x: i64, n: u32) -> i64 {
+        (x + (1 << (n - 1))) >> n
+    }
+
+    /// libjpeg's post-IDCT range limit: `range_limit[x & 1023]`.
+    #[inline]
+    fn range_limit(x: i64) -> u8 {
+        let v = (x as i32 & 1023) as usize;
+        match v {
+            0..=127 => (v + 128) as u8,
+            128..=511 => 255,
+            512..=895 => 0,
+            _ => (v - 896) as u8,
+        }
+    }
+
+    /// The odd part shared by both passes of `jpeg_idct_islow`.
+    #[inline]
+    fn odd_part(t0: i64, t1: i64, t2: i64, t3: i64) -> (i64, i64, i64, i64) {
+        let z4 = t1 + t3;
+        let z3 = t0 + t2;
+        let z2 = t1 + t2;
+        let z1 = t0 + t3;
+        let z5 = (z3 + z4) * FIX_1_175875602;
+        let t3 = t3 * FIX_1_501321110;
+        let t2 = t2 * FIX_3_072711026;
+        let t1 = t1 * FIX_2_053119869;
+        let t0 = t0 * FIX_0_298631336;
+        let z4 = z4 * -FIX_0_390180644 + z5;
+        let z3 = z3 * -FIX_1_961570560 + z5;
+        let z1 = z1 * -FIX_0_899976223;
+        let z2 = z2 * -FIX_2_562915447;
+        (t0 + z1 + z3, t1 + z2 + z4, t2 + z2 + z3, t3 + z1 + z4)
+    }
+
+    /// `jpeg_idct_islow` (libjpeg-turbo `jidctint.c`): dequantize, 8×8 integer IDCT, range limit.
+    /// 64-bit intermediates like C's `JLONG`; the all-zero-AC shortcuts give the same numbers as
+    /// the full computation.
+    fn idct_islow(coef: &[i16], quant: &[u16; 64], out: &mut [u8], stride: usize) {
+        let Ok(coef) = <&[i16; 64]>::try_from(coef) else {
+            return;
+        };
+        let mut ws = [0i64; 64];
+        for col in 0..8 {
+            let mut dq = [0i64; 8];
+            for (r, d) in dq.iter_mut().enumerate() {
+                *d = i64::from(coef[r * 8 + col]) * i64::from(quant[r * 8 + col]);
+            }
+            if dq[1..].iter().all(|&x| x == 0) {
+                let dc = i64::from((dq[0] << PASS1_BITS) as i32);
+                for r in 0..8 {
+                    ws[r * 8 + col] = dc;
+                }
+                continue;
+            }
+            let z1 = (dq[2] + dq[6]) * FIX_0_541196100;
+            let tmp2 = z1 + dq[6] * -FIX_1_847759065;
+            let tmp3 = z1 + dq[2] * FIX_0_765366865;
+            let tmp0 = (dq[0] + dq[4]) << CONST_BITS;
+            let tmp1 = (dq[0] - dq[4]) << CONST_BITS;
+            let (tmp10, tmp13, tmp11, tmp12) = (tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2);
+            let (t0, t1, t2, t3) = odd_part(dq[7], dq[5], dq[3], dq[1]);
+            let n = CONST_BITS - PASS1_BITS;
+            // The workspace is C `int`.
+            let d = |x: i64| i64::from(descale(x, n) as i32);
+            ws[col] = d(tmp10 + t3);
+            ws[8 + col] = d(tmp11 + t2);
+            ws[16 + col] = d(tmp12 + t1);
+            ws[24 + col] = d(tmp13 + t0);
+            ws[32 + col] = d(tmp13 - t0);
+            ws[40 + col] = d(tmp12 - t1);
+            ws[48 + col] = d(tmp11 - t2);
+            ws[56 + col] = d(tmp10 - t3);
+        }
+        let n = CONST_BITS + PASS1_BITS + 3;
+        for (row, w) in ws.chunks_exact(8).enumerate() {
+            let Some(o) = out.get_mut(row * stride..row * stride + 8) else {
+                return;
+            };
+            if w[1..].iter().all(|&x| x == 0) {
+                o.fill(range_limit(descale(w[0], PASS1_BITS + 3)));
+                continue;
+            }
+            let z1 = (w[2] + w[6]) * FIX_0_541196100;
+            let tmp0 = (w[0] + w[4]) << CONST_BITS;
+            let tmp3 = z1 + w[2] * FIX_0_765366865;
+            let tmp1 = (w[0] - w[4]) << CONST_BITS;
+            let tmp2 = z1 + w[6] * -FIX_1_847759065;
+            let (tmp10, tmp13, tmp11, tmp12) = (tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2);
+            let (t0, t1, t2, t3) = odd_part(w[7], w[5], w[3], w[1]);
+            o[0] = range_limit(descale(tmp10 + t3, n));
+            o[7] = range_limit(descale(tmp10 - t3, n));
+            o[1] = range_limit(descale(tmp11 + t2, n));
+            o[6] = range_limit(descale(tmp11 - t2, n));
+            o[2] = range_limit(descale(tmp12 + t1, n));
+            o[5] = range_limit(descale(tmp12 - t1, n));
+            o[3] = range_limit(descale(tmp13 + t0, n));
+            o[4] = range_limit(descale(tmp13 - t0, n));
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum UpsampleKind {
+        FullSize,
+        H2V1Fancy,
+        H1V2Fancy,
+        H2V2Fancy,
+        /// Replication: h2v1/h2v2 on components ≤ 2 samples wide, and libjpeg's `int_upsample`.
+        Box { he: usize, ve: usize },
+    }
+
+    /// One component's samples, upsampled a row at a time as libjpeg's `jdsample.c` does (rows and
+    /// columns past the component's own size repeat its last one, as `jdmainct.c` arranges).
+    struct Upsampler<'p> {
+        plane: &'p [u8],
+        stride: usize,
+        dw: usize,
+        dh: usize,
+        w: usize,
+        kind: UpsampleKind,
+    }
+
+    impl<'p> Upsampler<'p> {
+        fn new(plane: &'p [u8], c: &Component, max_h: usize, max_v: usize, w: usize) -> Result<Self> {
+            let (h2, v2) = (c.h * 2 == max_h, c.v * 2 == max_v);
+            let (hs, vs) = (c.h == max_h, c.v == max_v);
+            // jinit_upsampler's selection, with do_fancy_upsampling on.
+            let kind = if hs && vs {
+                UpsampleKind::FullSize
+            } else if h2 && vs && c.dw > 2 {
+                UpsampleKind::H2V1Fancy
+            } else if hs && v2 {
+                UpsampleKind::H1V2Fancy
+            } else if h2 && v2 && c.dw > 2 {
+                UpsampleKind::H2V2Fancy
+            } else if max_h % c.h == 0 && max_v % c.v == 0 {
+                UpsampleKind::Box {
+                    he: max_h / c.h,
+                    ve: max_v / c.v,
+                }
+            } else {
+                return Err("fractional sampling ratios are not supported".into());
+            };
+            Ok(Self {
+                plane,
+                stride: c.wib * 8,
+                dw: c.dw,
+                dh: c.dh,
+                w,
+                kind,
+            })
+        }
+
+        fn buf_len(&self) -> usize {
+            match self.kind {
+                UpsampleKind::FullSize => 0,
+                UpsampleKind::H2V1Fancy | UpsampleKind::H2V2Fancy => 2 * self.dw,
+                _ => self.w,
+            }
+        }
+
+        fn in_row(&self, i: usize) -> &'p [u8] {
+            let i = i.min(self.dh - 1);
+            &self.plane[i * self.stride..i * self.stride + self.dw]
+        }
+
+        /// Output row `y`, `w` samples (borrowed from the plane or written into `buf`).
+        fn row<'a>(&'a self, y: usize, buf: &'a mut [u8]) -> &'a [u8] {
+            let (w, dw) = (self.w, self.dw);
+            match self.kind {
+                UpsampleKind::FullSize => &self.in_row(y)[..w],
+                UpsampleKind::H2V1Fancy => {
+                    let s = self.in_row(y);
+                    let out = &mut buf[..2 * dw];
+                    out[0] = s[0];
+                    out[1] = ((3 * u32::from(s[0]) + u32::from(s[1]) + 2) >> 2) as u8;
+                    for j in 1..dw - 1 {
+                        let v = 3 * u32::from(s[j]);
+                        out[2 * j] = ((v + u32::from(s[j - 1]) + 1) >> 2) as u8;
+                        out[2 * j + 1] = ((v + u32::from(s[j + 1]) + 2) >> 2) as u8;
+                    }
+                    let v = 3 * u32::from(s[dw - 1]);
+                    out[2 * dw - 2] = ((v + u32::from(s[dw - 2]) + 1) >> 2) as u8;
+                    out[2 * dw - 1] = s[dw - 1];
+                    &buf[..w]
+                }
+                UpsampleKind::H1V2Fancy => {
+                    let i = y / 2;
+                    let (near, (far, bias)) = (
+                        self.in_row(i),
+                        if y % 2 == 0 {
+                            (self.in_row(i.saturating_sub(1)), 1)
+                        } else {
+                            (self.in_row(i + 1), 2)
+                        },
+                    );
+                    for ((o, &a), &b) in buf[..w].iter_mut().zip(near).zip(far) {
+                        *o = ((3 * u32::from(a) + u32::from(b) + bias) >> 2) as u8;
+                    }
+                    &buf[..w]
+                }
+                UpsampleKind::H2V2Fancy => {
+                    let i = y / 2;
+                    let near = self.in_row(i);
+                    let far = if y % 2 == 0 {
+                        self.in_row(i.saturating_sub(1))
+                    } else {
+                        self.in_row(i + 1)
+                    };
+                    let out = &mut buf[..2 * dw];
+                    let cs = |j: usize| 3 * u32::from(near[j]) + u32::from(far[j]);
+                    let mut last = cs(0);
+                    let mut this = last;
+                    for j in 0..dw {
+                        let next = if j + 1 < dw { cs(j + 1) } else { this };
+                        out[2 * j] = ((3 * this + last + 8) >> 4) as u8;
+                        out[2 * j + 1] = ((3 * this + next + 7) >> 4) as u8;
+                        last = this;
+                        this = next;
+                    }
+                    &buf[..w]
+                }
+                UpsampleKind::Box { he, ve } => {
+                    let s = self.in_row(y / ve);
+                    for (x, o) in buf[..w].iter_mut().enumerate() {
+                        *o = s[x / he];
+                    }
+                    &buf[..w]
+                }
+            }
+        }
+    }
+
+    /// `build_ycc_rgb_table` of `jdcolor.c`.
+    struct YccTables {
+        cr_r: [i32; 256],
+        cb_b: [i32; 256],
+        cr_g: [i64; 256],
+        cb_g: [i64; 256],
+    }
+
+    impl YccTables {
+        fn new() -> Self {
+            const SCALEBITS: u32 = 16;
+            const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
+            let fix = |x: f64| (x * f64::from(1u32 << SCALEBITS) + 0.5) as i64;
+            let mut t = Self {
+                cr_r: [0; 256],
+                cb_b: [0; 256],
+                cr_g: [0; 256],
+                cb_g: [0; 256],
+            };
+            for i in 0..256usize {
+                let x = i as i64 - 128;
+                t.cr_r[i] = ((fix(1.40200) * x + ONE_HALF) >> SCALEBITS) as i32;
+                t.cb_b[i] = ((fix(1.77200) * x + ONE_HALF) >> SCALEBITS) as i32;
+                t.cr_g[i] = -fix(0.71414) * x;
+                t.cb_g[i] = -fix(0.34414) * x + ONE_HALF;
+            }
+            t
+        }
+
+        #[inline]
+        fn rgb(&self, y: u8, cb: u8, cr: u8) -> [u8; 3] {
+            let (y, cb, cr) = (i32::from(y), usize::from(cb), usize::from(cr));
+            let g = ((self.cb_g[cb] + self.cr_g[cr]) >> 16) as i32;
+            [
+                (y + self.cr_r[cr]).clamp(0, 255) as u8,
+                (y + g).clamp(0, 255) as u8,
+                (y + self.cb_b[cb]).clamp(0, 255) as u8,
+            ]
+        }
+    }
 }
 
 #[cfg(test)]
