@@ -45,8 +45,8 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-DEFAULT_MODEL = os.environ.get("IMGVEC_BENCH_MODEL", "/work/scratch/ckpt/vit-l-14-seed1")
-DEFAULT_IMAGES = os.environ.get("IMGVEC_BENCH_IMAGES", "/work/shared/clip-reference/images")
+DEFAULT_MODEL = os.environ.get("IMGVEC_BENCH_MODEL", "target/ckpt/vit-l-14-seed1")
+DEFAULT_IMAGES = os.environ.get("IMGVEC_BENCH_IMAGES", "tests/fixtures/images")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
