@@ -50,6 +50,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() {
+    imgvec::tune_allocator();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -23,6 +23,7 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 }
 
 fn main() {
+    imgvec::tune_allocator();
     let mut model = PathBuf::from("models/clip-vit-large-patch14");
     let mut reference = PathBuf::from("../shared/clip-reference");
     let mut expected = None;

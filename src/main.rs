@@ -8,6 +8,7 @@ use imgvec::cli::{Cli, Command};
 use imgvec::commands;
 
 fn main() -> ExitCode {
+    imgvec::tune_allocator();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Embed(a) => commands::embed::run(a),

@@ -2,14 +2,15 @@
 //!
 //! Same arithmetic as Hugging Face's `CLIPEncoderLayer`, arranged for speed on CPU: q, k and v are one
 //! fused matmul (weights concatenated once at load, the attention scale folded into q), attention is
-//! two batched matmuls over contiguous heads, LayerNorm and softmax are candle's fused kernels.
+//! the heads' attention and the activation are fused CPU kernels (`kernels.rs`), LayerNorm is candle's.
 //! Not for: embeddings, pooling or projections (see `vision.rs`, `text.rs`).
 
 use candle_core::{Module, Result as CResult, Tensor, D};
-use candle_nn::ops::{layer_norm, softmax_last_dim};
+use candle_nn::ops::layer_norm;
 use candle_nn::Linear;
 
 use super::config::Activation;
+use super::kernels::{attention, quick_gelu};
 use super::weights::Weights;
 use super::ClipError;
 
@@ -101,8 +102,8 @@ impl Attention {
         })
     }
 
-    /// `x`: `[batch, tokens, hidden]`; `mask`: additive `[tokens, tokens]` (causal) or none.
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+    /// `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to those before it.
+    fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         let hd = d / h;
@@ -111,12 +112,8 @@ impl Attention {
         let q = qkv.get(0)?.contiguous()?.reshape((b * h, n, hd))?;
         let k = qkv.get(1)?.contiguous()?.reshape((b * h, n, hd))?;
         let v = qkv.get(2)?.contiguous()?.reshape((b * h, n, hd))?;
-        let mut scores = q.matmul(&k.t()?)?; // [b·h, n, n], q already carries the 1/√hd scale
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?; // [b·h, n, hd]
+        // q already carries the 1/√hd scale.
+        let ctx = attention(&q, &k, &v, causal)?; // [b·h, n, hd]
         let ctx = ctx
             .reshape((b, h, n, hd))?
             .transpose(1, 2)?
@@ -136,7 +133,7 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let x = self.fc1.forward(x)?;
         let x = match self.act {
-            Activation::QuickGelu => (&x * candle_nn::ops::sigmoid(&(&x * 1.702)?)?)?,
+            Activation::QuickGelu => quick_gelu(&x)?,
             Activation::Gelu => x.gelu_erf()?,
         };
         self.fc2.forward(&x)
@@ -174,10 +171,10 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+    pub fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            let h = layer.attn.forward(&layer.ln1.forward(&x)?, mask)?;
+            let h = layer.attn.forward(&layer.ln1.forward(&x)?, causal)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.ln2.forward(&x)?)?;
             x = (x + h)?;

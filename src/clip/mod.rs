@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod encoder;
+pub mod kernels;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;

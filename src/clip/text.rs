@@ -6,7 +6,7 @@
 //! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
 //! Not for: tokenizing (`tokenizer.rs`).
 
-use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor};
+use candle_core::{Device, IndexOp, Module, Result as CResult, Tensor};
 use candle_nn::Linear;
 
 use super::config::TextConfig;
@@ -81,18 +81,9 @@ impl TextTower {
         let ids_t = Tensor::new(ids, &self.device)?;
         let x = self.token_embedding.index_select(&ids_t, 0)?;
         let x = (x + self.position_embedding.narrow(0, 0, n)?)?.reshape((1, n, d))?;
-        let mask = causal_mask(n, &self.device)?;
-        let x = self.encoder.forward(&x, Some(&mask))?;
+        let x = self.encoder.forward(&x, true)?;
         let pooled = x.i((0, self.pooled_index(ids)))?.reshape((1, d))?;
         let pooled = self.final_layer_norm.forward(&pooled)?;
         l2_normalize_rows(&self.projection.forward(&pooled)?)?.squeeze(0)
     }
-}
-
-/// Additive mask: 0 on and below the diagonal, -inf above (a token sees only those before it).
-fn causal_mask(n: usize, device: &Device) -> CResult<Tensor> {
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (n, n), device)?.to_dtype(DType::F32)
 }

@@ -100,7 +100,7 @@ impl VisionTower {
         let x = Tensor::cat(&[&cls, &x], 1)?;
         let x = x.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward(&x, None)?;
+        let x = self.encoder.forward(&x, false)?;
         let pooled = self
             .post_layernorm
             .forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;

@@ -46,9 +46,12 @@ impl Weights {
         // another process truncates it under us, reads fault — the same contract as every mmap-based
         // loader (candle, safetensors, PyTorch's mmap=True).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| ClipError::io(path, e))?;
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-            bad(format!("not a readable safetensors file (truncated or corrupt?): {e}"))
-        })?;
+        let (header_len, metadata) =
+            safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                bad(format!(
+                    "not a readable safetensors file (truncated or corrupt?): {e}"
+                ))
+            })?;
         let tensors = metadata
             .tensors()
             .into_iter()
@@ -74,11 +77,14 @@ impl Weights {
 
     /// The tensor `name`, which must have exactly `shape`, converted to the model's dtype and device.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ClipError> {
-        let info = self.tensors.get(name).ok_or_else(|| ClipError::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-            expected: shape.to_vec(),
-        })?;
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ClipError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+            })?;
         if info.shape != shape {
             return Err(ClipError::TensorShape {
                 path: self.path.clone(),
@@ -117,7 +123,9 @@ impl Weights {
             other => {
                 return Err(ClipError::Weights {
                     path: self.path.clone(),
-                    reason: format!("tensor {name} has dtype {other:?}; floating-point weights expected"),
+                    reason: format!(
+                        "tensor {name} has dtype {other:?}; floating-point weights expected"
+                    ),
                 })
             }
         };

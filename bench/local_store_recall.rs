@@ -1,0 +1,570 @@
+//! Benchmark of the embedded local store: how good and how fast its int8 HNSW index is.
+//!
+//! On synthetic clustered unit vectors (CLIP-like: 768-d, 1,000 Gaussian clusters, a deterministic
+//! PRNG) it measures
+//! - the raw usearch index (no store around it) for each quantization (i8, f16, f32): build time,
+//!   recall@10 against exact search at several `ef`, with and without the exact f32 re-ranking the
+//!   store does, and query latency;
+//! - the store itself: ingest through `upsert` in batches of 8 (docs/s, per-call latency), the
+//!   refresh that writes the HNSW cache file, recall@10 and latency of `knn` (plain and with a label
+//!   filter), reopening (cache file loaded) and rebuilding from the SQLite rows (cache file deleted).
+//!
+//! One line per figure. Sizes come from the environment (defaults in brackets):
+//! `IMGVEC_BENCH_N` [100000], `IMGVEC_BENCH_DIMS` [768], `IMGVEC_BENCH_CLUSTERS` [1000],
+//! `IMGVEC_BENCH_QUERIES` [1000], `IMGVEC_BENCH_M` [store default], `IMGVEC_BENCH_EFC` [store
+//! default], `IMGVEC_BENCH_RAW` [i8,f16,f32] (raw quantizations to compare; empty: none),
+//! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir].
+//!
+//! ```text
+//! cargo bench --bench local_store_recall
+//! ```
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use imgvec::store::local::{
+    LocalConfig, LocalStore, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH,
+};
+use imgvec::store::{ImageDoc, IndexSpec, KnnQuery, VectorStore};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+const K: usize = 10;
+const LABELS: usize = 10;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// splitmix64 with Box–Muller normals.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.unit(), self.unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// Clustered unit vectors: `centers[c] + noise`, normalized, noise norm ≈ `spread`.
+struct Data {
+    dims: usize,
+    centers: Vec<Vec<f32>>,
+    spread: f32,
+}
+
+impl Data {
+    fn new(dims: usize, clusters: usize, rng: &mut Rng) -> Data {
+        let centers = (0..clusters)
+            .map(|_| {
+                let mut c: Vec<f32> = (0..dims).map(|_| rng.normal()).collect();
+                normalize(&mut c);
+                c
+            })
+            .collect();
+        Data {
+            dims,
+            centers,
+            spread: 0.6,
+        }
+    }
+
+    /// A point of a random cluster; the cluster.
+    fn sample(&self, rng: &mut Rng) -> (Vec<f32>, usize) {
+        let c = (rng.next_u64() % self.centers.len() as u64) as usize;
+        let sigma = self.spread / (self.dims as f32).sqrt();
+        let mut v: Vec<f32> = self.centers[c]
+            .iter()
+            .map(|x| x + sigma * rng.normal())
+            .collect();
+        normalize(&mut v);
+        (v, c)
+    }
+}
+
+fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    // Eight lanes, so the compiler vectorizes it.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += (x - y) * (x - y);
+    }
+    s
+}
+
+/// Exact top-k ids (row numbers) of each query, on `threads` threads.
+fn ground_truth(
+    flat: &[f32],
+    dims: usize,
+    queries: &[Vec<f32>],
+    allowed: impl Fn(usize, usize) -> bool + Sync,
+    threads: usize,
+) -> Vec<Vec<u64>> {
+    let per = queries.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = queries
+            .chunks(per)
+            .enumerate()
+            .map(|(part, qs)| {
+                let allowed = &allowed;
+                s.spawn(move || {
+                    qs.iter()
+                        .enumerate()
+                        .map(|(j, q)| {
+                            let qi = part * per + j;
+                            let mut best: Vec<(f32, u64)> = Vec::with_capacity(K + 1);
+                            for (i, v) in flat.chunks_exact(dims).enumerate() {
+                                if !allowed(qi, i) {
+                                    continue;
+                                }
+                                let d = l2sq(q, v);
+                                if best.len() < K || d < best[best.len() - 1].0 {
+                                    let at = best.partition_point(|b| b.0 <= d);
+                                    best.insert(at, (d, i as u64));
+                                    best.truncate(K);
+                                }
+                            }
+                            best.into_iter().map(|(_, i)| i).collect::<Vec<u64>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn recall(found: &[Vec<u64>], truth: &[Vec<u64>]) -> f64 {
+    let mut hit = 0usize;
+    let mut all = 0usize;
+    for (f, t) in found.iter().zip(truth) {
+        let t: HashSet<u64> = t.iter().copied().collect();
+        hit += f.iter().take(K).filter(|x| t.contains(x)).count();
+        all += t.len();
+    }
+    hit as f64 / all.max(1) as f64
+}
+
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    if sorted_ms.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
+    sorted_ms[i.min(sorted_ms.len() - 1)]
+}
+
+fn latencies(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&ms, 0.5), percentile(&ms, 0.99))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[allow(clippy::too_many_arguments)]
+fn raw_bench(
+    name: &str,
+    quantization: ScalarKind,
+    flat: &[f32],
+    dims: usize,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u64>],
+    m: usize,
+    efc: usize,
+    threads: usize,
+) {
+    let n = flat.len() / dims;
+    let options = IndexOptions {
+        dimensions: dims,
+        metric: MetricKind::L2sq,
+        quantization,
+        connectivity: m,
+        expansion_add: efc,
+        expansion_search: 64,
+        multi: false,
+    };
+    let index = match Index::new(&options) {
+        Ok(i) => i,
+        Err(e) => {
+            println!("raw {name}: cannot create the index: {e}");
+            return;
+        }
+    };
+    if let Err(e) = index.reserve_capacity_and_threads(n, threads) {
+        println!("raw {name}: cannot reserve: {e}");
+        return;
+    }
+    let started = Instant::now();
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let index = &index;
+            s.spawn(move || {
+                for i in t * per..((t + 1) * per).min(n) {
+                    let _ = index.add(i as u64, &flat[i * dims..(i + 1) * dims]);
+                }
+            });
+        }
+    });
+    let build = started.elapsed();
+    println!(
+        "raw {name} build: {:.1} s for {n} vectors ({threads} thread(s), M={m}, ef_construction={efc}), {:.0} vectors/s, {:.0} MiB in memory",
+        build.as_secs_f64(),
+        n as f64 / build.as_secs_f64(),
+        index.memory_usage() as f64 / (1 << 20) as f64
+    );
+    for ef in [64usize, 128, 256] {
+        index.change_expansion_search(ef);
+        let mut found = Vec::with_capacity(queries.len());
+        let mut times = Vec::with_capacity(queries.len());
+        for q in queries {
+            let t = Instant::now();
+            let r = index.search(q, K).map(|m| m.keys).unwrap_or_default();
+            times.push(ms(t.elapsed()));
+            found.push(r);
+        }
+        let (p50, p99) = latencies(times);
+        println!(
+            "raw {name} ef={ef} recall@{K}: {:.4} (no re-ranking), latency p50 {p50:.3} ms p99 {p99:.3} ms",
+            recall(&found, truth)
+        );
+    }
+    for (ef, candidates) in [(128usize, 100usize), (128, 40)] {
+        index.change_expansion_search(ef);
+        let mut found = Vec::with_capacity(queries.len());
+        let mut times = Vec::with_capacity(queries.len());
+        for q in queries {
+            let t = Instant::now();
+            let keys = index
+                .search(q, candidates)
+                .map(|m| m.keys)
+                .unwrap_or_default();
+            let mut scored: Vec<(f32, u64)> = keys
+                .iter()
+                .map(|&k| {
+                    let i = k as usize;
+                    (l2sq(q, &flat[i * dims..(i + 1) * dims]), k)
+                })
+                .collect();
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+            times.push(ms(t.elapsed()));
+            found.push(scored.into_iter().take(K).map(|(_, k)| k).collect());
+        }
+        let (p50, p99) = latencies(times);
+        println!(
+            "raw {name} ef={ef} candidates={candidates} recall@{K}: {:.4} (re-ranked with exact f32), latency p50 {p50:.3} ms p99 {p99:.3} ms",
+            recall(&found, truth)
+        );
+    }
+}
+
+fn doc(i: usize, v: &[f32], cluster: usize) -> ImageDoc {
+    ImageDoc {
+        id: format!("{i:064x}"),
+        label: format!("l{}", cluster % LABELS),
+        path: format!("/bench/{i}.jpg"),
+        vector: v.to_vec(),
+        bytes: 100_000,
+        width: 640,
+        height: 480,
+        model: "bench".into(),
+        indexed_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// recall@10 and latency of the store's knn over `queries` (optionally label-filtered).
+async fn store_knn(
+    store: &LocalStore,
+    what: &str,
+    queries: &[Vec<f32>],
+    labels: Option<&[usize]>,
+    truth: &[Vec<u64>],
+    num_candidates: usize,
+) {
+    let mut found = Vec::with_capacity(queries.len());
+    let mut times = Vec::with_capacity(queries.len());
+    for (qi, q) in queries.iter().enumerate() {
+        let query = KnnQuery {
+            vector: q.clone(),
+            k: K,
+            num_candidates,
+            label: labels.map(|l| format!("l{}", l[qi])),
+        };
+        let t = Instant::now();
+        let hits = match store.knn(&query).await {
+            Ok(h) => h,
+            Err(e) => {
+                println!("store knn {what}: failed: {e}");
+                return;
+            }
+        };
+        times.push(ms(t.elapsed()));
+        found.push(
+            hits.iter()
+                .map(|h| u64::from_str_radix(&h.id, 16).unwrap_or(u64::MAX))
+                .collect(),
+        );
+    }
+    let (p50, p99) = latencies(times);
+    println!(
+        "store knn {what} num_candidates={num_candidates} recall@{K}: {:.4}, latency p50 {p50:.3} ms p99 {p99:.3} ms ({} queries)",
+        recall(&found, truth),
+        queries.len()
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store_bench(
+    dir: &Path,
+    flat: &[f32],
+    clusters: &[usize],
+    dims: usize,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u64>],
+    label_queries: &[usize],
+    label_truth: &[Vec<u64>],
+    m: usize,
+    efc: usize,
+) -> Result<(), String> {
+    let n = flat.len() / dims;
+    let spec = IndexSpec {
+        dims,
+        hnsw_m: Some(m as u32),
+        hnsw_ef_construction: Some(efc as u32),
+    };
+    let cfg = LocalConfig::new(dir, "bench");
+    let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;
+    store
+        .recreate_index(&spec)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let started = Instant::now();
+    let mut call_ms = Vec::with_capacity(n / 8 + 1);
+    let mut batch = Vec::with_capacity(8);
+    for start in (0..n).step_by(8) {
+        batch.clear();
+        for i in start..(start + 8).min(n) {
+            batch.push(doc(i, &flat[i * dims..(i + 1) * dims], clusters[i]));
+        }
+        let t = Instant::now();
+        let report = store
+            .upsert(&batch, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        call_ms.push(ms(t.elapsed()));
+        if !report.failed.is_empty() {
+            return Err(format!("upsert failed: {:?}", report.failed.first()));
+        }
+    }
+    let ingest = started.elapsed();
+    let (p50, p99) = latencies(call_ms);
+    println!(
+        "store ingest: {n} docs through upsert in batches of 8 in {:.1} s: {:.0} docs/s (upsert call p50 {p50:.2} ms p99 {p99:.2} ms; SQLite commit with synchronous=FULL + HNSW insert)",
+        ingest.as_secs_f64(),
+        n as f64 / ingest.as_secs_f64()
+    );
+    let t = Instant::now();
+    store.refresh().await.map_err(|e| e.to_string())?;
+    let ann_file = store.ann_path().map_err(|e| e.to_string())?;
+    let file_mib = ann_file
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as f64 / (1 << 20) as f64)
+        .unwrap_or(0.0);
+    let db_mib = std::fs::metadata(store.db_path())
+        .map(|m| m.len() as f64 / (1 << 20) as f64)
+        .unwrap_or(0.0);
+    println!(
+        "store refresh (HNSW cache file written): {:.2} s; cache file {file_mib:.0} MiB, database {db_mib:.0} MiB (+ WAL)",
+        t.elapsed().as_secs_f64()
+    );
+    store_knn(&store, "plain", queries, None, truth, 100).await;
+    store_knn(&store, "plain", queries, None, truth, 40).await;
+    store_knn(
+        &store,
+        &format!("label filter (1 of {LABELS} labels)"),
+        &queries[..label_truth.len()],
+        Some(label_queries),
+        label_truth,
+        100,
+    )
+    .await;
+    drop(store);
+
+    let t = Instant::now();
+    let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;
+    let first = KnnQuery {
+        vector: queries[0].clone(),
+        k: K,
+        num_candidates: 100,
+        label: None,
+    };
+    store.knn(&first).await.map_err(|e| e.to_string())?;
+    println!(
+        "store reopen + first knn (cache file loaded: {}): {:.2} s",
+        store.ann_stats().loaded_from_file,
+        t.elapsed().as_secs_f64()
+    );
+    drop(store);
+
+    if let Some(file) = &ann_file {
+        let _ = std::fs::remove_file(file);
+    }
+    let t = Instant::now();
+    let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
+    store.knn(&first).await.map_err(|e| e.to_string())?;
+    println!(
+        "store rebuild from SQLite rows (cache file deleted) + first knn: {:.1} s (rebuilt: {}, 1 thread)",
+        t.elapsed().as_secs_f64(),
+        store.ann_stats().rebuilt,
+    );
+    store_knn(&store, "plain after rebuild", queries, None, truth, 100).await;
+    Ok(())
+}
+
+fn main() {
+    let n = env_usize("IMGVEC_BENCH_N", 100_000);
+    let dims = env_usize("IMGVEC_BENCH_DIMS", 768);
+    let n_clusters = env_usize("IMGVEC_BENCH_CLUSTERS", 1_000);
+    let n_queries = env_usize("IMGVEC_BENCH_QUERIES", 1_000);
+    let m = env_usize("IMGVEC_BENCH_M", DEFAULT_HNSW_M as usize);
+    let efc = env_usize("IMGVEC_BENCH_EFC", DEFAULT_HNSW_EF_CONSTRUCTION as usize);
+    let raw = std::env::var("IMGVEC_BENCH_RAW").unwrap_or_else(|_| "i8,f16,f32".into());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "config: {n} vectors, {dims}-d, {n_clusters} clusters, {n_queries} queries, k={K}, M={m}, ef_construction={efc}, store min ef_search={DEFAULT_MIN_EF_SEARCH}, {threads} threads, usearch {}",
+        usearch::version()
+    );
+
+    let t = Instant::now();
+    let mut rng = Rng(42);
+    let data = Data::new(dims, n_clusters, &mut rng);
+    let mut flat = Vec::with_capacity(n * dims);
+    let mut clusters = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (v, c) = data.sample(&mut rng);
+        flat.extend_from_slice(&v);
+        clusters.push(c);
+    }
+    let mut queries = Vec::with_capacity(n_queries);
+    let mut query_clusters = Vec::with_capacity(n_queries);
+    for _ in 0..n_queries {
+        let (v, c) = data.sample(&mut rng);
+        queries.push(v);
+        query_clusters.push(c);
+    }
+    println!("data generated: {:.1} s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let truth = ground_truth(&flat, dims, &queries, |_, _| true, threads);
+    // Label-filtered queries ask for a label other than the query's own cluster's, the harder case.
+    let n_label = n_queries.min(200);
+    let label_queries: Vec<usize> = (0..n_label)
+        .map(|qi| (query_clusters[qi] + 1 + qi % (LABELS - 1)) % LABELS)
+        .collect();
+    let label_truth = ground_truth(
+        &flat,
+        dims,
+        &queries[..n_label],
+        |qi, i| clusters[i] % LABELS == label_queries[qi],
+        threads,
+    );
+    println!(
+        "exact ground truth: {:.1} s ({n_queries} queries + {n_label} label-filtered)",
+        t.elapsed().as_secs_f64()
+    );
+
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = match name {
+            "i8" => ScalarKind::I8,
+            "f16" => ScalarKind::F16,
+            "bf16" => ScalarKind::BF16,
+            "f32" => ScalarKind::F32,
+            other => {
+                println!("raw {other}: unknown quantization (i8, f16, bf16, f32)");
+                continue;
+            }
+        };
+        // One build thread, as in the store (usearch issue #735: concurrent adds can strand nodes).
+        raw_bench(name, kind, &flat, dims, &queries, &truth, m, efc, 1);
+    }
+
+    if env_usize("IMGVEC_BENCH_STORE", 1) == 0 {
+        return;
+    }
+    let tmp = match std::env::var("IMGVEC_BENCH_DIR") {
+        Ok(d) => {
+            let _ = std::fs::create_dir_all(&d);
+            tempfile::tempdir_in(d)
+        }
+        Err(_) => tempfile::tempdir(),
+    };
+    let tmp = match tmp {
+        Ok(t) => t,
+        Err(e) => {
+            println!("store: cannot make a temp dir: {e}");
+            return;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("store: no tokio runtime: {e}");
+            return;
+        }
+    };
+    if let Err(e) = rt.block_on(store_bench(
+        tmp.path(),
+        &flat,
+        &clusters,
+        dims,
+        &queries,
+        &truth,
+        &label_queries,
+        &label_truth,
+        m,
+        efc,
+    )) {
+        println!("store: failed: {e}");
+    }
+}

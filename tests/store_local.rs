@@ -1,0 +1,1061 @@
+//! Integration tests of the embedded local store, each in a temporary directory of its own.
+//!
+//! They check the same contract as `store_elastic.rs` (create semantics, `existing_ids`, kNN with
+//! the label filter inside the search, `l2_norm` scores, `IndexMissing`, `Incompatible`) plus what
+//! only a local store has: the HNSW cache file rebuilt when missing, stale or damaged; clear errors
+//! for foreign or damaged files; one process at a time; and no loss of anything reported indexed when
+//! the process is SIGKILLed. The crash and lock tests re-run this test binary as a child process
+//! (`child_process_helper`, which does nothing unless `IMGVEC_LOCAL_TEST_CHILD` is set).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use imgvec::store::local::{LocalConfig, LocalStore, DB_FILE, LOCK_FILE};
+use imgvec::store::{
+    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+};
+
+/// Selects the child-process mode of `child_process_helper`: `crash:<dir>:<round>:<save>`,
+/// `stale:<dir>` or `hold:<dir>`.
+const CHILD_ENV: &str = "IMGVEC_LOCAL_TEST_CHILD";
+
+fn spec(dims: usize) -> IndexSpec {
+    IndexSpec {
+        dims,
+        hnsw_m: None,
+        hnsw_ef_construction: None,
+    }
+}
+
+/// splitmix64: a small deterministic PRNG, so the tests need no `rand`.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// A random L2-normalized vector.
+    fn unit_vector(&mut self, dims: usize) -> Vec<f32> {
+        loop {
+            let v: Vec<f32> = (0..dims).map(|_| self.next_f32()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 1e-3 {
+                return v.into_iter().map(|x| x / norm).collect();
+            }
+        }
+    }
+}
+
+/// `n` documents with random unit vectors, labels from `labels` in turn, ids `<prefix><i in hex>`.
+fn docs(rng: &mut Rng, n: usize, dims: usize, labels: &[&str], prefix: &str) -> Vec<ImageDoc> {
+    (0..n)
+        .map(|i| ImageDoc {
+            id: format!("{prefix}{i:060x}"),
+            label: labels[i % labels.len()].to_string(),
+            path: format!("/images/{}/{i}.jpg", labels[i % labels.len()]),
+            vector: rng.unit_vector(dims),
+            bytes: 1000 + i as u64,
+            width: 640,
+            height: 480,
+            model: "clip-test".into(),
+            indexed_at_ms: 1_700_000_000_000 + i as u64,
+        })
+        .collect()
+}
+
+fn ids(docs: &[ImageDoc]) -> Vec<String> {
+    docs.iter().map(|d| d.id.clone()).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn config(dir: &Path) -> LocalConfig {
+    let mut cfg = LocalConfig::new(dir, "imgvec");
+    cfg.lock_wait = Duration::from_millis(200);
+    cfg
+}
+
+/// A config whose searches always go through the HNSW graph (no exact scan for small sets).
+fn hnsw_config(dir: &Path) -> LocalConfig {
+    let mut cfg = config(dir);
+    cfg.exact_scan_rows = 0;
+    cfg
+}
+
+fn open(cfg: LocalConfig) -> LocalStore {
+    match LocalStore::open_with(cfg) {
+        Ok(store) => store,
+        Err(e) => panic!("open: {e}"),
+    }
+}
+
+fn open_err(cfg: LocalConfig) -> String {
+    match LocalStore::open_with(cfg) {
+        Ok(store) => panic!("opened {store:?}, expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn upsert_all(store: &LocalStore, docs: &[ImageDoc]) {
+    let report = store.upsert(docs, false).await.expect("upsert");
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    assert_eq!(report.indexed.len(), docs.len());
+    store.refresh().await.expect("refresh");
+}
+
+fn query(vector: &[f32], k: usize, label: Option<&str>) -> KnnQuery {
+    KnnQuery {
+        vector: vector.to_vec(),
+        k,
+        num_candidates: 100,
+        label: label.map(str::to_string),
+    }
+}
+
+/// The exact `k` nearest ids by brute force.
+fn exact_ids(all: &[ImageDoc], q: &[f32], k: usize, label: Option<&str>) -> Vec<String> {
+    let mut scored: Vec<(f32, &str)> = all
+        .iter()
+        .filter(|d| label.is_none_or(|l| d.label == l))
+        .map(|d| {
+            let d2: f32 = d.vector.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum();
+            (d2, d.id.as_str())
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, id)| id.to_string())
+        .collect()
+}
+
+fn assert_self_first(hits: &[Hit], doc: &ImageDoc, k: usize) {
+    assert_eq!(hits.len(), k, "{hits:?}");
+    assert_eq!(hits[0].id, doc.id, "{hits:?}");
+    assert_eq!(hits[0].label, doc.label);
+    assert_eq!(hits[0].path, doc.path);
+    assert!((hits[0].score - 1.0).abs() < 1e-5, "{hits:?}");
+    assert!(hits[0].distance() < 1e-2, "{hits:?}");
+    assert!(
+        hits.windows(2).all(|w| w[0].score >= w[1].score),
+        "{hits:?}"
+    );
+    assert!(
+        hits.iter().all(|h| h.score > 0.0 && h.score <= 1.0 + 1e-6),
+        "{hits:?}"
+    );
+    let unique: HashSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(unique.len(), hits.len(), "duplicate hits: {hits:?}");
+}
+
+#[tokio::test]
+async fn ensure_index_creates_once_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    let s = IndexSpec {
+        dims: 12,
+        hnsw_m: Some(24),
+        hnsw_ef_construction: Some(64),
+    };
+    assert_eq!(
+        store.ensure_index(&s).await.unwrap(),
+        EnsureOutcome::Created
+    );
+    assert_eq!(
+        store.ensure_index(&s).await.unwrap(),
+        EnsureOutcome::AlreadyExists
+    );
+    // Other HNSW parameters only tune recall: still compatible.
+    assert_eq!(
+        store.ensure_index(&spec(12)).await.unwrap(),
+        EnsureOutcome::AlreadyExists
+    );
+    assert_eq!(store.index_dims().await.unwrap(), 12);
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(tmp.path().join(DB_FILE).is_file());
+    let abs = std::fs::canonicalize(tmp.path()).unwrap();
+    assert_eq!(
+        store.describe(),
+        format!("local store {}, index imgvec", abs.display())
+    );
+    drop(store);
+
+    // Durable: a new process (here, a new store) sees the same index.
+    let store = open(config(tmp.path()));
+    assert_eq!(store.index_dims().await.unwrap(), 12);
+    assert_eq!(
+        store.ensure_index(&s).await.unwrap(),
+        EnsureOutcome::AlreadyExists
+    );
+}
+
+#[tokio::test]
+async fn incompatible_dims_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    store.ensure_index(&spec(16)).await.unwrap();
+    match store.ensure_index(&spec(32)).await {
+        Err(StoreError::Incompatible { index, differences }) => {
+            assert_eq!(index, "imgvec");
+            assert!(
+                differences
+                    .iter()
+                    .any(|d| d.contains("dims") && d.contains("16") && d.contains("32")),
+                "{differences:?}"
+            );
+            let message = StoreError::Incompatible { index, differences }.to_string();
+            assert!(
+                message.contains("IFV dims: index has 16, model makes 32"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    assert_eq!(store.index_dims().await.unwrap(), 16);
+}
+
+#[tokio::test]
+async fn upsert_count_and_again_is_already_present() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(1);
+    let batch = docs(&mut rng, 30, 8, &["cat", "dog"], "a");
+
+    let first = store.upsert(&batch, false).await.unwrap();
+    assert_eq!(sorted(first.indexed.clone()), sorted(ids(&batch)));
+    assert!(
+        first.already_present.is_empty() && first.failed.is_empty(),
+        "{first:?}"
+    );
+    store.refresh().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 30);
+
+    // The same ids with another label: nothing is overwritten.
+    let relabeled: Vec<ImageDoc> = batch
+        .iter()
+        .map(|d| ImageDoc {
+            label: "lion".into(),
+            ..d.clone()
+        })
+        .collect();
+    let again = store.upsert(&relabeled, false).await.unwrap();
+    assert_eq!(
+        again,
+        UpsertReport {
+            indexed: vec![],
+            already_present: ids(&batch),
+            failed: vec![],
+        }
+    );
+    store.refresh().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 30);
+    let hits = store.knn(&query(&batch[1].vector, 1, None)).await.unwrap();
+    assert_eq!(hits[0].id, batch[1].id);
+    assert_eq!(hits[0].label, "dog", "{hits:?}");
+    let lions = store
+        .knn(&query(&batch[1].vector, 5, Some("lion")))
+        .await
+        .unwrap();
+    assert!(lions.is_empty(), "{lions:?}");
+
+    // A duplicate inside one call is created once, like `_bulk` create.
+    let mut rng = Rng(11);
+    let one = docs(&mut rng, 1, 8, &["cat"], "dup");
+    let twice = vec![one[0].clone(), one[0].clone()];
+    let report = store.upsert(&twice, false).await.unwrap();
+    assert_eq!(report.indexed, ids(&one));
+    assert_eq!(report.already_present, ids(&one));
+    assert_eq!(store.count().await.unwrap(), 31);
+}
+
+#[tokio::test]
+async fn overwrite_replaces_documents() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Through the HNSW graph, so replaced vectors must be replaced there too.
+    let store = open(hnsw_config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(2);
+    let batch = docs(&mut rng, 10, 8, &["cat"], "b");
+    upsert_all(&store, &batch).await;
+
+    let mut rng = Rng(22);
+    let replaced: Vec<ImageDoc> = batch
+        .iter()
+        .map(|d| ImageDoc {
+            label: "lion".into(),
+            vector: rng.unit_vector(8),
+            ..d.clone()
+        })
+        .collect();
+    let report = store.upsert(&replaced, true).await.unwrap();
+    assert_eq!(sorted(report.indexed), sorted(ids(&batch)));
+    assert!(report.already_present.is_empty() && report.failed.is_empty());
+    store.refresh().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 10);
+    let hits = store
+        .knn(&query(&replaced[0].vector, 10, Some("lion")))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| h.label == "lion"), "{hits:?}");
+    assert_self_first(&hits, &replaced[0], 10);
+    let cats = store
+        .knn(&query(&batch[0].vector, 10, Some("cat")))
+        .await
+        .unwrap();
+    assert!(cats.is_empty(), "{cats:?}");
+    drop(store);
+
+    // The replaced vectors are what a reopened store (its cache file) searches too.
+    let store = open(hnsw_config(tmp.path()));
+    let hits = store
+        .knn(&query(&replaced[3].vector, 3, None))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, replaced[3].id);
+    assert_eq!(hits[0].label, "lion");
+    assert!((hits[0].score - 1.0).abs() < 1e-5, "{hits:?}");
+    assert_eq!(store.ann_stats().loaded_from_file, 1);
+    assert_eq!(store.ann_stats().rebuilt, 0);
+}
+
+#[tokio::test]
+async fn existing_ids_over_several_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(4);
+    let all = docs(&mut rng, 2_500, 8, &["cat", "dog", "fox"], "d");
+    let stored: Vec<ImageDoc> = all.iter().step_by(2).cloned().collect();
+    let report = store.upsert(&stored, false).await.unwrap();
+    assert_eq!(report.indexed.len(), 1_250, "failed: {:?}", report.failed);
+
+    // Real-time: no refresh needed.
+    let found = store.existing_ids(&ids(&all)).await.unwrap();
+    let expected: HashSet<String> = ids(&stored).into_iter().collect();
+    assert_eq!(found.len(), 1_250);
+    assert_eq!(found, expected);
+    assert!(store.existing_ids(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn knn_finds_a_stored_vector_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let batch = docs(&mut rng, 60, 16, &["cat", "dog", "fox"], "e");
+    {
+        let store = open(config(tmp.path()));
+        store.ensure_index(&spec(16)).await.unwrap();
+        upsert_all(&store, &batch).await;
+        // Exact scan (a small store).
+        for d in batch.iter().step_by(7) {
+            let hits = store.knn(&query(&d.vector, 5, None)).await.unwrap();
+            assert_self_first(&hits, d, 5);
+            assert_eq!(
+                hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+                exact_ids(&batch, &d.vector, 5, None)
+            );
+        }
+    }
+    // Through the HNSW graph.
+    let store = open(hnsw_config(tmp.path()));
+    for d in batch.iter().step_by(7) {
+        let hits = store.knn(&query(&d.vector, 5, None)).await.unwrap();
+        assert_self_first(&hits, d, 5);
+        // The score is l2_norm's 1 / (1 + d²) of the exact distance.
+        let second = batch.iter().find(|x| x.id == hits[1].id).unwrap();
+        let d2: f32 = second
+            .vector
+            .iter()
+            .zip(&d.vector)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        assert!((hits[1].score - 1.0 / (1.0 + d2)).abs() < 1e-5, "{hits:?}");
+    }
+    // More than there are: all of them.
+    let all = store
+        .knn(&query(&batch[0].vector, 100, None))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 60);
+    assert!(store
+        .knn(&query(&batch[0].vector, 0, None))
+        .await
+        .unwrap()
+        .is_empty());
+    // A query of the wrong size is refused, not answered.
+    match store.knn(&query(&[1.0; 8], 3, None)).await {
+        Err(StoreError::DimsMismatch {
+            index_dims: 16,
+            model_dims: 8,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn label_filter_only_returns_that_label() {
+    for exact_scan_rows in [0, 100_000] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(tmp.path());
+        cfg.exact_scan_rows = exact_scan_rows;
+        let store = open(cfg);
+        store.ensure_index(&spec(16)).await.unwrap();
+        let mut rng = Rng(6);
+        let batch = docs(&mut rng, 40, 16, &["cat", "dog"], "f");
+        upsert_all(&store, &batch).await;
+
+        let dog = batch.iter().find(|d| d.label == "dog").unwrap();
+        let hits = store
+            .knn(&query(&dog.vector, 10, Some("cat")))
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 10, "{hits:?}");
+        assert!(hits.iter().all(|h| h.label == "cat"), "{hits:?}");
+        assert!(hits.iter().all(|h| h.id != dog.id));
+        assert_eq!(
+            hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+            exact_ids(&batch, &dog.vector, 10, Some("cat"))
+        );
+        let none = store
+            .knn(&query(&dog.vector, 10, Some("zebra")))
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rare_label_still_gets_k_hits_through_the_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(hnsw_config(tmp.path()));
+    store.ensure_index(&spec(24)).await.unwrap();
+    let mut rng = Rng(12);
+    // 1 document in 50 is a "rare" one: 40 of 2,000.
+    let mut labels = vec!["common"; 49];
+    labels.push("rare");
+    let batch = docs(&mut rng, 2_000, 24, &labels, "r");
+    for chunk in batch.chunks(500) {
+        store.upsert(chunk, false).await.unwrap();
+    }
+    store.refresh().await.unwrap();
+    let mut recall_sum = 0.0;
+    let queries = 20;
+    for _ in 0..queries {
+        let q = rng.unit_vector(24);
+        let hits = store
+            .knn(&KnnQuery {
+                vector: q.clone(),
+                k: 10,
+                num_candidates: 20,
+                label: Some("rare".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 10, "{hits:?}");
+        assert!(hits.iter().all(|h| h.label == "rare"), "{hits:?}");
+        let truth: HashSet<String> = exact_ids(&batch, &q, 10, Some("rare"))
+            .into_iter()
+            .collect();
+        recall_sum += hits.iter().filter(|h| truth.contains(&h.id)).count() as f64 / 10.0;
+    }
+    let recall = recall_sum / queries as f64;
+    assert!(recall >= 0.9, "filtered recall@10 {recall}");
+}
+
+#[tokio::test]
+async fn graph_search_recall_is_high() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(hnsw_config(tmp.path()));
+    store.ensure_index(&spec(32)).await.unwrap();
+    let mut rng = Rng(13);
+    let batch = docs(&mut rng, 3_000, 32, &["a", "b", "c"], "g");
+    for chunk in batch.chunks(300) {
+        store.upsert(chunk, false).await.unwrap();
+    }
+    store.refresh().await.unwrap();
+    let mut recall_sum = 0.0;
+    let queries = 50;
+    for _ in 0..queries {
+        let q = rng.unit_vector(32);
+        let hits = store.knn(&query(&q, 10, None)).await.unwrap();
+        assert_eq!(hits.len(), 10);
+        let truth: HashSet<String> = exact_ids(&batch, &q, 10, None).into_iter().collect();
+        recall_sum += hits.iter().filter(|h| truth.contains(&h.id)).count() as f64 / 10.0;
+    }
+    let recall = recall_sum / queries as f64;
+    assert!(recall >= 0.95, "recall@10 {recall}");
+}
+
+#[tokio::test]
+async fn bad_documents_are_reported_per_item() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(7);
+    let mut batch = docs(&mut rng, 5, 8, &["cat"], "h");
+    batch[2].vector = rng.unit_vector(7);
+    batch[4].vector[0] = f32::NAN;
+    let report = store.upsert(&batch, false).await.unwrap();
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    assert_eq!(report.failed[0].0, batch[2].id);
+    assert!(report.failed[0].1.contains("7 dimensions"), "{report:?}");
+    assert_eq!(report.failed[1].0, batch[4].id);
+    assert_eq!(report.indexed.len(), 3);
+    assert_eq!(store.count().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn missing_index_is_reported_as_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(config(tmp.path()));
+    let missing = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::IndexMissing { index }) => assert_eq!(index, "imgvec"),
+        other => panic!("{what}: expected IndexMissing, got {other:?}"),
+    };
+    missing(store.index_dims().await.map(drop), "index_dims");
+    missing(store.count().await.map(drop), "count");
+    missing(store.refresh().await, "refresh");
+    missing(store.knn(&query(&[1.0; 8], 3, None)).await.map(drop), "knn");
+    missing(
+        store.existing_ids(&["x".to_string()]).await.map(drop),
+        "existing_ids",
+    );
+    let mut rng = Rng(8);
+    missing(
+        store
+            .upsert(&docs(&mut rng, 1, 8, &["cat"], "h"), false)
+            .await
+            .map(drop),
+        "upsert",
+    );
+    // upsert did not create the index.
+    missing(store.count().await.map(drop), "count after upsert");
+    assert!(!store.delete_index().await.unwrap());
+}
+
+#[tokio::test]
+async fn recreate_index_starts_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(hnsw_config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(9);
+    upsert_all(&store, &docs(&mut rng, 5, 8, &["cat"], "i")).await;
+    let old_file = store.ann_path().unwrap().unwrap();
+    assert!(old_file.is_file());
+    store.recreate_index(&spec(24)).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert_eq!(store.index_dims().await.unwrap(), 24);
+    assert!(!old_file.exists(), "the old index's HNSW file is removed");
+    assert!(store
+        .knn(&query(&[0.2; 24], 3, None))
+        .await
+        .unwrap()
+        .is_empty());
+    let batch = docs(&mut rng, 5, 24, &["cat"], "j");
+    upsert_all(&store, &batch).await;
+    let hits = store.knn(&query(&batch[2].vector, 3, None)).await.unwrap();
+    assert_eq!(hits[0].id, batch[2].id);
+}
+
+#[tokio::test]
+async fn several_indexes_share_one_store_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(14);
+    let cats = docs(&mut rng, 7, 8, &["cat"], "k");
+    {
+        let store = open(config(tmp.path()));
+        store.ensure_index(&spec(8)).await.unwrap();
+        upsert_all(&store, &cats).await;
+    }
+    let mut cfg = config(tmp.path());
+    cfg.index = "other".into();
+    let other = open(cfg);
+    assert!(matches!(
+        other.count().await,
+        Err(StoreError::IndexMissing { .. })
+    ));
+    other.ensure_index(&spec(16)).await.unwrap();
+    // The same ids in another index are new there.
+    let dogs: Vec<ImageDoc> = docs(&mut rng, 7, 16, &["dog"], "k");
+    upsert_all(&other, &dogs).await;
+    assert_eq!(other.count().await.unwrap(), 7);
+    assert_eq!(other.index_dims().await.unwrap(), 16);
+    assert_eq!(
+        other.index_names().unwrap(),
+        vec!["imgvec".to_string(), "other".to_string()]
+    );
+    other.delete_index().await.unwrap();
+    drop(other);
+    let store = open(config(tmp.path()));
+    assert_eq!(store.count().await.unwrap(), 7);
+    assert_eq!(store.index_dims().await.unwrap(), 8);
+    assert_eq!(store.index_names().unwrap(), vec!["imgvec".to_string()]);
+}
+
+/// Stores 300 documents through the graph and returns them; the cache file is written.
+async fn stored_through_graph(dir: &Path) -> Vec<ImageDoc> {
+    let store = open(hnsw_config(dir));
+    store.ensure_index(&spec(16)).await.unwrap();
+    let mut rng = Rng(10);
+    let batch = docs(&mut rng, 300, 16, &["cat", "dog", "fox"], "l");
+    for chunk in batch.chunks(64) {
+        store.upsert(chunk, false).await.unwrap();
+    }
+    store.refresh().await.unwrap();
+    assert!(store.ann_path().unwrap().unwrap().is_file());
+    batch
+}
+
+async fn searches_right(store: &LocalStore, batch: &[ImageDoc]) {
+    assert_eq!(store.count().await.unwrap(), batch.len() as u64);
+    for d in batch.iter().step_by(29) {
+        let hits = store.knn(&query(&d.vector, 5, None)).await.unwrap();
+        assert_self_first(&hits, d, 5);
+        let hits = store
+            .knn(&query(&d.vector, 5, Some(&d.label)))
+            .await
+            .unwrap();
+        assert_self_first(&hits, d, 5);
+        assert!(hits.iter().all(|h| h.label == d.label));
+    }
+}
+
+#[tokio::test]
+async fn the_hnsw_file_is_loaded_and_rebuilt_when_missing_or_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = stored_through_graph(tmp.path()).await;
+
+    // Intact: loaded, not rebuilt.
+    let store = open(hnsw_config(tmp.path()));
+    searches_right(&store, &batch).await;
+    let stats = store.ann_stats();
+    assert_eq!((stats.loaded_from_file, stats.rebuilt), (1, 0), "{stats:?}");
+    let file = store.ann_path().unwrap().unwrap();
+    drop(store);
+    let good = std::fs::read(&file).unwrap();
+
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: Vec<Damage> = vec![
+        ("deleted", Box::new(|| std::fs::remove_file(&file).unwrap())),
+        (
+            "garbage",
+            Box::new(|| std::fs::write(&file, b"this is not an HNSW index").unwrap()),
+        ),
+        (
+            "same length, bytes flipped",
+            Box::new(|| {
+                let mut bad = good.clone();
+                let mid = bad.len() / 2;
+                for b in &mut bad[mid..mid + 64] {
+                    *b ^= 0x5a;
+                }
+                std::fs::write(&file, bad).unwrap()
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|| std::fs::write(&file, &good[..good.len() / 3]).unwrap()),
+        ),
+        (
+            "a directory",
+            Box::new(|| {
+                std::fs::remove_file(&file).unwrap();
+                std::fs::create_dir(&file).unwrap();
+            }),
+        ),
+    ];
+    for (what, damage) in damages {
+        damage();
+        let store = open(hnsw_config(tmp.path()));
+        searches_right(&store, &batch).await;
+        let stats = store.ann_stats();
+        assert_eq!(
+            (stats.loaded_from_file, stats.rebuilt),
+            (0, 1),
+            "{what}: {stats:?}"
+        );
+        if file.is_dir() {
+            // A directory in the way: searching still works from the rebuilt graph; the cache
+            // cannot be written, which is no error of refresh but is told, naming the file.
+            store.refresh().await.unwrap();
+            assert_eq!(store.ann_stats().save_failures, 1);
+            let err = store.ann_save_error().unwrap();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            drop(store);
+            std::fs::remove_dir(&file).unwrap();
+        } else {
+            store.refresh().await.unwrap();
+            drop(store);
+            // Rewritten: the next open loads it again.
+            let store = open(hnsw_config(tmp.path()));
+            searches_right(&store, &batch).await;
+            assert_eq!(store.ann_stats().loaded_from_file, 1, "{what}");
+        }
+    }
+
+    // Stale: an older, intact file put back in place of the newer one.
+    let store = open(hnsw_config(tmp.path()));
+    store.refresh().await.unwrap();
+    let old = std::fs::read(&file).unwrap();
+    let mut rng = Rng(15);
+    let more = docs(&mut rng, 50, 16, &["owl"], "m");
+    upsert_all(&store, &more).await;
+    drop(store);
+    std::fs::write(&file, old).unwrap();
+    let store = open(hnsw_config(tmp.path()));
+    let all: Vec<ImageDoc> = batch.iter().chain(&more).cloned().collect();
+    searches_right(&store, &all).await;
+    assert_eq!(store.ann_stats().rebuilt, 1);
+}
+
+#[tokio::test]
+async fn foreign_or_damaged_files_are_clear_errors() {
+    // A text file where the database should be.
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_FILE);
+    std::fs::write(&db, "hello, I am not a database\n".repeat(100)).unwrap();
+    let err = open_err(config(tmp.path()));
+    assert!(err.contains(DB_FILE), "{err}");
+    assert!(err.contains("not an SQLite database"), "{err}");
+
+    // A directory where the database should be.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join(DB_FILE)).unwrap();
+    let err = open_err(config(tmp.path()));
+    assert!(err.contains(DB_FILE) && err.contains("not a file"), "{err}");
+
+    // Another program's SQLite database.
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let err = open_err(config(tmp.path()));
+    assert!(
+        err.contains(DB_FILE) && err.contains("another program"),
+        "{err}"
+    );
+
+    // A file where the store directory should be.
+    let tmp = tempfile::tempdir().unwrap();
+    let not_dir = tmp.path().join("imgvec-data");
+    std::fs::write(&not_dir, "x").unwrap();
+    let err = open_err(config(&not_dir));
+    assert!(
+        err.contains(&not_dir.display().to_string()) && err.contains("not a directory"),
+        "{err}"
+    );
+    // ... or in its path.
+    let err = open_err(config(&not_dir.join("sub")));
+    assert!(err.contains("imgvec-data"), "{err}");
+
+    // A database damaged inside: an error naming it (now or at the first query), never a panic.
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open(config(tmp.path()));
+        store.ensure_index(&spec(8)).await.unwrap();
+        let mut rng = Rng(16);
+        upsert_all(&store, &docs(&mut rng, 200, 8, &["cat"], "n")).await;
+    }
+    let db = tmp.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[4096..len.min(4096 * 4)] {
+        *b = 0xee;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    match LocalStore::open_with(config(tmp.path())) {
+        Err(e) => {
+            eprintln!("damaged database, at open: {e}");
+            assert!(e.to_string().contains(DB_FILE), "{e}")
+        }
+        Ok(store) => {
+            let results = [
+                store.count().await.map(drop),
+                store.knn(&query(&[0.5; 8], 3, None)).await.map(drop),
+                store.refresh().await,
+            ];
+            assert!(
+                results.iter().any(|r| r.is_err()),
+                "a damaged database went unnoticed"
+            );
+            for r in results {
+                if let Err(e) = r {
+                    eprintln!("damaged database, at a query: {e}");
+                    assert!(e.to_string().contains(DB_FILE), "{e}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = open(config(tmp.path()));
+    first.ensure_index(&spec(8)).await.unwrap();
+    let err = open_err(config(tmp.path()));
+    let abs = std::fs::canonicalize(tmp.path()).unwrap();
+    assert!(
+        err.contains(&format!(
+            "store {} is in use by another imgvec process (pid {})",
+            abs.display(),
+            std::process::id()
+        )),
+        "{err}"
+    );
+    let holder = std::fs::read_to_string(tmp.path().join(LOCK_FILE)).unwrap();
+    assert_eq!(holder.trim(), std::process::id().to_string());
+    // Another index name does not get around it: the lock is the directory's.
+    let mut cfg = config(tmp.path());
+    cfg.index = "other".into();
+    open_err(cfg);
+    // The first store is unharmed.
+    let mut rng = Rng(17);
+    upsert_all(&first, &docs(&mut rng, 3, 8, &["cat"], "o")).await;
+    assert_eq!(first.count().await.unwrap(), 3);
+
+    // The second waits for the first to go.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(first);
+    });
+    let mut cfg = config(tmp.path());
+    cfg.lock_wait = Duration::from_secs(20);
+    let second = open(cfg);
+    releaser.join().unwrap();
+    assert_eq!(second.count().await.unwrap(), 3);
+}
+
+fn child(mode: &str) -> Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    Command::new(exe)
+        .args([
+            "--exact",
+            "child_process_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the test binary as a child")
+}
+
+/// Reads the child's stdout lines with `prefix` until `stop(lines so far)` says so.
+fn read_until(
+    reader: &mut impl BufRead,
+    prefix: &str,
+    mut stop: impl FnMut(&[String]) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return out,
+            Ok(_) => {}
+        }
+        // The test harness may have printed "test child_process_helper ... " on the same line.
+        if let Some(at) = line.find(prefix) {
+            out.push(line[at + prefix.len()..].trim_end().to_string());
+            if stop(&out) {
+                return out;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn another_process_holding_the_store_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap().to_string();
+    let mut holder = child(&format!("hold:{dir}"));
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let locked = read_until(&mut out, "locked ", |_| true);
+    assert_eq!(locked.len(), 1, "the child did not open the store");
+    let err = open_err(config(tmp.path()));
+    assert!(
+        err.contains(&format!(
+            "is in use by another imgvec process (pid {})",
+            holder.id()
+        )),
+        "{err}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The OS released the lock with the process.
+    let store = open(config(tmp.path()));
+    assert_eq!(store.index_dims().await.unwrap(), 8);
+}
+
+const CRASH_DOCS: usize = 4_000;
+const CRASH_DIMS: usize = 16;
+
+fn crash_docs(round: u64) -> Vec<ImageDoc> {
+    let mut rng = Rng(1_000 + round);
+    docs(
+        &mut rng,
+        CRASH_DOCS,
+        CRASH_DIMS,
+        &["cat", "dog", "fox", "owl"],
+        &format!("crash{round}-"),
+    )
+}
+
+#[test]
+fn sigkill_never_loses_what_was_reported_indexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut printed_all: Vec<String> = Vec::new();
+    let mut by_id: HashMap<String, ImageDoc> = HashMap::new();
+    // Round 1 saves the HNSW file after every batch, so kills also land in the middle of saves.
+    for (round, kill_after, save_always) in [(0u64, 40usize, false), (1, 90, true), (2, 170, false)]
+    {
+        for d in crash_docs(round) {
+            by_id.insert(d.id.clone(), d);
+        }
+        let mut writer = child(&format!("crash:{dir}:{round}:{save_always}"));
+        let mut out = BufReader::new(writer.stdout.take().unwrap());
+        let mut printed = read_until(&mut out, "indexed ", |seen| seen.len() >= kill_after);
+        writer.kill().unwrap(); // SIGKILL
+        writer.wait().unwrap();
+        // Lines written before the kill are still in the pipe.
+        printed.extend(read_until(&mut out, "indexed ", |_| false));
+        assert!(
+            printed.len() >= kill_after,
+            "round {round}: {}",
+            printed.len()
+        );
+        eprintln!(
+            "round {round}: killed after {} ids reported indexed",
+            printed.len()
+        );
+        printed_all.extend(printed);
+
+        rt.block_on(async {
+            let store = open(hnsw_config(tmp.path()));
+            let found = store.existing_ids(&printed_all).await.unwrap();
+            let missing: Vec<&String> = printed_all
+                .iter()
+                .filter(|id| !found.contains(*id))
+                .collect();
+            assert!(missing.is_empty(), "round {round}: lost {missing:?}");
+            let count = store.count().await.unwrap();
+            assert!(count >= printed_all.len() as u64, "round {round}: {count}");
+            // Every stored document (printed or committed just before the kill) is searchable.
+            for id in printed_all.iter().step_by(13) {
+                let d = &by_id[id];
+                let hits = store.knn(&query(&d.vector, 3, None)).await.unwrap();
+                assert_self_first(&hits, d, 3);
+                let hits = store
+                    .knn(&query(&d.vector, 3, Some(&d.label)))
+                    .await
+                    .unwrap();
+                assert_eq!(hits[0].id, d.id);
+            }
+            store.refresh().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn a_graph_older_than_the_database_is_caught_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap().to_string();
+    let mut writer = child(&format!("stale:{dir}"));
+    let mut out = BufReader::new(writer.stdout.take().unwrap());
+    let done = read_until(&mut out, "done", |_| true);
+    assert_eq!(done.len(), 1, "the child did not finish its writes");
+    writer.kill().unwrap(); // SIGKILL: no save on drop
+    writer.wait().unwrap();
+    let all = crash_docs(7);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = open(hnsw_config(tmp.path()));
+        let stored = &all[..300];
+        searches_right(&store, stored).await;
+        let stats = store.ann_stats();
+        assert_eq!(stats.loaded_from_file, 1, "{stats:?}");
+        assert_eq!(stats.rebuilt, 0, "{stats:?}");
+        assert_eq!(stats.caught_up_rows, 100, "{stats:?}");
+    });
+}
+
+/// Not a test on its own: the child-process side of the crash and lock tests.
+#[tokio::test]
+async fn child_process_helper() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = mode.split(':').collect();
+    let mut stdout = std::io::stdout();
+    match parts.as_slice() {
+        ["hold", dir] => {
+            let store = open(config(Path::new(dir)));
+            store.ensure_index(&spec(8)).await.unwrap();
+            writeln!(stdout, "locked {}", std::process::id()).unwrap();
+            stdout.flush().unwrap();
+            // Until the parent kills us (bounded, should it not).
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        ["crash", dir, round, save_always] => {
+            let round: u64 = round.parse().unwrap();
+            let mut cfg = hnsw_config(Path::new(dir));
+            cfg.lock_wait = Duration::from_secs(10);
+            if *save_always == "true" {
+                cfg.ann_save_interval = Duration::ZERO;
+            }
+            let store = open(cfg);
+            store.ensure_index(&spec(CRASH_DIMS)).await.unwrap();
+            for batch in crash_docs(round).chunks(4) {
+                let report = store.upsert(batch, false).await.unwrap();
+                for id in report.indexed {
+                    writeln!(stdout, "indexed {id}").unwrap();
+                }
+                stdout.flush().unwrap();
+            }
+            writeln!(stdout, "finished").unwrap();
+        }
+        ["stale", dir] => {
+            let mut cfg = hnsw_config(Path::new(dir));
+            cfg.ann_save_interval = Duration::from_secs(3_600);
+            let store = open(cfg);
+            store.ensure_index(&spec(CRASH_DIMS)).await.unwrap();
+            let all = crash_docs(7);
+            store.upsert(&all[..200], false).await.unwrap();
+            store.refresh().await.unwrap();
+            for batch in all[200..300].chunks(10) {
+                store.upsert(batch, false).await.unwrap();
+            }
+            writeln!(stdout, "done").unwrap();
+            stdout.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown child mode {other:?}"),
+    }
+}
