@@ -14,7 +14,7 @@ use crate::device::DeviceChoice;
     version,
     about = "Image vector search: CLIP embeddings of your photos, searchable by image or text",
     long_about = "imgvec turns images into CLIP embeddings (candle, on CPU or GPU) and indexes them in \
-Elasticsearch, then finds similar images by example image or by text.",
+an embedded store or in Elasticsearch, then finds similar images by example image or by text.",
     after_help = "Examples:\n  imgvec create-index\n  imgvec ingest ./train --label-from-dir\n  \
 imgvec ingest ./train/dogs --label dog\n  imgvec search ./query.jpg -k 10\n  \
 imgvec search --text \"a dog running on grass\"\n  imgvec embed photo.jpg --json"
@@ -34,6 +34,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Find the images most similar to an image or a text.
     Search(SearchArgs),
+    /// Show where the index is and how many images it holds.
+    Info(InfoArgs),
 }
 
 /// Where the model is and what runs it.
@@ -56,12 +58,22 @@ pub struct ModelArgs {
     pub ignore_exif_orientation: bool,
 }
 
-/// Where the Elasticsearch index is. Credentials come from the environment only (never a flag, so
+/// Where the vectors are kept: the embedded store in a local directory (default), or Elasticsearch
+/// when a URL is given. Elasticsearch credentials come from the environment only (never a flag, so
 /// they do not show in `ps`): ELASTIC_USERNAME (default `elastic`) with ELASTIC_PASSWORD, or
 /// ELASTIC_API_KEY.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Elasticsearch URL, e.g. https://localhost:9200 or an Elastic Cloud endpoint.
+    /// Embedded store directory, used when no Elasticsearch URL is given.
+    #[arg(
+        long,
+        env = "IMGVEC_STORE",
+        default_value = "imgvec-data",
+        value_name = "DIR"
+    )]
+    pub store: PathBuf,
+    /// Elasticsearch URL, e.g. https://localhost:9200 or an Elastic Cloud endpoint. Without it the
+    /// embedded store is used.
     #[arg(long, env = "IMGVEC_ES_URL", value_name = "URL")]
     pub es_url: Option<String>,
     /// Index name.
@@ -194,4 +206,13 @@ pub struct SearchArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }

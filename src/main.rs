@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::CreateIndex(a) => commands::create_index::run(a),
         Command::Ingest(a) => commands::ingest::run(a),
         Command::Search(a) => commands::search::run(a),
+        Command::Info(a) => commands::info::run(a),
     };
     match result {
         Ok(code) => code,

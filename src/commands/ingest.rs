@@ -141,7 +141,7 @@ fn now_ms() -> u64 {
 
 pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let (model, device) = open_model(&args.model, args.quiet || args.json)?;
+    let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
     let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
     let index_dims = rt.block_on(store.index_dims())?;
@@ -236,7 +236,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
             todo.push((todo.len(), file));
         }
     }
-    if !args.quiet && !args.json {
+    if !args.quiet {
         eprintln!(
             "imgvec: {} image(s) found, {} already indexed, {} to embed",
             summary.found,
@@ -248,7 +248,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     if !todo.is_empty() && !stop.load(Ordering::SeqCst) {
         let t_load = Instant::now();
         let encoder = ImageEncoder::load(&model, &device)?;
-        if !args.quiet && !args.json {
+        if !args.quiet {
             eprintln!(
                 "imgvec: model loaded in {:.2} s",
                 t_load.elapsed().as_secs_f64()
@@ -263,7 +263,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
             2 * batch_size,
             Arc::clone(&stop),
         );
-        let mut progress = Progress::new(todo.len() as u64, args.quiet || args.json);
+        let mut progress = Progress::new(todo.len() as u64, args.quiet);
 
         // The indexer: a tokio task that writes each finished batch while the model does the next.
         let (tx, mut batches) = tokio::sync::mpsc::channel::<Vec<Outcome>>(2);

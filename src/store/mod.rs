@@ -1,10 +1,12 @@
 //! Vector stores: where image embeddings are kept and how they are searched.
 //!
-//! One trait, [`VectorStore`], and its backends (`elastic` for Elasticsearch). The commands talk to the
+//! One trait, [`VectorStore`], and its backends: `local` (embedded, the default) and `elastic`
+//! (Elasticsearch, for scale). The commands talk to the
 //! trait only, so every command behaves the same on every backend. This module knows nothing of models,
 //! images or files: it stores [`ImageDoc`]s and answers k-nearest-neighbour queries.
 
 pub mod elastic;
+pub mod local;
 
 use std::collections::HashSet;
 

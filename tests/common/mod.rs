@@ -100,3 +100,155 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Where a test's index lives: the embedded store in a temp dir, or the Elasticsearch at
+/// IMGVEC_TEST_ES_URL (tests/run.sh starts one; any real ES 8.12+/9.x works the same).
+pub enum Backend {
+    Local(tempfile::TempDir),
+    Elastic(String),
+}
+
+/// One test's index on one backend; an Elasticsearch index is deleted when dropped.
+pub struct TestIndex {
+    pub backend: Backend,
+    pub name: String,
+    http: reqwest::blocking::Client,
+}
+
+/// The Elasticsearch URL for tests, `None` when IMGVEC_SKIP_ES_TESTS=1; panics with instructions when unset.
+pub fn es_url() -> Option<String> {
+    match std::env::var("IMGVEC_TEST_ES_URL") {
+        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
+        _ if std::env::var("IMGVEC_SKIP_ES_TESTS").as_deref() == Ok("1") => {
+            eprintln!("Elasticsearch part skipped: IMGVEC_SKIP_ES_TESTS=1");
+            None
+        }
+        _ => panic!(
+            "IMGVEC_TEST_ES_URL is not set: run the tests with `bash tests/run.sh` (it starts a test \
+server), point IMGVEC_TEST_ES_URL at an Elasticsearch, or set IMGVEC_SKIP_ES_TESTS=1"
+        ),
+    }
+}
+
+impl TestIndex {
+    pub fn local(test: &str) -> Self {
+        Self {
+            backend: Backend::Local(tempfile::tempdir().unwrap()),
+            name: format!("t-{test}"),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    pub fn elastic(test: &str) -> Option<Self> {
+        let url = es_url()?;
+        let idx = Self {
+            backend: Backend::Elastic(url),
+            name: format!("imgvec-test-{test}-{}", std::process::id()),
+            http: reqwest::blocking::Client::new(),
+        };
+        idx.delete_es_index();
+        Some(idx)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Local(_) => "local",
+            Backend::Elastic(_) => "elastic",
+        }
+    }
+
+    pub fn es_url(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Elastic(u) => Some(u),
+            Backend::Local(_) => None,
+        }
+    }
+
+    fn delete_es_index(&self) {
+        if let Some(url) = self.es_url() {
+            let _ = self.http.delete(format!("{url}/{}", self.name)).send();
+        }
+    }
+
+    /// The environment that points imgvec at this backend.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match &self.backend {
+            Backend::Local(dir) => vec![("IMGVEC_STORE", dir.path().display().to_string())],
+            Backend::Elastic(url) => vec![("IMGVEC_ES_URL", url.clone())],
+        }
+    }
+
+    /// A `Command` for `imgvec ARGS --index NAME` on this backend with the tiny model.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgvec"));
+        cmd.args(args)
+            .args(["--index", &self.name])
+            .env("IMGVEC_MODEL_DIR", tiny_model_dir())
+            .env("IMGVEC_DEVICE", "cpu")
+            .env_remove("IMGVEC_ES_URL")
+            .env_remove("IMGVEC_STORE")
+            .env_remove("ELASTIC_PASSWORD")
+            .env_remove("ELASTIC_API_KEY");
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run imgvec")
+    }
+
+    /// Documents in the index, everything written so far included.
+    pub fn count(&self) -> u64 {
+        match self.es_url() {
+            Some(url) => {
+                self.http
+                    .post(format!("{url}/{}/_refresh", self.name))
+                    .send()
+                    .unwrap();
+                let v: serde_json::Value = self
+                    .http
+                    .get(format!("{url}/{}/_count", self.name))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                v["count"].as_u64().unwrap()
+            }
+            None => {
+                let out = self.run(&["info", "--json"]);
+                assert!(out.status.success(), "info: {}", stderr(&out));
+                let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+                v["documents"].as_u64().unwrap()
+            }
+        }
+    }
+
+    pub fn create(&self) {
+        let out = self.run(&["create-index"]);
+        assert!(
+            out.status.success(),
+            "[{}] create-index: {}",
+            self.kind(),
+            stderr(&out)
+        );
+    }
+
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+}
+
+impl Drop for TestIndex {
+    fn drop(&mut self) {
+        self.delete_es_index();
+    }
+}
+
+/// The test's index on every backend: the embedded store, and Elasticsearch unless skipped.
+pub fn backends(test: &str) -> Vec<TestIndex> {
+    let mut v = vec![TestIndex::local(test)];
+    v.extend(TestIndex::elastic(test));
+    v
+}

@@ -1,0 +1,426 @@
+//! The commands a user runs, end to end, on both backends: the embedded store and Elasticsearch.
+//!
+//! The Elasticsearch part needs a server speaking Elastic's REST API at IMGVEC_TEST_ES_URL
+//! (tests/run.sh starts one); the very same tests run against a real Elasticsearch 8.12+/9.x. Only
+//! documented API behaviour is asserted, never exact ANN scores. Each test uses its own index.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn ok(idx: &TestIndex, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "[{}] exit {:?}\nstdout: {}\nstderr: {}",
+        idx.kind(),
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// train/cats: chelsea (a cat), synth_alpha; train/dogs: coffee, rocket; plus a hidden file.
+fn cats_and_dogs() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = tmp.path().join("train");
+    let img = fixtures().join("images");
+    for (dir, files) in [
+        ("cats", ["chelsea.png", "synth_alpha.png"]),
+        ("dogs", ["coffee.png", "rocket.jpg"]),
+    ] {
+        std::fs::create_dir_all(train.join(dir)).unwrap();
+        for f in files {
+            std::fs::copy(img.join(f), train.join(dir).join(f)).unwrap();
+        }
+    }
+    std::fs::copy(img.join("camera.png"), train.join("cats/.hidden.png")).unwrap();
+    (tmp, train)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn create_index_is_idempotent_and_recreate_asks() {
+    for idx in backends("create") {
+        let out = idx.run(&["create-index"]);
+        assert!(ok(&idx, &out).contains("created"), "{}", stdout(&out));
+        let again = idx.run(&["create-index"]);
+        assert!(
+            ok(&idx, &again).contains("already exists"),
+            "{}",
+            stdout(&again)
+        );
+        let refuse = idx.run(&["create-index", "--recreate"]);
+        assert!(!refuse.status.success(), "[{}]", idx.kind());
+        assert!(stderr(&refuse).contains("--yes"), "{}", stderr(&refuse));
+        let img = fixtures().join("images/chelsea.png");
+        ok(&idx, &idx.run(&["ingest", s(&img), "--label", "x"]));
+        assert_eq!(idx.count(), 1);
+        ok(&idx, &idx.run(&["create-index", "--recreate", "--yes"]));
+        assert_eq!(idx.count(), 0, "[{}] recreated empty", idx.kind());
+    }
+}
+
+#[test]
+fn elastic_mapping_as_created() {
+    let Some(idx) = TestIndex::elastic("mapping") else {
+        return;
+    };
+    idx.create();
+    let url = idx.es_url().unwrap();
+    let m: Value = idx
+        .http()
+        .get(format!("{url}/{}/_mapping", idx.name))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let props = &m[&idx.name]["mappings"]["properties"];
+    assert_eq!(props["IFV"]["type"], "dense_vector");
+    assert_eq!(props["IFV"]["dims"], 32, "dims from the model's config");
+    assert_eq!(props["IFV"]["similarity"], "l2_norm");
+    assert_eq!(props["IFV"]["index"], true);
+    assert_eq!(props["IFV"]["index_options"]["type"], "int8_hnsw");
+    assert_eq!(props["name"]["type"], "keyword");
+    assert_eq!(props["path"]["type"], "keyword");
+}
+
+#[test]
+fn an_incompatible_index_is_refused() {
+    let Some(idx) = TestIndex::elastic("incompatible") else {
+        return;
+    };
+    let url = idx.es_url().unwrap();
+    let body = json!({"mappings": {"properties": {
+        "IFV": {"type": "dense_vector", "dims": 16, "index": true, "similarity": "l2_norm",
+                "index_options": {"type": "int8_hnsw"}},
+        "name": {"type": "keyword"}, "path": {"type": "keyword"}}}});
+    let r = idx
+        .http()
+        .put(format!("{url}/{}", idx.name))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let out = idx.run(&["create-index"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("dims") && err.contains("16") && err.contains("32"),
+        "{err}"
+    );
+    let img = fixtures().join("images/chelsea.png");
+    let out = idx.run(&["search", s(&img)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("16-d") && stderr(&out).contains("32-d"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn ingest_from_dirs_then_search_by_image() {
+    for idx in backends("cats-dogs") {
+        idx.create();
+        let (_tmp, train) = cats_and_dogs();
+        let summary = ok(&idx, &idx.run(&["ingest", s(&train), "--label-from-dir"]));
+        assert!(summary.contains("indexed 4"), "[{}] {summary}", idx.kind());
+        assert_eq!(idx.count(), 4, "[{}] hidden files are skipped", idx.kind());
+
+        // An image searched finds itself first.
+        let query = train.join("cats/chelsea.png");
+        let hits = json_lines(&ok(
+            &idx,
+            &idx.run(&["search", s(&query), "-k", "3", "--json"]),
+        ));
+        assert_eq!(hits.len(), 3);
+        let first = &hits[0];
+        assert_eq!(first["rank"], 1);
+        assert_eq!(first["label"], "cats");
+        assert!(
+            first["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("cats/chelsea.png"),
+            "{first}"
+        );
+        assert!(Path::new(first["path"].as_str().unwrap()).is_absolute());
+        for key in ["score", "distance", "id"] {
+            assert!(!first[key].is_null(), "{key} missing in {first}");
+        }
+        let (score, dist) = (
+            first["score"].as_f64().unwrap(),
+            first["distance"].as_f64().unwrap(),
+        );
+        assert!(
+            (score - 1.0 / (1.0 + dist * dist)).abs() < 1e-4,
+            "score = 1/(1+d²)"
+        );
+        let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "best first: {scores:?}"
+        );
+
+        // The label filter applies inside kNN: only dogs, and both of them, even with k = 2.
+        let out = idx.run(&["search", s(&query), "-k", "2", "--label", "dogs", "--json"]);
+        let hits = json_lines(&ok(&idx, &out));
+        assert_eq!(hits.len(), 2, "[{}]", idx.kind());
+        assert!(hits.iter().all(|h| h["label"] == "dogs"), "{hits:?}");
+
+        // Human-readable output names rank, score, label and path.
+        let text = ok(&idx, &idx.run(&["search", s(&query), "-k", "1"]));
+        assert!(
+            text.contains("rank") && text.contains("chelsea.png") && text.contains("cats"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn reingest_is_idempotent_and_labels_never_overwrite() {
+    for idx in backends("idempotent") {
+        idx.create();
+        let (_tmp, train) = cats_and_dogs();
+        ok(
+            &idx,
+            &idx.run(&["ingest", s(&train.join("cats")), "--label", "cat"]),
+        );
+        assert_eq!(idx.count(), 2);
+        let again = ok(
+            &idx,
+            &idx.run(&["ingest", s(&train.join("cats")), "--label", "cat"]),
+        );
+        assert!(
+            again.contains("indexed 0") && again.contains("already present 2"),
+            "{again}"
+        );
+        assert_eq!(idx.count(), 2);
+        // The same bytes under another label: kept as they were.
+        ok(
+            &idx,
+            &idx.run(&[
+                "ingest",
+                s(&train.join("cats/chelsea.png")),
+                "--label",
+                "dog",
+            ]),
+        );
+        assert_eq!(idx.count(), 2);
+        let q = train.join("cats/chelsea.png");
+        let hits = json_lines(&ok(&idx, &idx.run(&["search", s(&q), "-k", "2", "--json"])));
+        assert!(
+            hits.iter().all(|h| h["label"] == "cat"),
+            "[{}] {hits:?}",
+            idx.kind()
+        );
+        // --force re-embeds and overwrites.
+        let forced = ok(
+            &idx,
+            &idx.run(&[
+                "ingest",
+                s(&train.join("cats")),
+                "--label",
+                "cat",
+                "--force",
+                "--json",
+            ]),
+        );
+        let summary: Value = serde_json::from_str(forced.trim()).unwrap();
+        assert_eq!(summary["indexed"], 2, "{summary}");
+        assert_eq!(idx.count(), 2);
+    }
+}
+
+#[test]
+fn a_folder_with_corrupt_files() {
+    for idx in backends("corrupt") {
+        idx.create();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::copy(fixtures().join("images/chelsea.png"), d.join("good1.png")).unwrap();
+        std::fs::copy(
+            fixtures().join("images/synth_wide.jpg"),
+            d.join("good2.jpg"),
+        )
+        .unwrap();
+        let rocket = std::fs::read(fixtures().join("images/rocket.jpg")).unwrap();
+        std::fs::write(d.join("truncated.jpg"), &rocket[..500]).unwrap();
+        std::fs::write(d.join("fake.png"), b"not a png").unwrap();
+        let out = idx.run(&["ingest", s(d), "--label", "x", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["indexed"], 2, "{summary}");
+        assert_eq!(summary["failed"], 2, "{summary}");
+        let failures = summary["failures"].to_string();
+        assert!(
+            failures.contains("truncated.jpg") && failures.contains("fake.png"),
+            "{failures}"
+        );
+        assert_eq!(idx.count(), 2);
+    }
+}
+
+#[test]
+fn missing_index_says_what_to_do() {
+    for idx in backends("missing") {
+        let img = fixtures().join("images/chelsea.png");
+        for args in [
+            vec!["search", s(&img)],
+            vec!["ingest", s(&img), "--label", "x"],
+        ] {
+            let out = idx.run(&args);
+            assert!(!out.status.success());
+            assert!(
+                stderr(&out).contains("imgvec create-index"),
+                "[{}] {}",
+                idx.kind(),
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn server_down_is_a_clear_error() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let img = fixtures().join("images/chelsea.png");
+    let out = imgvec_env(
+        &["search", s(&img), "--es-url", &url],
+        &[("IMGVEC_ES_MAX_RETRIES", "1")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&url) && err.contains("cannot reach"), "{err}");
+}
+
+#[test]
+fn a_plain_knn_query_finds_what_imgvec_indexed() {
+    // The original Python pipeline queried the index itself: es.search(index=..., knn={...}).
+    let Some(idx) = TestIndex::elastic("interop") else {
+        return;
+    };
+    idx.create();
+    let img = fixtures().join("images/coffee.png");
+    ok(&idx, &idx.run(&["ingest", s(&img), "--label", "coffee"]));
+    let out = imgvec(&["embed", s(&img), "--json"]);
+    let v = &json_lines(&stdout(&out))[0]["embedding"];
+    let url = idx.es_url().unwrap();
+    let r: Value = idx
+        .http()
+        .post(format!("{url}/{}/_search", idx.name))
+        .json(&json!({
+            "knn": {"field": "IFV", "query_vector": v, "k": 1, "num_candidates": 10},
+            "_source": ["name", "path"]
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let hit = &r["hits"]["hits"][0];
+    assert_eq!(hit["_source"]["name"], "coffee");
+    assert!(hit["_source"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("coffee.png"));
+}
+
+#[test]
+fn search_by_text() {
+    for idx in backends("text") {
+        idx.create();
+        let (_tmp, train) = cats_and_dogs();
+        ok(&idx, &idx.run(&["ingest", s(&train), "--label-from-dir"]));
+        let hits = json_lines(&ok(
+            &idx,
+            &idx.run(&["search", "--text", "a photo of a cat", "-k", "4", "--json"]),
+        ));
+        assert_eq!(hits.len(), 4);
+        let out = idx.run(&[
+            "search",
+            "--text",
+            "a photo of a cat",
+            "--label",
+            "cats",
+            "--json",
+        ]);
+        let hits = json_lines(&ok(&idx, &out));
+        assert_eq!(hits.len(), 2);
+        assert!(hits.iter().all(|h| h["label"] == "cats"));
+        // Image plus text, and text minus text, both run.
+        let q = train.join("dogs/coffee.png");
+        ok(
+            &idx,
+            &idx.run(&["search", s(&q), "--text", "a cup of coffee", "-k", "1"]),
+        );
+        ok(
+            &idx,
+            &idx.run(&["search", "--text", "cat", "--minus", "indoors", "-k", "1"]),
+        );
+    }
+}
+
+#[test]
+fn info_reports_the_index() {
+    for idx in backends("info") {
+        idx.create();
+        ok(
+            &idx,
+            &idx.run(&[
+                "ingest",
+                s(&fixtures().join("images/coffee.png")),
+                "--label",
+                "c",
+            ]),
+        );
+        let v: Value =
+            serde_json::from_str(ok(&idx, &idx.run(&["info", "--json"])).trim()).unwrap();
+        assert_eq!(v["documents"], 1);
+        assert_eq!(v["dims"], 32);
+        let human = ok(&idx, &idx.run(&["info"]));
+        assert!(
+            human.contains("1 image") && human.contains(&idx.name),
+            "{human}"
+        );
+    }
+}
+
+#[test]
+fn the_default_store_needs_no_server() {
+    // No URL anywhere: the embedded store in --store.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("data");
+    let img = fixtures().join("images/chelsea.png");
+    let st = s(&store);
+    for args in [
+        vec!["create-index", "--store", st],
+        vec!["ingest", s(&img), "--label", "cat", "--store", st],
+    ] {
+        let out = imgvec(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = imgvec(&["search", s(&img), "--store", st, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&stdout(&out))[0]["label"], "cat");
+    assert!(store.join("imgvec.sqlite3").is_file());
+}
