@@ -63,6 +63,30 @@ pub struct EncoderShape {
     pub act: Activation,
 }
 
+impl EncoderShape {
+    pub fn vision(c: &super::config::VisionConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+            eps: c.layer_norm_eps,
+            act: c.hidden_act,
+        }
+    }
+
+    pub fn text(c: &super::config::TextConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+            eps: c.layer_norm_eps,
+            act: c.hidden_act,
+        }
+    }
+}
+
 struct Attention {
     qkv: Linear,
     out_proj: Linear,

@@ -27,14 +27,7 @@ pub struct TextTower {
 impl TextTower {
     pub fn load(w: &Weights, cfg: &TextConfig, projection_dim: usize) -> Result<Self, ClipError> {
         let d = cfg.hidden_size;
-        let shape = EncoderShape {
-            hidden: d,
-            intermediate: cfg.intermediate_size,
-            heads: cfg.num_attention_heads,
-            layers: cfg.num_hidden_layers,
-            eps: cfg.layer_norm_eps,
-            act: cfg.hidden_act,
-        };
+        let shape = EncoderShape::text(cfg);
         let e = "text_model.embeddings";
         Ok(Self {
             cfg: cfg.clone(),

@@ -37,14 +37,7 @@ impl VisionTower {
                 path: w.path().to_path_buf(),
                 reason: err.to_string(),
             })?;
-        let shape = EncoderShape {
-            hidden: d,
-            intermediate: cfg.intermediate_size,
-            heads: cfg.num_attention_heads,
-            layers: cfg.num_hidden_layers,
-            eps: cfg.layer_norm_eps,
-            act: cfg.hidden_act,
-        };
+        let shape = EncoderShape::vision(cfg);
         Ok(Self {
             cfg: cfg.clone(),
             patch_weight,

@@ -20,7 +20,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::{exit, open_model, open_store, runtime, INTERRUPTED, PARTIAL_FAILURE};
+use super::{check_dims, exit, open_model, open_store, runtime, INTERRUPTED, PARTIAL_FAILURE};
 use crate::cli::IngestArgs;
 use crate::clip::ImageEncoder;
 use crate::pipeline::{default_workers, hash_files, run_model, spawn_prepare, Outcome};
@@ -144,15 +144,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
     let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
-    let index_dims = rt.block_on(store.index_dims())?;
-    if index_dims != model.dims() {
-        return Err(StoreError::DimsMismatch {
-            index: args.store.index.clone(),
-            index_dims,
-            model_dims: model.dims(),
-        }
-        .into());
-    }
+    rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
 
     // Ctrl-C: first stops the reading, second exits at once.
     let stop = Arc::new(AtomicBool::new(false));

@@ -20,7 +20,7 @@ use crate::cli::{ModelArgs, StoreArgs};
 use crate::clip::ModelDir;
 use crate::store::elastic::{ElasticConfig, ElasticStore};
 use crate::store::local::LocalStore;
-use crate::store::VectorStore;
+use crate::store::{StoreError, VectorStore};
 
 /// Exit status when the command ran but some inputs failed.
 pub const PARTIAL_FAILURE: u8 = 1;
@@ -76,7 +76,21 @@ anyone on the path can read and change what is sent"
     Ok(Box::new(ElasticStore::connect(cfg)?))
 }
 
-/// A current-thread-free tokio runtime for the commands that talk to a store.
+/// Fails unless the index exists and holds vectors of the model's size (checked before any weights load).
+pub async fn check_dims(store: &dyn VectorStore, index: &str, model_dims: usize) -> Result<()> {
+    let index_dims = store.index_dims().await?;
+    if index_dims != model_dims {
+        return Err(StoreError::DimsMismatch {
+            index: index.to_string(),
+            index_dims,
+            model_dims,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A multi-thread tokio runtime for the commands that talk to a store.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

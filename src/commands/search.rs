@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{open_model, open_store, runtime};
+use super::{check_dims, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{l2_normalize, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_file;
-use crate::store::{Hit, KnnQuery, StoreError};
+use crate::store::{Hit, KnnQuery};
 use crate::walk::ImageFile;
 
 /// Elasticsearch's limit on `num_candidates`.
@@ -38,15 +38,7 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     };
     let rt = runtime()?;
     let store = rt.block_on(async { open_store(&args.store) })?;
-    let index_dims = rt.block_on(store.index_dims())?;
-    if index_dims != model.dims() {
-        return Err(StoreError::DimsMismatch {
-            index: args.store.index.clone(),
-            index_dims,
-            model_dims: model.dims(),
-        }
-        .into());
-    }
+    rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
 
     let mut query = vec![0f32; model.dims()];
     if let Some(image) = &args.image {
