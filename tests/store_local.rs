@@ -7,12 +7,16 @@
 //! the process is SIGKILLed. The crash and lock tests re-run this test binary as a child process
 //! (`child_process_helper`, which does nothing unless `IMGVEC_LOCAL_TEST_CHILD` is set).
 
+#[path = "common/docs.rs"]
+mod docs;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use docs::{docs, ids, sorted, spec, Rng};
 use imgvec::store::local::{LocalConfig, LocalStore, DB_FILE, LOCK_FILE};
 use imgvec::store::{
     EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
@@ -21,69 +25,6 @@ use imgvec::store::{
 /// Selects the child-process mode of `child_process_helper`: `crash:<dir>:<round>:<save>`,
 /// `stale:<dir>` or `hold:<dir>`.
 const CHILD_ENV: &str = "IMGVEC_LOCAL_TEST_CHILD";
-
-fn spec(dims: usize) -> IndexSpec {
-    IndexSpec {
-        dims,
-        hnsw_m: None,
-        hnsw_ef_construction: None,
-    }
-}
-
-/// splitmix64: a small deterministic PRNG, so the tests need no `rand`.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// A random L2-normalized vector.
-    fn unit_vector(&mut self, dims: usize) -> Vec<f32> {
-        loop {
-            let v: Vec<f32> = (0..dims).map(|_| self.next_f32()).collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm > 1e-3 {
-                return v.into_iter().map(|x| x / norm).collect();
-            }
-        }
-    }
-}
-
-/// `n` documents with random unit vectors, labels from `labels` in turn, ids `<prefix><i in hex>`.
-fn docs(rng: &mut Rng, n: usize, dims: usize, labels: &[&str], prefix: &str) -> Vec<ImageDoc> {
-    (0..n)
-        .map(|i| ImageDoc {
-            id: format!("{prefix}{i:060x}"),
-            label: labels[i % labels.len()].to_string(),
-            path: format!("/images/{}/{i}.jpg", labels[i % labels.len()]),
-            vector: rng.unit_vector(dims),
-            bytes: 1000 + i as u64,
-            width: 640,
-            height: 480,
-            model: "clip-test".into(),
-            indexed_at_ms: 1_700_000_000_000 + i as u64,
-        })
-        .collect()
-}
-
-fn ids(docs: &[ImageDoc]) -> Vec<String> {
-    docs.iter().map(|d| d.id.clone()).collect()
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
 
 fn config(dir: &Path) -> LocalConfig {
     let mut cfg = LocalConfig::new(dir, "imgvec");

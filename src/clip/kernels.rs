@@ -26,7 +26,7 @@ fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     // SAFETY: x is clamped, so n is a finite whole number in [-126, 128]: it fits an i32. (`as i32`
     // would be safe too, but its saturation checks stop the loop from vectorizing.)

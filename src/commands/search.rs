@@ -22,7 +22,7 @@ pub const MAX_NUM_CANDIDATES: usize = 10_000;
 
 /// `num_candidates` when not given: max(100, 10·k), within [k, 10 000].
 pub fn default_num_candidates(k: usize) -> usize {
-    (10 * k).max(100).min(MAX_NUM_CANDIDATES).max(k)
+    (10 * k).clamp(100, MAX_NUM_CANDIDATES).max(k)
 }
 
 pub fn run(args: &SearchArgs) -> Result<ExitCode> {

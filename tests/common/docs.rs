@@ -1,0 +1,78 @@
+//! Deterministic test documents for the store tests and benches: no `rand` needed.
+#![allow(dead_code)]
+
+use imgvec::store::{ImageDoc, IndexSpec};
+
+pub fn spec(dims: usize) -> IndexSpec {
+    IndexSpec {
+        dims,
+        hnsw_m: None,
+        hnsw_ef_construction: None,
+    }
+}
+
+/// splitmix64: a small deterministic PRNG.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// Uniform in (0, 1].
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let (u, v) = (self.unit(), self.unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+
+    /// A random L2-normalized vector.
+    pub fn unit_vector(&mut self, dims: usize) -> Vec<f32> {
+        loop {
+            let v: Vec<f32> = (0..dims).map(|_| self.next_f32()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 1e-3 {
+                return v.into_iter().map(|x| x / norm).collect();
+            }
+        }
+    }
+}
+
+/// `n` documents with random unit vectors, labels from `labels` in turn, ids `<prefix><i in hex>`.
+pub fn docs(rng: &mut Rng, n: usize, dims: usize, labels: &[&str], prefix: &str) -> Vec<ImageDoc> {
+    (0..n)
+        .map(|i| ImageDoc {
+            id: format!("{prefix}{i:060x}"),
+            label: labels[i % labels.len()].to_string(),
+            path: format!("/images/{}/{i}.jpg", labels[i % labels.len()]),
+            vector: rng.unit_vector(dims),
+            bytes: 1000 + i as u64,
+            width: 640,
+            height: 480,
+            model: "clip-test".into(),
+            indexed_at_ms: 1_700_000_000_000 + i as u64,
+        })
+        .collect()
+}
+
+pub fn ids(docs: &[ImageDoc]) -> Vec<String> {
+    docs.iter().map(|d| d.id.clone()).collect()
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
