@@ -36,6 +36,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Show where the index is and how many images it holds.
     Info(InfoArgs),
+    /// Download a CLIP checkpoint from the Hugging Face hub into --model-dir.
+    FetchModel(FetchModelArgs),
 }
 
 /// Where the model is and what runs it.
@@ -215,4 +217,25 @@ pub struct InfoArgs {
     pub json: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchModelArgs {
+    /// Hugging Face repository of a CLIP checkpoint.
+    #[arg(long, default_value = "openai/clip-vit-large-patch14")]
+    pub repo: String,
+    /// Where to put it (the directory the other commands read).
+    #[arg(
+        long,
+        env = "IMGVEC_MODEL_DIR",
+        default_value = "models/clip-vit-large-patch14",
+        value_name = "DIR"
+    )]
+    pub model_dir: PathBuf,
+    /// Hub address (a mirror, say).
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub endpoint: String,
+    /// Download again files that are already there.
+    #[arg(long)]
+    pub force: bool,
 }

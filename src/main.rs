@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Ingest(a) => commands::ingest::run(a),
         Command::Search(a) => commands::search::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::FetchModel(a) => commands::fetch_model::run(a),
     };
     match result {
         Ok(code) => code,

@@ -131,3 +131,31 @@ fn missing_model_dir_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn fetch_model_without_network_fails_fast_and_clearly() {
+    // A closed port on loopback stands for an unreachable hub: the command must not hang.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("clip");
+    let t = std::time::Instant::now();
+    let out = imgvec(&[
+        "fetch-model",
+        "--model-dir",
+        target.to_str().unwrap(),
+        "--endpoint",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach") && err.contains("models/README.md"),
+        "{err}"
+    );
+    assert!(!target.join("config.json").exists() && !target.join("config.part").exists());
+}

@@ -5,6 +5,7 @@
 
 pub mod create_index;
 pub mod embed;
+pub mod fetch_model;
 pub mod info;
 pub mod ingest;
 pub mod search;
