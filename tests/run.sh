@@ -12,8 +12,16 @@ cd "$(dirname "$0")/.."
 state="${IMGVEC_TEST_STATE:-target/es-test}"
 if [ -z "${IMGVEC_TEST_ES_URL:-}" ]; then
     eval "$(bash .ci/es-server.sh start "$state")"
-    trap 'bash .ci/es-server.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+    state_started=1
     echo "tests/run.sh: test server at $IMGVEC_TEST_ES_URL" >&2
 fi
 export IMGVEC_TEST_ES_URL
-cargo test --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"; [ -z "${state_started:-}" ] || bash .ci/es-server.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+set +e
+cargo test --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One total over every test binary, as the last line.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"
