@@ -52,7 +52,10 @@ impl Summary {
 
 /// How progress is shown: a bar on a terminal, a line now and then otherwise, or nothing.
 enum Progress {
-    Bar(ProgressBar),
+    Bar {
+        bar: ProgressBar,
+        failed: u64,
+    },
     Lines {
         last: Instant,
         total: u64,
@@ -76,7 +79,7 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(200));
-            Progress::Bar(bar)
+            Progress::Bar { bar, failed: 0 }
         } else {
             let now = Instant::now();
             Progress::Lines {
@@ -91,16 +94,14 @@ impl Progress {
 
     fn advance(&mut self, done: u64, failed: u64) {
         match self {
-            Progress::Bar(bar) => {
+            Progress::Bar {
+                bar,
+                failed: total_failed,
+            } => {
                 bar.inc(done + failed);
                 if failed > 0 {
-                    let f = bar.message();
-                    let prev: u64 = f
-                        .split_whitespace()
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
-                    bar.set_message(format!("{} failed", prev + failed));
+                    *total_failed += failed;
+                    bar.set_message(format!("{total_failed} failed"));
                 }
             }
             Progress::Lines {
@@ -126,7 +127,7 @@ impl Progress {
     }
 
     fn finish(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar { bar, .. } = self {
             bar.finish_and_clear();
         }
     }
