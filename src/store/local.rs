@@ -920,24 +920,9 @@ impl Shared {
                     done = true;
                     break;
                 };
-                let key: i64 = r.get(0).map_err(db)?;
-                let label: String = r.get(1).map_err(db)?;
-                let blob = r.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
-                    StoreError::Other(format!(
-                        "local store database {}: row {key} has no vector: {e}",
-                        self.db_path.display()
-                    ))
-                })?;
-                let vector = blob_to_vector(blob, row.dims).ok_or_else(|| {
-                    StoreError::Other(format!(
-                        "local store database {}: the vector of row {key} has {} bytes, expected {}",
-                        self.db_path.display(),
-                        blob.len(),
-                        row.dims * 4
-                    ))
-                })?;
-                labels.set(key as u64, label);
-                chunk.push((key as u64, vector));
+                let (key, label, vector) = self.vector_row(r, row.dims)?;
+                labels.set(key, label);
+                chunk.push((key, vector));
             }
             if index.size() + chunk.len() >= index.capacity() {
                 reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
@@ -953,6 +938,32 @@ impl Shared {
             labels,
             dirty: true,
         })
+    }
+
+    /// One `(key, label, vector)` row of a `SELECT key, label, vector` query, checked.
+    fn vector_row(
+        &self,
+        r: &rusqlite::Row<'_>,
+        dims: usize,
+    ) -> Result<(u64, String, Vec<f32>), StoreError> {
+        let db = |e| db_error(&self.db_path, e);
+        let key: i64 = r.get(0).map_err(db)?;
+        let label: String = r.get(1).map_err(db)?;
+        let blob = r.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
+            StoreError::Other(format!(
+                "local store database {}: row {key} has no vector: {e}",
+                self.db_path.display()
+            ))
+        })?;
+        let vector = blob_to_vector(blob, dims).ok_or_else(|| {
+            StoreError::Other(format!(
+                "local store database {}: the vector of row {key} has {} bytes, expected {}",
+                self.db_path.display(),
+                blob.len(),
+                dims * 4
+            ))
+        })?;
+        Ok((key as u64, label, vector))
     }
 
     /// Adds (or replaces) the rows written after the graph's generation; how many.
@@ -971,21 +982,7 @@ impl Shared {
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
         let mut n = 0u64;
         while let Some(r) = rows.next().map_err(db)? {
-            let key: i64 = r.get(0).map_err(db)?;
-            let key = key as u64;
-            let label: String = r.get(1).map_err(db)?;
-            let blob = r.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
-                StoreError::Other(format!(
-                    "local store database {}: row {key} has no vector: {e}",
-                    self.db_path.display()
-                ))
-            })?;
-            let vector = blob_to_vector(blob, row.dims).ok_or_else(|| {
-                StoreError::Other(format!(
-                    "local store database {}: the vector of row {key} has the wrong size",
-                    self.db_path.display()
-                ))
-            })?;
+            let (key, label, vector) = self.vector_row(r, row.dims)?;
             if graph.index.contains(key) {
                 graph
                     .index
