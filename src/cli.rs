@@ -17,7 +17,9 @@ use crate::device::DeviceChoice;
 an embedded store or in Elasticsearch, then finds similar images by example image or by text.",
     after_help = "Examples:\n  imgvec create-index\n  imgvec ingest ./train --label-from-dir\n  \
 imgvec ingest ./train/dogs --label dog\n  imgvec search ./query.jpg -k 10\n  \
-imgvec search --text \"a dog running on grass\"\n  imgvec embed photo.jpg --json"
+imgvec search --text \"a dog running on grass\"\n  imgvec embed photo.jpg --json\n\n\
+Vectors go to an embedded store in ./imgvec-data (--store) unless --es-url / IMGVEC_ES_URL names an \
+Elasticsearch."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Print CLIP embeddings of images (files or folders) or of a text.
     Embed(EmbedArgs),
-    /// Create the Elasticsearch index with imgvec's mapping.
+    /// Create the index (in the embedded store, or in Elasticsearch with imgvec's mapping).
     CreateIndex(CreateIndexArgs),
     /// Embed every image under the given paths and index it.
     Ingest(IngestArgs),
