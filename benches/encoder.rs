@@ -1,6 +1,6 @@
 //! Encoder throughput: images/s of the CLIP vision tower at several batch sizes, plus model load time.
 //!
-//! The model forward only (pixels are preprocessed once beforehand), like bench/pytorch_encoder.py,
+//! The model forward only (pixels are preprocessed once beforehand), like benches/pytorch_encoder.py,
 //! so the two are compared on the same work. Threads: RAYON_NUM_THREADS (default: all cores).
 //!
 //! cargo bench --bench encoder -- --model DIR --images DIR [--batch-sizes 1,4,8] [--min-seconds 20]

@@ -12,6 +12,7 @@ pub mod clip;
 pub mod commands;
 pub mod device;
 pub mod pipeline;
+pub mod progress;
 pub mod store;
 pub mod walk;
 

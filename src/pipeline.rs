@@ -1,35 +1,53 @@
 //! The stages between files and vectors, with bounded channels between them.
 //!
 //! ```text
-//! files ─▶ [prepare workers: read, hash, decode, preprocess] ─(bounded)─▶ [model: full batches] ─▶ sink
+//! jobs ─▶ [read: bytes + SHA-256] ─▶ [skip known: drop what the index has] ─▶ [prepare: decode,
+//!      preprocess] ─▶ [model: full batches] ─▶ sink (outcomes, one per job)
 //! ```
-//! Preparation runs on `workers` threads ahead of the model, so the model never waits on decoding;
-//! the channel bound keeps memory flat however many files there are. A stop flag (Ctrl-C) makes the
-//! workers stop taking new files; what is already prepared still goes through. Not for: talking to a
-//! store (the ingest command consumes the sink) or model arithmetic.
+//! Each file is read and hashed once; its bytes travel on to decoding, and its label travels with it
+//! from the walk to the sink. Every stage runs ahead of the next on its own threads, and the channel
+//! bounds keep memory flat however many files there are. A stop flag (Ctrl-C) makes the readers stop
+//! taking new files; what is already read still goes through. Every job ends as exactly one
+//! [`Outcome`], so a caller can account for every file. Not for: talking to a store (the caller hands
+//! in a `known` function and consumes the sink) or model arithmetic.
 
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use crate::clip::preprocess::{decode_rgb, preprocess_rgb, PreprocessConfig};
 use crate::clip::ImageEncoder;
-use crate::walk::ImageFile;
+
+/// One file to process: where it is and the label it will be stored with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Position in the input order.
+    pub seq: usize,
+    pub path: PathBuf,
+    pub label: String,
+}
 
 /// Facts about one image file, known before the model runs.
 #[derive(Debug, Clone)]
 pub struct FileFacts {
-    /// Position in the input order.
-    pub seq: usize,
-    pub file: ImageFile,
+    pub job: Job,
     /// Lower-case hex SHA-256 of the file's bytes.
     pub sha256: String,
     pub bytes: u64,
     pub width: u32,
     pub height: u32,
+}
+
+/// A file read and hashed, not yet decoded.
+pub struct ReadFile {
+    pub job: Job,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
 }
 
 /// An image ready for the model.
@@ -38,33 +56,46 @@ pub struct Prepared {
     pub pixels: Vec<f32>,
 }
 
-/// A file that could not be used, and why.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub seq: usize,
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-pub enum PrepOutcome {
-    Ready(Prepared),
-    Failed(Failure),
-}
-
-/// What comes out of the model stage, per file.
+/// What became of one job.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Embedded { facts: FileFacts, vector: Vec<f32> },
-    Failed(Failure),
+    Embedded {
+        facts: FileFacts,
+        vector: Vec<f32>,
+    },
+    /// Not embedded: the index has these bytes already, or an earlier file of this run had them.
+    Known {
+        job: Job,
+        sha256: String,
+    },
+    Failed {
+        job: Job,
+        reason: String,
+    },
 }
 
 impl Outcome {
-    pub fn seq(&self) -> usize {
+    pub fn job(&self) -> &Job {
         match self {
-            Outcome::Embedded { facts, .. } => facts.seq,
-            Outcome::Failed(f) => f.seq,
+            Outcome::Embedded { facts, .. } => &facts.job,
+            Outcome::Known { job, .. } | Outcome::Failed { job, .. } => job,
         }
     }
+    pub fn seq(&self) -> usize {
+        self.job().seq
+    }
+    fn failed(job: Job, reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            job,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What flows between the stages: work still to do, or a job already finished.
+pub enum Flow<T> {
+    Next(T),
+    Done(Outcome),
 }
 
 /// Lower-case hex SHA-256 of some bytes.
@@ -77,33 +108,67 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Reads, hashes, decodes and preprocesses one file. The error says why, without the path.
-pub fn prepare_file(
-    seq: usize,
-    file: &ImageFile,
+/// Runs `f`, turning a panic into an error message (a bug in a decoder must fail one file, not the
+/// worker thread and every file after it).
+pub fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".to_string());
+            Err(format!("internal error while decoding ({what})"))
+        }
+    }
+}
+
+/// Decodes and preprocesses one file's bytes: the pixels for the model, and the decoded size.
+pub fn prepare_bytes(
+    bytes: &[u8],
     cfg: &PreprocessConfig,
     apply_exif: bool,
-) -> Result<Prepared, String> {
-    let bytes = std::fs::read(&file.path).map_err(|e| e.to_string())?;
-    let sha256 = sha256_hex(&bytes);
-    let decoded = decode_rgb(&bytes, apply_exif).map_err(|e| e.to_string())?;
-    let pixels = preprocess_rgb(&decoded.rgb, cfg);
-    Ok(Prepared {
-        facts: FileFacts {
-            seq,
-            file: file.clone(),
-            sha256,
-            bytes: bytes.len() as u64,
-            width: decoded.rgb.width(),
-            height: decoded.rgb.height(),
-        },
-        pixels,
+) -> Result<(Vec<f32>, u32, u32), String> {
+    guarded(|| {
+        let decoded = decode_rgb(bytes, apply_exif).map_err(|e| e.to_string())?;
+        let pixels = preprocess_rgb(&decoded.rgb, cfg);
+        Ok((pixels, decoded.rgb.width(), decoded.rgb.height()))
     })
 }
 
-/// Runs `f` over `items` on `workers` threads, in input order of claiming, sending results into a
-/// channel of `capacity`. Workers stop claiming once `stop` is set.
-fn spawn_workers<T, R, F>(
+/// Reads and hashes one file.
+pub fn read_file(job: Job) -> Flow<ReadFile> {
+    match std::fs::read(&job.path) {
+        Ok(bytes) => Flow::Next(ReadFile {
+            sha256: sha256_hex(&bytes),
+            job,
+            bytes,
+        }),
+        Err(e) => Flow::Done(Outcome::failed(job, e.to_string())),
+    }
+}
+
+/// Decodes and preprocesses a file already read.
+pub fn prepare(read: ReadFile, cfg: &PreprocessConfig, apply_exif: bool) -> Flow<Prepared> {
+    match prepare_bytes(&read.bytes, cfg, apply_exif) {
+        Ok((pixels, width, height)) => Flow::Next(Prepared {
+            facts: FileFacts {
+                job: read.job,
+                sha256: read.sha256,
+                bytes: read.bytes.len() as u64,
+                width,
+                height,
+            },
+            pixels,
+        }),
+        Err(reason) => Flow::Done(Outcome::failed(read.job, reason)),
+    }
+}
+
+/// Runs `f` over `items` on `workers` threads, sending results into a channel of `capacity`.
+/// Workers stop claiming once `stop` is set.
+pub fn spawn_workers<T, R, F>(
     items: Vec<T>,
     workers: usize,
     capacity: usize,
@@ -111,9 +176,9 @@ fn spawn_workers<T, R, F>(
     f: F,
 ) -> Receiver<R>
 where
-    T: Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
     R: Send + 'static,
-    F: Fn(usize, &T) -> R + Send + Sync + 'static,
+    F: Fn(T) -> R + Send + Sync + 'static,
 {
     let (tx, rx) = sync_channel(capacity.max(1));
     let items = Arc::new(items);
@@ -133,7 +198,7 @@ where
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = items.get(i) else { break };
-            if tx.send(f(i, item)).is_err() {
+            if tx.send(f(item.clone())).is_err() {
                 break; // the consumer is gone
             }
         });
@@ -141,105 +206,234 @@ where
     rx
 }
 
-/// Starts the preparation workers over `files` (each with its sequence number).
+/// Maps the `Next` items of a stream on `workers` threads; `Done` items pass straight through.
+pub fn spawn_map<T, R, F>(
+    input: Receiver<Flow<T>>,
+    workers: usize,
+    capacity: usize,
+    f: F,
+) -> Receiver<Flow<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Flow<R> + Send + Sync + 'static,
+{
+    let (tx, rx) = sync_channel(capacity.max(1));
+    let input = Arc::new(Mutex::new(input));
+    let f = Arc::new(f);
+    for _ in 0..workers.max(1) {
+        let (tx, input, f) = (tx.clone(), Arc::clone(&input), Arc::clone(&f));
+        std::thread::spawn(move || loop {
+            let item = match input.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => break,
+            };
+            let out = match item {
+                Ok(Flow::Next(t)) => f(t),
+                Ok(Flow::Done(o)) => Flow::Done(o),
+                Err(_) => break, // input exhausted
+            };
+            if tx.send(out).is_err() {
+                break;
+            }
+        });
+    }
+    rx
+}
+
+/// The read stage: reads and hashes `jobs` on `workers` threads.
+pub fn spawn_read(
+    jobs: Vec<Job>,
+    workers: usize,
+    capacity: usize,
+    stop: Arc<AtomicBool>,
+) -> Receiver<Flow<ReadFile>> {
+    spawn_workers(jobs, workers, capacity, stop, read_file)
+}
+
+/// The skip-known stage: drops files whose bytes an earlier file of this run had, and files the index
+/// has already (asking `known` about up to `chunk` hashes at a time, whatever has arrived). When
+/// `known` fails, the files it was asked about fail with its message and `stop` is set.
+pub fn spawn_skip_known<K>(
+    input: Receiver<Flow<ReadFile>>,
+    chunk: usize,
+    stop: Arc<AtomicBool>,
+    mut known: K,
+) -> Receiver<Flow<ReadFile>>
+where
+    K: FnMut(&[String]) -> Result<HashSet<String>, String> + Send + 'static,
+{
+    let (tx, rx) = sync_channel(chunk.max(1));
+    std::thread::spawn(move || {
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Ok(first) = input.recv() {
+            let mut fresh: Vec<ReadFile> = Vec::new();
+            let mut out: Vec<Flow<ReadFile>> = Vec::new();
+            let mut item = Some(first);
+            while let Some(flow) = item.take() {
+                match flow {
+                    Flow::Done(o) => out.push(Flow::Done(o)),
+                    Flow::Next(r) if !seen.insert(r.sha256.clone()) => {
+                        out.push(Flow::Done(Outcome::Known {
+                            job: r.job,
+                            sha256: r.sha256,
+                        }))
+                    }
+                    Flow::Next(r) => fresh.push(r),
+                }
+                if fresh.len() < chunk.max(1) {
+                    item = input.try_recv().ok();
+                }
+            }
+            out.extend(sort_known(fresh, &mut known, &stop));
+            for flow in out {
+                if tx.send(flow).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Asks `known` about `fresh` and marks each file known, still to do, or failed.
+fn sort_known<K>(fresh: Vec<ReadFile>, known: &mut K, stop: &AtomicBool) -> Vec<Flow<ReadFile>>
+where
+    K: FnMut(&[String]) -> Result<HashSet<String>, String>,
+{
+    if fresh.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<String> = fresh.iter().map(|r| r.sha256.clone()).collect();
+    match known(&ids) {
+        Ok(present) => fresh
+            .into_iter()
+            .map(|r| {
+                if present.contains(&r.sha256) {
+                    Flow::Done(Outcome::Known {
+                        job: r.job,
+                        sha256: r.sha256,
+                    })
+                } else {
+                    Flow::Next(r)
+                }
+            })
+            .collect(),
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            fresh
+                .into_iter()
+                .map(|r| Flow::Done(Outcome::failed(r.job, format!("not indexed: {e}"))))
+                .collect()
+        }
+    }
+}
+
+/// The prepare stage: decodes and preprocesses on `workers` threads.
 pub fn spawn_prepare(
-    files: Vec<(usize, ImageFile)>,
+    input: Receiver<Flow<ReadFile>>,
     cfg: PreprocessConfig,
     apply_exif: bool,
     workers: usize,
     capacity: usize,
-    stop: Arc<AtomicBool>,
-) -> Receiver<PrepOutcome> {
-    spawn_workers(
-        files,
-        workers,
-        capacity,
-        stop,
-        move |_, (seq, file)| match prepare_file(*seq, file, &cfg, apply_exif) {
-            Ok(p) => PrepOutcome::Ready(p),
-            Err(reason) => PrepOutcome::Failed(Failure {
-                seq: *seq,
-                path: file.path.clone(),
-                reason,
-            }),
-        },
-    )
+) -> Receiver<Flow<Prepared>> {
+    spawn_map(input, workers, capacity, move |r| {
+        prepare(r, &cfg, apply_exif)
+    })
 }
 
-/// Hashes files on `workers` threads; results come back in input order.
-pub fn hash_files(
-    files: &[ImageFile],
-    workers: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<Result<(String, u64), String>> {
-    let rx = spawn_workers(files.to_vec(), workers, 64, stop, |i, file: &ImageFile| {
-        let r = std::fs::read(&file.path)
-            .map(|b| (sha256_hex(&b), b.len() as u64))
-            .map_err(|e| e.to_string());
-        (i, r)
-    });
-    let mut out: Vec<Result<(String, u64), String>> = (0..files.len())
-        .map(|_| Err("interrupted before it was read".to_string()))
-        .collect();
-    for (i, r) in rx {
-        out[i] = r;
+/// Passes finished jobs to `done` until the first one with work left, which it returns (`None` when
+/// the input ends first, or `done` returns false). Lets a caller load the model only when needed.
+pub fn first_work<T>(rx: &Receiver<Flow<T>>, mut done: impl FnMut(Outcome) -> bool) -> Option<T> {
+    for flow in rx.iter() {
+        match flow {
+            Flow::Next(t) => return Some(t),
+            Flow::Done(o) => {
+                if !done(o) {
+                    return None;
+                }
+            }
+        }
     }
-    out
+    None
 }
 
 /// The model stage: takes prepared images in full batches of `batch_size` (a smaller last one), embeds
-/// them, and hands each batch's outcomes to `sink`. Failures pass straight through. Returns when the
-/// input is exhausted or `sink` returns false.
+/// them, and hands each batch's outcomes to `sink`, with the finished jobs that arrived meanwhile.
+/// Returns when the input is exhausted or `sink` returns false.
 pub fn run_model(
-    rx: Receiver<PrepOutcome>,
+    input: impl IntoIterator<Item = Flow<Prepared>>,
     encoder: &ImageEncoder,
     batch_size: usize,
     mut sink: impl FnMut(Vec<Outcome>) -> bool,
 ) {
     let batch_size = batch_size.max(1);
+    let mut input = input.into_iter();
     let mut open = true;
     while open {
         let mut ready: Vec<Prepared> = Vec::with_capacity(batch_size);
         let mut out: Vec<Outcome> = Vec::new();
         while ready.len() < batch_size {
-            match rx.recv() {
-                Ok(PrepOutcome::Ready(p)) => ready.push(p),
-                Ok(PrepOutcome::Failed(f)) => out.push(Outcome::Failed(f)),
-                Err(_) => {
+            match input.next() {
+                Some(Flow::Next(p)) => ready.push(p),
+                Some(Flow::Done(o)) => out.push(o),
+                None => {
                     open = false;
                     break;
                 }
             }
         }
-        if !ready.is_empty() {
-            let pixels: Vec<&[f32]> = ready.iter().map(|p| p.pixels.as_slice()).collect();
-            match encoder.embed_pixels(&pixels) {
-                Ok(vectors) => {
-                    for (p, vector) in ready.into_iter().zip(vectors) {
-                        out.push(Outcome::Embedded {
-                            facts: p.facts,
-                            vector,
-                        });
-                    }
-                }
-                Err(e) => {
-                    for p in ready {
-                        out.push(Outcome::Failed(Failure {
-                            seq: p.facts.seq,
-                            path: p.facts.file.path,
-                            reason: format!("model: {e}"),
-                        }));
-                    }
-                }
-            }
-        }
+        out.extend(embed_batch(encoder, ready));
         if !out.is_empty() && !sink(out) {
             return;
         }
     }
 }
 
-/// Sensible number of preparation workers: one per core, at least one.
+/// Embeds one batch; a model error fails each of its files.
+fn embed_batch(encoder: &ImageEncoder, ready: Vec<Prepared>) -> Vec<Outcome> {
+    if ready.is_empty() {
+        return Vec::new();
+    }
+    let pixels: Vec<&[f32]> = ready.iter().map(|p| p.pixels.as_slice()).collect();
+    match encoder.embed_pixels(&pixels) {
+        Ok(vectors) => ready
+            .into_iter()
+            .zip(vectors)
+            .map(|(p, vector)| match check_vector(&vector) {
+                Ok(()) => Outcome::Embedded {
+                    facts: p.facts,
+                    vector,
+                },
+                Err(why) => Outcome::failed(p.facts.job, format!("model: {why}")),
+            })
+            .collect(),
+        Err(e) => ready
+            .into_iter()
+            .map(|p| Outcome::failed(p.facts.job, format!("model: {e}")))
+            .collect(),
+    }
+}
+
+/// A vector fit to index: finite and of unit length (a NaN or zero vector means a broken model).
+pub fn check_vector(v: &[f32]) -> Result<(), String> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err("the embedding has NaN or infinite values (is the checkpoint damaged?)".into());
+    }
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if !(0.99..=1.01).contains(&norm) {
+        return Err(format!(
+            "the embedding has norm {norm:.4}, not 1 (is the checkpoint damaged?)"
+        ));
+    }
+    Ok(())
+}
+
+/// Sensible number of workers for CPU-bound stages: one per core, at least one.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -249,6 +443,14 @@ pub fn default_workers() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(seq: usize, path: &str) -> Job {
+        Job {
+            seq,
+            path: PathBuf::from(path),
+            label: "l".into(),
+        }
+    }
 
     #[test]
     fn sha256_of_known_bytes() {
@@ -261,19 +463,94 @@ mod tests {
     #[test]
     fn workers_cover_every_item_once() {
         let stop = Arc::new(AtomicBool::new(false));
-        let rx = spawn_workers((0..500).collect::<Vec<u32>>(), 3, 4, stop, |i, x| {
-            (i, *x * 2)
-        });
-        let mut got: Vec<(usize, u32)> = rx.into_iter().collect();
+        let rx = spawn_workers((0..500u32).collect(), 3, 4, stop, |x| x * 2);
+        let mut got: Vec<u32> = rx.into_iter().collect();
         got.sort();
-        assert_eq!(got.len(), 500);
-        assert!(got.iter().all(|(i, x)| *x == 2 * (*i as u32)));
+        assert_eq!(got, (0..500u32).map(|x| x * 2).collect::<Vec<_>>());
     }
 
     #[test]
     fn stop_flag_stops_claiming() {
         let stop = Arc::new(AtomicBool::new(true));
-        let rx = spawn_workers((0..100).collect::<Vec<u32>>(), 2, 4, stop, |_, x| *x);
+        let rx = spawn_workers((0..100u32).collect(), 2, 4, stop, |x| x);
         assert_eq!(rx.into_iter().count(), 0);
+    }
+
+    #[test]
+    fn a_panic_fails_one_item_with_a_reason() {
+        let r: Result<(), String> = guarded(|| panic!("boom"));
+        assert_eq!(r, Err("internal error while decoding (boom)".to_string()));
+        assert_eq!(guarded(|| Ok(3)), Ok(3));
+    }
+
+    #[test]
+    fn skip_known_drops_duplicates_and_indexed_and_keeps_labels() {
+        let (tx, rx) = sync_channel(16);
+        for (i, (sha, label)) in [("a", "cat"), ("b", "dog"), ("a", "dog"), ("c", "cat")]
+            .iter()
+            .enumerate()
+        {
+            let mut j = job(i, &format!("/f{i}"));
+            j.label = label.to_string();
+            tx.send(Flow::Next(ReadFile {
+                job: j,
+                sha256: sha.to_string(),
+                bytes: vec![],
+            }))
+            .unwrap();
+        }
+        tx.send(Flow::Done(Outcome::failed(job(4, "/bad"), "unreadable")))
+            .unwrap();
+        drop(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let out = spawn_skip_known(rx, 2, Arc::clone(&stop), |ids| {
+            Ok(ids.iter().filter(|i| *i == "b").cloned().collect())
+        });
+        let mut next = Vec::new();
+        let mut known = Vec::new();
+        let mut failed = Vec::new();
+        for flow in out {
+            match flow {
+                Flow::Next(r) => next.push((r.job.seq, r.job.label)),
+                Flow::Done(Outcome::Known { job, .. }) => known.push(job.seq),
+                Flow::Done(o) => failed.push(o.seq()),
+            }
+        }
+        next.sort();
+        known.sort();
+        assert_eq!(next, [(0, "cat".to_string()), (3, "cat".to_string())]);
+        assert_eq!(known, [1, 2]);
+        assert_eq!(failed, [4]);
+        assert!(!stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn skip_known_failure_fails_the_files_and_stops() {
+        let (tx, rx) = sync_channel(4);
+        tx.send(Flow::Next(ReadFile {
+            job: job(0, "/x"),
+            sha256: "x".into(),
+            bytes: vec![],
+        }))
+        .unwrap();
+        drop(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let out: Vec<_> = spawn_skip_known(rx, 8, Arc::clone(&stop), |_| Err("down".into()))
+            .into_iter()
+            .collect();
+        assert!(
+            matches!(&out[..], [Flow::Done(Outcome::Failed { reason, .. })] if reason == "not indexed: down")
+        );
+        assert!(stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn vectors_are_checked() {
+        assert!(check_vector(&[0.6, 0.8]).is_ok());
+        assert!(check_vector(&[0.0, 0.0]).unwrap_err().contains("norm"));
+        assert!(check_vector(&[f32::NAN, 1.0]).unwrap_err().contains("NaN"));
+        assert!(check_vector(&[f32::INFINITY, 0.0])
+            .unwrap_err()
+            .contains("NaN"));
     }
 }

@@ -90,10 +90,9 @@ fn summary(child: Child, reader: Option<JoinHandle<String>>) -> (Option<i32>, Va
 
 const N: usize = 300;
 
-#[test]
-fn killed_mid_ingest_then_rerun_indexes_each_image_once() {
-    let (_tmp, dir) = distinct_images(N);
-    for idx in backends("sigkill") {
+backend_test! {
+    fn killed_mid_ingest_then_rerun_indexes_each_image_once(idx) {
+        let (_tmp, dir) = distinct_images(N);
         idx.create();
         let (mut child, _) =
             start_ingest(&mut ingest_cmd(&idx, &dir, &[]), Duration::from_millis(300));
@@ -123,11 +122,10 @@ fn killed_mid_ingest_then_rerun_indexes_each_image_once() {
     }
 }
 
-#[cfg(unix)]
-#[test]
-fn ctrl_c_indexes_what_is_embedded_and_prints_the_summary() {
-    let (_tmp, dir) = distinct_images(N);
-    for idx in backends("sigint") {
+backend_test! {
+    #[cfg(unix)]
+    fn ctrl_c_indexes_what_is_embedded_and_prints_the_summary(idx) {
+        let (_tmp, dir) = distinct_images(N);
         idx.create();
         let (child, reader) =
             start_ingest(&mut ingest_cmd(&idx, &dir, &[]), Duration::from_millis(300));
@@ -166,6 +164,8 @@ fn ctrl_c_indexes_what_is_embedded_and_prints_the_summary() {
 /// A TCP proxy in front of the server that the test can take down and bring back on the same port.
 struct Proxy {
     port: u16,
+    /// `http` or `https`: the proxy passes bytes through, so TLS goes end to end.
+    scheme: String,
     upstream: String,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -174,10 +174,18 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream_url: &str) -> Self {
-        let upstream = upstream_url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let (scheme, rest) = upstream_url.split_once("://").expect("URL with a scheme");
+        let host_port = rest.trim_end_matches('/');
+        let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let upstream = if host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host_port.to_string()
+        } else {
+            format!("{host_port}:{default_port}")
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -185,6 +193,7 @@ impl Proxy {
             .port();
         let mut p = Proxy {
             port,
+            scheme: scheme.to_string(),
             upstream,
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
@@ -194,8 +203,14 @@ impl Proxy {
         p
     }
 
+    /// The proxy's URL: `localhost` with TLS (the name local clusters' certificates carry).
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let host = if self.scheme == "https" {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        format!("{}://{host}:{}", self.scheme, self.port)
     }
 
     fn bring_up(&mut self) {
@@ -263,15 +278,10 @@ impl Drop for Proxy {
 }
 
 #[test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 fn server_gone_mid_ingest_then_back() {
-    let Some(idx) = TestIndex::elastic("server-gone") else {
-        return;
-    };
+    let idx = TestIndex::elastic("server-gone");
     let url = idx.es_url().unwrap().to_string();
-    if !url.starts_with("http://") {
-        eprintln!("skipped: the proxy speaks plain http only");
-        return;
-    }
     idx.create();
     let (_tmp, dir) = distinct_images(N);
     let mut proxy = Proxy::start(&url);

@@ -6,7 +6,7 @@
 //! cargo test --test store_elastic
 //! bash .ci/es-server.sh stop target/es-test
 //! ```
-//! `IMGVEC_SKIP_ES_TESTS=1` skips them. They use only Elasticsearch's documented REST API and never
+//! Built with `IMGVEC_SKIP_ES_TESTS=1` they are marked ignored (shown as skipped). They use only Elasticsearch's documented REST API and never
 //! assert exact ANN scores, so they hold against a real Elasticsearch 8.12+ or 9.x as well. Each test
 //! works in its own index (`imgvec-test-<test>-<pid>`), deleted at the end even when the test fails.
 
@@ -30,12 +30,8 @@ const START_HINT: &str = "IMGVEC_TEST_ES_URL is not set. Start the test server w
      (stop it with `bash .ci/es-server.sh stop target/es-test`), point IMGVEC_TEST_ES_URL at an \
      Elasticsearch 8.12+ server, or set IMGVEC_SKIP_ES_TESTS=1 to skip these tests.";
 
-/// The server URL, or `None` (test skipped) when `IMGVEC_SKIP_ES_TESTS=1`.
-fn server_url(test: &str) -> Option<String> {
-    if std::env::var("IMGVEC_SKIP_ES_TESTS").as_deref() == Ok("1") {
-        eprintln!("{test}: skipped (IMGVEC_SKIP_ES_TESTS=1)");
-        return None;
-    }
+/// The server URL (these tests are marked ignored when built with `IMGVEC_SKIP_ES_TESTS=1`).
+fn server_url(_test: &str) -> Option<String> {
     match std::env::var("IMGVEC_TEST_ES_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => panic!("{START_HINT}"),
@@ -135,6 +131,7 @@ async fn upsert_all(store: &ElasticStore, docs: &[ImageDoc]) {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn mapping_as_created_reads_back() {
     let Some(t) = TestIndex::new("mapping_as_created").await else {
         return;
@@ -174,6 +171,7 @@ async fn mapping_as_created_reads_back() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn ensure_index_twice_creates_once() {
     let Some(t) = TestIndex::new("ensure_twice").await else {
         return;
@@ -189,6 +187,7 @@ async fn ensure_index_twice_creates_once() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn ensure_index_race_creates_exactly_once() {
     let Some(t) = TestIndex::new("ensure_race").await else {
         return;
@@ -205,6 +204,7 @@ async fn ensure_index_race_creates_exactly_once() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn incompatible_dims_are_named() {
     let Some(t) = TestIndex::new("incompatible").await else {
         return;
@@ -231,6 +231,7 @@ async fn incompatible_dims_are_named() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn upsert_refresh_count_and_again_is_already_present() {
     let Some(t) = TestIndex::new("upsert_again").await else {
         return;
@@ -273,6 +274,7 @@ async fn upsert_refresh_count_and_again_is_already_present() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn overwrite_replaces_documents() {
     let Some(t) = TestIndex::new("overwrite").await else {
         return;
@@ -309,6 +311,7 @@ async fn overwrite_replaces_documents() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn small_bulk_bounds_split_requests() {
     // A byte bound smaller than two documents: every document goes in a request of its own.
     let Some(t) = TestIndex::with_config("bulk_bounds", |cfg| {
@@ -327,6 +330,7 @@ async fn small_bulk_bounds_split_requests() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn existing_ids_over_several_batches() {
     let Some(t) = TestIndex::new("existing_ids").await else {
         return;
@@ -348,6 +352,7 @@ async fn existing_ids_over_several_batches() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn knn_finds_a_stored_vector_first() {
     let Some(t) = TestIndex::new("knn_self").await else {
         return;
@@ -389,6 +394,7 @@ async fn knn_finds_a_stored_vector_first() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn label_filter_only_returns_that_label() {
     let Some(t) = TestIndex::new("knn_label").await else {
         return;
@@ -429,6 +435,7 @@ async fn label_filter_only_returns_that_label() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn bulk_item_failure_is_reported_per_item() {
     let Some(t) = TestIndex::new("bulk_item_failure").await else {
         return;
@@ -453,6 +460,7 @@ async fn bulk_item_failure_is_reported_per_item() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn unreachable_server_is_reported_quickly() {
     if server_url("unreachable").is_none() {
         return;
@@ -488,6 +496,7 @@ async fn unreachable_server_is_reported_quickly() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn missing_index_is_reported_as_missing() {
     let Some(t) = TestIndex::new("missing").await else {
         return;
@@ -528,6 +537,7 @@ async fn missing_index_is_reported_as_missing() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn recreate_index_starts_empty() {
     let Some(t) = TestIndex::new("recreate").await else {
         return;
@@ -542,6 +552,7 @@ async fn recreate_index_starts_empty() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn python_pipeline_search_finds_stored_docs() {
     let Some(t) = TestIndex::new("interop").await else {
         return;

@@ -123,6 +123,26 @@ impl ModelDir {
             .unwrap_or_else(|| "clip".to_string())
     }
 
+    /// The checkpoint's image preprocessing (`preprocessor_config.json`, defaults where absent),
+    /// checked against the vision tower's input size. Reads no weights.
+    pub fn preprocess_config(&self) -> Result<PreprocessConfig, ClipError> {
+        let path = self.dir.join("preprocessor_config.json");
+        let size = self.config.vision_config.image_size as u32;
+        let preprocess =
+            PreprocessConfig::from_model_dir(&self.dir, size).map_err(|e| ClipError::Config {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let (h, w) = preprocess.output_size();
+        if (h, w) != (size, size) {
+            return Err(ClipError::Config {
+                path,
+                reason: format!("crop size {h}×{w} differs from the model's image_size {size}"),
+            });
+        }
+        Ok(preprocess)
+    }
+
     fn weights(&self, device: &Device) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
@@ -149,20 +169,7 @@ impl ImageEncoder {
         let cfg = model.config();
         let weights = model.weights(device)?;
         let tower = VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?;
-        let preprocess =
-            PreprocessConfig::from_model_dir(model.path(), cfg.vision_config.image_size as u32)
-                .map_err(|e| ClipError::Config {
-                    path: model.path().join("preprocessor_config.json"),
-                    reason: e.to_string(),
-                })?;
-        let (h, w) = preprocess.output_size();
-        let size = cfg.vision_config.image_size as u32;
-        if (h, w) != (size, size) {
-            return Err(ClipError::Config {
-                path: model.path().join("preprocessor_config.json"),
-                reason: format!("crop size {h}×{w} differs from the model's image_size {size}"),
-            });
-        }
+        let preprocess = model.preprocess_config()?;
         Ok(Self {
             tower,
             preprocess,

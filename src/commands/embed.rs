@@ -16,8 +16,8 @@ use serde_json::json;
 use super::{exit, open_model, preview, secs, PARTIAL_FAILURE};
 use crate::cli::EmbedArgs;
 use crate::clip::{ImageEncoder, TextEncoder};
-use crate::pipeline::{default_workers, run_model, spawn_prepare, Outcome};
-use crate::walk::find_images;
+use crate::pipeline::{default_workers, run_model, spawn_prepare, spawn_read, Job, Outcome};
+use crate::walk::{absolute, find_images};
 
 pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.json)?;
@@ -47,17 +47,26 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let walk = find_images(&args.paths);
     let mut failed = walk.problems.len();
     for (path, why) in &walk.problems {
-        eprintln!("imgvec: {}: {why}", path.display());
+        eprintln!("imgvec: {}: {why}", absolute(path).display());
     }
-    let files: Vec<_> = walk.images.into_iter().enumerate().collect();
-    let total = files.len();
+    let jobs: Vec<Job> = walk
+        .images
+        .into_iter()
+        .enumerate()
+        .map(|(seq, f)| Job {
+            seq,
+            path: absolute(&f.path),
+            label: String::new(),
+        })
+        .collect();
+    let total = jobs.len();
+    let batch_size = args.batch_size as usize;
     let rx = spawn_prepare(
-        files,
+        spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),
         encoder.preprocess_config().clone(),
         !args.model.ignore_exif_orientation,
         default_workers(),
-        2 * args.batch_size as usize,
-        Arc::new(AtomicBool::new(false)),
+        2 * batch_size,
     );
 
     // Results come back in batches, not necessarily in input order: print them in order.
@@ -66,7 +75,7 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let t1 = Instant::now();
-    run_model(rx, &encoder, args.batch_size as usize, |batch| {
+    run_model(rx, &encoder, batch_size, |batch| {
         for o in batch {
             pending.insert(o.seq(), o);
         }
@@ -74,18 +83,19 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
             next += 1;
             let r = match o {
                 Outcome::Embedded { facts, vector } => {
-                    let path = facts.file.path.display().to_string();
+                    let path = facts.job.path.display().to_string();
                     if args.json {
                         writeln!(stdout, "{}", json!({"path": path, "embedding": vector}))
                     } else {
                         writeln!(stdout, "{path}\t{}", preview(&vector))
                     }
                 }
-                Outcome::Failed(f) => {
+                Outcome::Failed { job, reason } => {
                     failed += 1;
-                    eprintln!("imgvec: {}: {}", f.path.display(), f.reason);
+                    eprintln!("imgvec: {}: {reason}", job.path.display());
                     Ok(())
                 }
+                Outcome::Known { .. } => Ok(()), // not produced without a skip-known stage
             };
             if let Err(e) = r {
                 write_error = Some(e);

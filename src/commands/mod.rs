@@ -21,7 +21,7 @@ use crate::cli::{ModelArgs, StoreArgs};
 use crate::clip::ModelDir;
 use crate::store::elastic::{ElasticConfig, ElasticStore};
 use crate::store::local::LocalStore;
-use crate::store::{StoreError, VectorStore};
+use crate::store::{IndexSpec, StoreError, VectorStore};
 
 /// Exit status when the command ran but some inputs failed.
 pub const PARTIAL_FAILURE: u8 = 1;
@@ -89,6 +89,29 @@ pub async fn check_dims(store: &dyn VectorStore, index: &str, model_dims: usize)
         .into());
     }
     Ok(())
+}
+
+/// Makes sure the index exists for the model: creates a missing one with exactly the mapping
+/// `create-index` would (saying so in one line unless quiet), else checks its vector size.
+pub async fn ensure_index(
+    store: &dyn VectorStore,
+    index: &str,
+    model_dims: usize,
+    quiet: bool,
+) -> Result<()> {
+    match check_dims(store, index, model_dims).await {
+        Err(e) if matches!(e.downcast_ref(), Some(StoreError::IndexMissing { .. })) => {
+            store.ensure_index(&IndexSpec::for_dims(model_dims)).await?;
+            if !quiet {
+                eprintln!(
+                    "imgvec: created index '{index}' for {model_dims}-d vectors ({})",
+                    store.describe()
+                );
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// A multi-thread tokio runtime for the commands that talk to a store.

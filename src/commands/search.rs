@@ -13,9 +13,9 @@ use serde_json::json;
 use super::{check_dims, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{l2_normalize, ImageEncoder, TextEncoder};
-use crate::pipeline::prepare_file;
+use crate::pipeline::prepare_bytes;
 use crate::store::{Hit, KnnQuery};
-use crate::walk::ImageFile;
+use crate::walk::absolute;
 
 /// Elasticsearch's limit on `num_candidates`.
 pub const MAX_NUM_CANDIDATES: usize = 10_000;
@@ -43,18 +43,16 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     let mut query = vec![0f32; model.dims()];
     if let Some(image) = &args.image {
         let encoder = ImageEncoder::load(&model, &device)?;
-        let file = ImageFile {
-            path: image.clone(),
-            parent_name: None,
-        };
-        let prepared = prepare_file(
-            0,
-            &file,
+        let path = absolute(image);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let (pixels, _, _) = prepare_bytes(
+            &bytes,
             encoder.preprocess_config(),
             !args.model.ignore_exif_orientation,
         )
-        .map_err(|why| anyhow::anyhow!("{}: {why}", image.display()))?;
-        let v = encoder.embed_pixels(&[&prepared.pixels])?;
+        .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+        let v = encoder.embed_pixels(&[&pixels])?;
         add(
             &mut query,
             v.first().context("the model returned no vector")?,

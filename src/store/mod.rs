@@ -49,6 +49,17 @@ pub struct IndexSpec {
     pub hnsw_ef_construction: Option<u32>,
 }
 
+impl IndexSpec {
+    /// The index for vectors of `dims` with the backend's default graph parameters.
+    pub fn for_dims(dims: usize) -> Self {
+        Self {
+            dims,
+            hnsw_m: None,
+            hnsw_ef_construction: None,
+        }
+    }
+}
+
 /// What `ensure_index` found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnsureOutcome {
@@ -172,6 +183,73 @@ pub trait VectorStore: Send + Sync {
 
     /// Number of documents in the index.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Every label in the index with its number of documents, most documents first (ties by label).
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        Err(StoreError::Other(format!(
+            "{}: labels are not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// The documents with these ids, vectors included, in the order asked; ids not in the index are
+    /// left out.
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        let _ = ids;
+        Err(StoreError::Other(format!(
+            "{}: get is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// Reads every document, vectors included, in id order, `page_size` at a time, starting after the
+    /// id `after` (for resuming). Elasticsearch: a point-in-time with `search_after`.
+    async fn scan(
+        &self,
+        page_size: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        let _ = (page_size, after);
+        Err(StoreError::Other(format!(
+            "{}: scan is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// The exact `k` nearest documents by the stored float vectors (brute force, no ANN graph):
+    /// the reference that `knn`'s recall is measured against. Same scores as `knn`.
+    async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        let _ = query;
+        Err(StoreError::Other(format!(
+            "{}: exact search is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// Deletes the documents with these ids; returns how many were there.
+    async fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let _ = ids;
+        Err(StoreError::Other(format!(
+            "{}: delete is not supported yet",
+            self.describe()
+        )))
+    }
+}
+
+/// A label and how many documents carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelCount {
+    pub label: String,
+    pub count: u64,
+}
+
+/// A read of every document, a page at a time (see [`VectorStore::scan`]).
+#[async_trait]
+pub trait DocScan: Send {
+    /// The next page, in id order; empty when done.
+    async fn next_page(&mut self) -> Result<Vec<ImageDoc>, StoreError>;
+    /// Releases what the scan holds on the server (Elasticsearch's point-in-time).
+    async fn close(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

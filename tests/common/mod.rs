@@ -115,14 +115,11 @@ pub struct TestIndex {
     http: reqwest::blocking::Client,
 }
 
-/// The Elasticsearch URL for tests, `None` when IMGVEC_SKIP_ES_TESTS=1; panics with instructions when unset.
-pub fn es_url() -> Option<String> {
+/// The Elasticsearch URL for tests; panics with instructions when unset. (Tests that need it are
+/// marked ignored when built with IMGVEC_SKIP_ES_TESTS=1, so they never get here then.)
+pub fn es_url() -> String {
     match std::env::var("IMGVEC_TEST_ES_URL") {
-        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
-        _ if std::env::var("IMGVEC_SKIP_ES_TESTS").as_deref() == Ok("1") => {
-            eprintln!("Elasticsearch part skipped: IMGVEC_SKIP_ES_TESTS=1");
-            None
-        }
+        Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
         _ => panic!(
             "IMGVEC_TEST_ES_URL is not set: run the tests with `bash tests/run.sh` (it starts a test \
 server), point IMGVEC_TEST_ES_URL at an Elasticsearch, or set IMGVEC_SKIP_ES_TESTS=1"
@@ -139,15 +136,15 @@ impl TestIndex {
         }
     }
 
-    pub fn elastic(test: &str) -> Option<Self> {
-        let url = es_url()?;
+    pub fn elastic(test: &str) -> Self {
+        let url = es_url();
         let idx = Self {
             backend: Backend::Elastic(url),
             name: format!("imgvec-test-{test}-{}", std::process::id()),
             http: reqwest::blocking::Client::new(),
         };
         idx.delete_es_index();
-        Some(idx)
+        idx
     }
 
     pub fn kind(&self) -> &'static str {
@@ -246,9 +243,35 @@ impl Drop for TestIndex {
     }
 }
 
-/// The test's index on every backend: the embedded store, and Elasticsearch unless skipped.
-pub fn backends(test: &str) -> Vec<TestIndex> {
-    let mut v = vec![TestIndex::local(test)];
-    v.extend(TestIndex::elastic(test));
-    v
+/// A test that runs on each backend, as two tests: `NAME::local` (the embedded store) and
+/// `NAME::elastic` (the Elasticsearch at IMGVEC_TEST_ES_URL), the latter marked ignored — counted as
+/// skipped, not passed — when built with IMGVEC_SKIP_ES_TESTS=1.
+///
+/// ```ignore
+/// backend_test! {
+///     fn ingest_then_search(idx) { idx.create(); /* ... */ }
+/// }
+/// ```
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$m:meta])* fn $name:ident($idx:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($idx: TestIndex) $body
+
+            #[test]
+            fn local() {
+                body(TestIndex::local(stringify!($name)))
+            }
+
+            #[test]
+            #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+            fn elastic() {
+                body(TestIndex::elastic(stringify!($name)))
+            }
+        }
+    };
 }

@@ -29,7 +29,7 @@ How to run
 Needs torch, transformers, pillow, numpy and ``elasticsearch>=8,<9`` and a
 running Elasticsearch 8.x (plain http in benches)::
 
-    python bench/python_pipeline.py --model /path/to/clip-checkpoint-dir \\
+    python benches/python_pipeline.py --model /path/to/clip-checkpoint-dir \\
         --images /path/to/images --label bench --es-url http://127.0.0.1:9200 \\
         --index imgvec-python-bench --threads 2 --recreate
 

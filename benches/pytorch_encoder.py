@@ -30,7 +30,7 @@ How to run
 ----------
 Needs torch, transformers, pillow, numpy (e.g. a venv)::
 
-    python bench/pytorch_encoder.py --model /path/to/clip-checkpoint-dir \\
+    python benches/pytorch_encoder.py --model /path/to/clip-checkpoint-dir \\
         --images /path/to/images --batch-sizes 1,4,8 --threads 2 \\
         --warmup 1 --min-seconds 20
 

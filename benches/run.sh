@@ -5,7 +5,7 @@
 #      (transformers + elasticsearch-py, one image per bulk request), same checkpoint, same server
 #   3. model load time, peak RSS of the ingest, text query latency (load + embed + search)
 #
-#   bash bench/run.sh            (env: THREADS=2, PY=python with torch+transformers+elasticsearch,
+#   bash benches/run.sh            (env: THREADS=2, PY=python with torch+transformers+elasticsearch,
 #                                 CKPT=target/ckpt/vit-l-14-seed1, MIN_SECONDS=20, N_PHOTOS=24)
 # Prints key=value lines and a summary with the ratios. Not a test: nothing here asserts.
 set -euo pipefail
@@ -19,7 +19,7 @@ IMAGES="tests/fixtures/images"
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 out="target/bench"; mkdir -p "$out"
 
-[ -f "$CKPT/model.safetensors" ] || bash bench/parity_vitl14.sh "$CKPT" >/dev/null
+[ -f "$CKPT/model.safetensors" ] || bash benches/parity_vitl14.sh "$CKPT" >/dev/null
 cargo build --release --locked --bin imgvec
 cargo bench --locked --no-run --bench encoder 2>/dev/null
 bin=target/release/imgvec
@@ -27,11 +27,11 @@ bin=target/release/imgvec
 echo "== 1. encoder ($THREADS threads)"
 cargo bench --locked --bench encoder -- --model "$CKPT" --images "$IMAGES" --batch-sizes 1,4,8 \
     --min-seconds "$MIN_SECONDS" | tee "$out/imgvec_encoder.txt"
-"$PY" bench/pytorch_encoder.py --model "$CKPT" --images "$IMAGES" --batch-sizes 1,4,8 \
+"$PY" benches/pytorch_encoder.py --model "$CKPT" --images "$IMAGES" --batch-sizes 1,4,8 \
     --threads "$THREADS" --min-seconds "$MIN_SECONDS" | tee "$out/pytorch_encoder.txt"
 
 echo "== 2. end to end ($N_PHOTOS photos)"
-"$PY" bench/make_photos.py "$out/photos" --n "$N_PHOTOS" --images "$IMAGES" >/dev/null
+"$PY" benches/make_photos.py "$out/photos" --n "$N_PHOTOS" --images "$IMAGES" >/dev/null
 eval "$(bash .ci/es-server.sh start target/es-bench)"
 trap 'bash .ci/es-server.sh stop target/es-bench >/dev/null 2>&1 || true' EXIT
 url="$IMGVEC_TEST_ES_URL"
@@ -41,7 +41,7 @@ export IMGVEC_MODEL_DIR="$CKPT" IMGVEC_ES_URL="$url" IMGVEC_DEVICE=cpu
     "$bin" ingest "$out/photos" --label bench --index bench-imgvec --json | tee "$out/imgvec_ingest.json"
 cat "$out/imgvec_time.txt"
 /usr/bin/time -f "python_pipeline_peak_rss_kb=%M wall_s=%e" -o "$out/python_time.txt" \
-    "$PY" bench/python_pipeline.py --model "$CKPT" --images "$out/photos" --label bench --es-url "$url" \
+    "$PY" benches/python_pipeline.py --model "$CKPT" --images "$out/photos" --label bench --es-url "$url" \
     --index bench-python --threads "$THREADS" --recreate | tee "$out/python_pipeline.txt"
 cat "$out/python_time.txt"
 

@@ -3,7 +3,7 @@
 # of random weights, seed 1), against ../shared/clip-reference/expected/vit-l-14-seed1.json.
 # Prints every cosine and the minimum of each kind; exits 1 if a target is missed.
 #
-#   bash bench/parity_vitl14.sh [CHECKPOINT_DIR]     (made with make_weights.py if missing; needs numpy+safetensors)
+#   bash benches/parity_vitl14.sh [CHECKPOINT_DIR]     (made with make_weights.py if missing; needs numpy+safetensors)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref="${IMGVEC_CLIP_REFERENCE:-../shared/clip-reference}"

@@ -1,0 +1,217 @@
+//! `imgvec ingest`: embed every image under the given paths and index it, resumably.
+//!
+//! The steps, in [`run`]: open the model and the store (creating a missing index with the model's
+//! vector size) → find the images and give each its label → read and hash each file once, skipping
+//! what the index already has → decode and preprocess → embed in full batches → index each batch
+//! while the next is embedded → refresh → summary. Re-running resumes: the document id is the hash of
+//! the file's bytes and documents are written with `create`, so nothing is embedded twice and one
+//! label never overwrites another (`--force` re-embeds and overwrites). Ctrl-C stops reading new
+//! files, indexes what is already embedded and prints the summary; a second Ctrl-C exits at once.
+//! Not for: how files are decoded (`image`), embedded (`clip`) or stored (`store`).
+
+mod indexer;
+mod summary;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Device;
+
+use super::{ensure_index, exit, open_model, open_store, runtime, INTERRUPTED, PARTIAL_FAILURE};
+use crate::cli::IngestArgs;
+use crate::clip::{ImageEncoder, ModelDir};
+use crate::pipeline::{
+    default_workers, first_work, run_model, spawn_prepare, spawn_read, spawn_skip_known, Flow, Job,
+    Outcome,
+};
+use crate::progress::Progress;
+use crate::store::VectorStore;
+use crate::walk::{absolute, find_images};
+use indexer::Indexer;
+pub use summary::Summary;
+
+/// Hashes asked about in one existence check.
+const KNOWN_CHUNK: usize = 64;
+
+pub fn run(args: &IngestArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let (model, device) = open_model(&args.model, args.quiet)?;
+    let rt = runtime()?;
+    let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
+    rt.block_on(ensure_index(
+        store.as_ref(),
+        &args.store.index,
+        model.dims(),
+        args.quiet,
+    ))?;
+    let (stop, interrupted) = watch_ctrl_c(&rt);
+
+    let mut summary = Summary::default();
+    let jobs = find_jobs(args, &mut summary);
+    if !args.quiet {
+        eprintln!("imgvec: {} image(s) found", summary.found);
+    }
+    if !jobs.is_empty() {
+        let work = Work {
+            args,
+            model: &model,
+            device: &device,
+            rt: &rt,
+            store: &store,
+            stop: &stop,
+        };
+        summary.add(work.embed_and_index(jobs)?);
+    }
+    if summary.indexed > 0 {
+        if let Err(e) = rt.block_on(store.refresh()) {
+            eprintln!("imgvec: warning: refresh failed ({e}): new images may take a moment to show in search");
+        }
+    }
+    summary.interrupted = interrupted.load(Ordering::SeqCst);
+    summary.seconds = t0.elapsed().as_secs_f64();
+    summary.images_per_second = summary.indexed as f64 / summary.seconds.max(1e-9);
+    summary.print(args.json);
+    Ok(if summary.failed > 0 {
+        exit(PARTIAL_FAILURE)
+    } else if summary.interrupted {
+        exit(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Ctrl-C: the first sets `stop` (read no more files) and `interrupted`; the second exits at once.
+fn watch_ctrl_c(rt: &tokio::runtime::Runtime) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let (s, i) = (Arc::clone(&stop), Arc::clone(&interrupted));
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nimgvec: interrupted: finishing what is embedded (Ctrl-C again to quit now)"
+            );
+            i.store(true, Ordering::SeqCst);
+            s.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+        }
+    });
+    (stop, interrupted)
+}
+
+/// Walks the paths; every image found becomes a job with its absolute path and its label.
+fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
+    let walk = find_images(&args.paths);
+    summary.skipped_not_images = walk.skipped;
+    summary.found = walk.images.len();
+    for (path, why) in &walk.problems {
+        summary.fail(&absolute(path), why.clone());
+    }
+    let mut jobs = Vec::with_capacity(walk.images.len());
+    for f in walk.images {
+        let path = absolute(&f.path);
+        let label = match (&args.label, f.parent_name) {
+            (Some(l), _) => l.clone(),
+            (None, Some(p)) => p,
+            (None, None) => {
+                summary.fail(&path, "no parent folder to take a label from");
+                continue;
+            }
+        };
+        jobs.push(Job {
+            seq: jobs.len(),
+            path,
+            label,
+        });
+    }
+    jobs
+}
+
+/// What the embedding and indexing steps share.
+struct Work<'a> {
+    args: &'a IngestArgs,
+    model: &'a ModelDir,
+    device: &'a Device,
+    rt: &'a tokio::runtime::Runtime,
+    store: &'a Arc<dyn VectorStore>,
+    stop: &'a Arc<AtomicBool>,
+}
+
+impl Work<'_> {
+    /// Reads, skips what is known, prepares, embeds and indexes `jobs`; returns their account.
+    fn embed_and_index(&self, jobs: Vec<Job>) -> Result<Summary> {
+        let batch_size = self.args.batch_size as usize;
+        let mut progress = Progress::new(jobs.len() as u64, self.args.quiet, "done");
+        let prepared = spawn_prepare(
+            self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.stop))),
+            self.model.preprocess_config()?,
+            !self.args.model.ignore_exif_orientation,
+            default_workers(),
+            2 * batch_size,
+        );
+        let (tx, batches) = tokio::sync::mpsc::channel::<Vec<Outcome>>(2);
+        let indexer = Indexer {
+            store: Arc::clone(self.store),
+            model: self.model.name(),
+            overwrite: self.args.force,
+            stop: Arc::clone(self.stop),
+        }
+        .spawn(self.rt, batches);
+        let mut send = |batch: Vec<Outcome>| {
+            let failed = batch
+                .iter()
+                .filter(|o| matches!(o, Outcome::Failed { .. }))
+                .count() as u64;
+            progress.advance(batch.len() as u64 - failed, failed);
+            tx.blocking_send(batch).is_ok()
+        };
+        // The model loads only when there is something to embed (a rerun over an indexed folder
+        // reads and hashes, and loads no weights).
+        if let Some(first) = first_work(&prepared, |o| send(vec![o])) {
+            let encoder = self.load_encoder()?;
+            let input = std::iter::once(Flow::Next(first)).chain(prepared.iter());
+            run_model(input, &encoder, batch_size, &mut send);
+        }
+        drop(send);
+        drop(tx);
+        progress.finish();
+        let (summary, fatal) = self.rt.block_on(indexer)?;
+        if let Some(e) = fatal {
+            eprintln!(
+                "imgvec: error: {e}. Run the same command again to resume: what was indexed stays."
+            );
+        }
+        Ok(summary)
+    }
+
+    /// The skip-known stage, asking the store (nothing is skipped with `--force`).
+    fn skip_known(
+        &self,
+        read: std::sync::mpsc::Receiver<Flow<crate::pipeline::ReadFile>>,
+    ) -> std::sync::mpsc::Receiver<Flow<crate::pipeline::ReadFile>> {
+        let store = Arc::clone(self.store);
+        let handle = self.rt.handle().clone();
+        let force = self.args.force;
+        spawn_skip_known(read, KNOWN_CHUNK, Arc::clone(self.stop), move |ids| {
+            if force {
+                return Ok(Default::default());
+            }
+            handle
+                .block_on(store.existing_ids(ids))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn load_encoder(&self) -> Result<ImageEncoder> {
+        let t = Instant::now();
+        let encoder = ImageEncoder::load(self.model, self.device)?;
+        if !self.args.quiet {
+            eprintln!("imgvec: model loaded in {:.2} s", t.elapsed().as_secs_f64());
+        }
+        Ok(encoder)
+    }
+}

@@ -1,0 +1,66 @@
+//! The final account of an ingest: every file found ends in exactly one of its counts.
+//!
+//! Not for: deciding what happens to a file (the pipeline and the indexer do that).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// What an ingest did, file by file, in counts.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub found: usize,
+    pub indexed: usize,
+    pub already_present: usize,
+    pub failed: usize,
+    pub skipped_not_images: usize,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    /// (path, reason) for each failure.
+    pub failures: Vec<(String, String)>,
+}
+
+impl Summary {
+    pub fn fail(&mut self, path: &Path, reason: impl Into<String>) {
+        self.failed += 1;
+        self.failures
+            .push((path.display().to_string(), reason.into()));
+    }
+
+    /// Adds the counts of a part of the work done elsewhere (the indexer's).
+    pub fn add(&mut self, other: Summary) {
+        self.indexed += other.indexed;
+        self.already_present += other.already_present;
+        self.failed += other.failed;
+        self.failures.extend(other.failures);
+    }
+
+    /// Prints the failures (one line each) and the totals, or one JSON object.
+    pub fn print(&self, as_json: bool) {
+        if as_json {
+            match serde_json::to_string(self) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("imgvec: cannot print the summary: {e}"),
+            }
+            return;
+        }
+        for (path, why) in &self.failures {
+            eprintln!("imgvec: failed: {path}: {why}");
+        }
+        let interrupted = if self.interrupted {
+            " (interrupted: run again to resume)"
+        } else {
+            ""
+        };
+        println!(
+            "indexed {}, already present {}, failed {}, not images {}; {:.1} s, {:.2} img/s{interrupted}",
+            self.indexed,
+            self.already_present,
+            self.failed,
+            self.skipped_not_images,
+            self.seconds,
+            self.images_per_second
+        );
+    }
+}
