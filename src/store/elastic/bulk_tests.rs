@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::super::test_support::{doc, fake_server, fast_store};
+use super::super::test_support::{doc, fake_server, fast_store, request_lines};
 use super::super::{ElasticConfig, ElasticStore};
 use super::*;
 use crate::store::{ImageDoc, StoreError, UpsertReport, VectorStore};
@@ -161,11 +161,7 @@ async fn upsert_asks_for_the_index_once_per_store_not_per_request() {
         .unwrap();
     assert_eq!(report.indexed.len(), 2);
     store.upsert(&[doc("d", 2)], false).await.unwrap();
-    let seen = seen.lock().unwrap().clone();
-    let requests: Vec<&str> = seen
-        .iter()
-        .map(|r| r.lines().next().unwrap_or(""))
-        .collect();
+    let requests = request_lines(&seen);
     assert_eq!(
         requests,
         [
@@ -198,11 +194,7 @@ async fn a_missing_index_in_the_bulk_answer_is_index_missing() {
     missing(store.upsert(&[doc("d", 2)], false).await);
     store.index_dims().await.unwrap();
     missing(store.upsert(&[doc("d", 2)], true).await);
-    let seen = seen.lock().unwrap().clone();
-    let requests: Vec<&str> = seen
-        .iter()
-        .map(|r| r.lines().next().unwrap_or(""))
-        .collect();
+    let requests = request_lines(&seen);
     assert_eq!(
         requests,
         [

@@ -35,29 +35,16 @@ pub(super) enum Op {
 }
 
 impl Op {
-    /// What the operation does, as in "may not {action}".
-    fn action(self) -> &'static str {
+    /// What the operation does, as in "may not {action}", and the index privilege that allows it.
+    fn action_and_privilege(self) -> (&'static str, &'static str) {
         match self {
-            Op::Exists | Op::Mapping => "read the index's mapping",
-            Op::CreateIndex => "create the index",
-            Op::DeleteIndex => "delete the index",
-            Op::Bulk { overwrite: false } => "write documents",
-            Op::Bulk { overwrite: true } => "overwrite documents",
-            Op::Mget | Op::Search | Op::Count => "read documents",
-            Op::Refresh => "refresh the index",
-        }
-    }
-
-    /// The index privilege the operation needs.
-    fn privilege(self) -> &'static str {
-        match self {
-            Op::Exists | Op::Mapping => "view_index_metadata",
-            Op::CreateIndex => "create_index",
-            Op::DeleteIndex => "delete_index",
-            Op::Bulk { overwrite: false } => "create_doc",
-            Op::Bulk { overwrite: true } => "index",
-            Op::Mget | Op::Search | Op::Count => "read",
-            Op::Refresh => "maintenance",
+            Op::Exists | Op::Mapping => ("read the index's mapping", "view_index_metadata"),
+            Op::CreateIndex => ("create the index", "create_index"),
+            Op::DeleteIndex => ("delete the index", "delete_index"),
+            Op::Bulk { overwrite: false } => ("write documents", "create_doc"),
+            Op::Bulk { overwrite: true } => ("overwrite documents", "index"),
+            Op::Mget | Op::Search | Op::Count => ("read documents", "read"),
+            Op::Refresh => ("refresh the index", "maintenance"),
         }
     }
 }
@@ -77,13 +64,16 @@ pub(super) fn error_for(url: &str, index: &str, op: Op, reply: &Reply) -> StoreE
             url: url.to_string(),
             detail: detail(),
         },
-        403 => StoreError::Forbidden {
-            url: url.to_string(),
-            index: index.to_string(),
-            action: op.action().to_string(),
-            privilege: op.privilege().to_string(),
-            detail: detail(),
-        },
+        403 => {
+            let (action, privilege) = op.action_and_privilege();
+            StoreError::Forbidden {
+                url: url.to_string(),
+                index: index.to_string(),
+                action: action.to_string(),
+                privilege: privilege.to_string(),
+                detail: detail(),
+            }
+        }
         404 if reply.body.is_null()
             || error_type(&reply.body) == Some("index_not_found_exception") =>
         {

@@ -98,23 +98,14 @@ async fn a_missing_privilege_is_forbidden_naming_it() {
     assert!(text.contains("(HTTP 403)"), "{text}");
     let text = forbidden(store.count().await.map(drop), "read", "read documents");
     assert!(text.contains("is unauthorized for user [reader]"), "{text}");
-    let doc = super::super::test_support::doc("d", 2);
-    forbidden(
-        store
-            .upsert(std::slice::from_ref(&doc), false)
-            .await
-            .map(drop),
-        "create_doc",
-        "write documents",
-    );
-    forbidden(
-        store
-            .upsert(std::slice::from_ref(&doc), true)
-            .await
-            .map(drop),
-        "index",
-        "overwrite documents",
-    );
+    let docs = [super::super::test_support::doc("d", 2)];
+    for (overwrite, privilege, action) in [
+        (false, "create_doc", "write documents"),
+        (true, "index", "overwrite documents"),
+    ] {
+        let result = store.upsert(&docs, overwrite).await.map(drop);
+        forbidden(result, privilege, action);
+    }
     forbidden(store.refresh().await, "maintenance", "refresh the index");
 }
 

@@ -35,6 +35,14 @@ pub(super) fn doc(id: &str, dims: usize) -> ImageDoc {
 /// What the fake server saw: one "METHOD PATH\nBODY" per request.
 pub(super) type Seen = Arc<Mutex<Vec<String>>>;
 
+/// The request lines ("METHOD PATH") of what the fake server saw, in order.
+pub(super) fn request_lines(seen: &Seen) -> Vec<String> {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .map(|r| r.lines().next().unwrap_or("").to_string())
+        .collect()
+}
+
 /// A scripted HTTP server on loopback: answers the i-th connection with `replies[i]` and records
 /// each request as "METHOD PATH\nBODY".
 pub(super) fn fake_server(replies: Vec<(u16, &'static str)>) -> (String, Seen) {
