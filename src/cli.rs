@@ -102,7 +102,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "IMGVEC_ES_MAX_RETRIES",
-        default_value_t = 6,
+        default_value_t = crate::store::elastic::DEFAULT_MAX_RETRIES,
         value_name = "N"
     )]
     pub max_retries: u32,
