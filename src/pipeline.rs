@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::clip::preprocess::{decode_rgb, preprocess_rgb, PreprocessConfig};
+use crate::clip::preprocess::{preprocess_rgb, PreprocessConfig};
 use crate::clip::ImageEncoder;
+use crate::image::decode_rgb;
 use crate::walk::ImageFile;
 
 /// Facts about one image file, known before the model runs.

@@ -5,8 +5,9 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use imgvec::clip::preprocess::{decode_rgb, preprocess_rgb};
+use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
+use imgvec::image::decode_rgb;
 
 fn image_encoder() -> ImageEncoder {
     let model = ModelDir::open(&tiny_model_dir()).unwrap();
