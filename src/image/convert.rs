@@ -106,25 +106,19 @@ mod tests {
     #[test]
     fn png_modes_convert_like_pil() {
         let pattern_4x3: Vec<u8> = pattern(4, 3).into_raw();
+        // Gray values, as the RGB triplets they become.
+        let gray = |v: &[u8]| -> Vec<u8> { v.iter().flat_map(|&v| [v; 3]).collect() };
         let cases: [(&[u8], Vec<u8>); 6] = [
             // Mode RGB with a tRNS colour: transformers passes it through untouched.
             (PNG_RGB_TRNS, pattern_4x3),
             // Mode L with tRNS: the transparent value becomes white.
             (
                 PNG_GRAY_TRNS,
-                vec![
-                    0, 0, 0, 37, 37, 37, 74, 74, 74, 111, 111, 111, 91, 91, 91, 141, 141, 141, 191,
-                    191, 191, 241, 241, 241, 182, 182, 182, 255, 255, 255, 52, 52, 52, 115, 115,
-                    115,
-                ],
+                gray(&[0, 37, 74, 111, 91, 141, 191, 241, 182, 255, 52, 115]),
             ),
             (
                 PNG_GRAY_ALPHA,
-                vec![
-                    202, 202, 202, 178, 178, 178, 165, 165, 165, 162, 162, 162, 162, 162, 162, 168,
-                    168, 168, 194, 194, 194, 253, 253, 253, 188, 188, 188, 253, 253, 253, 171, 171,
-                    171, 163, 163, 163,
-                ],
+                gray(&[202, 178, 165, 162, 162, 168, 194, 253, 188, 253, 171, 163]),
             ),
             // 16-bit RGB: Pillow keeps the high byte.
             (
@@ -138,11 +132,7 @@ mod tests {
             // 16-bit gray: the high byte too (Pillow would clip to 255: a deliberate difference).
             (
                 PNG_GRAY16,
-                vec![
-                    0, 0, 0, 37, 37, 37, 74, 74, 74, 111, 111, 111, 91, 91, 91, 141, 141, 141, 191,
-                    191, 191, 242, 242, 242, 182, 182, 182, 246, 246, 246, 52, 52, 52, 115, 115,
-                    115,
-                ],
+                gray(&[0, 37, 74, 111, 91, 141, 191, 242, 182, 246, 52, 115]),
             ),
             // Palette with per-entry alpha (tRNS).
             (

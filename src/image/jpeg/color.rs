@@ -98,26 +98,8 @@ fn convert_row(kind: ColorKind, t: &YccTables, rows: &[&[u8]; 4], out: &mut [u8]
                 o.fill(v);
             }
         }
-        ColorKind::Rgb => {
-            for (((o, &r), &g), &b) in out
-                .chunks_exact_mut(3)
-                .zip(rows[0])
-                .zip(rows[1])
-                .zip(rows[2])
-            {
-                o.copy_from_slice(&[r, g, b]);
-            }
-        }
-        ColorKind::Ycc => {
-            for (((o, &y), &cb), &cr) in out
-                .chunks_exact_mut(3)
-                .zip(rows[0])
-                .zip(rows[1])
-                .zip(rows[2])
-            {
-                o.copy_from_slice(&t.rgb(y, cb, cr));
-            }
-        }
+        ColorKind::Rgb => per_pixel(out, rows, |r, g, b| [r, g, b]),
+        ColorKind::Ycc => per_pixel(out, rows, |y, cb, cr| t.rgb(y, cb, cr)),
         ColorKind::Cmyk | ColorKind::Ycck => {
             let it = out
                 .chunks_exact_mut(3)
@@ -140,6 +122,19 @@ fn convert_row(kind: ColorKind, t: &YccTables, rows: &[&[u8]; 4], out: &mut [u8]
                 }
             }
         }
+    }
+}
+
+/// `f` of the first three components' samples, pixel by pixel, into `out`.
+#[inline(always)]
+fn per_pixel(out: &mut [u8], rows: &[&[u8]; 4], f: impl Fn(u8, u8, u8) -> [u8; 3]) {
+    for (((o, &a), &b), &c) in out
+        .chunks_exact_mut(3)
+        .zip(rows[0])
+        .zip(rows[1])
+        .zip(rows[2])
+    {
+        o.copy_from_slice(&f(a, b, c));
     }
 }
 

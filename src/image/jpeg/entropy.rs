@@ -159,39 +159,23 @@ pub(super) fn decode_sequential(
     }
     *pred = pred.wrapping_add(bits.receive_extend(s));
     block[0] = *pred as i16;
-    let mut k = 1;
-    while k < 64 {
-        let rs = bits.decode(ac)?;
-        let (r, s) = (usize::from(rs >> 4), u32::from(rs & 15));
-        if s != 0 {
-            k += r;
-            block[NATURAL_ORDER[k]] = bits.receive_extend(s) as i16;
-        } else if r == 15 {
-            k += 15;
-        } else {
-            break;
-        }
-        k += 1;
-    }
+    decode_ac_coefs(bits, ac, block, 1, 63, 0)?;
     Ok(())
 }
 
-/// libjpeg's `decode_mcu_AC_first`: the first pass over a band of AC coefficients.
-pub(super) fn decode_ac_first(
+/// Run-length/size coded AC coefficients into `block`, zigzag indices `k..=last`, each shifted
+/// left by `al`. Returns the run-length bits `r` of the end-of-band code that stopped it, if one
+/// did (a sequential scan ends the block on any of them, a progressive one starts an EOB run).
+#[inline]
+fn decode_ac_coefs(
     bits: &mut Bits,
     ac: &Huffman,
-    eobrun: &mut u32,
     block: &mut [i16],
-    ss: usize,
-    se: usize,
+    mut k: usize,
+    last: usize,
     al: u32,
-) -> Result<()> {
-    if *eobrun > 0 {
-        *eobrun -= 1;
-        return Ok(());
-    }
-    let mut k = ss;
-    while k <= se {
+) -> Result<Option<u32>> {
+    while k <= last {
         let rs = bits.decode(ac)?;
         let (r, s) = (u32::from(rs >> 4), u32::from(rs & 15));
         if s != 0 {
@@ -200,14 +184,46 @@ pub(super) fn decode_ac_first(
         } else if r == 15 {
             k += 15;
         } else {
-            *eobrun = 1 << r;
-            if r != 0 {
-                *eobrun += bits.bits(r);
-            }
-            *eobrun -= 1;
-            break;
+            return Ok(Some(r));
         }
         k += 1;
+    }
+    Ok(None)
+}
+
+/// The coefficients a progressive AC scan covers (`Ss..=Se`, in zigzag order) and its
+/// successive-approximation bit position `Al`.
+#[derive(Clone, Copy)]
+pub(super) struct Band {
+    pub(super) ss: usize,
+    pub(super) se: usize,
+    pub(super) al: u32,
+}
+
+/// The length of an end-of-band run coded with `r` extra bits (`EOBr`).
+fn eob_run(bits: &mut Bits, r: u32) -> u32 {
+    let mut run = 1 << r;
+    if r != 0 {
+        run += bits.bits(r);
+    }
+    run
+}
+
+/// libjpeg's `decode_mcu_AC_first`: the first pass over a band of AC coefficients.
+pub(super) fn decode_ac_first(
+    bits: &mut Bits,
+    ac: &Huffman,
+    eobrun: &mut u32,
+    block: &mut [i16],
+    band: Band,
+) -> Result<()> {
+    let Band { ss, se, al } = band;
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Ok(());
+    }
+    if let Some(r) = decode_ac_coefs(bits, ac, block, ss, se, al)? {
+        *eobrun = eob_run(bits, r) - 1;
     }
     Ok(())
 }
@@ -218,10 +234,9 @@ pub(super) fn decode_ac_refine(
     ac: &Huffman,
     eobrun: &mut u32,
     block: &mut [i16],
-    ss: usize,
-    se: usize,
-    al: u32,
+    band: Band,
 ) -> Result<()> {
+    let Band { ss, se, al } = band;
     let p1: i16 = (1i32 << al) as i16;
     let m1: i16 = (-1i32 << al) as i16;
     let mut k = ss;
@@ -245,10 +260,7 @@ pub(super) fn decode_ac_refine(
                 }
                 value = if bits.bit() { p1 } else { m1 };
             } else if r != 15 {
-                *eobrun = 1 << r;
-                if r != 0 {
-                    *eobrun += bits.bits(r as u32);
-                }
+                *eobrun = eob_run(bits, r as u32);
                 break;
             }
             while k <= se {

@@ -6,7 +6,7 @@
 //! Not for: reading bits or Huffman codes (`entropy.rs`), or anything after the last scan
 //! (`color.rs`).
 
-use super::entropy::{decode_ac_first, decode_ac_refine, decode_sequential, Bits};
+use super::entropy::{decode_ac_first, decode_ac_refine, decode_sequential, Band, Bits};
 use super::idct::idct_islow;
 use super::markers::Huffman;
 use super::{Component, Decoder, Frame, Result};
@@ -25,9 +25,7 @@ struct ScanHeader {
     /// `(index into the frame's components, DC table, AC table)` per scan component.
     comps: Vec<(usize, usize, usize)>,
     /// Spectral selection and the successive-approximation low bit (progressive only).
-    ss: usize,
-    se: usize,
-    al: u32,
+    band: Band,
     kind: ScanKind,
     /// Decode straight into sample planes (no coefficient storage).
     streaming: bool,
@@ -137,9 +135,7 @@ fn parse_scan_header(s: &[u8], frame: &Frame) -> Result<ScanHeader> {
     };
     Ok(ScanHeader {
         comps,
-        ss,
-        se,
-        al,
+        band: Band { ss, se, al },
         kind,
         streaming: false,
     })
@@ -242,7 +238,7 @@ fn decode_block(
     ac: Option<&Huffman>,
     eobrun: &mut u32,
 ) -> Result<()> {
-    let (ss, se, al) = (scan.ss, scan.se, scan.al);
+    let (band, al) = (scan.band, scan.band.al);
     match (scan.kind, dc, ac) {
         (ScanKind::Sequential, Some(dc), Some(ac)) => {
             decode_sequential(bits, dc, ac, dc_pred, block)?
@@ -260,8 +256,8 @@ fn decode_block(
                 block[0] |= (1i32 << al) as i16;
             }
         }
-        (ScanKind::AcFirst, _, Some(ac)) => decode_ac_first(bits, ac, eobrun, block, ss, se, al)?,
-        (ScanKind::AcRefine, _, Some(ac)) => decode_ac_refine(bits, ac, eobrun, block, ss, se, al)?,
+        (ScanKind::AcFirst, _, Some(ac)) => decode_ac_first(bits, ac, eobrun, block, band)?,
+        (ScanKind::AcRefine, _, Some(ac)) => decode_ac_refine(bits, ac, eobrun, block, band)?,
         _ => return Err("missing Huffman table".into()),
     }
     Ok(())

@@ -51,7 +51,7 @@ impl<'p> Upsampler<'p> {
             UpsampleKind::H1V2Fancy
         } else if h2 && v2 && c.dw > 2 {
             UpsampleKind::H2V2Fancy
-        } else if max_h % c.h == 0 && max_v % c.v == 0 {
+        } else if max_h.is_multiple_of(c.h) && max_v.is_multiple_of(c.v) {
             UpsampleKind::Box {
                 he: max_h / c.h,
                 ve: max_v / c.v,
@@ -86,31 +86,20 @@ impl<'p> Upsampler<'p> {
     /// `ext` is scratch of `dw + 2` entries.
     pub(super) fn row<'a>(&'a self, y: usize, buf: &'a mut [u8], ext: &mut [u16]) -> &'a [u8] {
         let (w, dw) = (self.w, self.dw);
-        // The fancy filters on a row padded with a copy of its first and last sample: the
-        // edge outputs then come out as libjpeg's special cases compute them.
-        let pad = |ext: &mut [u16]| {
-            ext[0] = ext[1];
-            ext[dw + 1] = ext[dw];
-        };
         match self.kind {
             UpsampleKind::FullSize => &self.in_row(y)[..w],
             UpsampleKind::H2V1Fancy => {
                 for (e, &v) in ext[1..=dw].iter_mut().zip(self.in_row(y)) {
                     *e = u16::from(v);
                 }
-                pad(ext);
-                for (o, t) in buf[..2 * dw].chunks_exact_mut(2).zip(ext.windows(3)) {
-                    let v = 3 * t[1];
-                    o[0] = ((v + t[0] + 1) >> 2) as u8;
-                    o[1] = ((v + t[2] + 2) >> 2) as u8;
-                }
+                widen(ext, dw, buf, (1, 2), 2);
                 &buf[..w]
             }
             UpsampleKind::H1V2Fancy => {
                 let i = y / 2;
                 let (near, (far, bias)) = (
                     self.in_row(i),
-                    if y % 2 == 0 {
+                    if y.is_multiple_of(2) {
                         (self.in_row(i.saturating_sub(1)), 1)
                     } else {
                         (self.in_row(i + 1), 2)
@@ -124,7 +113,7 @@ impl<'p> Upsampler<'p> {
             UpsampleKind::H2V2Fancy => {
                 let i = y / 2;
                 let near = self.in_row(i);
-                let far = if y % 2 == 0 {
+                let far = if y.is_multiple_of(2) {
                     self.in_row(i.saturating_sub(1))
                 } else {
                     self.in_row(i + 1)
@@ -133,12 +122,7 @@ impl<'p> Upsampler<'p> {
                 for ((e, &a), &b) in ext[1..=dw].iter_mut().zip(near).zip(far) {
                     *e = 3 * u16::from(a) + u16::from(b);
                 }
-                pad(ext);
-                for (o, t) in buf[..2 * dw].chunks_exact_mut(2).zip(ext.windows(3)) {
-                    let v = 3 * t[1];
-                    o[0] = ((v + t[0] + 8) >> 4) as u8;
-                    o[1] = ((v + t[2] + 7) >> 4) as u8;
-                }
+                widen(ext, dw, buf, (8, 7), 4);
                 &buf[..w]
             }
             UpsampleKind::Box { he, ve } => {
@@ -149,5 +133,21 @@ impl<'p> Upsampler<'p> {
                 &buf[..w]
             }
         }
+    }
+}
+
+/// The horizontal triangle filter of libjpeg's `h2v1_fancy_upsample` and `h2v2_fancy_upsample`:
+/// `ext[1..=dw]` holds a row of samples (of column sums for h2v2). The row is padded with a copy
+/// of its first and last entry, so that the edge outputs come out as libjpeg's special cases
+/// compute them; then each entry `e` gives two outputs, `(3·e + left + bias.0) >> shift` and
+/// `(3·e + right + bias.1) >> shift`.
+#[inline(always)]
+fn widen(ext: &mut [u16], dw: usize, out: &mut [u8], bias: (u16, u16), shift: u32) {
+    ext[0] = ext[1];
+    ext[dw + 1] = ext[dw];
+    for (o, t) in out[..2 * dw].chunks_exact_mut(2).zip(ext.windows(3)) {
+        let v = 3 * t[1];
+        o[0] = ((v + t[0] + bias.0) >> shift) as u8;
+        o[1] = ((v + t[2] + bias.1) >> shift) as u8;
     }
 }
