@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::clip::preprocess::{decode_rgb, preprocess_rgb, PreprocessConfig};
+use crate::clip::preprocess::{preprocess_rgb, PreprocessConfig};
 use crate::clip::ImageEncoder;
+use crate::image::decode_rgb;
 
 /// One file to process: where it is and the label it will be stored with.
 #[derive(Debug, Clone, PartialEq, Eq)]
