@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod clip;
 pub mod commands;
+pub mod data_dir;
 pub mod device;
+pub mod model_source;
 pub mod pipeline;
 pub mod store;
 pub mod walk;
