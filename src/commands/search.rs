@@ -15,7 +15,7 @@ use crate::cli::SearchArgs;
 use crate::clip::{l2_normalize, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_file;
 use crate::store::{Hit, KnnQuery};
-use crate::walk::ImageFile;
+use crate::walk::{absolute, ImageFile};
 
 /// Elasticsearch's limit on `num_candidates`.
 pub const MAX_NUM_CANDIDATES: usize = 10_000;
@@ -42,6 +42,7 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
 
     let mut query = vec![0f32; model.dims()];
     if let Some(image) = &args.image {
+        let image = &absolute(image);
         let encoder = ImageEncoder::load(&model, &device)?;
         let file = ImageFile {
             path: image.clone(),
