@@ -68,7 +68,7 @@ fn expand_home(p: &Path, home: Option<&Path>) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubCache {
     pub dir: PathBuf,
-    /// Which setting chose it, for messages: `HF_HUB_CACHE`, `HF_HOME`, `~/.cache/huggingface/hub`….
+    /// Which setting chose it, for messages: `HF_HUB_CACHE`, `HF_HOME`…, or `the default location`.
     pub chosen_by: String,
 }
 
@@ -93,10 +93,7 @@ pub fn hub_cache(env: &Env) -> Option<HubCache> {
         return pick(d.join("huggingface/hub"), "XDG_CACHE_HOME");
     }
     let home = env.home.as_ref()?;
-    pick(
-        home.join(".cache/huggingface/hub"),
-        "the default, ~/.cache/huggingface/hub",
-    )
+    pick(home.join(".cache/huggingface/hub"), "the default location")
 }
 
 /// Where the chosen checkpoint came from.
