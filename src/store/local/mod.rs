@@ -1,7 +1,7 @@
 //! Embedded (serverless) backend of [`VectorStore`]: keeps image vectors in a directory on this
 //! machine, so imgvec works with no Elasticsearch at all.
 //!
-//! What it is for: one store directory (default `./imgvec-data`) holding any number of named
+//! What it is for: one store directory (default: the platform data directory, see `crate::data_dir`) holding any number of named
 //! indexes. The source of truth is one SQLite database, `imgvec.sqlite3` (WAL mode,
 //! `synchronous=FULL`, one transaction per [`VectorStore::upsert`] call): documents, their f32
 //! vectors as BLOBs, and each index's metadata (dims, similarity, HNSW parameters, a generation
@@ -48,7 +48,7 @@ use super::{
     EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
 };
 pub use config::{
-    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_DIR, DEFAULT_EXACT_SCAN_ROWS,
+    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_EXACT_SCAN_ROWS,
     DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_LOCK_WAIT, DEFAULT_MIN_EF_SEARCH,
     LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
