@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clip;
 pub mod commands;
 pub mod device;
+pub mod eval;
 pub mod pipeline;
 pub mod progress;
 pub mod store;
