@@ -138,9 +138,11 @@ pub fn embed(
                 vector,
             }),
             Outcome::Failed { job, reason } => out.failed.push((job.path, reason)),
-            Outcome::Known { job, .. } => out
-                .failed
-                .push((job.path, "internal error: skipped as known".into())),
+            // Not produced without the skip-known and shard stages, which this path does not run.
+            other => out.failed.push((
+                other.job().path.clone(),
+                "internal error: skipped by a stage this command does not run".into(),
+            )),
         }
     }
     Ok(out)
