@@ -85,7 +85,11 @@ fn data_set() -> (tempfile::TempDir, PathBuf, PathBuf) {
     for f in ["synth_alpha.png", "coffee.png"] {
         put(&test.join("dog"), f, &png_twin(&image(f), "test"));
     }
-    put(&test.join("dog"), "synth_small.png", &image("synth_small.png"));
+    put(
+        &test.join("dog"),
+        "synth_small.png",
+        &image("synth_small.png"),
+    );
     (tmp, train, test)
 }
 
