@@ -13,6 +13,7 @@ pub mod clip;
 pub mod commands;
 pub mod data_dir;
 pub mod device;
+pub mod eval;
 pub mod image;
 pub mod model_source;
 pub mod pipeline;

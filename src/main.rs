@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::CreateIndex(a) => commands::create_index::run(a),
         Command::Ingest(a) => commands::ingest::run(a),
         Command::Search(a) => commands::search::run(a),
+        Command::Classify(a) => commands::classify::run(a),
+        Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::FetchModel(a) => commands::fetch_model::run(a),
         Command::Completions(a) => commands::completions::run(a),

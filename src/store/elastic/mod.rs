@@ -4,7 +4,8 @@
 //! What it is for: [`ElasticStore`] and its [`VectorStore`] methods, each a few lines that hand the
 //! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
-//! `bulk` (writing documents), `query` (kNN search, which ids exist). Every request is plain JSON
+//! `bulk` (writing documents), `query` (kNN search, which ids exist), `exact` (exact kNN by
+//! `script_score`, the labels), `scan` (every document back, vectors included). Every request is plain JSON
 //! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
@@ -14,8 +15,10 @@
 mod bulk;
 mod connection;
 mod errors;
+mod exact;
 mod mapping;
 mod query;
+mod scan;
 #[cfg(test)]
 mod test_support;
 
@@ -29,7 +32,8 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    UpsertReport, VectorStore,
 };
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use connection::{
@@ -38,11 +42,13 @@ pub use connection::{
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
+pub use exact::{exact_knn_body, EXACT_L2_NORM_SCRIPT};
 pub use mapping::{
     index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
     SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
 pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
+pub use scan::source_excludes_vectors;
 
 /// An Elasticsearch index seen as a [`VectorStore`].
 pub struct ElasticStore {
@@ -190,5 +196,20 @@ impl VectorStore for ElasticStore {
         body.get("count")
             .and_then(Value::as_u64)
             .ok_or_else(|| unexpected(self.url(), "_count", &body))
+    }
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        self.label_counts().await
+    }
+
+    async fn scan(
+        &self,
+        page_size: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        Ok(Box::new(self.open_scan(page_size, after).await?))
+    }
+
+    async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        self.exact_search(query).await
     }
 }

@@ -28,11 +28,13 @@
 
 mod config;
 mod db;
+mod exact;
 mod fsutil;
 mod graph;
 mod graph_file;
 mod lock;
 mod records;
+mod scan;
 mod search;
 
 use std::collections::HashSet;
@@ -45,7 +47,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    UpsertReport, VectorStore,
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_EXACT_SCAN_ROWS,
@@ -313,5 +316,31 @@ impl VectorStore for LocalStore {
 
     async fn count(&self) -> Result<u64, StoreError> {
         self.run(|shared, state| shared.count(state)).await
+    }
+
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        self.run(|shared, state| shared.labels(state)).await
+    }
+
+    async fn scan(
+        &self,
+        page_size: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        // Fails now, not at the first page, when the index is missing.
+        self.run(|shared, state| shared.index_row(&state.conn).map(drop))
+            .await?;
+        Ok(Box::new(scan::LocalScan {
+            shared: Arc::clone(&self.shared),
+            page_size: page_size.max(1),
+            after,
+            done: false,
+        }))
+    }
+
+    async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        let query = query.clone();
+        self.run(move |shared, state| shared.exact_knn(state, &query))
+            .await
     }
 }
