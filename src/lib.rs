@@ -13,6 +13,7 @@ pub mod commands;
 pub mod device;
 pub mod pipeline;
 pub mod progress;
+pub mod serve;
 pub mod store;
 pub mod walk;
 

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Search(a) => commands::search::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::FetchModel(a) => commands::fetch_model::run(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod fetch_model;
 pub mod info;
 pub mod ingest;
 pub mod search;
+pub mod serve;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
