@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use imgvec::clip::preprocess::{decode_rgb, preprocess_rgb};
+use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir};
+use imgvec::image::decode_rgb;
 
 struct Args {
     model: PathBuf,

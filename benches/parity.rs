@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use imgvec::clip::preprocess::{decode_rgb, preprocess_rgb};
+use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{cosine, ImageEncoder, ModelDir, TextEncoder};
+use imgvec::image::decode_rgb;
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()

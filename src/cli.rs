@@ -104,7 +104,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "IMGVEC_ES_MAX_RETRIES",
-        default_value_t = 6,
+        default_value_t = crate::store::elastic::DEFAULT_MAX_RETRIES,
         value_name = "N"
     )]
     pub max_retries: u32,
@@ -173,6 +173,10 @@ pub struct IngestArgs {
     /// Re-embed and overwrite images the index already has.
     #[arg(long)]
     pub force: bool,
+    /// Take only part I of N (e.g. 2/3), split by content hash: N machines over one shared folder,
+    /// each with its own I, ingest disjoint parts whose union is everything.
+    #[arg(long, value_name = "I/N", value_parser = crate::pipeline::Shard::parse)]
+    pub shard: Option<crate::pipeline::Shard>,
     /// Print nothing but errors and the summary.
     #[arg(long, short)]
     pub quiet: bool,

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::clip::preprocess::{decode_rgb, preprocess_rgb, PreprocessConfig};
+use crate::clip::preprocess::{preprocess_rgb, PreprocessConfig};
 use crate::clip::ImageEncoder;
+use crate::image::decode_rgb;
 
 /// One file to process: where it is and the label it will be stored with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +69,55 @@ pub enum Outcome {
         job: Job,
         sha256: String,
     },
+    /// Not embedded: another machine's part of a split ingest (`--shard`).
+    OtherShard {
+        job: Job,
+    },
     Failed {
         job: Job,
         reason: String,
     },
 }
 
+/// Part `index` of `count` (1-based) of a split ingest: a file belongs to the part its content hash
+/// falls in, so N machines over one folder take disjoint parts whose union is everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with 1 ≤ I ≤ N.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("--shard {s:?}: expected I/N with 1 ≤ I ≤ N, e.g. 2/3");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether the file with this hex SHA-256 belongs to this part (by its first 64 bits).
+    pub fn owns(&self, sha256: &str) -> bool {
+        let head = sha256
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        head.is_some_and(|h| h % u64::from(self.count) == u64::from(self.index - 1))
+    }
+}
+
 impl Outcome {
     pub fn job(&self) -> &Job {
         match self {
             Outcome::Embedded { facts, .. } => &facts.job,
-            Outcome::Known { job, .. } | Outcome::Failed { job, .. } => job,
+            Outcome::Known { job, .. }
+            | Outcome::OtherShard { job }
+            | Outcome::Failed { job, .. } => job,
         }
     }
     pub fn seq(&self) -> usize {
@@ -251,12 +290,14 @@ pub fn spawn_read(
     spawn_workers(jobs, workers, capacity, stop, read_file)
 }
 
-/// The skip-known stage: drops files whose bytes an earlier file of this run had, and files the index
-/// has already (asking `known` about up to `chunk` hashes at a time, whatever has arrived). When
-/// `known` fails, the files it was asked about fail with its message and `stop` is set.
+/// The skip-known stage: drops files of other shards, files whose bytes an earlier file of this run
+/// had, and files the index has already (asking `known` about up to `chunk` hashes at a time,
+/// whatever has arrived). When `known` fails, the files it was asked about fail with its message and
+/// `stop` is set.
 pub fn spawn_skip_known<K>(
     input: Receiver<Flow<ReadFile>>,
     chunk: usize,
+    shard: Option<Shard>,
     stop: Arc<AtomicBool>,
     mut known: K,
 ) -> Receiver<Flow<ReadFile>>
@@ -273,6 +314,9 @@ where
             while let Some(flow) = item.take() {
                 match flow {
                     Flow::Done(o) => out.push(Flow::Done(o)),
+                    Flow::Next(r) if shard.is_some_and(|s| !s.owns(&r.sha256)) => {
+                        out.push(Flow::Done(Outcome::OtherShard { job: r.job }))
+                    }
                     Flow::Next(r) if !seen.insert(r.sha256.clone()) => {
                         out.push(Flow::Done(Outcome::Known {
                             job: r.job,
@@ -503,7 +547,7 @@ mod tests {
             .unwrap();
         drop(tx);
         let stop = Arc::new(AtomicBool::new(false));
-        let out = spawn_skip_known(rx, 2, Arc::clone(&stop), |ids| {
+        let out = spawn_skip_known(rx, 2, None, Arc::clone(&stop), |ids| {
             Ok(ids.iter().filter(|i| *i == "b").cloned().collect())
         });
         let mut next = Vec::new();
@@ -535,13 +579,31 @@ mod tests {
         .unwrap();
         drop(tx);
         let stop = Arc::new(AtomicBool::new(false));
-        let out: Vec<_> = spawn_skip_known(rx, 8, Arc::clone(&stop), |_| Err("down".into()))
+        let out: Vec<_> = spawn_skip_known(rx, 8, None, Arc::clone(&stop), |_| Err("down".into()))
             .into_iter()
             .collect();
         assert!(
             matches!(&out[..], [Flow::Done(Outcome::Failed { reason, .. })] if reason == "not indexed: down")
         );
         assert!(stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn shards_split_every_hash_exactly_once() {
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
+        let mut per_shard = [0usize; 3];
+        for i in 0..3000u32 {
+            let sha = sha256_hex(&i.to_le_bytes());
+            let owners: Vec<usize> = (0..3).filter(|&k| shards[k].owns(&sha)).collect();
+            assert_eq!(owners.len(), 1, "{sha}");
+            per_shard[owners[0]] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 900), "{per_shard:?}");
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/3", "4/3", "1/0", "x", "1/", "/2", "1/2/3"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Shard::parse("1/1").unwrap().owns(&sha256_hex(b"x")));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use crate::clip::preprocess::sniff_image_format;
+use crate::image::sniff_image_format;
 
 /// One image file to process.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -425,3 +425,29 @@ fn the_default_store_needs_no_server() {
     assert_eq!(json_lines(&stdout(&out))[0]["label"], "cat");
     assert!(store.join("imgvec.sqlite3").is_file());
 }
+
+backend_test! {
+    fn shards_split_an_ingest_without_overlap(idx) {
+        const N: u64 = 30;
+        let (_tmp, dir) = distinct_images(N as usize);
+        let mut total = 0;
+        for i in 1..=3 {
+            let shard = format!("{i}/3");
+            let out = idx.run(&["ingest", s(&dir), "--label", "x", "--json", "--shard", &shard]);
+            let v: Value = serde_json::from_str(ok(&idx, &out).trim()).unwrap();
+            let indexed = v["indexed"].as_u64().unwrap();
+            assert_eq!(v["already_present"], 0, "[{}] shard {shard} overlaps: {v}", idx.kind());
+            assert_eq!(indexed + v["other_shards"].as_u64().unwrap(), N, "{v}");
+            assert!(indexed > 0, "shard {shard} took nothing of {N}: {v}");
+            total += indexed;
+        }
+        assert_eq!(total, N);
+        assert_eq!(idx.count(), N);
+        // The union is the whole: a plain ingest finds nothing left to do.
+        let out = idx.run(&["ingest", s(&dir), "--label", "x", "--json"]);
+        let v: Value = serde_json::from_str(ok(&idx, &out).trim()).unwrap();
+        assert_eq!((v["indexed"].as_u64(), v["already_present"].as_u64()), (Some(0), Some(N)), "{v}");
+        let bad = idx.run(&["ingest", s(&dir), "--label", "x", "--shard", "4/3"]);
+        assert_eq!(bad.status.code(), Some(2), "a bad --shard is a usage error");
+    }
+}

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,25 +18,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// `n` distinct small PNGs (different bytes, so different ids) in a fresh folder.
-fn distinct_images(n: usize) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("photos");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut state = 0x9E3779B97F4A7C15u64;
-    for i in 0..n {
-        let img = image::RgbImage::from_fn(48, 40, |x, y| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let r = (state >> 56) as u8;
-            image::Rgb([r, (x * 5 + i as u32) as u8, (y * 6) as u8])
-        });
-        img.save(dir.join(format!("img{i:04}.png"))).unwrap();
-    }
-    (tmp, dir)
-}
 
 fn ingest_cmd(idx: &TestIndex, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = idx.command(&[

@@ -5,8 +5,9 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use imgvec::clip::preprocess::{decode_rgb, preprocess_rgb};
+use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
+use imgvec::image::decode_rgb;
 
 fn image_encoder() -> ImageEncoder {
     let model = ModelDir::open(&tiny_model_dir()).unwrap();
@@ -47,6 +48,8 @@ fn batched_equals_one_by_one() {
     }
 }
 
+/// Every reference image through imgvec's own decoding and preprocessing gives exactly
+/// transformers' pixels (every value equal, max |Δ| = 0), and then the reference embedding.
 #[test]
 fn image_files_through_our_preprocessing() {
     let enc = image_encoder();
@@ -65,6 +68,13 @@ fn image_files_through_our_preprocessing() {
             .zip(&theirs)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
+        let differing = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing,
+            0,
+            "{name}: {differing} of {} pixel values differ from transformers' (max |Δ| {max_diff:e})",
+            ours.len()
+        );
         let got = &enc.embed_pixels(&[&ours]).unwrap()[0];
         let c = cosine(got, &floats(&img["embedding"]));
         report.push(format!(

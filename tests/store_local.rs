@@ -5,7 +5,8 @@
 //! only a local store has: the HNSW cache file rebuilt when missing, stale or damaged; clear errors
 //! for foreign or damaged files; one process at a time; and no loss of anything reported indexed when
 //! the process is SIGKILLed. The crash and lock tests re-run this test binary as a child process
-//! (`child_process_helper`, which does nothing unless `IMGVEC_LOCAL_TEST_CHILD` is set).
+//! that runs only `child_process_helper`: an ignored test (so a normal run neither runs nor counts
+//! it) that the parent selects with `--ignored --exact` and steers with `IMGVEC_LOCAL_TEST_CHILD`.
 
 #[path = "common/docs.rs"]
 mod docs;
@@ -793,6 +794,7 @@ fn child(mode: &str) -> Child {
     let exe = std::env::current_exe().expect("test binary path");
     Command::new(exe)
         .args([
+            "--ignored",
             "--exact",
             "child_process_helper",
             "--nocapture",
@@ -947,12 +949,15 @@ fn a_graph_older_than_the_database_is_caught_up() {
     });
 }
 
-/// Not a test on its own: the child-process side of the crash and lock tests.
+/// Not a test on its own: the child-process side of the crash and lock tests, which run it with
+/// `--ignored --exact child_process_helper` and [`CHILD_ENV`] set. Run any other way it fails, so
+/// that it is never reported as a passing test.
 #[tokio::test]
+#[ignore = "helper run as a child process by the crash and lock tests"]
 async fn child_process_helper() {
-    let Ok(mode) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let mode = std::env::var(CHILD_ENV).unwrap_or_else(|_| {
+        panic!("child_process_helper is not a test: the crash and lock tests run it with {CHILD_ENV} set")
+    });
     let parts: Vec<&str> = mode.split(':').collect();
     let mut stdout = std::io::stdout();
     match parts.as_slice() {

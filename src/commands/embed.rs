@@ -95,7 +95,8 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
                     eprintln!("imgvec: {}: {reason}", job.path.display());
                     Ok(())
                 }
-                Outcome::Known { .. } => Ok(()), // not produced without a skip-known stage
+                // Not produced without a skip-known stage.
+                Outcome::Known { .. } | Outcome::OtherShard { .. } => Ok(()),
             };
             if let Err(e) = r {
                 write_error = Some(e);

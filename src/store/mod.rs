@@ -126,8 +126,22 @@ pub struct UpsertReport {
 pub enum StoreError {
     #[error("cannot reach {url}: {detail}. Is the server running and the URL right?")]
     Unreachable { url: String, detail: String },
-    #[error("{url} refused the credentials ({detail}). Set ELASTIC_USERNAME/ELASTIC_PASSWORD or ELASTIC_API_KEY")]
+    #[error("{url} refused the credentials ({detail}). Set ELASTIC_USERNAME (default elastic) and ELASTIC_PASSWORD, or ELASTIC_API_KEY")]
     Auth { url: String, detail: String },
+    /// 403: the credentials are good but lack a privilege for this operation.
+    #[error("{url} accepted the credentials but they may not {action} on index '{index}' ({detail}). Grant the index privilege `{privilege}` on '{index}' (imgvec needs view_index_metadata, create_index, create_doc, read and maintenance; index with --force, delete_index with --recreate)")]
+    Forbidden {
+        url: String,
+        index: String,
+        /// What was refused, e.g. "write documents".
+        action: String,
+        /// The index privilege that allows it, e.g. `create_doc`.
+        privilege: String,
+        detail: String,
+    },
+    /// The server's TLS certificate does not verify; retrying cannot help.
+    #[error("the TLS certificate of {url} does not verify ({detail}). Pass the CA that signed it with --ca-cert FILE (or IMGVEC_CA_CERT; Elasticsearch 8 writes its CA to config/certs/http_ca.crt), or use the host name the certificate names; --insecure skips the check, as a last resort")]
+    Certificate { url: String, detail: String },
     #[error("index '{index}' does not exist: run `imgvec create-index` first")]
     IndexMissing { index: String },
     #[error("index '{index}' exists with an incompatible mapping: {}", differences.join("; "))]

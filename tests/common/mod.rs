@@ -243,6 +243,25 @@ impl Drop for TestIndex {
     }
 }
 
+/// `n` distinct small PNGs (different bytes, so different ids) in a fresh folder.
+pub fn distinct_images(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = 0x9E3779B97F4A7C15u64;
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(48, 40, |x, y| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (state >> 56) as u8;
+            image::Rgb([r, (x * 5 + i as u32) as u8, (y * 6) as u8])
+        });
+        img.save(dir.join(format!("img{i:04}.png"))).unwrap();
+    }
+    (tmp, dir)
+}
+
 /// A test that runs on each backend, as two tests: `NAME::local` (the embedded store) and
 /// `NAME::elastic` (the Elasticsearch at IMGVEC_TEST_ES_URL), the latter marked ignored — counted as
 /// skipped, not passed — when built with IMGVEC_SKIP_ES_TESTS=1.

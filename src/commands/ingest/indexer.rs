@@ -68,6 +68,7 @@ impl Indexer {
             match o {
                 Outcome::Failed { job, reason } => s.fail(&job.path, reason),
                 Outcome::Known { .. } => s.already_present += 1,
+                Outcome::OtherShard { .. } => s.other_shards += 1,
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.clone();
                     docs.push((self.doc(facts, vector), path));

@@ -196,14 +196,21 @@ impl Work<'_> {
         let store = Arc::clone(self.store);
         let handle = self.rt.handle().clone();
         let force = self.args.force;
-        spawn_skip_known(read, KNOWN_CHUNK, Arc::clone(self.stop), move |ids| {
-            if force {
-                return Ok(Default::default());
-            }
-            handle
-                .block_on(store.existing_ids(ids))
-                .map_err(|e| e.to_string())
-        })
+        let shard = self.args.shard;
+        spawn_skip_known(
+            read,
+            KNOWN_CHUNK,
+            shard,
+            Arc::clone(self.stop),
+            move |ids| {
+                if force {
+                    return Ok(Default::default());
+                }
+                handle
+                    .block_on(store.existing_ids(ids))
+                    .map_err(|e| e.to_string())
+            },
+        )
     }
 
     fn load_encoder(&self) -> Result<ImageEncoder> {

@@ -14,6 +14,8 @@ pub struct Summary {
     pub already_present: usize,
     pub failed: usize,
     pub skipped_not_images: usize,
+    /// Images left to the other parts of a split ingest (`--shard I/N`).
+    pub other_shards: usize,
     pub interrupted: bool,
     pub seconds: f64,
     pub images_per_second: f64,
@@ -33,6 +35,7 @@ impl Summary {
         self.indexed += other.indexed;
         self.already_present += other.already_present;
         self.failed += other.failed;
+        self.other_shards += other.other_shards;
         self.failures.extend(other.failures);
     }
 
@@ -48,13 +51,18 @@ impl Summary {
         for (path, why) in &self.failures {
             eprintln!("imgvec: failed: {path}: {why}");
         }
+        let shards = if self.other_shards > 0 {
+            format!(", other shards {}", self.other_shards)
+        } else {
+            String::new()
+        };
         let interrupted = if self.interrupted {
             " (interrupted: run again to resume)"
         } else {
             ""
         };
         println!(
-            "indexed {}, already present {}, failed {}, not images {}; {:.1} s, {:.2} img/s{interrupted}",
+            "indexed {}, already present {}, failed {}, not images {}{shards}; {:.1} s, {:.2} img/s{interrupted}",
             self.indexed,
             self.already_present,
             self.failed,

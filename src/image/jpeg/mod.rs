@@ -1,0 +1,178 @@
+//! A baseline/progressive Huffman JPEG decoder whose output is bit-identical to libjpeg-turbo's
+//! default decompression as Pillow runs it: islow integer IDCT (`jidctint.c`), "fancy"
+//! triangle-filter chroma upsampling with libjpeg's alternating rounding biases and edge
+//! replication (`jdsample.c`, `jdmainct.c`), table-driven YCbCr→RGB (`jdcolor.c`), libjpeg's
+//! colour-space guess (`default_decompress_parms`), and Pillow's inverted-CMYK handling
+//! (`CMYK;I` then `cmyk2rgb`).
+//!
+//! By stage: [`markers`] (marker segments: frame header, Huffman and quantization tables),
+//! [`scan`] (one scan's MCUs, baseline or progressive), [`entropy`] (the bit reader and the
+//! per-block Huffman decoding), [`idct`], [`upsample`] (chroma upsampling) and [`color`] (colour
+//! conversion into RGB). This file holds the shared state and the marker loop.
+//!
+//! Not for: anything the `image` crate decodes well enough. Strict: anything unusual (arithmetic
+//! coding, 12-bit, lossless, DNL, 2 components, fractional sampling ratios, corrupt or truncated
+//! data) is an error, and the caller ([`super::decode`]) falls back to the `image` crate's
+//! decoder. No EXIF handling either: orientation is read and applied by the caller.
+
+mod color;
+mod entropy;
+mod idct;
+mod markers;
+mod scan;
+#[cfg(test)]
+mod tests;
+mod upsample;
+
+use ::image::RgbImage;
+
+use markers::Huffman;
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Zigzag index → natural (row-major) index, with libjpeg's 16 extra entries for corrupt
+/// run lengths.
+const NATURAL_ORDER: [usize; 80] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    63, 63, 63, 63, 63, 63,
+];
+
+/// One colour component of the frame: its sampling, sizes, and decoded data.
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    tq: usize,
+    /// Latched when the component's first scan starts (libjpeg's `latch_quant_tables`).
+    quant: Option<[u16; 64]>,
+    /// Downsampled size in samples and in blocks.
+    dw: usize,
+    dh: usize,
+    wib: usize,
+    hib: usize,
+    /// Coefficient array width in blocks (whole MCUs).
+    bw: usize,
+    coefs: Vec<i16>,
+    /// Samples, `wib·8 × hib·8`: written by the IDCT, directly during a single-scan
+    /// sequential decode (no coefficient storage), else after the last scan.
+    plane: Vec<u8>,
+    dc_pred: i32,
+}
+
+impl Component {
+    /// A component as the frame header declares it; its sizes come from the frame layout.
+    fn new(id: u8, h: usize, v: usize, tq: usize) -> Self {
+        Self {
+            id,
+            h,
+            v,
+            tq,
+            quant: None,
+            dw: 0,
+            dh: 0,
+            wib: 0,
+            hib: 0,
+            bw: 0,
+            coefs: Vec::new(),
+            plane: Vec::new(),
+            dc_pred: 0,
+        }
+    }
+}
+
+/// The frame header (SOF) and the MCU grid that follows from it.
+struct Frame {
+    progressive: bool,
+    width: usize,
+    height: usize,
+    max_h: usize,
+    max_v: usize,
+    mcus_x: usize,
+    mcus_y: usize,
+    comps: Vec<Component>,
+}
+
+/// Parser state: the tables and frame read so far, and the position in the data.
+struct Decoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    qt: [Option<[u16; 64]>; 4],
+    dc: [Option<Huffman>; 4],
+    ac: [Option<Huffman>; 4],
+    restart_interval: usize,
+    saw_jfif: bool,
+    adobe_transform: Option<u8>,
+    frame: Option<Frame>,
+    scans: usize,
+    eobrun: u32,
+}
+
+/// Decodes `data` to RGB as Pillow + libjpeg-turbo do; `max_bytes` bounds the memory used.
+pub(crate) fn decode(data: &[u8], max_bytes: u64) -> Result<RgbImage> {
+    let mut d = Decoder {
+        data,
+        pos: 0,
+        qt: [None; 4],
+        dc: [None, None, None, None],
+        ac: [None, None, None, None],
+        restart_interval: 0,
+        saw_jfif: false,
+        adobe_transform: None,
+        frame: None,
+        scans: 0,
+        eobrun: 0,
+    };
+    if data.get(0..2) != Some(&[0xFF, 0xD8]) {
+        return Err("not a JPEG".into());
+    }
+    d.pos = 2;
+    loop {
+        let Some(marker) = d.next_marker() else {
+            // End of data without EOI: accept what the scans gave, as libjpeg does.
+            if d.scans == 0 {
+                return Err("no image data".into());
+            }
+            break;
+        };
+        match marker {
+            0xD8 => return Err("unexpected SOI".into()),
+            0xC0..=0xC2 => d.read_sof(marker == 0xC2, max_bytes)?,
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                return Err(format!("unsupported JPEG process (SOF{})", marker - 0xC0))
+            }
+            0xC4 => d.read_dht()?,
+            0xCC => return Err("arithmetic coding is not supported".into()),
+            0xDB => d.read_dqt()?,
+            0xDD => {
+                let seg = d.segment()?;
+                if seg.len() < 2 {
+                    return Err("bad DRI".into());
+                }
+                d.restart_interval = usize::from(u16::from_be_bytes([seg[0], seg[1]]));
+            }
+            0xDA => d.read_scan()?,
+            0xD9 => break,
+            0xE0 => {
+                let seg = d.segment()?;
+                if seg.len() >= 14 && &seg[..5] == b"JFIF\0" {
+                    d.saw_jfif = true;
+                }
+            }
+            0xEE => {
+                let seg = d.segment()?;
+                if seg.len() >= 12 && &seg[..5] == b"Adobe" {
+                    d.adobe_transform = Some(seg[11]);
+                }
+            }
+            0xE1..=0xED | 0xEF | 0xFE => {
+                d.segment()?;
+            }
+            0xD0..=0xD7 | 0x01 => {}
+            0xDC => return Err("DNL marker is not supported".into()),
+            other => return Err(format!("unexpected marker 0x{other:02X}")),
+        }
+    }
+    d.output()
+}

@@ -1,0 +1,61 @@
+//! Images: encoded bytes in, full-resolution RGB pixels out, exactly as Pillow (the library
+//! behind transformers' `CLIPImageProcessor`) would produce them; and Pillow's resampler, which
+//! the CLIP preprocessing resizes with.
+//!
+//! - [`sniff`]: which format a file is in, from its first bytes (also what `walk` uses to pick
+//!   image files).
+//! - [`limits`]: the decompression-bomb limits, checked before any pixel buffer is allocated.
+//! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, panics
+//!   turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), everything
+//!   else (PNG, GIF, WebP, BMP, TIFF) through the `image` crate.
+//! - [`convert`]: Pillow's mode conversions to RGB (alpha over white, grayscale, 16-bit, CMYK).
+//! - [`resample`]: Pillow's two-pass fixed-point resampling filters.
+//!
+//! Not for: reading files or walking directories (the caller passes bytes and adds the path to
+//! errors), or the CLIP-specific steps and their parameters (resize target, center crop,
+//! rescale, normalize: `clip::preprocess`). Everything here is a pure function of its arguments.
+
+use ::image::metadata::Orientation;
+use ::image::{ImageFormat, RgbImage};
+
+pub mod convert;
+pub mod decode;
+mod jpeg;
+pub mod limits;
+pub mod resample;
+pub mod sniff;
+#[cfg(test)]
+pub(crate) mod test_util;
+
+pub use decode::decode_rgb;
+pub use limits::{MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE};
+pub use resample::Resample;
+pub use sniff::sniff_image_format;
+
+/// Why an image could not be decoded. The caller adds the path.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not an image in a supported format (PNG, JPEG, GIF, WebP, BMP, TIFF)")]
+    UnknownFormat,
+    #[error("cannot decode {format:?} image: {reason}")]
+    Decode { format: ImageFormat, reason: String },
+    #[error("image too large: {reason}")]
+    TooLarge { reason: String },
+    #[error("unsupported pixel format: {0}")]
+    UnsupportedMode(String),
+}
+
+/// A decoded image converted to RGB the way PIL's `convert_to_rgb` does it.
+#[derive(Debug, Clone)]
+pub struct DecodedImage {
+    /// Full resolution, upright when EXIF orientation was applied.
+    pub rgb: RgbImage,
+    /// Width and height before resizing, as displayed (after EXIF orientation when applied;
+    /// equal to `rgb.dimensions()`).
+    pub original_width: u32,
+    pub original_height: u32,
+    /// The container format found by content sniffing.
+    pub format: ImageFormat,
+    /// The EXIF orientation that was applied (`NoTransforms` when none, or when disabled).
+    pub orientation: Orientation,
+}

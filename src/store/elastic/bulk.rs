@@ -1,0 +1,201 @@
+//! Writing documents with `_bulk`: each document's two NDJSON lines, requests bounded in count and
+//! bytes, reading the response item by item, and sending again only the items refused for a passing
+//! reason (429, 5xx).
+//!
+//! What it is not for: retrying a whole request that got no answer or a 429/5xx (that is
+//! `connection`'s job, below this one), or checking the index's mapping (see `mapping`).
+
+use std::sync::atomic::Ordering;
+
+use elasticsearch::http::Method;
+use serde_json::{json, Value};
+
+use super::errors::{error_summary, truncate, unexpected, Op};
+use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::ElasticStore;
+use crate::store::{ImageDoc, StoreError, UpsertReport};
+
+/// The `_source` stored for a document.
+pub fn doc_source(doc: &ImageDoc) -> Value {
+    json!({
+        LABEL_FIELD: doc.label,
+        PATH_FIELD: doc.path,
+        VECTOR_FIELD: doc.vector,
+        "sha256": doc.id,
+        "bytes": doc.bytes,
+        "width": doc.width,
+        "height": doc.height,
+        "model": doc.model,
+        "indexed_at": doc.indexed_at_ms,
+    })
+}
+
+/// A document's two `_bulk` lines (action, source), each ending in a newline. `create` leaves an
+/// existing document untouched (409); `index` overwrites it.
+pub fn bulk_lines(doc: &ImageDoc, overwrite: bool) -> String {
+    let op = if overwrite { "index" } else { "create" };
+    let mut out = json!({ op: { "_id": doc.id } }).to_string();
+    out.push('\n');
+    out.push_str(&doc_source(doc).to_string());
+    out.push('\n');
+    out
+}
+
+/// What one `_bulk` response item means for the document it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkItemOutcome {
+    Indexed,
+    AlreadyPresent,
+    /// 429 or 5xx: worth sending again.
+    Transient(String),
+    /// Refused for good, with the server's reason.
+    Failed(String),
+}
+
+/// Reads one item of a `_bulk` response (`{"create": {"_id", "status", "error"?, ...}}`).
+pub fn classify_bulk_item(item: &Value, overwrite: bool) -> BulkItemOutcome {
+    let inner = item
+        .as_object()
+        .and_then(|o| o.values().next())
+        .unwrap_or(&Value::Null);
+    let Some(status) = inner.get("status").and_then(Value::as_u64) else {
+        return BulkItemOutcome::Failed(format!(
+            "no status in bulk item: {}",
+            truncate(&item.to_string(), 300)
+        ));
+    };
+    let reason = || match inner.get("error") {
+        Some(error) => error_summary(&json!({ "error": error })),
+        None => format!("HTTP {status}"),
+    };
+    match status {
+        200..=299 => BulkItemOutcome::Indexed,
+        409 if !overwrite => BulkItemOutcome::AlreadyPresent,
+        s if super::connection::is_transient_status(s as u16) => {
+            BulkItemOutcome::Transient(reason())
+        }
+        _ => BulkItemOutcome::Failed(reason()),
+    }
+}
+
+impl ElasticStore {
+    /// [`crate::store::VectorStore::upsert`]: `docs` in `_bulk` requests of at most
+    /// `bulk_max_docs` documents and `bulk_max_bytes` bytes (a larger single document goes alone).
+    pub(super) async fn bulk_write(
+        &self,
+        docs: &[ImageDoc],
+        overwrite: bool,
+    ) -> Result<UpsertReport, StoreError> {
+        let mut report = UpsertReport::default();
+        if docs.is_empty() {
+            return Ok(report);
+        }
+        // `_bulk` would auto-create a missing index with a dynamic mapping: refuse instead. Asked
+        // once per store, not per request: after `index_dims`, `ensure_index` or an earlier
+        // upsert the index is known to be there, and a later `index_not_found_exception` in a
+        // bulk response (an index deleted meanwhile) is reported as missing all the same.
+        if !self.index_seen.load(Ordering::Relaxed) && !self.index_exists().await? {
+            return Err(self.index_missing());
+        }
+        let mut start = 0;
+        while start < docs.len() {
+            // Serialize lazily, one request's worth at a time.
+            let mut lines = Vec::new();
+            let mut bytes = 0usize;
+            let mut end = start;
+            while end < docs.len() && lines.len() < self.bulk_max_docs {
+                let line = bulk_lines(&docs[end], overwrite);
+                if !lines.is_empty() && bytes + line.len() > self.bulk_max_bytes {
+                    break;
+                }
+                bytes += line.len();
+                lines.push(line);
+                end += 1;
+            }
+            self.bulk_chunk(&docs[start..end], &lines, overwrite, &mut report)
+                .await?;
+            start = end;
+        }
+        Ok(report)
+    }
+
+    /// Sends one `_bulk` request for `docs`' serialized `lines` and retries the items that failed
+    /// transiently; records every item's outcome in `report`.
+    async fn bulk_chunk(
+        &self,
+        docs: &[ImageDoc],
+        lines: &[String],
+        overwrite: bool,
+        report: &mut UpsertReport,
+    ) -> Result<(), StoreError> {
+        // Positions (into `docs`/`lines`) still to send.
+        let mut todo: Vec<usize> = (0..docs.len()).collect();
+        let mut attempt = 0u32;
+        loop {
+            let body: String = todo.iter().map(|&i| lines[i].as_str()).collect();
+            let reply = self.send(Method::Post, "_bulk", None, Some(&body)).await?;
+            if !reply.status.is_success() {
+                return Err(self.bulk_error(self.error_for(Op::Bulk { overwrite }, &reply)));
+            }
+            let items = match reply.body.get("items").and_then(Value::as_array) {
+                Some(items) if items.len() == todo.len() => items,
+                _ => return Err(unexpected(self.url(), "_bulk", &reply.body)),
+            };
+            let again = self.record_items(docs, &todo, items, overwrite, report)?;
+            if again.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            let max_retries = self.conn.max_retries();
+            if attempt > max_retries {
+                for (i, reason) in again {
+                    let reason = format!("{reason} (still failing after {max_retries} retries)");
+                    report.failed.push((docs[i].id.clone(), reason));
+                }
+                return Ok(());
+            }
+            self.conn.pause_before_retry(attempt).await;
+            todo = again.into_iter().map(|(i, _)| i).collect();
+        }
+    }
+
+    /// Records the outcome of each of `items` (answering `docs[todo[..]]`) in `report`; returns
+    /// the positions to send again, with why. A missing index fails the whole call.
+    fn record_items(
+        &self,
+        docs: &[ImageDoc],
+        todo: &[usize],
+        items: &[Value],
+        overwrite: bool,
+        report: &mut UpsertReport,
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        let mut again = Vec::new();
+        for (&i, item) in todo.iter().zip(items) {
+            let id = docs[i].id.clone();
+            match classify_bulk_item(item, overwrite) {
+                BulkItemOutcome::Indexed => report.indexed.push(id),
+                BulkItemOutcome::AlreadyPresent => report.already_present.push(id),
+                BulkItemOutcome::Failed(reason)
+                    if reason.starts_with("index_not_found_exception") =>
+                {
+                    return Err(self.bulk_error(self.index_missing()));
+                }
+                BulkItemOutcome::Failed(reason) => report.failed.push((id, reason)),
+                BulkItemOutcome::Transient(reason) => again.push((i, reason)),
+            }
+        }
+        Ok(again)
+    }
+
+    /// A bulk request failed as a whole: a missing index is no longer known to be there.
+    fn bulk_error(&self, e: StoreError) -> StoreError {
+        if matches!(e, StoreError::IndexMissing { .. }) {
+            self.index_seen.store(false, Ordering::Relaxed);
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+#[path = "bulk_tests.rs"]
+mod tests;

@@ -1,0 +1,209 @@
+//! What went wrong, in words a user can act on: turning a non-success reply of an operation into a
+//! [`StoreError`] (401, 403 with the privileges the operation needs, missing index, ...), spotting a
+//! certificate failure in a client error chain, and short one-line summaries of error bodies.
+//!
+//! What it is not for: sending requests or deciding what to retry (see `connection`); it only reads
+//! replies and errors that already happened. Nothing here prints a URL's user info.
+
+use elasticsearch::http::Url;
+use serde_json::Value;
+
+use super::connection::Reply;
+use crate::store::StoreError;
+
+/// What a request was for: decides the message for a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    /// `HEAD /index`.
+    Exists,
+    /// `GET /index/_mapping`.
+    Mapping,
+    /// `PUT /index`.
+    CreateIndex,
+    /// `DELETE /index`.
+    DeleteIndex,
+    /// `_bulk` with `create` (`overwrite: false`) or `index` actions.
+    Bulk { overwrite: bool },
+    /// `_mget` of ids.
+    Mget,
+    /// `_search`.
+    Search,
+    /// `_count`.
+    Count,
+    /// `_refresh`.
+    Refresh,
+}
+
+impl Op {
+    /// What the operation does, as in "may not {action}", and the index privilege that allows it.
+    fn action_and_privilege(self) -> (&'static str, &'static str) {
+        match self {
+            Op::Exists | Op::Mapping => ("read the index's mapping", "view_index_metadata"),
+            Op::CreateIndex => ("create the index", "create_index"),
+            Op::DeleteIndex => ("delete the index", "delete_index"),
+            Op::Bulk { overwrite: false } => ("write documents", "create_doc"),
+            Op::Bulk { overwrite: true } => ("overwrite documents", "index"),
+            Op::Mget | Op::Search | Op::Count => ("read documents", "read"),
+            Op::Refresh => ("refresh the index", "maintenance"),
+        }
+    }
+}
+
+/// The error for a reply to `op` on `index` whose status is not a success. `url` is the shown URL.
+pub(super) fn error_for(url: &str, index: &str, op: Op, reply: &Reply) -> StoreError {
+    let status = reply.status.as_u16();
+    let detail = || {
+        if reply.body.is_null() {
+            format!("HTTP {status}")
+        } else {
+            error_summary(&reply.body)
+        }
+    };
+    match status {
+        401 => StoreError::Auth {
+            url: url.to_string(),
+            detail: detail(),
+        },
+        403 => {
+            let (action, privilege) = op.action_and_privilege();
+            StoreError::Forbidden {
+                url: url.to_string(),
+                index: index.to_string(),
+                action: action.to_string(),
+                privilege: privilege.to_string(),
+                detail: detail(),
+            }
+        }
+        404 if reply.body.is_null()
+            || error_type(&reply.body) == Some("index_not_found_exception") =>
+        {
+            StoreError::IndexMissing {
+                index: index.to_string(),
+            }
+        }
+        _ => StoreError::Server {
+            status,
+            body: error_summary(&reply.body),
+        },
+    }
+}
+
+/// An answer that does not have the documented shape.
+pub(super) fn unexpected(url: &str, what: &str, body: &Value) -> StoreError {
+    StoreError::Other(format!(
+        "unexpected answer to {what} from {url}: {}",
+        truncate(&body.to_string(), 500)
+    ))
+}
+
+/// `error.type` of an Elasticsearch error body.
+pub(super) fn error_type(body: &Value) -> Option<&str> {
+    body.get("error")?.get("type")?.as_str()
+}
+
+/// A short line for an Elasticsearch error body: `type: reason`, plus the root cause when it says
+/// more (e.g. under `search_phase_execution_exception: all shards failed`).
+pub(super) fn error_summary(body: &Value) -> String {
+    let Some(error) = body.get("error") else {
+        return truncate(
+            &match body {
+                Value::String(s) => s.clone(),
+                Value::Null => "no body".into(),
+                other => other.to_string(),
+            },
+            1000,
+        );
+    };
+    if let Some(s) = error.as_str() {
+        return truncate(s, 1000);
+    }
+    let ty = error.get("type").and_then(Value::as_str).unwrap_or("error");
+    let reason = error.get("reason").and_then(Value::as_str).unwrap_or("");
+    let mut out = format!("{ty}: {reason}");
+    let deeper = error
+        .pointer("/root_cause/0")
+        .or_else(|| error.get("caused_by"));
+    if let Some(cause) = deeper {
+        let creason = cause.get("reason").and_then(Value::as_str).unwrap_or("");
+        if !creason.is_empty() && !reason.contains(creason) {
+            let ctype = cause.get("type").and_then(Value::as_str).unwrap_or("error");
+            out.push_str(&format!(" ({ctype}: {creason})"));
+        }
+    }
+    truncate(&out, 1000)
+}
+
+/// An error and all its sources on one line (reqwest's "error sending request" alone says little).
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What rustls said about the server's certificate, if an error in `e`'s chain is a certificate
+/// that does not verify (unknown issuer, self-signed, wrong host name, expired, ...).
+///
+/// Matched by text: rustls sits under reqwest, hyper and an `io::Error` (whose `source()` skips the
+/// error it wraps), and its `Display` of `Error::InvalidCertificate` has started with
+/// "invalid peer certificate" in every release since 0.20.
+pub(super) fn certificate_problem(e: &dyn std::error::Error) -> Option<String> {
+    const MARK: &str = "invalid peer certificate";
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if let Some(at) = text.find(MARK) {
+            return Some(truncate(&text[at..], 500));
+        }
+        current = err.source();
+    }
+    None
+}
+
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The URL with any `user:password@` removed, for messages; also when it does not parse, or parses
+/// into something other than an http(s) URL (`elastic:secret@host:9200` has the scheme `elastic`).
+pub(super) fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    if let Ok(mut u) = Url::parse(url) {
+        if u.has_host() {
+            if !u.username().is_empty() || u.password().is_some() {
+                // Both only fail for URLs that cannot have user info, which these have.
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            return u.to_string();
+        }
+    }
+    // By hand: drop everything up to the last '@' of the authority (after "://" if any, up to the
+    // first '/', '?' or '#').
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "errors_tests.rs"]
+mod tests;

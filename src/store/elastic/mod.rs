@@ -1,0 +1,194 @@
+//! Elasticsearch backend of [`VectorStore`]: keeps image vectors in one Elasticsearch index and
+//! answers kNN queries with Elasticsearch's documented REST API (8.12+ and 9.x).
+//!
+//! What it is for: [`ElasticStore`] and its [`VectorStore`] methods, each a few lines that hand the
+//! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
+//! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
+//! `bulk` (writing documents), `query` (kNN search, which ids exist). Every request is plain JSON
+//! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
+//!
+//! What it is not for: reading credentials (the CLI takes them from the environment and passes them
+//! in [`ElasticConfig`]), computing vectors, or knowing anything about files and models. Field names
+//! (`name`, `path`, `IFV`) are those of the original Python pipeline, so indices stay interchangeable.
+
+mod bulk;
+mod connection;
+mod errors;
+mod mapping;
+mod query;
+#[cfg(test)]
+mod test_support;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+
+use async_trait::async_trait;
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use serde_json::Value;
+
+use super::{
+    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+};
+pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
+pub use connection::{
+    backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
+    DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE, RETRY_CAP,
+};
+use connection::{check_index_name, Connection, Reply};
+use errors::{error_for, unexpected, Op};
+pub use mapping::{
+    index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
+    SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
+};
+pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
+
+/// An Elasticsearch index seen as a [`VectorStore`].
+pub struct ElasticStore {
+    conn: Connection,
+    index: String,
+    bulk_max_docs: usize,
+    bulk_max_bytes: usize,
+    /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
+    index_seen: AtomicBool,
+}
+
+impl fmt::Debug for ElasticStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElasticStore")
+            .field("url", &self.conn.url())
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElasticStore {
+    /// Builds the client; sends nothing yet (the first call shows whether the server answers).
+    pub fn connect(cfg: ElasticConfig) -> Result<ElasticStore, StoreError> {
+        check_index_name(&cfg.index)?;
+        Ok(ElasticStore {
+            conn: Connection::open(&cfg)?,
+            index: cfg.index,
+            bulk_max_docs: cfg.bulk_max_docs.max(1),
+            bulk_max_bytes: cfg.bulk_max_bytes.max(1),
+            index_seen: AtomicBool::new(false),
+        })
+    }
+
+    /// The underlying client, for requests this module does not make.
+    pub fn client(&self) -> &Elasticsearch {
+        self.conn.client()
+    }
+
+    /// The index (or alias) name.
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    /// The server URL, without user info.
+    pub fn url(&self) -> &str {
+        self.conn.url()
+    }
+
+    /// Sends `method /index/endpoint` (`/index` when `endpoint` is empty), with retries.
+    async fn send(
+        &self,
+        method: Method,
+        endpoint: &str,
+        query: Option<&[(&str, &str)]>,
+        body: Option<&str>,
+    ) -> Result<Reply, StoreError> {
+        let path = if endpoint.is_empty() {
+            format!("/{}", self.index)
+        } else {
+            format!("/{}/{}", self.index, endpoint)
+        };
+        self.conn.request(method, &path, query, body).await
+    }
+
+    /// The error for a reply to `op` whose status is not a success.
+    fn error_for(&self, op: Op, reply: &Reply) -> StoreError {
+        error_for(self.url(), &self.index, op, reply)
+    }
+
+    fn index_missing(&self) -> StoreError {
+        StoreError::IndexMissing {
+            index: self.index.clone(),
+        }
+    }
+
+    /// A request whose answer has no body worth reading: success or the error for `op`.
+    async fn send_expecting_success(
+        &self,
+        op: Op,
+        method: Method,
+        endpoint: &str,
+    ) -> Result<Value, StoreError> {
+        let reply = self.send(method, endpoint, None, None).await?;
+        if reply.status.is_success() {
+            Ok(reply.body)
+        } else {
+            Err(self.error_for(op, &reply))
+        }
+    }
+}
+
+#[async_trait]
+impl VectorStore for ElasticStore {
+    fn describe(&self) -> String {
+        format!("Elasticsearch at {}, index '{}'", self.url(), self.index)
+    }
+
+    async fn ensure_index(&self, spec: &IndexSpec) -> Result<EnsureOutcome, StoreError> {
+        if !self.index_exists().await? && self.create_index(spec).await? {
+            return Ok(EnsureOutcome::Created);
+        }
+        // There already, or created by someone else between our HEAD and PUT.
+        self.check_compatible(spec).await?;
+        Ok(EnsureOutcome::AlreadyExists)
+    }
+
+    async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError> {
+        self.delete_index().await?;
+        if self.create_index(spec).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "index '{}' was created again by someone else right after it was deleted",
+                self.index
+            )))
+        }
+    }
+
+    async fn index_dims(&self) -> Result<usize, StoreError> {
+        self.shared_vector_dims().await
+    }
+
+    async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        self.found_ids(ids).await
+    }
+
+    async fn upsert(&self, docs: &[ImageDoc], overwrite: bool) -> Result<UpsertReport, StoreError> {
+        self.bulk_write(docs, overwrite).await
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        self.send_expecting_success(Op::Refresh, Method::Post, "_refresh")
+            .await
+            .map(drop)
+    }
+
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        self.search(query).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let body = self
+            .send_expecting_success(Op::Count, Method::Get, "_count")
+            .await?;
+        body.get("count")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| unexpected(self.url(), "_count", &body))
+    }
+}

@@ -1,0 +1,138 @@
+//! Reading documents back: the kNN search body (label filter inside the `knn` clause) and its hits,
+//! and asking which ids exist (`_mget`).
+//!
+//! What it is not for: writing documents (see `bulk`), or sending and retrying requests (see
+//! `connection`). It never reads the vectors back: ES 9.2+ leaves them out of `_source`.
+
+use std::collections::HashSet;
+
+use elasticsearch::http::Method;
+use serde_json::{json, Value};
+
+use super::errors::{error_summary, error_type, truncate, unexpected, Op};
+use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::ElasticStore;
+use crate::store::{Hit, KnnQuery, StoreError};
+
+/// Ids asked per `_mget` request in [`crate::store::VectorStore::existing_ids`].
+pub const IDS_PER_REQUEST: usize = 1_000;
+/// Elasticsearch's upper bound for `num_candidates`.
+pub const MAX_NUM_CANDIDATES: usize = 10_000;
+
+impl ElasticStore {
+    /// [`crate::store::VectorStore::knn`]: one `_search` with [`knn_body`].
+    pub(super) async fn search(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        if query.k == 0 {
+            return Ok(Vec::new());
+        }
+        let body = knn_body(query).to_string();
+        let reply = self
+            .send(Method::Post, "_search", None, Some(&body))
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.error_for(Op::Search, &reply));
+        }
+        parse_hits(&reply.body).map_err(|e| {
+            StoreError::Other(format!("unexpected search answer from {}: {e}", self.url()))
+        })
+    }
+
+    /// [`crate::store::VectorStore::existing_ids`]: `_mget` with `_source=false`, in batches of
+    /// [`IDS_PER_REQUEST`]. It is real-time (sees documents written but not yet refreshed, so a
+    /// re-run right after a crash skips them), returns exactly one answer per id with `found`, and
+    /// is not bounded by `index.max_result_window` as a search would be.
+    pub(super) async fn found_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        let mut asked = HashSet::new();
+        let unique: Vec<&String> = ids.iter().filter(|id| asked.insert(*id)).collect();
+        for batch in unique.chunks(IDS_PER_REQUEST) {
+            let body = json!({ "ids": batch }).to_string();
+            let query: &[(&str, &str)] = &[("_source", "false")];
+            let reply = self
+                .send(Method::Post, "_mget", Some(query), Some(&body))
+                .await?;
+            if !reply.status.is_success() {
+                return Err(self.error_for(Op::Mget, &reply));
+            }
+            let Some(docs) = reply.body.get("docs").and_then(Value::as_array) else {
+                return Err(unexpected(self.url(), "_mget", &reply.body));
+            };
+            for doc in docs {
+                if let Some(error) = doc.get("error") {
+                    let error = json!({ "error": error });
+                    if error_type(&error) == Some("index_not_found_exception") {
+                        return Err(self.index_missing());
+                    }
+                    return Err(StoreError::Server {
+                        status: 200,
+                        body: format!("_mget: {}", error_summary(&error)),
+                    });
+                }
+                if doc.get("found").and_then(Value::as_bool) == Some(true) {
+                    if let Some(id) = doc.get("_id").and_then(Value::as_str) {
+                        found.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The search body for `query`: Elasticsearch's top-level `knn` option, the label filter inside it
+/// (so it selects before the nearest are picked, not after).
+pub fn knn_body(query: &KnnQuery) -> Value {
+    let k = query.k.max(1);
+    let num_candidates = query.num_candidates.clamp(k, MAX_NUM_CANDIDATES.max(k));
+    let mut knn = json!({
+        "field": VECTOR_FIELD,
+        "query_vector": query.vector,
+        "k": k,
+        "num_candidates": num_candidates,
+    });
+    if let Some(label) = &query.label {
+        knn["filter"] = json!({ "term": { LABEL_FIELD: label } });
+    }
+    json!({
+        "knn": knn,
+        "size": k,
+        "_source": [LABEL_FIELD, PATH_FIELD],
+    })
+}
+
+/// Reads `hits.hits` of a search response into [`Hit`]s, in the server's order (best first).
+pub fn parse_hits(body: &Value) -> Result<Vec<Hit>, String> {
+    let hits = body
+        .pointer("/hits/hits")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("no hits.hits in {}", truncate(&body.to_string(), 300)))?;
+    hits.iter().map(parse_hit).collect()
+}
+
+fn parse_hit(h: &Value) -> Result<Hit, String> {
+    let id = h
+        .get("_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "a hit without _id".to_string())?;
+    let score = h
+        .get("_score")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("hit {id} has no _score"))?;
+    let field = |name: &str| {
+        h.get("_source")
+            .and_then(|s| s.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(Hit {
+        id: id.to_string(),
+        score: score as f32,
+        label: field(LABEL_FIELD),
+        path: field(PATH_FIELD),
+    })
+}
+
+#[cfg(test)]
+#[path = "query_tests.rs"]
+mod tests;

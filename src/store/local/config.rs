@@ -1,0 +1,61 @@
+//! The local store's file names, defaults and tunables ([`LocalConfig`]).
+//!
+//! What it is for: the names a store directory uses and the numbers a caller may change (lock
+//! wait, cache save interval, exact-scan threshold, least search breadth), in one place.
+//!
+//! What it is not for: any behaviour. Nothing here opens files or touches the database.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The store directory when none is given.
+pub const DEFAULT_DIR: &str = "imgvec-data";
+/// The SQLite database inside the store directory: the source of truth.
+pub const DB_FILE: &str = "imgvec.sqlite3";
+/// The lock file inside the store directory (holds the pid of the process using the store).
+pub const LOCK_FILE: &str = "imgvec.lock";
+/// The similarity every index uses; scores are `1 / (1 + d²)` as with Elasticsearch's `l2_norm`.
+pub const SIMILARITY: &str = "l2_norm";
+/// HNSW graph degree when the [`IndexSpec`](crate::store::IndexSpec) leaves it open.
+pub const DEFAULT_HNSW_M: u32 = 16;
+/// HNSW `ef_construction` when the [`IndexSpec`](crate::store::IndexSpec) leaves it open.
+pub const DEFAULT_HNSW_EF_CONSTRUCTION: u32 = 128;
+/// Most candidates one query examines (as Elasticsearch's `num_candidates` bound).
+pub const MAX_NUM_CANDIDATES: usize = 10_000;
+/// Defaults of [`LocalConfig::new`].
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
+pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
+pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
+
+/// Where the store is and how it behaves.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The store directory (created if missing).
+    pub dir: PathBuf,
+    /// The index name (the CLI's `--index`).
+    pub index: String,
+    /// How long to wait for another process to release the store before giving up.
+    pub lock_wait: Duration,
+    /// While writing, the HNSW cache file is saved at most this often (also on refresh and drop).
+    pub ann_save_interval: Duration,
+    /// Searches over at most this many vectors (all, or those of the filtered label) are exact
+    /// scans over the f32 vectors instead of HNSW searches.
+    pub exact_scan_rows: usize,
+    /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
+    pub min_ef_search: usize,
+}
+
+impl LocalConfig {
+    /// A config with the defaults above.
+    pub fn new(dir: impl Into<PathBuf>, index: impl Into<String>) -> Self {
+        LocalConfig {
+            dir: dir.into(),
+            index: index.into(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+            ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
+            exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
+            min_ef_search: DEFAULT_MIN_EF_SEARCH,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The local store's SQLite database: schema, opening and checking it, the rows of `indexes`, and
+//! how vectors are kept in `docs`.
+//!
+//! What it is for: everything that knows table and column names below the store's operations —
+//! creating the schema in a new file, refusing foreign or newer files, reading and writing index
+//! rows, encoding vectors as little-endian f32 BLOBs and reading them back checked, and wording
+//! database errors so they name the file and say what to do.
+//!
+//! What it is not for: the transactions of the store's operations (`records`), the HNSW graph
+//! (`graph`) or search (`search`).
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use super::{DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, SIMILARITY};
+use crate::store::{IndexSpec, StoreError};
+
+/// `PRAGMA application_id` of an imgvec store database ("imgv"): tells it from other SQLite files.
+const APPLICATION_ID: i32 = 0x696d_6776;
+/// `PRAGMA user_version` of the schema below.
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE indexes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    dims INTEGER NOT NULL,
+    similarity TEXT NOT NULL,
+    hnsw_m INTEGER NOT NULL,
+    hnsw_ef_construction INTEGER NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    doc_count INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE docs (
+    key INTEGER PRIMARY KEY,
+    index_id INTEGER NOT NULL REFERENCES indexes(id),
+    id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    path TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    indexed_at_ms INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    UNIQUE (index_id, id)
+);
+CREATE INDEX docs_by_label ON docs(index_id, label);
+CREATE INDEX docs_by_generation ON docs(index_id, generation);
+CREATE TABLE ann_cache (
+    index_id INTEGER PRIMARY KEY REFERENCES indexes(id),
+    generation INTEGER NOT NULL,
+    doc_count INTEGER NOT NULL,
+    file_len INTEGER NOT NULL,
+    checksum INTEGER NOT NULL,
+    params TEXT NOT NULL
+);
+";
+
+/// One row of `indexes`.
+#[derive(Debug, Clone)]
+pub(super) struct IndexRow {
+    pub(super) id: i64,
+    pub(super) dims: usize,
+    pub(super) similarity: String,
+    pub(super) hnsw_m: u32,
+    pub(super) hnsw_ef_construction: u32,
+    pub(super) generation: i64,
+    pub(super) doc_count: i64,
+}
+
+/// Opens the database, creating the schema in a new one and refusing anything not an imgvec store.
+pub(super) fn open_db(path: &Path) -> Result<Connection, StoreError> {
+    if let Ok(m) = fs::metadata(path) {
+        if !m.is_file() {
+            return Err(StoreError::Other(format!(
+                "{} should be the store's database but is not a file: move it away or use another --store",
+                path.display()
+            )));
+        }
+    }
+    let db = |e| db_error(path, e);
+    let conn = Connection::open(path).map_err(db)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other(format!(
+            "{}: cannot switch the database to WAL mode (it stays in {mode} mode)",
+            path.display()
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(db)?;
+    create_or_check_schema(&conn, path)?;
+    Ok(conn)
+}
+
+/// Creates the schema in an empty database; otherwise checks that it is an imgvec store of a
+/// schema this build reads.
+fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = |e| db_error(path, e);
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(db)?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(db)?;
+    match (app, version) {
+        (0, 0) if objects == 0 => {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(db)?;
+        }
+        (APPLICATION_ID, SCHEMA_VERSION) => {}
+        (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::Other(format!(
+                "{} was written by a newer imgvec (schema {v}, this one reads {SCHEMA_VERSION}): upgrade imgvec",
+                path.display()
+            )))
+        }
+        (APPLICATION_ID, v) => {
+            return Err(StoreError::Other(format!(
+                "{} has an unknown imgvec schema version {v}",
+                path.display()
+            )))
+        }
+        _ => {
+            return Err(StoreError::Other(format!(
+                "{} is an SQLite database of another program, not an imgvec store: move it away or use another --store",
+                path.display()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// A database error, naming the file and saying what to do where that is clear.
+pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let hint = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            " (the file is not an SQLite database: move it away or use another --store)"
+        }
+        Some(ErrorCode::DatabaseCorrupt) => {
+            " (the database is damaged: restore it from a backup, or re-ingest into another --store)"
+        }
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            " (another program is using the database)"
+        }
+        Some(ErrorCode::DiskFull) => " (the disk is full)",
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
+            " (no permission to write there)"
+        }
+        Some(ErrorCode::CannotOpen) => " (cannot open the file: check the path and permissions)",
+        _ => "",
+    };
+    StoreError::Other(format!("store database {}: {e}{hint}", path.display()))
+}
+
+/// The `indexes` row of index `name`, if there is one.
+pub(super) fn find_index_by_name(
+    conn: &Connection,
+    db_path: &Path,
+    name: &str,
+) -> Result<Option<IndexRow>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, dims, similarity, hnsw_m, hnsw_ef_construction, generation, doc_count
+             FROM indexes WHERE name = ?1",
+        )
+        .map_err(|e| db_error(db_path, e))?;
+    stmt.query_row(params![name], |r| {
+        Ok(IndexRow {
+            id: r.get(0)?,
+            dims: r.get::<_, i64>(1)?.max(0) as usize,
+            similarity: r.get(2)?,
+            hnsw_m: r.get::<_, i64>(3)?.clamp(2, 1_024) as u32,
+            hnsw_ef_construction: r.get::<_, i64>(4)?.clamp(1, 100_000) as u32,
+            generation: r.get(5)?,
+            doc_count: r.get(6)?,
+        })
+    })
+    .optional()
+    .map_err(|e| db_error(db_path, e))
+}
+
+pub(super) fn insert_index(
+    conn: &Connection,
+    name: &str,
+    spec: &IndexSpec,
+) -> rusqlite::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    conn.execute(
+        "INSERT INTO indexes (name, dims, similarity, hnsw_m, hnsw_ef_construction, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            name,
+            spec.dims as i64,
+            SIMILARITY,
+            spec.hnsw_m.unwrap_or(DEFAULT_HNSW_M).max(2),
+            spec.hnsw_ef_construction
+                .unwrap_or(DEFAULT_HNSW_EF_CONSTRUCTION)
+                .max(1),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete_index_rows(conn: &Connection, index_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM docs WHERE index_id = ?1", params![index_id])?;
+    conn.execute(
+        "DELETE FROM ann_cache WHERE index_id = ?1",
+        params![index_id],
+    )?;
+    conn.execute("DELETE FROM indexes WHERE id = ?1", params![index_id])?;
+    Ok(())
+}
+
+pub(super) fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+fn blob_to_vector(blob: &[u8], dims: usize) -> Option<Vec<f32>> {
+    if blob.len() != dims * 4 {
+        return None;
+    }
+    Some(
+        blob.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// One `(key, label, vector)` row of a `SELECT key, label, vector` query, checked.
+pub(super) fn vector_row(
+    db_path: &Path,
+    r: &rusqlite::Row<'_>,
+    dims: usize,
+) -> Result<(u64, String, Vec<f32>), StoreError> {
+    let db = |e| db_error(db_path, e);
+    let key: i64 = r.get(0).map_err(db)?;
+    let label: String = r.get(1).map_err(db)?;
+    let blob = r.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
+        StoreError::Other(format!(
+            "local store database {}: row {key} has no vector: {e}",
+            db_path.display()
+        ))
+    })?;
+    let vector = blob_to_vector(blob, dims).ok_or_else(|| {
+        StoreError::Other(format!(
+            "local store database {}: the vector of row {key} has {} bytes, expected {}",
+            db_path.display(),
+            blob.len(),
+            dims * 4
+        ))
+    })?;
+    Ok((key as u64, label, vector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_blobs_and_a_wrong_length_is_refused() {
+        let v = [0.5f32, -1.25, 3.0e-7, f32::MAX];
+        let blob = vector_to_blob(&v);
+        assert_eq!(blob.len(), 16);
+        assert_eq!(blob_to_vector(&blob, 4).unwrap(), v);
+        assert!(blob_to_vector(&blob, 3).is_none());
+        assert!(blob_to_vector(&blob[..15], 4).is_none());
+    }
+}

@@ -1,0 +1,322 @@
+//! The in-memory HNSW graph of an index (usearch, int8, squared L2): set up, built, caught up.
+//!
+//! What it is for: holding one index's graph with the label of each key (for filtered search),
+//! making it match the database's current generation — loaded from the cache file, caught up
+//! with the rows written since, or rebuilt from all rows — and keeping it current after a write.
+//!
+//! What it is not for: the cache file's format and bookkeeping (`graph_file`), running queries
+//! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
+//! it is answered by rebuilding it.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use super::db::{db_error, vector_row, IndexRow};
+use super::{Shared, State};
+use crate::store::StoreError;
+
+/// Rows read per step when (re)building the HNSW graph.
+const BUILD_CHUNK: usize = 2_048;
+
+/// What happened to the in-memory HNSW graph since the store was opened (for tests and `--verbose`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnnStats {
+    /// Times the graph was loaded from its cache file.
+    pub loaded_from_file: u64,
+    /// Times it was built from all rows (no usable cache file).
+    pub rebuilt: u64,
+    /// Rows added to a loaded graph because they were written after its cache file.
+    pub caught_up_rows: u64,
+    /// Times the cache file was written.
+    pub saved: u64,
+    /// Times writing it failed (searching goes on from memory; see
+    /// [`LocalStore::ann_save_error`](super::LocalStore::ann_save_error)).
+    pub save_failures: u64,
+}
+
+/// The in-memory HNSW graph of one index, with what filtering needs.
+pub(super) struct Ann {
+    pub(super) index_id: i64,
+    pub(super) index: Index,
+    /// The index generation whose rows the graph holds.
+    pub(super) generation: i64,
+    pub(super) labels: Labels,
+    /// Differs from the cache file.
+    pub(super) dirty: bool,
+}
+
+/// The label of each key, as small numbers the filter predicate compares, and each label's count.
+#[derive(Default)]
+pub(super) struct Labels {
+    of_key: HashMap<u64, u32>,
+    /// Number and document count of each label.
+    by_name: HashMap<String, (u32, usize)>,
+}
+
+impl Labels {
+    /// Records that `key` has `label` (it may have had another before).
+    pub(super) fn set(&mut self, key: u64, label: String) {
+        let next = self.by_name.len() as u32;
+        let entry = self.by_name.entry(label).or_insert((next, 0));
+        entry.1 += 1;
+        let number = entry.0;
+        if let Some(old) = self.of_key.insert(key, number) {
+            if let Some(entry) = self.by_name.values_mut().find(|e| e.0 == old) {
+                entry.1 = entry.1.saturating_sub(1);
+            }
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.of_key.len()
+    }
+
+    /// The number and document count of `label`.
+    pub(super) fn get(&self, label: &str) -> Option<(u32, usize)> {
+        self.by_name.get(label).copied()
+    }
+
+    pub(super) fn has(&self, key: u64, number: u32) -> bool {
+        self.of_key.get(&key) == Some(&number)
+    }
+}
+
+pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
+    IndexOptions {
+        dimensions: row.dims,
+        metric: MetricKind::L2sq,
+        quantization: ScalarKind::I8,
+        connectivity: row.hnsw_m as usize,
+        expansion_add: row.hnsw_ef_construction as usize,
+        expansion_search: ef_search.max(1),
+        multi: false,
+    }
+}
+
+/// Room for `capacity` vectors and `threads` concurrent callers (always 1 here: the store's mutex
+/// serializes every call into the graph).
+pub(super) fn reserve(index: &Index, capacity: usize, threads: usize) -> Result<(), StoreError> {
+    index
+        .reserve_capacity_and_threads(capacity.max(1), threads.max(1))
+        .map_err(|e| ann_error("reserve", e))
+}
+
+pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("HNSW {what} failed: {e}"))
+}
+
+impl Shared {
+    /// After a committed write that made `row`: brings the graph up to date and saves its cache
+    /// file if that is due. The graph is a cache: if updating it fails, it is dropped and rebuilt
+    /// when next needed, and the write still succeeded.
+    pub(super) fn graph_after_write(&self, state: &mut State, row: &IndexRow) {
+        if self.sync_graph(state, row, false).is_err() {
+            state.ann = None;
+        }
+    }
+
+    /// Brings the graph up to date and writes its cache file if it differs from it.
+    pub(super) fn refresh(&self, state: &mut State) -> Result<(), StoreError> {
+        let row = self.index_row(&state.conn)?;
+        self.sync_graph(state, &row, true)
+    }
+
+    /// Brings the graph up to `row`, then writes its cache file if it differs from it and either
+    /// `save_now` or the save interval has passed since the last save.
+    fn sync_graph(
+        &self,
+        state: &mut State,
+        row: &IndexRow,
+        save_now: bool,
+    ) -> Result<(), StoreError> {
+        let State {
+            conn,
+            ann,
+            last_save,
+            stats,
+            save_error,
+        } = state;
+        let graph = self.ensure_ann(conn, ann, stats, row)?;
+        if graph.dirty && (save_now || last_save.elapsed() >= self.cfg.ann_save_interval) {
+            self.save_ann(conn, graph, stats, save_error);
+            *last_save = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The HNSW graph of `row`'s index, loaded, caught up or rebuilt as needed.
+    pub(super) fn ensure_ann<'a>(
+        &self,
+        conn: &Connection,
+        slot: &'a mut Option<Ann>,
+        stats: &mut AnnStats,
+        row: &IndexRow,
+    ) -> Result<&'a mut Ann, StoreError> {
+        let usable =
+            matches!(slot, Some(a) if a.index_id == row.id && a.generation <= row.generation);
+        if !usable {
+            *slot = None;
+            let loaded = match self.load_ann(conn, row) {
+                Some(graph) => {
+                    stats.loaded_from_file += 1;
+                    graph
+                }
+                None => {
+                    stats.rebuilt += 1;
+                    self.build_ann(conn, row)?
+                }
+            };
+            *slot = Some(loaded);
+        }
+        let mut failed = None;
+        if let Some(graph) = slot.as_mut() {
+            if graph.generation < row.generation {
+                match self.catch_up(conn, graph, row) {
+                    Ok(n) => stats.caught_up_rows += n,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
+        if let Some(e) = failed {
+            *slot = None;
+            return Err(e);
+        }
+        let consistent = slot
+            .as_ref()
+            .is_some_and(|g| i64::try_from(g.index.size()).ok() == Some(row.doc_count));
+        if !consistent {
+            // The cache disagrees with the database (it should not): rebuild from the rows.
+            *slot = None;
+            stats.rebuilt += 1;
+            *slot = Some(self.build_ann(conn, row)?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| StoreError::Other("the HNSW graph could not be set up".into()))
+    }
+
+    /// The label of every document of the index.
+    pub(super) fn read_labels(
+        &self,
+        conn: &Connection,
+        index_id: i64,
+    ) -> Result<Labels, StoreError> {
+        let db = |e| db_error(&self.db_path, e);
+        let mut stmt = conn
+            .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
+            .map_err(db)?;
+        let mut rows = stmt.query(params![index_id]).map_err(db)?;
+        let mut labels = Labels::default();
+        while let Some(r) = rows.next().map_err(db)? {
+            let key: i64 = r.get(0).map_err(db)?;
+            labels.set(key as u64, r.get(1).map_err(db)?);
+        }
+        Ok(labels)
+    }
+
+    /// Builds the graph from all rows of the index, on this one thread: usearch 2.26 can leave
+    /// nodes unreachable by search when `add` runs on several threads at once (usearch issue #735;
+    /// measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
+    fn build_ann(&self, conn: &Connection, row: &IndexRow) -> Result<Ann, StoreError> {
+        let db = |e| db_error(&self.db_path, e);
+        let index = Index::new(&ann_options(row, self.cfg.min_ef_search))
+            .map_err(|e| ann_error("create", e))?;
+        let total = usize::try_from(row.doc_count).unwrap_or(0);
+        reserve(&index, total + 1, 1)?;
+        let mut labels = Labels::default();
+        let mut stmt = conn
+            .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
+            .map_err(db)?;
+        let mut rows = stmt.query(params![row.id]).map_err(db)?;
+        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(BUILD_CHUNK);
+        let mut done = false;
+        while !done {
+            chunk.clear();
+            while chunk.len() < BUILD_CHUNK {
+                let Some(r) = rows.next().map_err(db)? else {
+                    done = true;
+                    break;
+                };
+                let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
+                labels.set(key, label);
+                chunk.push((key, vector));
+            }
+            if index.size() + chunk.len() >= index.capacity() {
+                reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
+            }
+            for (key, vector) in &chunk {
+                index.add(*key, vector).map_err(|e| ann_error("add", e))?;
+            }
+        }
+        Ok(Ann {
+            index_id: row.id,
+            index,
+            generation: row.generation,
+            labels,
+            dirty: true,
+        })
+    }
+
+    /// Adds (or replaces) the rows written after the graph's generation; how many.
+    fn catch_up(
+        &self,
+        conn: &Connection,
+        graph: &mut Ann,
+        row: &IndexRow,
+    ) -> Result<u64, StoreError> {
+        let db = |e| db_error(&self.db_path, e);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, label, vector FROM docs WHERE index_id = ?1 AND generation > ?2",
+            )
+            .map_err(db)?;
+        let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
+        let mut n = 0u64;
+        while let Some(r) = rows.next().map_err(db)? {
+            let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
+            if graph.index.contains(key) {
+                graph
+                    .index
+                    .remove(key)
+                    .map_err(|e| ann_error("remove", e))?;
+            }
+            if graph.index.size() + 1 >= graph.index.capacity() {
+                let want = (graph.index.capacity() * 2).max(graph.index.size() + 1_024);
+                reserve(&graph.index, want, 1)?;
+            }
+            graph
+                .index
+                .add(key, &vector)
+                .map_err(|e| ann_error("add", e))?;
+            graph.labels.set(key, label);
+            n += 1;
+        }
+        graph.generation = row.generation;
+        graph.dirty = true;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relabelling_a_key_moves_its_count_to_the_new_label() {
+        let mut labels = Labels::default();
+        labels.set(1, "cat".into());
+        labels.set(2, "cat".into());
+        labels.set(3, "dog".into());
+        let (cat, _) = labels.get("cat").unwrap();
+        let (dog, _) = labels.get("dog").unwrap();
+        assert_eq!(labels.get("cat").unwrap().1, 2);
+        labels.set(2, "dog".into());
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels.get("cat").unwrap().1, 1);
+        assert_eq!(labels.get("dog").unwrap().1, 2);
+        assert!(labels.has(1, cat) && !labels.has(2, cat) && labels.has(2, dog));
+        assert!(labels.get("owl").is_none());
+    }
+}

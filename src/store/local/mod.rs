@@ -1,0 +1,317 @@
+//! Embedded (serverless) backend of [`VectorStore`]: keeps image vectors in a directory on this
+//! machine, so imgvec works with no Elasticsearch at all.
+//!
+//! What it is for: one store directory (default `./imgvec-data`) holding any number of named
+//! indexes. The source of truth is one SQLite database, `imgvec.sqlite3` (WAL mode,
+//! `synchronous=FULL`, one transaction per [`VectorStore::upsert`] call): documents, their f32
+//! vectors as BLOBs, and each index's metadata (dims, similarity, HNSW parameters, a generation
+//! counter bumped by every write). Search goes through an int8-quantized HNSW graph (the `usearch`
+//! library, squared-L2 metric) kept in memory and cached in `hnsw-<index id>.usearch`; its
+//! candidates are re-ranked with the exact f32 vectors from SQLite, so scores are exact
+//! `1 / (1 + d²)` (Elasticsearch's `l2_norm`). The cache file is written atomically (temp file,
+//! fsync, rename) on [`VectorStore::refresh`], on drop and every few minutes while ingesting; an
+//! `ann_cache` row records the generation, size and checksum it was written for. A missing, stale or
+//! damaged cache is caught up from the rows written since, or rebuilt from all rows. One process at
+//! a time: an OS lock on `imgvec.lock` (which also records the holder's pid) keeps a second imgvec
+//! process out with a clear message instead of letting two writers meet.
+//!
+//! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
+//! blocking thread holding the store's state; the work is in the submodules, one job each:
+//! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
+//! (the operations' transactions), `graph` (the in-memory HNSW graph), `graph_file` (its cache
+//! file), `search` (kNN and re-ranking), `lock` (the process lock), `fsutil` (store directory,
+//! atomic writes).
+//!
+//! What it is not for: sharing a store between machines or processes at the same time, serving
+//! queries to other programs, or knowing anything about models and files. It never hand-rolls ANN
+//! or durable storage: SQLite and usearch do that.
+
+mod config;
+mod db;
+mod fsutil;
+mod graph;
+mod graph_file;
+mod lock;
+mod records;
+mod search;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+use super::{
+    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+};
+pub use config::{
+    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_DIR, DEFAULT_EXACT_SCAN_ROWS,
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_LOCK_WAIT, DEFAULT_MIN_EF_SEARCH,
+    LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
+};
+use db::{db_error, find_index_by_name, open_db, IndexRow};
+use graph::Ann;
+pub use graph::AnnStats;
+use graph_file::ann_file;
+
+/// An index in a local store directory, seen as a [`VectorStore`].
+pub struct LocalStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("dir", &self.shared.dir)
+            .field("index", &self.shared.cfg.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every call shares: where the store is, its config, its state and its lock.
+struct Shared {
+    /// Absolute store directory.
+    dir: PathBuf,
+    db_path: PathBuf,
+    cfg: LocalConfig,
+    state: Mutex<State>,
+    /// Held (locked) for the store's lifetime; closed last, after the database.
+    _lock: File,
+}
+
+/// What one call at a time may change: the database connection and the in-memory graph.
+struct State {
+    conn: Connection,
+    ann: Option<Ann>,
+    last_save: Instant,
+    stats: AnnStats,
+    /// Why the last attempt to write the cache file failed, if it did.
+    save_error: Option<String>,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store directory `dir` for index `index`, with the defaults
+    /// of [`LocalConfig::new`]. The index itself is created by [`VectorStore::ensure_index`].
+    pub fn open(dir: &Path, index: &str) -> Result<LocalStore, StoreError> {
+        Self::open_with(LocalConfig::new(dir, index))
+    }
+
+    /// Opens the store described by `cfg`: takes the directory's lock (waiting at most
+    /// `cfg.lock_wait` for another process), opens or creates the database and checks it is an
+    /// imgvec store.
+    pub fn open_with(cfg: LocalConfig) -> Result<LocalStore, StoreError> {
+        if cfg.index.trim().is_empty() {
+            return Err(StoreError::Other("the index name is empty".into()));
+        }
+        let dir = fsutil::prepare_dir(&cfg.dir)?;
+        let lock = lock::acquire_lock(&dir, cfg.lock_wait)?;
+        let db_path = dir.join(DB_FILE);
+        let conn = open_db(&db_path)?;
+        Ok(LocalStore {
+            shared: Arc::new(Shared {
+                dir,
+                db_path,
+                cfg,
+                state: Mutex::new(State {
+                    conn,
+                    ann: None,
+                    last_save: Instant::now(),
+                    stats: AnnStats::default(),
+                    save_error: None,
+                }),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The absolute store directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The index name.
+    pub fn index(&self) -> &str {
+        &self.shared.cfg.index
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> &Path {
+        &self.shared.db_path
+    }
+
+    /// The HNSW cache file of this index (which may not exist yet); `None` if there is no index.
+    pub fn ann_path(&self) -> Result<Option<PathBuf>, StoreError> {
+        let shared = &self.shared;
+        let state = shared.lock_state();
+        Ok(shared
+            .find_index(&state.conn)?
+            .map(|row| ann_file(&shared.dir, row.id)))
+    }
+
+    /// What the in-memory HNSW graph went through since the store was opened.
+    pub fn ann_stats(&self) -> AnnStats {
+        self.shared.lock_state().stats
+    }
+
+    /// Why the HNSW cache file could not be written the last time that was tried, if it could not.
+    /// Not an error of any call: the graph in memory serves searches, and the database holds
+    /// everything; the next open rebuilds what the missing cache file would have held.
+    pub fn ann_save_error(&self) -> Option<String> {
+        self.shared.lock_state().save_error.clone()
+    }
+
+    /// The names of all indexes in this store directory.
+    pub fn index_names(&self) -> Result<Vec<String>, StoreError> {
+        let shared = &self.shared;
+        let state = shared.lock_state();
+        let db = |e| db_error(&shared.db_path, e);
+        let mut stmt = state
+            .conn
+            .prepare("SELECT name FROM indexes ORDER BY name")
+            .map_err(db)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(names)
+    }
+
+    /// Deletes the index and its documents; `false` when there was none.
+    pub async fn delete_index(&self) -> Result<bool, StoreError> {
+        self.run(|shared, state| shared.delete_index(state)).await
+    }
+
+    /// Runs `f` on the store's state on a blocking thread (SQLite and HNSW calls block).
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared, &mut State) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut state = shared.lock_state();
+            f(&shared, &mut state)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("local store task failed: {e}")))?
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            // A panic in the middle of an operation: SQLite rolled back its transaction; the
+            // in-memory graph may be half-updated, so it is reloaded.
+            let mut state = poisoned.into_inner();
+            state.ann = None;
+            self.state.clear_poison();
+            state
+        })
+    }
+
+    fn index_name(&self) -> &str {
+        &self.cfg.index
+    }
+
+    fn missing(&self) -> StoreError {
+        StoreError::IndexMissing {
+            index: self.cfg.index.clone(),
+        }
+    }
+
+    fn db(&self, e: rusqlite::Error) -> StoreError {
+        db_error(&self.db_path, e)
+    }
+
+    /// This store's index row, if the index exists.
+    fn find_index(&self, conn: &Connection) -> Result<Option<IndexRow>, StoreError> {
+        find_index_by_name(conn, &self.db_path, &self.cfg.index)
+    }
+
+    /// This store's index row; [`StoreError::IndexMissing`] if there is none.
+    fn index_row(&self, conn: &Connection) -> Result<IndexRow, StoreError> {
+        self.find_index(conn)?.ok_or_else(|| self.missing())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: the cache file is not needed for correctness, only to open faster. No other
+        // handle to the state is left, so the lock is free.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            conn, ann, stats, ..
+        } = &mut *guard;
+        if let Some(graph) = ann.as_mut() {
+            if graph.dirty {
+                let _ = self.save_graph(conn, graph, stats);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl VectorStore for LocalStore {
+    fn describe(&self) -> String {
+        format!(
+            "local store {}, index {}",
+            self.shared.dir.display(),
+            self.shared.cfg.index
+        )
+    }
+
+    async fn ensure_index(&self, spec: &IndexSpec) -> Result<EnsureOutcome, StoreError> {
+        let spec = spec.clone();
+        self.run(move |shared, state| shared.ensure_index(state, &spec))
+            .await
+    }
+
+    async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError> {
+        let spec = spec.clone();
+        self.run(move |shared, state| shared.recreate_index(state, &spec))
+            .await
+    }
+
+    async fn index_dims(&self) -> Result<usize, StoreError> {
+        self.run(|shared, state| shared.index_dims(state)).await
+    }
+
+    async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids = ids.to_vec();
+        self.run(move |shared, state| shared.existing_ids(state, &ids))
+            .await
+    }
+
+    async fn upsert(&self, docs: &[ImageDoc], overwrite: bool) -> Result<UpsertReport, StoreError> {
+        if docs.is_empty() {
+            return Ok(UpsertReport::default());
+        }
+        let docs = docs.to_vec();
+        self.run(move |shared, state| shared.upsert(state, &docs, overwrite))
+            .await
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        self.run(|shared, state| shared.refresh(state)).await
+    }
+
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        if query.k == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.run(move |shared, state| shared.knn(state, &query))
+            .await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.run(|shared, state| shared.count(state)).await
+    }
+}
