@@ -127,16 +127,18 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let log = |e: &StoreError| eprintln!("imgvec: serve: store: {e}");
         match &e {
-            StoreError::Unreachable { .. } | StoreError::Tls(_) => {
+            StoreError::Unreachable { .. }
+            | StoreError::Tls(_)
+            | StoreError::Certificate { .. } => {
                 log(&e);
                 ApiError::unavailable(
                     "the store is unreachable: is Elasticsearch running? (details in the server's log)",
                 )
             }
-            StoreError::Auth { .. } => {
+            StoreError::Auth { .. } | StoreError::Forbidden { .. } => {
                 log(&e);
                 ApiError::unavailable(
-                    "Elasticsearch refused imgvec's credentials (details in the server's log)",
+                    "Elasticsearch refused imgvec's credentials or their privileges (details in the server's log)",
                 )
             }
             StoreError::IndexMissing { .. }

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use super::api::ApiError;
 use super::lru::Lru;
 use super::state::run_blocking;
-use crate::clip::preprocess::{decode_rgb, sniff_image_format};
+use crate::image::{decode_rgb, sniff_image_format};
 use crate::pipeline::sha256_hex;
 
 /// Longest side of a thumbnail, pixels (tiles are about 180 CSS pixels wide; twice that for sharp

@@ -4,13 +4,15 @@
 //! What it is for: [`ElasticStore`] and its [`VectorStore`] methods, each a few lines that hand the
 //! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
-//! `bulk` (writing documents), `query` (kNN search, which ids exist). Every request is plain JSON
-//! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
+//! `bulk` (writing documents), `query` (kNN search, which ids exist), `browse` (labels, documents
+//! by id with their vectors). Every request is plain JSON over [`Elasticsearch::send`], so the
+//! bodies read exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
 //! in [`ElasticConfig`]), computing vectors, or knowing anything about files and models. Field names
 //! (`name`, `path`, `IFV`) are those of the original Python pipeline, so indices stay interchangeable.
 
+mod browse;
 mod bulk;
 mod connection;
 mod errors;
@@ -29,8 +31,10 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError, UpsertReport,
+    VectorStore,
 };
+pub use browse::{labels_body, parse_doc, parse_label_counts, MAX_LABELS};
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use connection::{
     backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
@@ -52,6 +56,8 @@ pub struct ElasticStore {
     bulk_max_bytes: usize,
     /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
     index_seen: AtomicBool,
+    /// The server's (major, minor) version, once asked (see `browse`).
+    version: tokio::sync::OnceCell<(u32, u32)>,
 }
 
 impl fmt::Debug for ElasticStore {
@@ -73,6 +79,7 @@ impl ElasticStore {
             bulk_max_docs: cfg.bulk_max_docs.max(1),
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
+            version: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -190,5 +197,13 @@ impl VectorStore for ElasticStore {
         body.get("count")
             .and_then(Value::as_u64)
             .ok_or_else(|| unexpected(self.url(), "_count", &body))
+    }
+
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        self.label_counts().await
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        self.docs_by_id(ids).await
     }
 }
