@@ -164,7 +164,7 @@ impl IntoResponse for ApiError {
 
 /// `20 MiB`, `512 KiB`, `300 bytes`.
 pub fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 20 {
         format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
