@@ -193,6 +193,13 @@ fn a_person_finds_sees_and_refines_results() {
         "{}",
         text(&b, "#viewer-distance")
     );
+    b.wait_for(
+        "the large image",
+        "const i = document.getElementById('viewer-img'); \
+         return i.complete && i.naturalWidth > 0 && i.src.includes('/image/')",
+        WAIT,
+    );
+    save("serve-viewer.png", &b.screenshot());
     b.click(&b.find("#more"));
     wait_for_tiles(&b, "more like this", &hit_ids(&similar));
     assert!(!tile_ids(&b).contains(&chelsea));
