@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::TestIndex;
-use serde_json::json;
+use serde_json::{json, Value};
 use serve::{hit_ids, Corpus, Server, XSS_LABEL};
 use webdriver::Browser;
 
@@ -92,28 +92,69 @@ fn hand_over_image(b: &Browser, event: &str, id: &str) {
     );
 }
 
+/// What the API says the page should show, asked before the browser opens.
+struct Expected {
+    by_text: Value,
+    text_ids: Vec<String>,
+    chelsea: String,
+    chelsea_path: String,
+    astronaut: String,
+    similar: Vec<String>,
+    similar_space: Vec<String>,
+}
+
+fn expected(server: &Server, corpus: &Corpus) -> Expected {
+    let (_, by_text) = server.search_json(&json!({"q": "a photo", "k": 24}));
+    let text_ids = hit_ids(&by_text);
+    assert_eq!(text_ids.len(), 7);
+    let chelsea = corpus.id_of("cats", "chelsea.png");
+    let (_, similar) = server.get_json(&format!("/api/similar/{chelsea}?k=24"));
+    let (_, space) = server.get_json(&format!("/api/similar/{chelsea}?k=24&label=space"));
+    Expected {
+        by_text,
+        text_ids,
+        chelsea_path: corpus.path("cats", "chelsea.png").display().to_string(),
+        chelsea,
+        astronaut: corpus.id_of("space", "astronaut.png"),
+        similar: hit_ids(&similar),
+        similar_space: hit_ids(&space),
+    }
+}
+
+fn wait_first_tile(b: &Browser, what: &str, id: &str) {
+    let script =
+        format!("const t = document.querySelector('.tile'); return t && t.dataset.id === '{id}'");
+    b.wait_for(what, &script, WAIT);
+}
+
+fn wait_viewer(b: &Browser, what: &str, open: bool) {
+    let script = format!("return document.getElementById('viewer').open === {open}");
+    b.wait_for(what, &script, WAIT);
+}
+
 #[test]
 fn a_person_finds_sees_and_refines_results() {
     let idx = TestIndex::local("browser");
     let corpus = Corpus::new();
     corpus.ingest(&idx);
     let server = Server::start(&idx, &[]);
-    let (_, by_text) = server.search_json(&json!({"q": "a photo", "k": 24}));
-    let text_ids = hit_ids(&by_text);
-    assert_eq!(text_ids.len(), 7);
-    let chelsea = corpus.id_of("cats", "chelsea.png");
-    let astronaut = corpus.id_of("space", "astronaut.png");
-    let (_, similar) = server.get_json(&format!("/api/similar/{chelsea}?k=24"));
-    let (_, similar_space) = server.get_json(&format!("/api/similar/{chelsea}?k=24&label=space"));
-
+    let want = expected(&server, &corpus);
     let b = Browser::start();
     b.goto(&server.url);
-    b.wait_for(
-        "the index's facts",
-        "return document.getElementById('facts').textContent.includes('7 images')",
-        WAIT,
-    );
-    let facts = text(&b, "#facts");
+    sees_the_index(&b);
+    searches_by_text(&b, &want);
+    searches_by_upload_and_opens_a_result(&b, &want);
+    refines_by_label_and_keyboard(&b, &want);
+    drops_pastes_and_reads_errors(&b, &want);
+    fits_a_phone(&b, &want);
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// The facts line and the label filter with counts.
+fn sees_the_index(b: &Browser) {
+    let facts = "return document.getElementById('facts').textContent.includes('7 images')";
+    b.wait_for("the index's facts", facts, WAIT);
+    let facts = text(b, "#facts");
     assert!(
         facts.contains("embedded store") && facts.contains("index t-browser"),
         "{facts}"
@@ -122,37 +163,36 @@ fn a_person_finds_sees_and_refines_results() {
         "return [...document.querySelectorAll('#label option')].map(o => o.textContent)",
         json!([]),
     );
-    assert_eq!(
-        options,
-        json!([
-            "all labels (7)",
-            "things (3)",
-            "space (2)",
-            format!("{XSS_LABEL} (1)"),
-            "cats (1)"
-        ])
-    );
+    let want = json!([
+        "all labels (7)",
+        "things (3)",
+        "space (2)",
+        format!("{XSS_LABEL} (1)"),
+        "cats (1)"
+    ]);
+    assert_eq!(options, want);
+}
 
-    // Text search with the keyboard: "/" focuses the box, Enter searches.
+/// "/" focuses the box, Enter searches; the tiles are the API's hits, thumbnails load, and the
+/// folder named like a tag is text with nothing in it run.
+fn searches_by_text(b: &Browser, want: &Expected) {
     b.send_keys(&b.find("body"), "/");
     assert_eq!(b.js("return document.activeElement.id", json!([])), "q");
     b.send_keys(&b.find("#q"), &format!("a photo{ENTER}"));
-    wait_for_tiles(&b, "the text results", &text_ids);
-    wait_for_thumbnails(&b);
-    let shown = tiles(&b);
-    for (hit, (id, name, label)) in by_text["hits"].as_array().unwrap().iter().zip(&shown) {
+    wait_for_tiles(b, "the text results", &want.text_ids);
+    wait_for_thumbnails(b);
+    let shown = tiles(b);
+    for (hit, (id, name, label)) in want.by_text["hits"].as_array().unwrap().iter().zip(&shown) {
         assert_eq!(hit["id"].as_str().unwrap(), id);
         let path = hit["path"].as_str().unwrap();
         assert_eq!(Path::new(path).file_name().unwrap().to_str().unwrap(), name);
         assert_eq!(hit["label"].as_str().unwrap(), label);
     }
     assert!(
-        text(&b, "#summary").contains("7 results"),
+        text(b, "#summary").contains("7 results"),
         "{}",
-        text(&b, "#summary")
+        text(b, "#summary")
     );
-
-    // The folder named like a tag is text, and nothing in it ran.
     assert!(shown.iter().any(|t| t.2 == XSS_LABEL), "{shown:?}");
     let injected = b.js(
         "return document.querySelectorAll('[onerror], img[src=\"x\"]').length",
@@ -160,39 +200,27 @@ fn a_person_finds_sees_and_refines_results() {
     );
     assert_eq!(injected, 0);
     save("serve-desktop.png", &b.screenshot());
+}
 
-    // Search by an uploaded image: it finds itself first.
+/// An uploaded image finds itself first; opened large it shows its path and distance 0; "more
+/// like this" searches with its stored vector and leaves it out.
+fn searches_by_upload_and_opens_a_result(b: &Browser, want: &Expected) {
     b.clear(&b.find("#q"));
-    let chelsea_path = corpus.path("cats", "chelsea.png");
-    b.send_keys(&b.find("#file"), chelsea_path.to_str().unwrap());
-    b.wait_for(
-        "the upload's results",
-        &format!(
-            "const t = document.querySelector('.tile'); return t && t.dataset.id === '{chelsea}'"
-        ),
-        WAIT,
-    );
-    assert!(
+    b.send_keys(&b.find("#file"), &want.chelsea_path);
+    wait_first_tile(b, "the upload's results", &want.chelsea);
+    assert_eq!(
         b.js(
             "return !document.getElementById('example').hidden",
             json!([])
-        ) == true
+        ),
+        true
     );
-
-    // Open it large, then "more like this" (the stored vector; the image itself left out).
     b.click(&b.find(".tile"));
-    b.wait_for(
-        "the viewer",
-        "return document.getElementById('viewer').open",
-        WAIT,
-    );
-    assert_eq!(text(&b, "#viewer-path"), chelsea_path.to_str().unwrap());
-    assert_eq!(text(&b, "#viewer-label"), "cats");
-    assert!(
-        text(&b, "#viewer-distance").starts_with("0.0"),
-        "{}",
-        text(&b, "#viewer-distance")
-    );
+    wait_viewer(b, "the viewer", true);
+    assert_eq!(text(b, "#viewer-path"), want.chelsea_path);
+    assert_eq!(text(b, "#viewer-label"), "cats");
+    let distance = text(b, "#viewer-distance");
+    assert!(distance.starts_with("0.0"), "{distance}");
     b.wait_for(
         "the large image",
         "const i = document.getElementById('viewer-img'); \
@@ -201,75 +229,53 @@ fn a_person_finds_sees_and_refines_results() {
     );
     save("serve-viewer.png", &b.screenshot());
     b.click(&b.find("#more"));
-    wait_for_tiles(&b, "more like this", &hit_ids(&similar));
-    assert!(!tile_ids(&b).contains(&chelsea));
-    assert!(
-        text(&b, "#summary").contains("more like chelsea.png"),
-        "{}",
-        text(&b, "#summary")
-    );
+    wait_for_tiles(b, "more like this", &want.similar);
+    assert!(!tile_ids(b).contains(&want.chelsea));
+    let summary = text(b, "#summary");
+    assert!(summary.contains("more like chelsea.png"), "{summary}");
+}
 
-    // The label filter refines the same query.
+/// The label filter refines the query shown; Enter opens a tile, → steps, Esc closes.
+fn refines_by_label_and_keyboard(b: &Browser, want: &Expected) {
     b.click(&b.find("#label option[value=\"space\"]"));
-    wait_for_tiles(&b, "the space results", &hit_ids(&similar_space));
-    assert!(tiles(&b).iter().all(|t| t.2 == "space"));
-    wait_for_thumbnails(&b);
+    wait_for_tiles(b, "the space results", &want.similar_space);
+    assert!(tiles(b).iter().all(|t| t.2 == "space"));
+    wait_for_thumbnails(b);
     b.click(&b.find("#label option[value=\"\"]"));
-
-    // Keyboard in the viewer: Enter opens, → steps, Esc closes.
-    wait_for_tiles(&b, "all labels again", &hit_ids(&similar));
-    let first = b.find(".tile");
-    b.send_keys(&first, ENTER);
-    b.wait_for(
-        "the viewer by keyboard",
-        "return document.getElementById('viewer').open",
-        WAIT,
-    );
-    let before = text(&b, "#viewer-name");
+    wait_for_tiles(b, "all labels again", &want.similar);
+    b.send_keys(&b.find(".tile"), ENTER);
+    wait_viewer(b, "the viewer by keyboard", true);
+    let before = text(b, "#viewer-name");
     b.send_keys(&b.find("#more"), RIGHT);
-    b.wait_for(
-        "the next image",
-        &format!(
-            "return document.getElementById('viewer-name').textContent !== {}",
-            json!(before)
-        ),
-        WAIT,
+    let next = format!(
+        "return document.getElementById('viewer-name').textContent !== {}",
+        json!(before)
     );
+    b.wait_for("the next image", &next, WAIT);
     b.send_keys(&b.find("#more"), ESCAPE);
-    b.wait_for(
-        "the viewer to close",
-        "return !document.getElementById('viewer').open",
-        WAIT,
-    );
+    wait_viewer(b, "the viewer to close", false);
+}
 
-    // Drop an image on the page, then paste one: each searches by it.
+/// A dropped and a pasted image each search by themselves; a query that is only a minus is
+/// refused in words.
+fn drops_pastes_and_reads_errors(b: &Browser, want: &Expected) {
     b.click(&b.find("#example-clear"));
-    hand_over_image(&b, "drop", &astronaut);
-    b.wait_for(
-        "the dropped image's results",
-        &format!(
-            "const t = document.querySelector('.tile'); return t && t.dataset.id === '{astronaut}'"
-        ),
-        WAIT,
-    );
-    hand_over_image(&b, "paste", &chelsea);
-    b.wait_for(
-        "the pasted image's results",
-        &format!(
-            "const t = document.querySelector('.tile'); return t && t.dataset.id === '{chelsea}'"
-        ),
-        WAIT,
-    );
-
-    // An error is said in words: a query that is only a minus.
+    hand_over_image(b, "drop", &want.astronaut);
+    wait_first_tile(b, "the dropped image's results", &want.astronaut);
+    hand_over_image(b, "paste", &want.chelsea);
+    wait_first_tile(b, "the pasted image's results", &want.chelsea);
     b.click(&b.find("#example-clear"));
     b.send_keys(&b.find("#q"), &format!("-dark{ENTER}"));
-    b.wait_for("the error message", "const m = document.getElementById('message'); return !m.hidden && m.textContent.includes('only subtracts')", WAIT);
+    let shown = "const m = document.getElementById('message'); \
+                 return !m.hidden && m.textContent.includes('only subtracts')";
+    b.wait_for("the error message", shown, WAIT);
+}
 
-    // Phone width: one narrow column, nothing wider than the screen.
+/// At phone width nothing is wider than the screen.
+fn fits_a_phone(b: &Browser, want: &Expected) {
     b.clear(&b.find("#q"));
     b.send_keys(&b.find("#q"), &format!("a photo{ENTER}"));
-    wait_for_tiles(&b, "the text results again", &text_ids);
+    wait_for_tiles(b, "the text results again", &want.text_ids);
     b.set_window(390, 844);
     let overflow = b.js(
         "return document.documentElement.scrollWidth - window.innerWidth",
@@ -279,8 +285,6 @@ fn a_person_finds_sees_and_refines_results() {
         overflow.as_i64().unwrap() <= 0,
         "the page is wider than a phone by {overflow} px"
     );
-    wait_for_thumbnails(&b);
+    wait_for_thumbnails(b);
     save("serve-phone.png", &b.screenshot());
-    let log = server.log();
-    assert!(!log.contains("panicked"), "{log}");
 }

@@ -21,6 +21,7 @@ use super::api::{ApiError, InfoResponse, SearchResponse};
 use super::query::{check_k, clean_label, combine, read_search, SearchRequest, SimilarParams};
 use super::state::AppState;
 use super::thumbs::{is_doc_id, mime, read_original};
+use crate::commands::search::MAX_NUM_CANDIDATES;
 use crate::store::{ImageDoc, KnnQuery};
 
 type Shared = State<Arc<AppState>>;
@@ -116,12 +117,14 @@ async fn similar(
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (k, num_candidates) = check_k(params.k, params.num_candidates)?;
     let doc = find_doc(&state, &id).await?;
+    // One more than asked, as the document itself is among them (within Elasticsearch's bounds).
+    let wanted = (k + 1).min(MAX_NUM_CANDIDATES);
     let mut hits = state
         .store
         .knn(&KnnQuery {
             vector: doc.vector,
-            k: k + 1,
-            num_candidates: num_candidates.max(k + 1),
+            k: wanted,
+            num_candidates: num_candidates.clamp(wanted, MAX_NUM_CANDIDATES),
             label: clean_label(params.label),
         })
         .await?;
@@ -131,8 +134,14 @@ async fn similar(
 }
 
 async fn thumb(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let doc = find_doc(&state, &id).await?;
-    let jpeg = state.thumbs.thumbnail(&doc.id, &doc.path).await?;
+    // A thumbnail made before needs no store round trip: it was checked against the id then.
+    let jpeg = match state.thumbs.cached(&id) {
+        Some(jpeg) => jpeg,
+        None => {
+            let doc = find_doc(&state, &id).await?;
+            state.thumbs.thumbnail(&doc.id, &doc.path).await?
+        }
+    };
     Ok((
         [(CONTENT_TYPE, "image/jpeg"), (CACHE_CONTROL, IMMUTABLE)],
         jpeg,

@@ -54,10 +54,16 @@ impl Thumbs {
         }
     }
 
+    /// The thumbnail of document `id` if one was made and is still in memory.
+    pub fn cached(&self, id: &str) -> Option<Bytes> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(&id.to_string())
+    }
+
     /// The JPEG thumbnail of document `id`, whose file is at `path`.
     pub async fn thumbnail(&self, id: &str, path: &str) -> Result<Bytes, ApiError> {
         let lock = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = lock().get(&id.to_string()) {
+        if let Some(b) = self.cached(id) {
             return Ok(b);
         }
         let _permit = self
