@@ -48,148 +48,265 @@ backend_test! {
         let cli_space = cli_search(&idx, &["--text", "a photo", "--label", "space", "-k", "5"]);
         corpus.remove_gone();
         let server = Server::start(&idx, &[]);
-        let kind = idx.kind();
-
-        let (status, info) = server.get_json("/api/info");
-        assert_eq!(status, 200, "[{kind}] {info}");
-        assert_eq!(info["documents"], 7, "[{kind}] {info}");
-        assert_eq!(info["backend"], if kind == "local" { "embedded" } else { "elasticsearch" });
-        assert_eq!(info["index"], idx.name.as_str());
-        assert_eq!(info["image_search"], true);
-        assert_eq!(info["text_search"], true);
-        assert!(info["dims"].as_u64().unwrap() > 0);
-
-        let (status, labels) = server.get_json("/api/labels");
-        assert_eq!(status, 200);
-        assert_eq!(
-            labels,
-            json!([{"label": "things", "count": 3}, {"label": "space", "count": 2},
-                   {"label": XSS_LABEL, "count": 1}, {"label": "cats", "count": 1}]),
-            "[{kind}]"
-        );
-
-        // Text with a subtracted word: the same hits as the CLI, with the CLI's keys.
-        let (status, answer) = server.search_form(&Form::new().text("q", "a photo -dark").text("k", "3"));
-        assert_eq!(status, 200, "[{kind}] {answer}");
-        assert_eq!(hit_ids(&answer), cli_text, "[{kind}]");
-        let first = &answer["hits"][0];
-        assert_eq!(keys(first), HIT_KEYS);
-        assert_eq!(first["rank"], 1);
-        assert!(answer["took_ms"].is_u64());
-        let (_, as_json) = server.search_json(&json!({"text": "a photo", "minus": ["dark"], "k": 3}));
-        assert_eq!(hit_ids(&as_json), cli_text, "[{kind}] JSON body");
-
-        // Label filter inside the search.
-        let form = Form::new().text("q", "a photo").text("k", "5").text("label", "space");
-        let (_, space) = server.search_form(&form);
-        assert_eq!(hit_ids(&space), cli_space, "[{kind}]");
-        assert!(space["hits"].as_array().unwrap().iter().all(|h| h["label"] == "space"));
-
-        // An uploaded image finds itself first, at distance 0; base64 JSON does too.
-        let chelsea = corpus.id_of("cats", "chelsea.png");
-        let (status, by_image) = server.search_form(&Form::new().image(&corpus.path("cats", "chelsea.png")));
-        assert_eq!(status, 200, "[{kind}] {by_image}");
-        assert_eq!(by_image["hits"][0]["id"], chelsea.as_str());
-        assert!(by_image["hits"][0]["distance"].as_f64().unwrap() < 1e-3);
-        assert_eq!(by_image["hits"][0]["path"], corpus.path("cats", "chelsea.png").to_str().unwrap());
-        let b64 = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(corpus.path("cats", "chelsea.png")).unwrap());
-        let (_, by_json) = server.search_json(&json!({"image": b64, "k": 2}));
-        assert_eq!(by_json["hits"][0]["id"], chelsea.as_str());
-        // Image and text combined.
-        let form = Form::new().image(&corpus.path("cats", "chelsea.png")).text("q", "a cat");
-        let (status, combined) = server.search_form(&form);
-        assert_eq!(status, 200, "{combined}");
-
-        // More like this: the stored vector, the document itself left out.
-        let (status, similar) = server.get_json(&format!("/api/similar/{chelsea}?k=3"));
-        assert_eq!(status, 200, "[{kind}] {similar}");
-        let ids = hit_ids(&similar);
-        assert_eq!(ids.len(), 3);
-        assert!(!ids.contains(&chelsea));
-        let (_, expected) = server.get_json(&format!("/api/similar/{chelsea}?k=4"));
-        assert_eq!(ids, hit_ids(&expected)[..3], "[{kind}] k=3 is the head of k=4");
-        let (_, similar_space) = server.get_json(&format!("/api/similar/{chelsea}?k=5&label=space"));
-        let labels: Vec<&Value> = similar_space["hits"].as_array().unwrap().iter().map(|h| &h["label"]).collect();
-        assert_eq!(labels, [&json!("space"), &json!("space")], "[{kind}]");
-
-        // Thumbnails: a bounded JPEG, cached; the original: the file's bytes.
-        let rocket = corpus.id_of("space", "rocket.jpg");
-        let thumb = server.get(&format!("/thumb/{rocket}"));
-        assert_eq!(thumb.status().as_u16(), 200);
-        assert_eq!(thumb.headers()["content-type"], "image/jpeg");
-        let bytes = thumb.bytes().unwrap();
-        let img = image::load_from_memory(&bytes).unwrap();
-        assert!(img.width().max(img.height()) <= 360, "{}x{}", img.width(), img.height());
-        assert_eq!(server.get(&format!("/thumb/{rocket}")).bytes().unwrap(), bytes);
-        let original = server.get(&format!("/image/{rocket}"));
-        assert_eq!(original.headers()["content-type"], "image/jpeg");
-        assert_eq!(original.bytes().unwrap(), std::fs::read(corpus.path("space", "rocket.jpg")).unwrap());
-
-        // A file deleted since it was indexed: 404 saying so.
-        let gone = corpus.id_of_removed();
-        let (status, err) = json_of(server.get(&format!("/thumb/{gone}")));
-        assert_eq!(status, 404, "[{kind}] {err}");
-        assert!(err["error"].as_str().unwrap().contains("gone"), "{err}");
-        let (status, _) = json_of(server.get(&format!("/image/{gone}")));
-        assert_eq!(status, 404);
+        info_and_labels(&server, &idx);
+        text_searches(&server, idx.kind(), &cli_text, &cli_space);
+        image_searches(&server, &corpus, idx.kind());
+        more_like_this(&server, &corpus.id_of("cats", "chelsea.png"), idx.kind());
+        files_by_id(&server, &corpus, idx.kind());
     }
+}
+
+fn info_and_labels(server: &Server, idx: &TestIndex) {
+    let kind = idx.kind();
+    let (status, info) = server.get_json("/api/info");
+    assert_eq!(status, 200, "[{kind}] {info}");
+    assert_eq!(info["documents"], 7, "[{kind}] {info}");
+    let backend = if kind == "local" {
+        "embedded"
+    } else {
+        "elasticsearch"
+    };
+    assert_eq!(info["backend"], backend);
+    assert_eq!(info["index"], idx.name.as_str());
+    assert_eq!(info["image_search"], true);
+    assert_eq!(info["text_search"], true);
+    assert!(info["dims"].as_u64().unwrap() > 0);
+    let (status, labels) = server.get_json("/api/labels");
+    assert_eq!(status, 200);
+    let want = json!([{"label": "things", "count": 3}, {"label": "space", "count": 2},
+                      {"label": XSS_LABEL, "count": 1}, {"label": "cats", "count": 1}]);
+    assert_eq!(labels, want, "[{kind}]");
+}
+
+/// Text with a subtracted word, as a form and as JSON: the CLI's hits with the CLI's keys; the
+/// label filter inside the search.
+fn text_searches(server: &Server, kind: &str, cli_text: &[String], cli_space: &[String]) {
+    let form = Form::new().text("q", "a photo -dark").text("k", "3");
+    let (status, answer) = server.search_form(&form);
+    assert_eq!(status, 200, "[{kind}] {answer}");
+    assert_eq!(hit_ids(&answer), cli_text, "[{kind}]");
+    let first = &answer["hits"][0];
+    assert_eq!(keys(first), HIT_KEYS);
+    assert_eq!(first["rank"], 1);
+    assert!(answer["took_ms"].is_u64());
+    let body = json!({"text": "a photo", "minus": ["dark"], "k": 3});
+    let (_, as_json) = server.search_json(&body);
+    assert_eq!(hit_ids(&as_json), cli_text, "[{kind}] JSON body");
+    let form = Form::new()
+        .text("q", "a photo")
+        .text("k", "5")
+        .text("label", "space");
+    let (_, space) = server.search_form(&form);
+    assert_eq!(hit_ids(&space), cli_space, "[{kind}]");
+    assert!(space["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["label"] == "space"));
+}
+
+/// An uploaded image finds itself first, at distance 0 (also as base64 JSON, and with a text).
+fn image_searches(server: &Server, corpus: &Corpus, kind: &str) {
+    let chelsea = corpus.id_of("cats", "chelsea.png");
+    let path = corpus.path("cats", "chelsea.png");
+    let (status, by_image) = server.search_form(&Form::new().image(&path));
+    assert_eq!(status, 200, "[{kind}] {by_image}");
+    assert_eq!(by_image["hits"][0]["id"], chelsea.as_str());
+    assert!(by_image["hits"][0]["distance"].as_f64().unwrap() < 1e-3);
+    assert_eq!(by_image["hits"][0]["path"], path.to_str().unwrap());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&path).unwrap());
+    let (_, by_json) = server.search_json(&json!({"image": b64, "k": 2}));
+    assert_eq!(by_json["hits"][0]["id"], chelsea.as_str());
+    let (status, combined) = server.search_form(&Form::new().image(&path).text("q", "a cat"));
+    assert_eq!(status, 200, "[{kind}] {combined}");
+}
+
+/// The stored vector, the document itself left out; the label filter applies.
+fn more_like_this(server: &Server, id: &str, kind: &str) {
+    let (status, similar) = server.get_json(&format!("/api/similar/{id}?k=3"));
+    assert_eq!(status, 200, "[{kind}] {similar}");
+    let ids = hit_ids(&similar);
+    assert_eq!(ids.len(), 3);
+    assert!(!ids.iter().any(|i| i == id));
+    let (_, four) = server.get_json(&format!("/api/similar/{id}?k=4"));
+    assert_eq!(ids, hit_ids(&four)[..3], "[{kind}] k=3 is the head of k=4");
+    let (_, space) = server.get_json(&format!("/api/similar/{id}?k=5&label=space"));
+    let labels: Vec<&Value> = space["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["label"])
+        .collect();
+    assert_eq!(labels, [&json!("space"), &json!("space")], "[{kind}]");
+}
+
+/// Thumbnails are bounded JPEGs, the same bytes again from the cache; originals are the file's
+/// bytes; a file deleted since it was indexed is a 404 saying so.
+fn files_by_id(server: &Server, corpus: &Corpus, kind: &str) {
+    let rocket = corpus.id_of("space", "rocket.jpg");
+    let thumb = server.get(&format!("/thumb/{rocket}"));
+    assert_eq!(thumb.status().as_u16(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    let bytes = thumb.bytes().unwrap();
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert!(
+        img.width().max(img.height()) <= 360,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    assert_eq!(
+        server.get(&format!("/thumb/{rocket}")).bytes().unwrap(),
+        bytes
+    );
+    let original = server.get(&format!("/image/{rocket}"));
+    assert_eq!(original.headers()["content-type"], "image/jpeg");
+    let file = std::fs::read(corpus.path("space", "rocket.jpg")).unwrap();
+    assert_eq!(original.bytes().unwrap(), file);
+    let gone = corpus.id_of_removed();
+    let (status, err) = json_of(server.get(&format!("/thumb/{gone}")));
+    assert_eq!(status, 404, "[{kind}] {err}");
+    assert!(err["error"].as_str().unwrap().contains("gone"), "{err}");
+    let (status, _) = json_of(server.get(&format!("/image/{gone}")));
+    assert_eq!(status, 404);
 }
 
 backend_test! {
     fn bad_requests_are_refused_with_reasons(idx) {
-        let corpus = Corpus::new();
-        corpus.ingest(&idx);
-        let server = Server::start(&idx, &["--max-upload-mib", "1"]);
-        let kind = idx.kind();
-        let error = |(status, body): (u16, Value), want: u16, words: &str| {
-            assert_eq!(status, want, "[{kind}] {body}");
-            let message = body["error"].as_str().unwrap_or_else(|| panic!("no error in {body}"));
-            assert!(message.contains(words), "[{kind}] {message:?} should say {words:?}");
-            assert!(!message.contains("/tmp/"), "[{kind}] an internal path in {message:?}");
-        };
-        error(server.search_form(&Form::new()), 400, "nothing to search for");
-        error(server.search_form(&Form::new().text("q", "-dog")), 400, "only subtracts");
-        error(server.search_form(&Form::new().text("q", "cat").text("k", "0")), 400, "k must be");
-        error(server.search_form(&Form::new().text("q", "cat").text("k", "ten")), 400, "whole number");
-        error(server.search_form(&Form::new().text("q", "cat").text("colour", "red")), 400, "unknown form field");
-        error(server.search_json(&json!({"q": "cat", "num_candidates": 1, "k": 5})), 400, "num_candidates");
-        error(server.search_json(&json!({"txt": "cat"})), 400, "not a search");
-        let not_image = Form::new().file("image", "notes.txt", b"just some text, not pixels".to_vec());
-        error(server.search_form(&not_image), 400, "cannot be used");
-        let big = Form::new().file("image", "big.jpg", vec![0xFF; (1 << 20) + 10]);
-        error(server.search_form(&big), 413, "larger than");
-        let plain = server.http.post(format!("{}/api/search", server.url)).body("q=cat").send().unwrap();
-        error(json_of(plain), 400, "multipart/form-data or application/json");
-
-        let unknown = "0".repeat(64);
-        error(server.get_json(&format!("/api/similar/{unknown}")), 404, "no image with id");
-        error(server.get_json(&format!("/thumb/{unknown}")), 404, "no image with id");
-        error(server.get_json("/api/similar/abc?k=-1"), 400, "");
-        for attempt in ["/thumb/..%2F..%2F..%2Fetc%2Fpasswd", "/image/..%2F..%2Fetc%2Fpasswd",
-                        "/image/%2e%2e", "/image/%2e%2e%2fetc%2fpasswd", "/thumb/../../etc/passwd",
-                        "/image/../../../../etc/passwd", "/thumb/a.jpg", "/image/etc/passwd"] {
-            let (status, body) = raw_get(&server.url, attempt);
-            assert_eq!(status, 404, "[{kind}] {attempt}: {body}");
-            assert!(!body.contains("root:"), "{attempt} served a file: {body}");
-        }
-        error(server.get_json("/api/nothing"), 404, "nothing here");
-        let put = server.http.put(format!("{}/api/search", server.url)).send().unwrap();
-        error(json_of(put), 405, "not allowed");
-
-        // DNS rebinding: a page on another name must not read the API.
-        let foreign = server.http.get(format!("{}/api/labels", server.url))
-            .header("host", "evil.example:8080").send().unwrap();
-        error(json_of(foreign), 403, "localhost");
-        // Every answer carries the page's protections.
-        let page = server.get("/");
-        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
-        assert_eq!(page.headers()["x-content-type-options"], "nosniff");
-        assert!(page.text().unwrap().contains("<title>imgvec</title>"));
-        let (_, js) = raw_get_with(&server.url, "/assets/app.js", "Accept-Encoding: gzip\r\n");
-        assert!(js.to_ascii_lowercase().contains("content-encoding: gzip"), "[{kind}] text is compressed: {js:.300}");
+        refusals(&idx);
     }
+}
+
+/// Each kind of bad request gets its status and a reason, with no internal path.
+fn refusals(idx: &TestIndex) {
+    let corpus = Corpus::new();
+    corpus.ingest(idx);
+    let server = Server::start(idx, &["--max-upload-mib", "1"]);
+    let kind = idx.kind();
+    let error = |(status, body): (u16, Value), want: u16, words: &str| {
+        assert_eq!(status, want, "[{kind}] {body}");
+        let message = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {body}"));
+        assert!(
+            message.contains(words),
+            "[{kind}] {message:?} should say {words:?}"
+        );
+        assert!(
+            !message.contains("/tmp/"),
+            "[{kind}] an internal path in {message:?}"
+        );
+    };
+    error(
+        server.search_form(&Form::new()),
+        400,
+        "nothing to search for",
+    );
+    error(
+        server.search_form(&Form::new().text("q", "-dog")),
+        400,
+        "only subtracts",
+    );
+    error(
+        server.search_form(&Form::new().text("q", "cat").text("k", "0")),
+        400,
+        "k must be",
+    );
+    error(
+        server.search_form(&Form::new().text("q", "cat").text("k", "ten")),
+        400,
+        "whole number",
+    );
+    error(
+        server.search_form(&Form::new().text("q", "cat").text("colour", "red")),
+        400,
+        "unknown form field",
+    );
+    error(
+        server.search_json(&json!({"q": "cat", "num_candidates": 1, "k": 5})),
+        400,
+        "num_candidates",
+    );
+    error(
+        server.search_json(&json!({"txt": "cat"})),
+        400,
+        "not a search",
+    );
+    let not_image = Form::new().file("image", "notes.txt", b"just some text, not pixels".to_vec());
+    error(server.search_form(&not_image), 400, "cannot be used");
+    let big = Form::new().file("image", "big.jpg", vec![0xFF; (1 << 20) + 10]);
+    error(server.search_form(&big), 413, "larger than");
+    let plain = server
+        .http
+        .post(format!("{}/api/search", server.url))
+        .body("q=cat")
+        .send()
+        .unwrap();
+    error(
+        json_of(plain),
+        400,
+        "multipart/form-data or application/json",
+    );
+
+    let unknown = "0".repeat(64);
+    error(
+        server.get_json(&format!("/api/similar/{unknown}")),
+        404,
+        "no image with id",
+    );
+    error(
+        server.get_json(&format!("/thumb/{unknown}")),
+        404,
+        "no image with id",
+    );
+    error(server.get_json("/api/similar/abc?k=-1"), 400, "");
+    for attempt in [
+        "/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/image/..%2F..%2Fetc%2Fpasswd",
+        "/image/%2e%2e",
+        "/image/%2e%2e%2fetc%2fpasswd",
+        "/thumb/../../etc/passwd",
+        "/image/../../../../etc/passwd",
+        "/thumb/a.jpg",
+        "/image/etc/passwd",
+    ] {
+        let (status, body) = raw_get(&server.url, attempt);
+        assert_eq!(status, 404, "[{kind}] {attempt}: {body}");
+        assert!(!body.contains("root:"), "{attempt} served a file: {body}");
+    }
+    error(server.get_json("/api/nothing"), 404, "nothing here");
+    let put = server
+        .http
+        .put(format!("{}/api/search", server.url))
+        .send()
+        .unwrap();
+    error(json_of(put), 405, "not allowed");
+
+    // DNS rebinding: a page on another name must not read the API.
+    let foreign = server
+        .http
+        .get(format!("{}/api/labels", server.url))
+        .header("host", "evil.example:8080")
+        .send()
+        .unwrap();
+    error(json_of(foreign), 403, "localhost");
+    // Every answer carries the page's protections.
+    let page = server.get("/");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert!(page.text().unwrap().contains("<title>imgvec</title>"));
+    let (_, js) = raw_get_with(&server.url, "/assets/app.js", "Accept-Encoding: gzip\r\n");
+    assert!(
+        js.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "[{kind}] text is compressed: {js:.300}"
+    );
 }
 
 /// A GET sent byte for byte (an HTTP client would normalize `..` and `%2e%2e` away first).
