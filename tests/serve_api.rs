@@ -53,7 +53,33 @@ backend_test! {
         image_searches(&server, &corpus, idx.kind());
         more_like_this(&server, &corpus.id_of("cats", "chelsea.png"), idx.kind());
         files_by_id(&server, &corpus, idx.kind());
+        many_clients_at_once(&server, &corpus.id_of("cats", "chelsea.png"));
     }
+}
+
+/// A client that stalls half way through an upload blocks nobody; eight at once all get answers.
+fn many_clients_at_once(server: &Server, id: &str) {
+    use std::io::Write;
+    let addr = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        slow,
+        "POST /api/search HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; \
+         boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            s.spawn(move || {
+                let form = Form::new().text("q", &format!("photo number {i}"));
+                let (status, answer) = server.search_form(&form);
+                assert_eq!(status, 200, "{answer}");
+                let (status, similar) = server.get_json(&format!("/api/similar/{id}?k=2"));
+                assert_eq!(status, 200, "{similar}");
+            });
+        }
+    });
+    drop(slow);
 }
 
 fn info_and_labels(server: &Server, idx: &TestIndex) {
