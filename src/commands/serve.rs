@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{open_store, runtime};
+use super::{find_model, open_store, runtime};
 use crate::cli::{ModelArgs, ServeArgs};
-use crate::clip::{ImageEncoder, ModelDir};
+use crate::clip::ImageEncoder;
 use crate::serve::guard::GuardConfig;
 use crate::serve::state::{AppState, Model};
 use crate::serve::thumbs::Thumbs;
@@ -87,10 +87,10 @@ see every indexed image (there is no login)",
 fn load_model(args: &ModelArgs) -> Result<Model> {
     let (device, device_name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
     let apply_exif = !args.ignore_exif_orientation;
-    let dir = match ModelDir::open(&args.model_dir) {
+    let dir = match find_model(&args.location) {
         Ok(dir) => dir,
         Err(e) => {
-            let why = e.to_string();
+            let why = format!("{e:#}");
             eprintln!("imgvec: warning: no model, so no search by text or image: {why}");
             return Ok(Model::new(Err(why.clone()), device, Err(why), apply_exif));
         }
@@ -105,7 +105,7 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
     if image.is_ok() {
         eprintln!(
             "imgvec: model {} ({}-d) on {device_name}, vision tower loaded in {:.1} s",
-            args.model_dir.display(),
+            dir.path().display(),
             dir.dims(),
             started.elapsed().as_secs_f64()
         );
