@@ -57,6 +57,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Download a CLIP checkpoint from the Hugging Face hub into the Hugging Face cache.
     FetchModel(FetchModelArgs),
+    /// Serve a search page and a JSON API (text, example image, "more like this").
+    Serve(ServeArgs),
     /// Print a shell completion script (e.g. `imgvec completions bash > ~/.local/share/bash-completion/completions/imgvec`).
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per subcommand with --out DIR.
@@ -380,4 +382,38 @@ pub struct ManArgs {
     /// printing imgvec.1.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec serve                      # http://127.0.0.1:8080/\n  \
+imgvec serve --addr 127.0.0.1:9000\n  imgvec serve --es-url http://localhost:9200 --index photos\n\n\
+The page and the API are described in README.md (`imgvec serve`)."
+)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (the URL is printed).
+    #[arg(
+        long,
+        env = "IMGVEC_ADDR",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    pub addr: std::net::SocketAddr,
+    /// Allow an address other than loopback: anyone who can reach it can search the index and see
+    /// the indexed images (prints a warning).
+    #[arg(long)]
+    pub public: bool,
+    /// Largest accepted upload (a query image), in MiB; bigger ones get 413.
+    #[arg(long, default_value_t = 20, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_upload_mib: u64,
+    /// Memory for cached thumbnails, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub thumb_cache_mib: u64,
+    /// Print nothing but the URL and errors (no line per request).
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }

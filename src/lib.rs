@@ -18,6 +18,7 @@ pub mod image;
 pub mod model_source;
 pub mod pipeline;
 pub mod progress;
+pub mod serve;
 pub mod store;
 pub mod walk;
 

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::FetchModel(a) => commands::fetch_model::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Completions(a) => commands::completions::run(a),
         Command::Man(a) => commands::man::run(a),
     };

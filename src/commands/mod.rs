@@ -14,6 +14,7 @@ pub mod info;
 pub mod ingest;
 pub mod man;
 pub mod search;
+pub mod serve;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -5,13 +5,15 @@
 //! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
 //! `bulk` (writing documents), `query` (kNN search, which ids exist), `exact` (exact kNN by
-//! `script_score`, the labels), `scan` (every document back, vectors included). Every request is plain JSON
-//! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
+//! `script_score`), `scan` (every document back, vectors included), `browse` (labels, documents by id
+//! with their vectors). Every request is plain JSON over [`Elasticsearch::send`], so the bodies read
+//! exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
 //! in [`ElasticConfig`]), computing vectors, or knowing anything about files and models. Field names
 //! (`name`, `path`, `IFV`) are those of the original Python pipeline, so indices stay interchangeable.
 
+mod browse;
 mod bulk;
 mod connection;
 mod errors;
@@ -35,6 +37,7 @@ use super::{
     DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
     UpsertReport, VectorStore,
 };
+pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use connection::{
     backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
@@ -42,7 +45,7 @@ pub use connection::{
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
-pub use exact::{exact_knn_body, EXACT_L2_NORM_SCRIPT};
+pub use exact::{exact_knn_body, labels_body, parse_labels, EXACT_L2_NORM_SCRIPT, MAX_LABELS};
 pub use mapping::{
     index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
     SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
@@ -58,6 +61,8 @@ pub struct ElasticStore {
     bulk_max_bytes: usize,
     /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
     index_seen: AtomicBool,
+    /// The server's (major, minor) version, once asked (see `browse`).
+    version: tokio::sync::OnceCell<(u32, u32)>,
 }
 
 impl fmt::Debug for ElasticStore {
@@ -79,6 +84,7 @@ impl ElasticStore {
             bulk_max_docs: cfg.bulk_max_docs.max(1),
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
+            version: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -211,5 +217,9 @@ impl VectorStore for ElasticStore {
 
     async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
         self.exact_search(query).await
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        self.docs_by_id(ids).await
     }
 }

@@ -19,13 +19,14 @@
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
 //! (the operations' transactions), `graph` (the in-memory HNSW graph), `graph_file` (its cache
-//! file), `search` (kNN and re-ranking), `lock` (the process lock), `fsutil` (store directory,
-//! atomic writes).
+//! file), `search` (kNN and re-ranking), `browse` (labels, documents by id), `lock` (the process
+//! lock), `fsutil` (store directory, atomic writes).
 //!
 //! What it is not for: sharing a store between machines or processes at the same time, serving
 //! queries to other programs, or knowing anything about models and files. It never hand-rolls ANN
 //! or durable storage: SQLite and usearch do that.
 
+mod browse;
 mod config;
 mod db;
 mod exact;
@@ -342,5 +343,13 @@ impl VectorStore for LocalStore {
         let query = query.clone();
         self.run(move |shared, state| shared.exact_knn(state, &query))
             .await
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.run(move |shared, state| shared.get(state, &ids)).await
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::params;
 
 use super::db::{blob_to_vector, db_error};
 use super::{Shared, State};
-use crate::store::{DocScan, ImageDoc, LabelCount, StoreError};
+use crate::store::{DocScan, ImageDoc, StoreError};
 
 /// A scan in progress: where it is, and the store it reads.
 pub(super) struct LocalScan {
@@ -104,29 +104,5 @@ impl Shared {
             });
         }
         Ok(page)
-    }
-
-    /// Every label of the index with its number of documents, most first, ties by label.
-    pub(super) fn labels(&self, state: &mut State) -> Result<Vec<LabelCount>, StoreError> {
-        let row = self.index_row(&state.conn)?;
-        let db = |e| db_error(&self.db_path, e);
-        let mut stmt = state
-            .conn
-            .prepare_cached(
-                "SELECT label, COUNT(*) AS n FROM docs WHERE index_id = ?1 \
-                 GROUP BY label ORDER BY n DESC, label",
-            )
-            .map_err(db)?;
-        let labels = stmt
-            .query_map(params![row.id], |r| {
-                Ok(LabelCount {
-                    label: r.get(0)?,
-                    count: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                })
-            })
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        Ok(labels)
     }
 }
