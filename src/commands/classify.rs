@@ -32,16 +32,6 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
     rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
     let labels = rt.block_on(index_labels(store.as_ref(), &args.store.index))?;
 
-    let found = images::find(&args.paths, TrueLabels::None);
-    let mut failed = found.failed;
-    let embedded = images::embed(
-        found.jobs,
-        &model,
-        &device,
-        &embed_options(&args.options, &args.model, quiet),
-    )?;
-    failed.extend(embedded.failed);
-
     let zero_shot = if args.zero_shot {
         let names: Vec<String> = labels.iter().map(|l| l.label.clone()).collect();
         Some(ZeroShotClassifier::load(
@@ -53,6 +43,16 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let found = images::find(&args.paths, TrueLabels::None);
+    let mut failed = found.failed;
+    let embedded = images::embed(
+        found.jobs,
+        &model,
+        &device,
+        &embed_options(&args.options, &args.model, quiet),
+    )?;
+    failed.extend(embedded.failed);
+
     let knn = KnnClassifier {
         store: store.as_ref(),
         k,

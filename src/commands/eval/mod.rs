@@ -61,6 +61,10 @@ cats) or --label L"
         &index_labels,
         &args.store.index,
     )?;
+    // The prompts first: a bad template or a missing tokenizer fails before the long part.
+    let names: Vec<String> = index_labels.iter().map(|l| l.label.clone()).collect();
+    let zero_shot =
+        ZeroShotClassifier::load(&model, &device, names.clone(), &args.options.template)?;
     let embedded = images::embed(
         found.jobs,
         &model,
@@ -74,9 +78,6 @@ cats) or --label L"
         bail!("no test images could be embedded: nothing to evaluate");
     }
 
-    let names: Vec<String> = index_labels.iter().map(|l| l.label.clone()).collect();
-    let zero_shot =
-        ZeroShotClassifier::load(&model, &device, names.clone(), &args.options.template)?;
     let knn = KnnClassifier {
         store: store.as_ref(),
         k,
