@@ -16,6 +16,7 @@ mod connection;
 mod errors;
 mod mapping;
 mod query;
+mod server;
 #[cfg(test)]
 mod test_support;
 
@@ -42,7 +43,11 @@ pub use mapping::{
     index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
     SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
-pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
+pub use query::{
+    knn_body, parse_hits, ExactScores, IDS_PER_REQUEST, L2_SCORE_SCRIPT, MAX_NUM_CANDIDATES,
+    OVERSAMPLE,
+};
+pub use server::ServerInfo;
 
 /// An Elasticsearch index seen as a [`VectorStore`].
 pub struct ElasticStore {
@@ -52,6 +57,8 @@ pub struct ElasticStore {
     bulk_max_bytes: usize,
     /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
     index_seen: AtomicBool,
+    /// What `GET /` said, asked once (see `server`).
+    server: tokio::sync::OnceCell<ServerInfo>,
 }
 
 impl fmt::Debug for ElasticStore {
@@ -73,6 +80,7 @@ impl ElasticStore {
             bulk_max_docs: cfg.bulk_max_docs.max(1),
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
+            server: tokio::sync::OnceCell::new(),
         })
     }
 
