@@ -144,6 +144,13 @@ pub struct CreateIndexArgs {
     /// HNSW `ef_construction` (Elasticsearch's default if not set).
     #[arg(long, value_name = "N")]
     pub hnsw_ef_construction: Option<u32>,
+    /// Elasticsearch primary shards (default: the server's, 1). Fixed once the index exists; not
+    /// accepted by Elastic Cloud Serverless. Sent only when given.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: Option<u32>,
+    /// Elasticsearch replicas per shard (default: the server's, 1). Sent only when given.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -20,7 +20,12 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
         dims: model.dims(),
         hnsw_m: args.hnsw_m,
         hnsw_ef_construction: args.hnsw_ef_construction,
+        shards: args.shards,
+        replicas: args.replicas,
     };
+    if args.store.es_url.is_none() && (args.shards.is_some() || args.replicas.is_some()) {
+        eprintln!("imgvec: warning: --shards/--replicas apply to Elasticsearch only; the embedded store has neither");
+    }
     let index = &args.store.index;
     if args.recreate && !args.yes {
         if !std::io::stdin().is_terminal() {

@@ -47,6 +47,11 @@ pub struct IndexSpec {
     pub hnsw_m: Option<u32>,
     /// HNSW `ef_construction`; `None` leaves the server's default.
     pub hnsw_ef_construction: Option<u32>,
+    /// Elasticsearch primary shards (`index.number_of_shards`); `None` sends no setting, so the
+    /// server's default applies (Serverless refuses the setting).
+    pub shards: Option<u32>,
+    /// Elasticsearch replicas (`index.number_of_replicas`); `None` sends no setting.
+    pub replicas: Option<u32>,
 }
 
 impl IndexSpec {
@@ -56,6 +61,8 @@ impl IndexSpec {
             dims,
             hnsw_m: None,
             hnsw_ef_construction: None,
+            shards: None,
+            replicas: None,
         }
     }
 }

@@ -144,7 +144,9 @@ impl ElasticStore {
 }
 
 /// The request body that creates the index: `mappings/image-index.json` with the vector size and
-/// HNSW parameters of `spec` filled in.
+/// HNSW parameters of `spec` filled in, and `settings` only for the shards and replicas `spec`
+/// asks for (none by default: Serverless refuses them, and the server's defaults are right for
+/// most indices).
 pub fn index_body(spec: &IndexSpec) -> Value {
     // The template is a compile-time constant; `index_body_is_the_template_plus_spec` checks it.
     let mut body: Value =
@@ -165,6 +167,16 @@ pub fn index_body(spec: &IndexSpec) -> Value {
                 options.insert("ef_construction".into(), json!(ef));
             }
         }
+    }
+    let mut settings = Map::new();
+    if let Some(shards) = spec.shards {
+        settings.insert("number_of_shards".into(), json!(shards));
+    }
+    if let Some(replicas) = spec.replicas {
+        settings.insert("number_of_replicas".into(), json!(replicas));
+    }
+    if !settings.is_empty() {
+        body["settings"] = json!({ "index": settings });
     }
     body
 }

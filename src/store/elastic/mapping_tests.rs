@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::super::test_support::spec;
+use super::super::test_support::{fake_server, fast_store, spec};
 use super::*;
-use crate::store::IndexSpec;
+use crate::store::{IndexSpec, VectorStore};
 
 #[test]
 fn index_body_is_the_template_plus_spec() {
@@ -29,7 +29,10 @@ fn index_body_is_the_template_plus_spec() {
         assert_eq!(props[field]["type"], ty, "{field}");
     }
     assert_eq!(props["indexed_at"]["format"], "epoch_millis");
-    assert_eq!(body["settings"]["index"]["number_of_shards"], 1);
+    assert!(
+        body.get("settings").is_none(),
+        "no settings unless asked: Serverless refuses shard settings"
+    );
     // What the store writes is exactly what the mapping declares.
     let mut declared: Vec<&str> = props
         .as_object()
@@ -49,6 +52,7 @@ fn index_body_sets_hnsw_parameters_when_given() {
         dims: 512,
         hnsw_m: Some(32),
         hnsw_ef_construction: Some(200),
+        ..IndexSpec::for_dims(512)
     });
     assert_eq!(
         body["mappings"]["properties"]["IFV"]["index_options"],
@@ -136,4 +140,42 @@ fn vector_dims_reads_the_mapping() {
     assert_eq!(vector_dims(&index_body(&spec(16))["mappings"]), Some(16));
     assert_eq!(vector_dims(&json!({ "properties": {} })), None);
     assert_eq!(vector_dims(&Value::Null), None);
+}
+
+#[test]
+fn shards_and_replicas_are_sent_only_when_given() {
+    let body = index_body(&IndexSpec {
+        shards: Some(3),
+        replicas: Some(0),
+        ..spec(8)
+    });
+    assert_eq!(
+        body["settings"],
+        json!({ "index": { "number_of_shards": 3, "number_of_replicas": 0 } })
+    );
+    let body = index_body(&IndexSpec {
+        replicas: Some(2),
+        ..spec(8)
+    });
+    assert_eq!(
+        body["settings"],
+        json!({ "index": { "number_of_replicas": 2 } })
+    );
+}
+
+#[tokio::test]
+async fn create_index_request_carries_no_settings_by_default() {
+    let (url, seen) = fake_server(vec![
+        (404, ""),
+        (200, r#"{"acknowledged":true,"index":"idx"}"#),
+    ]);
+    let store = fast_store(&url, 0);
+    store.ensure_index(&spec(8)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let (line, body) = seen[1].split_once('\n').unwrap();
+    assert_eq!(line, "PUT /idx");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert!(body.get("settings").is_none(), "{body}");
+    assert_eq!(body["mappings"]["properties"]["IFV"]["dims"], 8);
 }
