@@ -44,3 +44,106 @@ fn create_index_sets_shards_and_replicas_only_when_asked() {
     // The server's defaults (1 and 1 on Elasticsearch): nothing was sent to override them.
     assert_eq!(setting(&plain, "number_of_shards").as_deref(), Some("1"));
 }
+
+/// Creates the test index directly with this `IFV` mapping and these other properties.
+fn put_index(idx: &TestIndex, ifv: Value, others: Value) {
+    let url = idx.es_url().expect("an Elasticsearch test index");
+    let mut props = others;
+    props["IFV"] = ifv;
+    let r = idx
+        .http()
+        .put(format!("{url}/{}", idx.name))
+        .json(&serde_json::json!({ "mappings": { "properties": props } }))
+        .send()
+        .expect("PUT index");
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+}
+
+#[test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+fn create_index_accepts_other_vector_index_types_and_names_them() {
+    let dims = tiny_dims();
+    let keyword = serde_json::json!({ "type": "keyword" });
+    for (t, options) in [
+        ("hnsw", Some("hnsw")),
+        ("int4_hnsw", Some("int4_hnsw")),
+        ("the server's default", None),
+    ] {
+        let idx = TestIndex::elastic(&format!("type-{}", options.unwrap_or("none")));
+        let mut ifv = serde_json::json!({
+            "type": "dense_vector", "dims": dims, "index": true, "similarity": "l2_norm"
+        });
+        if let Some(o) = options {
+            ifv["index_options"] = serde_json::json!({ "type": o });
+        }
+        put_index(
+            &idx,
+            ifv,
+            serde_json::json!({ "name": keyword, "path": keyword }),
+        );
+        let out = idx.run(&["create-index"]);
+        assert!(out.status.success(), "{t}: {}", stderr(&out));
+        if options.is_none() {
+            // A server may report the default it chose (int8_hnsw on 8.14+) or none (8.12–8.13):
+            // either way the index is usable.
+            assert!(
+                stdout(&out).contains("compatible mapping"),
+                "{}",
+                stdout(&out)
+            );
+            continue;
+        }
+        assert!(
+            stdout(&out).contains(&format!("compatible mapping: {dims}-d {t} l2_norm")),
+            "{t}: {}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains("imgvec: warning: IFV"),
+            "{t}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+fn an_index_whose_label_is_not_a_keyword_is_refused() {
+    let dims = tiny_dims();
+    let ifv = serde_json::json!({
+        "type": "dense_vector", "dims": dims, "index": true, "similarity": "l2_norm",
+        "index_options": { "type": "int8_hnsw" }
+    });
+    let idx = TestIndex::elastic("unmapped-name");
+    put_index(
+        &idx,
+        ifv,
+        serde_json::json!({ "path": { "type": "keyword" } }),
+    );
+    let out = idx.run(&["create-index"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("name: index has no such field"),
+        "{}",
+        stderr(&out)
+    );
+    // Search by label says so too, instead of silently finding nothing.
+    let (_tmp, dir) = distinct_images(1);
+    let img = dir.join("img0000.png");
+    let out = idx.run(&["search", &img.display().to_string(), "--label", "cat"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("name: index has no such field"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The tiny model's vector size.
+fn tiny_dims() -> u64 {
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(tiny_model_dir().join("config.json")).expect("config.json"),
+    )
+    .expect("config JSON");
+    cfg["projection_dim"].as_u64().expect("projection_dim")
+}

@@ -55,7 +55,16 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
             match store.ensure_index(&spec).await? {
                 EnsureOutcome::Created => println!("created index '{index}': {what}"),
                 EnsureOutcome::AlreadyExists => {
-                    println!("index '{index}' already exists with a compatible mapping: {what}")
+                    let check = store.check_index(&spec).await?;
+                    println!(
+                        "index '{index}' already exists with a compatible mapping: {}-d {} l2_norm vectors ({})",
+                        spec.dims,
+                        check.vector_index,
+                        store.describe()
+                    );
+                    for w in check.warnings {
+                        eprintln!("imgvec: warning: {w}");
+                    }
                 }
             }
         }

@@ -75,6 +75,15 @@ pub enum EnsureOutcome {
     AlreadyExists,
 }
 
+/// What [`VectorStore::check_index`] found about an existing, usable index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexCheck {
+    /// How the vectors are indexed, for people: `int8_hnsw`, `bbq_hnsw`, "the server's default"...
+    pub vector_index: String,
+    /// What works but differs from what `create-index` makes, one line each.
+    pub warnings: Vec<String>,
+}
+
 /// A k-nearest-neighbour query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnnQuery {
@@ -204,6 +213,17 @@ pub trait VectorStore: Send + Sync {
 
     /// Number of documents in the index.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Checks the existing index as [`VectorStore::ensure_index`] does (an error for what keeps it
+    /// from working) and says how its vectors are indexed, with warnings for what differs from what
+    /// `create-index` makes. The default: an index this store made itself (int8 HNSW graph).
+    async fn check_index(&self, spec: &IndexSpec) -> Result<IndexCheck, StoreError> {
+        let _ = spec;
+        Ok(IndexCheck {
+            vector_index: "int8_hnsw".into(),
+            warnings: Vec::new(),
+        })
+    }
 
     /// Every label in the index with its number of documents, most documents first (ties by label).
     async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {

@@ -9,8 +9,7 @@ use super::*;
 use crate::store::{ImageDoc, StoreError, UpsertReport, VectorStore};
 
 /// `GET /idx/_mapping`'s answer for an index of 2-d vectors.
-const MAPPING_2D: &str =
-    r#"{"idx":{"mappings":{"properties":{"IFV":{"type":"dense_vector","dims":2}}}}}"#;
+const MAPPING_2D: &str = r#"{"idx":{"mappings":{"properties":{"IFV":{"type":"dense_vector","dims":2},"name":{"type":"keyword"}}}}}"#;
 const CREATED: &str =
     r#"{"errors":false,"items":[{"create":{"_id":"d","status":201,"result":"created"}}]}"#;
 

@@ -12,6 +12,7 @@
 //! (`name`, `path`, `IFV`) are those of the original Python pipeline, so indices stay interchangeable.
 
 mod bulk;
+mod compat;
 mod connection;
 mod errors;
 mod mapping;
@@ -30,9 +31,11 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, StoreError, UpsertReport,
+    VectorStore,
 };
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
+pub use compat::{check_mapping, mapping_differences, MappingCheck};
 pub use connection::{
     backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
     DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE, RETRY_CAP,
@@ -40,8 +43,8 @@ pub use connection::{
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
 pub use mapping::{
-    index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
-    SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
+    index_body, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD, SIMILARITY, VECTOR_FIELD,
+    VECTOR_INDEX_TYPE,
 };
 pub use query::{
     knn_body, parse_hits, ExactScores, IDS_PER_REQUEST, L2_SCORE_SCRIPT, MAX_NUM_CANDIDATES,
@@ -155,6 +158,14 @@ impl VectorStore for ElasticStore {
         // There already, or created by someone else between our HEAD and PUT.
         self.check_compatible(spec).await?;
         Ok(EnsureOutcome::AlreadyExists)
+    }
+
+    async fn check_index(&self, spec: &IndexSpec) -> Result<IndexCheck, StoreError> {
+        let (warnings, vector_index) = self.check_compatible(spec).await?;
+        Ok(IndexCheck {
+            vector_index: vector_index.unwrap_or_else(|| "the server's default".into()),
+            warnings,
+        })
     }
 
     async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError> {
