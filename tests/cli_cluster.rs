@@ -147,3 +147,64 @@ fn tiny_dims() -> u64 {
     .expect("config JSON");
     cfg["projection_dim"].as_u64().expect("projection_dim")
 }
+
+#[test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+fn bulk_load_puts_the_settings_back_after_the_load() {
+    let idx = TestIndex::elastic("bulkload");
+    let out = idx.run(&["create-index", "--replicas", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let url = idx.es_url().expect("elastic");
+    let r = idx
+        .http()
+        .put(format!("{url}/{}/_settings", idx.name))
+        .json(&serde_json::json!({ "index": { "refresh_interval": "7s" } }))
+        .send()
+        .expect("PUT _settings");
+    assert!(r.status().is_success());
+
+    let (_tmp, dir) = distinct_images(5);
+    let out = idx.run(&[
+        "ingest",
+        &dir.display().to_string(),
+        "--label",
+        "x",
+        "--bulk-load",
+        "--force-merge",
+        "--bulk-concurrency",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bulk-load mode"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("index settings put back"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(setting(&idx, "number_of_replicas").as_deref(), Some("1"));
+    assert_eq!(setting(&idx, "refresh_interval").as_deref(), Some("7s"));
+    assert_eq!(idx.count(), 5);
+}
+
+#[test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+fn bulk_load_resets_settings_that_were_not_set() {
+    let idx = TestIndex::elastic("bulkload-unset");
+    idx.create();
+    let before = setting(&idx, "refresh_interval");
+    let (_tmp, dir) = distinct_images(2);
+    let out = idx.run(&[
+        "ingest",
+        &dir.display().to_string(),
+        "--label",
+        "x",
+        "--bulk-load",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        setting(&idx, "refresh_interval"),
+        before,
+        "unset again, not -1"
+    );
+    assert_eq!(idx.count(), 2);
+}

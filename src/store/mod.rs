@@ -84,6 +84,11 @@ pub struct IndexCheck {
     pub warnings: Vec<String>,
 }
 
+/// Index settings saved by [`VectorStore::begin_bulk_load`], for [`VectorStore::end_bulk_load`]
+/// to put back (for Elasticsearch: each concrete index's previous values, `null` for unset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedSettings(pub serde_json::Value);
+
 /// A k-nearest-neighbour query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnnQuery {
@@ -213,6 +218,23 @@ pub trait VectorStore: Send + Sync {
 
     /// Number of documents in the index.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Prepares the index for a large load (Elasticsearch: no replicas, no periodic refresh) and
+    /// returns what to put back; `None` where there is nothing to change (the embedded store).
+    async fn begin_bulk_load(&self) -> Result<Option<SavedSettings>, StoreError> {
+        Ok(None)
+    }
+
+    /// Puts back what [`VectorStore::begin_bulk_load`] changed, makes everything visible, and
+    /// with `force_merge` starts merging the index into one segment per shard.
+    async fn end_bulk_load(
+        &self,
+        saved: &SavedSettings,
+        force_merge: bool,
+    ) -> Result<(), StoreError> {
+        let _ = (saved, force_merge);
+        Ok(())
+    }
 
     /// Checks the existing index as [`VectorStore::ensure_index`] does (an error for what keeps it
     /// from working) and says how its vectors are indexed, with warnings for what differs from what

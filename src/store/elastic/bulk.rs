@@ -2,6 +2,9 @@
 //! bytes, reading the response item by item, and sending again only the items refused for a passing
 //! reason (429, 5xx).
 //!
+//! Every request passes the store's `throttle`, told of each 429 (whole request or items), so
+//! concurrent upserts slow down together when the server is busy.
+//!
 //! What it is not for: retrying a whole request that got no answer or a 429/5xx (that is
 //! `connection`'s job, below this one), or checking the index's mapping (see `mapping`).
 
@@ -133,7 +136,28 @@ impl ElasticStore {
         let mut attempt = 0u32;
         loop {
             let body: String = todo.iter().map(|&i| lines[i].as_str()).collect();
-            let reply = self.send(Method::Post, "_bulk", None, Some(&body)).await?;
+            let reply = {
+                let _permit = self.throttle.acquire().await;
+                self.send(Method::Post, "_bulk", None, Some(&body)).await?
+            };
+            let items_busy = reply
+                .body
+                .get("items")
+                .and_then(Value::as_array)
+                .is_some_and(|items| {
+                    items.iter().any(|i| {
+                        i.as_object()
+                            .and_then(|o| o.values().next())
+                            .and_then(|v| v.get("status"))
+                            .and_then(Value::as_u64)
+                            == Some(429)
+                    })
+                });
+            if reply.busy_retries > 0 || reply.status.as_u16() == 429 || items_busy {
+                self.throttle.busy();
+            } else {
+                self.throttle.ok();
+            }
             if !reply.status.is_success() {
                 return Err(self.bulk_error(self.error_for(Op::Bulk { overwrite }, &reply)));
             }

@@ -15,11 +15,13 @@ mod bulk;
 mod compat;
 mod connection;
 mod errors;
+mod load;
 mod mapping;
 mod query;
 mod server;
 #[cfg(test)]
 mod test_support;
+mod throttle;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,17 +33,19 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, StoreError, UpsertReport,
-    VectorStore,
+    EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, SavedSettings, StoreError,
+    UpsertReport, VectorStore,
 };
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use compat::{check_mapping, mapping_differences, MappingCheck};
 pub use connection::{
-    backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
-    DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE, RETRY_CAP,
+    backoff_delay, ElasticConfig, DEFAULT_BULK_CONCURRENCY, DEFAULT_BULK_MAX_BYTES,
+    DEFAULT_BULK_MAX_DOCS, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE,
+    RETRY_CAP,
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
+pub use load::LOAD_SETTINGS;
 pub use mapping::{
     index_body, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD, SIMILARITY, VECTOR_FIELD,
     VECTOR_INDEX_TYPE,
@@ -62,6 +66,8 @@ pub struct ElasticStore {
     index_seen: AtomicBool,
     /// What `GET /` said, asked once (see `server`).
     server: tokio::sync::OnceCell<ServerInfo>,
+    /// The gate of every `_bulk` request (see `throttle`).
+    throttle: throttle::Throttle,
 }
 
 impl fmt::Debug for ElasticStore {
@@ -84,6 +90,7 @@ impl ElasticStore {
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
             server: tokio::sync::OnceCell::new(),
+            throttle: throttle::Throttle::new(cfg.bulk_concurrency),
         })
     }
 
@@ -158,6 +165,18 @@ impl VectorStore for ElasticStore {
         // There already, or created by someone else between our HEAD and PUT.
         self.check_compatible(spec).await?;
         Ok(EnsureOutcome::AlreadyExists)
+    }
+
+    async fn begin_bulk_load(&self) -> Result<Option<SavedSettings>, StoreError> {
+        self.begin_load().await.map(Some)
+    }
+
+    async fn end_bulk_load(
+        &self,
+        saved: &SavedSettings,
+        force_merge: bool,
+    ) -> Result<(), StoreError> {
+        self.end_load(saved, force_merge).await
     }
 
     async fn check_index(&self, spec: &IndexSpec) -> Result<IndexCheck, StoreError> {
