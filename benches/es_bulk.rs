@@ -9,7 +9,9 @@
 //!
 //! Prints docs/s and bytes/doc (the `_bulk` NDJSON bytes per document) per variant. Sizes from the
 //! environment: `IMGVEC_BENCH_N` [4000], `IMGVEC_BENCH_DIMS` [768]; the server from
-//! `IMGVEC_TEST_ES_URL` (see `.ci/es-server.sh`).
+//! `IMGVEC_TEST_ES_URL` (see `.ci/es-server.sh`). `IMGVEC_BENCH_RTT_MS` [0] puts a proxy in front
+//! of the server that holds each request (the first bytes after an answer) that many milliseconds, as a network round trip to a far
+//! cluster would (loopback has none, so there the server's own indexing speed is all one sees).
 //!
 //! ```text
 //! eval "$(bash .ci/es-server.sh start target/es-test)"
@@ -20,7 +22,7 @@
 mod docs;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +133,58 @@ fn run_variant(
     Ok(())
 }
 
+/// A proxy to `upstream` that holds each request (the first bytes after a pause) `rtt` before
+/// forwarding it; answers pass straight through. Returns its URL.
+fn delaying_proxy(rt: &tokio::runtime::Runtime, upstream: &str, rtt: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = upstream
+        .trim_end_matches('/')
+        .trim_start_matches("http://")
+        .to_string();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the proxy");
+    let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+    rt.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            // No Nagle delays of the proxy's own on top of the one it adds.
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            // A new request starts with the first bytes after an answer (HTTP/1.1 keep-alive).
+            let answered = Arc::new(AtomicBool::new(true));
+            let seen = Arc::clone(&answered);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if seen.swap(false, Ordering::SeqCst) {
+                        tokio::time::sleep(rtt).await;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    answered.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    url
+}
+
 fn main() {
     let Ok(url) = std::env::var("IMGVEC_TEST_ES_URL") else {
         eprintln!(
@@ -150,6 +204,13 @@ fn main() {
             eprintln!("runtime: {e}");
             std::process::exit(1);
         }
+    };
+    let rtt = env_usize("IMGVEC_BENCH_RTT_MS", 0);
+    let url = if rtt > 0 {
+        println!("through a proxy adding {rtt} ms per request");
+        delaying_proxy(&rt, &url, Duration::from_millis(rtt as u64))
+    } else {
+        url
     };
     let variants =
         std::env::var("IMGVEC_BENCH_VARIANTS").unwrap_or_else(|_| "8x1,500x2,500x4".into());

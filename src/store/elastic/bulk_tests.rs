@@ -205,3 +205,34 @@ async fn a_missing_index_in_the_bulk_answer_is_index_missing() {
         ]
     );
 }
+
+#[test]
+fn vectors_are_written_in_their_shortest_f32_form() {
+    let mut d = doc("abc", 3);
+    d.vector = vec![0.1, -0.333_333_34, 1.0e-8];
+    let text = bulk_lines(&d, false);
+    let source = text.lines().nth(1).unwrap();
+    assert!(
+        source.contains(r#""IFV":[0.1,-0.33333334,1e-8]"#),
+        "{source}"
+    );
+    let parsed: Value = serde_json::from_str(source).unwrap();
+    let back: Vec<f32> = parsed["IFV"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(back, d.vector, "the same f32s after a round trip");
+    assert_eq!(
+        parsed,
+        doc_source(&d)
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("IFV".into(), parsed["IFV"].clone());
+                Value::Object(o)
+            })
+            .unwrap()
+    );
+}
