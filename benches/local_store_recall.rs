@@ -345,6 +345,7 @@ async fn store_bench(
         dims,
         hnsw_m: Some(m as u32),
         hnsw_ef_construction: Some(efc as u32),
+        ..IndexSpec::for_dims(dims)
     };
     let cfg = LocalConfig::new(dir, "bench");
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceChoice;
@@ -176,6 +177,13 @@ pub struct CreateIndexArgs {
     /// HNSW `ef_construction` (Elasticsearch's default if not set).
     #[arg(long, value_name = "N")]
     pub hnsw_ef_construction: Option<u32>,
+    /// Elasticsearch primary shards (default: the server's, 1). Fixed once the index exists; not
+    /// accepted by Elastic Cloud Serverless. Sent only when given.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: Option<u32>,
+    /// Elasticsearch replicas per shard (default: the server's, 1). Sent only when given.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -207,6 +215,20 @@ pub struct IngestArgs {
     /// each with its own I, ingest disjoint parts whose union is everything.
     #[arg(long, value_name = "I/N", value_parser = crate::pipeline::Shard::parse)]
     pub shard: Option<crate::pipeline::Shard>,
+    /// Elasticsearch `_bulk` requests in flight at once (halved while the server answers 429).
+    #[arg(long, env = "IMGVEC_BULK_CONCURRENCY", default_value_t = crate::store::elastic::DEFAULT_BULK_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from), value_name = "N")]
+    pub bulk_concurrency: usize,
+    /// Elasticsearch bulk-load mode: no replicas and no refresh during the load, put back after it
+    /// (also after Ctrl-C or an error). Automatic for a first load of 50,000 images or more.
+    #[arg(long, conflicts_with = "no_bulk_load")]
+    pub bulk_load: bool,
+    /// Never use bulk-load mode, even for a large first load.
+    #[arg(long)]
+    pub no_bulk_load: bool,
+    /// After a bulk load, force-merge the index to one segment per shard (faster searches).
+    #[arg(long)]
+    pub force_merge: bool,
     /// Print nothing but errors and the summary.
     #[arg(long, short)]
     pub quiet: bool,

@@ -140,6 +140,7 @@ async fn mapping_as_created_reads_back() {
         dims: 12,
         hnsw_m: Some(24),
         hnsw_ef_construction: Some(128),
+        ..IndexSpec::for_dims(12)
     };
     assert_eq!(
         t.store.ensure_index(&spec).await.unwrap(),

@@ -115,6 +115,7 @@ async fn ensure_index_creates_once_and_reads_back() {
         dims: 12,
         hnsw_m: Some(24),
         hnsw_ef_construction: Some(64),
+        ..IndexSpec::for_dims(12)
     };
     assert_eq!(
         store.ensure_index(&s).await.unwrap(),

@@ -19,7 +19,12 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
         dims: model.dims(),
         hnsw_m: args.hnsw_m,
         hnsw_ef_construction: args.hnsw_ef_construction,
+        shards: args.shards,
+        replicas: args.replicas,
     };
+    if args.store.es_url.is_none() && (args.shards.is_some() || args.replicas.is_some()) {
+        eprintln!("imgvec: warning: --shards/--replicas apply to Elasticsearch only; the embedded store has neither");
+    }
     let index = &args.store.index;
     if args.recreate && !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -49,7 +54,16 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
             match store.ensure_index(&spec).await? {
                 EnsureOutcome::Created => println!("created index '{index}': {what}"),
                 EnsureOutcome::AlreadyExists => {
-                    println!("index '{index}' already exists with a compatible mapping: {what}")
+                    let check = store.check_index(&spec).await?;
+                    println!(
+                        "index '{index}' already exists with a compatible mapping: {}-d {} l2_norm vectors ({})",
+                        spec.dims,
+                        check.vector_index,
+                        store.describe()
+                    );
+                    for w in check.warnings {
+                        eprintln!("imgvec: warning: {w}");
+                    }
                 }
             }
         }

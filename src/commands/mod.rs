@@ -73,6 +73,14 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
 
 /// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
+    open_store_with(args, |_| {})
+}
+
+/// [`open_store`], with `tune` adjusting the Elasticsearch settings (bulk concurrency...) first.
+pub fn open_store_with(
+    args: &StoreArgs,
+    tune: impl FnOnce(&mut ElasticConfig),
+) -> Result<Box<dyn VectorStore>> {
     let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
         let dir = crate::data_dir::store_dir(args.store.as_deref())?;
         if args.insecure || args.ca_cert.is_some() {
@@ -100,6 +108,7 @@ anyone on the path can read and change what is sent"
     cfg.insecure = args.insecure;
     cfg.request_timeout = Duration::from_secs(args.timeout.max(1));
     cfg.max_retries = args.max_retries;
+    tune(&mut cfg);
     Ok(Box::new(ElasticStore::connect(cfg)?))
 }
 

@@ -47,6 +47,11 @@ pub struct IndexSpec {
     pub hnsw_m: Option<u32>,
     /// HNSW `ef_construction`; `None` leaves the server's default.
     pub hnsw_ef_construction: Option<u32>,
+    /// Elasticsearch primary shards (`index.number_of_shards`); `None` sends no setting, so the
+    /// server's default applies (Serverless refuses the setting).
+    pub shards: Option<u32>,
+    /// Elasticsearch replicas (`index.number_of_replicas`); `None` sends no setting.
+    pub replicas: Option<u32>,
 }
 
 impl IndexSpec {
@@ -56,6 +61,8 @@ impl IndexSpec {
             dims,
             hnsw_m: None,
             hnsw_ef_construction: None,
+            shards: None,
+            replicas: None,
         }
     }
 }
@@ -67,6 +74,20 @@ pub enum EnsureOutcome {
     /// The index was there already, with a compatible mapping.
     AlreadyExists,
 }
+
+/// What [`VectorStore::check_index`] found about an existing, usable index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexCheck {
+    /// How the vectors are indexed, for people: `int8_hnsw`, `bbq_hnsw`, "the server's default"...
+    pub vector_index: String,
+    /// What works but differs from what `create-index` makes, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Index settings saved by [`VectorStore::begin_bulk_load`], for [`VectorStore::end_bulk_load`]
+/// to put back (for Elasticsearch: each concrete index's previous values, `null` for unset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedSettings(pub serde_json::Value);
 
 /// A k-nearest-neighbour query.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +218,34 @@ pub trait VectorStore: Send + Sync {
 
     /// Number of documents in the index.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Prepares the index for a large load (Elasticsearch: no replicas, no periodic refresh) and
+    /// returns what to put back; `None` where there is nothing to change (the embedded store).
+    async fn begin_bulk_load(&self) -> Result<Option<SavedSettings>, StoreError> {
+        Ok(None)
+    }
+
+    /// Puts back what [`VectorStore::begin_bulk_load`] changed, makes everything visible, and
+    /// with `force_merge` starts merging the index into one segment per shard.
+    async fn end_bulk_load(
+        &self,
+        saved: &SavedSettings,
+        force_merge: bool,
+    ) -> Result<(), StoreError> {
+        let _ = (saved, force_merge);
+        Ok(())
+    }
+
+    /// Checks the existing index as [`VectorStore::ensure_index`] does (an error for what keeps it
+    /// from working) and says how its vectors are indexed, with warnings for what differs from what
+    /// `create-index` makes. The default: an index this store made itself (int8 HNSW graph).
+    async fn check_index(&self, spec: &IndexSpec) -> Result<IndexCheck, StoreError> {
+        let _ = spec;
+        Ok(IndexCheck {
+            vector_index: "int8_hnsw".into(),
+            warnings: Vec::new(),
+        })
+    }
 
     /// Every label in the index with its number of documents, most documents first (ties by label).
     async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {

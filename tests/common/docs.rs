@@ -4,11 +4,7 @@
 use imgvec::store::{ImageDoc, IndexSpec};
 
 pub fn spec(dims: usize) -> IndexSpec {
-    IndexSpec {
-        dims,
-        hnsw_m: None,
-        hnsw_ef_construction: None,
-    }
+    IndexSpec::for_dims(dims)
 }
 
 /// splitmix64: a small deterministic PRNG.

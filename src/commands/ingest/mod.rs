@@ -9,7 +9,8 @@
 //! files, indexes what is already embedded and prints the summary; a second Ctrl-C exits at once.
 //! Not for: how files are decoded (`image`), embedded (`clip`) or stored (`store`).
 
-mod indexer;
+mod bulk_load;
+pub mod indexer;
 mod summary;
 
 use std::process::ExitCode;
@@ -20,7 +21,9 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::{ensure_index, exit, open_model, open_store, runtime, INTERRUPTED, PARTIAL_FAILURE};
+use super::{
+    ensure_index, exit, open_model, open_store_with, runtime, INTERRUPTED, PARTIAL_FAILURE,
+};
 use crate::cli::IngestArgs;
 use crate::clip::{ImageEncoder, ModelDir};
 use crate::pipeline::{
@@ -30,7 +33,8 @@ use crate::pipeline::{
 use crate::progress::Progress;
 use crate::store::VectorStore;
 use crate::walk::{absolute, find_images};
-use indexer::Indexer;
+use bulk_load::{BulkLoad, Slot};
+use indexer::{BulkPlan, Indexer};
 pub use summary::Summary;
 
 /// Hashes asked about in one existence check.
@@ -40,20 +44,26 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
-    let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
+    let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async {
+        open_store_with(&args.store, |cfg| {
+            cfg.bulk_concurrency = args.bulk_concurrency
+        })
+    })?);
     rt.block_on(ensure_index(
         store.as_ref(),
         &args.store.index,
         model.dims(),
         args.quiet,
     ))?;
-    let (stop, interrupted) = watch_ctrl_c(&rt);
+    let slot = Slot::default();
+    let (stop, interrupted) = watch_ctrl_c(&rt, &slot);
 
     let mut summary = Summary::default();
     let jobs = find_jobs(args, &mut summary);
     if !args.quiet {
         eprintln!("imgvec: {} image(s) found", summary.found);
     }
+    let bulk_load = begin_bulk_load(args, &rt, &store, &slot, jobs.len());
     if !jobs.is_empty() {
         let work = Work {
             args,
@@ -64,6 +74,9 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
             stop: &stop,
         };
         summary.add(work.embed_and_index(jobs)?);
+    }
+    if let Some(load) = bulk_load {
+        load.finish();
     }
     if summary.indexed > 0 {
         if let Err(e) = rt.block_on(store.refresh()) {
@@ -83,11 +96,32 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     })
 }
 
-/// Ctrl-C: the first sets `stop` (read no more files) and `interrupted`; the second exits at once.
-fn watch_ctrl_c(rt: &tokio::runtime::Runtime) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+/// Bulk-load mode if asked (`--bulk-load`) or for a large first load, on a store that has it.
+fn begin_bulk_load(
+    args: &IngestArgs,
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn VectorStore>,
+    slot: &Slot,
+    images: usize,
+) -> Option<BulkLoad> {
+    if args.no_bulk_load || images == 0 {
+        return None;
+    }
+    let count = || rt.block_on(store.count()).ok();
+    let auto = !args.bulk_load && images >= bulk_load::AUTO_BULK_LOAD_IMAGES;
+    if !bulk_load::wanted(args.bulk_load, images, if auto { count() } else { None }) {
+        return None;
+    }
+    BulkLoad::begin(rt.handle(), store, slot, args.force_merge, args.quiet)
+}
+
+/// Ctrl-C: the first sets `stop` (read no more files) and `interrupted`; the second puts back the
+/// settings bulk-load mode changed (if any) and exits.
+fn watch_ctrl_c(rt: &tokio::runtime::Runtime, slot: &Slot) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     let (s, i) = (Arc::clone(&stop), Arc::clone(&interrupted));
+    let slot = Arc::clone(slot);
     rt.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!(
@@ -96,6 +130,7 @@ fn watch_ctrl_c(rt: &tokio::runtime::Runtime) -> (Arc<AtomicBool>, Arc<AtomicBoo
             i.store(true, Ordering::SeqCst);
             s.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {
+                bulk_load::restore_before_exit(&slot).await;
                 std::process::exit(i32::from(INTERRUPTED));
             }
         }
@@ -159,6 +194,10 @@ impl Work<'_> {
             model: self.model.name(),
             overwrite: self.args.force,
             stop: Arc::clone(self.stop),
+            plan: BulkPlan {
+                concurrency: self.args.bulk_concurrency,
+                ..BulkPlan::default()
+            },
         }
         .spawn(self.rt, batches);
         let mut send = |batch: Vec<Outcome>| {

@@ -20,8 +20,6 @@ use super::query::IDS_PER_REQUEST;
 use super::ElasticStore;
 use crate::store::{ImageDoc, StoreError};
 
-/// The first version that may leave vectors out of `_source` and knows `_source_exclude_vectors`.
-const EXCLUDES_VECTORS_SINCE: (u32, u32) = (9, 2);
 /// The `_source` fields `get` reads.
 const DOC_FIELDS: &str = "name,path,IFV,sha256,bytes,width,height,model,indexed_at";
 
@@ -34,7 +32,7 @@ impl ElasticStore {
             return Ok(Vec::new());
         }
         let mut query = vec![("_source_includes", DOC_FIELDS)];
-        if self.server_version().await? >= EXCLUDES_VECTORS_SINCE {
+        if self.server_info().await?.excludes_vectors() {
             query.push(("_source_exclude_vectors", "false"));
         }
         let mut docs = Vec::new();
@@ -68,25 +66,6 @@ impl ElasticStore {
             }
         }
         Ok(docs)
-    }
-
-    /// The server's (major, minor) version, asked once with `GET /`.
-    async fn server_version(&self) -> Result<(u32, u32), StoreError> {
-        self.version
-            .get_or_try_init(|| async {
-                let reply = self.conn.request(Method::Get, "/", None, None).await?;
-                if !reply.status.is_success() {
-                    return Err(self.error_for(Op::Search, &reply));
-                }
-                reply
-                    .body
-                    .pointer("/version/number")
-                    .and_then(Value::as_str)
-                    .and_then(parse_version)
-                    .ok_or_else(|| unexpected(self.url(), "GET /", &reply.body))
-            })
-            .await
-            .copied()
     }
 }
 
@@ -134,14 +113,6 @@ excluded from it: set index.mapping.exclude_source_vectors to false)"
         model: text("model"),
         indexed_at_ms: number("indexed_at"),
     }))
-}
-
-/// `"9.2.1"`, `"8.15.3-SNAPSHOT"` → (major, minor).
-pub fn parse_version(number: &str) -> Option<(u32, u32)> {
-    let mut parts = number.split(['.', '-']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 #[cfg(test)]

@@ -32,10 +32,14 @@ fn mget_documents_are_read_with_their_vectors() {
 }
 
 #[test]
-fn versions_are_read_as_major_minor() {
-    assert_eq!(parse_version("8.15.3"), Some((8, 15)));
-    assert_eq!(parse_version("9.2.0-SNAPSHOT"), Some((9, 2)));
-    assert_eq!(parse_version("9"), None);
-    assert!(parse_version("9.1.4").unwrap() < EXCLUDES_VECTORS_SINCE);
-    assert!(parse_version("10.0.0").unwrap() >= EXCLUDES_VECTORS_SINCE);
+fn vectors_are_asked_for_where_the_server_leaves_them_out() {
+    use crate::store::elastic::ServerInfo;
+    let root = |number: &str, flavor: &str| {
+        ServerInfo::from_root(&json!({"version": {"number": number, "build_flavor": flavor}}))
+    };
+    assert!(!root("8.15.3", "default").excludes_vectors());
+    assert!(!root("9.1.4", "default").excludes_vectors());
+    assert!(root("9.2.0-SNAPSHOT", "default").excludes_vectors());
+    assert!(root("10.0.0", "default").excludes_vectors());
+    assert!(root("8.11.0", "serverless").excludes_vectors());
 }

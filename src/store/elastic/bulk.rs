@@ -2,6 +2,9 @@
 //! bytes, reading the response item by item, and sending again only the items refused for a passing
 //! reason (429, 5xx).
 //!
+//! Every request passes the store's `throttle`, told of each 429 (whole request or items), so
+//! concurrent upserts slow down together when the server is busy.
+//!
 //! What it is not for: retrying a whole request that got no answer or a 429/5xx (that is
 //! `connection`'s job, below this one), or checking the index's mapping (see `mapping`).
 
@@ -30,13 +33,45 @@ pub fn doc_source(doc: &ImageDoc) -> Value {
     })
 }
 
+/// [`doc_source`] as written: the vector's floats in their shortest f32 form ("0.1"), not widened
+/// to f64 first ("0.10000000149011612"), which would nearly double the request size for the same
+/// numbers (Elasticsearch parses either back to the same f32).
+#[derive(serde::Serialize)]
+struct Source<'a> {
+    name: &'a str,
+    path: &'a str,
+    #[serde(rename = "IFV")]
+    vector: &'a [f32],
+    sha256: &'a str,
+    bytes: u64,
+    width: u32,
+    height: u32,
+    model: &'a str,
+    indexed_at: u64,
+}
+
 /// A document's two `_bulk` lines (action, source), each ending in a newline. `create` leaves an
 /// existing document untouched (409); `index` overwrites it.
 pub fn bulk_lines(doc: &ImageDoc, overwrite: bool) -> String {
     let op = if overwrite { "index" } else { "create" };
     let mut out = json!({ op: { "_id": doc.id } }).to_string();
     out.push('\n');
-    out.push_str(&doc_source(doc).to_string());
+    let source = Source {
+        name: &doc.label,
+        path: &doc.path,
+        vector: &doc.vector,
+        sha256: &doc.id,
+        bytes: doc.bytes,
+        width: doc.width,
+        height: doc.height,
+        model: &doc.model,
+        indexed_at: doc.indexed_at_ms,
+    };
+    // Serializing plain strings and numbers cannot fail; fall back to the Value form regardless.
+    match serde_json::to_string(&source) {
+        Ok(line) => out.push_str(&line),
+        Err(_) => out.push_str(&doc_source(doc).to_string()),
+    }
     out.push('\n');
     out
 }
@@ -133,7 +168,28 @@ impl ElasticStore {
         let mut attempt = 0u32;
         loop {
             let body: String = todo.iter().map(|&i| lines[i].as_str()).collect();
-            let reply = self.send(Method::Post, "_bulk", None, Some(&body)).await?;
+            let reply = {
+                let _permit = self.throttle.acquire().await;
+                self.send(Method::Post, "_bulk", None, Some(&body)).await?
+            };
+            let items_busy = reply
+                .body
+                .get("items")
+                .and_then(Value::as_array)
+                .is_some_and(|items| {
+                    items.iter().any(|i| {
+                        i.as_object()
+                            .and_then(|o| o.values().next())
+                            .and_then(|v| v.get("status"))
+                            .and_then(Value::as_u64)
+                            == Some(429)
+                    })
+                });
+            if reply.busy_retries > 0 || reply.status.as_u16() == 429 || items_busy {
+                self.throttle.busy();
+            } else {
+                self.throttle.ok();
+            }
             if !reply.status.is_success() {
                 return Err(self.bulk_error(self.error_for(Op::Bulk { overwrite }, &reply)));
             }

@@ -9,8 +9,7 @@ use super::*;
 use crate::store::{ImageDoc, StoreError, UpsertReport, VectorStore};
 
 /// `GET /idx/_mapping`'s answer for an index of 2-d vectors.
-const MAPPING_2D: &str =
-    r#"{"idx":{"mappings":{"properties":{"IFV":{"type":"dense_vector","dims":2}}}}}"#;
+const MAPPING_2D: &str = r#"{"idx":{"mappings":{"properties":{"IFV":{"type":"dense_vector","dims":2},"name":{"type":"keyword"}}}}}"#;
 const CREATED: &str =
     r#"{"errors":false,"items":[{"create":{"_id":"d","status":201,"result":"created"}}]}"#;
 
@@ -204,5 +203,36 @@ async fn a_missing_index_in_the_bulk_answer_is_index_missing() {
             "GET /idx/_mapping",
             "POST /idx/_bulk"
         ]
+    );
+}
+
+#[test]
+fn vectors_are_written_in_their_shortest_f32_form() {
+    let mut d = doc("abc", 3);
+    d.vector = vec![0.1, -0.333_333_34, 1.0e-8];
+    let text = bulk_lines(&d, false);
+    let source = text.lines().nth(1).unwrap();
+    assert!(
+        source.contains(r#""IFV":[0.1,-0.33333334,1e-8]"#),
+        "{source}"
+    );
+    let parsed: Value = serde_json::from_str(source).unwrap();
+    let back: Vec<f32> = parsed["IFV"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(back, d.vector, "the same f32s after a round trip");
+    assert_eq!(
+        parsed,
+        doc_source(&d)
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("IFV".into(), parsed["IFV"].clone());
+                Value::Object(o)
+            })
+            .unwrap()
     );
 }

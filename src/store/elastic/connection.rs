@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_RETRIES: u32 = 6;
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
 pub const DEFAULT_BULK_MAX_DOCS: usize = 500;
 pub const DEFAULT_BULK_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// `_bulk` requests in flight at once (the CLI's `--bulk-concurrency` default).
+pub const DEFAULT_BULK_CONCURRENCY: usize = 2;
 /// No wait between retries is longer than this.
 pub const RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -62,6 +64,9 @@ pub struct ElasticConfig {
     pub bulk_max_docs: usize,
     /// Most NDJSON bytes in one `_bulk` request (a larger single document is sent alone).
     pub bulk_max_bytes: usize,
+    /// Most `_bulk` requests in flight at once, from all callers together; halved while the server
+    /// answers 429.
+    pub bulk_concurrency: usize,
 }
 
 impl ElasticConfig {
@@ -80,6 +85,7 @@ impl ElasticConfig {
             retry_base: DEFAULT_RETRY_BASE,
             bulk_max_docs: DEFAULT_BULK_MAX_DOCS,
             bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
+            bulk_concurrency: DEFAULT_BULK_CONCURRENCY,
         }
     }
 }
@@ -101,6 +107,7 @@ impl fmt::Debug for ElasticConfig {
             .field("retry_base", &self.retry_base)
             .field("bulk_max_docs", &self.bulk_max_docs)
             .field("bulk_max_bytes", &self.bulk_max_bytes)
+            .field("bulk_concurrency", &self.bulk_concurrency)
             .finish()
     }
 }
@@ -110,6 +117,8 @@ impl fmt::Debug for ElasticConfig {
 pub(super) struct Reply {
     pub(super) status: StatusCode,
     pub(super) body: Value,
+    /// How many 429 answers were retried before this one (for the bulk throttle).
+    pub(super) busy_retries: u32,
 }
 
 /// Why a request got no answer.
@@ -195,12 +204,16 @@ impl Connection {
             );
         }
         let mut attempt = 0u32;
+        let mut busy_retries = 0u32;
         loop {
             match self.send_once(method, path, &headers, query, body).await {
-                Ok(reply) => {
-                    if !is_transient_status(reply.status.as_u16()) || attempt >= self.max_retries {
+                Ok(mut reply) => {
+                    let status = reply.status.as_u16();
+                    if !is_transient_status(status) || attempt >= self.max_retries {
+                        reply.busy_retries = busy_retries;
                         return Ok(reply);
                     }
+                    busy_retries += u32::from(status == 429);
                 }
                 Err(NoAnswer::Certificate(detail)) => {
                     return Err(StoreError::Certificate {
@@ -248,6 +261,7 @@ impl Connection {
         Ok(Reply {
             status,
             body: parse_body(&bytes),
+            busy_retries: 0,
         })
     }
 }

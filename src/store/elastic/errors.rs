@@ -32,6 +32,10 @@ pub(super) enum Op {
     Count,
     /// `_refresh`.
     Refresh,
+    /// `GET`/`PUT _settings` (bulk-load mode).
+    Settings,
+    /// `_forcemerge`.
+    ForceMerge,
 }
 
 impl Op {
@@ -45,6 +49,8 @@ impl Op {
             Op::Bulk { overwrite: true } => ("overwrite documents", "index"),
             Op::Mget | Op::Search | Op::Count => ("read documents", "read"),
             Op::Refresh => ("refresh the index", "maintenance"),
+            Op::Settings => ("change the index's settings", "manage"),
+            Op::ForceMerge => ("force-merge the index", "maintenance"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The index itself: the body that creates it (`mappings/image-index.json` with the model's vector
-//! size), checking an existing index against what the store writes ([`mapping_differences`],
-//! [`vector_dims`]), and the index-level requests (exists, create, delete, get mapping).
+//! size), the index-level requests (exists, create, delete, get mapping), and checking an existing
+//! index with what `compat` says of its mapping ([`vector_dims`] here).
 //!
 //! What it is not for: documents (see `bulk` for writing them, `query` for reading them) or how
 //! requests are sent and retried (see `connection`).
@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 
 use elasticsearch::http::Method;
 use serde_json::{json, Map, Value};
+
+use super::compat::{check_mapping, label_field_error};
 
 use super::errors::{error_type, unexpected, Op};
 use super::ElasticStore;
@@ -95,20 +97,26 @@ impl ElasticStore {
         Err(self.error_for(Op::CreateIndex, &reply))
     }
 
-    /// Compares every concrete index behind the name with `spec`.
-    pub(super) async fn check_compatible(&self, spec: &IndexSpec) -> Result<(), StoreError> {
+    /// Compares every concrete index behind the name with `spec`: an error naming each
+    /// difference that keeps the store from working, else the warnings and the vector index type.
+    pub(super) async fn check_compatible(
+        &self,
+        spec: &IndexSpec,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let mappings = self.mappings().await?;
         let several = mappings.len() > 1;
-        let mut differences = Vec::new();
+        let (mut errors, mut warnings, mut vector_index) = (Vec::new(), Vec::new(), None);
         for (name, mapping) in &mappings {
-            for d in mapping_differences(mapping, spec) {
-                differences.push(if several { format!("{name}: {d}") } else { d });
-            }
+            let check = check_mapping(mapping, spec);
+            let named = |d: String| if several { format!("{name}: {d}") } else { d };
+            errors.extend(check.errors.into_iter().map(named));
+            warnings.extend(check.warnings.into_iter().map(named));
+            vector_index = vector_index.or(check.vector_index);
         }
-        if differences.is_empty() {
-            Ok(())
+        if errors.is_empty() {
+            Ok((warnings, vector_index))
         } else {
-            Err(self.incompatible(differences))
+            Err(self.incompatible(errors))
         }
     }
 
@@ -131,6 +139,14 @@ impl ElasticStore {
                 }
                 (Some(d), _) => dims = Some(d),
             }
+            // Writing or searching by label in such an index would silently miss.
+            if let Some(e) = label_field_error(mapping) {
+                return Err(self.incompatible(vec![if mappings.len() > 1 {
+                    format!("{name}: {e}")
+                } else {
+                    e
+                }]));
+            }
         }
         dims.ok_or_else(|| self.index_missing())
     }
@@ -144,7 +160,9 @@ impl ElasticStore {
 }
 
 /// The request body that creates the index: `mappings/image-index.json` with the vector size and
-/// HNSW parameters of `spec` filled in.
+/// HNSW parameters of `spec` filled in, and `settings` only for the shards and replicas `spec`
+/// asks for (none by default: Serverless refuses them, and the server's defaults are right for
+/// most indices).
 pub fn index_body(spec: &IndexSpec) -> Value {
     // The template is a compile-time constant; `index_body_is_the_template_plus_spec` checks it.
     let mut body: Value =
@@ -166,6 +184,16 @@ pub fn index_body(spec: &IndexSpec) -> Value {
             }
         }
     }
+    let mut settings = Map::new();
+    if let Some(shards) = spec.shards {
+        settings.insert("number_of_shards".into(), json!(shards));
+    }
+    if let Some(replicas) = spec.replicas {
+        settings.insert("number_of_replicas".into(), json!(replicas));
+    }
+    if !settings.is_empty() {
+        body["settings"] = json!({ "index": settings });
+    }
     body
 }
 
@@ -179,110 +207,6 @@ pub fn vector_dims(mappings: &Value) -> Option<usize> {
         .get("dims")
         .and_then(Value::as_u64)
         .and_then(|d| usize::try_from(d).ok())
-}
-
-/// What in an existing index's `mappings` object (as under `<index>.mappings` in `GET _mapping`)
-/// keeps it from holding what `spec` makes, one readable line per difference; empty if compatible.
-///
-/// Checked: `IFV` is an indexed float `dense_vector` with the model's dims, `l2_norm` similarity and
-/// `int8_hnsw` index type (an absent `index_options` means the server's default and is accepted:
-/// ES 8.12–8.13 do not show it); `name` is a `keyword` (the label filter is a `term` query); no field
-/// this store writes is missing from a `dynamic: strict` mapping. HNSW `m`/`ef_construction` only
-/// tune recall and are not compared.
-pub fn mapping_differences(existing: &Value, spec: &IndexSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    let empty = Map::new();
-    let props = existing
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-
-    match props.get(VECTOR_FIELD) {
-        None => out.push(format!(
-            "{VECTOR_FIELD}: index has no such field, model makes {}-d vectors",
-            spec.dims
-        )),
-        Some(field) => vector_field_differences(field, spec, &mut out),
-    }
-
-    if let Some(name) = props.get(LABEL_FIELD) {
-        let ty = str_at(name, "type").unwrap_or_else(|| "object".into());
-        if ty != "keyword" {
-            out.push(format!(
-                "{LABEL_FIELD} type: index has {ty}, expected keyword (the label filter matches it exactly)"
-            ));
-        }
-    }
-
-    let strict = match existing.get("dynamic") {
-        Some(Value::String(s)) => s == "strict",
-        _ => false,
-    };
-    if strict {
-        for field in written_fields() {
-            if field != VECTOR_FIELD && !props.contains_key(field) {
-                out.push(format!(
-                    "{field}: index has no such field and its mapping is dynamic: strict"
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// [`mapping_differences`] for the vector field's own mapping.
-fn vector_field_differences(field: &Value, spec: &IndexSpec, out: &mut Vec<String>) {
-    let ty = str_at(field, "type").unwrap_or_else(|| "object".into());
-    if ty != "dense_vector" {
-        out.push(format!(
-            "{VECTOR_FIELD} type: index has {ty}, expected dense_vector"
-        ));
-        return;
-    }
-    match field.get("dims").and_then(Value::as_u64) {
-        Some(d) if d == spec.dims as u64 => {}
-        Some(d) => out.push(format!(
-            "{VECTOR_FIELD} dims: index has {d}, model makes {}",
-            spec.dims
-        )),
-        None => out.push(format!(
-            "{VECTOR_FIELD} dims: index has none set, model makes {}",
-            spec.dims
-        )),
-    }
-    if let Some(et) = str_at(field, "element_type") {
-        if et != "float" {
-            out.push(format!(
-                "{VECTOR_FIELD} element_type: index has {et}, expected float"
-            ));
-        }
-    }
-    if field.get("index").and_then(Value::as_bool) == Some(false) {
-        out.push(format!(
-            "{VECTOR_FIELD} index: index has false (no kNN search), expected true"
-        ));
-    }
-    match str_at(field, "similarity") {
-        Some(s) if s == SIMILARITY => {}
-        Some(s) => out.push(format!(
-            "{VECTOR_FIELD} similarity: index has {s}, expected {SIMILARITY}"
-        )),
-        None => out.push(format!(
-            "{VECTOR_FIELD} similarity: index has none set (server default, cosine), expected {SIMILARITY}"
-        )),
-    }
-    if let Some(options) = field.get("index_options") {
-        let t = str_at(options, "type").unwrap_or_else(|| "none".into());
-        if t != VECTOR_INDEX_TYPE {
-            out.push(format!(
-                "{VECTOR_FIELD} index_options.type: index has {t}, expected {VECTOR_INDEX_TYPE}"
-            ));
-        }
-    }
-}
-
-fn str_at(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
 /// The fields [`ElasticStore`]'s `upsert` writes (see `bulk::doc_source`).

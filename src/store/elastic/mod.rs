@@ -15,14 +15,18 @@
 
 mod browse;
 mod bulk;
+mod compat;
 mod connection;
 mod errors;
 mod exact;
+mod load;
 mod mapping;
 mod query;
 mod scan;
+mod server;
 #[cfg(test)]
 mod test_support;
+mod throttle;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,23 +38,31 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, LabelCount,
+    SavedSettings, StoreError,
     UpsertReport, VectorStore,
 };
 pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
+pub use compat::{check_mapping, mapping_differences, MappingCheck};
 pub use connection::{
-    backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
-    DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE, RETRY_CAP,
+    backoff_delay, ElasticConfig, DEFAULT_BULK_CONCURRENCY, DEFAULT_BULK_MAX_BYTES,
+    DEFAULT_BULK_MAX_DOCS, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE,
+    RETRY_CAP,
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
 pub use exact::{exact_knn_body, labels_body, parse_labels, EXACT_L2_NORM_SCRIPT, MAX_LABELS};
+pub use load::LOAD_SETTINGS;
 pub use mapping::{
-    index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
-    SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
+    index_body, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD, SIMILARITY, VECTOR_FIELD,
+    VECTOR_INDEX_TYPE,
 };
-pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
+pub use query::{
+    knn_body, parse_hits, ExactScores, IDS_PER_REQUEST, L2_SCORE_SCRIPT, MAX_NUM_CANDIDATES,
+    OVERSAMPLE,
+};
+pub use server::ServerInfo;
 pub use scan::source_excludes_vectors;
 
 /// An Elasticsearch index seen as a [`VectorStore`].
@@ -61,8 +73,10 @@ pub struct ElasticStore {
     bulk_max_bytes: usize,
     /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
     index_seen: AtomicBool,
-    /// The server's (major, minor) version, once asked (see `browse`).
-    version: tokio::sync::OnceCell<(u32, u32)>,
+    /// What `GET /` said, asked once (see `server`).
+    server: tokio::sync::OnceCell<ServerInfo>,
+    /// The gate of every `_bulk` request (see `throttle`).
+    throttle: throttle::Throttle,
 }
 
 impl fmt::Debug for ElasticStore {
@@ -84,7 +98,8 @@ impl ElasticStore {
             bulk_max_docs: cfg.bulk_max_docs.max(1),
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
-            version: tokio::sync::OnceCell::new(),
+            server: tokio::sync::OnceCell::new(),
+            throttle: throttle::Throttle::new(cfg.bulk_concurrency),
         })
     }
 
@@ -159,6 +174,26 @@ impl VectorStore for ElasticStore {
         // There already, or created by someone else between our HEAD and PUT.
         self.check_compatible(spec).await?;
         Ok(EnsureOutcome::AlreadyExists)
+    }
+
+    async fn begin_bulk_load(&self) -> Result<Option<SavedSettings>, StoreError> {
+        self.begin_load().await.map(Some)
+    }
+
+    async fn end_bulk_load(
+        &self,
+        saved: &SavedSettings,
+        force_merge: bool,
+    ) -> Result<(), StoreError> {
+        self.end_load(saved, force_merge).await
+    }
+
+    async fn check_index(&self, spec: &IndexSpec) -> Result<IndexCheck, StoreError> {
+        let (warnings, vector_index) = self.check_compatible(spec).await?;
+        Ok(IndexCheck {
+            vector_index: vector_index.unwrap_or_else(|| "the server's default".into()),
+            warnings,
+        })
     }
 
     async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
-//! Reading documents back: the kNN search body (label filter inside the `knn` clause) and its hits,
-//! and asking which ids exist (`_mget`).
+//! Reading documents back: the kNN search body (label filter inside the `knn` clause, candidates
+//! re-ranked with the float vectors so scores are exact) and its hits, and asking which ids exist
+//! (`_mget`).
 //!
 //! What it is not for: writing documents (see `bulk`), or sending and retrying requests (see
 //! `connection`). It never reads the vectors back: ES 9.2+ leaves them out of `_source`.
@@ -18,6 +19,26 @@ use crate::store::{Hit, KnnQuery, StoreError};
 pub const IDS_PER_REQUEST: usize = 1_000;
 /// Elasticsearch's upper bound for `num_candidates`.
 pub const MAX_NUM_CANDIDATES: usize = 10_000;
+/// How many times `k` candidates are re-ranked with the float vectors (Elasticsearch's own default
+/// for `bbq_hnsw`; int8 ranks well already, so 3·k is ample for it).
+pub const OVERSAMPLE: usize = 3;
+/// The `script_score` of the fallback re-rank: Elasticsearch's `l2_norm` score, `1 / (1 + d²)`,
+/// computed from the float vector.
+pub const L2_SCORE_SCRIPT: &str =
+    "double d = l2norm(params.query_vector, 'IFV'); return 1.0 / (1.0 + d * d);";
+
+/// How a kNN search gets exact scores: a top-level `knn` on a quantized index (`int8_hnsw`,
+/// `bbq_hnsw`, ...) ranks and scores with the quantized vectors, so its candidates are re-ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExactScores {
+    /// `knn.rescore_vector` (8.18+, 9.x, Serverless): the server re-ranks `OVERSAMPLE·k`
+    /// candidates with the float vectors (and ignores it on a float `hnsw`/`flat` index, whose
+    /// scores are exact anyway).
+    RescoreVector,
+    /// A `rescore` with a `script_score` on `l2norm` (8.12+) over the kNN's `OVERSAMPLE·k` hits,
+    /// the rescore's score replacing the kNN's (`query_weight` 0).
+    Script,
+}
 
 impl ElasticStore {
     /// [`crate::store::VectorStore::knn`]: one `_search` with [`knn_body`].
@@ -25,7 +46,12 @@ impl ElasticStore {
         if query.k == 0 {
             return Ok(Vec::new());
         }
-        let body = knn_body(query).to_string();
+        let exact = if self.server_info().await?.has_rescore_vector() {
+            ExactScores::RescoreVector
+        } else {
+            ExactScores::Script
+        };
+        let body = knn_body(query, exact).to_string();
         let reply = self
             .send(Method::Post, "_search", None, Some(&body))
             .await?;
@@ -80,24 +106,45 @@ impl ElasticStore {
 }
 
 /// The search body for `query`: Elasticsearch's top-level `knn` option, the label filter inside it
-/// (so it selects before the nearest are picked, not after).
-pub fn knn_body(query: &KnnQuery) -> Value {
+/// (so it selects before the nearest are picked, not after), and the re-rank `exact` asks for.
+pub fn knn_body(query: &KnnQuery, exact: ExactScores) -> Value {
     let k = query.k.max(1);
     let num_candidates = query.num_candidates.clamp(k, MAX_NUM_CANDIDATES.max(k));
+    // The hits re-ranked by the script: k·OVERSAMPLE, within num_candidates, at least k.
+    let window = k.saturating_mul(OVERSAMPLE).min(num_candidates).max(k);
     let mut knn = json!({
         "field": VECTOR_FIELD,
         "query_vector": query.vector,
-        "k": k,
+        "k": if exact == ExactScores::Script { window } else { k },
         "num_candidates": num_candidates,
     });
     if let Some(label) = &query.label {
         knn["filter"] = json!({ "term": { LABEL_FIELD: label } });
     }
-    json!({
-        "knn": knn,
-        "size": k,
-        "_source": [LABEL_FIELD, PATH_FIELD],
-    })
+    let mut body = json!({ "size": k, "_source": [LABEL_FIELD, PATH_FIELD] });
+    match exact {
+        ExactScores::RescoreVector => {
+            knn["rescore_vector"] = json!({ "oversample": OVERSAMPLE as f64 });
+        }
+        ExactScores::Script => {
+            body["rescore"] = json!({
+                "window_size": window,
+                "query": {
+                    "rescore_query": { "script_score": {
+                        "query": { "match_all": {} },
+                        "script": {
+                            "source": L2_SCORE_SCRIPT,
+                            "params": { "query_vector": query.vector },
+                        },
+                    } },
+                    "query_weight": 0.0,
+                    "rescore_query_weight": 1.0,
+                },
+            });
+        }
+    }
+    body["knn"] = knn;
+    body
 }
 
 /// Reads `hits.hits` of a search response into [`Hit`]s, in the server's order (best first).

@@ -77,22 +77,7 @@ impl ElasticStore {
 /// Whether a server that answered `GET /` with `root` leaves vectors out of `_source` by default
 /// (Elasticsearch 9.2 and later, and Serverless), so a scan must ask for them.
 pub fn source_excludes_vectors(root: &Value) -> bool {
-    let version = root.get("version");
-    if version
-        .and_then(|v| v.get("build_flavor"))
-        .and_then(Value::as_str)
-        == Some("serverless")
-    {
-        return true;
-    }
-    let number = version
-        .and_then(|v| v.get("number"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let mut parts = number.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (9, 2)
+    super::ServerInfo::from_root(root).excludes_vectors()
 }
 
 /// The search body of one page.

@@ -11,11 +11,7 @@ use super::{ElasticConfig, ElasticStore};
 use crate::store::{ImageDoc, IndexSpec};
 
 pub(super) fn spec(dims: usize) -> IndexSpec {
-    IndexSpec {
-        dims,
-        hnsw_m: None,
-        hnsw_ef_construction: None,
-    }
+    IndexSpec::for_dims(dims)
 }
 
 pub(super) fn doc(id: &str, dims: usize) -> ImageDoc {
