@@ -89,6 +89,7 @@ impl Indexer {
             height: facts.height,
             model: self.model.clone(),
             indexed_at_ms: now_ms(),
+            mtime_ms: facts.mtime_ms,
         }
     }
 

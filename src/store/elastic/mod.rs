@@ -4,7 +4,8 @@
 //! What it is for: [`ElasticStore`] and its [`VectorStore`] methods, each a few lines that hand the
 //! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
-//! `bulk` (writing documents), `query` (kNN search, which ids exist). Every request is plain JSON
+//! `bulk` (writing documents), `query` (kNN search, which ids exist), `delete` (deleting
+//! documents, listing them by path). Every request is plain JSON
 //! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
@@ -13,6 +14,7 @@
 
 mod bulk;
 mod connection;
+mod delete;
 mod errors;
 mod mapping;
 mod query;
@@ -21,7 +23,7 @@ mod test_support;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 
 use async_trait::async_trait;
 use elasticsearch::http::Method;
@@ -29,7 +31,8 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    DocFile, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport,
+    VectorStore,
 };
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use connection::{
@@ -39,8 +42,8 @@ pub use connection::{
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
 pub use mapping::{
-    index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD,
-    SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
+    index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, MTIME_FIELD,
+    PATH_FIELD, SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
 pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
 
@@ -52,7 +55,14 @@ pub struct ElasticStore {
     bulk_max_bytes: usize,
     /// Whether the index was seen to exist (and not deleted since): `upsert` then skips asking.
     index_seen: AtomicBool,
+    /// Whether the index's mapping takes the `mtime` field (indices made before it existed, with
+    /// `dynamic: strict`, do not): [`MTIME_UNKNOWN`], [`MTIME_MAPPED`] or [`MTIME_UNMAPPED`].
+    mtime_mapping: AtomicU8,
 }
+
+const MTIME_UNKNOWN: u8 = 0;
+const MTIME_MAPPED: u8 = 1;
+const MTIME_UNMAPPED: u8 = 2;
 
 impl fmt::Debug for ElasticStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,6 +83,7 @@ impl ElasticStore {
             bulk_max_docs: cfg.bulk_max_docs.max(1),
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
+            mtime_mapping: AtomicU8::new(MTIME_UNKNOWN),
         })
     }
 
@@ -181,6 +192,14 @@ impl VectorStore for ElasticStore {
 
     async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
         self.search(query).await
+    }
+
+    async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {
+        self.list_files(prefixes).await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        self.delete_ids(ids).await
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

@@ -18,7 +18,7 @@
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
-//! (the operations' transactions), `graph` (the in-memory HNSW graph), `graph_file` (its cache
+//! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the in-memory HNSW graph), `graph_file` (its cache
 //! file), `search` (kNN and re-ranking), `lock` (the process lock), `fsutil` (store directory,
 //! atomic writes).
 //!
@@ -28,6 +28,7 @@
 
 mod config;
 mod db;
+mod delete;
 mod fsutil;
 mod graph;
 mod graph_file;
@@ -45,7 +46,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport, VectorStore,
+    DocFile, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport,
+    VectorStore,
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_DIR, DEFAULT_EXACT_SCAN_ROWS,
@@ -313,5 +315,20 @@ impl VectorStore for LocalStore {
 
     async fn count(&self) -> Result<u64, StoreError> {
         self.run(|shared, state| shared.count(state)).await
+    }
+
+    async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {
+        let prefixes = prefixes.to_vec();
+        self.run(move |shared, state| shared.files_under(state, &prefixes))
+            .await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        self.run(move |shared, state| shared.delete(state, &ids))
+            .await
     }
 }
