@@ -3,11 +3,13 @@
 //! Commands return `anyhow::Result<ExitCode>`: `Err` for a failure that stops the command (printed by
 //! `main` with its context), `Ok(FAILURE)` when the command ran but some inputs failed.
 
+pub mod copy;
 pub mod create_index;
 pub mod embed;
 pub mod fetch_model;
 pub mod info;
 pub mod ingest;
+pub mod prune;
 pub mod search;
 
 use std::process::ExitCode;
@@ -48,6 +50,12 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
 
 /// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
+    open_store_as(args, "")
+}
+
+/// [`open_store`] with the credentials from `{env_prefix}ELASTIC_PASSWORD` and the like (`copy`'s
+/// target reads `IMGVEC_TO_ELASTIC_*`).
+pub fn open_store_as(args: &StoreArgs, env_prefix: &str) -> Result<Box<dyn VectorStore>> {
     let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
         if args.insecure || args.ca_cert.is_some() {
             eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", args.store.display());
@@ -60,7 +68,11 @@ pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
 anyone on the path can read and change what is sent"
         );
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env = |k: &str| {
+        std::env::var(format!("{env_prefix}{k}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
     let api_key = env("ELASTIC_API_KEY");
     let password = env("ELASTIC_PASSWORD");
     let username = password

@@ -9,6 +9,7 @@
 //! files, indexes what is already embedded and prints the summary; a second Ctrl-C exits at once.
 //! Not for: how files are decoded (`image`), embedded (`clip`) or stored (`store`).
 
+mod disappeared;
 mod indexer;
 mod summary;
 
@@ -54,6 +55,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     if !args.quiet {
         eprintln!("imgvec: {} image(s) found", summary.found);
     }
+    summary.disappeared = disappeared(&rt, store.as_ref(), args, &jobs, &summary);
     if !jobs.is_empty() {
         let work = Work {
             args,
@@ -81,6 +83,28 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How many indexed files under the paths are gone (`None`, with a warning, if that cannot be told).
+fn disappeared(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn VectorStore,
+    args: &IngestArgs,
+    jobs: &[Job],
+    summary: &Summary,
+) -> Option<usize> {
+    let seen: std::collections::HashSet<String> = jobs
+        .iter()
+        .map(|j| j.path.display().to_string())
+        .chain(summary.failures.iter().map(|(p, _)| p.clone()))
+        .collect();
+    match rt.block_on(disappeared::count_disappeared(store, &args.paths, &seen)) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("imgvec: warning: cannot tell which indexed files are gone: {e}");
+            None
+        }
+    }
 }
 
 /// Ctrl-C: the first sets `stop` (read no more files) and `interrupted`; the second exits at once.
