@@ -7,19 +7,32 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceChoice;
+use crate::model_source::DEFAULT_REPO;
+
+/// `--version`: the package version, the git revision it was built from and the enabled features,
+/// e.g. `0.1.0 (rev abc1234, features: cpu)` (revision and features come from `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("IMGVEC_GIT_REV"),
+    ", features: ",
+    env!("IMGVEC_FEATURES"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "imgvec",
-    version,
+    version = VERSION,
     about = "Image vector search: CLIP embeddings of your photos, searchable by image or text",
     long_about = "imgvec turns images into CLIP embeddings (candle, on CPU or GPU) and indexes them in \
 an embedded store or in Elasticsearch, then finds similar images by example image or by text.",
-    after_help = "Examples:\n  imgvec create-index\n  imgvec ingest ./train --label-from-dir\n  \
+    after_help = "Examples:\n  imgvec ingest ~/Pictures/pets --label-from-dir\n  \
 imgvec ingest ./train/dogs --label dog\n  imgvec search ./query.jpg -k 10\n  \
 imgvec search --text \"a dog running on grass\"\n  imgvec embed photo.jpg --json\n\n\
-Vectors go to an embedded store in ./imgvec-data (--store) unless --es-url / IMGVEC_ES_URL names an \
-Elasticsearch."
+The model is found in the Hugging Face cache (or --model-dir); vectors go to an embedded store in \
+your data directory (--store) unless --es-url / IMGVEC_ES_URL names an Elasticsearch. `imgvec info` \
+says which model and store are used."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,21 +55,38 @@ pub enum Command {
     Copy(CopyArgs),
     /// Show where the index is and how many images it holds.
     Info(InfoArgs),
-    /// Download a CLIP checkpoint from the Hugging Face hub into --model-dir.
+    /// Download a CLIP checkpoint from the Hugging Face hub into the Hugging Face cache.
     FetchModel(FetchModelArgs),
+    /// Print a shell completion script (e.g. `imgvec completions bash > ~/.local/share/bash-completion/completions/imgvec`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per subcommand with --out DIR.
+    Man(ManArgs),
+}
+
+/// Which model: a checkpoint directory, or a hub repository found in the Hugging Face cache or in
+/// ./models (see `model_source`).
+#[derive(Debug, Clone, Args)]
+pub struct ModelLocation {
+    /// CLIP checkpoint directory (config.json, model.safetensors, tokenizer.json); when given, used
+    /// as is, and --model is not looked up.
+    #[arg(long, env = "IMGVEC_MODEL_DIR", value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Hugging Face repository of the model, looked up in the Hugging Face cache (HF_HUB_CACHE,
+    /// HF_HOME, ~/.cache/huggingface/hub), then in ./models/NAME.
+    #[arg(
+        long = "model",
+        env = "IMGVEC_MODEL",
+        default_value = DEFAULT_REPO,
+        value_name = "REPO"
+    )]
+    pub repo: String,
 }
 
 /// Where the model is and what runs it.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Hugging Face CLIP checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(
-        long,
-        env = "IMGVEC_MODEL_DIR",
-        default_value = "models/clip-vit-large-patch14",
-        value_name = "DIR"
-    )]
-    pub model_dir: PathBuf,
+    #[command(flatten)]
+    pub location: ModelLocation,
     /// Device for the model: auto picks a GPU when the build has one and it is present.
     #[arg(long, env = "IMGVEC_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -72,14 +102,10 @@ pub struct ModelArgs {
 /// ELASTIC_API_KEY.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Embedded store directory, used when no Elasticsearch URL is given.
-    #[arg(
-        long,
-        env = "IMGVEC_STORE",
-        default_value = "imgvec-data",
-        value_name = "DIR"
-    )]
-    pub store: PathBuf,
+    /// Embedded store directory, used when no Elasticsearch URL is given [default: imgvec's data
+    /// directory, ~/.local/share/imgvec on Linux, ~/Library/Application Support/imgvec on macOS].
+    #[arg(long, env = "IMGVEC_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Elasticsearch URL, e.g. https://localhost:9200 or an Elastic Cloud endpoint. Without it the
     /// embedded store is used.
     #[arg(long, env = "IMGVEC_ES_URL", value_name = "URL")]
@@ -300,25 +326,42 @@ pub struct InfoArgs {
     pub json: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelLocation,
 }
 
 #[derive(Debug, Args)]
 pub struct FetchModelArgs {
     /// Hugging Face repository of a CLIP checkpoint.
-    #[arg(long, default_value = "openai/clip-vit-large-patch14")]
+    #[arg(value_name = "REPO", env = "IMGVEC_MODEL", default_value = DEFAULT_REPO)]
     pub repo: String,
-    /// Where to put it (the directory the other commands read).
+    /// Hub address (a mirror, say).
     #[arg(
         long,
-        env = "IMGVEC_MODEL_DIR",
-        default_value = "models/clip-vit-large-patch14",
-        value_name = "DIR"
+        env = "HF_ENDPOINT",
+        default_value = "https://huggingface.co",
+        value_name = "URL"
     )]
-    pub model_dir: PathBuf,
-    /// Hub address (a mirror, say).
-    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
     pub endpoint: String,
-    /// Download again files that are already there.
+    /// Download again files the cache already has.
     #[arg(long)]
     pub force: bool,
+    /// Print nothing but errors and the final line (no progress bars).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write imgvec.1 and one imgvec-COMMAND.1 per subcommand into this directory instead of
+    /// printing imgvec.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }

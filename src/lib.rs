@@ -11,8 +11,10 @@
 pub mod cli;
 pub mod clip;
 pub mod commands;
+pub mod data_dir;
 pub mod device;
 pub mod image;
+pub mod model_source;
 pub mod pipeline;
 pub mod progress;
 pub mod store;

@@ -5,6 +5,10 @@
 //! when its first bytes are those of a supported image format, whatever its extension. A file whose
 //! extension says image but whose content does not is reported, not skipped silently. Not for:
 //! reading or decoding images.
+//!
+//! Every path found, and every path in a problem, is absolute (the given path joined to the current
+//! directory, links not resolved): the form the index stores, so one file is named the same way in
+//! every message and every output.
 
 use std::fs::File;
 use std::io::Read;
@@ -68,10 +72,12 @@ fn sniff(path: &Path) -> std::io::Result<bool> {
     Ok(sniff_image_format(&head[..n]).is_some())
 }
 
-/// Walks `roots` and returns the images found, in a stable order (roots as given, then by name).
+/// Walks `roots` and returns the images found, in a stable order (roots as given, then by name), all
+/// with absolute paths.
 pub fn find_images(roots: &[PathBuf]) -> WalkResult {
     let mut out = WalkResult::default();
     for root in roots {
+        let root = &absolute(root);
         let meta = match std::fs::metadata(root) {
             Ok(m) => m,
             Err(e) => {
@@ -83,7 +89,7 @@ pub fn find_images(roots: &[PathBuf]) -> WalkResult {
             // Named explicitly: always taken; decoding will say if it is not an image.
             out.images.push(ImageFile {
                 path: root.clone(),
-                parent_name: parent_name(&absolute(root)),
+                parent_name: parent_name(root),
             });
             continue;
         }
@@ -132,7 +138,7 @@ pub fn find_images(roots: &[PathBuf]) -> WalkResult {
     out
 }
 
-/// The path made absolute (without resolving links), for storing and for labels.
+/// The path made absolute (without resolving links), for storing, for labels and for messages.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -166,6 +172,16 @@ mod tests {
         assert_eq!(r.skipped, 1);
         assert_eq!(r.problems.len(), 1);
         assert!(r.problems[0].0.ends_with("fake.jpg"));
+    }
+
+    #[test]
+    fn relative_roots_give_absolute_paths() {
+        // The crate's own tests folder, named relatively (tests run in the package root).
+        let r = find_images(&[PathBuf::from("tests/fixtures/images")]);
+        assert!(!r.images.is_empty());
+        assert!(r.images.iter().all(|i| i.path.is_absolute()), "{r:?}");
+        let r = find_images(&[PathBuf::from("no/such/relative/dir")]);
+        assert!(r.problems[0].0.is_absolute(), "{r:?}");
     }
 
     #[test]

@@ -141,21 +141,24 @@ fn fetch_model_without_network_fails_fast_and_clearly() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("clip");
+    let hf_home = dir.path().join("hf");
+    let endpoint = format!("http://127.0.0.1:{port}");
     let t = std::time::Instant::now();
-    let out = imgvec(&[
-        "fetch-model",
-        "--model-dir",
-        target.to_str().unwrap(),
-        "--endpoint",
-        &format!("http://127.0.0.1:{port}"),
-    ]);
+    let out = imgvec_env(
+        &["fetch-model", "--endpoint", &endpoint],
+        &[("HF_HOME", hf_home.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(t.elapsed() < std::time::Duration::from_secs(30));
     let err = stderr(&out);
     assert!(
-        err.contains("cannot reach") && err.contains("models/README.md"),
+        err.contains("cannot reach")
+            && err.contains(&endpoint)
+            && err.contains("HF_ENDPOINT")
+            && err.contains("models/README.md"),
         "{err}"
     );
-    assert!(!target.join("config.json").exists() && !target.join("config.part").exists());
+    // Nothing that looks like a download: no snapshot, no ref.
+    let repo = hf_home.join("hub/models--openai--clip-vit-large-patch14");
+    assert!(!repo.join("snapshots").exists() && !repo.join("refs").exists());
 }

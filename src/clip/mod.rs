@@ -69,15 +69,18 @@ impl ClipError {
 }
 
 /// How to get the default model, for error messages.
-pub const GET_MODEL_HINT: &str = "Download openai/clip-vit-large-patch14 (config.json, model.safetensors, \
-tokenizer.json, preprocessor_config.json) into it: see models/README.md, or run `imgvec fetch-model` \
-where the Hugging Face hub is reachable. Or point --model-dir / IMGVEC_MODEL_DIR at a CLIP checkpoint.";
+pub const GET_MODEL_HINT: &str = "Run `imgvec fetch-model` where the Hugging Face hub is reachable (it \
+downloads openai/clip-vit-large-patch14 into the Hugging Face cache, where imgvec finds it), or copy \
+config.json, model.safetensors, tokenizer.json and preprocessor_config.json into a directory by hand \
+(see models/README.md) and point --model-dir / IMGVEC_MODEL_DIR at it.";
 
 /// A Hugging Face CLIP checkpoint directory.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     dir: PathBuf,
     config: ClipConfig,
+    /// Set by whoever found the directory (a hub snapshot's folder is named by its revision).
+    name: Option<String>,
 }
 
 impl ModelDir {
@@ -100,7 +103,14 @@ impl ModelDir {
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
+            name: None,
         })
+    }
+
+    /// The same directory under another short name (see [`Self::name`]).
+    pub fn with_name(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -113,8 +123,12 @@ impl ModelDir {
     pub fn dims(&self) -> usize {
         self.config.projection_dim
     }
-    /// A short name for the model, stored with each vector: the directory's name.
+    /// A short name for the model, stored with each vector: the one given with [`Self::with_name`]
+    /// (the repository's name for a hub snapshot), else the directory's name.
     pub fn name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
         self.dir
             .canonicalize()
             .unwrap_or_else(|_| self.dir.clone())

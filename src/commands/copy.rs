@@ -12,7 +12,7 @@
 //! Not for: re-embedding (vectors are copied as stored, bit for bit) or merging indices of
 //! different models (refused).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -99,10 +99,7 @@ pub fn run(args: &CopyArgs) -> Result<ExitCode> {
 /// The target's store flags: `--to-*`, the index name defaulting to the source's.
 fn target_store_args(args: &CopyArgs) -> StoreArgs {
     StoreArgs {
-        store: args
-            .to_store
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::store::local::DEFAULT_DIR)),
+        store: args.to_store.clone(),
         es_url: args.to_es_url.clone(),
         index: args
             .to_index
@@ -139,11 +136,17 @@ fn refuse_same_index(source: &StoreArgs, target: &StoreArgs) -> Result<()> {
                 source.index
             )
         }
-        (None, None) if same_dir(&source.store, &target.store) => bail!(
-            "source and target are the same store directory {}: copy to another --to-store (one \
-directory is opened by one imgvec at a time)",
-            source.store.display()
-        ),
+        (None, None) => {
+            let dir = |a: &StoreArgs| crate::data_dir::store_dir(a.store.as_deref());
+            let (a, b) = (dir(source)?, dir(target)?);
+            if same_dir(&a, &b) {
+                bail!(
+                    "source and target are the same store directory {}: copy to another --to-store \
+(one directory is opened by one imgvec at a time)",
+                    a.display()
+                );
+            }
+        }
         _ => {}
     }
     Ok(())

@@ -8,14 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::{open_store, runtime};
+use super::{find_model, open_store, runtime};
 use crate::cli::CreateIndexArgs;
-use crate::clip::ModelDir;
 use crate::store::{EnsureOutcome, IndexSpec};
 
 pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
     // Only config.json is read: the index's vector size is the checkpoint's projection_dim.
-    let model = ModelDir::open(&args.model.model_dir)?;
+    let model = find_model(&args.model.location)?;
     let spec = IndexSpec {
         dims: model.dims(),
         hnsw_m: args.hnsw_m,

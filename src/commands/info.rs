@@ -1,28 +1,60 @@
-//! `imgvec info`: which store and index the flags point at, its vector size and how many images it
-//! holds.
+//! `imgvec info`: which model and store the flags and environment point at (and why), the index's
+//! vector size and how many images it holds.
+//!
+//! A model that cannot be found, or an index not created yet, is reported in its line, not as an
+//! error: `info` is where a user looks to find out what is missing.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{open_store, runtime};
+use super::{locate_model, open_store, runtime};
 use crate::cli::InfoArgs;
+use crate::store::StoreError;
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
+    let (model_line, model_json) = match locate_model(&args.model) {
+        Ok(found) => (
+            format!("model {} from {}", found.dir.display(), found.source),
+            json!({"found": true, "dir": found.dir, "source": found.source.kind(),
+                   "name": found.name, "from": found.source.to_string()}),
+        ),
+        Err(e) => (
+            format!("model: {e:#}"),
+            json!({"found": false, "error": format!("{e:#}")}),
+        ),
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&args.store)?;
-        let dims = store.index_dims().await?;
-        let count = store.count().await?;
+        let index = &args.store.index;
+        let (index_line, dims, count) = match store.index_dims().await {
+            Ok(dims) => {
+                let count = store.count().await?;
+                (
+                    format!("index '{index}': {count} image(s), {dims}-d vectors"),
+                    Value::from(dims),
+                    Value::from(count),
+                )
+            }
+            Err(StoreError::IndexMissing { .. }) => (
+                format!("index '{index}': not created yet (ingest or create-index creates it)"),
+                Value::Null,
+                Value::from(0),
+            ),
+            Err(e) => return Err(e.into()),
+        };
         if args.json {
             println!(
                 "{}",
-                json!({"store": store.describe(), "index": args.store.index, "dims": dims, "documents": count})
+                json!({"store": store.describe(), "index": index, "dims": dims,
+                       "documents": count, "model": model_json})
             );
         } else {
+            println!("{model_line}");
             println!("{}", store.describe());
-            println!("index '{}': {count} image(s), {dims}-d vectors", args.store.index);
+            println!("{index_line}");
         }
         Ok(ExitCode::SUCCESS)
     })

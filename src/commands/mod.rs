@@ -3,12 +3,14 @@
 //! Commands return `anyhow::Result<ExitCode>`: `Err` for a failure that stops the command (printed by
 //! `main` with its context), `Ok(FAILURE)` when the command ran but some inputs failed.
 
+pub mod completions;
 pub mod copy;
 pub mod create_index;
 pub mod embed;
 pub mod fetch_model;
 pub mod info;
 pub mod ingest;
+pub mod man;
 pub mod prune;
 pub mod search;
 
@@ -19,14 +21,17 @@ use anyhow::{Context, Result};
 
 use candle_core::Device;
 
-use crate::cli::{ModelArgs, StoreArgs};
+use crate::cli::{ModelArgs, ModelLocation, StoreArgs};
 use crate::clip::ModelDir;
+use crate::model_source::{self, Resolved};
 use crate::store::elastic::{ElasticConfig, ElasticStore};
 use crate::store::local::LocalStore;
 use crate::store::{IndexSpec, StoreError, VectorStore};
 
 /// Exit status when the command ran but some inputs failed.
 pub const PARTIAL_FAILURE: u8 = 1;
+/// Exit status for a usage error (clap's own).
+pub const USAGE: u8 = 2;
 /// Exit status after Ctrl-C.
 pub const INTERRUPTED: u8 = 130;
 
@@ -34,14 +39,30 @@ pub fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Where the model is, by the flags and the environment (see `model_source`); nothing is read yet.
+pub fn locate_model(args: &ModelLocation) -> Result<Resolved> {
+    let env = model_source::Env::from_process();
+    Ok(model_source::resolve(
+        args.model_dir.as_deref(),
+        &args.repo,
+        &env,
+    )?)
+}
+
+/// The model directory, found and opened (its config read and checked).
+pub fn find_model(args: &ModelLocation) -> Result<ModelDir> {
+    let found = locate_model(args)?;
+    Ok(ModelDir::open(&found.dir)?.with_name(found.name))
+}
+
 /// The model directory (config read and checked) and the device, announced on stderr unless quiet.
 pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
-    let model = ModelDir::open(&args.model_dir)?;
+    let model = find_model(&args.location)?;
     let (device, name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
     if !quiet {
         eprintln!(
             "imgvec: model {} ({}-d), device {name}",
-            args.model_dir.display(),
+            model.path().display(),
             model.dims()
         );
     }
@@ -57,10 +78,11 @@ pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
 /// target reads `IMGVEC_TO_ELASTIC_*`).
 pub fn open_store_as(args: &StoreArgs, env_prefix: &str) -> Result<Box<dyn VectorStore>> {
     let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
+        let dir = crate::data_dir::store_dir(args.store.as_deref())?;
         if args.insecure || args.ca_cert.is_some() {
-            eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", args.store.display());
+            eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", dir.display());
         }
-        return Ok(Box::new(LocalStore::open(&args.store, &args.index)?));
+        return Ok(Box::new(LocalStore::open(&dir, &args.index)?));
     };
     if args.insecure {
         eprintln!(

@@ -42,6 +42,7 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
 
     let mut query = vec![0f32; model.dims()];
     if let Some(image) = &args.image {
+        let image = &absolute(image);
         let encoder = ImageEncoder::load(&model, &device)?;
         let path = absolute(image);
         let bytes =

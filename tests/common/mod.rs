@@ -85,6 +85,9 @@ pub fn imgvec_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("IMGVEC_MODEL_DIR", tiny_model_dir())
         .env("IMGVEC_DEVICE", "cpu")
         .env_remove("IMGVEC_ES_URL")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("HF_ENDPOINT")
         .env_remove("ELASTIC_PASSWORD")
         .env_remove("ELASTIC_API_KEY");
     for (k, v) in env {
