@@ -13,10 +13,12 @@ pub mod clip;
 pub mod commands;
 pub mod data_dir;
 pub mod device;
+pub mod eval;
 pub mod image;
 pub mod model_source;
 pub mod pipeline;
 pub mod progress;
+pub mod serve;
 pub mod store;
 pub mod walk;
 

@@ -157,6 +157,20 @@ impl ModelDir {
         Ok(preprocess)
     }
 
+    /// CLIP's learned temperature: the scalar tensor `logit_scale` of `model.safetensors`. The
+    /// zero-shot logits are `exp(logit_scale) · cos(image, text)`. Reads that one tensor only.
+    pub fn logit_scale(&self) -> Result<f32, ClipError> {
+        let weights = self.weights(&Device::Cpu)?;
+        let value = weights.get("logit_scale", &[])?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(ClipError::Weights {
+                path: weights.path().to_path_buf(),
+                reason: format!("tensor logit_scale is {value}, not a finite number"),
+            });
+        }
+        Ok(value)
+    }
+
     fn weights(&self, device: &Device) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {

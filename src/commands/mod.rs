@@ -3,16 +3,20 @@
 //! Commands return `anyhow::Result<ExitCode>`: `Err` for a failure that stops the command (printed by
 //! `main` with its context), `Ok(FAILURE)` when the command ran but some inputs failed.
 
+pub mod classify;
 pub mod completions;
 pub mod copy;
 pub mod create_index;
 pub mod embed;
+pub mod eval;
 pub mod fetch_model;
+pub mod images;
 pub mod info;
 pub mod ingest;
 pub mod man;
 pub mod prune;
 pub mod search;
+pub mod serve;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

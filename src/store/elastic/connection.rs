@@ -120,7 +120,9 @@ enum NoAnswer {
     Certificate(String),
 }
 
-/// The client plus what sending needs: the URL to show and the retry policy.
+/// The client plus what sending needs: the URL to show and the retry policy. Cloning is cheap (the
+/// client shares its transport), so a scan can own one.
+#[derive(Clone)]
 pub(super) struct Connection {
     client: Elasticsearch,
     /// The URL without user info, for messages.

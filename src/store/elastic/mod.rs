@@ -4,20 +4,24 @@
 //! What it is for: [`ElasticStore`] and its [`VectorStore`] methods, each a few lines that hand the
 //! work to the module doing that job — `connection` (settings, client, TLS, sending with retries),
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
-//! `bulk` (writing documents), `query` (kNN search, which ids exist), `delete` (deleting
-//! documents, listing them by path). Every request is plain JSON
-//! over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
+//! `bulk` (writing documents), `query` (kNN search, which ids exist), `exact` (exact kNN by
+//! `script_score`), `scan` (every document back, vectors included), `browse` (labels, documents by id
+//! with their vectors), `delete` (deleting documents, listing them by path). Every request is plain
+//! JSON over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
 //! in [`ElasticConfig`]), computing vectors, or knowing anything about files and models. Field names
 //! (`name`, `path`, `IFV`) are those of the original Python pipeline, so indices stay interchangeable.
 
+mod browse;
 mod bulk;
 mod connection;
 mod delete;
 mod errors;
+mod exact;
 mod mapping;
 mod query;
+mod scan;
 #[cfg(test)]
 mod test_support;
 
@@ -31,9 +35,10 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    DocFile, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport,
-    VectorStore,
+    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    UpsertReport, VectorStore,
 };
+pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use connection::{
     backoff_delay, ElasticConfig, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
@@ -41,11 +46,13 @@ pub use connection::{
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
+pub use exact::{exact_knn_body, labels_body, parse_labels, EXACT_L2_NORM_SCRIPT, MAX_LABELS};
 pub use mapping::{
     index_body, mapping_differences, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, MTIME_FIELD,
     PATH_FIELD, SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
 pub use query::{knn_body, parse_hits, IDS_PER_REQUEST, MAX_NUM_CANDIDATES};
+pub use scan::source_excludes_vectors;
 
 /// An Elasticsearch index seen as a [`VectorStore`].
 pub struct ElasticStore {
@@ -58,6 +65,8 @@ pub struct ElasticStore {
     /// Whether the index's mapping takes the `mtime` field (indices made before it existed, with
     /// `dynamic: strict`, do not): [`MTIME_UNKNOWN`], [`MTIME_MAPPED`] or [`MTIME_UNMAPPED`].
     mtime_mapping: AtomicU8,
+    /// The server's (major, minor) version, once asked (see `browse`).
+    version: tokio::sync::OnceCell<(u32, u32)>,
 }
 
 const MTIME_UNKNOWN: u8 = 0;
@@ -84,6 +93,7 @@ impl ElasticStore {
             bulk_max_bytes: cfg.bulk_max_bytes.max(1),
             index_seen: AtomicBool::new(false),
             mtime_mapping: AtomicU8::new(MTIME_UNKNOWN),
+            version: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -209,5 +219,24 @@ impl VectorStore for ElasticStore {
         body.get("count")
             .and_then(Value::as_u64)
             .ok_or_else(|| unexpected(self.url(), "_count", &body))
+    }
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        self.label_counts().await
+    }
+
+    async fn scan(
+        &self,
+        page_size: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        Ok(Box::new(self.open_scan(page_size, after).await?))
+    }
+
+    async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        self.exact_search(query).await
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        self.docs_by_id(ids).await
     }
 }

@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The store directory when none is given.
-pub const DEFAULT_DIR: &str = "imgvec-data";
 /// The SQLite database inside the store directory: the source of truth.
 pub const DB_FILE: &str = "imgvec.sqlite3";
 /// The lock file inside the store directory (holds the pid of the process using the store).

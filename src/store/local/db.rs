@@ -259,7 +259,7 @@ pub(super) fn vector_to_blob(v: &[f32]) -> Vec<u8> {
     out
 }
 
-fn blob_to_vector(blob: &[u8], dims: usize) -> Option<Vec<f32>> {
+pub(super) fn blob_to_vector(blob: &[u8], dims: usize) -> Option<Vec<f32>> {
     if blob.len() != dims * 4 {
         return None;
     }

@@ -1,7 +1,7 @@
 //! Embedded (serverless) backend of [`VectorStore`]: keeps image vectors in a directory on this
 //! machine, so imgvec works with no Elasticsearch at all.
 //!
-//! What it is for: one store directory (default `./imgvec-data`) holding any number of named
+//! What it is for: one store directory (default: the platform data directory, see `crate::data_dir`) holding any number of named
 //! indexes. The source of truth is one SQLite database, `imgvec.sqlite3` (WAL mode,
 //! `synchronous=FULL`, one transaction per [`VectorStore::upsert`] call): documents, their f32
 //! vectors as BLOBs, and each index's metadata (dims, similarity, HNSW parameters, a generation
@@ -18,22 +18,26 @@
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
-//! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the in-memory HNSW graph), `graph_file` (its cache
-//! file), `search` (kNN and re-ranking), `lock` (the process lock), `fsutil` (store directory,
-//! atomic writes).
+//! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
+//! (the in-memory HNSW graph), `graph_file` (its cache file), `search` (kNN and re-ranking),
+//! `browse` (labels, documents by id), `lock` (the process lock), `fsutil` (store directory, atomic
+//! writes).
 //!
 //! What it is not for: sharing a store between machines or processes at the same time, serving
 //! queries to other programs, or knowing anything about models and files. It never hand-rolls ANN
 //! or durable storage: SQLite and usearch do that.
 
+mod browse;
 mod config;
 mod db;
 mod delete;
+mod exact;
 mod fsutil;
 mod graph;
 mod graph_file;
 mod lock;
 mod records;
+mod scan;
 mod search;
 
 use std::collections::HashSet;
@@ -46,11 +50,11 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    DocFile, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport,
-    VectorStore,
+    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    UpsertReport, VectorStore,
 };
 pub use config::{
-    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_DIR, DEFAULT_EXACT_SCAN_ROWS,
+    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_EXACT_SCAN_ROWS,
     DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_LOCK_WAIT, DEFAULT_MIN_EF_SEARCH,
     LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
@@ -330,5 +334,39 @@ impl VectorStore for LocalStore {
         let ids = ids.to_vec();
         self.run(move |shared, state| shared.delete(state, &ids))
             .await
+    }
+
+    async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {
+        self.run(|shared, state| shared.labels(state)).await
+    }
+
+    async fn scan(
+        &self,
+        page_size: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        // Fails now, not at the first page, when the index is missing.
+        self.run(|shared, state| shared.index_row(&state.conn).map(drop))
+            .await?;
+        Ok(Box::new(scan::LocalScan {
+            shared: Arc::clone(&self.shared),
+            page_size: page_size.max(1),
+            after,
+            done: false,
+        }))
+    }
+
+    async fn exact_knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        let query = query.clone();
+        self.run(move |shared, state| shared.exact_knn(state, &query))
+            .await
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.run(move |shared, state| shared.get(state, &ids)).await
     }
 }

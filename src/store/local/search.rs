@@ -59,7 +59,7 @@ impl Shared {
     }
 
     /// Refuses a query vector of the wrong size or with a NaN or infinite value.
-    fn check_query(&self, row: &IndexRow, query: &KnnQuery) -> Result<(), StoreError> {
+    pub(super) fn check_query(&self, row: &IndexRow, query: &KnnQuery) -> Result<(), StoreError> {
         if query.vector.len() != row.dims {
             return Err(StoreError::DimsMismatch {
                 index: self.index_name().to_string(),
@@ -174,7 +174,7 @@ impl Shared {
     }
 
     /// Exact search over every vector of the index (or of one label).
-    fn exact_scan(
+    pub(super) fn exact_scan(
         &self,
         conn: &Connection,
         index_id: i64,

@@ -1,0 +1,317 @@
+//! `imgvec serve` speed, end to end over HTTP on loopback: the server built from the library exactly
+//! as `imgvec serve` builds it, on an embedded store of synthetic vectors (10,000 by default) plus one
+//! real 12-megapixel JPEG for the thumbnail figures.
+//!
+//! ```text
+//! cargo bench --bench serve -- --model models/clip-vit-large-patch14 [--docs 10000] [--queries 40] [--clients 8]
+//! ```
+//! Prints, warm (after one query of each kind): text query p50/p99, image-upload query p50/p99 (a
+//! 640×480 JPEG), thumbnail of a 12 MP JPEG (first, cached), queries per second with N concurrent
+//! clients (text queries; and "more like this", which needs no model), and the page's weight.
+//! Every query is distinct, so the server's embedding cache never answers one. Figures, not a test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imgvec::clip::{ImageEncoder, ModelDir};
+use imgvec::serve::guard::GuardConfig;
+use imgvec::serve::state::{AppState, Model};
+use imgvec::serve::thumbs::Thumbs;
+use imgvec::store::local::LocalStore;
+use imgvec::store::{ImageDoc, IndexSpec, VectorStore};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+struct Args {
+    model: String,
+    docs: usize,
+    queries: usize,
+    clients: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        model: "models/clip-vit-large-patch14".into(),
+        docs: 10_000,
+        queries: 40,
+        clients: 8,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().expect("a value after the flag");
+        match flag.as_str() {
+            "--model" => a.model = value(),
+            "--docs" => a.docs = value().parse().expect("--docs N"),
+            "--queries" => a.queries = value().parse().expect("--queries N"),
+            "--clients" => a.clients = value().parse().expect("--clients N"),
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// A noisy gradient, so JPEG has real work to do: `w`×`h`, varied by `seed`.
+fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = (state & 31) as u8;
+        image::Rgb([
+            (x * 255 / w) as u8 ^ n,
+            (y * 255 / h) as u8,
+            (seed as u8).wrapping_add(n),
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+fn unit_vector(dims: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    imgvec::clip::l2_normalize(&mut v);
+    v
+}
+
+fn doc(id: String, path: String, vector: Vec<f32>, label: &str) -> ImageDoc {
+    ImageDoc {
+        id,
+        label: label.into(),
+        path,
+        vector,
+        bytes: 0,
+        width: 0,
+        height: 0,
+        model: "bench".into(),
+        indexed_at_ms: 0,
+        mtime_ms: None,
+    }
+}
+
+/// The store: `n` synthetic documents and the big JPEG; returns the big JPEG's id.
+async fn fill(store: &LocalStore, dims: usize, n: usize, big: &std::path::Path) -> String {
+    store
+        .ensure_index(&IndexSpec::for_dims(dims))
+        .await
+        .unwrap();
+    let labels = ["cats", "dogs", "birds", "cars", "trees"];
+    for start in (0..n).step_by(1000) {
+        let batch: Vec<ImageDoc> = (start..(start + 1000).min(n))
+            .map(|i| {
+                doc(
+                    format!("{i:064x}"),
+                    format!("/nowhere/{i}.jpg"),
+                    unit_vector(dims, i as u64),
+                    labels[i % 5],
+                )
+            })
+            .collect();
+        store.upsert(&batch, false).await.unwrap();
+    }
+    let bytes = std::fs::read(big).unwrap();
+    let id = imgvec::pipeline::sha256_hex(&bytes);
+    let d = doc(
+        id.clone(),
+        big.display().to_string(),
+        unit_vector(dims, 1 << 40),
+        "photos",
+    );
+    store.upsert(&[d], false).await.unwrap();
+    store.refresh().await.unwrap();
+    id
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{what:<34} p50 {:>8.1} ms   p99 {:>8.1} ms   (n={})",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.len()
+    );
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn search_text(http: &Client, url: &str, text: &str) {
+    let r = http
+        .post(format!("{url}/api/search"))
+        .json(&json!({"q": text, "k": 24}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+}
+
+fn search_image(http: &Client, url: &str, bytes: &[u8]) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let r = http
+        .post(format!("{url}/api/search"))
+        .json(&json!({"image": b64, "k": 24}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+}
+
+/// Queries per second with `clients` threads each running `per_client` calls of `call`.
+fn qps(clients: usize, per_client: usize, call: impl Fn(&Client, usize) + Sync) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let call = &call;
+            s.spawn(move || {
+                let http = Client::builder()
+                    .timeout(Duration::from_secs(600))
+                    .build()
+                    .unwrap();
+                for i in 0..per_client {
+                    call(&http, c * per_client + i);
+                }
+            });
+        }
+    });
+    (clients * per_client) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn page_weight(http: &Client, url: &str) {
+    let (mut raw, mut gz) = (0usize, 0usize);
+    for path in ["/", "/assets/app.js", "/assets/app.css", "/favicon.svg"] {
+        let body = http
+            .get(format!("{url}{path}"))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, &body).unwrap();
+        raw += body.len();
+        gz += enc.finish().unwrap().len();
+    }
+    println!("page weight (HTML+JS+CSS+icon)     {:.1} KB, {:.1} KB gzipped (as served), plus thumbnails", raw as f64 / 1024.0, gz as f64 / 1024.0);
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("12mp.jpg");
+    std::fs::write(&big, jpeg(4000, 3000, 7)).unwrap();
+    let model_dir =
+        ModelDir::open(std::path::Path::new(&a.model)).expect("--model DIR: a CLIP checkpoint");
+    let rt = imgvec::commands::runtime().unwrap();
+    let store = LocalStore::open(&tmp.path().join("store"), "bench").unwrap();
+    let t = Instant::now();
+    let big_id = rt.block_on(fill(&store, model_dir.dims(), a.docs, &big));
+    println!(
+        "model {} ({}-d); store of {} documents filled in {:.1} s",
+        a.model,
+        model_dir.dims(),
+        a.docs + 1,
+        t.elapsed().as_secs_f64()
+    );
+
+    let encoder = ImageEncoder::load(&model_dir, &candle_core::Device::Cpu).unwrap();
+    let model = Model::new(Ok(model_dir), candle_core::Device::Cpu, Ok(encoder), true);
+    let state = AppState::new(
+        Box::new(store),
+        "embedded",
+        "bench".into(),
+        model,
+        Thumbs::new(64 << 20),
+        20 << 20,
+    );
+    let app = imgvec::serve::app(
+        Arc::new(state),
+        GuardConfig {
+            public: false,
+            log: false,
+        },
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(imgvec::serve::serve(listener, app, std::future::pending()));
+    let http = Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+
+    // Warm: the text tower loads on the first text query.
+    let first_text = timed(|| search_text(&http, &url, "warming up"));
+    let upload = |i: u32| jpeg(640, 480, 1000 + i);
+    search_image(&http, &url, &upload(0));
+    println!("first text query (loads the text tower) {first_text:.0} ms");
+
+    let texts: Vec<f64> = (0..a.queries)
+        .map(|i| timed(|| search_text(&http, &url, &format!("a photo of thing {i}"))))
+        .collect();
+    report("text query", texts);
+    let images: Vec<Vec<u8>> = (1..=a.queries as u32).map(upload).collect();
+    let uploads: Vec<f64> = images
+        .iter()
+        .map(|b| timed(|| search_image(&http, &url, b)))
+        .collect();
+    report("image-upload query (640×480 JPEG)", uploads);
+
+    let thumb = |http: &Client| {
+        let r = http.get(format!("{url}/thumb/{big_id}")).send().unwrap();
+        assert!(r.status().is_success());
+        r.bytes().unwrap().len()
+    };
+    let mut size = 0;
+    let first = timed(|| size = thumb(&http));
+    let cached: Vec<f64> = (0..20)
+        .map(|_| {
+            timed(|| {
+                thumb(&http);
+            })
+        })
+        .collect();
+    println!(
+        "thumbnail of a 12 MP JPEG            first {first:.0} ms, cached p50 {:.2} ms ({} KB)",
+        {
+            let mut c = cached;
+            c.sort_by(f64::total_cmp);
+            percentile(&c, 0.5)
+        },
+        size / 1024
+    );
+
+    let per = (a.queries / a.clients).max(2);
+    let q = qps(a.clients, per, |http, i| {
+        search_text(http, &url, &format!("concurrent query {i}"))
+    });
+    println!("text queries/s, {} clients            {q:.2}", a.clients);
+    let similar = |http: &Client, i: usize| {
+        let r = http
+            .get(format!("{url}/api/similar/{:064x}?k=24", i % a.docs))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+        let _: Value = r.json().unwrap();
+    };
+    let q = qps(a.clients, 50, similar);
+    println!("more-like-this queries/s, {} clients  {q:.1}", a.clients);
+    page_weight(&http, &url);
+}

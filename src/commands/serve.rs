@@ -1,0 +1,159 @@
+//! `imgvec serve`: a search page and a JSON API over the index, until Ctrl-C.
+//!
+//! Steps: refuse a non-loopback address without `--public`; open the store and check the index
+//! against the model (a vector-size mismatch stops here; a missing index or an unreachable
+//! Elasticsearch is reported and left for the page to show); load the vision tower once; bind and
+//! print the URL; serve until Ctrl-C or SIGTERM, letting requests in flight finish. The server
+//! itself is `crate::serve`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use super::{find_model, open_store, runtime};
+use crate::cli::{ModelArgs, ServeArgs};
+use crate::clip::ImageEncoder;
+use crate::serve::guard::GuardConfig;
+use crate::serve::state::{AppState, Model};
+use crate::serve::thumbs::Thumbs;
+use crate::store::{StoreError, VectorStore};
+
+pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    check_addr(args)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&args.store)?;
+        let model = load_model(&args.model)?;
+        check_index(store.as_ref(), &args.store.index, model.dims()).await?;
+        let backend = match args.store.es_url.as_deref() {
+            Some(u) if !u.is_empty() => "elasticsearch",
+            _ => "embedded",
+        };
+        let state = AppState::new(
+            store,
+            backend,
+            args.store.index.clone(),
+            model,
+            Thumbs::new((args.thumb_cache_mib as usize) << 20),
+            args.max_upload_mib << 20,
+        );
+        let describe = state.store.describe();
+        let app = crate::serve::app(
+            Arc::new(state),
+            GuardConfig {
+                public: args.public,
+                log: !args.quiet,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        eprintln!("imgvec: serving {describe}");
+        println!("imgvec serve: http://{addr}/ (Ctrl-C stops)");
+        std::io::stdout().flush().ok();
+        crate::serve::serve(listener, app, stop_signal())
+            .await
+            .context("the server failed")?;
+        eprintln!("imgvec: server stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Loopback only, unless `--public` (then a warning).
+fn check_addr(args: &ServeArgs) -> Result<()> {
+    let ip = args.addr.ip();
+    if ip.is_loopback() {
+        return Ok(());
+    }
+    if !args.public {
+        bail!(
+            "{ip} is not a loopback address: anyone who can reach it could search the index and see \
+every indexed image. Add --public if that is what you want, or use --addr 127.0.0.1:PORT"
+        );
+    }
+    eprintln!(
+        "imgvec: warning: --public: serving on {}; anyone who can reach it can search the index and \
+see every indexed image (there is no login)",
+        args.addr
+    );
+    Ok(())
+}
+
+/// The checkpoint and its vision tower; without them the server still starts, says why on stderr and
+/// on the page, and answers everything but queries that need the model.
+fn load_model(args: &ModelArgs) -> Result<Model> {
+    let (device, device_name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
+    let apply_exif = !args.ignore_exif_orientation;
+    let dir = match find_model(&args.location) {
+        Ok(dir) => dir,
+        Err(e) => {
+            let why = format!("{e:#}");
+            eprintln!("imgvec: warning: no model, so no search by text or image: {why}");
+            return Ok(Model::new(Err(why.clone()), device, Err(why), apply_exif));
+        }
+    };
+    let started = std::time::Instant::now();
+    let image = ImageEncoder::load(&dir, &device).map_err(|e| {
+        eprintln!(
+            "imgvec: warning: cannot load the vision model, so no search by text or image: {e}"
+        );
+        e.to_string()
+    });
+    if image.is_ok() {
+        eprintln!(
+            "imgvec: model {} ({}-d) on {device_name}, vision tower loaded in {:.1} s",
+            dir.path().display(),
+            dir.dims(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Model::new(Ok(dir), device, image, apply_exif))
+}
+
+/// A vector-size mismatch is an error; a missing index or an unreachable store is only reported
+/// (the page says so, and the server answers once it is fixed).
+async fn check_index(store: &dyn VectorStore, index: &str, dims: Option<usize>) -> Result<()> {
+    match store.index_dims().await {
+        Ok(index_dims) => {
+            if let Some(model_dims) = dims.filter(|d| *d != index_dims) {
+                return Err(StoreError::DimsMismatch {
+                    index: index.to_string(),
+                    index_dims,
+                    model_dims,
+                }
+                .into());
+            }
+            if let Ok(n) = store.count().await {
+                eprintln!("imgvec: index '{index}': {n} image(s), {index_dims}-d vectors");
+            }
+        }
+        Err(e) => eprintln!("imgvec: warning: {e}"),
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("imgvec: stopping: finishing the requests in flight");
+}

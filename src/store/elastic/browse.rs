@@ -1,0 +1,150 @@
+//! Reads for looking around an index: every label with its count (a `terms` aggregation on `name`)
+//! and documents by id with their vectors (`_mget`).
+//!
+//! Vectors: Elasticsearch 9.2+ leaves `dense_vector` fields out of `_source` by default
+//! (`index.mapping.exclude_source_vectors`). `_mget` therefore names `IFV` explicitly in
+//! `_source_includes` and, when the server is 9.2 or newer (asked once with `GET /`), also sends
+//! `_source_exclude_vectors=false`, the documented switch — which older servers would refuse as an
+//! unknown parameter, and do not need: before 9.2 `_source` always holds the vector.
+//!
+//! What it is not for: kNN search or which ids exist (`query`), writing (`bulk`).
+
+use std::collections::HashSet;
+
+use elasticsearch::http::Method;
+use serde_json::{json, Value};
+
+use super::errors::{error_summary, error_type, unexpected, Op};
+use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::query::IDS_PER_REQUEST;
+use super::ElasticStore;
+use crate::store::{ImageDoc, StoreError};
+
+/// The first version that may leave vectors out of `_source` and knows `_source_exclude_vectors`.
+const EXCLUDES_VECTORS_SINCE: (u32, u32) = (9, 2);
+/// The `_source` fields `get` reads.
+const DOC_FIELDS: &str = "name,path,IFV,sha256,bytes,width,height,model,indexed_at,mtime";
+
+impl ElasticStore {
+    /// [`crate::store::VectorStore::get`]: `_mget` in batches, vectors included.
+    pub(super) async fn docs_by_id(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        let mut asked = HashSet::new();
+        let unique: Vec<&String> = ids.iter().filter(|id| asked.insert(*id)).collect();
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = vec![("_source_includes", DOC_FIELDS)];
+        if self.server_version().await? >= EXCLUDES_VECTORS_SINCE {
+            query.push(("_source_exclude_vectors", "false"));
+        }
+        let mut docs = Vec::new();
+        for batch in unique.chunks(IDS_PER_REQUEST) {
+            let body = json!({ "ids": batch }).to_string();
+            let reply = self
+                .send(Method::Post, "_mget", Some(&query), Some(&body))
+                .await?;
+            if !reply.status.is_success() {
+                return Err(self.error_for(Op::Mget, &reply));
+            }
+            let Some(found) = reply.body.get("docs").and_then(Value::as_array) else {
+                return Err(unexpected(self.url(), "_mget", &reply.body));
+            };
+            for doc in found {
+                if let Some(error) = doc.get("error") {
+                    let error = json!({ "error": error });
+                    if error_type(&error) == Some("index_not_found_exception") {
+                        return Err(self.index_missing());
+                    }
+                    return Err(StoreError::Server {
+                        status: 200,
+                        body: format!("_mget: {}", error_summary(&error)),
+                    });
+                }
+                if let Some(d) = parse_doc(doc).map_err(|e| {
+                    StoreError::Other(format!("unexpected document from {}: {e}", self.url()))
+                })? {
+                    docs.push(d);
+                }
+            }
+        }
+        Ok(docs)
+    }
+
+    /// The server's (major, minor) version, asked once with `GET /`.
+    async fn server_version(&self) -> Result<(u32, u32), StoreError> {
+        self.version
+            .get_or_try_init(|| async {
+                let reply = self.conn.request(Method::Get, "/", None, None).await?;
+                if !reply.status.is_success() {
+                    return Err(self.error_for(Op::Search, &reply));
+                }
+                reply
+                    .body
+                    .pointer("/version/number")
+                    .and_then(Value::as_str)
+                    .and_then(parse_version)
+                    .ok_or_else(|| unexpected(self.url(), "GET /", &reply.body))
+            })
+            .await
+            .copied()
+    }
+}
+
+/// One `_mget` answer: `None` when not found, an error when found without a usable vector.
+pub fn parse_doc(doc: &Value) -> Result<Option<ImageDoc>, String> {
+    if doc.get("found").and_then(Value::as_bool) != Some(true) {
+        return Ok(None);
+    }
+    let id = doc
+        .get("_id")
+        .and_then(Value::as_str)
+        .ok_or("a document without _id")?;
+    let source = doc
+        .get("_source")
+        .ok_or_else(|| format!("{id}: no _source"))?;
+    let text = |name: &str| {
+        source
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let number = |name: &str| source.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let vector = source
+        .get(VECTOR_FIELD)
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            format!(
+                "{id}: no {VECTOR_FIELD} in _source (an index with _source disabled, or vectors \
+excluded from it: set index.mapping.exclude_source_vectors to false)"
+            )
+        })?
+        .iter()
+        .map(|x| x.as_f64().map(|x| x as f32))
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(|| format!("{id}: {VECTOR_FIELD} is not an array of numbers"))?;
+    Ok(Some(ImageDoc {
+        id: id.to_string(),
+        label: text(LABEL_FIELD),
+        path: text(PATH_FIELD),
+        vector,
+        bytes: number("bytes"),
+        width: u32::try_from(number("width")).unwrap_or(0),
+        height: u32::try_from(number("height")).unwrap_or(0),
+        model: text("model"),
+        indexed_at_ms: number("indexed_at"),
+        mtime_ms: source.get(MTIME_FIELD).and_then(Value::as_u64),
+    }))
+}
+
+/// `"9.2.1"`, `"8.15.3-SNAPSHOT"` → (major, minor).
+pub fn parse_version(number: &str) -> Option<(u32, u32)> {
+    let mut parts = number.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+#[path = "browse_tests.rs"]
+mod tests;

@@ -1,0 +1,112 @@
+//! Reading the whole index of the local store: every document a page at a time in id order
+//! ([`crate::store::VectorStore::scan`]), and the labels with their counts
+//! ([`crate::store::VectorStore::labels`]).
+//!
+//! A scan is keyset-paginated (`id > last id ORDER BY id LIMIT n`, on the `(index_id, id)` unique
+//! index), so each page is one short read that holds the store only while it runs, and a scan can
+//! resume after any id. What it is not for: search (`search`, `exact`) or writing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::params;
+
+use super::db::{blob_to_vector, db_error};
+use super::{Shared, State};
+use crate::store::{DocScan, ImageDoc, StoreError};
+
+/// A scan in progress: where it is, and the store it reads.
+pub(super) struct LocalScan {
+    pub(super) shared: Arc<Shared>,
+    pub(super) page_size: usize,
+    /// The last id returned (the next page starts after it); `None` before the first.
+    pub(super) after: Option<String>,
+    pub(super) done: bool,
+}
+
+#[async_trait]
+impl DocScan for LocalScan {
+    async fn next_page(&mut self) -> Result<Vec<ImageDoc>, StoreError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let shared = Arc::clone(&self.shared);
+        let (after, size) = (self.after.clone(), self.page_size.max(1));
+        let page = tokio::task::spawn_blocking(move || {
+            let mut state = shared.lock_state();
+            shared.scan_page(&mut state, after.as_deref(), size)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("local store task failed: {e}")))??;
+        match page.last() {
+            Some(last) => self.after = Some(last.id.clone()),
+            None => self.done = true,
+        }
+        if page.len() < self.page_size.max(1) {
+            self.done = true;
+        }
+        Ok(page)
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Up to `size` documents with ids after `after`, in id order.
+    fn scan_page(
+        &self,
+        state: &mut State,
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<Vec<ImageDoc>, StoreError> {
+        let row = self.index_row(&state.conn)?;
+        let db = |e| db_error(&self.db_path, e);
+        let mut stmt = state
+            .conn
+            .prepare_cached(
+                "SELECT id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms \
+                 FROM docs WHERE index_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(db)?;
+        let limit = i64::try_from(size).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![row.id, after.unwrap_or(""), limit])
+            .map_err(db)?;
+        let mut page = Vec::with_capacity(size.min(4096));
+        while let Some(r) = rows.next().map_err(db)? {
+            let id: String = r.get(0).map_err(db)?;
+            let blob = r.get_ref(3).map_err(db)?.as_blob().map_err(|e| {
+                StoreError::Other(format!(
+                    "local store database {}: document {id} has no vector: {e}",
+                    self.db_path.display()
+                ))
+            })?;
+            let vector = blob_to_vector(blob, row.dims).ok_or_else(|| {
+                StoreError::Other(format!(
+                    "local store database {}: the vector of document {id} has {} bytes, expected {}",
+                    self.db_path.display(),
+                    blob.len(),
+                    row.dims * 4
+                ))
+            })?;
+            page.push(ImageDoc {
+                label: r.get(1).map_err(db)?,
+                path: r.get(2).map_err(db)?,
+                vector,
+                bytes: u64::try_from(r.get::<_, i64>(4).map_err(db)?).unwrap_or(0),
+                width: u32::try_from(r.get::<_, i64>(5).map_err(db)?).unwrap_or(0),
+                height: u32::try_from(r.get::<_, i64>(6).map_err(db)?).unwrap_or(0),
+                model: r.get(7).map_err(db)?,
+                indexed_at_ms: u64::try_from(r.get::<_, i64>(8).map_err(db)?).unwrap_or(0),
+                mtime_ms: r
+                    .get::<_, Option<i64>>(9)
+                    .map_err(db)?
+                    .and_then(|m| u64::try_from(m).ok()),
+                id,
+            });
+        }
+        Ok(page)
+    }
+}

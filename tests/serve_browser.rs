@@ -1,0 +1,290 @@
+//! The search page in a real browser: headless Chromium driven over WebDriver (chromedriver), against
+//! `imgvec serve` on the embedded store with the tiny model. A person's path through the page: see
+//! the index's facts, search by text, by an uploaded, dropped and pasted image, open a result, "more
+//! like this", filter by label, use the keyboard, at desktop and phone width. A folder named like an
+//! HTML tag must show as text. Screenshots go to target/serve-desktop.png and target/serve-phone.png.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them).
+
+mod common;
+#[path = "support/serve.rs"]
+mod serve;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::TestIndex;
+use serde_json::{json, Value};
+use serve::{hit_ids, Corpus, Server, XSS_LABEL};
+use webdriver::Browser;
+
+const WAIT: Duration = Duration::from_secs(60);
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
+const RIGHT: &str = "\u{E014}";
+
+/// What the result grid shows: each tile's id, file name and label.
+fn tiles(b: &Browser) -> Vec<(String, String, String)> {
+    let v = b.js(
+        "return [...document.querySelectorAll('.tile')].map(t => \
+           [t.dataset.id, t.querySelector('.name').textContent, t.querySelector('.label').textContent])",
+        json!([]),
+    );
+    serde_json::from_value(v).unwrap()
+}
+
+fn tile_ids(b: &Browser) -> Vec<String> {
+    tiles(b).into_iter().map(|t| t.0).collect()
+}
+
+fn wait_for_tiles(b: &Browser, what: &str, ids: &[String]) {
+    let script = format!(
+        "return JSON.stringify([...document.querySelectorAll('.tile')].map(t => t.dataset.id)) === '{}'",
+        serde_json::to_string(ids).unwrap()
+    );
+    b.wait_for(what, &script, WAIT);
+}
+
+/// Every thumbnail on screen has loaded as an image.
+fn wait_for_thumbnails(b: &Browser) {
+    b.wait_for(
+        "the thumbnails to load",
+        "const imgs = [...document.querySelectorAll('.tile img')]; \
+         return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)",
+        WAIT,
+    );
+}
+
+fn text(b: &Browser, css: &str) -> String {
+    b.js(
+        "return document.querySelector(arguments[0]).textContent",
+        json!([css]),
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+fn save(name: &str, png: &[u8]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Drops (`drop`) or pastes (`paste`) the indexed image `id` onto the page, as a person would.
+fn hand_over_image(b: &Browser, event: &str, id: &str) {
+    b.js(
+        "return (async () => {
+           const blob = await (await fetch('/image/' + arguments[1])).blob();
+           const dt = new DataTransfer();
+           dt.items.add(new File([blob], 'handed.png', {type: blob.type}));
+           const e = arguments[0] === 'drop'
+             ? new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})
+             : new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true});
+           document.dispatchEvent(e);
+           return true;
+         })()",
+        json!([event, id]),
+    );
+}
+
+/// What the API says the page should show, asked before the browser opens.
+struct Expected {
+    by_text: Value,
+    text_ids: Vec<String>,
+    chelsea: String,
+    chelsea_path: String,
+    astronaut: String,
+    similar: Vec<String>,
+    similar_space: Vec<String>,
+}
+
+fn expected(server: &Server, corpus: &Corpus) -> Expected {
+    let (_, by_text) = server.search_json(&json!({"q": "a photo", "k": 24}));
+    let text_ids = hit_ids(&by_text);
+    assert_eq!(text_ids.len(), 7);
+    let chelsea = corpus.id_of("cats", "chelsea.png");
+    let (_, similar) = server.get_json(&format!("/api/similar/{chelsea}?k=24"));
+    let (_, space) = server.get_json(&format!("/api/similar/{chelsea}?k=24&label=space"));
+    Expected {
+        by_text,
+        text_ids,
+        chelsea_path: corpus.path("cats", "chelsea.png").display().to_string(),
+        chelsea,
+        astronaut: corpus.id_of("space", "astronaut.png"),
+        similar: hit_ids(&similar),
+        similar_space: hit_ids(&space),
+    }
+}
+
+fn wait_first_tile(b: &Browser, what: &str, id: &str) {
+    let script =
+        format!("const t = document.querySelector('.tile'); return t && t.dataset.id === '{id}'");
+    b.wait_for(what, &script, WAIT);
+}
+
+fn wait_viewer(b: &Browser, what: &str, open: bool) {
+    let script = format!("return document.getElementById('viewer').open === {open}");
+    b.wait_for(what, &script, WAIT);
+}
+
+#[test]
+fn a_person_finds_sees_and_refines_results() {
+    let idx = TestIndex::local("browser");
+    let corpus = Corpus::new();
+    corpus.ingest(&idx);
+    let server = Server::start(&idx, &[]);
+    let want = expected(&server, &corpus);
+    let b = Browser::start();
+    b.goto(&server.url);
+    sees_the_index(&b);
+    searches_by_text(&b, &want);
+    searches_by_upload_and_opens_a_result(&b, &want);
+    refines_by_label_and_keyboard(&b, &want);
+    drops_pastes_and_reads_errors(&b, &want);
+    fits_a_phone(&b, &want);
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// The facts line and the label filter with counts.
+fn sees_the_index(b: &Browser) {
+    let facts = "return document.getElementById('facts').textContent.includes('7 images')";
+    b.wait_for("the index's facts", facts, WAIT);
+    let facts = text(b, "#facts");
+    assert!(
+        facts.contains("embedded store") && facts.contains("index t-browser"),
+        "{facts}"
+    );
+    let options = b.js(
+        "return [...document.querySelectorAll('#label option')].map(o => o.textContent)",
+        json!([]),
+    );
+    let want = json!([
+        "all labels (7)",
+        "things (3)",
+        "space (2)",
+        format!("{XSS_LABEL} (1)"),
+        "cats (1)"
+    ]);
+    assert_eq!(options, want);
+}
+
+/// "/" focuses the box, Enter searches; the tiles are the API's hits, thumbnails load, and the
+/// folder named like a tag is text with nothing in it run.
+fn searches_by_text(b: &Browser, want: &Expected) {
+    b.send_keys(&b.find("body"), "/");
+    assert_eq!(b.js("return document.activeElement.id", json!([])), "q");
+    b.send_keys(&b.find("#q"), &format!("a photo{ENTER}"));
+    wait_for_tiles(b, "the text results", &want.text_ids);
+    wait_for_thumbnails(b);
+    let shown = tiles(b);
+    for (hit, (id, name, label)) in want.by_text["hits"].as_array().unwrap().iter().zip(&shown) {
+        assert_eq!(hit["id"].as_str().unwrap(), id);
+        let path = hit["path"].as_str().unwrap();
+        assert_eq!(Path::new(path).file_name().unwrap().to_str().unwrap(), name);
+        assert_eq!(hit["label"].as_str().unwrap(), label);
+    }
+    assert!(
+        text(b, "#summary").contains("7 results"),
+        "{}",
+        text(b, "#summary")
+    );
+    assert!(shown.iter().any(|t| t.2 == XSS_LABEL), "{shown:?}");
+    let injected = b.js(
+        "return document.querySelectorAll('[onerror], img[src=\"x\"]').length",
+        json!([]),
+    );
+    assert_eq!(injected, 0);
+    save("serve-desktop.png", &b.screenshot());
+}
+
+/// An uploaded image finds itself first; opened large it shows its path and distance 0; "more
+/// like this" searches with its stored vector and leaves it out.
+fn searches_by_upload_and_opens_a_result(b: &Browser, want: &Expected) {
+    b.clear(&b.find("#q"));
+    b.send_keys(&b.find("#file"), &want.chelsea_path);
+    wait_first_tile(b, "the upload's results", &want.chelsea);
+    assert_eq!(
+        b.js(
+            "return !document.getElementById('example').hidden",
+            json!([])
+        ),
+        true
+    );
+    b.click(&b.find(".tile"));
+    wait_viewer(b, "the viewer", true);
+    assert_eq!(text(b, "#viewer-path"), want.chelsea_path);
+    assert_eq!(text(b, "#viewer-label"), "cats");
+    let distance = text(b, "#viewer-distance");
+    assert!(distance.starts_with("0.0"), "{distance}");
+    b.wait_for(
+        "the large image",
+        "const i = document.getElementById('viewer-img'); \
+         return i.complete && i.naturalWidth > 0 && i.src.includes('/image/')",
+        WAIT,
+    );
+    save("serve-viewer.png", &b.screenshot());
+    b.click(&b.find("#more"));
+    wait_for_tiles(b, "more like this", &want.similar);
+    assert!(!tile_ids(b).contains(&want.chelsea));
+    let summary = text(b, "#summary");
+    assert!(summary.contains("more like chelsea.png"), "{summary}");
+}
+
+/// The label filter refines the query shown; Enter opens a tile, → steps, Esc closes.
+fn refines_by_label_and_keyboard(b: &Browser, want: &Expected) {
+    b.click(&b.find("#label option[value=\"space\"]"));
+    wait_for_tiles(b, "the space results", &want.similar_space);
+    assert!(tiles(b).iter().all(|t| t.2 == "space"));
+    wait_for_thumbnails(b);
+    b.click(&b.find("#label option[value=\"\"]"));
+    wait_for_tiles(b, "all labels again", &want.similar);
+    b.send_keys(&b.find(".tile"), ENTER);
+    wait_viewer(b, "the viewer by keyboard", true);
+    let before = text(b, "#viewer-name");
+    b.send_keys(&b.find("#more"), RIGHT);
+    let next = format!(
+        "return document.getElementById('viewer-name').textContent !== {}",
+        json!(before)
+    );
+    b.wait_for("the next image", &next, WAIT);
+    b.send_keys(&b.find("#more"), ESCAPE);
+    wait_viewer(b, "the viewer to close", false);
+}
+
+/// A dropped and a pasted image each search by themselves; a query that is only a minus is
+/// refused in words.
+fn drops_pastes_and_reads_errors(b: &Browser, want: &Expected) {
+    b.click(&b.find("#example-clear"));
+    hand_over_image(b, "drop", &want.astronaut);
+    wait_first_tile(b, "the dropped image's results", &want.astronaut);
+    hand_over_image(b, "paste", &want.chelsea);
+    wait_first_tile(b, "the pasted image's results", &want.chelsea);
+    b.click(&b.find("#example-clear"));
+    b.send_keys(&b.find("#q"), &format!("-dark{ENTER}"));
+    let shown = "const m = document.getElementById('message'); \
+                 return !m.hidden && m.textContent.includes('only subtracts')";
+    b.wait_for("the error message", shown, WAIT);
+}
+
+/// At phone width nothing is wider than the screen.
+fn fits_a_phone(b: &Browser, want: &Expected) {
+    b.clear(&b.find("#q"));
+    b.send_keys(&b.find("#q"), &format!("a photo{ENTER}"));
+    wait_for_tiles(b, "the text results again", &want.text_ids);
+    b.set_window(390, 844);
+    let overflow = b.js(
+        "return document.documentElement.scrollWidth - window.innerWidth",
+        json!([]),
+    );
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page is wider than a phone by {overflow} px"
+    );
+    wait_for_thumbnails(b);
+    save("serve-phone.png", &b.screenshot());
+}
