@@ -79,6 +79,7 @@ fn clustered_docs(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Imag
                 height: 480,
                 model: "bench".into(),
                 indexed_at_ms: 1_700_000_000_000,
+                mtime_ms: None,
             }
         })
         .collect()

@@ -283,6 +283,7 @@ fn doc(i: usize, v: &[f32], cluster: usize) -> ImageDoc {
         height: 480,
         model: "bench".into(),
         indexed_at_ms: 1_700_000_000_000,
+        mtime_ms: None,
     }
 }
 

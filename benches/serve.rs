@@ -97,6 +97,7 @@ fn doc(id: String, path: String, vector: Vec<f32>, label: &str) -> ImageDoc {
         height: 0,
         model: "bench".into(),
         indexed_at_ms: 0,
+        mtime_ms: None,
     }
 }
 

@@ -54,6 +54,10 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Measure how good it is: accuracy on labelled test images, or what the approximate index loses (--recall).
     Eval(EvalArgs),
+    /// Remove the documents whose file under PATH is gone or has other content now.
+    Prune(PruneArgs),
+    /// Copy every document, vectors included, to another store or index (no model needed).
+    Copy(CopyArgs),
     /// Show where the index is and how many images it holds.
     Info(InfoArgs),
     /// Download a CLIP checkpoint from the Hugging Face hub into the Hugging Face cache.
@@ -357,6 +361,79 @@ pub struct EvalArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec prune ~/Photos --dry-run\n  imgvec prune ~/Photos/2019 ~/Photos/2020\n\n\
+A document is checked by its file's size first, then its modification time; the file is hashed only \
+when those cannot tell. Documents outside the given paths are never touched. A changed file's new \
+content is indexed by `imgvec ingest`, not by prune."
+)]
+pub struct PruneArgs {
+    /// Folders or files whose documents are checked; each must exist (an unmounted drive is an
+    /// error, not a reason to remove everything under it).
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print what would be removed; remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// No progress.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print one JSON object: counts and the paths gone, changed and not checkable.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec copy --store ./imgvec-data --to-es-url https://es.example:9200\n  \
+imgvec copy --es-url https://old:9200 --index photos --to-es-url https://new:9200 --to-index photos\n  \
+imgvec copy --es-url https://es.example:9200 --to-store ./backup\n\n\
+The source is the usual --store / --es-url and --index. Target credentials: IMGVEC_TO_ELASTIC_USERNAME \
+with IMGVEC_TO_ELASTIC_PASSWORD, or IMGVEC_TO_ELASTIC_API_KEY; when neither is set, the target uses \
+ELASTIC_USERNAME / ELASTIC_PASSWORD / ELASTIC_API_KEY like the source. Interrupted? Run the same \
+command again: what the target has is not written twice."
+)]
+pub struct CopyArgs {
+    /// Target: an embedded store directory.
+    #[arg(
+        long,
+        env = "IMGVEC_TO_STORE",
+        value_name = "DIR",
+        required_unless_present = "to_es_url",
+        conflicts_with = "to_es_url"
+    )]
+    pub to_store: Option<PathBuf>,
+    /// Target: an Elasticsearch URL.
+    #[arg(long, env = "IMGVEC_TO_ES_URL", value_name = "URL")]
+    pub to_es_url: Option<String>,
+    /// Target index name (default: the source's --index).
+    #[arg(long, value_name = "NAME")]
+    pub to_index: Option<String>,
+    /// PEM CA certificate of the target Elasticsearch.
+    #[arg(long, env = "IMGVEC_TO_CA_CERT", value_name = "FILE")]
+    pub to_ca_cert: Option<PathBuf>,
+    /// Do not verify the target server's TLS certificate (insecure; prints a warning).
+    #[arg(long)]
+    pub to_insecure: bool,
+    /// Documents per page read and per write.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub batch_size: u32,
+    /// Stop after writing N documents (run again to go on).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// No progress.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

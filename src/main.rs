@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Search(a) => commands::search::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Prune(a) => commands::prune::run(a),
+        Command::Copy(a) => commands::copy::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::FetchModel(a) => commands::fetch_model::run(a),
         Command::Serve(a) => commands::serve::run(a),

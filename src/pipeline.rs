@@ -42,6 +42,8 @@ pub struct FileFacts {
     pub bytes: u64,
     pub width: u32,
     pub height: u32,
+    /// The file's modification time (epoch ms) just before it was read, when known.
+    pub mtime_ms: Option<u64>,
 }
 
 /// A file read and hashed, not yet decoded.
@@ -49,6 +51,9 @@ pub struct ReadFile {
     pub job: Job,
     pub sha256: String,
     pub bytes: Vec<u8>,
+    /// Modification time (epoch ms) taken before reading, so an edit during the read shows as a
+    /// newer time than the one stored.
+    pub mtime_ms: Option<u64>,
 }
 
 /// An image ready for the model.
@@ -176,16 +181,34 @@ pub fn prepare_bytes(
     })
 }
 
-/// Reads and hashes one file.
+/// Reads and hashes one file, noting its modification time first.
 pub fn read_file(job: Job) -> Flow<ReadFile> {
-    match std::fs::read(&job.path) {
-        Ok(bytes) => Flow::Next(ReadFile {
+    let read = || -> std::io::Result<(Vec<u8>, Option<u64>)> {
+        let mut file = std::fs::File::open(&job.path)?;
+        let mtime_ms = file.metadata().ok().as_ref().and_then(mtime_ms);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        Ok((bytes, mtime_ms))
+    };
+    match read() {
+        Ok((bytes, mtime_ms)) => Flow::Next(ReadFile {
             sha256: sha256_hex(&bytes),
             job,
             bytes,
+            mtime_ms,
         }),
         Err(e) => Flow::Done(Outcome::failed(job, e.to_string())),
     }
+}
+
+/// A file's modification time in milliseconds since the Unix epoch, where the system tells it.
+pub fn mtime_ms(meta: &std::fs::Metadata) -> Option<u64> {
+    let since = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 /// Decodes and preprocesses a file already read.
@@ -198,6 +221,7 @@ pub fn prepare(read: ReadFile, cfg: &PreprocessConfig, apply_exif: bool) -> Flow
                 bytes: read.bytes.len() as u64,
                 width,
                 height,
+                mtime_ms: read.mtime_ms,
             },
             pixels,
         }),
@@ -540,6 +564,7 @@ mod tests {
                 job: j,
                 sha256: sha.to_string(),
                 bytes: vec![],
+                mtime_ms: None,
             }))
             .unwrap();
         }
@@ -575,6 +600,7 @@ mod tests {
             job: job(0, "/x"),
             sha256: "x".into(),
             bytes: vec![],
+            mtime_ms: None,
         }))
         .unwrap();
         drop(tx);

@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod completions;
+pub mod copy;
 pub mod create_index;
 pub mod embed;
 pub mod eval;
@@ -13,6 +14,7 @@ pub mod images;
 pub mod info;
 pub mod ingest;
 pub mod man;
+pub mod prune;
 pub mod search;
 pub mod serve;
 
@@ -73,12 +75,19 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
 
 /// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
-    open_store_with(args, |_| {})
+    open_store_with(args, "", |_| {})
 }
 
-/// [`open_store`], with `tune` adjusting the Elasticsearch settings (bulk concurrency...) first.
+/// [`open_store`] with the credentials from `{env_prefix}ELASTIC_PASSWORD` and the like (`copy`'s
+/// target reads `IMGVEC_TO_ELASTIC_*`).
+pub fn open_store_as(args: &StoreArgs, env_prefix: &str) -> Result<Box<dyn VectorStore>> {
+    open_store_with(args, env_prefix, |_| {})
+}
+
+/// [`open_store_as`], with `tune` adjusting the Elasticsearch settings (bulk concurrency...) first.
 pub fn open_store_with(
     args: &StoreArgs,
+    env_prefix: &str,
     tune: impl FnOnce(&mut ElasticConfig),
 ) -> Result<Box<dyn VectorStore>> {
     let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
@@ -94,7 +103,11 @@ pub fn open_store_with(
 anyone on the path can read and change what is sent"
         );
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env = |k: &str| {
+        std::env::var(format!("{env_prefix}{k}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
     let api_key = env("ELASTIC_API_KEY");
     let password = env("ELASTIC_PASSWORD");
     let username = password

@@ -36,6 +36,21 @@ pub struct ImageDoc {
     pub model: String,
     /// When it was indexed, milliseconds since the Unix epoch.
     pub indexed_at_ms: u64,
+    /// The file's modification time when it was read, milliseconds since the Unix epoch; `None`
+    /// when unknown (documents indexed before imgvec recorded it). Lets `prune` trust an unchanged
+    /// size and time instead of hashing the file again.
+    #[serde(default)]
+    pub mtime_ms: Option<u64>,
+}
+
+/// What `prune` needs to check a document against its file: no vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocFile {
+    pub id: String,
+    pub path: String,
+    pub bytes: u64,
+    pub mtime_ms: Option<u64>,
+    pub indexed_at_ms: u64,
 }
 
 /// What the index must look like: the vector size comes from the model's config, never from a constant.
@@ -150,7 +165,7 @@ pub enum StoreError {
     #[error("{url} refused the credentials ({detail}). Set ELASTIC_USERNAME (default elastic) and ELASTIC_PASSWORD, or ELASTIC_API_KEY")]
     Auth { url: String, detail: String },
     /// 403: the credentials are good but lack a privilege for this operation.
-    #[error("{url} accepted the credentials but they may not {action} on index '{index}' ({detail}). Grant the index privilege `{privilege}` on '{index}' (imgvec needs view_index_metadata, create_index, create_doc, read and maintenance; index with --force, delete_index with --recreate)")]
+    #[error("{url} accepted the credentials but they may not {action} on index '{index}' ({detail}). Grant the index privilege `{privilege}` on '{index}' (imgvec needs view_index_metadata, create_index, create_doc, read and maintenance; index with --force, delete_index with --recreate, delete for prune)")]
     Forbidden {
         url: String,
         index: String,
@@ -285,6 +300,16 @@ pub trait VectorStore: Send + Sync {
         let _ = query;
         Err(StoreError::Other(format!(
             "{}: exact search is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// Every document whose `path` starts with one of `prefixes` (plain string prefixes: the caller
+    /// decides what is really under a folder), without vectors, each once, in no particular order.
+    async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {
+        let _ = prefixes;
+        Err(StoreError::Other(format!(
+            "{}: listing files is not supported yet",
             self.describe()
         )))
     }

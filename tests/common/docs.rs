@@ -60,6 +60,7 @@ pub fn docs(rng: &mut Rng, n: usize, dims: usize, labels: &[&str], prefix: &str)
             height: 480,
             model: "clip-test".into(),
             indexed_at_ms: 1_700_000_000_000 + i as u64,
+            mtime_ms: (i % 3 != 0).then_some(1_600_000_000_000 + i as u64),
         })
         .collect()
 }

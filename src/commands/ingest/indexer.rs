@@ -179,6 +179,7 @@ impl Indexer {
             height: facts.height,
             model: self.model.clone(),
             indexed_at_ms: now_ms(),
+            mtime_ms: facts.mtime_ms,
         }
     }
 }
@@ -309,6 +310,7 @@ mod tests {
                     },
                     sha256: format!("{i:064x}"),
                     bytes: 1,
+                    mtime_ms: None,
                     width: 1,
                     height: 1,
                 },

@@ -10,6 +10,7 @@
 //! Not for: how files are decoded (`image`), embedded (`clip`) or stored (`store`).
 
 mod bulk_load;
+mod disappeared;
 pub mod indexer;
 mod summary;
 
@@ -45,7 +46,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
     let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async {
-        open_store_with(&args.store, |cfg| {
+        open_store_with(&args.store, "", |cfg| {
             cfg.bulk_concurrency = args.bulk_concurrency
         })
     })?);
@@ -64,6 +65,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
         eprintln!("imgvec: {} image(s) found", summary.found);
     }
     let bulk_load = begin_bulk_load(args, &rt, &store, &slot, jobs.len());
+    summary.disappeared = disappeared(&rt, store.as_ref(), args, &jobs, &summary);
     if !jobs.is_empty() {
         let work = Work {
             args,
@@ -94,6 +96,28 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How many indexed files under the paths are gone (`None`, with a warning, if that cannot be told).
+fn disappeared(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn VectorStore,
+    args: &IngestArgs,
+    jobs: &[Job],
+    summary: &Summary,
+) -> Option<usize> {
+    let seen: std::collections::HashSet<String> = jobs
+        .iter()
+        .map(|j| j.path.display().to_string())
+        .chain(summary.failures.iter().map(|(p, _)| p.clone()))
+        .collect();
+    match rt.block_on(disappeared::count_disappeared(store, &args.paths, &seen)) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("imgvec: warning: cannot tell which indexed files are gone: {e}");
+            None
+        }
+    }
 }
 
 /// Bulk-load mode if asked (`--bulk-load`) or for a large first load, on a store that has it.

@@ -16,6 +16,9 @@ pub struct Summary {
     pub skipped_not_images: usize,
     /// Images left to the other parts of a split ingest (`--shard I/N`).
     pub other_shards: usize,
+    /// Indexed files under the paths that are gone from disk (`imgvec prune` removes them);
+    /// `None` when that could not be told.
+    pub disappeared: Option<usize>,
     pub interrupted: bool,
     pub seconds: f64,
     pub images_per_second: f64,
@@ -51,6 +54,10 @@ impl Summary {
         for (path, why) in &self.failures {
             eprintln!("imgvec: failed: {path}: {why}");
         }
+        let gone = match self.disappeared {
+            Some(n) if n > 0 => format!(", gone from disk {n}"),
+            _ => String::new(),
+        };
         let shards = if self.other_shards > 0 {
             format!(", other shards {}", self.other_shards)
         } else {
@@ -62,7 +69,7 @@ impl Summary {
             ""
         };
         println!(
-            "indexed {}, already present {}, failed {}, not images {}{shards}; {:.1} s, {:.2} img/s{interrupted}",
+            "indexed {}, already present {}, failed {}, not images {}{shards}{gone}; {:.1} s, {:.2} img/s{interrupted}",
             self.indexed,
             self.already_present,
             self.failed,
@@ -70,5 +77,11 @@ impl Summary {
             self.seconds,
             self.images_per_second
         );
+        if let Some(n @ 1..) = self.disappeared {
+            eprintln!(
+                "imgvec: {n} indexed file(s) under these paths are gone from disk: `imgvec prune` with \
+the same paths removes them from the index (--dry-run shows which)"
+            );
+        }
     }
 }

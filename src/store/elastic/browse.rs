@@ -15,13 +15,13 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
 use super::errors::{error_summary, error_type, unexpected, Op};
-use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
 use super::query::IDS_PER_REQUEST;
 use super::ElasticStore;
 use crate::store::{ImageDoc, StoreError};
 
 /// The `_source` fields `get` reads.
-const DOC_FIELDS: &str = "name,path,IFV,sha256,bytes,width,height,model,indexed_at";
+const DOC_FIELDS: &str = "name,path,IFV,sha256,bytes,width,height,model,indexed_at,mtime";
 
 impl ElasticStore {
     /// [`crate::store::VectorStore::get`]: `_mget` in batches, vectors included.
@@ -112,6 +112,7 @@ excluded from it: set index.mapping.exclude_source_vectors to false)"
         height: u32::try_from(number("height")).unwrap_or(0),
         model: text("model"),
         indexed_at_ms: number("indexed_at"),
+        mtime_ms: source.get(MTIME_FIELD).and_then(Value::as_u64),
     }))
 }
 

@@ -14,13 +14,13 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
 use super::errors::{error_summary, truncate, unexpected, Op};
-use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
-use super::ElasticStore;
+use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::{ElasticStore, MTIME_UNKNOWN, MTIME_UNMAPPED};
 use crate::store::{ImageDoc, StoreError, UpsertReport};
 
-/// The `_source` stored for a document.
+/// The `_source` stored for a document (`mtime` only when known).
 pub fn doc_source(doc: &ImageDoc) -> Value {
-    json!({
+    let mut source = json!({
         LABEL_FIELD: doc.label,
         PATH_FIELD: doc.path,
         VECTOR_FIELD: doc.vector,
@@ -30,7 +30,11 @@ pub fn doc_source(doc: &ImageDoc) -> Value {
         "height": doc.height,
         "model": doc.model,
         "indexed_at": doc.indexed_at_ms,
-    })
+    });
+    if let Some(mtime) = doc.mtime_ms {
+        source[MTIME_FIELD] = json!(mtime);
+    }
+    source
 }
 
 /// [`doc_source`] as written: the vector's floats in their shortest f32 form ("0.1"), not widened
@@ -132,6 +136,13 @@ impl ElasticStore {
         if !self.index_seen.load(Ordering::Relaxed) && !self.index_exists().await? {
             return Err(self.index_missing());
         }
+        let stripped;
+        let docs = if self.takes_mtime(docs).await? {
+            docs
+        } else {
+            stripped = without_mtime(docs);
+            &stripped[..]
+        };
         let mut start = 0;
         while start < docs.len() {
             // Serialize lazily, one request's worth at a time.
@@ -243,6 +254,18 @@ impl ElasticStore {
         Ok(again)
     }
 
+    /// Whether `docs`' mtimes can be written: asks for the mapping once, and only when a document
+    /// has one (an index made before imgvec wrote `mtime` has no such field).
+    async fn takes_mtime(&self, docs: &[ImageDoc]) -> Result<bool, StoreError> {
+        if docs.iter().all(|d| d.mtime_ms.is_none()) {
+            return Ok(true);
+        }
+        if self.mtime_mapping.load(Ordering::Relaxed) == MTIME_UNKNOWN {
+            self.mappings().await?;
+        }
+        Ok(self.mtime_mapping.load(Ordering::Relaxed) != MTIME_UNMAPPED)
+    }
+
     /// A bulk request failed as a whole: a missing index is no longer known to be there.
     fn bulk_error(&self, e: StoreError) -> StoreError {
         if matches!(e, StoreError::IndexMissing { .. }) {
@@ -250,6 +273,15 @@ impl ElasticStore {
         }
         e
     }
+}
+
+fn without_mtime(docs: &[ImageDoc]) -> Vec<ImageDoc> {
+    docs.iter()
+        .map(|d| ImageDoc {
+            mtime_ms: None,
+            ..d.clone()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub(super) enum Op {
     DeleteIndex,
     /// `_bulk` with `create` (`overwrite: false`) or `index` actions.
     Bulk { overwrite: bool },
+    /// `_bulk` with `delete` actions.
+    Delete,
     /// `_mget` of ids.
     Mget,
     /// `_search`.
@@ -47,6 +49,7 @@ impl Op {
             Op::DeleteIndex => ("delete the index", "delete_index"),
             Op::Bulk { overwrite: false } => ("write documents", "create_doc"),
             Op::Bulk { overwrite: true } => ("overwrite documents", "index"),
+            Op::Delete => ("delete documents", "delete"),
             Op::Mget | Op::Search | Op::Count => ("read documents", "read"),
             Op::Refresh => ("refresh the index", "maintenance"),
             Op::Settings => ("change the index's settings", "manage"),

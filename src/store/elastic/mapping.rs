@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::compat::{check_mapping, label_field_error};
 
 use super::errors::{error_type, unexpected, Op};
-use super::ElasticStore;
+use super::{ElasticStore, MTIME_MAPPED, MTIME_UNKNOWN, MTIME_UNMAPPED};
 use crate::store::{IndexSpec, StoreError};
 
 /// The index mapping and settings, with `IFV.dims` left out: [`index_body`] fills it in.
@@ -25,6 +25,9 @@ pub const VECTOR_FIELD: &str = "IFV";
 pub const LABEL_FIELD: &str = "name";
 /// The file path field.
 pub const PATH_FIELD: &str = "path";
+/// The file's modification time when it was read (epoch ms); indices made before imgvec wrote it
+/// lack it, and then it is not written.
+pub const MTIME_FIELD: &str = "mtime";
 /// The similarity the scores in [`crate::store::Hit`] assume (`score = 1 / (1 + d²)`).
 pub const SIMILARITY: &str = "l2_norm";
 /// The vector index type, set explicitly: ES 9.1+ would otherwise pick `bbq_hnsw` for dims ≥ 384.
@@ -48,6 +51,7 @@ impl ElasticStore {
     pub async fn delete_index(&self) -> Result<bool, StoreError> {
         let reply = self.send(Method::Delete, "", None, None).await?;
         self.index_seen.store(false, Ordering::Relaxed);
+        self.mtime_mapping.store(MTIME_UNKNOWN, Ordering::Relaxed);
         if reply.status.is_success() {
             return Ok(true);
         }
@@ -79,6 +83,15 @@ impl ElasticStore {
             return Err(self.index_missing());
         }
         self.index_seen.store(true, Ordering::Relaxed);
+        let takes_mtime = found.iter().all(|(_, m)| takes_field(m, MTIME_FIELD));
+        self.mtime_mapping.store(
+            if takes_mtime {
+                MTIME_MAPPED
+            } else {
+                MTIME_UNMAPPED
+            },
+            Ordering::Relaxed,
+        );
         Ok(found)
     }
 
@@ -88,6 +101,7 @@ impl ElasticStore {
         let reply = self.send(Method::Put, "", None, Some(&body)).await?;
         if reply.status.is_success() {
             self.index_seen.store(true, Ordering::Relaxed);
+            self.mtime_mapping.store(MTIME_MAPPED, Ordering::Relaxed);
             return Ok(true);
         }
         if error_type(&reply.body) == Some("resource_already_exists_exception") {
@@ -207,6 +221,12 @@ pub fn vector_dims(mappings: &Value) -> Option<usize> {
         .get("dims")
         .and_then(Value::as_u64)
         .and_then(|d| usize::try_from(d).ok())
+}
+
+/// Whether a document may carry `field`: it is mapped, or the mapping is not `dynamic: strict`.
+fn takes_field(mappings: &Value, field: &str) -> bool {
+    mappings.pointer(&format!("/properties/{field}")).is_some()
+        || mappings.get("dynamic").and_then(Value::as_str) != Some("strict")
 }
 
 /// The fields [`ElasticStore`]'s `upsert` writes (see `bulk::doc_source`).

@@ -6,8 +6,8 @@
 //! `errors` (what a refusal means for the user), `mapping` (creating and checking the index),
 //! `bulk` (writing documents), `query` (kNN search, which ids exist), `exact` (exact kNN by
 //! `script_score`), `scan` (every document back, vectors included), `browse` (labels, documents by id
-//! with their vectors). Every request is plain JSON over [`Elasticsearch::send`], so the bodies read
-//! exactly like the REST API reference.
+//! with their vectors), `delete` (deleting documents, listing them by path). Every request is plain
+//! JSON over [`Elasticsearch::send`], so the bodies read exactly like the REST API reference.
 //!
 //! What it is not for: reading credentials (the CLI takes them from the environment and passes them
 //! in [`ElasticConfig`]), computing vectors, or knowing anything about files and models. Field names
@@ -17,6 +17,7 @@ mod browse;
 mod bulk;
 mod compat;
 mod connection;
+mod delete;
 mod errors;
 mod exact;
 mod load;
@@ -30,7 +31,7 @@ mod throttle;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 
 use async_trait::async_trait;
 use elasticsearch::http::Method;
@@ -38,7 +39,7 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, LabelCount,
+    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, LabelCount,
     SavedSettings, StoreError,
     UpsertReport, VectorStore,
 };
@@ -55,8 +56,8 @@ use errors::{error_for, unexpected, Op};
 pub use exact::{exact_knn_body, labels_body, parse_labels, EXACT_L2_NORM_SCRIPT, MAX_LABELS};
 pub use load::LOAD_SETTINGS;
 pub use mapping::{
-    index_body, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, PATH_FIELD, SIMILARITY, VECTOR_FIELD,
-    VECTOR_INDEX_TYPE,
+    index_body, vector_dims, LABEL_FIELD, MAPPING_TEMPLATE, MTIME_FIELD, PATH_FIELD, SIMILARITY,
+    VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
 pub use query::{
     knn_body, parse_hits, ExactScores, IDS_PER_REQUEST, L2_SCORE_SCRIPT, MAX_NUM_CANDIDATES,
@@ -77,7 +78,14 @@ pub struct ElasticStore {
     server: tokio::sync::OnceCell<ServerInfo>,
     /// The gate of every `_bulk` request (see `throttle`).
     throttle: throttle::Throttle,
+    /// Whether the index's mapping takes the `mtime` field (indices made before it existed, with
+    /// `dynamic: strict`, do not): [`MTIME_UNKNOWN`], [`MTIME_MAPPED`] or [`MTIME_UNMAPPED`].
+    mtime_mapping: AtomicU8,
 }
+
+const MTIME_UNKNOWN: u8 = 0;
+const MTIME_MAPPED: u8 = 1;
+const MTIME_UNMAPPED: u8 = 2;
 
 impl fmt::Debug for ElasticStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,6 +108,7 @@ impl ElasticStore {
             index_seen: AtomicBool::new(false),
             server: tokio::sync::OnceCell::new(),
             throttle: throttle::Throttle::new(cfg.bulk_concurrency),
+            mtime_mapping: AtomicU8::new(MTIME_UNKNOWN),
         })
     }
 
@@ -228,6 +237,14 @@ impl VectorStore for ElasticStore {
 
     async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
         self.search(query).await
+    }
+
+    async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {
+        self.list_files(prefixes).await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        self.delete_ids(ids).await
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::connection::{Connection, Reply};
 use super::errors::{error_for, unexpected, Op};
-use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
 use super::ElasticStore;
 use crate::store::{DocScan, ImageDoc, StoreError};
 
@@ -24,7 +24,7 @@ use crate::store::{DocScan, ImageDoc, StoreError};
 const KEEP_ALIVE: &str = "5m";
 
 /// The `_source` fields a scan reads.
-const SOURCE_FIELDS: [&str; 8] = [
+const SOURCE_FIELDS: [&str; 9] = [
     LABEL_FIELD,
     PATH_FIELD,
     VECTOR_FIELD,
@@ -33,6 +33,7 @@ const SOURCE_FIELDS: [&str; 8] = [
     "height",
     "model",
     "indexed_at",
+    MTIME_FIELD,
 ];
 
 impl ElasticStore {
@@ -156,6 +157,7 @@ _source disabled or are vectors excluded from it on this index?"
         height: u32::try_from(number("height")).unwrap_or(0),
         model: text("model"),
         indexed_at_ms: number("indexed_at"),
+        mtime_ms: src.get(MTIME_FIELD).and_then(Value::as_u64),
     })
 }
 

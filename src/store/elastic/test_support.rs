@@ -25,6 +25,7 @@ pub(super) fn doc(id: &str, dims: usize) -> ImageDoc {
         height: 480,
         model: "clip-vit-large-patch14".into(),
         indexed_at_ms: 1_700_000_000_000,
+        mtime_ms: None,
     }
 }
 

@@ -47,7 +47,7 @@ impl Shared {
         let mut stmt = state
             .conn
             .prepare_cached(
-                "SELECT label, path, vector, bytes, width, height, model, indexed_at_ms \
+                "SELECT label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms \
                  FROM docs WHERE index_id = ?1 AND id = ?2",
             )
             .map_err(|e| self.db(e))?;
@@ -81,6 +81,10 @@ impl Shared {
                 height: r.get(5).map_err(db)?,
                 model: r.get(6).map_err(db)?,
                 indexed_at_ms: u64::try_from(r.get::<_, i64>(7).map_err(db)?).unwrap_or(0),
+                mtime_ms: r
+                    .get::<_, Option<i64>>(8)
+                    .map_err(db)?
+                    .and_then(|m| u64::try_from(m).ok()),
             });
         }
         Ok(docs)

@@ -48,6 +48,7 @@ CREATE TABLE docs (
     model TEXT NOT NULL,
     indexed_at_ms INTEGER NOT NULL,
     generation INTEGER NOT NULL,
+    mtime_ms INTEGER,
     UNIQUE (index_id, id)
 );
 CREATE INDEX docs_by_label ON docs(index_id, label);
@@ -123,7 +124,7 @@ fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreErr
             ))
             .map_err(db)?;
         }
-        (APPLICATION_ID, SCHEMA_VERSION) => {}
+        (APPLICATION_ID, SCHEMA_VERSION) => add_mtime_column(conn, path)?,
         (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Other(format!(
                 "{} was written by a newer imgvec (schema {v}, this one reads {SCHEMA_VERSION}): upgrade imgvec",
@@ -142,6 +143,25 @@ fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreErr
                 path.display()
             )))
         }
+    }
+    Ok(())
+}
+
+/// Stores made before `docs.mtime_ms` existed get the column, empty (unknown: `prune` then hashes
+/// those files). Additive, so the schema version stays: an older imgvec still reads the file.
+fn add_mtime_column(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = |e| db_error(path, e);
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('docs') WHERE name = 'mtime_ms'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    if !has {
+        conn.execute_batch("ALTER TABLE docs ADD COLUMN mtime_ms INTEGER")
+            .map_err(db)?;
     }
     Ok(())
 }

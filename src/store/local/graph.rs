@@ -70,6 +70,15 @@ impl Labels {
         }
     }
 
+    /// Forgets `key` (its document was deleted).
+    pub(super) fn remove(&mut self, key: u64) {
+        if let Some(old) = self.of_key.remove(&key) {
+            if let Some(entry) = self.by_name.values_mut().find(|e| e.0 == old) {
+                entry.1 = entry.1.saturating_sub(1);
+            }
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.of_key.len()
     }

@@ -18,9 +18,10 @@
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
-//! (the operations' transactions), `graph` (the in-memory HNSW graph), `graph_file` (its cache
-//! file), `search` (kNN and re-ranking), `browse` (labels, documents by id), `lock` (the process
-//! lock), `fsutil` (store directory, atomic writes).
+//! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
+//! (the in-memory HNSW graph), `graph_file` (its cache file), `search` (kNN and re-ranking),
+//! `browse` (labels, documents by id), `lock` (the process lock), `fsutil` (store directory, atomic
+//! writes).
 //!
 //! What it is not for: sharing a store between machines or processes at the same time, serving
 //! queries to other programs, or knowing anything about models and files. It never hand-rolls ANN
@@ -29,6 +30,7 @@
 mod browse;
 mod config;
 mod db;
+mod delete;
 mod exact;
 mod fsutil;
 mod graph;
@@ -48,7 +50,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
+    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
     UpsertReport, VectorStore,
 };
 pub use config::{
@@ -317,6 +319,21 @@ impl VectorStore for LocalStore {
 
     async fn count(&self) -> Result<u64, StoreError> {
         self.run(|shared, state| shared.count(state)).await
+    }
+
+    async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {
+        let prefixes = prefixes.to_vec();
+        self.run(move |shared, state| shared.files_under(state, &prefixes))
+            .await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        self.run(move |shared, state| shared.delete(state, &ids))
+            .await
     }
 
     async fn labels(&self) -> Result<Vec<LabelCount>, StoreError> {

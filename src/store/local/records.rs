@@ -159,12 +159,15 @@ impl Shared {
                 report.failed.push((doc.id.clone(), reason));
                 continue;
             }
-            let (Ok(bytes), Ok(indexed_at)) =
-                (i64::try_from(doc.bytes), i64::try_from(doc.indexed_at_ms))
-            else {
-                report
-                    .failed
-                    .push((doc.id.clone(), "bytes or indexed_at_ms out of range".into()));
+            let (Ok(bytes), Ok(indexed_at), Ok(mtime)) = (
+                i64::try_from(doc.bytes),
+                i64::try_from(doc.indexed_at_ms),
+                doc.mtime_ms.map(i64::try_from).transpose(),
+            ) else {
+                report.failed.push((
+                    doc.id.clone(),
+                    "bytes, indexed_at_ms or mtime_ms out of range".into(),
+                ));
                 continue;
             };
             let existed = exists.exists(params![row.id, doc.id]).map_err(db)?;
@@ -184,7 +187,8 @@ impl Shared {
                     doc.height,
                     doc.model,
                     indexed_at,
-                    generation
+                    generation,
+                    mtime
                 ])
                 .map_err(db)?;
             if !existed {
@@ -210,16 +214,17 @@ impl Shared {
 fn write_sql(overwrite: bool) -> &'static str {
     if overwrite {
         "INSERT INTO docs (index_id, id, label, path, vector, bytes, width, height, model,
-             indexed_at_ms, generation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             indexed_at_ms, generation, mtime_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (index_id, id) DO UPDATE SET label = excluded.label,
              path = excluded.path, vector = excluded.vector, bytes = excluded.bytes,
              width = excluded.width, height = excluded.height, model = excluded.model,
-             indexed_at_ms = excluded.indexed_at_ms, generation = excluded.generation"
+             indexed_at_ms = excluded.indexed_at_ms, generation = excluded.generation,
+             mtime_ms = excluded.mtime_ms"
     } else {
         "INSERT INTO docs (index_id, id, label, path, vector, bytes, width, height, model,
-             indexed_at_ms, generation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             indexed_at_ms, generation, mtime_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (index_id, id) DO NOTHING"
     }
 }

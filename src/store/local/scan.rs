@@ -66,7 +66,7 @@ impl Shared {
         let mut stmt = state
             .conn
             .prepare_cached(
-                "SELECT id, label, path, vector, bytes, width, height, model, indexed_at_ms \
+                "SELECT id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms \
                  FROM docs WHERE index_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )
             .map_err(db)?;
@@ -100,6 +100,10 @@ impl Shared {
                 height: u32::try_from(r.get::<_, i64>(6).map_err(db)?).unwrap_or(0),
                 model: r.get(7).map_err(db)?,
                 indexed_at_ms: u64::try_from(r.get::<_, i64>(8).map_err(db)?).unwrap_or(0),
+                mtime_ms: r
+                    .get::<_, Option<i64>>(9)
+                    .map_err(db)?
+                    .and_then(|m| u64::try_from(m).ok()),
                 id,
             });
         }
