@@ -27,7 +27,38 @@ use super::{jpeg, DecodeError, DecodedImage};
 /// [`MAX_PIXELS`](super::MAX_PIXELS).
 /// Never panics: a panic inside a decoder comes back as [`DecodeError::Decode`].
 pub fn decode_rgb(bytes: &[u8], apply_exif_orientation: bool) -> Result<DecodedImage, DecodeError> {
+    decode_rgb_with(
+        bytes,
+        &DecodeOptions {
+            apply_exif_orientation,
+            allow_truncated: false,
+        },
+    )
+}
+
+/// How [`decode_rgb_with`] decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Turn the image upright per its EXIF orientation (transformers does not).
+    pub apply_exif_orientation: bool,
+    /// Decode a truncated file as far as its data goes (marked [`DecodedImage::truncated`])
+    /// instead of refusing it with [`DecodeError::Truncated`], as Pillow does.
+    pub allow_truncated: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            apply_exif_orientation: true,
+            allow_truncated: false,
+        }
+    }
+}
+
+/// [`decode_rgb`] with every option.
+pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
+    let apply_exif_orientation = opts.apply_exif_orientation;
     match catch_unwind(AssertUnwindSafe(|| {
         decode_inner(bytes, format, apply_exif_orientation)
     })) {
@@ -62,6 +93,7 @@ fn decode_inner(
         original_height,
         format,
         orientation,
+        truncated: false,
     })
 }
 

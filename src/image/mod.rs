@@ -27,7 +27,7 @@ pub mod sniff;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use decode::decode_rgb;
+pub use decode::{decode_rgb, decode_rgb_with, DecodeOptions};
 pub use limits::{MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE};
 pub use resample::Resample;
 pub use sniff::sniff_image_format;
@@ -43,6 +43,10 @@ pub enum DecodeError {
     TooLarge { reason: String },
     #[error("unsupported pixel format: {0}")]
     UnsupportedMode(String),
+    /// The file ends before its image data does (Pillow: "image file is truncated"). Refused
+    /// unless [`DecodeOptions::allow_truncated`].
+    #[error("truncated: the {format:?} file ends before its image data does")]
+    Truncated { format: ImageFormat },
 }
 
 /// A decoded image converted to RGB the way PIL's `convert_to_rgb` does it.
@@ -58,4 +62,7 @@ pub struct DecodedImage {
     pub format: ImageFormat,
     /// The EXIF orientation that was applied (`NoTransforms` when none, or when disabled).
     pub orientation: Orientation,
+    /// The file was truncated and decoded as far as its data goes (only with
+    /// [`DecodeOptions::allow_truncated`]); the rest of the picture is filled in.
+    pub truncated: bool,
 }

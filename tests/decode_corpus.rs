@@ -1,0 +1,143 @@
+//! The odd-file corpus (`tests/fixtures/odd/`, built by `make_odd.py`): every file Pillow reads
+//! decodes to exactly Pillow's pixels (after transformers' `convert_to_rgb`), and every file Pillow
+//! refuses is refused with a reason. Prints the pass rate.
+//!
+//! Not for: preprocessing or the model (`parity.rs`), or robustness against hostile files
+//! (`decode_fuzz_corpus` below replays the fuzzer's regression corpus, which has no reference).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use imgvec::image::{decode_rgb, decode_rgb_with, DecodeError, DecodeOptions};
+
+fn odd() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/odd")
+}
+
+fn manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(odd().join("manifest.json")).expect("manifest.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
+    json["files"].as_array().expect("files").clone()
+}
+
+/// What imgvec makes of one corpus file, compared with Pillow: `Ok` when they agree.
+fn check(entry: &serde_json::Value) -> Result<(), String> {
+    let name = entry["file"].as_str().unwrap_or_default();
+    let bytes = std::fs::read(odd().join("files").join(name)).map_err(|e| e.to_string())?;
+    // transformers ignores EXIF orientation; so does the reference.
+    let ours = decode_rgb(&bytes, false);
+    if entry["pillow"] == "refused" {
+        return match ours {
+            Err(e) if !e.to_string().is_empty() => Ok(()),
+            Err(_) => Err("refused without a reason".into()),
+            Ok(_) => Err(format!("decoded; Pillow refuses it ({})", entry["reason"])),
+        };
+    }
+    let ours = ours.map_err(|e| format!("refused ({e}); Pillow reads it"))?;
+    let want_path = odd().join("expected").join(format!("{name}.png"));
+    let want = image::open(&want_path).map_err(|e| e.to_string())?.to_rgb8();
+    if ours.rgb.dimensions() != want.dimensions() {
+        return Err(format!(
+            "size {:?}, Pillow {:?}",
+            ours.rgb.dimensions(),
+            want.dimensions()
+        ));
+    }
+    let diffs: Vec<i32> = ours
+        .rgb
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+        .filter(|&d| d > 0)
+        .collect();
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} values differ, max |Δ| {}",
+            diffs.len(),
+            want.as_raw().len(),
+            diffs.iter().max().unwrap_or(&0)
+        ))
+    }
+}
+
+#[test]
+fn odd_files_decode_as_pillow_does() {
+    let files = manifest();
+    assert!(files.len() >= 100, "corpus has {} files", files.len());
+    let mut failures = Vec::new();
+    let (mut read, mut same) = (0, 0);
+    for entry in &files {
+        let pillow_reads = entry["pillow"] == "ok";
+        read += usize::from(pillow_reads);
+        match check(entry) {
+            Ok(()) => same += usize::from(pillow_reads),
+            Err(why) => failures.push(format!("{}: {why}", entry["file"])),
+        }
+    }
+    eprintln!(
+        "odd corpus: {same}/{read} files Pillow reads give its pixels ({:.1}%); {} of {} files disagree",
+        100.0 * same as f64 / read.max(1) as f64,
+        failures.len(),
+        files.len()
+    );
+    for f in &failures {
+        eprintln!("  {f}");
+    }
+    assert!(failures.is_empty(), "{} files disagree with Pillow", failures.len());
+}
+
+/// Files Pillow refuses as truncated are refused with the reason "truncated"; allowed, they decode
+/// (what the data holds) and say they were truncated.
+#[test]
+fn truncated_files_are_refused_unless_allowed() {
+    for entry in manifest() {
+        let name = entry["file"].as_str().unwrap_or_default();
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        if !name.starts_with("trunc_") || !reason.contains("truncated") {
+            continue;
+        }
+        let bytes = std::fs::read(odd().join("files").join(name)).unwrap();
+        match decode_rgb(&bytes, false) {
+            Err(DecodeError::Truncated { .. }) => {}
+            other => panic!("{name}: expected Truncated, got {other:?}"),
+        }
+        let opts = DecodeOptions {
+            allow_truncated: true,
+            ..DecodeOptions::default()
+        };
+        let decoded = decode_rgb_with(&bytes, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(decoded.truncated, "{name}: not marked truncated");
+    }
+}
+
+/// The fuzzer's regression corpus: files that once crashed, hung or blew up a decoder. Each must
+/// decode or be refused quickly, without panicking.
+#[test]
+fn decode_fuzz_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures/fuzz") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let opts = DecodeOptions {
+            allow_truncated: true,
+            ..DecodeOptions::default()
+        };
+        let _ = decode_rgb_with(&bytes, &opts);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: {took:?}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0, "no fuzz regression files in {}", dir.display());
+}
