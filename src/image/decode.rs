@@ -19,7 +19,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, 
 use super::convert::to_rgb_like_pil;
 use super::limits::{check_size, decoder_limits, limit_exceeded, MAX_DECODE_BYTES};
 use super::sniff::sniff_image_format;
-use super::{jpeg, DecodeError, DecodedImage};
+use super::{jpeg, tiff, DecodeError, DecodedImage};
 
 /// Decodes an image and converts it to RGB exactly as PIL's `convert_to_rgb` path does.
 /// `apply_exif_orientation` rotates/flips the image upright per its EXIF tag (transformers does
@@ -88,6 +88,16 @@ fn decode_inner(
             Some(stored) => stored,
             None => decode_with_image_crate(bytes, format)?,
         },
+        ImageFormat::Tiff => match decode_tiff(bytes)? {
+            Ok(stored) => stored,
+            // Ours does not support it: the `image` crate's decoder may; if not, say what.
+            Err(ours) => {
+                decode_with_image_crate(bytes, format).map_err(|_| DecodeError::Decode {
+                    format,
+                    reason: format!("unsupported TIFF: {ours}"),
+                })?
+            }
+        },
         _ => decode_with_image_crate(bytes, format)?,
     };
     if stored.truncated && !opts.allow_truncated {
@@ -135,6 +145,28 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Option<Stored>, DecodeError> {
             reason: e,
         }),
         Err(_) => Ok(None),
+    }
+}
+
+/// TIFF through our decoder (`tiff/`); `Ok(Err(what))` for what it does not support.
+fn decode_tiff(bytes: &[u8]) -> Result<Result<Stored, String>, DecodeError> {
+    let format = ImageFormat::Tiff;
+    match tiff::decode(bytes) {
+        Ok(img) => {
+            let rgb = RgbImage::from_raw(img.width, img.height, img.rgb).ok_or_else(|| {
+                DecodeError::UnsupportedMode("pixel buffer size mismatch".to_string())
+            })?;
+            Ok(Ok(Stored {
+                rgb,
+                orientation: Orientation::from_exif(img.orientation)
+                    .unwrap_or(Orientation::NoTransforms),
+                truncated: false,
+            }))
+        }
+        Err(tiff::Error::Unsupported(what)) => Ok(Err(what)),
+        Err(tiff::Error::Truncated) => Err(DecodeError::Truncated { format }),
+        Err(tiff::Error::TooLarge(e)) => Err(e),
+        Err(tiff::Error::Corrupt(reason)) => Err(DecodeError::Decode { format, reason }),
     }
 }
 

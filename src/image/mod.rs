@@ -26,6 +26,7 @@ pub mod resample;
 pub mod sniff;
 #[cfg(test)]
 pub(crate) mod test_util;
+mod tiff;
 
 pub use decode::{decode_rgb, decode_rgb_with, DecodeOptions};
 pub use limits::{MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE};

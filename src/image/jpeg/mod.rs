@@ -137,10 +137,23 @@ struct Decoder<'a> {
     truncated: bool,
     block_visits: u64,
     exif: Option<&'a [u8]>,
+    /// Three components are YCbCr (`true`) or stored as they are (`false`), whatever the
+    /// markers say: how libtiff sets up libjpeg for a JPEG strip.
+    force_ycc: Option<bool>,
 }
 
 /// Decodes `data` to RGB as Pillow + libjpeg-turbo do; `max_bytes` bounds the memory used.
 pub(crate) fn decode(data: &[u8], max_bytes: u64) -> Result<JpegImage<'_>> {
+    decode_with(data, max_bytes, None)
+}
+
+/// [`decode`], with the colour space of three-component data given (`force_ycc`) instead of
+/// guessed from the markers.
+pub(crate) fn decode_with(
+    data: &[u8],
+    max_bytes: u64,
+    force_ycc: Option<bool>,
+) -> Result<JpegImage<'_>> {
     let mut d = Decoder {
         data,
         pos: 0,
@@ -157,6 +170,7 @@ pub(crate) fn decode(data: &[u8], max_bytes: u64) -> Result<JpegImage<'_>> {
         truncated: false,
         block_visits: 0,
         exif: None,
+        force_ycc,
     };
     if data.get(0..2) != Some(&[0xFF, 0xD8]) {
         return Err("not a JPEG".into());
