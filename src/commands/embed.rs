@@ -64,13 +64,14 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let rx = spawn_prepare(
         spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),
         encoder.preprocess_config().clone(),
-        !args.model.ignore_exif_orientation,
+        args.model.decode_options(args.allow_truncated),
         default_workers(),
         2 * batch_size,
     );
 
     // Results come back in batches, not necessarily in input order: print them in order.
     let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut warned = 0usize;
     let mut next = 0usize;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
@@ -84,6 +85,10 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
             let r = match o {
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.display().to_string();
+                    if facts.truncated {
+                        warned += 1;
+                        eprintln!("imgvec: warning: {path}: truncated; embedded what it holds");
+                    }
                     if args.json {
                         writeln!(stdout, "{}", json!({"path": path, "embedding": vector}))
                     } else {
@@ -113,8 +118,13 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     stdout.flush().ok();
     if !args.json {
         let n = total.saturating_sub(failed.min(total));
+        let warnings = if warned > 0 {
+            format!(", {warned} truncated (warnings above)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "imgvec: embedded {n} image(s) in {:.2} s, {failed} failed",
+            "imgvec: embedded {n} image(s) in {:.2} s, {failed} failed{warnings}",
             secs(t1)
         );
     }

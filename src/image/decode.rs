@@ -1,14 +1,18 @@
-//! Decoding: [`decode_rgb`] sniffs the format, enforces the size limits, decodes (JPEG with our
-//! libjpeg-turbo-exact decoder, falling back to the `image` crate for what it refuses; every
-//! other format with the `image` crate, whose PNG, GIF, WebP, BMP and TIFF output matched
-//! Pillow's on every file tried), converts to RGB as Pillow does and applies EXIF orientation.
+//! Decoding: [`decode_rgb`] sniffs the format, enforces the size limits, decodes and converts to
+//! RGB as Pillow does, and applies the orientation. JPEG goes through our libjpeg-turbo-exact
+//! decoder (`jpeg/`; the `image` crate's only for what it refuses), TIFF through ours (`tiff/`;
+//! the crate's for what ours does not support), RLE and 16-bit BMP through `bmp.rs`; PNG, GIF,
+//! WebP and the other BMPs through the `image` crate, whose output matched Pillow's on every file
+//! tried (a GIF without a colour table gets Pillow's grey ramp first, odd BMP headers are
+//! normalised first).
 //!
 //! Not for: resizing or any CLIP-specific step (`clip::preprocess`), or the arithmetic of the
 //! mode conversions (`convert.rs`).
 //!
 //! Deliberate differences from Pillow + transformers: EXIF orientation is applied when asked
-//! (transformers ignores it); images above [`MAX_PIXELS`](super::MAX_PIXELS) are refused; a truncated JPEG that
-//! Pillow would refuse decodes as far as the `image` crate gets.
+//! (transformers does not; TIFF orientation is always applied, as Pillow does it on load);
+//! images above [`MAX_PIXELS`](super::MAX_PIXELS) are refused; a truncated file is refused as
+//! Pillow refuses it, unless [`DecodeOptions::allow_truncated`].
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};

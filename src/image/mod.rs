@@ -5,9 +5,9 @@
 //! - [`sniff`]: which format a file is in, from its first bytes (also what `walk` uses to pick
 //!   image files).
 //! - [`limits`]: the decompression-bomb limits, checked before any pixel buffer is allocated.
-//! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, panics
-//!   turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), everything
-//!   else (PNG, GIF, WebP, BMP, TIFF) through the `image` crate.
+//! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, truncation,
+//!   panics turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), TIFF
+//!   through ours (`tiff`), RLE/16-bit BMP through `bmp`, the rest through the `image` crate.
 //! - [`convert`]: Pillow's mode conversions to RGB (alpha over white, grayscale, 16-bit, CMYK).
 //! - [`resample`]: Pillow's two-pass fixed-point resampling filters.
 //!

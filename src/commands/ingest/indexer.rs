@@ -71,6 +71,9 @@ impl Indexer {
                 Outcome::OtherShard { .. } => s.other_shards += 1,
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.clone();
+                    if facts.truncated {
+                        s.warn(&path, "truncated: indexed what its data holds");
+                    }
                     docs.push((self.doc(facts, vector), path));
                 }
             }
