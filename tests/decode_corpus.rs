@@ -155,8 +155,22 @@ fn decode_fuzz_corpus() {
             allow_truncated: true,
             ..DecodeOptions::default()
         };
-        let _ = decode_rgb_with(&bytes, &opts);
+        let result = decode_rgb_with(&bytes, &opts);
         let took = start.elapsed();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        eprintln!(
+            "{name}: {took:.2?}: {:?}",
+            result.as_ref().map(|d| d.rgb.dimensions())
+        );
+        if let Err(DecodeError::Decode { reason, .. }) = &result {
+            assert!(!reason.contains("panicked"), "{name}: {reason}");
+        }
+        if name.starts_with("jpeg_2000_scans") {
+            assert!(
+                matches!(result, Err(DecodeError::TooLarge { .. })),
+                "{name}"
+            );
+        }
         assert!(
             took < Duration::from_secs(10),
             "{}: {took:?}",

@@ -88,7 +88,7 @@ fn decode_inner(
     opts: &DecodeOptions,
 ) -> Result<DecodedImage, DecodeError> {
     let stored = match format {
-        ImageFormat::Jpeg => match decode_jpeg(bytes)? {
+        ImageFormat::Jpeg => match decode_jpeg(bytes, opts.allow_truncated)? {
             Some(stored) => stored,
             None => decode_with_image_crate(bytes, format)?,
         },
@@ -143,8 +143,8 @@ fn decode_inner(
 /// JPEG through our libjpeg-turbo-exact decoder; `None` when it refuses the file (12-bit,
 /// lossless, corrupt data, …): then the `image` crate's decoder (zune-jpeg, which differs from
 /// libjpeg by a few levels) gets a try.
-fn decode_jpeg(bytes: &[u8]) -> Result<Option<Stored>, DecodeError> {
-    match jpeg::decode(bytes, MAX_DECODE_BYTES) {
+fn decode_jpeg(bytes: &[u8], partial: bool) -> Result<Option<Stored>, DecodeError> {
+    match jpeg::decode_with(bytes, MAX_DECODE_BYTES, None, partial) {
         Ok(img) => Ok(Some(Stored {
             orientation: img
                 .exif
@@ -153,11 +153,16 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Option<Stored>, DecodeError> {
             rgb: img.rgb,
             truncated: img.truncated,
         })),
-        Err(e) if e == jpeg::TRUNCATED_BEFORE_DATA || e == jpeg::TRUNCATED_SEGMENT => {
+        Err(e)
+            if e == jpeg::TRUNCATED_BEFORE_DATA
+                || e == jpeg::TRUNCATED_SEGMENT
+                || e == jpeg::TRUNCATED_AFTER_DATA =>
+        {
             Err(DecodeError::Truncated {
                 format: ImageFormat::Jpeg,
             })
         }
+        Err(e) if e.starts_with(jpeg::WORK_LIMIT) => Err(DecodeError::TooLarge { reason: e }),
         Err(e) if e == jpeg::ADOBE_TOO_SHORT => Err(DecodeError::Decode {
             format: ImageFormat::Jpeg,
             reason: e,

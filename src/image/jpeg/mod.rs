@@ -52,6 +52,10 @@ pub(crate) const TRUNCATED_BEFORE_DATA: &str = "truncated before any image data"
 /// reads the version unconditionally and cannot identify the file, so neither do we.
 pub(crate) const ADOBE_TOO_SHORT: &str =
     "APP14 Adobe segment too short to hold its version (Pillow cannot identify such a file)";
+/// How the errors for a file over the work limits begin (final: no other decoder tries it).
+pub(crate) const WORK_LIMIT: &str = "too much work to decode:";
+/// The error for a truncated file when no partial image is wanted.
+pub(crate) const TRUNCATED_AFTER_DATA: &str = "truncated";
 /// The error when the file ends inside a marker segment.
 pub(crate) const TRUNCATED_SEGMENT: &str = "truncated inside a marker segment";
 
@@ -143,16 +147,19 @@ struct Decoder<'a> {
 }
 
 /// Decodes `data` to RGB as Pillow + libjpeg-turbo do; `max_bytes` bounds the memory used.
+#[cfg(test)]
 pub(crate) fn decode(data: &[u8], max_bytes: u64) -> Result<JpegImage<'_>> {
-    decode_with(data, max_bytes, None)
+    decode_with(data, max_bytes, None, true)
 }
 
 /// [`decode`], with the colour space of three-component data given (`force_ycc`) instead of
-/// guessed from the markers.
+/// guessed from the markers; without `partial`, a truncated file is an error
+/// ([`TRUNCATED_AFTER_DATA`]) found before any time goes into its pixels.
 pub(crate) fn decode_with(
     data: &[u8],
     max_bytes: u64,
     force_ycc: Option<bool>,
+    partial: bool,
 ) -> Result<JpegImage<'_>> {
     let mut d = Decoder {
         data,
@@ -236,6 +243,9 @@ pub(crate) fn decode_with(
     }
     let exif = d.exif;
     let truncated = d.truncated;
+    if truncated && !partial {
+        return Err(TRUNCATED_AFTER_DATA.into());
+    }
     Ok(JpegImage {
         rgb: d.output()?,
         truncated,

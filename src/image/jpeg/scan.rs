@@ -59,7 +59,7 @@ impl<'a> Decoder<'a> {
         let frame = self.frame.as_mut().ok_or("scan before frame header")?;
         let mut scan = parse_scan_header(s, frame)?;
         if self.scans >= MAX_SCANS {
-            return Err(format!("more than {MAX_SCANS} scans"));
+            return Err(format!("{} more than {MAX_SCANS} scans", super::WORK_LIMIT));
         }
         for &(ci, td, ta) in &scan.comps {
             if !frame.arithmetic && (td > 3 || ta > 3) {
@@ -91,7 +91,10 @@ impl<'a> Decoder<'a> {
         }
         self.block_visits += scan_blocks(frame, &scan) as u64;
         if self.block_visits > MAX_BLOCK_VISITS {
-            return Err("too much work: too many or too large progressive scans".into());
+            return Err(format!(
+                "{} more than {MAX_BLOCK_VISITS} block visits in its scans",
+                super::WORK_LIMIT
+            ));
         }
         let mut ent = if frame.arithmetic {
             Entropy::Arith(Box::new(Arith::new(self.data, self.pos, self.cond)))

@@ -42,6 +42,11 @@ pub(super) fn read_planes(data: &[u8], l: &Layout) -> Result<Planes, Error> {
             l.chunk_h.min(l.height - y0)
         };
         let raw = chunk_bytes(data, offset, len)?;
+        // Uncompressed data shorter than its rows: Pillow's raw decoder calls it truncated
+        // (libtiff's codecs tolerate a short compressed strip, and so does `decompress`).
+        if l.compression == 1 && raw.len() < chunk_row * rows {
+            return Err(Error::Truncated);
+        }
         let pixels = decompress(raw, l, chunk_row * rows, rows)?;
         let mut pixels = pixels;
         pixels.resize(chunk_row * rows, 0);
@@ -108,22 +113,15 @@ fn decompress(raw: &[u8], l: &Layout, expected: usize, rows: usize) -> Result<Ve
         raw
     };
     let corrupt = |what: &str| Error::Corrupt(format!("{what} data"));
+    // Reserve no more than the data could plausibly expand to; growth past it is on demand.
+    let expected_cap = expected.min(raw.len().saturating_mul(64));
     let mut out = match l.compression {
         1 => raw.to_vec(),
         32773 => packbits(raw, expected),
-        5 => {
-            let mut dec = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
-            let mut out = Vec::with_capacity(expected);
-            let result = dec.into_vec(&mut out).decode(raw);
-            // A stream cut short or without its end code: libtiff keeps what decoded.
-            if out.is_empty() {
-                result.status.map_err(|_| corrupt("LZW"))?;
-            }
-            out
-        }
+        5 => lzw(raw, expected).ok_or_else(|| corrupt("LZW"))?,
         8 | 32946 => {
             use std::io::Read;
-            let mut out = Vec::with_capacity(expected);
+            let mut out = Vec::with_capacity(expected_cap);
             let mut z = flate2::read::ZlibDecoder::new(raw).take(expected as u64);
             if z.read_to_end(&mut out).is_err() && out.is_empty() {
                 return Err(corrupt("Deflate"));
@@ -138,9 +136,29 @@ fn decompress(raw: &[u8], l: &Layout, expected: usize, rows: usize) -> Result<Ve
     Ok(out)
 }
 
+/// LZW as TIFF writes it (MSB first, early change), up to `expected` bytes: a stream cut short
+/// or without its end code keeps what decoded, as libtiff does. `None` if nothing did.
+fn lzw(raw: &[u8], expected: usize) -> Option<Vec<u8>> {
+    let mut dec = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+    let mut out = vec![0u8; expected];
+    let (mut filled, mut input) = (0, raw);
+    while filled < expected {
+        let r = dec.decode_bytes(input, &mut out[filled..]);
+        filled += r.consumed_out;
+        input = &input[r.consumed_in..];
+        match r.status {
+            Ok(weezl::LzwStatus::Ok) if r.consumed_in + r.consumed_out > 0 => {}
+            Err(_) if filled == 0 => return None,
+            _ => break,
+        }
+    }
+    out.truncate(filled);
+    Some(out)
+}
+
 /// PackBits (Apple's run-length coding), up to `expected` bytes.
 fn packbits(raw: &[u8], expected: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(expected);
+    let mut out = Vec::with_capacity(expected.min(raw.len().saturating_mul(64)));
     let mut i = 0;
     while i < raw.len() && out.len() < expected {
         let n = raw[i] as i8;
@@ -207,11 +225,15 @@ fn jpeg_chunk(raw: &[u8], l: &Layout) -> Result<Vec<u8>, Error> {
     // libtiff converts YCbCr to RGB (JPEGCOLORMODE_RGB, as Pillow sets it); anything else
     // comes out as stored.
     let ycbcr = l.photometric == 6;
-    let img = jpeg::decode_with(&stream, MAX_DECODE_BYTES, Some(ycbcr))
-        .map_err(|e| Error::Corrupt(format!("JPEG data: {e}")))?;
-    if img.truncated {
-        return Err(Error::Truncated);
-    }
+    let img =
+        jpeg::decode_with(&stream, MAX_DECODE_BYTES, Some(ycbcr), false).map_err(|e| {
+            match e.as_str() {
+                jpeg::TRUNCATED_AFTER_DATA
+                | jpeg::TRUNCATED_BEFORE_DATA
+                | jpeg::TRUNCATED_SEGMENT => Error::Truncated,
+                _ => Error::Corrupt(format!("JPEG data: {e}")),
+            }
+        })?;
     let spp = if l.planar { 1 } else { l.spp.min(3) };
     let rgb = img.rgb.into_raw();
     Ok(if spp == 3 {

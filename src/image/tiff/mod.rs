@@ -19,6 +19,7 @@ use ifd::tag;
 
 use super::limits::check_size;
 use super::DecodeError;
+use super::MAX_DECODE_BYTES;
 
 /// Why a TIFF could not be decoded here.
 #[derive(Debug)]
@@ -77,12 +78,14 @@ const MAX_CHUNKS: u64 = 1 << 22;
 pub(crate) fn decode(data: &[u8]) -> Result<TiffImage, Error> {
     let dir = ifd::read(data)?;
     let l = layout(&dir)?;
+    let (w, h) = (
+        u32::try_from(l.width).map_err(|_| Error::Corrupt(format!("width {}", l.width)))?,
+        u32::try_from(l.height).map_err(|_| Error::Corrupt(format!("height {}", l.height)))?,
+    );
+    // The pixel count first: within it, the byte counts below cannot overflow.
+    check_size(w, h, 0).map_err(Error::TooLarge)?;
     let planes = if l.planar { l.spp } else { 1 };
     let bytes = (l.row_bytes() * l.height * planes + l.width * l.height * 3) as u64;
-    let (w, h) = (
-        u32::try_from(l.width).map_err(|_| Error::Corrupt("width".into()))?,
-        u32::try_from(l.height).map_err(|_| Error::Corrupt("height".into()))?,
-    );
     check_size(w, h, bytes).map_err(Error::TooLarge)?;
     let orientation = dir.uint(tag::ORIENTATION, 1)?;
     let sample_planes = codec::read_planes(data, &l)?;
@@ -134,6 +137,14 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
     };
     if chunk_w == 0 || chunk_h == 0 || chunk_w > 1 << 16 || (tiled && chunk_h > 1 << 16) {
         return Err(Error::Corrupt(format!("tile size {chunk_w}×{chunk_h}")));
+    }
+    // One decompressed strip or tile must fit the decoding memory limit too.
+    let chunk_bytes = (chunk_w * bps * spp).div_ceil(8) as u64 * chunk_h as u64;
+    if chunk_bytes > MAX_DECODE_BYTES / 4 {
+        return Err(Error::Corrupt(format!(
+            "a {chunk_w}×{chunk_h} strip or tile needs {} MiB",
+            chunk_bytes >> 20
+        )));
     }
     Ok(Layout {
         width,
