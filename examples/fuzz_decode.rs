@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imgvec::image::{decode_rgb_with, DecodeError, DecodeOptions};
+use imgvec::image::{decode_rgb_with, DecodeError, DecodeOptions, DecodedImage};
 
 /// Counts heap bytes in use and the peak since the last reset.
 struct Counting;
@@ -189,6 +189,66 @@ fn save(dir: &Path, kind: &str, n: u64, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Counts over the run.
+#[derive(Default)]
+struct Stats {
+    execs: u64,
+    ok: u64,
+    errors: u64,
+    truncated: u64,
+    too_large: u64,
+    found: u64,
+    slowest: f64,
+    peak_max: usize,
+}
+
+impl Stats {
+    /// Counts one result; the kind of finding it is, if any.
+    fn classify(&mut self, result: &Result<DecodedImage, DecodeError>) -> Option<&'static str> {
+        self.execs += 1;
+        match result {
+            Ok(img)
+                if img.rgb.as_raw().len()
+                    != img.rgb.width() as usize * img.rgb.height() as usize * 3 =>
+            {
+                return Some("badsize")
+            }
+            Ok(_) => self.ok += 1,
+            Err(DecodeError::Decode { reason, .. }) if reason.contains("panicked") => {
+                return Some("panic")
+            }
+            Err(DecodeError::Truncated { .. }) => self.truncated += 1,
+            Err(DecodeError::TooLarge { .. }) => self.too_large += 1,
+            Err(_) => self.errors += 1,
+        }
+        None
+    }
+}
+
+/// Aborts the run (after saving the input) when one decode has run for `limit_s`.
+fn spawn_watchdog(
+    current: Arc<Mutex<Vec<u8>>>,
+    started_ms: Arc<AtomicU64>,
+    t0: Instant,
+    findings: PathBuf,
+    limit_s: f64,
+) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let s = started_ms.load(Ordering::Relaxed);
+        let now = t0.elapsed().as_millis() as u64;
+        if s > 0 && now.saturating_sub(s) as f64 > 1000.0 * limit_s {
+            let bytes = current.lock().map(|b| b.clone()).unwrap_or_default();
+            let path = save(&findings, "hang", now, &bytes);
+            eprintln!(
+                "fuzz_decode: HANG: an input has decoded for over {limit_s:.0} s: {}",
+                path.display()
+            );
+            std::process::exit(2);
+        }
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let minutes = arg(&args, "--minutes", 1.0);
@@ -203,35 +263,19 @@ fn main() {
         "fuzz_decode: {} seeds, {minutes} min, limits {max_seconds} s and {max_mib} MiB per decode",
         seeds.len()
     );
-
-    // The watchdog: the input being decoded, and since when (ms since start; 0 when idle).
+    // The input being decoded, and since when (ms since start + 1; 0 when idle).
     let current: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
     let started_ms = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
-    {
-        let (current, started_ms, findings) =
-            (current.clone(), started_ms.clone(), findings.clone());
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let s = started_ms.load(Ordering::Relaxed);
-            let now = t0.elapsed().as_millis() as u64;
-            if s > 0 && now.saturating_sub(s) as f64 > 4000.0 * max_seconds {
-                let bytes = current.lock().map(|b| b.clone()).unwrap_or_default();
-                let path = save(&findings, "hang", now, &bytes);
-                eprintln!(
-                    "fuzz_decode: HANG: an input has decoded for over {:.0} s: {}",
-                    4.0 * max_seconds,
-                    path.display()
-                );
-                std::process::exit(2);
-            }
-        });
-    }
-
+    spawn_watchdog(
+        current.clone(),
+        started_ms.clone(),
+        t0,
+        findings.clone(),
+        4.0 * max_seconds,
+    );
     let deadline = Duration::from_secs_f64(minutes * 60.0);
-    let (mut execs, mut ok, mut errors, mut truncated, mut too_large) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut found, mut slowest, mut peak_max) = (0u64, 0f64, 0usize);
+    let mut st = Stats::default();
     let mut last_report = Instant::now();
     while t0.elapsed() < deadline {
         let mut input = seeds[rng.below(seeds.len())].clone();
@@ -252,42 +296,15 @@ fn main() {
             let took = start.elapsed().as_secs_f64();
             started_ms.store(0, Ordering::Relaxed);
             let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-            execs += 1;
-            slowest = slowest.max(took);
-            peak_max = peak_max.max(peak);
-            let problem = match &result {
-                Ok(img)
-                    if img.rgb.as_raw().len()
-                        != img.rgb.width() as usize * img.rgb.height() as usize * 3 =>
-                {
-                    Some("badsize")
-                }
-                Ok(_) => {
-                    ok += 1;
-                    None
-                }
-                Err(DecodeError::Decode { reason, .. }) if reason.contains("panicked") => {
-                    Some("panic")
-                }
-                Err(DecodeError::Truncated { .. }) => {
-                    truncated += 1;
-                    None
-                }
-                Err(DecodeError::TooLarge { .. }) => {
-                    too_large += 1;
-                    None
-                }
-                Err(_) => {
-                    errors += 1;
-                    None
-                }
-            };
-            let problem = problem
+            st.slowest = st.slowest.max(took);
+            st.peak_max = st.peak_max.max(peak);
+            let problem = st
+                .classify(&result)
                 .or((took > max_seconds).then_some("slow"))
                 .or((peak as f64 > max_mib * 1048576.0).then_some("memory"));
             if let Some(kind) = problem {
-                found += 1;
-                let path = save(&findings, kind, execs, &input);
+                st.found += 1;
+                let path = save(&findings, kind, st.execs, &input);
                 eprintln!(
                     "fuzz_decode: {kind} ({took:.2} s, {} MiB): {}",
                     peak >> 20,
@@ -297,16 +314,22 @@ fn main() {
         }
         if last_report.elapsed() > Duration::from_secs(60) {
             last_report = Instant::now();
-            eprintln!("fuzz_decode: {:.0} s, {execs} decodes, {found} findings, slowest {slowest:.2} s, peak {} MiB", t0.elapsed().as_secs_f64(), peak_max >> 20);
+            eprintln!(
+                "fuzz_decode: {:.0} s, {} decodes, {} findings, slowest {:.2} s, peak {} MiB",
+                t0.elapsed().as_secs_f64(),
+                st.execs,
+                st.found,
+                st.slowest,
+                st.peak_max >> 20
+            );
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "fuzz_decode: {execs} decodes in {secs:.0} s ({:.0}/s): {ok} decoded, {errors} refused, {truncated} truncated, {too_large} too large; {found} findings; slowest {slowest:.2} s; peak heap {} MiB",
-        execs as f64 / secs,
-        peak_max >> 20
+        "fuzz_decode: {} decodes in {secs:.0} s ({:.0}/s): {} decoded, {} refused, {} truncated, {} too large; {} findings; slowest {:.2} s; peak heap {} MiB",
+        st.execs, st.execs as f64 / secs, st.ok, st.errors, st.truncated, st.too_large, st.found, st.slowest, st.peak_max >> 20
     );
-    if found > 0 {
+    if st.found > 0 {
         println!("fuzz_decode: findings in {}", findings.display());
         std::process::exit(1);
     }

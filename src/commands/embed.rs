@@ -22,21 +22,7 @@ use crate::walk::{absolute, find_images};
 pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.json)?;
     if let Some(text) = &args.text {
-        let encoder = TextEncoder::load(&model, &device)?;
-        let emb = encoder.embed(text)?;
-        if emb.truncated {
-            eprintln!(
-                "imgvec: warning: the text is longer than {} tokens and was truncated",
-                encoder.tokenizer().max_len()
-            );
-        }
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            writeln!(out, "{}", json!({"text": text, "embedding": emb.vector}))?;
-        } else {
-            writeln!(out, "{text:?}\t{}", preview(&emb.vector))?;
-        }
-        return Ok(ExitCode::SUCCESS);
+        return embed_text(&model, &device, text, args.json);
     }
 
     let t0 = Instant::now();
@@ -133,4 +119,28 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `embed --text`: one text's embedding.
+fn embed_text(
+    model: &crate::clip::ModelDir,
+    device: &candle_core::Device,
+    text: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let encoder = TextEncoder::load(model, device)?;
+    let emb = encoder.embed(text)?;
+    if emb.truncated {
+        eprintln!(
+            "imgvec: warning: the text is longer than {} tokens and was truncated",
+            encoder.tokenizer().max_len()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({"text": text, "embedding": emb.vector}))?;
+    } else {
+        writeln!(out, "{text:?}\t{}", preview(&emb.vector))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -193,52 +193,8 @@ pub(crate) fn decode_with(
             d.truncated = true;
             break;
         };
-        match marker {
-            0xD8 => return Err("unexpected SOI".into()),
-            0xC0..=0xC2 => d.read_sof(marker == 0xC2, false, max_bytes)?,
-            0xC9 | 0xCA => d.read_sof(marker == 0xCA, true, max_bytes)?,
-            0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => {
-                return Err(format!("unsupported JPEG process (SOF{})", marker - 0xC0))
-            }
-            0xC4 => d.read_dht()?,
-            0xCC => d.read_dac()?,
-            0xDB => d.read_dqt()?,
-            0xDD => {
-                let seg = d.segment()?;
-                if seg.len() < 2 {
-                    return Err("bad DRI".into());
-                }
-                d.restart_interval = usize::from(u16::from_be_bytes([seg[0], seg[1]]));
-            }
-            0xDA => d.read_scan()?,
-            0xD9 => break,
-            0xE0 => {
-                let seg = d.segment()?;
-                if seg.len() >= 14 && &seg[..5] == b"JFIF\0" {
-                    d.saw_jfif = true;
-                }
-            }
-            0xEE => {
-                let seg = d.segment()?;
-                if seg.starts_with(b"Adobe") && seg.len() < 7 {
-                    return Err(ADOBE_TOO_SHORT.into());
-                }
-                if seg.len() >= 12 && &seg[..5] == b"Adobe" {
-                    d.adobe_transform = Some(seg[11]);
-                }
-            }
-            0xE1 => {
-                let seg = d.segment()?;
-                if d.exif.is_none() && seg.starts_with(b"Exif\0\0") {
-                    d.exif = Some(&seg[6..]);
-                }
-            }
-            0xE2..=0xED | 0xEF | 0xFE => {
-                d.segment()?;
-            }
-            0xD0..=0xD7 | 0x01 => {}
-            0xDC => return Err("DNL marker is not supported".into()),
-            other => return Err(format!("unexpected marker 0x{other:02X}")),
+        if !d.marker(marker, max_bytes)? {
+            break;
         }
     }
     let exif = d.exif;
@@ -251,4 +207,58 @@ pub(crate) fn decode_with(
         truncated,
         exif,
     })
+}
+
+impl Decoder<'_> {
+    /// Handles one marker (its segment, or its scan); `false` at EOI.
+    fn marker(&mut self, marker: u8, max_bytes: u64) -> Result<bool> {
+        match marker {
+            0xD8 => return Err("unexpected SOI".into()),
+            0xC0..=0xC2 => self.read_sof(marker == 0xC2, false, max_bytes)?,
+            0xC9 | 0xCA => self.read_sof(marker == 0xCA, true, max_bytes)?,
+            0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => {
+                return Err(format!("unsupported JPEG process (SOF{})", marker - 0xC0))
+            }
+            0xC4 => self.read_dht()?,
+            0xCC => self.read_dac()?,
+            0xDB => self.read_dqt()?,
+            0xDD => {
+                let seg = self.segment()?;
+                if seg.len() < 2 {
+                    return Err("bad DRI".into());
+                }
+                self.restart_interval = usize::from(u16::from_be_bytes([seg[0], seg[1]]));
+            }
+            0xDA => self.read_scan()?,
+            0xD9 => return Ok(false),
+            0xE0 => {
+                let seg = self.segment()?;
+                if seg.len() >= 14 && &seg[..5] == b"JFIF\0" {
+                    self.saw_jfif = true;
+                }
+            }
+            0xEE => {
+                let seg = self.segment()?;
+                if seg.starts_with(b"Adobe") && seg.len() < 7 {
+                    return Err(ADOBE_TOO_SHORT.into());
+                }
+                if seg.len() >= 12 && &seg[..5] == b"Adobe" {
+                    self.adobe_transform = Some(seg[11]);
+                }
+            }
+            0xE1 => {
+                let seg = self.segment()?;
+                if self.exif.is_none() && seg.starts_with(b"Exif\0\0") {
+                    self.exif = Some(&seg[6..]);
+                }
+            }
+            0xE2..=0xED | 0xEF | 0xFE => {
+                self.segment()?;
+            }
+            0xD0..=0xD7 | 0x01 => {}
+            0xDC => return Err("DNL marker is not supported".into()),
+            other => return Err(format!("unexpected marker 0x{other:02X}")),
+        }
+        Ok(true)
+    }
 }
