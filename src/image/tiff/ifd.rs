@@ -55,9 +55,14 @@ pub(super) struct Ifd<'a> {
     entries: Vec<Entry>,
 }
 
+/// `a + b`, or truncated when it overflows (an offset past any file).
+fn add(a: usize, b: usize) -> Result<usize, Error> {
+    a.checked_add(b).ok_or(Error::Truncated)
+}
+
 impl File<'_> {
     pub(super) fn u16_at(&self, at: usize) -> Result<u16, Error> {
-        let b = self.data.get(at..at + 2).ok_or(Error::Truncated)?;
+        let b = self.data.get(at..add(at, 2)?).ok_or(Error::Truncated)?;
         let b = [b[0], b[1]];
         Ok(if self.big_endian {
             u16::from_be_bytes(b)
@@ -67,7 +72,7 @@ impl File<'_> {
     }
 
     fn u32_at(&self, at: usize) -> Result<u32, Error> {
-        let b = self.data.get(at..at + 4).ok_or(Error::Truncated)?;
+        let b = self.data.get(at..add(at, 4)?).ok_or(Error::Truncated)?;
         let b = [b[0], b[1], b[2], b[3]];
         Ok(if self.big_endian {
             u32::from_be_bytes(b)
@@ -77,7 +82,7 @@ impl File<'_> {
     }
 
     fn u64_at(&self, at: usize) -> Result<u64, Error> {
-        let hi_lo = (self.u32_at(at)?, self.u32_at(at + 4)?);
+        let hi_lo = (self.u32_at(at)?, self.u32_at(add(at, 4)?)?);
         let (first, second) = (u64::from(hi_lo.0), u64::from(hi_lo.1));
         Ok(if self.big_endian {
             first << 32 | second
@@ -113,22 +118,22 @@ pub(super) fn read(data: &[u8]) -> Result<Ifd<'_>, Error> {
     };
     let at = usize::try_from(ifd_offset).map_err(|_| Error::Truncated)?;
     let (count, first, size) = if big {
-        (file.u64_at(at)?, at + 8, 20)
+        (file.u64_at(at)?, add(at, 8)?, 20)
     } else {
-        (u64::from(file.u16_at(at)?), at + 2, 12)
+        (u64::from(file.u16_at(at)?), add(at, 2)?, 12)
     };
     if count == 0 || count > 4096 {
         return Err(Error::Corrupt(format!("{count} directory entries")));
     }
     let mut entries = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
-        let e = first + i * size;
+        let e = add(first, i * size)?;
         let tag = file.u16_at(e)?;
-        let typ = file.u16_at(e + 2)?;
+        let typ = file.u16_at(add(e, 2)?)?;
         let (count, inline_at, inline_size) = if big {
-            (file.u64_at(e + 4)?, e + 12, 8)
+            (file.u64_at(add(e, 4)?)?, add(e, 12)?, 8)
         } else {
-            (u64::from(file.u32_at(e + 4)?), e + 8, 4)
+            (u64::from(file.u32_at(add(e, 4)?)?), add(e, 8)?, 4)
         };
         let bytes = type_size(typ).saturating_mul(count);
         let at = if bytes <= inline_size {
@@ -164,7 +169,7 @@ impl<'a> Ifd<'a> {
         let size = type_size(e.typ) as usize;
         let mut out = Vec::with_capacity(e.count as usize);
         for i in 0..e.count as usize {
-            let at = e.at + i * size;
+            let at = add(e.at, i * size)?;
             out.push(match e.typ {
                 1 | 7 => u64::from(*self.file.data.get(at).ok_or(Error::Truncated)?),
                 3 => u64::from(self.file.u16_at(at)?),
@@ -191,6 +196,8 @@ impl<'a> Ifd<'a> {
         };
         let len = usize::try_from(e.count * type_size(e.typ)).map_err(|_| Error::Truncated)?;
         let data = self.file.data;
-        Ok(Some(data.get(e.at..e.at + len).ok_or(Error::Truncated)?))
+        Ok(Some(
+            data.get(e.at..add(e.at, len)?).ok_or(Error::Truncated)?,
+        ))
     }
 }
