@@ -105,10 +105,16 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
     if width == 0 || height == 0 {
         return Err(Error::Corrupt(format!("empty image ({width}×{height})")));
     }
+    // Sides first: within them, the byte counts below cannot overflow.
+    let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    check_size(side(width), side(height), 0).map_err(Error::TooLarge)?;
     let spp = dir.uint(tag::SAMPLES_PER_PIXEL, 1)? as usize;
     let bps_all = dir.uints(tag::BITS_PER_SAMPLE, 64)?.unwrap_or(vec![1]);
     let bps = bps_all.first().copied().unwrap_or(1) as usize;
-    if !(1..=16).contains(&spp) || bps_all.iter().any(|&b| b as usize != bps) {
+    if !(1..=16).contains(&spp)
+        || !(1..=32).contains(&bps)
+        || bps_all.iter().any(|&b| b as usize != bps)
+    {
         return Err(Error::Unsupported(format!(
             "{spp} samples of {bps_all:?} bits"
         )));
@@ -135,7 +141,7 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
         let rows = dir.uint(tag::ROWS_PER_STRIP, u64::from(u32::MAX))?;
         (width, (rows as usize).clamp(1, height))
     };
-    if chunk_w == 0 || chunk_h == 0 || chunk_w > 1 << 16 || (tiled && chunk_h > 1 << 16) {
+    if chunk_w == 0 || chunk_h == 0 || (tiled && (chunk_w > 1 << 16 || chunk_h > 1 << 16)) {
         return Err(Error::Corrupt(format!("tile size {chunk_w}×{chunk_h}")));
     }
     // One decompressed strip or tile must fit the decoding memory limit too.
