@@ -57,6 +57,7 @@ fn batches(n: usize, dims: usize, seed: u64) -> Vec<Vec<Outcome>> {
                 mtime_ms: Some(1_700_000_000_000),
                 width: 1600,
                 height: 1200,
+                truncated: false,
             },
             vector: rng.unit_vector(dims),
         })

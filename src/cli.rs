@@ -103,6 +103,16 @@ pub struct ModelArgs {
     pub ignore_exif_orientation: bool,
 }
 
+impl ModelArgs {
+    /// How images are decoded for this model run (`allow_truncated` from the command's flag).
+    pub fn decode_options(&self, allow_truncated: bool) -> crate::image::DecodeOptions {
+        crate::image::DecodeOptions {
+            apply_exif_orientation: !self.ignore_exif_orientation,
+            allow_truncated,
+        }
+    }
+}
+
 /// Where the vectors are kept: the embedded store in a local directory (default), or Elasticsearch
 /// when a URL is given. Elasticsearch credentials come from the environment only (never a flag, so
 /// they do not show in `ps`): ELASTIC_USERNAME (default `elastic`) with ELASTIC_PASSWORD, or
@@ -163,6 +173,11 @@ pub struct EmbedArgs {
     /// Images per model call.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch_size: u32,
+    /// Index what decodes of a truncated file (the rest of the picture grey or black) and name
+    /// it in the summary as a warning, instead of failing it as the reference pipeline (Pillow)
+    /// does.
+    #[arg(long)]
+    pub allow_truncated: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -215,6 +230,12 @@ pub struct IngestArgs {
     /// Re-embed and overwrite images the index already has.
     #[arg(long)]
     pub force: bool,
+    /// Index what decodes of a truncated file (the rest of the picture grey or black) and name
+    /// it in the summary as a warning, instead of failing it as the reference pipeline (Pillow)
+    /// does.
+    #[arg(long)]
+    pub allow_truncated: bool,
+
     /// Take only part I of N (e.g. 2/3), split by content hash: N machines over one shared folder,
     /// each with its own I, ingest disjoint parts whose union is everything.
     #[arg(long, value_name = "I/N", value_parser = crate::pipeline::Shard::parse)]

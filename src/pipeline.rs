@@ -12,7 +12,6 @@
 //! in a `known` function and consumes the sink) or model arithmetic.
 
 use std::collections::HashSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -20,9 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::clip::preprocess::{preprocess_rgb, PreprocessConfig};
+use crate::clip::preprocess::PreprocessConfig;
 use crate::clip::ImageEncoder;
-use crate::image::decode_rgb;
+use crate::guard::fault_point;
+pub use crate::guard::guarded;
+use crate::image::DecodeOptions;
+pub use crate::prepare::{prepare_bytes, prepare_bytes_with, PreparedPixels};
 
 /// One file to process: where it is and the label it will be stored with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct FileFacts {
     pub height: u32,
     /// The file's modification time (epoch ms) just before it was read, when known.
     pub mtime_ms: Option<u64>,
+    /// Truncated, decoded as far as its data went (only with `--allow-truncated`): a warning.
+    pub truncated: bool,
 }
 
 /// A file read and hashed, not yet decoded.
@@ -152,52 +156,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Runs `f`, turning a panic into an error message (a bug in a decoder must fail one file, not the
-/// worker thread and every file after it).
-pub fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".to_string());
-            Err(format!("internal error while decoding ({what})"))
-        }
-    }
-}
-
-/// Decodes and preprocesses one file's bytes: the pixels for the model, and the decoded size.
-pub fn prepare_bytes(
-    bytes: &[u8],
-    cfg: &PreprocessConfig,
-    apply_exif: bool,
-) -> Result<(Vec<f32>, u32, u32), String> {
-    guarded(|| {
-        let decoded = decode_rgb(bytes, apply_exif).map_err(|e| e.to_string())?;
-        let pixels = preprocess_rgb(&decoded.rgb, cfg);
-        Ok((pixels, decoded.rgb.width(), decoded.rgb.height()))
-    })
-}
-
 /// Reads and hashes one file, noting its modification time first.
 pub fn read_file(job: Job) -> Flow<ReadFile> {
-    let read = || -> std::io::Result<(Vec<u8>, Option<u64>)> {
-        let mut file = std::fs::File::open(&job.path)?;
+    let read = guarded(|| {
+        let mut file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
         let mtime_ms = file.metadata().ok().as_ref().and_then(mtime_ms);
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes)?;
-        Ok((bytes, mtime_ms))
-    };
-    match read() {
-        Ok((bytes, mtime_ms)) => Flow::Next(ReadFile {
-            sha256: sha256_hex(&bytes),
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| e.to_string())?;
+        Ok((sha256_hex(&bytes), bytes, mtime_ms))
+    });
+    match read {
+        Ok((sha256, bytes, mtime_ms)) => Flow::Next(ReadFile {
+            sha256,
             job,
             bytes,
             mtime_ms,
         }),
-        Err(e) => Flow::Done(Outcome::failed(job, e.to_string())),
+        Err(e) => Flow::Done(Outcome::failed(job, e)),
     }
 }
 
@@ -212,18 +187,24 @@ pub fn mtime_ms(meta: &std::fs::Metadata) -> Option<u64> {
 }
 
 /// Decodes and preprocesses a file already read.
-pub fn prepare(read: ReadFile, cfg: &PreprocessConfig, apply_exif: bool) -> Flow<Prepared> {
-    match prepare_bytes(&read.bytes, cfg, apply_exif) {
-        Ok((pixels, width, height)) => Flow::Next(Prepared {
+pub fn prepare(read: ReadFile, cfg: &PreprocessConfig, opts: &DecodeOptions) -> Flow<Prepared> {
+    let path = read.job.path.clone();
+    let prepared = guarded(|| {
+        fault_point(&path);
+        prepare_bytes_with(&read.bytes, cfg, opts)
+    });
+    match prepared {
+        Ok(p) => Flow::Next(Prepared {
             facts: FileFacts {
                 job: read.job,
                 sha256: read.sha256,
                 bytes: read.bytes.len() as u64,
-                width,
-                height,
+                width: p.width,
+                height: p.height,
                 mtime_ms: read.mtime_ms,
+                truncated: p.truncated,
             },
-            pixels,
+            pixels: p.pixels,
         }),
         Err(reason) => Flow::Done(Outcome::failed(read.job, reason)),
     }
@@ -401,13 +382,11 @@ where
 pub fn spawn_prepare(
     input: Receiver<Flow<ReadFile>>,
     cfg: PreprocessConfig,
-    apply_exif: bool,
+    opts: DecodeOptions,
     workers: usize,
     capacity: usize,
 ) -> Receiver<Flow<Prepared>> {
-    spawn_map(input, workers, capacity, move |r| {
-        prepare(r, &cfg, apply_exif)
-    })
+    spawn_map(input, workers, capacity, move |r| prepare(r, &cfg, &opts))
 }
 
 /// Passes finished jobs to `done` until the first one with work left, which it returns (`None` when
@@ -465,17 +444,25 @@ fn embed_batch(encoder: &ImageEncoder, ready: Vec<Prepared>) -> Vec<Outcome> {
     }
     let pixels: Vec<&[f32]> = ready.iter().map(|p| p.pixels.as_slice()).collect();
     match encoder.embed_pixels(&pixels) {
-        Ok(vectors) => ready
-            .into_iter()
-            .zip(vectors)
-            .map(|(p, vector)| match check_vector(&vector) {
-                Ok(()) => Outcome::Embedded {
-                    facts: p.facts,
-                    vector,
-                },
-                Err(why) => Outcome::failed(p.facts.job, format!("model: {why}")),
-            })
-            .collect(),
+        Ok(vectors) => {
+            // Every image of the batch broken: the model, not the images, is the likely cause.
+            let all_bad = ready.len() > 1 && vectors.iter().all(|v| check_vector(v).is_err());
+            ready
+                .into_iter()
+                .zip(vectors)
+                .map(|(p, vector)| match check_vector(&vector) {
+                    Ok(()) => Outcome::Embedded {
+                        facts: p.facts,
+                        vector,
+                    },
+                    Err(why) if all_bad => Outcome::failed(
+                        p.facts.job,
+                        format!("not indexed: {why}, as for every image of its batch: the model checkpoint is the likely cause"),
+                    ),
+                    Err(why) => Outcome::failed(p.facts.job, format!("not indexed: {why}")),
+                })
+                .collect()
+        }
         Err(e) => ready
             .into_iter()
             .map(|p| Outcome::failed(p.facts.job, format!("model: {e}")))
@@ -486,7 +473,7 @@ fn embed_batch(encoder: &ImageEncoder, ready: Vec<Prepared>) -> Vec<Outcome> {
 /// A vector fit to index: finite and of unit length (a NaN or zero vector means a broken model).
 pub fn check_vector(v: &[f32]) -> Result<(), String> {
     if v.iter().any(|x| !x.is_finite()) {
-        return Err("the embedding has NaN or infinite values (is the checkpoint damaged?)".into());
+        return Err("the model gave an embedding with NaN or infinite values".into());
     }
     let norm = v
         .iter()
@@ -495,7 +482,7 @@ pub fn check_vector(v: &[f32]) -> Result<(), String> {
         .sqrt();
     if !(0.99..=1.01).contains(&norm) {
         return Err(format!(
-            "the embedding has norm {norm:.4}, not 1 (is the checkpoint damaged?)"
+            "the model gave an embedding of norm {norm:.4}, not 1"
         ));
     }
     Ok(())
@@ -542,13 +529,6 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(true));
         let rx = spawn_workers((0..100u32).collect(), 2, 4, stop, |x| x);
         assert_eq!(rx.into_iter().count(), 0);
-    }
-
-    #[test]
-    fn a_panic_fails_one_item_with_a_reason() {
-        let r: Result<(), String> = guarded(|| panic!("boom"));
-        assert_eq!(r, Err("internal error while decoding (boom)".to_string()));
-        assert_eq!(guarded(|| Ok(3)), Ok(3));
     }
 
     #[test]

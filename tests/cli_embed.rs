@@ -162,3 +162,102 @@ fn fetch_model_without_network_fails_fast_and_clearly() {
     let repo = hf_home.join("hub/models--openai--clip-vit-large-patch14");
     assert!(!repo.join("snapshots").exists() && !repo.join("refs").exists());
 }
+
+/// A panic while preparing one file (the test-only fault hook) fails that file with one line:
+/// no panic message or backtrace, the other files embedded in order, exit status 1.
+#[test]
+fn a_panic_fails_one_file_quietly_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Different images: ingest skips repeated content before preparing it.
+    for (name, src) in [
+        ("a.png", "synth_small.png"),
+        ("b.png", "synth_exact.png"),
+        ("c.png", "synth_palette.png"),
+    ] {
+        std::fs::copy(fixtures().join("images").join(src), d.join(name)).unwrap();
+    }
+    let env = [
+        ("IMGVEC_TEST_PANIC_ON", "b.png"),
+        ("RUST_BACKTRACE", "full"),
+    ];
+    for batch in ["1", "8"] {
+        let args = [
+            "embed",
+            d.to_str().unwrap(),
+            "--json",
+            "--batch-size",
+            batch,
+        ];
+        let out = imgvec_env(&args, &env);
+        assert_eq!(out.status.code(), Some(1));
+        let lines = json_lines(&stdout(&out));
+        let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+        assert!(paths.len() == 2 && paths[0].ends_with("a.png") && paths[1].ends_with("c.png"));
+        let err = stderr(&out);
+        let about_b: Vec<&str> = err.lines().filter(|l| l.contains("b.png")).collect();
+        assert_eq!(about_b.len(), 1, "{err}");
+        assert!(about_b[0].contains("internal error"), "{err}");
+        for noise in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+            assert!(!err.contains(noise), "{noise}: {err}");
+        }
+    }
+    // The same in ingest: counted as failed, exit status 1.
+    let store = d.join("store");
+    let out = imgvec_env(
+        &[
+            "ingest",
+            d.to_str().unwrap(),
+            "--label",
+            "x",
+            "--json",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(summary["indexed"], 2);
+    assert_eq!(summary["failed"], 1);
+    assert!(!stderr(&out).contains("panicked at"));
+}
+
+/// A truncated file is refused as "truncated" (as Pillow refuses it); --allow-truncated embeds
+/// what it holds and warns.
+#[test]
+fn truncated_files_fail_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rocket = std::fs::read(fixtures().join("images/rocket.jpg")).unwrap();
+    std::fs::write(d.join("half.jpg"), &rocket[..rocket.len() / 2]).unwrap();
+    let path = d.join("half.jpg");
+    let out = imgvec(&["embed", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("half.jpg: truncated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    let out = imgvec(&["embed", path.to_str().unwrap(), "--allow-truncated"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    // ingest names it in the summary as a warning.
+    let store = d.join("store");
+    let out = imgvec(&[
+        "ingest",
+        path.to_str().unwrap(),
+        "--label",
+        "x",
+        "--json",
+        "--allow-truncated",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(summary["indexed"], 1);
+    assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(1));
+}

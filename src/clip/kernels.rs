@@ -19,8 +19,12 @@ fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Below -87.3 the result is under f32's smallest normal; above 88.3 it overflows.
-    let x = x.clamp(-87.3, 88.3);
+    // Below -87.3 the result is under f32's smallest normal; above 88.3 it overflows. max/min
+    // (not clamp) so that a NaN becomes a number here and `n` below is always defined; the NaN
+    // is given back at the end.
+    let nan = x.is_nan();
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-87.3).min(88.3);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -28,10 +32,16 @@ fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    // SAFETY: x is clamped, so n is a finite whole number in [-126, 128]: it fits an i32. (`as i32`
-    // would be safe too, but its saturation checks stop the loop from vectorizing.)
+    // SAFETY: x is clamped (a NaN too: max/min return the other operand), so n is a finite whole
+    // number in [-126, 128]: it fits an i32. (`as i32` would be safe too, but its saturation checks
+    // stop the loop from vectorizing.)
     let n = unsafe { n.to_int_unchecked::<i32>() };
-    f32::from_bits(((n + 127) as u32) << 23) * e
+    let y = f32::from_bits(((n + 127) as u32) << 23) * e;
+    if nan {
+        f32::NAN
+    } else {
+        y
+    }
 }
 
 #[inline(always)]
@@ -333,6 +343,10 @@ mod tests {
         assert!(worst < 3e-7, "max relative error {worst}");
         assert_eq!(exp(-1000.0), exp(-87.3));
         assert!(exp(0.0) == 1.0);
+        // Non-finite input: defined results (a NaN stays NaN, for the vector check to catch).
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(f32::NEG_INFINITY), exp(-87.3));
+        assert_eq!(exp(f32::INFINITY), exp(88.3));
     }
 
     fn reference(x: &Tensor) -> (Tensor, Tensor) {

@@ -22,21 +22,7 @@ use crate::walk::{absolute, find_images};
 pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.json)?;
     if let Some(text) = &args.text {
-        let encoder = TextEncoder::load(&model, &device)?;
-        let emb = encoder.embed(text)?;
-        if emb.truncated {
-            eprintln!(
-                "imgvec: warning: the text is longer than {} tokens and was truncated",
-                encoder.tokenizer().max_len()
-            );
-        }
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            writeln!(out, "{}", json!({"text": text, "embedding": emb.vector}))?;
-        } else {
-            writeln!(out, "{text:?}\t{}", preview(&emb.vector))?;
-        }
-        return Ok(ExitCode::SUCCESS);
+        return embed_text(&model, &device, text, args.json);
     }
 
     let t0 = Instant::now();
@@ -64,13 +50,14 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let rx = spawn_prepare(
         spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),
         encoder.preprocess_config().clone(),
-        !args.model.ignore_exif_orientation,
+        args.model.decode_options(args.allow_truncated),
         default_workers(),
         2 * batch_size,
     );
 
     // Results come back in batches, not necessarily in input order: print them in order.
     let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut warned = 0usize;
     let mut next = 0usize;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
@@ -84,6 +71,10 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
             let r = match o {
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.display().to_string();
+                    if facts.truncated {
+                        warned += 1;
+                        eprintln!("imgvec: warning: {path}: truncated; embedded what it holds");
+                    }
                     if args.json {
                         writeln!(stdout, "{}", json!({"path": path, "embedding": vector}))
                     } else {
@@ -113,8 +104,13 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     stdout.flush().ok();
     if !args.json {
         let n = total.saturating_sub(failed.min(total));
+        let warnings = if warned > 0 {
+            format!(", {warned} truncated (warnings above)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "imgvec: embedded {n} image(s) in {:.2} s, {failed} failed",
+            "imgvec: embedded {n} image(s) in {:.2} s, {failed} failed{warnings}",
             secs(t1)
         );
     }
@@ -123,4 +119,28 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `embed --text`: one text's embedding.
+fn embed_text(
+    model: &crate::clip::ModelDir,
+    device: &candle_core::Device,
+    text: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let encoder = TextEncoder::load(model, device)?;
+    let emb = encoder.embed(text)?;
+    if emb.truncated {
+        eprintln!(
+            "imgvec: warning: the text is longer than {} tokens and was truncated",
+            encoder.tokenizer().max_len()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", json!({"text": text, "embedding": emb.vector}))?;
+    } else {
+        writeln!(out, "{text:?}\t{}", preview(&emb.vector))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

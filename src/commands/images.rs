@@ -114,7 +114,10 @@ pub fn embed(
     let rx = spawn_prepare(
         spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),
         encoder.preprocess_config().clone(),
-        opts.apply_exif,
+        crate::image::DecodeOptions {
+            apply_exif_orientation: opts.apply_exif,
+            allow_truncated: false,
+        },
         default_workers(),
         2 * batch_size,
     );

@@ -23,7 +23,7 @@ pub(crate) fn cmyk_channel(c: u8, k: u8) -> u8 {
 /// Pillow's `alpha_composite` of an `(v, a)` pixel over opaque white (`AlphaComposite.c`, with
 /// the destination fixed at 255: `coef1 = a·128`, `coef2 = (255 − a)·128`).
 #[inline]
-fn over_white(v: u8, a: u8) -> u8 {
+pub(crate) fn over_white(v: u8, a: u8) -> u8 {
     if a == 0 {
         return 255;
     }

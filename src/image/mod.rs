@@ -5,9 +5,9 @@
 //! - [`sniff`]: which format a file is in, from its first bytes (also what `walk` uses to pick
 //!   image files).
 //! - [`limits`]: the decompression-bomb limits, checked before any pixel buffer is allocated.
-//! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, panics
-//!   turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), everything
-//!   else (PNG, GIF, WebP, BMP, TIFF) through the `image` crate.
+//! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, truncation,
+//!   panics turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), TIFF
+//!   through ours (`tiff`), RLE/16-bit BMP through `bmp`, the rest through the `image` crate.
 //! - [`convert`]: Pillow's mode conversions to RGB (alpha over white, grayscale, 16-bit, CMYK).
 //! - [`resample`]: Pillow's two-pass fixed-point resampling filters.
 //!
@@ -18,6 +18,7 @@
 use ::image::metadata::Orientation;
 use ::image::{ImageFormat, RgbImage};
 
+mod bmp;
 pub mod convert;
 pub mod decode;
 mod jpeg;
@@ -26,8 +27,9 @@ pub mod resample;
 pub mod sniff;
 #[cfg(test)]
 pub(crate) mod test_util;
+mod tiff;
 
-pub use decode::decode_rgb;
+pub use decode::{decode_rgb, decode_rgb_with, DecodeOptions};
 pub use limits::{MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE};
 pub use resample::Resample;
 pub use sniff::sniff_image_format;
@@ -43,6 +45,10 @@ pub enum DecodeError {
     TooLarge { reason: String },
     #[error("unsupported pixel format: {0}")]
     UnsupportedMode(String),
+    /// The file ends before its image data does (Pillow: "image file is truncated"). Refused
+    /// unless [`DecodeOptions::allow_truncated`].
+    #[error("truncated: the {format:?} file ends before its image data does")]
+    Truncated { format: ImageFormat },
 }
 
 /// A decoded image converted to RGB the way PIL's `convert_to_rgb` does it.
@@ -58,4 +64,7 @@ pub struct DecodedImage {
     pub format: ImageFormat,
     /// The EXIF orientation that was applied (`NoTransforms` when none, or when disabled).
     pub orientation: Orientation,
+    /// The file was truncated and decoded as far as its data goes (only with
+    /// [`DecodeOptions::allow_truncated`]); the rest of the picture is filled in.
+    pub truncated: bool,
 }

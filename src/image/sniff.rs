@@ -9,6 +9,10 @@ use ::image::ImageFormat;
 /// The format of an image from its first bytes (16 are enough), or `None` when it is not one of
 /// the formats this build decodes (PNG, JPEG, GIF, WebP, BMP, TIFF), whatever the file's name.
 pub fn sniff_image_format(header: &[u8]) -> Option<ImageFormat> {
+    // BigTIFF, which `guess_format` does not know.
+    if header.starts_with(b"II\x2b\0") || header.starts_with(b"MM\0\x2b") {
+        return Some(ImageFormat::Tiff);
+    }
     let format = ::image::guess_format(header).ok()?;
     match format {
         ImageFormat::Png

@@ -161,6 +161,9 @@ impl Indexer {
                 Outcome::OtherShard { .. } => s.other_shards += 1,
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.clone();
+                    if facts.truncated {
+                        s.warn(&path, "truncated: indexed what its data holds");
+                    }
                     docs.push((self.doc(facts, vector), path));
                 }
             }
@@ -313,6 +316,7 @@ mod tests {
                     mtime_ms: None,
                     width: 1,
                     height: 1,
+                    truncated: false,
                 },
                 vector: vec![0.5, 0.5],
             })

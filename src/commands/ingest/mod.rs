@@ -208,7 +208,7 @@ impl Work<'_> {
         let prepared = spawn_prepare(
             self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.stop))),
             self.model.preprocess_config()?,
-            !self.args.model.ignore_exif_orientation,
+            self.args.model.decode_options(self.args.allow_truncated),
             default_workers(),
             2 * batch_size,
         );

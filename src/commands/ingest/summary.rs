@@ -24,6 +24,8 @@ pub struct Summary {
     pub images_per_second: f64,
     /// (path, reason) for each failure.
     pub failures: Vec<(String, String)>,
+    /// (path, what) for each file indexed with a warning (truncated, with --allow-truncated).
+    pub warnings: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -33,6 +35,11 @@ impl Summary {
             .push((path.display().to_string(), reason.into()));
     }
 
+    pub fn warn(&mut self, path: &Path, what: impl Into<String>) {
+        self.warnings
+            .push((path.display().to_string(), what.into()));
+    }
+
     /// Adds the counts of a part of the work done elsewhere (the indexer's).
     pub fn add(&mut self, other: Summary) {
         self.indexed += other.indexed;
@@ -40,6 +47,7 @@ impl Summary {
         self.failed += other.failed;
         self.other_shards += other.other_shards;
         self.failures.extend(other.failures);
+        self.warnings.extend(other.warnings);
     }
 
     /// Prints the failures (one line each) and the totals, or one JSON object.
@@ -50,6 +58,9 @@ impl Summary {
                 Err(e) => eprintln!("imgvec: cannot print the summary: {e}"),
             }
             return;
+        }
+        for (path, what) in &self.warnings {
+            eprintln!("imgvec: warning: {path}: {what}");
         }
         for (path, why) in &self.failures {
             eprintln!("imgvec: failed: {path}: {why}");
@@ -68,8 +79,13 @@ impl Summary {
         } else {
             ""
         };
+        let warnings = if self.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} with warnings)", self.warnings.len())
+        };
         println!(
-            "indexed {}, already present {}, failed {}, not images {}{shards}{gone}; {:.1} s, {:.2} img/s{interrupted}",
+            "indexed {}{warnings}, already present {}, failed {}, not images {}{shards}{gone}; {:.1} s, {:.2} img/s{interrupted}",
             self.indexed,
             self.already_present,
             self.failed,

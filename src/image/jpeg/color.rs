@@ -47,7 +47,9 @@ impl<'a> Decoder<'a> {
             1 => ColorKind::Gray,
             3 => {
                 let ids = (frame.comps[0].id, frame.comps[1].id, frame.comps[2].id);
-                let is_rgb = if self.saw_jfif {
+                let is_rgb = if let Some(ycc) = self.force_ycc {
+                    !ycc
+                } else if self.saw_jfif {
                     false
                 } else if let Some(t) = self.adobe_transform {
                     t == 0

@@ -17,6 +17,8 @@ pub(super) struct Bits<'a> {
     pad: u32,
     at_marker: bool,
     pub(super) overrun: bool,
+    /// The data ended (not at a marker) while bits were wanted: the file is truncated.
+    pub(super) eof: bool,
 }
 
 impl<'a> Bits<'a> {
@@ -29,12 +31,14 @@ impl<'a> Bits<'a> {
             pad: 0,
             at_marker: false,
             overrun: false,
+            eof: false,
         }
     }
 
     fn fill(&mut self) {
         while self.n <= 56 {
             let byte = if self.at_marker || self.pos >= self.data.len() {
+                self.eof |= self.pos >= self.data.len();
                 self.at_marker = true;
                 self.pad += 8;
                 0
@@ -45,6 +49,8 @@ impl<'a> Bits<'a> {
                         self.pos += 2;
                         0xFF
                     } else {
+                        // A lone 0xFF at the very end is a cut, not a marker.
+                        self.eof |= self.pos + 1 >= self.data.len();
                         self.at_marker = true;
                         self.pad += 8;
                         0
@@ -140,7 +146,10 @@ impl<'a> Bits<'a> {
                 self.pos += 2;
                 Ok(())
             }
-            _ => Err("missing restart marker".into()),
+            _ => {
+                self.eof |= self.pos + 1 >= self.data.len();
+                Err("missing restart marker".into())
+            }
         }
     }
 }

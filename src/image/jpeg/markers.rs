@@ -86,19 +86,24 @@ impl<'a> Decoder<'a> {
         let len = data
             .get(self.pos..self.pos + 2)
             .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-            .ok_or("truncated marker segment")?;
+            .ok_or(super::TRUNCATED_BEFORE_DATA)?;
         if len < 2 {
             return Err("bad marker segment length".into());
         }
         let seg = data
             .get(self.pos + 2..self.pos + len)
-            .ok_or("truncated marker segment")?;
+            .ok_or(super::TRUNCATED_SEGMENT)?;
         self.pos += len;
         Ok(seg)
     }
 
     /// SOF0/1/2: the frame header. Sizes every component and checks the memory it will need.
-    pub(super) fn read_sof(&mut self, progressive: bool, max_bytes: u64) -> Result<()> {
+    pub(super) fn read_sof(
+        &mut self,
+        progressive: bool,
+        arithmetic: bool,
+        max_bytes: u64,
+    ) -> Result<()> {
         if self.frame.is_some() {
             return Err("more than one frame".into());
         }
@@ -115,11 +120,41 @@ impl<'a> Decoder<'a> {
         if height == 0 || width == 0 {
             return Err("zero image size (DNL) is not supported".into());
         }
+        // Too large: the caller's fallback decoder names the limit.
+        if (width * height) as u64 > crate::image::MAX_PIXELS {
+            return Err("image too large".into());
+        }
         if !matches!(nc, 1 | 3 | 4) || s.len() < 6 + 3 * nc {
             return Err(format!("{nc}-component JPEG is not supported"));
         }
         let comps = read_components(&s[6..6 + 3 * nc])?;
-        self.frame = Some(frame_layout(progressive, width, height, comps, max_bytes)?);
+        let mut frame = frame_layout(progressive, width, height, comps, max_bytes)?;
+        frame.arithmetic = arithmetic;
+        self.frame = Some(frame);
+        Ok(())
+    }
+
+    /// DAC: arithmetic conditioning values (`jdmarker.c`'s `get_dac`).
+    pub(super) fn read_dac(&mut self) -> Result<()> {
+        let s = self.segment()?;
+        if s.len() % 2 != 0 {
+            return Err("bad DAC length".into());
+        }
+        for pair in s.chunks_exact(2) {
+            let (index, val) = (usize::from(pair[0]), pair[1]);
+            match index {
+                0..=15 => {
+                    let (l, u) = (val & 15, val >> 4);
+                    if l > u {
+                        return Err("bad DAC value".into());
+                    }
+                    self.cond.dc_l[index] = l;
+                    self.cond.dc_u[index] = u;
+                }
+                16..=31 => self.cond.ac_k[index - 16] = val,
+                _ => return Err("bad DAC index".into()),
+            }
+        }
         Ok(())
     }
 
@@ -223,6 +258,7 @@ fn frame_layout(
     }
     Ok(Frame {
         progressive,
+        arithmetic: false,
         width,
         height,
         max_h,

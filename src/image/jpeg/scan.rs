@@ -6,13 +6,14 @@
 //! Not for: reading bits or Huffman codes (`entropy.rs`), or anything after the last scan
 //! (`color.rs`).
 
+use super::arith::Arith;
 use super::entropy::{decode_ac_first, decode_ac_refine, decode_sequential, Band, Bits};
 use super::idct::idct_islow;
 use super::markers::Huffman;
 use super::{Component, Decoder, Frame, Result};
 
 #[derive(Clone, Copy)]
-enum ScanKind {
+pub(super) enum ScanKind {
     Sequential,
     DcFirst,
     DcRefine,
@@ -31,6 +32,19 @@ struct ScanHeader {
     streaming: bool,
 }
 
+/// The entropy decoder of a scan: Huffman bits or the arithmetic decoder.
+enum Entropy<'a> {
+    Huffman(Bits<'a>),
+    Arith(Box<Arith<'a>>),
+}
+
+/// Most scans a file may have (libjpeg-turbo's fuzzers and `djpeg -maxscans` use 500): each
+/// scan walks the whole coefficient array, so a crafted file of tiny scans costs time.
+const MAX_SCANS: usize = 500;
+/// Most blocks all scans together may visit: bounds the time a progressive file can take
+/// (a 100 MP photo's ten or so scans visit about 50 million).
+const MAX_BLOCK_VISITS: u64 = 1 << 28;
+
 /// The decoder state a scan reads: its Huffman tables and restart interval.
 struct Tables<'t> {
     dc: &'t [Option<Huffman>; 4],
@@ -44,8 +58,11 @@ impl<'a> Decoder<'a> {
         let s = self.segment()?;
         let frame = self.frame.as_mut().ok_or("scan before frame header")?;
         let mut scan = parse_scan_header(s, frame)?;
+        if self.scans >= MAX_SCANS {
+            return Err(format!("{} more than {MAX_SCANS} scans", super::WORK_LIMIT));
+        }
         for &(ci, td, ta) in &scan.comps {
-            if td > 3 || ta > 3 {
+            if !frame.arithmetic && (td > 3 || ta > 3) {
                 return Err("bad Huffman table index".into());
             }
             let c = &mut frame.comps[ci];
@@ -57,27 +74,44 @@ impl<'a> Decoder<'a> {
         self.eobrun = 0;
         // A sequential frame whose first scan holds every component (the usual baseline
         // file) is decoded straight into sample planes; anything else keeps coefficients.
-        scan.streaming =
-            !frame.progressive && self.scans == 0 && scan.comps.len() == frame.comps.len();
+        scan.streaming = !frame.progressive
+            && !frame.arithmetic
+            && self.scans == 0
+            && scan.comps.len() == frame.comps.len();
         if self.scans > 0 && frame.comps.iter().any(|c| !c.plane.is_empty()) {
             return Err("unexpected scan after a complete sequential scan".into());
         }
         for &(ci, _, _) in &scan.comps {
             let c = &mut frame.comps[ci];
             if scan.streaming {
-                c.plane = vec![0u8; c.wib * 8 * c.hib * 8];
+                c.plane = vec![128u8; c.wib * 8 * c.hib * 8];
             } else if c.coefs.is_empty() {
                 c.coefs = vec![0i16; c.bw * frame.mcus_y * c.v * 64];
             }
         }
-        let mut bits = Bits::new(self.data, self.pos);
+        self.block_visits += scan_blocks(frame, &scan) as u64;
+        if self.block_visits > MAX_BLOCK_VISITS {
+            return Err(format!(
+                "{} more than {MAX_BLOCK_VISITS} block visits in its scans",
+                super::WORK_LIMIT
+            ));
+        }
+        let mut ent = if frame.arithmetic {
+            Entropy::Arith(Box::new(Arith::new(self.data, self.pos, self.cond)))
+        } else {
+            Entropy::Huffman(Bits::new(self.data, self.pos))
+        };
         let tables = Tables {
             dc: &self.dc,
             ac: &self.ac,
             restart_interval: self.restart_interval,
         };
-        decode_mcus(frame, &scan, &tables, &mut bits, &mut self.eobrun)?;
-        self.pos = bits.pos;
+        let complete = decode_mcus(frame, &scan, &tables, &mut ent, &mut self.eobrun)?;
+        self.truncated |= !complete;
+        self.pos = match ent {
+            Entropy::Huffman(bits) => bits.pos,
+            Entropy::Arith(a) => a.pos,
+        };
         self.scans += 1;
         Ok(())
     }
@@ -141,47 +175,122 @@ fn parse_scan_header(s: &[u8], frame: &Frame) -> Result<ScanHeader> {
     })
 }
 
+/// How many blocks a scan visits.
+fn scan_blocks(frame: &Frame, scan: &ScanHeader) -> usize {
+    if scan.comps.len() > 1 {
+        let per_mcu: usize = scan
+            .comps
+            .iter()
+            .map(|&(ci, _, _)| {
+                let c = &frame.comps[ci];
+                c.h * c.v
+            })
+            .sum();
+        frame.mcus_x * frame.mcus_y * per_mcu
+    } else {
+        let c = &frame.comps[scan.comps[0].0];
+        c.wib * c.hib
+    }
+}
+
 /// The scan's MCUs (one component's blocks when not interleaved) in order, handling restart
-/// markers; fails as soon as an MCU needed bits past the end of the data.
+/// markers. Returns `false` when the data ended before the scan did (the file is truncated:
+/// the rest of the scan stays empty, as libjpeg leaves it); fails on corrupt data.
 fn decode_mcus(
     frame: &mut Frame,
     scan: &ScanHeader,
     tables: &Tables,
-    bits: &mut Bits,
+    ent: &mut Entropy,
     eobrun: &mut u32,
-) -> Result<()> {
-    let interleaved = scan.comps.len() > 1;
-    let mut scratch = [0i16; 64];
-    let total = if interleaved {
+) -> Result<bool> {
+    let total = if scan.comps.len() > 1 {
         frame.mcus_x * frame.mcus_y
     } else {
         let c = &frame.comps[scan.comps[0].0];
         c.wib * c.hib
     };
-    let mcus_x = frame.mcus_x;
+    let arith_tables: Vec<(usize, usize)> = scan.comps.iter().map(|&(_, d, a)| (d, a)).collect();
+    if let Entropy::Arith(a) = ent {
+        a.reset(scan.kind, &arith_tables);
+    }
     let mut to_go = tables.restart_interval;
     for m in 0..total {
+        let result = decode_mcu(
+            frame,
+            scan,
+            tables,
+            ent,
+            eobrun,
+            &mut to_go,
+            m,
+            &arith_tables,
+        );
+        let at_end = match ent {
+            Entropy::Huffman(bits) => bits.eof,
+            Entropy::Arith(a) => a.hit_end,
+        };
+        // Whatever went wrong once the data had ended, the file is truncated.
+        if at_end {
+            return Ok(false);
+        }
+        result?;
+    }
+    Ok(true)
+}
+
+/// MCU number `m` of the scan (after the restart marker due before it, if any).
+#[allow(clippy::too_many_arguments)]
+fn decode_mcu(
+    frame: &mut Frame,
+    scan: &ScanHeader,
+    tables: &Tables,
+    ent: &mut Entropy,
+    eobrun: &mut u32,
+    to_go: &mut usize,
+    m: usize,
+    arith_tables: &[(usize, usize)],
+) -> Result<()> {
+    let interleaved = scan.comps.len() > 1;
+    let mut scratch = [0i16; 64];
+    let mcus_x = frame.mcus_x;
+    {
         if tables.restart_interval > 0 {
-            if to_go == 0 {
-                bits.restart()?;
+            if *to_go == 0 {
+                match ent {
+                    Entropy::Huffman(bits) => bits.restart()?,
+                    Entropy::Arith(a) => a.restart(scan.kind, arith_tables)?,
+                }
                 for &(ci, _, _) in &scan.comps {
                     frame.comps[ci].dc_pred = 0;
                 }
                 *eobrun = 0;
-                to_go = tables.restart_interval;
+                *to_go = tables.restart_interval;
             }
-            to_go -= 1;
+            *to_go -= 1;
         }
-        for &(ci, td, ta) in &scan.comps {
+        for (k, &(ci, td, ta)) in scan.comps.iter().enumerate() {
             let c = &mut frame.comps[ci];
             let (nbx, nby, bx0, by0) = if interleaved {
                 (c.h, c.v, (m % mcus_x) * c.h, (m / mcus_x) * c.v)
             } else {
                 (1, 1, m % c.wib, m / c.wib)
             };
-            let (dc, ac) = (tables.dc[td].as_ref(), tables.ac[ta].as_ref());
+            let (dc, ac) = (
+                tables.dc.get(td).and_then(Option::as_ref),
+                tables.ac.get(ta).and_then(Option::as_ref),
+            );
             for by in by0..by0 + nby {
                 for bx in bx0..bx0 + nbx {
+                    let bits = match ent {
+                        Entropy::Huffman(bits) => bits,
+                        Entropy::Arith(a) => {
+                            let off = (by * c.bw + bx) * 64;
+                            let band = (scan.band.ss, scan.band.se);
+                            let block = &mut c.coefs[off..off + 64];
+                            a.block(scan.kind, k, (td, ta), block, band, scan.band.al);
+                            continue;
+                        }
+                    };
                     if scan.streaming {
                         decode_into_plane(bits, c, dc, ac, bx, by, &mut scratch)?;
                         continue;
@@ -192,11 +301,11 @@ fn decode_mcus(
                 }
             }
         }
-        if bits.overrun {
-            return Err("truncated or corrupt entropy-coded data".into());
+        match ent {
+            Entropy::Huffman(bits) if bits.overrun => Err("corrupt entropy-coded data".into()),
+            _ => Ok(()),
         }
     }
-    Ok(())
 }
 
 /// Single-scan sequential decode: block `(bx, by)` of `c` through the IDCT into its plane.

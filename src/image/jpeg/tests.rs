@@ -8,7 +8,7 @@ use ::image::{ImageFormat, RgbImage};
 use super::decode;
 use crate::image::decode::PANICKED;
 use crate::image::test_util::*;
-use crate::image::{decode_rgb, DecodeError, MAX_DECODE_BYTES};
+use crate::image::{decode_rgb, decode_rgb_with, DecodeError, DecodeOptions, MAX_DECODE_BYTES};
 
 #[test]
 fn jpeg_decoder_matches_libjpeg_turbo() {
@@ -22,8 +22,9 @@ fn jpeg_decoder_matches_libjpeg_turbo() {
     for (bytes, w, h, expected) in cases {
         // Our decoder, not the fallback.
         let direct = decode(bytes, MAX_DECODE_BYTES).unwrap();
+        assert!(!direct.truncated);
         let decoded = decode_rgb(bytes, true).unwrap();
-        assert_eq!(decoded.rgb, direct);
+        assert_eq!(decoded.rgb, direct.rgb);
         assert_eq!(decoded.format, ImageFormat::Jpeg);
         assert_eq!(decoded.rgb.dimensions(), (w, h));
         assert_eq!(fnv(decoded.rgb.into_raw()), expected);
@@ -42,67 +43,60 @@ fn max_diff(a: &RgbImage, b: &RgbImage, rows: std::ops::Range<u32>) -> u8 {
 }
 
 #[test]
-fn truncated_jpeg_falls_back_to_a_partial_image() {
+fn truncated_jpeg_is_refused_or_decoded_partially_when_allowed() {
     let img = pattern(512, 384);
     let full = jpeg_with_orientation(&img, None);
     let half = &full[..full.len() / 2];
     let start = Instant::now();
-    // Our decoder refuses a scan that ends early (Pillow raises on it too)...
-    let ours = decode(half, MAX_DECODE_BYTES);
-    assert!(
-        matches!(&ours, Err(e) if e.contains("truncated")),
-        "{:?}",
-        ours.map(|i| i.dimensions())
-    );
-    // ...and decode_rgb falls back to the `image` crate, which decodes the rows the data holds
-    // (here the first 176, within the 3 levels by which it differs from libjpeg) and fills the
-    // rest with one colour.
-    let partial = decode_rgb(half, true).unwrap().rgb;
+    // Our decoder decodes what the data holds and says it was truncated...
+    let ours = decode(half, MAX_DECODE_BYTES).unwrap();
+    assert!(ours.truncated);
+    // ...decode_rgb refuses it, as Pillow does ("image file is truncated")...
+    assert!(matches!(
+        decode_rgb(half, true),
+        Err(DecodeError::Truncated { .. })
+    ));
+    // ...and allowed, the rows the data holds are exact and the rest is libjpeg's grey.
+    let opts = DecodeOptions {
+        allow_truncated: true,
+        ..DecodeOptions::default()
+    };
+    let partial = decode_rgb_with(half, &opts).unwrap();
+    assert!(partial.truncated);
     let complete = decode_rgb(&full, true).unwrap().rgb;
-    assert_eq!(partial.dimensions(), (512, 384));
-    assert!(max_diff(&partial, &complete, 0..176) <= 3);
-    let last_row: Vec<_> = (0..512).map(|x| partial.get_pixel(x, 383)).collect();
-    assert!(
-        last_row.iter().all(|p| *p == last_row[0]),
-        "{:?}",
-        &last_row[..4]
-    );
+    assert_eq!(partial.rgb.dimensions(), (512, 384));
+    assert_eq!(max_diff(&partial.rgb, &complete, 0..160), 0);
+    assert!((0..512).all(|x| partial.rgb.get_pixel(x, 383).0 == [128, 128, 128]));
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
-/// Positions of the markers that follow the first scan's data (where a cut leaves whole scans).
-fn markers_after_first_scan(file: &[u8]) -> Vec<usize> {
-    let sos = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
-    (sos + 2..file.len() - 1)
-        .filter(|&i| file[i] == 0xFF && !matches!(file[i + 1], 0x00 | 0xFF | 0xD0..=0xD7))
-        .collect()
-}
-
 #[test]
-fn truncated_files_decode_only_when_cut_between_scans() {
+fn every_prefix_is_truncated_never_a_silent_partial_image() {
     let start = Instant::now();
     for file in JPEGS {
-        // libjpeg's rule: data that ends without EOI keeps the scans it completed; a cut inside
-        // a scan or a marker segment is an error. So a prefix decodes exactly when it ends at a
-        // marker after the first scan (just before its 0xFF, or just after).
-        let cuts = markers_after_first_scan(file);
-        let expected: Vec<usize> = cuts.iter().flat_map(|&p| [p, p + 1]).collect();
         let complete = decode(file, MAX_DECODE_BYTES).unwrap();
-        let mut decoded = Vec::new();
-        for n in 0..file.len() {
+        assert!(!complete.truncated);
+        let eoi = file.windows(2).rposition(|w| w == [0xFF, 0xD9]).unwrap();
+        for n in 0..eoi + 2 {
             let prefix = &file[..n];
             if let Ok(img) = decode(prefix, MAX_DECODE_BYTES) {
-                assert_eq!(img.dimensions(), complete.dimensions(), "prefix {n}");
-                decoded.push(n);
+                assert!(img.truncated || n == eoi + 2, "prefix {n}");
+                assert_eq!(
+                    img.rgb.dimensions(),
+                    complete.rgb.dimensions(),
+                    "prefix {n}"
+                );
             }
-            if let Err(DecodeError::Decode { reason, .. }) = decode_rgb(prefix, true) {
-                assert_ne!(reason, PANICKED, "prefix {n}");
+            match decode_rgb(prefix, true) {
+                Err(DecodeError::Decode { reason, .. }) => assert_ne!(reason, PANICKED),
+                Err(_) => {}
+                Ok(_) => panic!("prefix {n} of {} decoded", file.len()),
             }
         }
-        assert_eq!(decoded, expected);
-        // The prefix ending at EOI is the whole image.
-        let eoi = *cuts.last().unwrap();
-        assert_eq!(decode(&file[..eoi], MAX_DECODE_BYTES).unwrap(), complete);
+        assert_eq!(
+            decode(&file[..eoi + 2], MAX_DECODE_BYTES).unwrap().rgb,
+            complete.rgb
+        );
     }
     assert!(start.elapsed() < Duration::from_secs(20));
 }
@@ -129,6 +123,7 @@ fn corrupt_data_is_refused_without_panicking() {
             }
             match decode(&bytes, MAX_DECODE_BYTES) {
                 Ok(img) => {
+                    let img = img.rgb;
                     assert_eq!(
                         img.as_raw().len(),
                         img.width() as usize * img.height() as usize * 3
@@ -167,7 +162,9 @@ fn corrupt_data_is_refused_without_panicking() {
             assert!(
                 matches!(
                     result,
-                    Err(DecodeError::Decode { .. } | DecodeError::TooLarge { .. })
+                    Err(DecodeError::Decode { .. }
+                        | DecodeError::TooLarge { .. }
+                        | DecodeError::Truncated { .. })
                 ),
                 "{magic:?}: {result:?}"
             );

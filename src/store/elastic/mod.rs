@@ -40,8 +40,7 @@ use serde_json::Value;
 
 use super::{
     DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, LabelCount,
-    SavedSettings, StoreError,
-    UpsertReport, VectorStore,
+    SavedSettings, StoreError, UpsertReport, VectorStore,
 };
 pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
@@ -63,8 +62,8 @@ pub use query::{
     knn_body, parse_hits, ExactScores, IDS_PER_REQUEST, L2_SCORE_SCRIPT, MAX_NUM_CANDIDATES,
     OVERSAMPLE,
 };
-pub use server::ServerInfo;
 pub use scan::source_excludes_vectors;
+pub use server::ServerInfo;
 
 /// An Elasticsearch index seen as a [`VectorStore`].
 pub struct ElasticStore {

@@ -26,7 +26,10 @@ impl ServerInfo {
     /// 9.2 and later, and Serverless), so reads that need vectors must ask for them
     /// (`_source_exclude_vectors=false`, a parameter older servers reject).
     pub fn excludes_vectors(&self) -> bool {
-        self.serverless || self.version.is_some_and(|(major, minor, _)| (major, minor) >= (9, 2))
+        self.serverless
+            || self
+                .version
+                .is_some_and(|(major, minor, _)| (major, minor) >= (9, 2))
     }
 
     /// Reads the body of `GET /`; anything missing leaves the version unknown.

@@ -1,0 +1,281 @@
+//! TIFF pixel data: each strip or tile read, bit-reversed for FillOrder 2, decompressed (none,
+//! PackBits, LZW, Deflate, CCITT G3 1-D and G4 through the `fax` crate, JPEG through our
+//! libjpeg-exact decoder with the JPEGTables spliced in, as libtiff does), un-predicted
+//! (horizontal differencing) and placed into whole-image sample planes.
+//!
+//! Not for: what the samples mean (`pixels.rs`) or the directory (`ifd.rs`).
+
+use super::{Error, Layout};
+use crate::image::jpeg;
+use crate::image::MAX_DECODE_BYTES;
+
+/// Whole-image sample rows: one plane (chunky) or one per sample (planar), each
+/// `height × row_bytes` with `row_bytes` from [`Layout::row_bytes`].
+pub(super) type Planes = Vec<Vec<u8>>;
+
+/// Reads, decompresses and places every chunk.
+pub(super) fn read_planes(data: &[u8], l: &Layout) -> Result<Planes, Error> {
+    let planes = if l.planar { l.spp } else { 1 };
+    let row_bytes = l.row_bytes();
+    let mut out: Planes = (0..planes)
+        .map(|_| vec![0u8; row_bytes * l.height])
+        .collect();
+    let across = l.width.div_ceil(l.chunk_w);
+    let down = l.height.div_ceil(l.chunk_h);
+    let per_plane = across * down;
+    if l.chunks.len() < per_plane * planes {
+        return Err(Error::Corrupt(format!(
+            "{} strips or tiles, {} needed",
+            l.chunks.len(),
+            per_plane * planes
+        )));
+    }
+    let chunk_spp = if l.planar { 1 } else { l.spp };
+    let chunk_row = (l.chunk_w * l.bps * chunk_spp).div_ceil(8);
+    for (i, &(offset, len)) in l.chunks.iter().take(per_plane * planes).enumerate() {
+        let (plane, idx) = (i / per_plane, i % per_plane);
+        let (x0, y0) = ((idx % across) * l.chunk_w, (idx / across) * l.chunk_h);
+        // Strips hold only the rows left; tiles are always whole.
+        let rows = if l.tiled {
+            l.chunk_h
+        } else {
+            l.chunk_h.min(l.height - y0)
+        };
+        let raw = chunk_bytes(data, offset, len)?;
+        // Uncompressed data shorter than its rows: Pillow's raw decoder calls it truncated
+        // (libtiff's codecs tolerate a short compressed strip, and so does `decompress`).
+        if l.compression == 1 && raw.len() < chunk_row * rows {
+            return Err(Error::Truncated);
+        }
+        let pixels = decompress(raw, l, chunk_row * rows, rows)?;
+        let mut pixels = pixels;
+        pixels.resize(chunk_row * rows, 0);
+        unpredict(&mut pixels, l, chunk_row, chunk_spp)?;
+        place(
+            &pixels,
+            &mut out[plane],
+            l,
+            chunk_row,
+            (x0, y0),
+            rows,
+            chunk_spp,
+        );
+    }
+    Ok(out)
+}
+
+/// The chunk's bytes in the file: refused as truncated when the file ends before them.
+fn chunk_bytes(data: &[u8], offset: u64, len: u64) -> Result<&[u8], Error> {
+    let start = usize::try_from(offset).map_err(|_| Error::Truncated)?;
+    let end = usize::try_from(offset.saturating_add(len)).map_err(|_| Error::Truncated)?;
+    data.get(start..end).ok_or(Error::Truncated)
+}
+
+/// Copies a decompressed chunk's rows into the plane, clipping what lies outside the image.
+fn place(
+    pixels: &[u8],
+    plane: &mut [u8],
+    l: &Layout,
+    chunk_row: usize,
+    (x0, y0): (usize, usize),
+    rows: usize,
+    chunk_spp: usize,
+) {
+    let row_bytes = l.row_bytes();
+    let bit_x0 = x0 * l.bps * chunk_spp;
+    let cols = l.chunk_w.min(l.width - x0);
+    let copy_bits = cols * l.bps * chunk_spp;
+    for r in 0..rows.min(l.height - y0) {
+        let src = &pixels[r * chunk_row..(r + 1) * chunk_row];
+        let dst = &mut plane[(y0 + r) * row_bytes..(y0 + r + 1) * row_bytes];
+        if bit_x0.is_multiple_of(8) {
+            let n = copy_bits.div_ceil(8);
+            dst[bit_x0 / 8..bit_x0 / 8 + n].copy_from_slice(&src[..n]);
+        } else {
+            // Only sub-byte samples in tiles whose width is not a multiple of 8 get here.
+            for b in 0..copy_bits {
+                let bit = (src[b / 8] >> (7 - b % 8)) & 1;
+                let at = bit_x0 + b;
+                dst[at / 8] |= bit << (7 - at % 8);
+            }
+        }
+    }
+}
+
+/// One chunk decompressed (at most `expected` bytes are kept; fewer are zero-filled later, as
+/// libtiff tolerates a short strip).
+fn decompress(raw: &[u8], l: &Layout, expected: usize, rows: usize) -> Result<Vec<u8>, Error> {
+    let reversed: Vec<u8>;
+    let raw = if l.fill_order_reversed && l.compression != 7 {
+        reversed = raw.iter().map(|b| b.reverse_bits()).collect();
+        &reversed[..]
+    } else {
+        raw
+    };
+    let corrupt = |what: &str| Error::Corrupt(format!("{what} data"));
+    // Reserve no more than the data could plausibly expand to; growth past it is on demand.
+    let expected_cap = expected.min(raw.len().saturating_mul(64));
+    let mut out = match l.compression {
+        1 => raw.to_vec(),
+        32773 => packbits(raw, expected),
+        5 => lzw(raw, expected).ok_or_else(|| corrupt("LZW"))?,
+        8 | 32946 => {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(expected_cap);
+            let mut z = flate2::read::ZlibDecoder::new(raw).take(expected as u64);
+            if z.read_to_end(&mut out).is_err() && out.is_empty() {
+                return Err(corrupt("Deflate"));
+            }
+            out
+        }
+        3 | 4 => fax(raw, l, rows)?,
+        7 => jpeg_chunk(raw, l)?,
+        c => return Err(Error::Unsupported(format!("compression {c}"))),
+    };
+    out.truncate(expected);
+    Ok(out)
+}
+
+/// LZW as TIFF writes it (MSB first, early change), up to `expected` bytes: a stream cut short
+/// or without its end code keeps what decoded, as libtiff does. `None` if nothing did.
+fn lzw(raw: &[u8], expected: usize) -> Option<Vec<u8>> {
+    let mut dec = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+    let mut out = vec![0u8; expected];
+    let (mut filled, mut input) = (0, raw);
+    while filled < expected {
+        let r = dec.decode_bytes(input, &mut out[filled..]);
+        filled += r.consumed_out;
+        input = &input[r.consumed_in..];
+        match r.status {
+            Ok(weezl::LzwStatus::Ok) if r.consumed_in + r.consumed_out > 0 => {}
+            Err(_) if filled == 0 => return None,
+            _ => break,
+        }
+    }
+    out.truncate(filled);
+    Some(out)
+}
+
+/// PackBits (Apple's run-length coding), up to `expected` bytes.
+fn packbits(raw: &[u8], expected: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(expected.min(raw.len().saturating_mul(64)));
+    let mut i = 0;
+    while i < raw.len() && out.len() < expected {
+        let n = raw[i] as i8;
+        i += 1;
+        if n >= 0 {
+            let end = (i + n as usize + 1).min(raw.len());
+            out.extend_from_slice(&raw[i..end]);
+            i = end;
+        } else if n != -128 {
+            if let Some(&b) = raw.get(i) {
+                out.extend(std::iter::repeat_n(b, (1 - i32::from(n)) as usize));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// CCITT Group 3 (1-D) or Group 4 data as 1-bit rows, black = 1 as libtiff writes them.
+fn fax(raw: &[u8], l: &Layout, rows: usize) -> Result<Vec<u8>, Error> {
+    let width = u16::try_from(l.chunk_w).map_err(|_| Error::Unsupported("fax width".into()))?;
+    let row_bytes = l.chunk_w.div_ceil(8);
+    let mut out = Vec::with_capacity(row_bytes * rows);
+    let mut line = |transitions: &[u16]| {
+        if out.len() >= row_bytes * rows {
+            return;
+        }
+        let mut row = vec![0u8; row_bytes];
+        for (x, c) in fax::decoder::pels(transitions, width).enumerate() {
+            if c == fax::Color::Black {
+                row[x / 8] |= 0x80 >> (x % 8);
+            }
+        }
+        out.extend_from_slice(&row);
+    };
+    let ok = if l.compression == 4 {
+        let height = u16::try_from(rows).ok();
+        fax::decoder::decode_g4(raw.iter().copied(), width, height, &mut line)
+    } else if l.t4_options & 1 != 0 {
+        return Err(Error::Unsupported("CCITT Group 3 2-D coding".into()));
+    } else {
+        // libtiff writes no RTC after a strip's last row, and the `fax` crate only emits that
+        // row once it sees one: append it (six EOLs).
+        let rtc = [0x00, 0x10, 0x01, 0x00, 0x10, 0x01, 0x00, 0x10, 0x01];
+        fax::decoder::decode_g3(raw.iter().copied().chain(rtc), &mut line)
+    };
+    if ok.is_none() && out.is_empty() {
+        return Err(Error::Corrupt("CCITT fax data".into()));
+    }
+    Ok(out)
+}
+
+/// A JPEG strip or tile: the JPEGTables stream (without its EOI) then the chunk (without its
+/// SOI), decoded with the colour handling libtiff asks libjpeg for. Samples out: 1 or 3.
+fn jpeg_chunk(raw: &[u8], l: &Layout) -> Result<Vec<u8>, Error> {
+    let mut stream = Vec::with_capacity(raw.len() + l.jpeg_tables.len());
+    match (l.jpeg_tables.len() >= 4, raw.starts_with(&[0xFF, 0xD8])) {
+        (true, true) => {
+            stream.extend_from_slice(&l.jpeg_tables[..l.jpeg_tables.len() - 2]);
+            stream.extend_from_slice(&raw[2..]);
+        }
+        _ => stream.extend_from_slice(raw),
+    }
+    // libtiff converts YCbCr to RGB (JPEGCOLORMODE_RGB, as Pillow sets it); anything else
+    // comes out as stored.
+    let ycbcr = l.photometric == 6;
+    let img =
+        jpeg::decode_with(&stream, MAX_DECODE_BYTES, Some(ycbcr), false).map_err(|e| {
+            match e.as_str() {
+                jpeg::TRUNCATED_AFTER_DATA
+                | jpeg::TRUNCATED_BEFORE_DATA
+                | jpeg::TRUNCATED_SEGMENT => Error::Truncated,
+                _ => Error::Corrupt(format!("JPEG data: {e}")),
+            }
+        })?;
+    let spp = if l.planar { 1 } else { l.spp.min(3) };
+    let rgb = img.rgb.into_raw();
+    Ok(if spp == 3 {
+        rgb
+    } else {
+        rgb.chunks_exact(3).map(|p| p[0]).collect()
+    })
+}
+
+/// Undoes horizontal differencing (Predictor 2) row by row, for 8- and 16-bit samples.
+fn unpredict(pixels: &mut [u8], l: &Layout, chunk_row: usize, spp: usize) -> Result<(), Error> {
+    match (l.predictor, l.bps) {
+        (1, _) => Ok(()),
+        (2, 8) => {
+            for row in pixels.chunks_exact_mut(chunk_row) {
+                for i in spp..row.len() {
+                    row[i] = row[i].wrapping_add(row[i - spp]);
+                }
+            }
+            Ok(())
+        }
+        (2, 16) => {
+            let be = l.big_endian;
+            let get = |b: &[u8], i: usize| {
+                let v = [b[2 * i], b[2 * i + 1]];
+                if be {
+                    u16::from_be_bytes(v)
+                } else {
+                    u16::from_le_bytes(v)
+                }
+            };
+            for row in pixels.chunks_exact_mut(chunk_row) {
+                for i in spp..row.len() / 2 {
+                    let v = get(row, i).wrapping_add(get(row, i - spp));
+                    let b = if be { v.to_be_bytes() } else { v.to_le_bytes() };
+                    row[2 * i..2 * i + 2].copy_from_slice(&b);
+                }
+            }
+            Ok(())
+        }
+        (p, bps) => Err(Error::Unsupported(format!(
+            "predictor {p} with {bps}-bit samples"
+        ))),
+    }
+}

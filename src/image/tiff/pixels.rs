@@ -1,0 +1,204 @@
+//! TIFF samples to RGB the way Pillow reads them and transformers' `convert_to_rgb` converts
+//! them: bilevel and 2/4/8-bit gray (scaled as Pillow's `L;2`/`L;4` unpackers do, inverted for
+//! WhiteIsZero), palettes (16-bit colormap entries divided by 256), RGB with unassociated or
+//! associated alpha (unpremultiplied as Pillow's `RGBa`→`RGBA` does, then over white), CMYK
+//! (Pillow's `cmyk2rgb`), and 16-bit samples by their high byte.
+//!
+//! Not for: reading or decompressing the data (`codec.rs`). CIELab, YCbCr not compressed with
+//! JPEG, float and signed samples are refused (`Error::Unsupported`).
+
+use super::codec::Planes;
+use super::{Error, Layout};
+use crate::image::convert::over_white;
+
+/// What one pixel becomes, before compositing: Pillow's mode for the file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Bilevel { invert: bool },
+    Gray { invert: bool, alpha: bool },
+    Palette { alpha: bool },
+    Rgb { alpha: Alpha },
+    Cmyk,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Alpha {
+    None,
+    Straight,
+    Premultiplied,
+}
+
+fn mode(l: &Layout) -> Result<Mode, Error> {
+    let extra = l.extra.first().copied();
+    let unsupported = |what: String| Err(Error::Unsupported(what));
+    if l.sample_format != 1 {
+        return unsupported(format!("sample format {}", l.sample_format));
+    }
+    let bits_ok = match l.photometric {
+        0 | 1 => matches!(l.bps, 1 | 2 | 4 | 8 | 16),
+        3 => matches!(l.bps, 1 | 2 | 4 | 8),
+        _ => matches!(l.bps, 8 | 16),
+    };
+    if !bits_ok {
+        return unsupported(format!(
+            "{}-bit samples with photometric {}",
+            l.bps, l.photometric
+        ));
+    }
+    Ok(match (l.photometric, l.spp) {
+        (0 | 1, 1) if l.bps == 1 => Mode::Bilevel {
+            invert: l.photometric == 0,
+        },
+        // Pillow reads 16-bit gray as I;16 and ignores WhiteIsZero for it.
+        (0 | 1, 1 | 2) => Mode::Gray {
+            invert: l.photometric == 0 && l.bps != 16,
+            alpha: l.spp == 2 && extra.is_some(),
+        },
+        (3, 1 | 2) => Mode::Palette { alpha: l.spp == 2 },
+        // JPEG-compressed YCbCr comes out of libjpeg as RGB.
+        (2, 3..) | (6, 3) if l.photometric == 2 || l.compression == 7 => Mode::Rgb {
+            alpha: match (l.spp, extra) {
+                (4.., Some(1)) => Alpha::Premultiplied,
+                (4.., Some(2)) => Alpha::Straight,
+                _ => Alpha::None,
+            },
+        },
+        (5, 4..) if l.bps == 8 => Mode::Cmyk,
+        (p, spp) => return unsupported(format!("photometric {p} with {spp} samples")),
+    })
+}
+
+/// Reads samples from the planes.
+struct Samples<'a> {
+    planes: &'a Planes,
+    l: &'a Layout,
+    row_bytes: usize,
+}
+
+impl Samples<'_> {
+    /// Sample `s` of pixel `x` in row `y`, as stored (0..2^bps).
+    #[inline]
+    fn get(&self, x: usize, y: usize, s: usize) -> u16 {
+        let (plane, index) = if self.l.planar {
+            (s, x)
+        } else {
+            (0, x * self.l.spp + s)
+        };
+        let row = &self.planes[plane][y * self.row_bytes..(y + 1) * self.row_bytes];
+        match self.l.bps {
+            8 => u16::from(row[index]),
+            16 => {
+                let b = [row[2 * index], row[2 * index + 1]];
+                if self.l.big_endian {
+                    u16::from_be_bytes(b)
+                } else {
+                    u16::from_le_bytes(b)
+                }
+            }
+            bps => {
+                let bit = index * bps;
+                let byte = row[bit / 8];
+                u16::from((byte >> (8 - bps - bit % 8)) & ((1 << bps) - 1) as u8)
+            }
+        }
+    }
+
+    /// Sample `s` as 8 bits: the high byte of a 16-bit one, a sub-byte one scaled to 0..255.
+    #[inline]
+    fn get8(&self, x: usize, y: usize, s: usize) -> u8 {
+        let v = self.get(x, y, s);
+        match self.l.bps {
+            16 => (v >> 8) as u8,
+            8 => v as u8,
+            4 => (v * 17) as u8,
+            2 => (v * 85) as u8,
+            _ => (v * 255) as u8,
+        }
+    }
+}
+
+/// Pillow's RGBa→RGBA (`rgba2rgbA`): unpremultiply with truncating division.
+fn unpremultiply(v: u8, a: u8) -> u8 {
+    if a == 0 || a == 255 {
+        v
+    } else {
+        ((255 * u32::from(v)) / u32::from(a)).min(255) as u8
+    }
+}
+
+/// Pillow's `cmyk2rgb` for one channel.
+fn cmyk(c: u8, k: u8) -> u8 {
+    let nk = 255 - i32::from(k);
+    let t = i32::from(c) * nk + 128;
+    let mul = ((t >> 8) + t) >> 8;
+    (nk - mul).clamp(0, 255) as u8
+}
+
+/// The whole image as RGB rows.
+pub(super) fn to_rgb(l: &Layout, planes: &Planes) -> Result<Vec<u8>, Error> {
+    let mode = mode(l)?;
+    let s = Samples {
+        planes,
+        l,
+        row_bytes: l.row_bytes(),
+    };
+    let palette = |i: usize, ch: usize| -> u8 {
+        let n = 1usize << l.bps;
+        l.colormap.get(ch * n + i).map_or(0, |&v| (v / 256) as u8)
+    };
+    let mut out = Vec::with_capacity(l.width * l.height * 3);
+    for y in 0..l.height {
+        for x in 0..l.width {
+            let px: [u8; 3] = match mode {
+                Mode::Bilevel { invert } => {
+                    let v = if (s.get(x, y, 0) != 0) != invert {
+                        255
+                    } else {
+                        0
+                    };
+                    [v; 3]
+                }
+                Mode::Gray { invert, alpha } => {
+                    let mut v = s.get8(x, y, 0);
+                    if invert {
+                        v = 255 - v;
+                    }
+                    if alpha {
+                        v = over_white(v, s.get8(x, y, 1));
+                    }
+                    [v; 3]
+                }
+                Mode::Palette { alpha } => {
+                    let i = usize::from(s.get(x, y, 0));
+                    let rgb = [palette(i, 0), palette(i, 1), palette(i, 2)];
+                    if alpha {
+                        let a = s.get8(x, y, 1);
+                        rgb.map(|v| over_white(v, a))
+                    } else {
+                        rgb
+                    }
+                }
+                Mode::Rgb { alpha } => {
+                    let rgb = [s.get8(x, y, 0), s.get8(x, y, 1), s.get8(x, y, 2)];
+                    match alpha {
+                        Alpha::None => rgb,
+                        Alpha::Straight => {
+                            let a = s.get8(x, y, 3);
+                            rgb.map(|v| over_white(v, a))
+                        }
+                        Alpha::Premultiplied => {
+                            let a = s.get8(x, y, 3);
+                            rgb.map(|v| over_white(unpremultiply(v, a), a))
+                        }
+                    }
+                }
+                Mode::Cmyk => {
+                    let k = s.get8(x, y, 3);
+                    [0, 1, 2].map(|c| cmyk(s.get8(x, y, c), k))
+                }
+            };
+            out.extend_from_slice(&px);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,182 @@
+//! The odd-file corpus (`tests/fixtures/odd/`, built by `make_odd.py`): every file Pillow reads
+//! decodes to exactly Pillow's pixels (after transformers' `convert_to_rgb`), and every file Pillow
+//! refuses is refused with a reason. Prints the pass rate.
+//!
+//! Not for: preprocessing or the model (`parity.rs`), or robustness against hostile files
+//! (`decode_fuzz_corpus` below replays the fuzzer's regression corpus, which has no reference).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use imgvec::image::{decode_rgb, decode_rgb_with, DecodeError, DecodeOptions};
+
+/// Files Pillow reads that imgvec still refuses (with a reason naming the feature), each a known
+/// gap: TIFF features rare in photo folders.
+const KNOWN_GAPS: [&str; 5] = [
+    "tif_bilevel_g3_2d.tif", // CCITT Group 3 2-D coding
+    "tif_huffman.tif",       // CCITT Modified Huffman (compression 2)
+    "tif_lab.tif",           // CIELab
+    "tif_lzma.tif",          // LZMA compression
+    "tif_ycbcr.tif",         // YCbCr not compressed with JPEG (libtiff's RGBA interface)
+];
+
+fn odd() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/odd")
+}
+
+fn manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(odd().join("manifest.json")).expect("manifest.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
+    json["files"].as_array().expect("files").clone()
+}
+
+/// What imgvec makes of one corpus file, compared with Pillow: `Ok` when they agree.
+fn check(entry: &serde_json::Value) -> Result<(), String> {
+    let name = entry["file"].as_str().unwrap_or_default();
+    let bytes = std::fs::read(odd().join("files").join(name)).map_err(|e| e.to_string())?;
+    // transformers ignores EXIF orientation; so does the reference.
+    let ours = decode_rgb(&bytes, false);
+    if entry["pillow"] == "refused" {
+        return match ours {
+            Err(e) if !e.to_string().is_empty() => Ok(()),
+            Err(_) => Err("refused without a reason".into()),
+            Ok(_) => Err(format!("decoded; Pillow refuses it ({})", entry["reason"])),
+        };
+    }
+    let ours = ours.map_err(|e| format!("refused ({e}); Pillow reads it"))?;
+    let want_path = odd().join("expected").join(format!("{name}.png"));
+    let want = image::open(&want_path)
+        .map_err(|e| e.to_string())?
+        .to_rgb8();
+    if ours.rgb.dimensions() != want.dimensions() {
+        return Err(format!(
+            "size {:?}, Pillow {:?}",
+            ours.rgb.dimensions(),
+            want.dimensions()
+        ));
+    }
+    let diffs: Vec<i32> = ours
+        .rgb
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+        .filter(|&d| d > 0)
+        .collect();
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} values differ, max |Δ| {}",
+            diffs.len(),
+            want.as_raw().len(),
+            diffs.iter().max().unwrap_or(&0)
+        ))
+    }
+}
+
+#[test]
+fn odd_files_decode_as_pillow_does() {
+    let files = manifest();
+    assert!(files.len() >= 100, "corpus has {} files", files.len());
+    let mut failures = Vec::new();
+    let (mut read, mut same) = (0, 0);
+    for entry in &files {
+        let pillow_reads = entry["pillow"] == "ok";
+        read += usize::from(pillow_reads);
+        let name = entry["file"].as_str().unwrap_or_default();
+        match check(entry) {
+            Ok(()) => same += usize::from(pillow_reads),
+            Err(why) if KNOWN_GAPS.contains(&name) && why.starts_with("refused") => {
+                eprintln!("  known gap {name}: {why}");
+            }
+            Err(why) => failures.push(format!("{name}: {why}")),
+        }
+    }
+    eprintln!(
+        "odd corpus: {same}/{read} files Pillow reads give its pixels ({:.1}%); {} known gaps; {} of {} files disagree",
+        100.0 * same as f64 / read.max(1) as f64,
+        KNOWN_GAPS.len(),
+        failures.len(),
+        files.len()
+    );
+    for f in &failures {
+        eprintln!("  {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} files disagree with Pillow",
+        failures.len()
+    );
+}
+
+/// Files Pillow refuses as truncated are refused with the reason "truncated"; allowed, a JPEG
+/// decodes (what the data holds) and says it was truncated. Other formats decode partially where
+/// their decoder can, else stay refused as truncated.
+#[test]
+fn truncated_files_are_refused_unless_allowed() {
+    for entry in manifest() {
+        let name = entry["file"].as_str().unwrap_or_default();
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        if !name.starts_with("trunc_") || !reason.contains("truncated") {
+            continue;
+        }
+        let bytes = std::fs::read(odd().join("files").join(name)).unwrap();
+        match decode_rgb(&bytes, false) {
+            Err(DecodeError::Truncated { .. }) => {}
+            other => panic!("{name}: expected Truncated, got {other:?}"),
+        }
+        let opts = DecodeOptions {
+            allow_truncated: true,
+            ..DecodeOptions::default()
+        };
+        match decode_rgb_with(&bytes, &opts) {
+            Ok(decoded) => assert!(decoded.truncated, "{name}: not marked truncated"),
+            Err(DecodeError::Truncated { .. }) if !name.ends_with(".jpg") => {}
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+}
+
+/// The fuzzer's regression corpus: files that once crashed, hung or blew up a decoder. Each must
+/// decode or be refused quickly, without panicking.
+#[test]
+fn decode_fuzz_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures/fuzz") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let opts = DecodeOptions {
+            allow_truncated: true,
+            ..DecodeOptions::default()
+        };
+        let result = decode_rgb_with(&bytes, &opts);
+        let took = start.elapsed();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        eprintln!(
+            "{name}: {took:.2?}: {:?}",
+            result.as_ref().map(|d| d.rgb.dimensions())
+        );
+        if let Err(DecodeError::Decode { reason, .. }) = &result {
+            assert!(!reason.contains("panicked"), "{name}: {reason}");
+        }
+        if name.starts_with("jpeg_2000_scans") {
+            assert!(
+                matches!(result, Err(DecodeError::TooLarge { .. })),
+                "{name}"
+            );
+        }
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: {took:?}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0, "no fuzz regression files in {}", dir.display());
+}
