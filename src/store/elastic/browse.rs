@@ -74,6 +74,12 @@ pub fn parse_doc(doc: &Value) -> Result<Option<ImageDoc>, String> {
     if doc.get("found").and_then(Value::as_bool) != Some(true) {
         return Ok(None);
     }
+    doc_from_hit(doc).map(Some)
+}
+
+/// A document (an `_mget` doc or a search hit: `_id` and `_source`) with its vector; an error when
+/// the vector is not there (vectors left out of `_source`) or is not numbers.
+pub fn doc_from_hit(doc: &Value) -> Result<ImageDoc, String> {
     let id = doc
         .get("_id")
         .and_then(Value::as_str)
@@ -102,7 +108,7 @@ excluded from it: set index.mapping.exclude_source_vectors to false)"
         .map(|x| x.as_f64().map(|x| x as f32))
         .collect::<Option<Vec<f32>>>()
         .ok_or_else(|| format!("{id}: {VECTOR_FIELD} is not an array of numbers"))?;
-    Ok(Some(ImageDoc {
+    Ok(ImageDoc {
         id: id.to_string(),
         label: text(LABEL_FIELD),
         path: text(PATH_FIELD),
@@ -113,7 +119,7 @@ excluded from it: set index.mapping.exclude_source_vectors to false)"
         model: text("model"),
         indexed_at_ms: number("indexed_at"),
         mtime_ms: source.get(MTIME_FIELD).and_then(Value::as_u64),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -116,49 +116,12 @@ pub fn parse_scan_page(body: &Value) -> Result<(Vec<ImageDoc>, Option<Value>), S
         .pointer("/hits/hits")
         .and_then(Value::as_array)
         .ok_or_else(|| "no hits.hits in the answer".to_string())?;
-    let docs = hits.iter().map(parse_doc).collect::<Result<Vec<_>, _>>()?;
+    let docs = hits
+        .iter()
+        .map(super::browse::doc_from_hit)
+        .collect::<Result<Vec<_>, _>>()?;
     let last = hits.last().and_then(|h| h.get("sort")).cloned();
     Ok((docs, last))
-}
-
-fn parse_doc(hit: &Value) -> Result<ImageDoc, String> {
-    let id = hit
-        .get("_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "a hit without _id".to_string())?;
-    let src = hit.get("_source").unwrap_or(&Value::Null);
-    let vector = src
-        .get(VECTOR_FIELD)
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            format!(
-                "document {id} came back without its vector ({VECTOR_FIELD} not in _source): is \
-_source disabled or are vectors excluded from it on this index?"
-            )
-        })?
-        .iter()
-        .map(|x| x.as_f64().map(|f| f as f32))
-        .collect::<Option<Vec<f32>>>()
-        .ok_or_else(|| format!("document {id}: {VECTOR_FIELD} holds a non-number"))?;
-    let text = |name: &str| {
-        src.get(name)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    let number = |name: &str| src.get(name).and_then(Value::as_u64).unwrap_or(0);
-    Ok(ImageDoc {
-        id: id.to_string(),
-        label: text(LABEL_FIELD),
-        path: text(PATH_FIELD),
-        vector,
-        bytes: number("bytes"),
-        width: u32::try_from(number("width")).unwrap_or(0),
-        height: u32::try_from(number("height")).unwrap_or(0),
-        model: text("model"),
-        indexed_at_ms: number("indexed_at"),
-        mtime_ms: src.get(MTIME_FIELD).and_then(Value::as_u64),
-    })
 }
 
 /// A scan over a point-in-time; [`DocScan::close`] releases it on the server.

@@ -60,7 +60,7 @@ fn pages_are_read_with_their_vectors() {
 
     let without = json!({ "hits": { "hits": [ { "_id": "c", "_source": { "name": "x" } } ] } });
     let err = parse_scan_page(&without).unwrap_err();
-    assert!(err.contains("without its vector"), "{err}");
+    assert!(err.contains("no IFV in _source"), "{err}");
     assert_eq!(
         parse_scan_page(&json!({ "hits": { "hits": [] } })).unwrap(),
         (vec![], None)
