@@ -52,6 +52,9 @@ struct Source<'a> {
     height: u32,
     model: &'a str,
     indexed_at: u64,
+    /// Left out when unknown (and on indices whose mapping lacks it: see `takes_mtime`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime: Option<u64>,
 }
 
 /// A document's two `_bulk` lines (action, source), each ending in a newline. `create` leaves an
@@ -70,6 +73,7 @@ pub fn bulk_lines(doc: &ImageDoc, overwrite: bool) -> String {
         height: doc.height,
         model: &doc.model,
         indexed_at: doc.indexed_at_ms,
+        mtime: doc.mtime_ms,
     };
     // Serializing plain strings and numbers cannot fail; fall back to the Value form regardless.
     match serde_json::to_string(&source) {

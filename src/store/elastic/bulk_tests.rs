@@ -236,3 +236,38 @@ fn vectors_are_written_in_their_shortest_f32_form() {
             .unwrap()
     );
 }
+
+#[test]
+fn bulk_lines_carry_every_field_of_doc_source() {
+    let mut doc = crate::store::ImageDoc {
+        id: "ab".into(),
+        label: "cat".into(),
+        path: "/p/a.jpg".into(),
+        vector: vec![0.1, -0.5],
+        bytes: 7,
+        width: 3,
+        height: 2,
+        model: "m".into(),
+        indexed_at_ms: 5,
+        mtime_ms: Some(4),
+    };
+    for mtime in [Some(4), None] {
+        doc.mtime_ms = mtime;
+        let lines = bulk_lines(&doc, false);
+        let mut source: serde_json::Value =
+            serde_json::from_str(lines.lines().nth(1).expect("two lines")).expect("json");
+        let mut expected = doc_source(&doc);
+        let floats = |v: &mut serde_json::Value| -> Vec<f32> {
+            let ifv = v
+                .as_object_mut()
+                .and_then(|o| o.remove("IFV"))
+                .expect("IFV");
+            serde_json::from_value(ifv).expect("numbers")
+        };
+        assert_eq!(floats(&mut source), floats(&mut expected), "{lines}");
+        assert_eq!(
+            source, expected,
+            "every other field, mtime included: {lines}"
+        );
+    }
+}
