@@ -151,13 +151,13 @@ impl ClipConfig {
                 return Err(format!("{name} is 0"));
             }
         }
-        if v.hidden_size % v.num_attention_heads != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err("vision hidden_size is not a multiple of num_attention_heads".into());
         }
-        if t.hidden_size % t.num_attention_heads != 0 {
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err("text hidden_size is not a multiple of num_attention_heads".into());
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err("vision image_size is not a multiple of patch_size".into());
         }
         Ok(())

@@ -239,7 +239,6 @@ impl Work<'_> {
             let input = std::iter::once(Flow::Next(first)).chain(prepared.iter());
             run_model(input, &encoder, batch_size, &mut send);
         }
-        drop(send);
         drop(tx);
         progress.finish();
         let (summary, fatal) = self.rt.block_on(indexer)?;
