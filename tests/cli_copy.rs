@@ -19,14 +19,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn summary(out: &Output) -> Value {
     serde_json::from_str(stdout(out).trim())
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))

@@ -5,12 +5,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 #[test]
 fn embeds_a_folder_as_json_lines_in_order() {
     let images = fixtures().join("images");

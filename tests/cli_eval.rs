@@ -11,22 +11,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn ok(idx: &TestIndex, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "[{}] exit {:?}\nstdout: {}\nstderr: {}",
-        idx.kind(),
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -12,27 +12,9 @@ use std::process::Output;
 use common::*;
 use serde_json::{json, Value};
 
-fn ok(idx: &TestIndex, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "[{}] exit {:?}\nstdout: {}\nstderr: {}",
-        idx.kind(),
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
-
 fn ok_out(idx: &TestIndex, out: Output) -> Output {
     ok(idx, &out);
     out
-}
-
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// train/cats: chelsea (a cat), synth_alpha; train/dogs: coffee, rocket; plus a hidden file.

@@ -5,21 +5,9 @@ mod common;
 #[path = "common/docs.rs"]
 mod docs;
 
-use common::{Backend, TestIndex};
+use common::TestIndex;
 use docs::{docs, spec, Rng};
-use imgvec::store::elastic::{ElasticConfig, ElasticStore};
-use imgvec::store::local::LocalStore;
-use imgvec::store::{ImageDoc, LabelCount, StoreError, VectorStore};
-
-/// The library's store for a test index (the CLI tests go through `imgvec`; these call the trait).
-fn open(idx: &TestIndex) -> Box<dyn VectorStore> {
-    match &idx.backend {
-        Backend::Local(dir) => Box::new(LocalStore::open(dir.path(), &idx.name).unwrap()),
-        Backend::Elastic(url) => Box::new(
-            ElasticStore::connect(ElasticConfig::new(url.clone(), idx.name.clone())).unwrap(),
-        ),
-    }
-}
+use imgvec::store::{ImageDoc, LabelCount, StoreError};
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     imgvec::commands::runtime().unwrap().block_on(f)
@@ -55,7 +43,7 @@ fn same_doc(got: &ImageDoc, want: &ImageDoc) {
 
 backend_test! {
     fn labels_are_counted_most_first(idx) {
-        let store = open(&idx);
+        let store = idx.store();
         block_on(async {
             store.ensure_index(&spec(8)).await.unwrap();
             assert_eq!(store.labels().await.unwrap(), vec![], "[{}] empty index", idx.kind());
@@ -78,7 +66,7 @@ backend_test! {
 
 backend_test! {
     fn documents_come_back_by_id_with_their_vectors(idx) {
-        let store = open(&idx);
+        let store = idx.store();
         block_on(async {
             store.ensure_index(&spec(16)).await.unwrap();
             let all = docs(&mut Rng(11), 5, 16, &["x", "y"], "b");
@@ -97,7 +85,7 @@ backend_test! {
 
 backend_test! {
     fn a_missing_index_is_said_to_be_missing(idx) {
-        let store = open(&idx);
+        let store = idx.store();
         block_on(async {
             let labels = store.labels().await;
             assert!(matches!(labels, Err(StoreError::IndexMissing { .. })), "[{}] {labels:?}", idx.kind());

@@ -10,28 +10,11 @@ use std::collections::HashSet;
 
 use common::*;
 use docs::{docs, spec, Rng};
-use imgvec::store::elastic::{ElasticConfig, ElasticStore, MAPPING_TEMPLATE};
+use imgvec::store::elastic::MAPPING_TEMPLATE;
 use imgvec::store::local::LocalStore;
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
 const DIMS: usize = 16;
-
-fn open(idx: &TestIndex) -> Box<dyn VectorStore> {
-    match &idx.backend {
-        Backend::Local(dir) => Box::new(LocalStore::open(dir.path(), &idx.name).unwrap()),
-        Backend::Elastic(url) => Box::new(
-            ElasticStore::connect(ElasticConfig::new(url.clone(), idx.name.clone())).unwrap(),
-        ),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn write(store: &dyn VectorStore, all: &[ImageDoc]) {
     for chunk in all.chunks(100) {
@@ -53,7 +36,7 @@ fn knn(vector: &[f32], k: usize, label: Option<&str>) -> KnnQuery {
 backend_test! {
     fn deleted_documents_are_gone_from_count_search_and_existence(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         let all = docs(&mut Rng(5), 60, DIMS, &["a", "b"], "d");
         rt.block_on(async {
             store.ensure_index(&spec(DIMS)).await.unwrap();
@@ -83,7 +66,7 @@ backend_test! {
         });
         // Opened again (the local graph from its cache file or rebuilt), the same holds.
         drop(store);
-        let store = open(&idx);
+        let store = idx.store();
         rt.block_on(async {
             assert_eq!(store.count().await.unwrap(), 40);
             let hits = store.knn(&knn(&all[0].vector, 40, None)).await.unwrap();
@@ -98,7 +81,7 @@ backend_test! {
 backend_test! {
     fn files_under_lists_what_is_under_the_prefixes_with_its_file_facts(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         let all = docs(&mut Rng(6), 30, DIMS, &["cats", "dogs", "cats2"], "f");
         rt.block_on(async {
             store.ensure_index(&spec(DIMS)).await.unwrap();
@@ -160,7 +143,7 @@ fn an_index_without_the_mtime_field_still_takes_documents() {
         .send()
         .unwrap();
     assert!(put.status().is_success(), "{:?}", put.text());
-    let store = open(&idx);
+    let store = idx.store();
     let rt = runtime();
     let all = docs(&mut Rng(8), 6, DIMS, &["a"], "o");
     assert!(all.iter().any(|d| d.mtime_ms.is_some()));

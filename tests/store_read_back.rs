@@ -10,28 +10,9 @@ mod docs;
 
 use common::*;
 use docs::{docs, spec, Rng};
-use imgvec::store::elastic::{ElasticConfig, ElasticStore};
-use imgvec::store::local::LocalStore;
 use imgvec::store::{ImageDoc, KnnQuery, StoreError, VectorStore};
 
 const DIMS: usize = 16;
-
-fn open(idx: &TestIndex) -> Box<dyn VectorStore> {
-    match &idx.backend {
-        Backend::Local(dir) => Box::new(LocalStore::open(dir.path(), &idx.name).unwrap()),
-        Backend::Elastic(url) => Box::new(
-            ElasticStore::connect(ElasticConfig::new(url.clone(), idx.name.clone())).unwrap(),
-        ),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// `n` documents (labels a, b, c in turn) written and refreshed.
 async fn filled(store: &dyn VectorStore, n: usize, seed: u64) -> Vec<ImageDoc> {
@@ -63,7 +44,7 @@ fn brute_force(docs: &[ImageDoc], q: &[f32], k: usize, label: Option<&str>) -> V
 backend_test! {
     fn exact_knn_is_the_brute_force_answer(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         let all = rt.block_on(filled(store.as_ref(), 300, 11));
         let mut rng = Rng(99);
         for (i, label) in [None, None, None, Some("b"), Some("c")].into_iter().enumerate() {
@@ -92,7 +73,7 @@ backend_test! {
 backend_test! {
     fn scan_reads_every_document_in_id_order(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         let mut all = rt.block_on(filled(store.as_ref(), 250, 5));
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let read = |after: Option<String>| {
@@ -127,7 +108,7 @@ backend_test! {
 backend_test! {
     fn labels_are_counted(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         rt.block_on(filled(store.as_ref(), 250, 3));
         let labels = rt.block_on(store.labels()).unwrap();
         let got: Vec<(&str, u64)> = labels.iter().map(|l| (l.label.as_str(), l.count)).collect();
@@ -138,7 +119,7 @@ backend_test! {
 backend_test! {
     fn a_missing_index_is_named(idx) {
         let rt = runtime();
-        let store = open(&idx);
+        let store = idx.store();
         let missing = |r: Result<(), StoreError>| match r {
             Err(StoreError::IndexMissing { index }) => assert_eq!(index, idx.name),
             other => panic!("[{}] expected IndexMissing, got {other:?}", idx.kind()),

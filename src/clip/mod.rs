@@ -292,6 +292,19 @@ pub fn l2_normalize(v: &mut [f32]) {
     }
 }
 
+/// The query vector: the sum of the unit vectors with their signs, L2-normalized again; `None` when
+/// they cancel out.
+pub fn combine(dims: usize, parts: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
+    let mut v = vec![0f32; dims];
+    for (part, sign) in parts {
+        for (a, x) in v.iter_mut().zip(part) {
+            *a += sign * x;
+        }
+    }
+    l2_normalize(&mut v);
+    v.iter().any(|x| *x != 0.0).then_some(v)
+}
+
 /// Cosine similarity of two vectors (0 if either is zero).
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);

@@ -17,7 +17,7 @@ use super::{exit, open_model, preview, secs, PARTIAL_FAILURE};
 use crate::cli::EmbedArgs;
 use crate::clip::{ImageEncoder, TextEncoder};
 use crate::pipeline::{default_workers, run_model, spawn_prepare, spawn_read, Job, Outcome};
-use crate::walk::{absolute, find_images};
+use crate::walk::find_images;
 
 pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.json)?;
@@ -33,7 +33,7 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     let walk = find_images(&args.paths);
     let mut failed = walk.problems.len();
     for (path, why) in &walk.problems {
-        eprintln!("imgvec: {}: {why}", absolute(path).display());
+        eprintln!("imgvec: {}: {why}", path.display());
     }
     let jobs: Vec<Job> = walk
         .images
@@ -41,7 +41,7 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
         .enumerate()
         .map(|(seq, f)| Job {
             seq,
-            path: absolute(&f.path),
+            path: f.path,
             label: String::new(),
         })
         .collect();

@@ -16,7 +16,7 @@ use candle_core::Device;
 use crate::clip::{ImageEncoder, ModelDir};
 use crate::pipeline::{default_workers, run_model, spawn_prepare, spawn_read, Job, Outcome};
 use crate::progress::Progress;
-use crate::walk::{absolute, find_images};
+use crate::walk::find_images;
 
 /// Where the true label of each image comes from.
 #[derive(Debug, Clone, Copy)]
@@ -61,14 +61,10 @@ pub fn find(paths: &[PathBuf], labels: TrueLabels<'_>) -> Found {
     let walk = find_images(paths);
     let mut found = Found {
         jobs: Vec::with_capacity(walk.images.len()),
-        failed: walk
-            .problems
-            .into_iter()
-            .map(|(p, why)| (absolute(&p), why))
-            .collect(),
+        failed: walk.problems,
     };
     for f in walk.images {
-        let path = absolute(&f.path);
+        let path = f.path;
         let label = match (labels, f.parent_name) {
             (TrueLabels::None, _) => String::new(),
             (TrueLabels::Fixed(l), _) => l.to_string(),

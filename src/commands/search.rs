@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{check_dims, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
-use crate::clip::{l2_normalize, ImageEncoder, TextEncoder};
+use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
 use crate::store::{Hit, KnnQuery};
 use crate::walk::absolute;
@@ -40,9 +40,8 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     let store = rt.block_on(async { open_store(&args.store) })?;
     rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
 
-    let mut query = vec![0f32; model.dims()];
+    let mut parts: Vec<(Vec<f32>, f32)> = Vec::new();
     if let Some(image) = &args.image {
-        let image = &absolute(image);
         let encoder = ImageEncoder::load(&model, &device)?;
         let path = absolute(image);
         let bytes =
@@ -54,11 +53,11 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
         )
         .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
         let v = encoder.embed_pixels(&[&pixels])?;
-        add(
-            &mut query,
-            v.first().context("the model returned no vector")?,
-            1.0,
-        );
+        let v = v
+            .into_iter()
+            .next()
+            .context("the model returned no vector")?;
+        parts.push((v, 1.0));
     }
     if !args.text.is_empty() || !args.minus.is_empty() {
         let encoder = TextEncoder::load(&model, &device)?;
@@ -71,14 +70,13 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
                         encoder.tokenizer().max_len()
                     );
                 }
-                add(&mut query, &e.vector, sign);
+                parts.push((e.vector, sign));
             }
         }
     }
-    l2_normalize(&mut query);
-    if query.iter().all(|x| *x == 0.0) {
+    let Some(query) = combine(model.dims(), &parts) else {
         bail!("the query terms cancel out: nothing left to search for");
-    }
+    };
 
     let hits = rt.block_on(store.knn(&KnnQuery {
         vector: query,
@@ -95,12 +93,6 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
         eprintln!("imgvec: no images{scope} in index '{}'", args.store.index);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn add(acc: &mut [f32], v: &[f32], sign: f32) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += sign * x;
-    }
 }
 
 fn print_hits(hits: &[Hit], as_json: bool) -> Result<()> {

@@ -248,18 +248,7 @@ pub fn parse_query(q: &str) -> (Vec<String>, Vec<String>) {
     (text, minus)
 }
 
-/// The query vector: the sum of the unit vectors with their signs, L2-normalized again; `None` when
-/// they cancel out.
-pub fn combine(dims: usize, parts: &[(Vec<f32>, f32)]) -> Option<Vec<f32>> {
-    let mut v = vec![0f32; dims];
-    for (part, sign) in parts {
-        for (a, x) in v.iter_mut().zip(part) {
-            *a += sign * x;
-        }
-    }
-    crate::clip::l2_normalize(&mut v);
-    v.iter().any(|x| *x != 0.0).then_some(v)
-}
+pub use crate::clip::combine;
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]

@@ -235,6 +235,19 @@ impl TestIndex {
         );
     }
 
+    /// The store API on this backend and index, as the commands open it.
+    pub fn store(&self) -> Box<dyn imgvec::store::VectorStore> {
+        use imgvec::store::elastic::{ElasticConfig, ElasticStore};
+        match &self.backend {
+            Backend::Local(dir) => {
+                Box::new(imgvec::store::local::LocalStore::open(dir.path(), &self.name).unwrap())
+            }
+            Backend::Elastic(url) => Box::new(
+                ElasticStore::connect(ElasticConfig::new(url.clone(), self.name.clone())).unwrap(),
+            ),
+        }
+    }
+
     pub fn http(&self) -> &reqwest::blocking::Client {
         &self.http
     }
@@ -263,6 +276,35 @@ pub fn distinct_images(n: usize) -> (tempfile::TempDir, PathBuf) {
         img.save(dir.join(format!("img{i:04}.png"))).unwrap();
     }
     (tmp, dir)
+}
+
+/// A runtime for the tests that call the store API directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The command's stdout, after asserting it succeeded (the failure names the backend).
+pub fn ok(idx: &TestIndex, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "[{}] exit {:?}\nstdout: {}\nstderr: {}",
+        idx.kind(),
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// One JSON value per line.
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A test that runs on each backend, as two tests: `NAME::local` (the embedded store) and

@@ -33,7 +33,7 @@ use crate::pipeline::{
 };
 use crate::progress::Progress;
 use crate::store::VectorStore;
-use crate::walk::{absolute, find_images};
+use crate::walk::find_images;
 use bulk_load::{BulkLoad, Slot};
 use indexer::{BulkPlan, Indexer};
 pub use summary::Summary;
@@ -162,17 +162,18 @@ fn watch_ctrl_c(rt: &tokio::runtime::Runtime, slot: &Slot) -> (Arc<AtomicBool>, 
     (stop, interrupted)
 }
 
-/// Walks the paths; every image found becomes a job with its absolute path and its label.
+/// Walks the paths; every image found becomes a job with its path (absolute: the walk makes it so)
+/// and its label.
 fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
     let walk = find_images(&args.paths);
     summary.skipped_not_images = walk.skipped;
     summary.found = walk.images.len();
     for (path, why) in &walk.problems {
-        summary.fail(&absolute(path), why.clone());
+        summary.fail(path, why.clone());
     }
     let mut jobs = Vec::with_capacity(walk.images.len());
     for f in walk.images {
-        let path = absolute(&f.path);
+        let path = f.path;
         let label = match (&args.label, f.parent_name) {
             (Some(l), _) => l.clone(),
             (None, Some(p)) => p,

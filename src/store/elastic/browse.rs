@@ -9,14 +9,9 @@
 //!
 //! What it is not for: kNN search or which ids exist (`query`), writing (`bulk`).
 
-use std::collections::HashSet;
+use serde_json::Value;
 
-use elasticsearch::http::Method;
-use serde_json::{json, Value};
-
-use super::errors::{error_summary, error_type, unexpected, Op};
 use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
-use super::query::IDS_PER_REQUEST;
 use super::ElasticStore;
 use crate::store::{ImageDoc, StoreError};
 
@@ -26,9 +21,7 @@ const DOC_FIELDS: &str = "name,path,IFV,sha256,bytes,width,height,model,indexed_
 impl ElasticStore {
     /// [`crate::store::VectorStore::get`]: `_mget` in batches, vectors included.
     pub(super) async fn docs_by_id(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
-        let mut asked = HashSet::new();
-        let unique: Vec<&String> = ids.iter().filter(|id| asked.insert(*id)).collect();
-        if unique.is_empty() {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut query = vec![("_source_includes", DOC_FIELDS)];
@@ -36,33 +29,11 @@ impl ElasticStore {
             query.push(("_source_exclude_vectors", "false"));
         }
         let mut docs = Vec::new();
-        for batch in unique.chunks(IDS_PER_REQUEST) {
-            let body = json!({ "ids": batch }).to_string();
-            let reply = self
-                .send(Method::Post, "_mget", Some(&query), Some(&body))
-                .await?;
-            if !reply.status.is_success() {
-                return Err(self.error_for(Op::Mget, &reply));
-            }
-            let Some(found) = reply.body.get("docs").and_then(Value::as_array) else {
-                return Err(unexpected(self.url(), "_mget", &reply.body));
-            };
-            for doc in found {
-                if let Some(error) = doc.get("error") {
-                    let error = json!({ "error": error });
-                    if error_type(&error) == Some("index_not_found_exception") {
-                        return Err(self.index_missing());
-                    }
-                    return Err(StoreError::Server {
-                        status: 200,
-                        body: format!("_mget: {}", error_summary(&error)),
-                    });
-                }
-                if let Some(d) = parse_doc(doc).map_err(|e| {
-                    StoreError::Other(format!("unexpected document from {}: {e}", self.url()))
-                })? {
-                    docs.push(d);
-                }
+        for doc in self.mget(ids, &query).await? {
+            if let Some(d) = parse_doc(&doc).map_err(|e| {
+                StoreError::Other(format!("unexpected document from {}: {e}", self.url()))
+            })? {
+                docs.push(d);
             }
         }
         Ok(docs)

@@ -68,12 +68,28 @@ impl ElasticStore {
     /// re-run right after a crash skips them), returns exactly one answer per id with `found`, and
     /// is not bounded by `index.max_result_window` as a search would be.
     pub(super) async fn found_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        let mut found = HashSet::new();
+        let docs = self.mget(ids, &[("_source", "false")]).await?;
+        Ok(docs
+            .iter()
+            .filter(|doc| doc.get("found").and_then(Value::as_bool) == Some(true))
+            .filter_map(|doc| doc.get("_id").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// `_mget` of `ids` (each once, in batches of [`IDS_PER_REQUEST`]) with the query parameters
+    /// `query`: every answered doc in order. A per-doc error fails the call (a missing index as
+    /// [`StoreError::IndexMissing`]).
+    pub(super) async fn mget(
+        &self,
+        ids: &[String],
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, StoreError> {
         let mut asked = HashSet::new();
         let unique: Vec<&String> = ids.iter().filter(|id| asked.insert(*id)).collect();
+        let mut out = Vec::new();
         for batch in unique.chunks(IDS_PER_REQUEST) {
             let body = json!({ "ids": batch }).to_string();
-            let query: &[(&str, &str)] = &[("_source", "false")];
             let reply = self
                 .send(Method::Post, "_mget", Some(query), Some(&body))
                 .await?;
@@ -94,14 +110,10 @@ impl ElasticStore {
                         body: format!("_mget: {}", error_summary(&error)),
                     });
                 }
-                if doc.get("found").and_then(Value::as_bool) == Some(true) {
-                    if let Some(id) = doc.get("_id").and_then(Value::as_str) {
-                        found.insert(id.to_string());
-                    }
-                }
+                out.push(doc.clone());
             }
         }
-        Ok(found)
+        Ok(out)
     }
 }
 

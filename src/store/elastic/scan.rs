@@ -43,8 +43,7 @@ impl ElasticStore {
         page_size: usize,
         after: Option<String>,
     ) -> Result<ElasticScan, StoreError> {
-        let root = self.conn.request(Method::Get, "/", None, None).await?;
-        let ask_vectors = root.status.is_success() && source_excludes_vectors(&root.body);
+        let ask_vectors = self.server_info().await?.excludes_vectors();
         let reply = self
             .send(
                 Method::Post,
