@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use rusqlite::params;
 
-use super::db::blob_to_vector;
+use super::db::{doc_row, DOC_COLUMNS};
 use super::{Shared, State};
 use crate::store::{ImageDoc, LabelCount, StoreError};
 
@@ -46,10 +46,9 @@ impl Shared {
         let row = self.index_row(&state.conn)?;
         let mut stmt = state
             .conn
-            .prepare_cached(
-                "SELECT label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms \
-                 FROM docs WHERE index_id = ?1 AND id = ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DOC_COLUMNS} FROM docs WHERE index_id = ?1 AND id = ?2"
+            ))
             .map_err(|e| self.db(e))?;
         let mut seen = HashSet::new();
         let mut docs = Vec::new();
@@ -58,34 +57,7 @@ impl Shared {
             let Some(r) = rows.next().map_err(|e| self.db(e))? else {
                 continue;
             };
-            let db = |e| self.db(e);
-            let blob = r
-                .get_ref(2)
-                .map_err(db)?
-                .as_blob()
-                .map_err(|e| StoreError::Other(format!("document {id} has no vector: {e}")))?;
-            let vector = blob_to_vector(blob, row.dims).ok_or_else(|| {
-                StoreError::Other(format!(
-                    "the vector of document {id} has {} bytes, expected {}",
-                    blob.len(),
-                    row.dims * 4
-                ))
-            })?;
-            docs.push(ImageDoc {
-                id: id.clone(),
-                label: r.get(0).map_err(db)?,
-                path: r.get(1).map_err(db)?,
-                vector,
-                bytes: u64::try_from(r.get::<_, i64>(3).map_err(db)?).unwrap_or(0),
-                width: r.get(4).map_err(db)?,
-                height: r.get(5).map_err(db)?,
-                model: r.get(6).map_err(db)?,
-                indexed_at_ms: u64::try_from(r.get::<_, i64>(7).map_err(db)?).unwrap_or(0),
-                mtime_ms: r
-                    .get::<_, Option<i64>>(8)
-                    .map_err(db)?
-                    .and_then(|m| u64::try_from(m).ok()),
-            });
+            docs.push(doc_row(&self.db_path, r, row.dims)?);
         }
         Ok(docs)
     }

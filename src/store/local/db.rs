@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, SIMILARITY};
-use crate::store::{IndexSpec, StoreError};
+use crate::store::{ImageDoc, IndexSpec, StoreError};
 
 /// `PRAGMA application_id` of an imgvec store database ("imgv"): tells it from other SQLite files.
 const APPLICATION_ID: i32 = 0x696d_6776;
@@ -270,6 +270,35 @@ pub(super) fn blob_to_vector(blob: &[u8], dims: usize) -> Option<Vec<f32>> {
     )
 }
 
+/// The vector in column `col` of a row, checked: a BLOB of `dims` little-endian f32s. `what` names
+/// the row in errors ("row 12", "document ab…").
+pub(super) fn vector_at(
+    db_path: &Path,
+    r: &rusqlite::Row<'_>,
+    col: usize,
+    dims: usize,
+    what: &str,
+) -> Result<Vec<f32>, StoreError> {
+    let blob = r
+        .get_ref(col)
+        .map_err(|e| db_error(db_path, e))?
+        .as_blob()
+        .map_err(|e| {
+            StoreError::Other(format!(
+                "local store database {}: {what} has no vector: {e}",
+                db_path.display()
+            ))
+        })?;
+    blob_to_vector(blob, dims).ok_or_else(|| {
+        StoreError::Other(format!(
+            "local store database {}: the vector of {what} has {} bytes, expected {}",
+            db_path.display(),
+            blob.len(),
+            dims * 4
+        ))
+    })
+}
+
 /// One `(key, label, vector)` row of a `SELECT key, label, vector` query, checked.
 pub(super) fn vector_row(
     db_path: &Path,
@@ -279,21 +308,38 @@ pub(super) fn vector_row(
     let db = |e| db_error(db_path, e);
     let key: i64 = r.get(0).map_err(db)?;
     let label: String = r.get(1).map_err(db)?;
-    let blob = r.get_ref(2).map_err(db)?.as_blob().map_err(|e| {
-        StoreError::Other(format!(
-            "local store database {}: row {key} has no vector: {e}",
-            db_path.display()
-        ))
-    })?;
-    let vector = blob_to_vector(blob, dims).ok_or_else(|| {
-        StoreError::Other(format!(
-            "local store database {}: the vector of row {key} has {} bytes, expected {}",
-            db_path.display(),
-            blob.len(),
-            dims * 4
-        ))
-    })?;
+    let vector = vector_at(db_path, r, 2, dims, &format!("row {key}"))?;
     Ok((key as u64, label, vector))
+}
+
+/// The columns [`doc_row`] reads, in its order.
+pub(super) const DOC_COLUMNS: &str =
+    "id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms";
+
+/// One whole document from a `SELECT` of [`DOC_COLUMNS`], vector checked.
+pub(super) fn doc_row(
+    db_path: &Path,
+    r: &rusqlite::Row<'_>,
+    dims: usize,
+) -> Result<ImageDoc, StoreError> {
+    let db = |e| db_error(db_path, e);
+    let id: String = r.get(0).map_err(db)?;
+    let vector = vector_at(db_path, r, 3, dims, &format!("document {id}"))?;
+    Ok(ImageDoc {
+        label: r.get(1).map_err(db)?,
+        path: r.get(2).map_err(db)?,
+        vector,
+        bytes: u64::try_from(r.get::<_, i64>(4).map_err(db)?).unwrap_or(0),
+        width: u32::try_from(r.get::<_, i64>(5).map_err(db)?).unwrap_or(0),
+        height: u32::try_from(r.get::<_, i64>(6).map_err(db)?).unwrap_or(0),
+        model: r.get(7).map_err(db)?,
+        indexed_at_ms: u64::try_from(r.get::<_, i64>(8).map_err(db)?).unwrap_or(0),
+        mtime_ms: r
+            .get::<_, Option<i64>>(9)
+            .map_err(db)?
+            .and_then(|m| u64::try_from(m).ok()),
+        id,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::params;
 
-use super::db::{blob_to_vector, db_error};
+use super::db::{db_error, doc_row, DOC_COLUMNS};
 use super::{Shared, State};
 use crate::store::{DocScan, ImageDoc, StoreError};
 
@@ -65,10 +65,9 @@ impl Shared {
         let db = |e| db_error(&self.db_path, e);
         let mut stmt = state
             .conn
-            .prepare_cached(
-                "SELECT id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms \
-                 FROM docs WHERE index_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DOC_COLUMNS} FROM docs WHERE index_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            ))
             .map_err(db)?;
         let limit = i64::try_from(size).unwrap_or(i64::MAX);
         let mut rows = stmt
@@ -76,36 +75,7 @@ impl Shared {
             .map_err(db)?;
         let mut page = Vec::with_capacity(size.min(4096));
         while let Some(r) = rows.next().map_err(db)? {
-            let id: String = r.get(0).map_err(db)?;
-            let blob = r.get_ref(3).map_err(db)?.as_blob().map_err(|e| {
-                StoreError::Other(format!(
-                    "local store database {}: document {id} has no vector: {e}",
-                    self.db_path.display()
-                ))
-            })?;
-            let vector = blob_to_vector(blob, row.dims).ok_or_else(|| {
-                StoreError::Other(format!(
-                    "local store database {}: the vector of document {id} has {} bytes, expected {}",
-                    self.db_path.display(),
-                    blob.len(),
-                    row.dims * 4
-                ))
-            })?;
-            page.push(ImageDoc {
-                label: r.get(1).map_err(db)?,
-                path: r.get(2).map_err(db)?,
-                vector,
-                bytes: u64::try_from(r.get::<_, i64>(4).map_err(db)?).unwrap_or(0),
-                width: u32::try_from(r.get::<_, i64>(5).map_err(db)?).unwrap_or(0),
-                height: u32::try_from(r.get::<_, i64>(6).map_err(db)?).unwrap_or(0),
-                model: r.get(7).map_err(db)?,
-                indexed_at_ms: u64::try_from(r.get::<_, i64>(8).map_err(db)?).unwrap_or(0),
-                mtime_ms: r
-                    .get::<_, Option<i64>>(9)
-                    .map_err(db)?
-                    .and_then(|m| u64::try_from(m).ok()),
-                id,
-            });
+            page.push(doc_row(&self.db_path, r, row.dims)?);
         }
         Ok(page)
     }
