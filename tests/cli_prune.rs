@@ -17,15 +17,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn json_ok(idx: &TestIndex, out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "[{}] exit {:?}\nstdout: {}\nstderr: {}",
-        idx.kind(),
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    serde_json::from_str(stdout(out).trim()).unwrap()
+    serde_json::from_str(ok(idx, out).trim()).unwrap()
 }
 
 /// Sets a file's modification time a day back, so it is not "racy" (modified right before it was
