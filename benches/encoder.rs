@@ -64,9 +64,11 @@ fn main() {
     let enc = ImageEncoder::load(&model, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
     let load_s = t.elapsed().as_secs_f64();
     println!(
-        "imgvec load_seconds={load_s:.3} model={} threads={}",
+        "imgvec load_seconds={load_s:.3} model={} threads={} simd={} gemm_avx512={}",
         args.model.display(),
-        candle_core::utils::get_num_threads()
+        candle_core::utils::get_num_threads(),
+        imgvec::clip::dense::Simd::get().name(),
+        cfg!(feature = "avx512-gemm")
     );
 
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.images)

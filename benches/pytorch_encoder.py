@@ -120,6 +120,7 @@ def main():
     results["load_seconds"] = load_s
     print(f"pytorch_load seconds={load_s:.2f} torch={torch.__version__} "
           f"transformers={transformers.__version__} threads={a.threads} "
+          f"cpu_capability={torch.backends.cpu.get_cpu_capability()} "
           f"image_processor={type(processor.image_processor).__name__}", flush=True)
 
     # Preprocessing alone: PIL open + decode + CLIPProcessor, one image at a time.

@@ -5,11 +5,11 @@
 //! the heads' attention and the activation are fused CPU kernels (`kernels.rs`), LayerNorm is candle's.
 //! Not for: embeddings, pooling or projections (see `vision.rs`, `text.rs`).
 
-use candle_core::{Module, Result as CResult, Tensor, D};
+use candle_core::{Result as CResult, Tensor, D};
 use candle_nn::ops::layer_norm;
-use candle_nn::Linear;
 
 use super::config::Activation;
+use super::dense::Dense;
 use super::kernels::{attention, quick_gelu};
 use super::weights::Weights;
 use super::ClipError;
@@ -42,14 +42,27 @@ pub fn load_linear(
     out: usize,
     inp: usize,
     bias: bool,
-) -> Result<Linear, ClipError> {
+) -> Result<Dense, ClipError> {
     let weight = w.get(&format!("{prefix}.weight"), &[out, inp])?;
     let bias = if bias {
         Some(w.get(&format!("{prefix}.bias"), &[out])?)
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    dense(w, prefix, weight, bias)
+}
+
+/// A [`Dense`] layer, its packing errors named after the tensor.
+fn dense(
+    w: &Weights,
+    prefix: &str,
+    weight: Tensor,
+    bias: Option<Tensor>,
+) -> Result<Dense, ClipError> {
+    Dense::new(weight, bias).map_err(|e| ClipError::Weights {
+        path: w.path().to_path_buf(),
+        reason: format!("{prefix}: {e}"),
+    })
 }
 
 /// Sizes of one encoder stack.
@@ -88,8 +101,8 @@ impl EncoderShape {
 }
 
 struct Attention {
-    qkv: Linear,
-    out_proj: Linear,
+    qkv: Dense,
+    out_proj: Dense,
     heads: usize,
 }
 
@@ -120,14 +133,15 @@ impl Attention {
         )
         .map_err(wrap)?;
         Ok(Self {
-            qkv: Linear::new(qkv_w, Some(qkv_b)),
+            qkv: dense(w, &format!("{prefix}.qkv"), qkv_w, Some(qkv_b))?,
             out_proj: load_linear(w, &format!("{prefix}.out_proj"), d, d, true)?,
             heads: s.heads,
         })
     }
 
-    /// `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to those before it.
-    fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
+    /// `residual + attention(x)`; `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to
+    /// those before it.
+    fn forward(&self, x: &Tensor, residual: &Tensor, causal: bool) -> CResult<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         let hd = d / h;
@@ -143,24 +157,25 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, n, d))?;
-        self.out_proj.forward(&ctx)
+        self.out_proj.forward_add(&ctx, residual)
     }
 }
 
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     act: Activation,
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    /// `residual + mlp(x)`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let x = self.fc1.forward(x)?;
         let x = match self.act {
             Activation::QuickGelu => quick_gelu(&x)?,
             Activation::Gelu => x.gelu_erf()?,
         };
-        self.fc2.forward(&x)
+        self.fc2.forward_add(&x, residual)
     }
 }
 
@@ -198,10 +213,8 @@ impl Encoder {
     pub fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            let h = layer.attn.forward(&layer.ln1.forward(&x)?, causal)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.ln2.forward(&x)?)?;
-            x = (x + h)?;
+            x = layer.attn.forward(&layer.ln1.forward(&x)?, &x, causal)?;
+            x = layer.mlp.forward(&layer.ln2.forward(&x)?, &x)?;
         }
         Ok(x)
     }

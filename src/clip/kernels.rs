@@ -4,7 +4,7 @@
 //! sizes that cost about a quarter of the encoder's time (measured: `benches/profile_ops.rs`). Here each
 //! is a single pass over contiguous f32 data, split across threads, with an exp the compiler can
 //! vectorize (Cephes' polynomial, about 1 ulp) compiled for AVX-512 or AVX2+FMA when the CPU has them
-//! (detected at run time). Any other device or dtype falls back to candle's own ops, so results are
+//! (detected at run time, as `dense::Simd` says). Any other device or dtype falls back to candle's own ops, so results are
 //! the same function everywhere. Not for: matmuls (candle/gemm) or anything with weights.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -87,15 +87,12 @@ macro_rules! dispatch {
                 unsafe fn avx2($($arg: $ty),*) {
                     $generic($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    return unsafe { avx2($($arg),*) };
+                match super::dense::Simd::get() {
+                    // SAFETY: Simd::get says the CPU has AVX-512F.
+                    super::dense::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: Simd::get says the CPU has AVX2 and FMA.
+                    super::dense::Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                    super::dense::Simd::None => {}
                 }
             }
             $generic($($arg),*)

@@ -6,6 +6,7 @@
 //! checkpoint's `projection_dim` entries.
 
 pub mod config;
+pub mod dense;
 pub mod encoder;
 pub mod kernels;
 pub mod preprocess;

@@ -6,8 +6,7 @@
 //! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
 //! Not for: tokenizing (`tokenizer.rs`).
 
-use candle_core::{Device, IndexOp, Module, Result as CResult, Tensor};
-use candle_nn::Linear;
+use candle_core::{Device, IndexOp, Result as CResult, Tensor};
 
 use super::config::TextConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
@@ -20,7 +19,7 @@ pub struct TextTower {
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    projection: Linear,
+    projection: super::dense::Dense,
     device: Device,
 }
 

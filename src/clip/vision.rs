@@ -5,8 +5,7 @@
 //! in). The patch embedding, a convolution whose stride equals its kernel, is computed as one matmul
 //! over the unfolded patches. Not for: decoding or preprocessing images (`preprocess.rs`).
 
-use candle_core::{Module, Result as CResult, Tensor};
-use candle_nn::Linear;
+use candle_core::{Result as CResult, Tensor};
 
 use super::config::VisionConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
@@ -22,7 +21,7 @@ pub struct VisionTower {
     pre_layrnorm: LayerNorm,
     encoder: Encoder,
     post_layernorm: LayerNorm,
-    projection: Linear,
+    projection: super::dense::Dense,
 }
 
 impl VisionTower {

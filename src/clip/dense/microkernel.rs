@@ -1,0 +1,192 @@
+//! The inner loops of the packed GEMM: one `MR × NR` tile of `C += A · B` over `kc` steps of k,
+//! with the accumulators in registers the whole time.
+//!
+//! `A` is one panel of packed activations: for each k, MR consecutive floats (one broadcast per row
+//! and k from one contiguous stream); `B` is one panel of packed weights: for each k, NR consecutive
+//! floats (64-byte aligned). AVX2+FMA: 6 × 16 (12 ymm accumulators); AVX-512:
+//! 8 × 32 (16 zmm accumulators), the BLIS shapes for 16 and 32 vector registers. Not for: loop
+//! blocking, threading or packing (`mod.rs`).
+
+#![allow(clippy::needless_range_loop)]
+
+/// How a tile's accumulators start.
+#[derive(Clone, Copy)]
+pub enum Init {
+    /// From zero, the C tile already in memory added at the end (a later k block).
+    Accumulate,
+    /// From the bias row (NR floats), plus the residual tile when not null (the first k block).
+    Start {
+        bias: *const f32,
+        residual: *const f32,
+        ldr: usize,
+    },
+}
+
+/// One tile's operands. Pointers are valid for: `a` kc × MR, `b` kc × NR, `c` MR rows × NR
+/// (stride ldc), bias NR, residual MR × NR (stride ldr).
+pub struct Tile {
+    pub kc: usize,
+    pub a: *const f32,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub init: Init,
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{Init, Tile};
+    use std::arch::x86_64::*;
+
+    pub const MR: usize = 6;
+    pub const NR: usize = 16;
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the pointers in `t` are valid as [`Tile`] says; `b` is 32-byte aligned.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        match t.init {
+            Init::Accumulate => {
+                // Added at the end; fetched now, so the loads don't wait on memory then.
+                for r in 0..R {
+                    let c = t.c.add(r * t.ldc);
+                    _mm_prefetch::<_MM_HINT_T0>(c.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                }
+            }
+            Init::Start {
+                bias,
+                residual,
+                ldr,
+            } => {
+                let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
+                for r in 0..R {
+                    acc[r] = b;
+                    if !residual.is_null() {
+                        let p = residual.add(r * ldr);
+                        acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(p));
+                        acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(p.add(8)));
+                    }
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc {
+            let b0 = _mm256_load_ps(b);
+            let b1 = _mm256_load_ps(b.add(8));
+            for r in 0..R {
+                let x = _mm256_broadcast_ss(&*a.add(r));
+                acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let add = matches!(t.init, Init::Accumulate);
+        for r in 0..R {
+            let c = t.c.add(r * t.ldc);
+            if add {
+                acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(c));
+                acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(c.add(8)));
+            }
+            _mm256_storeu_ps(c, acc[r][0]);
+            _mm256_storeu_ps(c.add(8), acc[r][1]);
+        }
+    }
+
+    /// `tile::<rows>` for 1 ≤ rows ≤ MR.
+    ///
+    /// # Safety
+    /// As [`tile`].
+    pub unsafe fn run(rows: usize, t: &Tile) {
+        match rows {
+            6 => tile::<6>(t),
+            5 => tile::<5>(t),
+            4 => tile::<4>(t),
+            3 => tile::<3>(t),
+            2 => tile::<2>(t),
+            _ => tile::<1>(t),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use super::{Init, Tile};
+    use std::arch::x86_64::*;
+
+    pub const MR: usize = 8;
+    pub const NR: usize = 32;
+
+    /// # Safety
+    /// The CPU has AVX-512F; the pointers in `t` are valid as [`Tile`] says; `b` is 64-byte aligned.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        match t.init {
+            Init::Accumulate => {
+                // Added at the end; fetched now, so the loads don't wait on memory then.
+                for r in 0..R {
+                    let c = t.c.add(r * t.ldc);
+                    _mm_prefetch::<_MM_HINT_T0>(c.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                }
+            }
+            Init::Start {
+                bias,
+                residual,
+                ldr,
+            } => {
+                let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
+                for r in 0..R {
+                    acc[r] = b;
+                    if !residual.is_null() {
+                        let p = residual.add(r * ldr);
+                        acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(p));
+                        acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(p.add(16)));
+                    }
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc {
+            let b0 = _mm512_load_ps(b);
+            let b1 = _mm512_load_ps(b.add(16));
+            for r in 0..R {
+                let x = _mm512_set1_ps(*a.add(r));
+                acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let add = matches!(t.init, Init::Accumulate);
+        for r in 0..R {
+            let c = t.c.add(r * t.ldc);
+            if add {
+                acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(c));
+                acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(c.add(16)));
+            }
+            _mm512_storeu_ps(c, acc[r][0]);
+            _mm512_storeu_ps(c.add(16), acc[r][1]);
+        }
+    }
+
+    /// `tile::<rows>` for 1 ≤ rows ≤ MR.
+    ///
+    /// # Safety
+    /// As [`tile`].
+    pub unsafe fn run(rows: usize, t: &Tile) {
+        match rows {
+            8 => tile::<8>(t),
+            7 => tile::<7>(t),
+            6 => tile::<6>(t),
+            5 => tile::<5>(t),
+            4 => tile::<4>(t),
+            3 => tile::<3>(t),
+            2 => tile::<2>(t),
+            _ => tile::<1>(t),
+        }
+    }
+}
