@@ -249,7 +249,7 @@ fn ycbcr_subsampling(
         (1, 1) | (1, 2) | (2, 1) | (2, 2) | (4, 1) | (4, 2) | (4, 4)
     );
     let (h, v) = (h as usize, v as usize);
-    if !known || width < h || height < v || (strip_rows < height && strip_rows % v != 0) {
+    if !known || width < h || height < v || (strip_rows < height && !strip_rows.is_multiple_of(v)) {
         return Err(Error::Unsupported(format!(
             "YCbCr subsampling {h}×{v} of a {width}×{height} image"
         )));
