@@ -1,11 +1,12 @@
 //! TIFF pixel data: each strip or tile read, bit-reversed for FillOrder 2, decompressed (none,
-//! PackBits, LZW, Deflate, CCITT G3 1-D and G4 through the `fax` crate, JPEG through our
-//! libjpeg-exact decoder with the JPEGTables spliced in, as libtiff does), un-predicted
-//! (horizontal differencing) and placed into whole-image sample planes.
+//! PackBits, LZW, Deflate, LZMA through `lzma-rust2`, CCITT Modified Huffman, G3 1-D/2-D and
+//! G4 through `ccitt.rs`, JPEG through our libjpeg-exact decoder with the JPEGTables spliced
+//! in, as libtiff does), un-predicted (horizontal differencing) and placed into whole-image
+//! sample planes.
 //!
 //! Not for: what the samples mean (`pixels.rs`) or the directory (`ifd.rs`).
 
-use super::{Error, Layout};
+use super::{ccitt, Error, Layout};
 use crate::image::jpeg;
 use crate::image::MAX_DECODE_BYTES;
 
@@ -128,7 +129,8 @@ fn decompress(raw: &[u8], l: &Layout, expected: usize, rows: usize) -> Result<Ve
             }
             out
         }
-        3 | 4 => fax(raw, l, rows)?,
+        2..=4 => fax(raw, l, rows)?,
+        34925 => lzma(raw, expected)?,
         7 => jpeg_chunk(raw, l)?,
         c => return Err(Error::Unsupported(format!("compression {c}"))),
     };
@@ -177,36 +179,36 @@ fn packbits(raw: &[u8], expected: usize) -> Vec<u8> {
     out
 }
 
-/// CCITT Group 3 (1-D) or Group 4 data as 1-bit rows, black = 1 as libtiff writes them.
+/// CCITT data (compression 2, 3 or 4) as 1-bit rows, black = 1 as libtiff gives them.
 fn fax(raw: &[u8], l: &Layout, rows: usize) -> Result<Vec<u8>, Error> {
-    let width = u16::try_from(l.chunk_w).map_err(|_| Error::Unsupported("fax width".into()))?;
-    let row_bytes = l.chunk_w.div_ceil(8);
-    let mut out = Vec::with_capacity(row_bytes * rows);
-    let mut line = |transitions: &[u16]| {
-        if out.len() >= row_bytes * rows {
-            return;
-        }
-        let mut row = vec![0u8; row_bytes];
-        for (x, c) in fax::decoder::pels(transitions, width).enumerate() {
-            if c == fax::Color::Black {
-                row[x / 8] |= 0x80 >> (x % 8);
-            }
-        }
-        out.extend_from_slice(&row);
+    if l.bps != 1 || l.spp != 1 {
+        return Err(Error::Unsupported(format!(
+            "CCITT coding of {} samples of {} bits",
+            l.spp, l.bps
+        )));
+    }
+    let scheme = match l.compression {
+        2 => ccitt::Scheme::ModifiedHuffman,
+        3 => ccitt::Scheme::Group3 {
+            two_d: l.t4_options & 1 != 0,
+        },
+        _ => ccitt::Scheme::Group4,
     };
-    let ok = if l.compression == 4 {
-        let height = u16::try_from(rows).ok();
-        fax::decoder::decode_g4(raw.iter().copied(), width, height, &mut line)
-    } else if l.t4_options & 1 != 0 {
-        return Err(Error::Unsupported("CCITT Group 3 2-D coding".into()));
-    } else {
-        // libtiff writes no RTC after a strip's last row, and the `fax` crate only emits that
-        // row once it sees one: append it (six EOLs).
-        let rtc = [0x00, 0x10, 0x01, 0x00, 0x10, 0x01, 0x00, 0x10, 0x01];
-        fax::decoder::decode_g3(raw.iter().copied().chain(rtc), &mut line)
-    };
-    if ok.is_none() && out.is_empty() {
-        return Err(Error::Corrupt("CCITT fax data".into()));
+    Ok(ccitt::decode(raw, l.chunk_w, rows, scheme))
+}
+
+/// An LZMA strip (libtiff writes an xz stream): at most `expected` bytes are pulled from the
+/// decoder, so a small stream cannot expand past the strip; a stream cut short or damaged keeps
+/// what decoded, as libtiff does.
+fn lzma(raw: &[u8], expected: usize) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    // The dictionary grows with the output, so this limit only refuses absurd headers.
+    let limit_kib = u32::try_from(MAX_DECODE_BYTES / 4 / 1024).unwrap_or(u32::MAX);
+    let reader = lzma_rust2::XzReader::new_mem_limit(raw, false, limit_kib);
+    let mut out = Vec::with_capacity(expected.min(raw.len().saturating_mul(64)));
+    let result = reader.take(expected as u64).read_to_end(&mut out);
+    if result.is_err() && out.is_empty() {
+        return Err(Error::Corrupt("LZMA data".into()));
     }
     Ok(out)
 }

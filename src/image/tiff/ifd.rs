@@ -31,6 +31,9 @@ pub(super) mod tag {
     pub const EXTRA_SAMPLES: u16 = 338;
     pub const SAMPLE_FORMAT: u16 = 339;
     pub const JPEG_TABLES: u16 = 347;
+    pub const YCBCR_COEFFICIENTS: u16 = 529;
+    pub const YCBCR_SUBSAMPLING: u16 = 530;
+    pub const REFERENCE_BLACK_WHITE: u16 = 532;
 }
 
 /// The file's byte order and where its values are.
@@ -187,6 +190,41 @@ impl<'a> Ifd<'a> {
             .uints(tag, 1 << 20)?
             .and_then(|v| v.first().copied())
             .unwrap_or(default))
+    }
+
+    /// A tag of exactly `n` numbers as libtiff reads them into floats (a RATIONAL as
+    /// `num as f32 / den as f32`, 0 when `den` is 0); `None` when absent or of another count
+    /// (libtiff then ignores it and uses its default).
+    pub(super) fn floats(&self, tag: u16, n: usize) -> Result<Option<Vec<f32>>, Error> {
+        let Some(e) = self.entry(tag) else {
+            return Ok(None);
+        };
+        if e.count != n as u64 {
+            return Ok(None);
+        }
+        let size = type_size(e.typ) as usize;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = add(e.at, i * size)?;
+            let ratio = |num: f32, den: f32| if den == 0.0 { 0.0 } else { num / den };
+            out.push(match e.typ {
+                1 => f32::from(*self.file.data.get(at).ok_or(Error::Truncated)?),
+                3 => f32::from(self.file.u16_at(at)?),
+                4 => self.file.u32_at(at)? as f32,
+                5 => ratio(
+                    self.file.u32_at(at)? as f32,
+                    self.file.u32_at(add(at, 4)?)? as f32,
+                ),
+                10 => ratio(
+                    self.file.u32_at(at)? as i32 as f32,
+                    self.file.u32_at(add(at, 4)?)? as i32 as f32,
+                ),
+                11 => f32::from_bits(self.file.u32_at(at)?),
+                12 => f64::from_bits(self.file.u64_at(at)?) as f32,
+                t => return Err(Error::Corrupt(format!("tag {tag} has type {t}"))),
+            });
+        }
+        Ok(Some(out))
     }
 
     /// An UNDEFINED or BYTE tag's raw bytes (JPEGTables).

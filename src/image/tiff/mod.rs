@@ -1,19 +1,26 @@
 //! TIFF decoding as Pillow (with libtiff) does it, for the files the `image` crate's TIFF decoder
 //! refuses or reads differently: palette (1-8 bit, with alpha), 2- and 4-bit gray, FillOrder 2,
 //! WhiteIsZero, associated alpha, JPEG-compressed (YCbCr and RGB, exact through our libjpeg
-//! decoder), CCITT G3 1-D/G4, BigTIFF. The first image of the file is decoded, turned upright
-//! by the caller (Pillow applies a TIFF's Orientation tag when it loads it).
+//! decoder), CCITT Modified Huffman/G3 1-D and 2-D/G4, LZMA, CIELab, YCbCr not compressed with
+//! JPEG (subsampled too), BigTIFF. The first image of the file is decoded, turned upright by the
+//! caller (Pillow applies a TIFF's Orientation tag when it loads it).
 //!
-//! By stage: [`ifd`] (header and directory), [`codec`] (strips and tiles, decompression,
-//! predictor), [`pixels`] (samples to RGB as Pillow converts them).
+//! By stage: [`ifd`] (header and directory), [`codec`] (strips and tiles, decompression —
+//! [`ccitt`] for fax coding — and predictor), [`pixels`] (samples to RGB as Pillow converts
+//! them, with [`ycbcr`] and [`lab`] for those colour spaces).
 //!
-//! Not for: anything refused as [`Error::Unsupported`] (CIELab, YCbCr not compressed with JPEG,
-//! old-style JPEG, CCITT G3 2-D and Modified Huffman, LZMA, float and signed samples): the
-//! caller then tries the `image` crate's decoder.
+//! Not for: anything refused as [`Error::Unsupported`] (old-style JPEG, 16-bit CIELab, float and
+//! signed samples, YCbCr subsamplings libtiff does not read): the caller then tries the `image`
+//! crate's decoder.
 
+mod ccitt;
 mod codec;
 mod ifd;
+mod lab;
 mod pixels;
+mod ycbcr;
+
+use std::borrow::Cow;
 
 use ifd::tag;
 
@@ -40,6 +47,7 @@ pub(crate) struct TiffImage {
 }
 
 /// What the first IFD says about the pixel data.
+#[derive(Clone)]
 pub(super) struct Layout {
     width: usize,
     height: usize,
@@ -61,6 +69,11 @@ pub(super) struct Layout {
     chunks: Vec<(u64, u64)>,
     jpeg_tables: Vec<u8>,
     t4_options: u64,
+    /// YCbCrSubsampling (horizontal, vertical): libtiff's default (2, 2) when absent.
+    subsampling: (usize, usize),
+    /// YCbCrCoefficients and ReferenceBlackWhite, libtiff's defaults when absent.
+    ycbcr_coefficients: [f32; 3],
+    reference_black_white: [f32; 6],
 }
 
 impl Layout {
@@ -68,6 +81,32 @@ impl Layout {
     fn row_bytes(&self) -> usize {
         let spp = if self.planar { 1 } else { self.spp };
         (self.width * self.bps * spp).div_ceil(8)
+    }
+
+    /// Whether the samples are subsampled YCbCr that libtiff's RGBA interface reads (stored in
+    /// data units of `h·v` luma samples, then Cb and Cr).
+    fn ycbcr_units(&self) -> bool {
+        self.photometric == 6
+            && !matches!(self.compression, 1 | 6 | 7)
+            && self.subsampling != (1, 1)
+    }
+
+    /// How the data is laid out for reading: for subsampled YCbCr, one "pixel" per data unit
+    /// (`ycbcr.rs` spreads them back out); otherwise the layout itself.
+    fn stored(&self) -> Cow<'_, Layout> {
+        if !self.ycbcr_units() {
+            return Cow::Borrowed(self);
+        }
+        let (h, v) = self.subsampling;
+        Cow::Owned(Layout {
+            width: self.width.div_ceil(h),
+            height: self.height.div_ceil(v),
+            spp: h * v + 2,
+            chunk_w: self.chunk_w.div_ceil(h),
+            chunk_h: self.chunk_h.div_ceil(v),
+            subsampling: (1, 1),
+            ..self.clone()
+        })
     }
 }
 
@@ -84,11 +123,12 @@ pub(crate) fn decode(data: &[u8]) -> Result<TiffImage, Error> {
     );
     // The pixel count first: within it, the byte counts below cannot overflow.
     check_size(w, h, 0).map_err(Error::TooLarge)?;
-    let planes = if l.planar { l.spp } else { 1 };
-    let bytes = (l.row_bytes() * l.height * planes + l.width * l.height * 3) as u64;
+    let stored = l.stored();
+    let planes = if stored.planar { stored.spp } else { 1 };
+    let bytes = (stored.row_bytes() * stored.height * planes + l.width * l.height * 3) as u64;
     check_size(w, h, bytes).map_err(Error::TooLarge)?;
     let orientation = dir.uint(tag::ORIENTATION, 1)?;
-    let sample_planes = codec::read_planes(data, &l)?;
+    let sample_planes = codec::read_planes(data, &stored)?;
     let rgb = pixels::to_rgb(&l, &sample_planes)?;
     Ok(TiffImage {
         width: w,
@@ -175,5 +215,44 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
             .map(<[u8]>::to_vec)
             .unwrap_or_default(),
         t4_options: dir.uint(tag::T4_OPTIONS, 0)?,
+        subsampling: ycbcr_subsampling(dir, (width, height), chunk_h)?,
+        ycbcr_coefficients: dir
+            .floats(tag::YCBCR_COEFFICIENTS, 3)?
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or(ycbcr::DEFAULT_COEFFICIENTS),
+        reference_black_white: dir
+            .floats(tag::REFERENCE_BLACK_WHITE, 6)?
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or(ycbcr::DEFAULT_REFERENCE),
     })
+}
+
+/// YCbCrSubsampling where libtiff's RGBA interface applies it (compressed, not JPEG, YCbCr),
+/// else (1, 1): checked to be one it reads (1, 2 or 4 across, not more down than across, or
+/// 1×2), no larger than the image, and whole data units in every strip but the last.
+fn ycbcr_subsampling(
+    dir: &ifd::Ifd,
+    (width, height): (usize, usize),
+    strip_rows: usize,
+) -> Result<(usize, usize), Error> {
+    let compression = dir.uint(tag::COMPRESSION, 1)?;
+    if dir.uint(tag::PHOTOMETRIC, 0)? != 6 || matches!(compression, 1 | 6 | 7) {
+        return Ok((1, 1));
+    }
+    let (h, v) = match dir.uints(tag::YCBCR_SUBSAMPLING, 2)?.as_deref() {
+        None => (2, 2),
+        Some(&[h, v]) => (h, v),
+        Some(other) => return Err(Error::Corrupt(format!("YCbCr subsampling {other:?}"))),
+    };
+    let known = matches!(
+        (h, v),
+        (1, 1) | (1, 2) | (2, 1) | (2, 2) | (4, 1) | (4, 2) | (4, 4)
+    );
+    let (h, v) = (h as usize, v as usize);
+    if !known || width < h || height < v || (strip_rows < height && !strip_rows.is_multiple_of(v)) {
+        return Err(Error::Unsupported(format!(
+            "YCbCr subsampling {h}×{v} of a {width}×{height} image"
+        )));
+    }
+    Ok((h, v))
 }
