@@ -127,6 +127,10 @@ pub struct StoreArgs {
     /// embedded store is used.
     #[arg(long, env = "IMGVEC_ES_URL", value_name = "URL")]
     pub es_url: Option<String>,
+    /// Elastic Cloud ID of a deployment (its page in the Cloud console shows it), instead of
+    /// --es-url; an --es-url given too wins.
+    #[arg(long, env = "ELASTIC_CLOUD_ID", value_name = "ID")]
+    pub cloud_id: Option<String>,
     /// Index name.
     #[arg(
         long,
@@ -138,7 +142,8 @@ pub struct StoreArgs {
     /// PEM CA certificate to trust (the http_ca.crt Elasticsearch 8 generates).
     #[arg(long, env = "IMGVEC_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
-    /// Do not verify the server's TLS certificate (insecure; prints a warning).
+    /// Do not verify the server's TLS certificate: any certificate, for any host name, is accepted
+    /// (insecure, for diagnosis; prints a warning). Refused together with --ca-cert.
     #[arg(long)]
     pub insecure: bool,
     /// Seconds to wait for each request.
@@ -153,6 +158,20 @@ pub struct StoreArgs {
         value_name = "N"
     )]
     pub max_retries: u32,
+}
+
+impl StoreArgs {
+    /// The Elasticsearch URL: --es-url, else the one --cloud-id stands for; `None`: the embedded
+    /// store.
+    pub fn elastic_url(&self) -> Result<Option<String>, crate::store::StoreError> {
+        match (&self.es_url, &self.cloud_id) {
+            (Some(url), _) if !url.trim().is_empty() => Ok(Some(url.clone())),
+            (_, Some(id)) if !id.trim().is_empty() => {
+                crate::store::elastic::cloud_id_url(id).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

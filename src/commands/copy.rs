@@ -101,6 +101,7 @@ fn target_store_args(args: &CopyArgs) -> StoreArgs {
     StoreArgs {
         store: args.to_store.clone(),
         es_url: args.to_es_url.clone(),
+        cloud_id: None,
         index: args
             .to_index
             .clone()
@@ -125,8 +126,7 @@ fn target_env_prefix() -> &'static str {
 /// Copying an index onto itself is refused (and one embedded store directory cannot be opened
 /// twice: it is locked by the first).
 fn refuse_same_index(source: &StoreArgs, target: &StoreArgs) -> Result<()> {
-    let url = |a: &StoreArgs| a.es_url.clone().filter(|u| !u.is_empty());
-    match (url(source), url(target)) {
+    match (source.elastic_url()?, target.elastic_url()?) {
         (Some(a), Some(b))
             if a.trim_end_matches('/') == b.trim_end_matches('/')
                 && source.index == target.index =>

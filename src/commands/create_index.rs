@@ -22,7 +22,7 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
         shards: args.shards,
         replicas: args.replicas,
     };
-    if args.store.es_url.is_none() && (args.shards.is_some() || args.replicas.is_some()) {
+    if args.store.elastic_url()?.is_none() && (args.shards.is_some() || args.replicas.is_some()) {
         eprintln!("imgvec: warning: --shards/--replicas apply to Elasticsearch only; the embedded store has neither");
     }
     let index = &args.store.index;

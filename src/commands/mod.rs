@@ -28,7 +28,7 @@ use candle_core::Device;
 use crate::cli::{ModelArgs, ModelLocation, StoreArgs};
 use crate::clip::ModelDir;
 use crate::model_source::{self, Resolved};
-use crate::store::elastic::{ElasticConfig, ElasticStore};
+use crate::store::elastic::{sends_credentials_in_clear, ElasticConfig, ElasticStore};
 use crate::store::local::LocalStore;
 use crate::store::{IndexSpec, StoreError, VectorStore};
 
@@ -90,7 +90,7 @@ pub fn open_store_with(
     env_prefix: &str,
     tune: impl FnOnce(&mut ElasticConfig),
 ) -> Result<Box<dyn VectorStore>> {
-    let Some(url) = args.es_url.clone().filter(|u| !u.is_empty()) else {
+    let Some(url) = args.elastic_url()? else {
         let dir = crate::data_dir::store_dir(args.store.as_deref())?;
         if args.insecure || args.ca_cert.is_some() {
             eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", dir.display());
@@ -122,6 +122,13 @@ anyone on the path can read and change what is sent"
     cfg.request_timeout = Duration::from_secs(args.timeout.max(1));
     cfg.max_retries = args.max_retries;
     tune(&mut cfg);
+    if sends_credentials_in_clear(&cfg) {
+        eprintln!(
+            "imgvec: warning: {} is plain http: the credentials go over the network unencrypted; \
+use https (Elasticsearch 8 turns TLS on by default)",
+            cfg.url_for_messages()
+        );
+    }
     Ok(Box::new(ElasticStore::connect(cfg)?))
 }
 

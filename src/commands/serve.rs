@@ -27,9 +27,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         let store = open_store(&args.store)?;
         let model = load_model(&args.model)?;
         check_index(store.as_ref(), &args.store.index, model.dims()).await?;
-        let backend = match args.store.es_url.as_deref() {
-            Some(u) if !u.is_empty() => "elasticsearch",
-            _ => "embedded",
+        let backend = match args.store.elastic_url()? {
+            Some(_) => "elasticsearch",
+            None => "embedded",
         };
         let state = AppState::new(
             store,

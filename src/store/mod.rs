@@ -157,13 +157,28 @@ pub struct UpsertReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// What a 401 says, depending on whether credentials were sent.
+fn auth_problem(sent_credentials: &bool) -> &'static str {
+    if *sent_credentials {
+        "refused the credentials"
+    } else {
+        "needs credentials and none were given"
+    }
+}
+
 /// Errors a user can act on; each says what to do or what was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot reach {url}: {detail}. Is the server running and the URL right?")]
     Unreachable { url: String, detail: String },
-    #[error("{url} refused the credentials ({detail}). Set ELASTIC_USERNAME (default elastic) and ELASTIC_PASSWORD, or ELASTIC_API_KEY")]
-    Auth { url: String, detail: String },
+    /// 401: credentials missing, wrong or expired.
+    #[error("{url} {} ({detail}). Set ELASTIC_USERNAME (default elastic) and ELASTIC_PASSWORD, or ELASTIC_API_KEY", auth_problem(.sent_credentials))]
+    Auth {
+        url: String,
+        detail: String,
+        /// Whether the request carried credentials (else the fix is to give some).
+        sent_credentials: bool,
+    },
     /// 403: the credentials are good but lack a privilege for this operation.
     #[error("{url} accepted the credentials but they may not {action} on index '{index}' ({detail}). Grant the index privilege `{privilege}` on '{index}' (imgvec needs view_index_metadata, create_index, create_doc, read and maintenance; index with --force, delete_index with --recreate, delete for prune)")]
     Forbidden {

@@ -45,14 +45,16 @@ pub struct ElasticConfig {
     pub url: String,
     /// Index (or alias) name.
     pub index: String,
-    /// Basic auth; both or neither. Ignored when `api_key` is set.
+    /// Basic auth; both or neither. Ignored when `api_key` is set. User info in `url`
+    /// (`https://user:password@host`) is the same thing, given another way: only one may be given.
     pub username: Option<String>,
     pub password: Option<String>,
     /// API key: the base64 `encoded` value Elasticsearch returns, or `id:api_key`.
     pub api_key: Option<String>,
     /// PEM file of the CA that signed the server's certificate (ES 8 writes `certs/http_ca.crt`).
     pub ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (takes precedence over `ca_cert`). For diagnosis only.
+    /// Accept any server certificate and any host name. For diagnosis only; refused together with
+    /// `ca_cert` (the two contradict each other).
     pub insecure: bool,
     /// Limit for one HTTP request.
     pub request_timeout: Duration,
@@ -87,6 +89,13 @@ impl ElasticConfig {
             bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
             bulk_concurrency: DEFAULT_BULK_CONCURRENCY,
         }
+    }
+}
+
+impl ElasticConfig {
+    /// The URL without user info, for messages.
+    pub fn url_for_messages(&self) -> String {
+        redact_url(&self.url)
     }
 }
 
@@ -138,32 +147,47 @@ pub(super) struct Connection {
     url: String,
     max_retries: u32,
     retry_base: Duration,
+    /// Whether requests carry credentials (an Authorization header).
+    sends_credentials: bool,
 }
 
 impl Connection {
     /// Builds the client; sends nothing yet (the first request shows whether the server answers).
     pub(super) fn open(cfg: &ElasticConfig) -> Result<Connection, StoreError> {
-        let url = base_url(&cfg.url)?;
-        let shown_url = redact_url(url.as_str());
+        let (url, url_credentials) = split_user_info(base_url(&cfg.url)?)?;
+        let shown_url = url.to_string();
         let mut builder =
             TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(cfg.request_timeout);
-        if let Some(credentials) = credentials(cfg)? {
+        // One source of credentials, so one Authorization header: reqwest would send the URL's user
+        // info as a header of its own next to the client's.
+        let credentials = match (url_credentials, credentials(cfg)?) {
+            (Some(_), Some(_)) => {
+                return Err(StoreError::Other(format!(
+                    "credentials were given twice: in the URL ({shown_url} with user info) and in \
+ELASTIC_PASSWORD/ELASTIC_API_KEY; give them one way"
+                )))
+            }
+            (from_url, from_cfg) => from_url.or(from_cfg),
+        };
+        let sends_credentials = credentials.is_some();
+        if let Some(credentials) = credentials {
             builder = builder.auth(credentials);
         }
         if let Some(validation) = cert_validation(cfg)? {
             builder = builder.cert_validation(validation);
         }
         let transport = builder.build().map_err(|e| match &cfg.ca_cert {
-            Some(path) if !cfg.insecure => {
+            Some(path) => {
                 StoreError::Tls(format!("cannot use CA certificate {}: {e}", path.display()))
             }
-            _ => StoreError::Other(format!("cannot set up the HTTP client: {e}")),
+            None => StoreError::Other(format!("cannot set up the HTTP client: {e}")),
         })?;
         Ok(Connection {
             client: Elasticsearch::new(transport),
             url: shown_url,
             max_retries: cfg.max_retries,
             retry_base: cfg.retry_base,
+            sends_credentials,
         })
     }
 
@@ -174,6 +198,11 @@ impl Connection {
     /// The server URL, without user info.
     pub(super) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether requests carry credentials.
+    pub(super) fn sends_credentials(&self) -> bool {
+        self.sends_credentials
     }
 
     pub(super) fn max_retries(&self) -> u32 {
@@ -294,9 +323,90 @@ fn base_url(raw: &str) -> Result<Url, StoreError> {
     Ok(url)
 }
 
-/// How to check the server's certificate; `None`: the default (the system's web roots).
+/// The URL without user info, and the Basic credentials the user info held (percent-decoded).
+fn split_user_info(mut url: Url) -> Result<(Url, Option<Credentials>), StoreError> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok((url, None));
+    }
+    let decode = |s: &str| {
+        percent_decode(s).ok_or_else(|| {
+            StoreError::Other(format!(
+                "the user info of the Elasticsearch URL {} is not valid UTF-8 once decoded",
+                redact_url(url.as_str())
+            ))
+        })
+    };
+    let user = decode(url.username())?;
+    let password = decode(url.password().unwrap_or_default())?;
+    // Both only fail for URLs that cannot have user info, which an http(s) URL can.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if user.is_empty() || password.is_empty() {
+        return Err(StoreError::Other(format!(
+            "the Elasticsearch URL {url} has a user name or a password but not both"
+        )));
+    }
+    Ok((url, Some(Credentials::Basic(user, password))))
+}
+
+/// `%XX` decoding of URL user info; `None` when the bytes are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether requests to `cfg` would carry credentials over plain http (readable by anyone on the
+/// path): the CLI warns then.
+pub fn sends_credentials_in_clear(cfg: &ElasticConfig) -> bool {
+    let Ok(url) = Url::parse(cfg.url.trim()) else {
+        return false;
+    };
+    let has_user_info = !url.username().is_empty() || url.password().is_some();
+    url.scheme() == "http" && (has_user_info || cfg.password.is_some() || cfg.api_key.is_some())
+}
+
+/// The `https://` URL an Elastic Cloud ID (`name:base64(host$es_uuid$kibana_uuid)`) stands for.
+pub fn cloud_id_url(cloud_id: &str) -> Result<String, StoreError> {
+    elasticsearch::http::transport::CloudId::parse(cloud_id.trim())
+        .map(|id| id.url.to_string())
+        .map_err(|e| {
+            StoreError::Other(format!(
+                "the Elastic Cloud ID is not valid ({e}); copy it from the deployment's page in the \
+Elastic Cloud console"
+            ))
+        })
+}
+
+/// How to check the server's certificate; `None`: the default (the web PKI roots plus the
+/// operating system's trust store).
 fn cert_validation(cfg: &ElasticConfig) -> Result<Option<CertificateValidation>, StoreError> {
     if cfg.insecure {
+        if let Some(path) = &cfg.ca_cert {
+            return Err(StoreError::Tls(format!(
+                "--insecure and --ca-cert {} contradict each other: --insecure accepts any \
+certificate for any host name, so the CA would not be used. Keep --ca-cert (IMGVEC_CA_CERT) to \
+verify the server, or drop it to skip verification",
+                path.display()
+            )));
+        }
         return Ok(Some(CertificateValidation::None));
     }
     let Some(path) = &cfg.ca_cert else {

@@ -57,9 +57,15 @@ fn connect_checks_its_inputs() {
         Err(StoreError::Tls(m)) => assert!(m.contains("not-a-cert.pem"), "{m}"),
         other => panic!("{other:?}"),
     }
-    // insecure wins over a CA file (which is then not read).
+    // --insecure and a CA file contradict each other: refused, not silently one of them.
     let mut cfg = ok.clone();
     cfg.ca_cert = Some(not_pem);
+    cfg.insecure = true;
+    match ElasticStore::connect(cfg) {
+        Err(StoreError::Tls(m)) => assert!(m.contains("contradict"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = ok.clone();
     cfg.insecure = true;
     assert!(ElasticStore::connect(cfg).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
@@ -70,6 +76,62 @@ fn connect_checks_its_inputs() {
     let mut cfg = ok.clone();
     cfg.api_key = Some("bad\nkey".into());
     assert!(err(cfg).contains("API key"));
+
+    // Credentials in the URL and in the config: refused (reqwest would send two Authorization
+    // headers), and the message shows the URL without its password.
+    let mut cfg = ElasticConfig::new("http://elastic:s3cr%40t@127.0.0.1:9200", "images");
+    assert!(ElasticStore::connect(cfg.clone()).is_ok());
+    cfg.password = Some("other".into());
+    cfg.username = Some("elastic".into());
+    let e = err(cfg);
+    assert!(e.contains("given twice") && !e.contains("s3cr"), "{e}");
+    let e = err(ElasticConfig::new(
+        "http://elastic@127.0.0.1:9200",
+        "images",
+    ));
+    assert!(e.contains("not both"), "{e}");
+}
+
+#[test]
+fn user_info_is_percent_decoded() {
+    assert_eq!(percent_decode("s3cr%40t%3A%").as_deref(), Some("s3cr@t:%"));
+    assert_eq!(percent_decode("%ff"), None);
+    let url = Url::parse("https://us%65r:p%40ss@h:9200/").unwrap();
+    let (url, creds) = split_user_info(url).unwrap();
+    assert_eq!(url.as_str(), "https://h:9200/");
+    match creds {
+        Some(Credentials::Basic(u, p)) => assert_eq!((u.as_str(), p.as_str()), ("user", "p@ss")),
+        _ => panic!("no basic credentials"),
+    }
+}
+
+#[test]
+fn credentials_over_plain_http_are_noticed() {
+    let mut cfg = ElasticConfig::new("http://127.0.0.1:9200", "images");
+    assert!(!sends_credentials_in_clear(&cfg));
+    cfg.password = Some("pw".into());
+    assert!(sends_credentials_in_clear(&cfg));
+    cfg.url = "https://127.0.0.1:9200".into();
+    assert!(!sends_credentials_in_clear(&cfg));
+    let cfg = ElasticConfig::new("HTTP://u:p@127.0.0.1:9200", "images");
+    assert!(sends_credentials_in_clear(&cfg));
+    let mut cfg = ElasticConfig::new("http://127.0.0.1:9200", "images");
+    cfg.api_key = Some("k".into());
+    assert!(sends_credentials_in_clear(&cfg));
+}
+
+#[test]
+fn cloud_id_names_the_deployment_url() {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD
+        .encode("us-east-1.aws.found.io:443$abc123$def456");
+    let url = cloud_id_url(&format!("my-deployment:{data}")).unwrap();
+    assert!(
+        url.starts_with("https://abc123.us-east-1.aws.found.io"),
+        "{url}"
+    );
+    let e = cloud_id_url("no-colon-here").unwrap_err().to_string();
+    assert!(e.contains("Cloud ID"), "{e}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 use elasticsearch::http::Url;
 use serde_json::Value;
 
-use super::connection::Reply;
+use super::connection::{Connection, Reply};
 use crate::store::StoreError;
 
 /// What a request was for: decides the message for a refusal.
@@ -59,7 +59,8 @@ impl Op {
 }
 
 /// The error for a reply to `op` on `index` whose status is not a success. `url` is the shown URL.
-pub(super) fn error_for(url: &str, index: &str, op: Op, reply: &Reply) -> StoreError {
+pub(super) fn error_for(conn: &Connection, index: &str, op: Op, reply: &Reply) -> StoreError {
+    let url = conn.url();
     let status = reply.status.as_u16();
     let detail = || {
         if reply.body.is_null() {
@@ -72,6 +73,7 @@ pub(super) fn error_for(url: &str, index: &str, op: Op, reply: &Reply) -> StoreE
         401 => StoreError::Auth {
             url: url.to_string(),
             detail: detail(),
+            sent_credentials: conn.sends_credentials(),
         },
         403 => {
             let (action, privilege) = op.action_and_privilege();

@@ -52,7 +52,12 @@ async fn refused_credentials_are_auth_errors_naming_the_variables() {
     let store = fast_store(&url, 3);
     let err = store.count().await.unwrap_err();
     match &err {
-        StoreError::Auth { url: u, detail } => {
+        StoreError::Auth {
+            url: u,
+            detail,
+            sent_credentials,
+        } => {
+            assert!(!sent_credentials);
             assert!(u.starts_with(&url), "{u}");
             assert!(
                 detail.starts_with("security_exception: missing authentication"),

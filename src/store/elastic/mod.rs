@@ -46,9 +46,9 @@ pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
 pub use compat::{check_mapping, mapping_differences, MappingCheck};
 pub use connection::{
-    backoff_delay, ElasticConfig, DEFAULT_BULK_CONCURRENCY, DEFAULT_BULK_MAX_BYTES,
-    DEFAULT_BULK_MAX_DOCS, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE,
-    RETRY_CAP,
+    backoff_delay, cloud_id_url, sends_credentials_in_clear, ElasticConfig,
+    DEFAULT_BULK_CONCURRENCY, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS, DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BASE, RETRY_CAP,
 };
 use connection::{check_index_name, Connection, Reply};
 use errors::{error_for, unexpected, Op};
@@ -144,7 +144,7 @@ impl ElasticStore {
 
     /// The error for a reply to `op` whose status is not a success.
     fn error_for(&self, op: Op, reply: &Reply) -> StoreError {
-        error_for(self.url(), &self.index, op, reply)
+        error_for(&self.conn, &self.index, op, reply)
     }
 
     fn index_missing(&self) -> StoreError {

@@ -138,7 +138,7 @@ pub(super) struct ElasticScan {
 
 impl ElasticScan {
     fn error(&self, reply: &Reply) -> StoreError {
-        error_for(self.conn.url(), &self.index, Op::Search, reply)
+        error_for(&self.conn, &self.index, Op::Search, reply)
     }
 }
 

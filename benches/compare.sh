@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# An earlier commit next to this tree, on the same machine in one run: ViT-L/14 parity, the encoder
+# (model forward only, batch 1 and 8) and a whole `imgvec ingest` of photo-sized JPEGs into the
+# embedded store (wall time and peak RSS). For "did this change alter behaviour or speed?".
+#
+#   bash benches/compare.sh REV [CKPT]
+#   env: ROUNDS=2 (alternations), MIN_SECONDS=10 (per encoder batch size), N_PHOTOS=16, THREADS=2
+#
+# REV is built in target/compare/<rev> (a git worktree with its own target dir; the first build takes
+# as long as a release build). The runs alternate REV, this tree, REV, this tree, ... so a drift in
+# the machine's speed hits both alike. Prints the CPU's SIMD flags first. Not a test: nothing here
+# asserts, except that parity must pass on both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev="${1:?usage: bash benches/compare.sh REV [CKPT]}"
+ckpt="$(realpath -m "${2:-target/ckpt/vit-l-14-seed1}")"
+ROUNDS="${ROUNDS:-2}"
+MIN_SECONDS="${MIN_SECONDS:-10}"
+N_PHOTOS="${N_PHOTOS:-16}"
+THREADS="${THREADS:-2}"
+export RAYON_NUM_THREADS="$THREADS" IMGVEC_DEVICE=cpu
+ref="$(realpath "${IMGVEC_CLIP_REFERENCE:-../shared/clip-reference}")"
+out="target/compare"; mkdir -p "$out"
+
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); simd: $(grep -m1 -o -w -E 'avx512f|avx2' /proc/cpuinfo | sort -u | xargs)"
+[ -f "$ckpt/model.safetensors" ] || bash benches/parity_vitl14.sh "$ckpt" >/dev/null
+
+short="$(git rev-parse --short "$rev")"
+old="$out/$short"
+[ -d "$old" ] || git worktree add --detach "$old" "$rev" >/dev/null
+build() { (cd "$1" && cargo build --release --locked --bin imgvec && cargo bench --locked --no-run --bench encoder --bench parity) >/dev/null 2>&1; }
+echo "building $short and this tree (release)..."
+build "$old"
+build .
+
+python3 benches/make_photos.py "$out/photos" --n "$N_PHOTOS" --images tests/fixtures/images >/dev/null
+
+# One tree's figures: name, directory.
+measure() {
+    local name="$1" dir="$2"
+    echo "== $name"
+    (cd "$dir" && cargo bench --locked --bench parity -- --model "$ckpt" --reference "$ref" \
+        --expected "$ref/expected/vit-l-14-seed1.json" 2>/dev/null | grep -E '^SUMMARY' || echo 'parity FAILED')
+    (cd "$dir" && cargo bench --locked --bench encoder -- --model "$ckpt" \
+        --images "$(realpath tests/fixtures/images)" --batch-sizes 1,8 --min-seconds "$MIN_SECONDS" 2>/dev/null |
+        grep -E 'load_seconds|img_per_s' || true)
+    local store; store="$(mktemp -d)"
+    IMGVEC_MODEL_DIR="$ckpt" "$dir/target/release/imgvec" create-index --store "$store" >/dev/null
+    /usr/bin/time -f "ingest_wall_s=%e peak_rss_kb=%M" -o "$out/time.txt" \
+        env IMGVEC_MODEL_DIR="$ckpt" "$dir/target/release/imgvec" ingest "$out/photos" --label photo \
+        --store "$store" --quiet >/dev/null 2>&1 || echo "ingest failed"
+    echo "ingest of $N_PHOTOS photos: $(cat "$out/time.txt" | tail -1)"
+    rm -rf "$store"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    echo "### round $round"
+    measure "$short (before)" "$old"
+    measure "this tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'))" .
+done
