@@ -4,13 +4,22 @@
 //! so the two are compared on the same work. Threads: RAYON_NUM_THREADS (default: all cores).
 //!
 //! cargo bench --bench encoder -- --model DIR --images DIR [--batch-sizes 1,4,8] [--min-seconds 20]
+//!     [--device cpu|cuda|metal|auto] [--precision f32|f16|bf16]
+//!     [--embeddings-out FILE] [--reference FILE]
+//!
+//! `--precision` defaults to the device's (f32 on the CPU, f16 on a GPU); unlike the CLI, f16/bf16
+//! are allowed on the CPU here (candle's ops, slow) to measure them. `--embeddings-out` writes the
+//! embedding of each image (one JSON array per line, in file-name order); `--reference` reads such a
+//! file (say, from an f32 CPU run) and prints the cosine of each embedding to it, min and mean.
+//! `--batch-sizes ""` (empty) only embeds the images, for the two flags above. On a GPU the timing
+//! includes the upload of the pixels and the copy of the embeddings back, as in `imgvec ingest`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use imgvec::clip::preprocess::preprocess_rgb;
-use imgvec::clip::{ImageEncoder, ModelDir};
+use imgvec::clip::{cosine, ImageEncoder, ModelDir};
+use imgvec::device::{DeviceChoice, Precision};
 use imgvec::image::decode_rgb;
 
 struct Args {
@@ -19,6 +28,14 @@ struct Args {
     batch_sizes: Vec<usize>,
     min_seconds: f64,
     warmup: usize,
+    device: DeviceChoice,
+    precision: Option<Precision>,
+    embeddings_out: Option<PathBuf>,
+    reference: Option<PathBuf>,
+}
+
+fn value_enum<T: clap::ValueEnum>(flag: &str, v: &str) -> Result<T, String> {
+    T::from_str(v, true).map_err(|e| format!("{flag}: {e}"))
 }
 
 fn parse() -> Result<Args, String> {
@@ -28,6 +45,10 @@ fn parse() -> Result<Args, String> {
         batch_sizes: vec![1, 4, 8],
         min_seconds: 20.0,
         warmup: 1,
+        device: DeviceChoice::Cpu,
+        precision: None,
+        embeddings_out: None,
+        reference: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,9 +59,14 @@ fn parse() -> Result<Args, String> {
             "--batch-sizes" => {
                 a.batch_sizes = val()?
                     .split(',')
+                    .filter(|s| !s.trim().is_empty())
                     .map(|s| s.trim().parse().map_err(|e| format!("--batch-sizes: {e}")))
                     .collect::<Result<_, _>>()?
             }
+            "--device" => a.device = value_enum("--device", &val()?)?,
+            "--precision" => a.precision = Some(value_enum("--precision", &val()?)?),
+            "--embeddings-out" => a.embeddings_out = Some(PathBuf::from(val()?)),
+            "--reference" => a.reference = Some(PathBuf::from(val()?)),
             "--min-seconds" => a.min_seconds = val()?.parse().map_err(|e| format!("{e}"))?,
             "--warmup" => a.warmup = val()?.parse().map_err(|e| format!("{e}"))?,
             "--bench" => {}
@@ -59,13 +85,28 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let (device, device_name) = imgvec::device::open(args.device).unwrap_or_else(|e| {
+        eprintln!("bench encoder: {e}");
+        std::process::exit(1);
+    });
+    // The CLI's default; f16/bf16 on the CPU are allowed here, to be measured.
+    let precision = args.precision.unwrap_or(if device.is_cpu() {
+        Precision::F32
+    } else {
+        Precision::F16
+    });
     let t = Instant::now();
-    let model = ModelDir::open(&args.model).unwrap_or_else(|e| panic!("{e}"));
-    let enc = ImageEncoder::load(&model, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+    let model = ModelDir::open(&args.model)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_dtype(precision.dtype());
+    let enc = ImageEncoder::load(&model, &device).unwrap_or_else(|e| panic!("{e}"));
+    device.synchronize().unwrap_or_else(|e| panic!("{e}"));
     let load_s = t.elapsed().as_secs_f64();
     println!(
-        "imgvec load_seconds={load_s:.3} model={} threads={} simd={} gemm_avx512={}",
+        "imgvec load_seconds={load_s:.3} model={} device={} precision={} threads={} simd={} gemm_avx512={}",
         args.model.display(),
+        device_name.replace(' ', "_"),
+        precision.name(),
         candle_core::utils::get_num_threads(),
         imgvec::clip::dense::Simd::get().name(),
         cfg!(feature = "avx512-gemm")
@@ -90,6 +131,16 @@ fn main() {
         pixels.len(),
         1e3 * t.elapsed().as_secs_f64() / pixels.len().max(1) as f64
     );
+    if pixels.is_empty() {
+        eprintln!(
+            "bench encoder: no decodable images in {}",
+            args.images.display()
+        );
+        std::process::exit(1);
+    }
+    if args.embeddings_out.is_some() || args.reference.is_some() {
+        compare(&enc, &pixels, &args, precision, &device_name);
+    }
 
     for &bs in &args.batch_sizes {
         let batch = |i: usize| -> Vec<&[f32]> {
@@ -112,9 +163,64 @@ fn main() {
         }
         let s = t.elapsed().as_secs_f64();
         println!(
-            "imgvec batch={bs} img_per_s={:.3} ms_per_img={:.1} images={n}",
+            "imgvec batch={bs} img_per_s={:.3} ms_per_img={:.1} images={n} device={} precision={}",
             n as f64 / s,
-            1e3 * s / n as f64
+            1e3 * s / n as f64,
+            device_name.replace(' ', "_"),
+            precision.name()
+        );
+    }
+}
+
+/// Embeds every image once (in batches of 8) and writes the embeddings and/or compares them with a
+/// reference file of the same images.
+fn compare(
+    enc: &ImageEncoder,
+    pixels: &[Vec<f32>],
+    args: &Args,
+    precision: Precision,
+    device_name: &str,
+) {
+    let mut vectors = Vec::with_capacity(pixels.len());
+    for chunk in pixels.chunks(8) {
+        let batch: Vec<&[f32]> = chunk.iter().map(|p| p.as_slice()).collect();
+        vectors.extend(enc.embed_pixels(&batch).unwrap_or_else(|e| panic!("{e}")));
+    }
+    if let Some(path) = &args.embeddings_out {
+        let text: String = vectors
+            .iter()
+            .map(|v| serde_json::to_string(v).expect("a vector of finite floats") + "\n")
+            .collect();
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    if let Some(path) = &args.reference {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let reference: Vec<Vec<f32>> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .collect();
+        if reference.len() != vectors.len() {
+            panic!(
+                "{}: {} embeddings, this run has {}",
+                path.display(),
+                reference.len(),
+                vectors.len()
+            );
+        }
+        let cos: Vec<f64> = vectors
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| cosine(a, b))
+            .collect();
+        let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
+        let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+        println!(
+            "imgvec cosine_to_reference device={} precision={} images={} min={min:.6} mean={mean:.6} reference={}",
+            device_name.replace(' ', "_"),
+            precision.name(),
+            cos.len(),
+            path.display()
         );
     }
 }

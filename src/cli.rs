@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, Precision};
 use crate::model_source::DEFAULT_REPO;
 
 /// `--version`: the package version, the git revision it was built from and the enabled features,
@@ -97,6 +97,10 @@ pub struct ModelArgs {
     /// Device for the model: auto picks a GPU when the build has one and it is present.
     #[arg(long, env = "IMGVEC_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// The model's weights and activations in this precision (embeddings always come out as f32).
+    /// f16 and bf16 need a GPU [default: f32 on the CPU, f16 on a GPU].
+    #[arg(long, env = "IMGVEC_PRECISION", value_enum)]
+    pub precision: Option<Precision>,
     /// Apply no EXIF orientation (by default photos are turned upright as a viewer shows them;
     /// Hugging Face's processor ignores the tag).
     #[arg(long)]
@@ -189,9 +193,9 @@ pub struct EmbedArgs {
     /// One JSON object per line: {"path": ..., "embedding": [...]} (or {"text": ...}).
     #[arg(long)]
     pub json: bool,
-    /// Images per model call.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub batch_size: u32,
+    /// Images per model call [default: 8 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: Option<u32>,
     /// Index what decodes of a truncated file (the rest of the picture grey or black) and name
     /// it in the summary as a warning, instead of failing it as the reference pipeline (Pillow)
     /// does.
@@ -243,9 +247,9 @@ pub struct IngestArgs {
     /// Label each image with the name of the folder it is in (./train/cats/x.jpg → cats).
     #[arg(long)]
     pub label_from_dir: bool,
-    /// Images per model call.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub batch_size: u32,
+    /// Images per model call [default: 8 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: Option<u32>,
     /// Re-embed and overwrite images the index already has.
     #[arg(long)]
     pub force: bool,
@@ -323,9 +327,9 @@ pub struct ClassifyOptions {
     /// Zero-shot prompt, one per label in the index; {label} is replaced by the label.
     #[arg(long, default_value = crate::eval::zero_shot::DEFAULT_TEMPLATE, value_name = "TEXT")]
     pub template: String,
-    /// Images per model call.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub batch_size: u32,
+    /// Images per model call [default: 8 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: Option<u32>,
     /// No progress bar or messages, only results and errors.
     #[arg(long, short)]
     pub quiet: bool,

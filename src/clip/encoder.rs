@@ -3,6 +3,9 @@
 //! Same arithmetic as Hugging Face's `CLIPEncoderLayer`, arranged for speed on CPU: q, k and v are one
 //! fused matmul (weights concatenated once at load, the attention scale folded into q), attention is
 //! the heads' attention and the activation are fused CPU kernels (`kernels.rs`), LayerNorm is candle's.
+//! On a GPU, or in f16/bf16 (`--precision`), every op is candle's own and stays on the device
+//! (matmul, LayerNorm, softmax, sigmoid/GELU, copies): the fused kernels and the packed GEMM step
+//! aside, and nothing is copied back to the host inside the forward pass.
 //! Not for: embeddings, pooling or projections (see `vision.rs`, `text.rs`).
 
 use candle_core::{Result as CResult, Tensor, D};

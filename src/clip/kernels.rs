@@ -270,7 +270,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Ten
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
-        scores = scores.broadcast_add(&Tensor::from_vec(mask, (n, n), q.device())?)?;
+        let mask = Tensor::from_vec(mask, (n, n), q.device())?.to_dtype(scores.dtype())?;
+        scores = scores.broadcast_add(&mask)?;
     }
     candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
 }

@@ -3,7 +3,8 @@
 //! [`ModelDir`] finds the files of a Hugging Face CLIP checkpoint; [`ImageEncoder`] and [`TextEncoder`]
 //! each load only their own tower. Everything is pure computation over tensors: no file walking, no
 //! network (the submodules say what each part does). Vectors come out L2-normalized, with the
-//! checkpoint's `projection_dim` entries.
+//! checkpoint's `projection_dim` entries, as f32 whatever dtype the model computes in
+//! ([`ModelDir::with_dtype`]).
 
 pub mod config;
 pub mod dense;
@@ -82,6 +83,8 @@ pub struct ModelDir {
     config: ClipConfig,
     /// Set by whoever found the directory (a hub snapshot's folder is named by its revision).
     name: Option<String>,
+    /// The dtype the towers are loaded and run in (f32 unless [`Self::with_dtype`] says otherwise).
+    dtype: DType,
 }
 
 impl ModelDir {
@@ -105,7 +108,21 @@ impl ModelDir {
             dir: dir.to_path_buf(),
             config,
             name: None,
+            dtype: DType::F32,
         })
+    }
+
+    /// The same directory, its towers loaded in `dtype` (weights and activations; `--precision`).
+    /// f32 on the CPU runs imgvec's own kernels; any other dtype runs candle's ops, which is what
+    /// a GPU wants.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The dtype the towers compute in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The same directory under another short name (see [`Self::name`]).
@@ -161,7 +178,7 @@ impl ModelDir {
     /// CLIP's learned temperature: the scalar tensor `logit_scale` of `model.safetensors`. The
     /// zero-shot logits are `exp(logit_scale) · cos(image, text)`. Reads that one tensor only.
     pub fn logit_scale(&self) -> Result<f32, ClipError> {
-        let weights = self.weights(&Device::Cpu)?;
+        let weights = self.weights(&Device::Cpu, DType::F32)?;
         let value = weights.get("logit_scale", &[])?.to_scalar::<f32>()?;
         if !value.is_finite() {
             return Err(ClipError::Weights {
@@ -172,7 +189,7 @@ impl ModelDir {
         Ok(value)
     }
 
-    fn weights(&self, device: &Device) -> Result<Weights, ClipError> {
+    fn weights(&self, device: &Device, dtype: DType) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
             return Err(ClipError::Weights {
@@ -180,7 +197,7 @@ impl ModelDir {
                 reason: format!("missing. {GET_MODEL_HINT}"),
             });
         }
-        Weights::open(&path, device, DType::F32)
+        Weights::open(&path, device, dtype)
     }
 }
 
@@ -189,22 +206,29 @@ pub struct ImageEncoder {
     tower: VisionTower,
     preprocess: PreprocessConfig,
     device: Device,
+    dtype: DType,
     dims: usize,
 }
 
 impl ImageEncoder {
-    /// Loads `vision_model.*` and `visual_projection` only.
+    /// Loads `vision_model.*` and `visual_projection` only, in the model's dtype.
     pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
         let cfg = model.config();
-        let weights = model.weights(device)?;
+        let weights = model.weights(device, model.dtype())?;
         let tower = VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?;
         let preprocess = model.preprocess_config()?;
         Ok(Self {
             tower,
             preprocess,
             device: device.clone(),
+            dtype: model.dtype(),
             dims: cfg.projection_dim,
         })
+    }
+
+    /// The dtype the tower computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn dims(&self) -> usize {
@@ -237,7 +261,10 @@ impl ImageEncoder {
             }
             flat.extend_from_slice(img);
         }
-        let pixels = Tensor::from_vec(flat, (images.len(), ch, s, s), &self.device)?;
+        // Uploaded as f32 and converted on the device (one kernel; no host-side pass).
+        let pixels =
+            Tensor::from_vec(flat, (images.len(), ch, s, s), &self.device)?.to_dtype(self.dtype)?;
+        // The tower's output is f32 already (converted before the normalisation): the one copy back.
         Ok(self.tower.forward(&pixels)?.to_vec2::<f32>()?)
     }
 }
@@ -265,7 +292,7 @@ impl TextEncoder {
             &model.path().join("tokenizer.json"),
             cfg.text_config.max_position_embeddings,
         )?;
-        let weights = model.weights(device)?;
+        let weights = model.weights(device, model.dtype())?;
         let tower = TextTower::load(&weights, &cfg.text_config, cfg.projection_dim)?;
         Ok(Self { tower, tokenizer })
     }

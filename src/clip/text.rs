@@ -6,7 +6,7 @@
 //! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
 //! Not for: tokenizing (`tokenizer.rs`).
 
-use candle_core::{Device, IndexOp, Result as CResult, Tensor};
+use candle_core::{DType, Device, IndexOp, Result as CResult, Tensor};
 
 use super::config::TextConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
@@ -63,7 +63,8 @@ impl TextTower {
         }
     }
 
-    /// One sequence of token ids (at most `max_len`) → `[projection_dim]`, unit norm.
+    /// One sequence of token ids (at most `max_len`) → `[projection_dim]`, unit norm, f32 whatever
+    /// the weights' dtype (converted before the normalisation).
     pub fn forward(&self, ids: &[u32]) -> CResult<Tensor> {
         let n = ids.len();
         if n == 0 || n > self.max_len() {
@@ -76,6 +77,6 @@ impl TextTower {
         let x = self.encoder.forward(&x, true)?;
         let pooled = x.i((0, self.pooled_index(ids)))?.reshape((1, d))?;
         let pooled = self.final_layer_norm.forward(&pooled)?;
-        l2_normalize_rows(&self.projection.forward(&pooled)?)?.squeeze(0)
+        l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)?.squeeze(0)
     }
 }

@@ -5,7 +5,7 @@
 //! in). The patch embedding, a convolution whose stride equals its kernel, is computed as one matmul
 //! over the unfolded patches. Not for: decoding or preprocessing images (`preprocess.rs`).
 
-use candle_core::{Result as CResult, Tensor};
+use candle_core::{DType, Result as CResult, Tensor};
 
 use super::config::VisionConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
@@ -62,7 +62,8 @@ impl VisionTower {
         &self.cfg
     }
 
-    /// `pixels`: `[batch, channels, image_size, image_size]` → `[batch, projection_dim]`, unit rows.
+    /// `pixels`: `[batch, channels, image_size, image_size]`, in the weights' dtype →
+    /// `[batch, projection_dim]`, unit rows, always f32 (converted before the normalisation).
     pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
         let (b, c, hgt, wid) = pixels.dims4()?;
         let p = self.cfg.patch_size;
@@ -96,6 +97,6 @@ impl VisionTower {
         let pooled = self
             .post_layernorm
             .forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
-        l2_normalize_rows(&self.projection.forward(&pooled)?)
+        l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)
     }
 }

@@ -92,7 +92,7 @@ pub fn num_candidates(given: Option<u32>, k: usize) -> Result<usize> {
 
 pub fn embed_options(opts: &ClassifyOptions, model: &ModelArgs, quiet: bool) -> EmbedOptions {
     EmbedOptions {
-        batch_size: opts.batch_size as usize,
+        batch_size: opts.batch_size,
         apply_exif: !model.ignore_exif_orientation,
         quiet,
     }

@@ -46,7 +46,7 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
         })
         .collect();
     let total = jobs.len();
-    let batch_size = args.batch_size as usize;
+    let batch_size = crate::device::batch_size(args.batch_size, &device);
     let rx = spawn_prepare(
         spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),
         encoder.preprocess_config().clone(),

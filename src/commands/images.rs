@@ -88,7 +88,8 @@ pub fn find(paths: &[PathBuf], labels: TrueLabels<'_>) -> Found {
 /// How to embed.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
-    pub batch_size: usize,
+    /// `--batch-size`; `None`: the device's default.
+    pub batch_size: Option<u32>,
     pub apply_exif: bool,
     pub quiet: bool,
 }
@@ -105,7 +106,7 @@ pub fn embed(
         return Ok(out);
     }
     let encoder = ImageEncoder::load(model, device)?;
-    let batch_size = opts.batch_size.max(1);
+    let batch_size = crate::device::batch_size(opts.batch_size, device);
     let mut progress = Progress::new(jobs.len() as u64, opts.quiet, "embedded");
     let rx = spawn_prepare(
         spawn_read(jobs, 2, batch_size, Arc::new(AtomicBool::new(false))),

@@ -59,18 +59,29 @@ pub fn find_model(args: &ModelLocation) -> Result<ModelDir> {
     Ok(ModelDir::open(&found.dir)?.with_name(found.name))
 }
 
-/// The model directory (config read and checked) and the device, announced on stderr unless quiet.
+/// The model directory (config read and checked, its dtype set by `--precision`) and the device,
+/// announced on stderr unless quiet.
 pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
     let model = find_model(&args.location)?;
-    let (device, name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
+    let (device, name, precision) = open_device(args)?;
     if !quiet {
         eprintln!(
-            "imgvec: model {} ({}-d), device {name}",
+            "imgvec: model {} ({}-d), device {name}, {}",
             model.path().display(),
-            model.dims()
+            model.dims(),
+            precision.name()
         );
     }
-    Ok((model, device))
+    Ok((model.with_dtype(precision.dtype()), device))
+}
+
+/// The device `--device` asks for, its name, and the precision to run in there (`--precision`, or
+/// the device's default); f16/bf16 on the CPU is an error naming the flag.
+pub fn open_device(args: &ModelArgs) -> Result<(Device, String, crate::device::Precision)> {
+    let (device, name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
+    let precision =
+        crate::device::precision(args.precision, &device).map_err(anyhow::Error::msg)?;
+    Ok((device, name, precision))
 }
 
 /// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.

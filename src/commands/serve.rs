@@ -85,10 +85,10 @@ see every indexed image (there is no login)",
 /// The checkpoint and its vision tower; without them the server still starts, says why on stderr and
 /// on the page, and answers everything but queries that need the model.
 fn load_model(args: &ModelArgs) -> Result<Model> {
-    let (device, device_name) = crate::device::open(args.device).map_err(anyhow::Error::msg)?;
+    let (device, device_name, precision) = super::open_device(args)?;
     let apply_exif = !args.ignore_exif_orientation;
     let dir = match find_model(&args.location) {
-        Ok(dir) => dir,
+        Ok(dir) => dir.with_dtype(precision.dtype()),
         Err(e) => {
             let why = format!("{e:#}");
             eprintln!("imgvec: warning: no model, so no search by text or image: {why}");
@@ -104,9 +104,10 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
     });
     if image.is_ok() {
         eprintln!(
-            "imgvec: model {} ({}-d) on {device_name}, vision tower loaded in {:.1} s",
+            "imgvec: model {} ({}-d) on {device_name}, {}, vision tower loaded in {:.1} s",
             dir.path().display(),
             dir.dims(),
+            precision.name(),
             started.elapsed().as_secs_f64()
         );
     }

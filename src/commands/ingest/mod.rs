@@ -204,7 +204,7 @@ struct Work<'a> {
 impl Work<'_> {
     /// Reads, skips what is known, prepares, embeds and indexes `jobs`; returns their account.
     fn embed_and_index(&self, jobs: Vec<Job>) -> Result<Summary> {
-        let batch_size = self.args.batch_size as usize;
+        let batch_size = crate::device::batch_size(self.args.batch_size, self.device);
         let mut progress = Progress::new(jobs.len() as u64, self.args.quiet, "done");
         let prepared = spawn_prepare(
             self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.stop))),

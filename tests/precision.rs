@@ -1,0 +1,152 @@
+//! `--precision`: f16/bf16 refused on the CPU with an error naming the flag, and the library's
+//! f16/bf16 path (what a GPU runs: candle's ops in that dtype, output converted to f32 before the
+//! normalisation) checked on the CPU, where candle has those ops too, against the f32 model.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::*;
+use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
+
+#[test]
+fn f16_and_bf16_on_the_cpu_are_refused_naming_the_flag() {
+    let image = fixtures().join("images/chelsea.png");
+    let image = image.to_str().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().to_str().unwrap();
+    let mut runs: Vec<(&[&str], &[(&str, &str)], &str)> = vec![
+        (&["embed", image, "--precision", "f16"], &[], "f16"),
+        (
+            &["embed", image, "--precision", "bf16", "--device", "cpu"],
+            &[],
+            "bf16",
+        ),
+        (
+            &[
+                "search",
+                "--text",
+                "a cat",
+                "--store",
+                store,
+                "--precision",
+                "f16",
+            ],
+            &[],
+            "f16",
+        ),
+        (
+            &[
+                "ingest",
+                image,
+                "--label",
+                "cat",
+                "--store",
+                store,
+                "--precision",
+                "f16",
+            ],
+            &[],
+            "f16",
+        ),
+        // From the environment.
+        (&["embed", image], &[("IMGVEC_PRECISION", "bf16")], "bf16"),
+    ];
+    if !cfg!(feature = "cuda") && !cfg!(feature = "metal") {
+        // `auto` in a CPU-only build is the CPU.
+        runs.push((
+            &["embed", image, "--device", "auto", "--precision", "f16"],
+            &[],
+            "f16",
+        ));
+    }
+    for (args, env, name) in runs {
+        let out = imgvec_env(args, env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("--precision {name} needs a GPU")) && err.contains("f32"),
+            "{args:?}: {err}"
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn f32_on_the_cpu_is_accepted_and_announced() {
+    let image = fixtures().join("images/chelsea.png");
+    let out = imgvec(&["embed", image.to_str().unwrap(), "--precision", "f32"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(", f32"), "{}", stderr(&out));
+    // The default on the CPU is f32 too.
+    let out = imgvec(&["embed", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(", f32"), "{}", stderr(&out));
+}
+
+fn model(dtype: DType) -> ModelDir {
+    ModelDir::open(&tiny_model_dir()).unwrap().with_dtype(dtype)
+}
+
+/// The tiny checkpoint in f16 and bf16 against f32 (the same weights, rounded): every reference
+/// image's embedding within cosine 0.99, f32 out, unit norm. The bounds are loose on purpose (bf16
+/// keeps 8 bits of mantissa); the GPU benchmark prints the figure for ViT-L/14.
+#[test]
+fn half_precision_vision_tower_matches_f32() {
+    let exp = expected();
+    let names: Vec<String> = exp["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["file"].as_str().unwrap().to_string())
+        .collect();
+    let pixels: Vec<Vec<f32>> = names.iter().map(|n| reference_pixels(n)).collect();
+    let batch: Vec<&[f32]> = pixels.iter().map(|p| p.as_slice()).collect();
+    let f32_enc = ImageEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
+    assert_eq!(f32_enc.dtype(), DType::F32);
+    let want = f32_enc.embed_pixels(&batch).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let enc = ImageEncoder::load(&model(dtype), &Device::Cpu).unwrap();
+        assert_eq!(enc.dtype(), dtype);
+        let got = enc.embed_pixels(&batch).unwrap();
+        assert_eq!(got.len(), names.len());
+        let mut worst = 1.0f64;
+        for ((name, g), w) in names.iter().zip(&got).zip(&want) {
+            assert_eq!(g.len(), 32);
+            assert!(
+                (norm(g) - 1.0).abs() < 1e-5,
+                "{dtype:?} {name}: norm {}",
+                norm(g)
+            );
+            let c = cosine(g, w);
+            assert!(c >= 0.99, "{dtype:?} {name}: cosine to f32 {c}");
+            worst = worst.min(c);
+        }
+        eprintln!("{dtype:?} vs f32, tiny checkpoint, 13 images: min cosine {worst:.6}");
+        // Batched equals one by one in this dtype too.
+        let single = &enc.embed_pixels(&[batch[1]]).unwrap()[0];
+        assert!(cosine(single, &got[1]) > 0.999, "{dtype:?}");
+    }
+}
+
+#[test]
+fn half_precision_text_tower_matches_f32() {
+    let exp = expected();
+    let texts: Vec<String> = exp["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap().to_string())
+        .collect();
+    let f32_enc = TextEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        // The causal mask is built in the scores' dtype (it was f32 only before).
+        let enc = TextEncoder::load(&model(dtype), &Device::Cpu).unwrap();
+        for t in &texts {
+            let got = enc.embed(t).unwrap().vector;
+            let want = f32_enc.embed(t).unwrap().vector;
+            assert!((norm(&got) - 1.0).abs() < 1e-5, "{dtype:?} {t:?}");
+            let c = cosine(&got, &want);
+            assert!(c >= 0.99, "{dtype:?} {t:?}: cosine to f32 {c}");
+        }
+    }
+}
