@@ -68,7 +68,7 @@ for name in cudart cublas cublasLt curand nvrtc; do
     ln -sfn "$versioned" "$lib/lib$name.so"
 done
 cargo fetch --locked >/dev/null
-cudarc="$(cargo metadata --locked --format-version 1 2>/dev/null | "$VENV/bin/python" -c '
+cudarc="$(cargo metadata --locked --features cuda --format-version 1 2>/dev/null | "$VENV/bin/python" -c '
 import json, os, sys
 pkgs = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"]
 print(os.path.dirname(pkgs[0]["manifest_path"]) if pkgs else "")')"

@@ -93,7 +93,7 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
             }
             Device::new_cuda(0)
                 .map(|d| (d, "cuda:0".to_string()))
-                .map_err(|e| format!("cannot open CUDA device 0: {e}"))
+                .map_err(|e| format!("cannot open CUDA device 0: {}", first_line(&e)))
         }
         DeviceChoice::Metal => {
             if !cfg!(feature = "metal") {
@@ -101,7 +101,7 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
             }
             Device::new_metal(0)
                 .map(|d| (d, "metal:0".to_string()))
-                .map_err(|e| format!("cannot open Metal device 0: {e}"))
+                .map_err(|e| format!("cannot open Metal device 0: {}", first_line(&e)))
         }
         DeviceChoice::Auto => {
             if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
@@ -117,6 +117,11 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
             Ok((Device::Cpu, format!("{} (auto)", cpu_name())))
         }
     }
+}
+
+/// candle's errors can carry a backtrace after the message: the message alone, for the user.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim().to_string()
 }
 
 fn cpu_name() -> String {

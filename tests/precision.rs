@@ -76,11 +76,11 @@ fn f32_on_the_cpu_is_accepted_and_announced() {
     let image = fixtures().join("images/chelsea.png");
     let out = imgvec(&["embed", image.to_str().unwrap(), "--precision", "f32"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(", f32"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("precision f32"), "{}", stderr(&out));
     // The default on the CPU is f32 too.
     let out = imgvec(&["embed", image.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(", f32"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("precision f32"), "{}", stderr(&out));
 }
 
 fn model(dtype: DType) -> ModelDir {

@@ -66,7 +66,7 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
     let (device, name, precision) = open_device(args)?;
     if !quiet {
         eprintln!(
-            "imgvec: model {} ({}-d), device {name}, {}",
+            "imgvec: model {} ({}-d), device {name}, precision {}",
             model.path().display(),
             model.dims(),
             precision.name()

@@ -104,7 +104,7 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
     });
     if image.is_ok() {
         eprintln!(
-            "imgvec: model {} ({}-d) on {device_name}, {}, vision tower loaded in {:.1} s",
+            "imgvec: model {} ({}-d) on {device_name}, precision {}, vision tower loaded in {:.1} s",
             dir.path().display(),
             dir.dims(),
             precision.name(),
