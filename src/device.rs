@@ -121,7 +121,12 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
 
 /// candle's errors can carry a backtrace after the message: the message alone, for the user.
 fn first_line(e: &candle_core::Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().trim().to_string()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn cpu_name() -> String {

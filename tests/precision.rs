@@ -14,15 +14,16 @@ fn f16_and_bf16_on_the_cpu_are_refused_naming_the_flag() {
     let image = image.to_str().unwrap();
     let store = tempfile::tempdir().unwrap();
     let store = store.path().to_str().unwrap();
-    let mut runs: Vec<(&[&str], &[(&str, &str)], &str)> = vec![
-        (&["embed", image, "--precision", "f16"], &[], "f16"),
+    type Run<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let mut runs: Vec<Run> = vec![
+        (vec!["embed", image, "--precision", "f16"], vec![], "f16"),
         (
-            &["embed", image, "--precision", "bf16", "--device", "cpu"],
-            &[],
+            vec!["embed", image, "--precision", "bf16", "--device", "cpu"],
+            vec![],
             "bf16",
         ),
         (
-            &[
+            vec![
                 "search",
                 "--text",
                 "a cat",
@@ -31,11 +32,11 @@ fn f16_and_bf16_on_the_cpu_are_refused_naming_the_flag() {
                 "--precision",
                 "f16",
             ],
-            &[],
+            vec![],
             "f16",
         ),
         (
-            &[
+            vec![
                 "ingest",
                 image,
                 "--label",
@@ -45,22 +46,26 @@ fn f16_and_bf16_on_the_cpu_are_refused_naming_the_flag() {
                 "--precision",
                 "f16",
             ],
-            &[],
+            vec![],
             "f16",
         ),
         // From the environment.
-        (&["embed", image], &[("IMGVEC_PRECISION", "bf16")], "bf16"),
+        (
+            vec!["embed", image],
+            vec![("IMGVEC_PRECISION", "bf16")],
+            "bf16",
+        ),
     ];
     if !cfg!(feature = "cuda") && !cfg!(feature = "metal") {
         // `auto` in a CPU-only build is the CPU.
         runs.push((
-            &["embed", image, "--device", "auto", "--precision", "f16"],
-            &[],
+            vec!["embed", image, "--device", "auto", "--precision", "f16"],
+            vec![],
             "f16",
         ));
     }
     for (args, env, name) in runs {
-        let out = imgvec_env(args, env);
+        let out = imgvec_env(&args, &env);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
