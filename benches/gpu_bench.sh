@@ -49,13 +49,20 @@ if [ ! -f "$CKPT/model.safetensors" ]; then
     "$PY" "$ref/make_weights.py" --config vit-l-14 --seed 1 --out "$CKPT"
 fi
 
-bash benches/cuda-build.sh --bin imgvec
+bash benches/cuda-build.sh --bin imgvec --bench encoder
 # shellcheck disable=SC1091
 source target/cuda-env.sh
-cargo bench --locked --features cuda --no-run --bench encoder
 bin=target/release/imgvec
+# The encoder bench as built just now (release profile, so nothing is built twice): its path.
+enc="$(cargo build --release --locked --features cuda --bench encoder --message-format=json 2>/dev/null \
+    | "$PY" -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "encoder" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$enc" ] || die "the encoder bench was not built"
 mkdir -p "$out"
-encoder() { cargo bench --locked --features cuda --bench encoder -- --model "$CKPT" --images "$IMAGES" "$@"; }
+encoder() { "$enc" --model "$CKPT" --images "$IMAGES" "$@"; }
 
 echo "== 1. model only, batch $BATCH"
 encoder --device cpu --precision f32 --batch-sizes "" --embeddings-out "$out/reference-f32-cpu.jsonl" >/dev/null
