@@ -4,7 +4,7 @@
 # embedded store (wall time and peak RSS). For "did this change alter behaviour or speed?".
 #
 #   bash benches/compare.sh REV [CKPT]
-#   env: ROUNDS=2 (alternations), MIN_SECONDS=10 (per encoder batch size), N_PHOTOS=16, THREADS=2,
+#   env: ROUNDS=2 (alternations), MIN_SECONDS=10 (per encoder batch size), N_PHOTOS=40, THREADS=2,
 #        BUILD_ONLY=1 (build both, measure nothing)
 #
 # REV is built in target/compare/<rev> (a git worktree with its own target dir; the first build takes
@@ -17,7 +17,7 @@ rev="${1:?usage: bash benches/compare.sh REV [CKPT]}"
 ckpt="$(realpath -m "${2:-target/ckpt/vit-l-14-seed1}")"
 ROUNDS="${ROUNDS:-2}"
 MIN_SECONDS="${MIN_SECONDS:-10}"
-N_PHOTOS="${N_PHOTOS:-16}"
+N_PHOTOS="${N_PHOTOS:-40}"
 THREADS="${THREADS:-2}"
 export RAYON_NUM_THREADS="$THREADS" IMGVEC_DEVICE=cpu
 ref="$(realpath "${IMGVEC_CLIP_REFERENCE:-../shared/clip-reference}")"
