@@ -32,11 +32,19 @@ esac
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 echo "cpu simd flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512vl|avx512_bf16|amx_tile)$' | xargs)"
 echo "mode: $mode  threads: $THREADS"
-cargo bench --locked "${features[@]}" --no-run --bench encoder 2>/dev/null
+# Built once; the runs call the executable directly (no cargo, no lock waits, while measuring).
+encoder="$(cargo bench --locked "${features[@]}" --no-run --bench encoder --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "encoder" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$encoder" ] || { echo "encoder_vs_pytorch.sh: the encoder bench did not build" >&2; exit 1; }
 out="target/bench/encoder-$mode"; mkdir -p "$out"; : > "$out/imgvec.txt"; : > "$out/pytorch.txt"
 for round in $(seq "$ROUNDS"); do
     for bs in 1 8; do
-        cargo bench --locked "${features[@]}" --bench encoder -- --model "$CKPT" --images "$IMAGES" \
+        "$encoder" --model "$CKPT" --images "$IMAGES" \
             --batch-sizes "$bs" --min-seconds "$MIN_SECONDS" 2>/dev/null | grep 'batch=\|simd=' | tee -a "$out/imgvec.txt"
         "$PY" benches/pytorch_encoder.py --model "$CKPT" --images "$IMAGES" --batch-sizes "$bs" \
             --threads "$THREADS" --min-seconds "$MIN_SECONDS" --preprocess-seconds 0 2>/dev/null \

@@ -104,7 +104,7 @@ dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
 dispatch!(softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
 
 /// The contiguous f32 data of a CPU storage, or `None` (then the caller falls back to candle).
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => v.get(start..end),
         _ => None,

@@ -437,12 +437,8 @@ impl Op<'_> {
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => v
-            .get(a..b)
-            .ok_or_else(|| candle_core::Error::Msg("dense: layout outside its storage".into())),
-        _ => candle_core::bail!("dense: contiguous f32 expected"),
-    }
+    super::kernels::contiguous_f32(s, l)
+        .ok_or_else(|| candle_core::Error::Msg("dense: contiguous f32 expected".into()))
 }
 
 impl CustomOp1 for Op<'_> {
