@@ -97,13 +97,7 @@ fn model(dtype: DType) -> ModelDir {
 /// keeps 8 bits of mantissa); the GPU benchmark prints the figure for ViT-L/14.
 #[test]
 fn half_precision_vision_tower_matches_f32() {
-    let exp = expected();
-    let names: Vec<String> = exp["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["file"].as_str().unwrap().to_string())
-        .collect();
+    let names = expected_strings("images", "file");
     let pixels: Vec<Vec<f32>> = names.iter().map(|n| reference_pixels(n)).collect();
     let batch: Vec<&[f32]> = pixels.iter().map(|p| p.as_slice()).collect();
     let f32_enc = ImageEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
@@ -135,13 +129,7 @@ fn half_precision_vision_tower_matches_f32() {
 
 #[test]
 fn half_precision_text_tower_matches_f32() {
-    let exp = expected();
-    let texts: Vec<String> = exp["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["text"].as_str().unwrap().to_string())
-        .collect();
+    let texts = expected_strings("texts", "text");
     let f32_enc = TextEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
     for dtype in [DType::F16, DType::BF16] {
         // The causal mask is built in the scores' dtype (it was f32 only before).

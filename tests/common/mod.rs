@@ -46,6 +46,16 @@ pub fn expected() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `field` of every entry of the reference list `list` (e.g. `images`/`file`, `texts`/`text`).
+pub fn expected_strings(list: &str, field: &str) -> Vec<String> {
+    expected()[list]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e[field].as_str().expect("a string").to_string())
+        .collect()
+}
+
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()
         .expect("array")
