@@ -25,12 +25,9 @@ impl Precision {
         }
     }
 
+    /// "f32", "f16" or "bf16", as the flag spells it.
     pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
-        }
+        self.dtype().as_str()
     }
 }
 

@@ -343,14 +343,11 @@ async fn forward(
     reply
 }
 
-/// `imgvec ARGS --index INDEX` at `url`, with these environment variables (and no others of
-/// imgvec's store settings or credentials).
+/// `imgvec ARGS --index INDEX` at `url`, with these environment variables (and none of the
+/// caller's imgvec or Elasticsearch settings: `TestIndex::command` leaves them out).
 fn run_at(idx: &TestIndex, url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = idx.command(args);
-    cmd.env("IMGVEC_ES_URL", url)
-        .env_remove("IMGVEC_CA_CERT")
-        .env_remove("ELASTIC_USERNAME")
-        .env_remove("ELASTIC_CLOUD_ID");
+    cmd.env("IMGVEC_ES_URL", url);
     for (k, v) in env {
         cmd.env(k, v);
     }

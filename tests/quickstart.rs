@@ -113,14 +113,10 @@ impl User {
         );
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(line).current_dir(&self.work);
+        clean_env(&mut cmd);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
-            if k.starts_with("IMGVEC_")
-                || k.starts_with("HF_")
-                || k.starts_with("HUGGINGFACE_")
-                || k.starts_with("ELASTIC_")
-                || k.starts_with("XDG_")
-            {
+            if k.starts_with("XDG_") {
                 cmd.env_remove(&*k);
             }
         }

@@ -89,17 +89,33 @@ pub fn imgvec(args: &[&str]) -> Output {
     imgvec_env(args, &[])
 }
 
-pub fn imgvec_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// Removes the caller's imgvec, Elasticsearch and Hugging Face settings (`IMGVEC_*`, `ELASTIC_*`,
+/// `HF_*`, `HUGGINGFACE_*`) from `cmd`'s environment: the child sees only what the test sets.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if ["IMGVEC_", "ELASTIC_", "HF_", "HUGGINGFACE_"]
+            .iter()
+            .any(|prefix| k.starts_with(prefix))
+        {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd
+}
+
+/// The built `imgvec` with `args`, a clean environment, the tiny model and the CPU.
+pub fn imgvec_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgvec"));
-    cmd.args(args)
+    clean_env(&mut cmd)
+        .args(args)
         .env("IMGVEC_MODEL_DIR", tiny_model_dir())
-        .env("IMGVEC_DEVICE", "cpu")
-        .env_remove("IMGVEC_ES_URL")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("HF_ENDPOINT")
-        .env_remove("ELASTIC_PASSWORD")
-        .env_remove("ELASTIC_API_KEY");
+        .env("IMGVEC_DEVICE", "cpu");
+    cmd
+}
+
+pub fn imgvec_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = imgvec_command(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -190,15 +206,8 @@ impl TestIndex {
 
     /// A `Command` for `imgvec ARGS --index NAME` on this backend with the tiny model.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgvec"));
-        cmd.args(args)
-            .args(["--index", &self.name])
-            .env("IMGVEC_MODEL_DIR", tiny_model_dir())
-            .env("IMGVEC_DEVICE", "cpu")
-            .env_remove("IMGVEC_ES_URL")
-            .env_remove("IMGVEC_STORE")
-            .env_remove("ELASTIC_PASSWORD")
-            .env_remove("ELASTIC_API_KEY");
+        let mut cmd = imgvec_command(args);
+        cmd.args(["--index", &self.name]);
         for (k, v) in self.env() {
             cmd.env(k, v);
         }

@@ -90,9 +90,7 @@ impl ElasticConfig {
             bulk_concurrency: DEFAULT_BULK_CONCURRENCY,
         }
     }
-}
 
-impl ElasticConfig {
     /// The URL without user info, for messages.
     pub fn url_for_messages(&self) -> String {
         redact_url(&self.url)
@@ -325,7 +323,7 @@ fn base_url(raw: &str) -> Result<Url, StoreError> {
 
 /// The URL without user info, and the Basic credentials the user info held (percent-decoded).
 fn split_user_info(mut url: Url) -> Result<(Url, Option<Credentials>), StoreError> {
-    if url.username().is_empty() && url.password().is_none() {
+    if !has_user_info(&url) {
         return Ok((url, None));
     }
     let decode = |s: &str| {
@@ -351,26 +349,10 @@ fn split_user_info(mut url: Url) -> Result<(Url, Option<Credentials>), StoreErro
 
 /// `%XX` decoding of URL user info; `None` when the bytes are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// Whether requests to `cfg` would carry credentials over plain http (readable by anyone on the
@@ -379,8 +361,12 @@ pub fn sends_credentials_in_clear(cfg: &ElasticConfig) -> bool {
     let Ok(url) = Url::parse(cfg.url.trim()) else {
         return false;
     };
-    let has_user_info = !url.username().is_empty() || url.password().is_some();
-    url.scheme() == "http" && (has_user_info || cfg.password.is_some() || cfg.api_key.is_some())
+    url.scheme() == "http"
+        && (has_user_info(&url) || cfg.password.is_some() || cfg.api_key.is_some())
+}
+
+fn has_user_info(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
 }
 
 /// The `https://` URL an Elastic Cloud ID (`name:base64(host$es_uuid$kibana_uuid)`) stands for.
