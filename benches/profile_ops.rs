@@ -78,6 +78,24 @@ fn dense_layers() {
             t(&format!("b{b} {name} packed"), flop, reps, || {
                 dense.forward(&x).unwrap();
             });
+            // As in the model: 24 layers' weights, each read from memory once per image, not
+            // one weight warm in the cache.
+            let layers: Vec<Dense> = (0..24)
+                .map(|_| {
+                    let w = Tensor::randn(0f32, 1., (n, k), &d).unwrap();
+                    Dense::new(w, Some(bias.clone())).unwrap()
+                })
+                .collect();
+            t(
+                &format!("b{b} {name} packed, 24 cold"),
+                24.0 * flop,
+                2,
+                || {
+                    for l in &layers {
+                        l.forward(&x).unwrap();
+                    }
+                },
+            );
         }
     }
 }

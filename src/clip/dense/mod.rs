@@ -83,7 +83,7 @@ fn detect() -> Simd {
 /// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
 const KC: usize = 256;
 
-/// Rows of one block of activations: MC × KC floats (264 KiB) stay in L2.
+/// Rows of one block of activations, at most: MC × KC floats (264 KiB) stay in L2.
 const MC: usize = 264;
 
 /// 64 bytes, the unit of the packed buffer, so every panel starts on a cache line.
@@ -249,18 +249,48 @@ impl PackedWeight {
         let (mr, _) = self.simd.tile();
         let data = lines_as_floats(&self.data);
         let a = lines_as_floats(a);
-        let mut edge = [0f32; 8 * 32];
-        let mc = MC / mr * mr;
+        let mut edge = [0f32; 16 * 32];
+        // Row blocks of at most MC rows, as even as whole tiles allow (257 rows: one block).
+        let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
+        let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             // A block of rows (MC × KC) stays in L2 while the panels pass; each weight panel's k
             // block (KC × NR) stays in L1 while the block's row tiles stream past.
             for ic in (0..m).step_by(mc) {
+                let tiles = m.min(ic + mc).saturating_sub(ic).div_ceil(mr);
                 for j in range.clone() {
                     let col = j * nr;
                     let cols = nr.min(n - col);
-                    for i0 in (ic..m.min(ic + mc)).step_by(mr) {
+                    // The weight slice used after this one (next panel, or the first panel of
+                    // the next row block or k block), fetched into L2 a share per row tile: the
+                    // weights are read from memory once per image, and the hardware prefetchers
+                    // lose the stream at every 4 KiB page of these strided slices.
+                    let next = if j + 1 < range.end {
+                        Some((j + 1, pc, kc))
+                    } else if ic + mc < m {
+                        None // the next row block starts again on these panels: already in L2
+                    } else if pc + KC < k {
+                        Some((range.start, pc + KC, KC.min(k - pc - KC)))
+                    } else {
+                        None
+                    };
+                    let (next_ptr, next_lines) = next
+                        .map_or((std::ptr::null(), 0), |(j2, p2, k2)| {
+                            (slice(j2, p2).cast::<u8>(), k2 * nr * 4 / 64)
+                        });
+                    let per_tile = next_lines.div_ceil(tiles.max(1));
+                    for (t, i0) in (ic..m.min(ic + mc)).step_by(mr).enumerate() {
                         let rows = mr.min(m - i0);
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                            let first = (t * per_tile).min(next_lines);
+                            let last = (first + per_tile).min(next_lines);
+                            for line in first..last {
+                                _mm_prefetch::<_MM_HINT_T1>(next_ptr.add(line * 64).cast());
+                            }
+                        }
                         let init = if pc == 0 {
                             Init::Start {
                                 bias: self.bias.as_ptr().add(col),
@@ -274,7 +304,7 @@ impl PackedWeight {
                         let tile = Tile {
                             kc,
                             a: a.as_ptr().add(i0 * k + pc * mr),
-                            b: data.as_ptr().add(j * k * nr + pc * nr),
+                            b: slice(j, pc),
                             c: y.add(i0 * n + col),
                             ldc: n,
                             init,

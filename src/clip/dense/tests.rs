@@ -77,8 +77,10 @@ fn matches_reference_at_every_edge() {
             (7, 33, 255),
             (9, 48, 256),
             (13, 100, 257),
+            (15, 64, 513),
             (257, 64, 600),
             (20, 1024, 40),
+            (600, 40, 300),
         ] {
             for (bias, residual) in [(false, false), (true, false), (true, true), (false, true)] {
                 check(simd, m, n, k, bias, residual);
