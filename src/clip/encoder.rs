@@ -1,8 +1,11 @@
 //! The transformer encoder both CLIP towers share: pre-LayerNorm blocks of self-attention and MLP.
 //!
 //! Same arithmetic as Hugging Face's `CLIPEncoderLayer`, arranged for speed on CPU: q, k and v are one
-//! fused matmul (weights concatenated once at load, the attention scale folded into q), attention is
-//! the heads' attention and the activation are fused CPU kernels (`kernels.rs`), LayerNorm is candle's.
+//! fused matmul (weights concatenated once at load, the attention scale folded into q); attention
+//! reads the heads straight from that product and writes the context in the layout the output
+//! projection reads (`dense/attention.rs`); quick-GELU is applied to fc1's tiles as they are
+//! written; LayerNorm is candle's. Without AVX2+FMA the heads' attention and the activation are
+//! the fused kernels of `kernels.rs`.
 //! On a GPU, or in f16/bf16 (`--precision`), every op is candle's own and stays on the device
 //! (matmul, LayerNorm, softmax, sigmoid/GELU, copies): the fused kernels and the packed GEMM step
 //! aside, and nothing is copied back to the host inside the forward pass. Each of those ops has
@@ -14,8 +17,8 @@ use candle_core::{Result as CResult, Tensor, D};
 use candle_nn::ops::layer_norm;
 
 use super::config::Activation;
-use super::dense::Dense;
-use super::kernels::{attention, quick_gelu};
+use super::dense::{attention_from_qkv, Dense};
+use super::kernels::attention;
 use super::weights::Weights;
 use super::ClipError;
 
@@ -150,7 +153,11 @@ impl Attention {
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         let hd = d / h;
-        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, h, hd))?;
+        let qkv = self.qkv.forward(x)?;
+        if let Some(ctx) = attention_from_qkv(&qkv, h, causal)? {
+            return self.out_proj.forward_add(&ctx, residual);
+        }
+        let qkv = qkv.reshape((b, n, 3, h, hd))?;
         let qkv = qkv.permute((2, 0, 3, 1, 4))?; // [3, b, h, n, hd]
         let q = qkv.get(0)?.contiguous()?.reshape((b * h, n, hd))?;
         let k = qkv.get(1)?.contiguous()?.reshape((b * h, n, hd))?;
@@ -175,10 +182,9 @@ struct Mlp {
 impl Mlp {
     /// `residual + mlp(x)`.
     fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
-        let x = self.fc1.forward(x)?;
         let x = match self.act {
-            Activation::QuickGelu => quick_gelu(&x)?,
-            Activation::Gelu => x.gelu_erf()?,
+            Activation::QuickGelu => self.fc1.forward_quick_gelu(x)?,
+            Activation::Gelu => self.fc1.forward(x)?.gelu_erf()?,
         };
         self.fc2.forward_add(&x, residual)
     }

@@ -51,6 +51,13 @@ fn quick_gelu_generic(src: &[f32], dst: &mut [f32]) {
     }
 }
 
+#[inline(always)]
+fn quick_gelu_in_place_generic(buf: &mut [f32]) {
+    for x in buf.iter_mut() {
+        *x = *x / (1.0 + exp(-1.702 * *x));
+    }
+}
+
 /// Softmax of each row of `n` values, in place.
 #[inline(always)]
 fn softmax_rows_generic(buf: &mut [f32], n: usize) {
@@ -75,8 +82,8 @@ fn softmax_rows_generic(buf: &mut [f32], n: usize) {
 
 /// Defines `name(args)` that runs `generic(args)` compiled for the best instruction set present.
 macro_rules! dispatch {
-    ($name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -101,7 +108,8 @@ macro_rules! dispatch {
 }
 
 dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
-dispatch!(softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
+dispatch!(pub(super) quick_gelu_in_place => quick_gelu_in_place_generic(buf: &mut [f32]));
+dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
 
 /// The contiguous f32 data of a CPU storage, or `None` (then the caller falls back to candle).
 pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {

@@ -16,7 +16,8 @@
 pub enum Init {
     /// From zero, the C tile already in memory added at the end (a later k block).
     Accumulate,
-    /// From the bias row (NR floats), plus the residual tile when not null (the first k block).
+    /// From the bias row (NR floats; zeros when null), plus the residual tile when not null (the
+    /// first k block).
     Start {
         bias: *const f32,
         residual: *const f32,
@@ -25,7 +26,7 @@ pub enum Init {
 }
 
 /// One tile's operands. Pointers are valid for: `a` kc × MR, `b` kc × NR, `c` MR rows × NR
-/// (stride ldc), bias NR, residual MR × NR (stride ldr).
+/// (stride ldc), bias NR (or null), residual MR × NR (stride ldr; or null).
 pub struct Tile {
     pub kc: usize,
     pub a: *const f32,
@@ -62,7 +63,11 @@ pub mod avx2 {
                 residual,
                 ldr,
             } => {
-                let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
+                let b = if bias.is_null() {
+                    [_mm256_setzero_ps(); 2]
+                } else {
+                    [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))]
+                };
                 for r in 0..R {
                     acc[r] = b;
                     if !residual.is_null() {
@@ -140,7 +145,11 @@ pub mod avx512 {
                 residual,
                 ldr,
             } => {
-                let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
+                let b = if bias.is_null() {
+                    [_mm512_setzero_ps(); 2]
+                } else {
+                    [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))]
+                };
                 for r in 0..R {
                     acc[r] = b;
                     if !residual.is_null() {

@@ -9,9 +9,13 @@
 //! Microkernels for AVX2+FMA and AVX-512 (`microkernel.rs`), chosen at run time; `IMGVEC_SIMD=avx2`
 //! forces the AVX2 path on an AVX-512 machine (for measuring it). Without either, or on a GPU, or in
 //! another dtype, [`Dense`] is candle's `Linear`: the same function everywhere.
-//! Not for: attention's per-head products or element-wise ops (`kernels.rs`).
+//! Self-attention runs on the same tiles, straight from the q/k/v layer's output (`attention.rs`).
+//! Not for: element-wise ops (`kernels.rs`).
 
+mod attention;
 mod microkernel;
+
+pub use attention::attention_from_qkv;
 
 use std::sync::OnceLock;
 
@@ -91,12 +95,19 @@ const MC: usize = 264;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// What happens to each output tile once its last k block is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// `x · sigmoid(1.702 x)` (OpenAI CLIP's activation), the same arithmetic as the separate kernel.
+    QuickGelu,
+}
+
 /// A weight matrix `[n, k]` (PyTorch's layout, `y = x Wᵀ`) packed for the microkernels, with its bias.
 pub struct PackedWeight {
     simd: Simd,
     n: usize,
     k: usize,
-    nr: usize,
     /// `ceil(n / nr)` panels, each `k × nr` floats (columns past n are zero).
     data: Vec<Line>,
     /// `n` floats rounded up to whole panels (zeros when the layer has none).
@@ -119,17 +130,10 @@ impl PackedWeight {
         {
             return None;
         }
+        let mut data = Vec::new();
+        pack_weight_rows(simd, w, n, k, k, &mut data);
         let (_, nr) = simd.tile();
-        let panels = n.div_ceil(nr);
-        let mut data = vec![Line([0.0; 16]); (panels * k * nr).div_ceil(16)];
-        let flat = lines_as_floats_mut(&mut data);
-        for (j, row) in w.chunks_exact(k).enumerate() {
-            let panel = &mut flat[(j / nr) * k * nr..][..k * nr];
-            for (p, &v) in row.iter().enumerate() {
-                panel[p * nr + j % nr] = v;
-            }
-        }
-        let mut padded = vec![0f32; panels * nr];
+        let mut padded = vec![0f32; n.div_ceil(nr) * nr];
         if let Some(b) = bias {
             padded[..n].copy_from_slice(b);
         }
@@ -137,10 +141,19 @@ impl PackedWeight {
             simd,
             n,
             k,
-            nr,
             data,
             bias: padded,
         })
+    }
+
+    fn panels(&self) -> Panels<'_> {
+        Panels {
+            simd: self.simd,
+            n: self.n,
+            k: self.k,
+            data: lines_as_floats(&self.data),
+            bias: Some(&self.bias),
+        }
     }
 
     /// `y (m × n) = x (m × k) · Wᵀ + b (+ residual (m × n))`, all row-major.
@@ -148,17 +161,24 @@ impl PackedWeight {
         self.check(x, m, residual);
         assert_eq!(y.len(), m * self.n, "dense: output size");
         // SAFETY: sizes checked just above.
-        unsafe { self.matmul_raw(x, m, residual, y.as_mut_ptr()) }
+        unsafe { self.matmul_raw(x, m, residual, Epilogue::None, y.as_mut_ptr()) }
     }
 
-    /// As [`Self::matmul`], into a new vector (not zeroed first: every element is written once).
-    pub fn matmul_vec(&self, x: &[f32], m: usize, residual: Option<&[f32]>) -> Vec<f32> {
+    /// As [`Self::matmul`], into a new vector (not zeroed first: every element is written once),
+    /// then `epilogue` applied to it.
+    pub fn matmul_vec(
+        &self,
+        x: &[f32],
+        m: usize,
+        residual: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) -> Vec<f32> {
         self.check(x, m, residual);
         let mut y = Vec::with_capacity(m * self.n);
         // SAFETY: sizes checked just above; the capacity holds m × n floats, and matmul_raw writes
         // every one of them (each row tile of each panel, the cut last panel by run_edge).
         unsafe {
-            self.matmul_raw(x, m, residual, y.as_mut_ptr());
+            self.matmul_raw(x, m, residual, epilogue, y.as_mut_ptr());
             y.set_len(m * self.n);
         }
         y
@@ -174,87 +194,81 @@ impl PackedWeight {
 
     /// # Safety
     /// `x` holds m × k floats, `residual` (if any) and `y` m × n.
-    unsafe fn matmul_raw(&self, x: &[f32], m: usize, residual: Option<&[f32]>, y: *mut f32) {
-        let panels = self.n.div_ceil(self.nr);
+    unsafe fn matmul_raw(
+        &self,
+        x: &[f32],
+        m: usize,
+        residual: Option<&[f32]>,
+        epilogue: Epilogue,
+        y: *mut f32,
+    ) {
+        let (_, nr) = self.simd.tile();
+        let panels = self.n.div_ceil(nr);
         // Column blocks: at least two per thread so the split stays even, at most 8 panels (a
         // KC × 256 weight block, 256 KiB: an L2's share) each.
         let threads = rayon::current_num_threads().max(1);
-        let per_task = panels
-            .div_ceil(2 * threads)
-            .clamp(1, 256 / self.nr.min(256));
-        let a = self.pack_rows(x, m);
-        let out = SendPtr(y);
+        let per_task = panels.div_ceil(2 * threads).clamp(1, 256 / nr.min(256));
+        let a = pack_rows_par(self.simd, x, m, self.k);
+        let out = Out {
+            y: SendPtr(y),
+            ldy: self.n,
+            residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
+            epilogue,
+        };
+        let w = self.panels();
         (0..panels.div_ceil(per_task))
             .into_par_iter()
             .for_each(|task| {
                 let first = task * per_task;
                 let last = (first + per_task).min(panels);
                 // SAFETY: tasks write disjoint column ranges of y (panels first..last); every
-                // pointer handed to `block` stays inside a, y, residual, data and bias (see `block`).
-                unsafe { self.block(&a, m, residual, out.get(), first..last) };
+                // pointer handed to `block` stays inside a, y, residual and the panels (see `block`).
+                unsafe { w.block(lines_as_floats(&a), m, &out, first..last) };
             });
     }
+}
 
-    /// `x` (m × k) in panels of MR rows, each k's MR values adjacent (rows past m are zero), so the
-    /// microkernel reads one contiguous stream instead of MR rows a whole row apart.
-    fn pack_rows(&self, x: &[f32], m: usize) -> Vec<Line> {
-        let (k, (mr, _)) = (self.k, self.simd.tile());
-        let panel = k * mr;
-        let lines = (m.div_ceil(mr) * panel).div_ceil(16);
-        let mut a: Vec<Line> = Vec::with_capacity(lines);
-        let spare = a.spare_capacity_mut();
-        // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
-        let floats: &mut [std::mem::MaybeUninit<f32>] =
-            unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
-        floats
-            .par_chunks_mut(panel)
-            .enumerate()
-            .for_each(|(i, dst)| {
-                let rows = x
-                    .get(i * mr * k..((i + 1) * mr * k).min(x.len()))
-                    .unwrap_or(&[]);
-                for (r, row) in rows.chunks_exact(k).enumerate() {
-                    for (p, &v) in row.iter().enumerate() {
-                        dst[p * mr + r].write(v);
-                    }
-                }
-                // The last panel's missing rows (and the tail of the last line, a chunk of no rows).
-                let have = rows.len() / k;
-                if have < mr {
-                    for (idx, slot) in dst.iter_mut().enumerate() {
-                        if idx % mr >= have {
-                            slot.write(0.0);
-                        }
-                    }
-                }
-            });
-        // SAFETY: every float of the `lines` lines was written above.
-        unsafe { a.set_len(lines) };
-        a
-    }
+/// Where a product goes: `y` (rows `ldy` apart), the residual added at the start (same layout,
+/// `ldy` apart too), the epilogue applied at the end.
+struct Out {
+    y: SendPtr,
+    ldy: usize,
+    residual: Option<SendPtr>,
+    epilogue: Epilogue,
+}
 
-    /// All rows of the output columns of panels `range`.
+/// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
+/// panels (or none).
+#[derive(Clone, Copy)]
+struct Panels<'a> {
+    simd: Simd,
+    n: usize,
+    k: usize,
+    data: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
+impl Panels<'_> {
+    /// All `m` rows of packed activations `a` (from [`pack_rows_into`]) times the output columns
+    /// of panels `range`, into `out`.
     ///
     /// # Safety
-    /// `y` points to `m × n` floats; no other thread writes columns of these panels.
-    unsafe fn block(
-        &self,
-        a: &[Line],
-        m: usize,
-        residual: Option<&[f32]>,
-        y: *mut f32,
-        range: std::ops::Range<usize>,
-    ) {
-        let (n, k, nr) = (self.n, self.k, self.nr);
-        let (mr, _) = self.simd.tile();
-        let data = lines_as_floats(&self.data);
-        let a = lines_as_floats(a);
+    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `a` holds
+    /// `ceil(m / MR)` panels of k × MR floats; no other thread writes these columns of y.
+    unsafe fn block(&self, a: &[f32], m: usize, out: &Out, range: std::ops::Range<usize>) {
+        let (n, k) = (self.n, self.k);
+        let (mr, nr) = self.simd.tile();
+        let (y, ldy) = (out.y.get(), out.ldy);
+        let data = self.data;
         let mut edge = [0f32; 16 * 32];
-        // Row blocks of at most MC rows, as even as whole tiles allow (257 rows: one block).
+        // Row blocks of at most MC rows and k blocks of at most KC, each as even as whole tiles
+        // allow (257 rows: one block; k = 257: one block, not 256 and 1).
         let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
+        let kb = k.div_ceil(k.div_ceil(KC));
         let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+        for pc in (0..k).step_by(kb) {
+            let kc = kb.min(k - pc);
+            let last_k = pc + kc == k;
             // A block of rows (MC × KC) stays in L2 while the panels pass; each weight panel's k
             // block (KC × NR) stays in L1 while the block's row tiles stream past.
             for ic in (0..m).step_by(mc) {
@@ -263,15 +277,15 @@ impl PackedWeight {
                     let col = j * nr;
                     let cols = nr.min(n - col);
                     // The weight slice used after this one (next panel, or the first panel of
-                    // the next row block or k block), fetched into L2 a share per row tile: the
-                    // weights are read from memory once per image, and the hardware prefetchers
-                    // lose the stream at every 4 KiB page of these strided slices.
+                    // the next k block), fetched into L2 a share per row tile: the weights are
+                    // read from memory once per image, and the hardware prefetchers lose the
+                    // stream at every 4 KiB page of these strided slices.
                     let next = if j + 1 < range.end {
                         Some((j + 1, pc, kc))
                     } else if ic + mc < m {
                         None // the next row block starts again on these panels: already in L2
-                    } else if pc + KC < k {
-                        Some((range.start, pc + KC, KC.min(k - pc - KC)))
+                    } else if !last_k {
+                        Some((range.start, pc + kb, kb.min(k - pc - kb)))
                     } else {
                         None
                     };
@@ -293,10 +307,11 @@ impl PackedWeight {
                         }
                         let init = if pc == 0 {
                             Init::Start {
-                                bias: self.bias.as_ptr().add(col),
-                                residual: residual
-                                    .map_or(std::ptr::null(), |r| r.as_ptr().add(i0 * n + col)),
-                                ldr: n,
+                                bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
+                                residual: out
+                                    .residual
+                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * ldy + col)),
+                                ldr: ldy,
                             }
                         } else {
                             Init::Accumulate
@@ -305,14 +320,23 @@ impl PackedWeight {
                             kc,
                             a: a.as_ptr().add(i0 * k + pc * mr),
                             b: slice(j, pc),
-                            c: y.add(i0 * n + col),
-                            ldc: n,
+                            c: y.add(i0 * ldy + col),
+                            ldc: ldy,
                             init,
                         };
                         if cols == nr {
                             self.run(rows, &tile);
                         } else {
                             self.run_edge(rows, cols, tile, &mut edge);
+                        }
+                        if last_k && out.epilogue == Epilogue::QuickGelu {
+                            for r in 0..rows {
+                                let row = std::slice::from_raw_parts_mut(
+                                    y.add((i0 + r) * ldy + col),
+                                    cols,
+                                );
+                                super::kernels::quick_gelu_in_place(row);
+                            }
                         }
                     }
                 }
@@ -325,7 +349,7 @@ impl PackedWeight {
     /// # Safety
     /// As [`Self::block`]; only `cols` columns of the tile exist in y and the residual.
     unsafe fn run_edge(&self, rows: usize, cols: usize, mut tile: Tile, edge: &mut [f32]) {
-        let nr = self.nr;
+        let (_, nr) = self.simd.tile();
         for r in 0..rows {
             let dst = &mut edge[r * nr..(r + 1) * nr];
             dst.fill(0.0);
@@ -338,7 +362,9 @@ impl PackedWeight {
                     residual,
                     ldr,
                 } => {
-                    std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr);
+                    if !bias.is_null() {
+                        std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr);
+                    }
                     if !residual.is_null() {
                         for (c, d) in dst[..cols].iter_mut().enumerate() {
                             *d += *residual.add(r * ldr + c);
@@ -365,9 +391,109 @@ impl PackedWeight {
         match self.simd {
             Simd::Avx512 => microkernel::avx512::run(rows, tile),
             Simd::Avx2 => microkernel::avx2::run(rows, tile),
-            Simd::None => unreachable!("PackedWeight::new refuses Simd::None"),
+            Simd::None => unreachable!("no panels are packed for Simd::None"),
         }
     }
+}
+
+/// `n` weight rows of `k` floats, `ldw` apart in `w` (`y = x Wᵀ`), into panels of NR columns
+/// (each k's NR floats adjacent; columns past n zero), replacing `out`'s contents.
+fn pack_weight_rows(simd: Simd, w: &[f32], n: usize, k: usize, ldw: usize, out: &mut Vec<Line>) {
+    let (_, nr) = simd.tile();
+    out.clear();
+    out.resize((n.div_ceil(nr) * k * nr).div_ceil(16), Line([0.0; 16]));
+    let flat = lines_as_floats_mut(out);
+    for j in 0..n {
+        let row = &w[j * ldw..j * ldw + k];
+        let panel = &mut flat[(j / nr) * k * nr..][..k * nr];
+        for (p, &v) in row.iter().enumerate() {
+            panel[p * nr + j % nr] = v;
+        }
+    }
+}
+
+/// The same panels from `w` stored the other way: `k` rows of `n` floats, `ldw` apart
+/// (`y = x W`), replacing `out`'s contents.
+fn pack_weight_cols(simd: Simd, w: &[f32], k: usize, n: usize, ldw: usize, out: &mut Vec<Line>) {
+    let (_, nr) = simd.tile();
+    out.clear();
+    out.resize((n.div_ceil(nr) * k * nr).div_ceil(16), Line([0.0; 16]));
+    let flat = lines_as_floats_mut(out);
+    for p in 0..k {
+        let row = &w[p * ldw..p * ldw + n];
+        for (j, cols) in row.chunks(nr).enumerate() {
+            flat[j * k * nr + p * nr..][..cols.len()].copy_from_slice(cols);
+        }
+    }
+}
+
+/// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
+/// `rows` holds the panel's rows, `ldx` apart, each k long.
+fn pack_panel(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    rows: &[f32],
+    have: usize,
+    k: usize,
+    ldx: usize,
+    mr: usize,
+) {
+    for r in 0..have {
+        for (p, &v) in rows[r * ldx..r * ldx + k].iter().enumerate() {
+            dst[p * mr + r].write(v);
+        }
+    }
+    if have < mr {
+        for (idx, slot) in dst.iter_mut().enumerate() {
+            if idx % mr >= have {
+                slot.write(0.0);
+            }
+        }
+    }
+}
+
+/// `m` rows of `k` floats, `ldx` apart in `x`, in panels of MR rows (see [`pack_panel`]),
+/// replacing `out`'s contents; on this thread.
+fn pack_rows_into(simd: Simd, x: &[f32], m: usize, k: usize, ldx: usize, out: &mut Vec<Line>) {
+    let (mr, _) = simd.tile();
+    let panel = k * mr;
+    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
+    out.clear();
+    out.reserve(lines);
+    let spare = &mut out.spare_capacity_mut()[..lines];
+    // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
+    let floats: &mut [std::mem::MaybeUninit<f32>] =
+        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
+    for (i, dst) in floats.chunks_mut(panel).enumerate() {
+        let first = i * mr;
+        let have = mr.min(m.saturating_sub(first));
+        pack_panel(dst, x.get(first * ldx..).unwrap_or(&[]), have, k, ldx, mr);
+    }
+    // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
+    // panel, the line's tail, by pack_panel's zero fill).
+    unsafe { out.set_len(lines) };
+}
+
+/// As [`pack_rows_into`] for contiguous rows (`ldx = k`), the panels split across threads.
+fn pack_rows_par(simd: Simd, x: &[f32], m: usize, k: usize) -> Vec<Line> {
+    let (mr, _) = simd.tile();
+    let panel = k * mr;
+    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
+    let mut a: Vec<Line> = Vec::with_capacity(lines);
+    let spare = a.spare_capacity_mut();
+    // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
+    let floats: &mut [std::mem::MaybeUninit<f32>] =
+        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
+    floats
+        .par_chunks_mut(panel)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let first = i * mr;
+            let have = mr.min(m.saturating_sub(first));
+            pack_panel(dst, x.get(first * k..).unwrap_or(&[]), have, k, k, mr);
+        });
+    // SAFETY: as in pack_rows_into.
+    unsafe { a.set_len(lines) };
+    a
 }
 
 fn lines_as_floats(v: &[Line]) -> &[f32] {
@@ -414,9 +540,21 @@ impl Dense {
     /// `x · Wᵀ + b`, over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Dense::Packed(p) if packable(x) => x.contiguous()?.apply_op1_no_bwd(&Op(p)),
+            Dense::Packed(p) if packable(x) => {
+                x.contiguous()?.apply_op1_no_bwd(&Op(p, Epilogue::None))
+            }
             Dense::Packed(_) => mismatch(x),
             Dense::Candle(l) => l.forward(x),
+        }
+    }
+
+    /// `quick_gelu(x · Wᵀ + b)`, the activation applied to each output tile while it is in cache.
+    pub fn forward_quick_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Dense::Packed(p) if packable(x) => x
+                .contiguous()?
+                .apply_op1_no_bwd(&Op(p, Epilogue::QuickGelu)),
+            _ => super::kernels::quick_gelu(&self.forward(x)?),
         }
     }
 
@@ -425,7 +563,7 @@ impl Dense {
         match self {
             Dense::Packed(p) if packable(x) && packable(residual) => x
                 .contiguous()?
-                .apply_op2_no_bwd(&residual.contiguous()?, &Op(p)),
+                .apply_op2_no_bwd(&residual.contiguous()?, &Op(p, Epilogue::None)),
             _ => residual + self.forward(x)?,
         }
     }
@@ -444,7 +582,7 @@ fn mismatch(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-struct Op<'a>(&'a PackedWeight);
+struct Op<'a>(&'a PackedWeight, Epilogue);
 
 impl Op<'_> {
     fn run(&self, x: &[f32], l: &Layout, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
@@ -461,7 +599,7 @@ impl Op<'_> {
         if residual.is_some_and(|r| r.len() != m * p.n) {
             candle_core::bail!("dense: residual does not match the output {out_dims:?}");
         }
-        let y = p.matmul_vec(x, m, residual);
+        let y = p.matmul_vec(x, m, residual, self.1);
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 }

@@ -126,6 +126,27 @@ fn dense_layer_equals_candle_linear() -> Result<()> {
     Ok(())
 }
 
+/// The activation applied to each tile as it is written is the separate kernel's, bit for bit,
+/// also where k spans several blocks (the tile is finished only at the last) and n cuts a panel.
+#[test]
+fn quick_gelu_epilogue_equals_the_separate_kernel() -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    for (m, n, k) in [(3, 40, 70), (257, 100, 600)] {
+        let w = Tensor::from_vec(values(n * k, 11), (n, k), &dev)?;
+        let b = Tensor::from_vec(values(n, 12), n, &dev)?;
+        let x = (Tensor::from_vec(values(m * k, 13), (m, k), &dev)? * 4.0)?;
+        let dense = Dense::new(w, Some(b))?;
+        let want = crate::clip::kernels::quick_gelu(&dense.forward(&x)?)?;
+        let got = dense.forward_quick_gelu(&x)?;
+        assert_eq!(
+            got.to_vec2::<f32>()?,
+            want.to_vec2::<f32>()?,
+            "m={m} n={n} k={k}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn wrong_input_width_is_an_error() -> Result<()> {
     let dev = candle_core::Device::Cpu;
