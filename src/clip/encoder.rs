@@ -3,9 +3,9 @@
 //! Same arithmetic as Hugging Face's `CLIPEncoderLayer`, arranged for speed on CPU: q, k and v are one
 //! fused matmul (weights concatenated once at load, the attention scale folded into q); attention
 //! reads the heads straight from that product and writes the context in the layout the output
-//! projection reads (`dense/attention.rs`); quick-GELU is applied to fc1's tiles as they are
-//! written; LayerNorm is candle's. Without AVX2+FMA the heads' attention and the activation are
-//! the fused kernels of `kernels.rs`.
+//! projection reads (`dense/attention.rs`); LayerNorm is applied to the rows as the next layer
+//! packs them, quick-GELU to fc1's tiles as they are written. Without AVX2+FMA, LayerNorm is
+//! candle's and the heads' attention and the activation are the fused kernels of `kernels.rs`.
 //! On a GPU, or in f16/bf16 (`--precision`), every op is candle's own and stays on the device
 //! (matmul, LayerNorm, softmax, sigmoid/GELU, copies): the fused kernels and the packed GEMM step
 //! aside, and nothing is copied back to the host inside the forward pass. Each of those ops has
@@ -13,11 +13,11 @@
 //! in f32; bf16 ones are compiled for compute capability 8.0 and up), and Metal takes the same path.
 //! Not for: embeddings, pooling or projections (see `vision.rs`, `text.rs`).
 
-use candle_core::{Result as CResult, Tensor, D};
+use candle_core::{DType, Result as CResult, Tensor, D};
 use candle_nn::ops::layer_norm;
 
 use super::config::Activation;
-use super::dense::{attention_from_qkv, Dense};
+use super::dense::{attention_from_qkv, Dense, Epilogue, HostNorm};
 use super::kernels::attention;
 use super::weights::Weights;
 use super::ClipError;
@@ -27,19 +27,56 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    /// The weights as host floats when they are f32 on the CPU: the packed layers normalize
+    /// their input rows themselves.
+    host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LayerNorm {
     pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self, ClipError> {
+        let weight = w.get(&format!("{prefix}.weight"), &[dim])?;
+        let bias = w.get(&format!("{prefix}.bias"), &[dim])?;
+        let host = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let floats = |t: &Tensor| {
+                t.to_vec1::<f32>().map_err(|e| ClipError::Weights {
+                    path: w.path().to_path_buf(),
+                    reason: format!("{prefix}: {e}"),
+                })
+            };
+            Some((floats(&weight)?, floats(&bias)?))
+        } else {
+            None
+        };
         Ok(Self {
-            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
-            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            weight,
+            bias,
             eps: eps as f32,
+            host,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    }
+
+    /// `epilogue(dense(layer_norm(x)))`: normalized while the dense layer packs its input where
+    /// it can, by this LayerNorm and then the layer otherwise.
+    fn then(&self, dense: &Dense, x: &Tensor, epilogue: Epilogue) -> CResult<Tensor> {
+        if let Some((weight, bias)) = &self.host {
+            let norm = HostNorm {
+                weight,
+                bias,
+                eps: self.eps,
+            };
+            if let Some(y) = dense.forward_normed(x, norm, epilogue)? {
+                return Ok(y);
+            }
+        }
+        let x = self.forward(x)?;
+        match epilogue {
+            Epilogue::None => dense.forward(&x),
+            Epilogue::QuickGelu => dense.forward_quick_gelu(&x),
+        }
     }
 }
 
@@ -147,13 +184,14 @@ impl Attention {
         })
     }
 
-    /// `residual + attention(x)`; `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to
+    /// `x + attention(ln(x))`; `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to
     /// those before it.
-    fn forward(&self, x: &Tensor, residual: &Tensor, causal: bool) -> CResult<Tensor> {
+    fn forward(&self, ln: &LayerNorm, x: &Tensor, causal: bool) -> CResult<Tensor> {
+        let residual = x;
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         let hd = d / h;
-        let qkv = self.qkv.forward(x)?;
+        let qkv = ln.then(&self.qkv, x, Epilogue::None)?;
         if let Some(ctx) = attention_from_qkv(&qkv, h, causal)? {
             return self.out_proj.forward_add(&ctx, residual);
         }
@@ -180,13 +218,13 @@ struct Mlp {
 }
 
 impl Mlp {
-    /// `residual + mlp(x)`.
-    fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
-        let x = match self.act {
-            Activation::QuickGelu => self.fc1.forward_quick_gelu(x)?,
-            Activation::Gelu => self.fc1.forward(x)?.gelu_erf()?,
+    /// `x + mlp(ln(x))`.
+    fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
+        let h = match self.act {
+            Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
+            Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
         };
-        self.fc2.forward_add(&x, residual)
+        self.fc2.forward_add(&h, x)
     }
 }
 
@@ -224,8 +262,8 @@ impl Encoder {
     pub fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.attn.forward(&layer.ln1.forward(&x)?, &x, causal)?;
-            x = layer.mlp.forward(&layer.ln2.forward(&x)?, &x)?;
+            x = layer.attn.forward(&layer.ln1, &x, causal)?;
+            x = layer.mlp.forward(&layer.ln2, &x)?;
         }
         Ok(x)
     }

@@ -34,6 +34,48 @@ pub struct Tile {
     pub c: *mut f32,
     pub ldc: usize,
     pub init: Init,
+    /// Cache lines to fetch into L2 for a later tile (the next weight slice), spread over the k
+    /// loop: issued all at once they fill the line-fill buffers and stall the FMAs.
+    pub prefetch: *const u8,
+    pub prefetch_lines: usize,
+}
+
+/// Runs `step(k)` for k in 0..kc, issuing one of the tile's prefetches every `kc / lines` steps.
+#[inline(always)]
+fn k_loop(t: &Tile, mut step: impl FnMut()) {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let lines = t.prefetch_lines;
+    if lines == 0 {
+        for _ in 0..t.kc {
+            step();
+        }
+        return;
+    }
+    let every = (t.kc / lines).max(1);
+    let (mut p, mut issued) = (0, 0);
+    while p < t.kc {
+        let end = (p + every).min(t.kc);
+        for _ in p..end {
+            step();
+        }
+        p = end;
+        if issued < lines {
+            // SAFETY: the line lies inside the weight panels (Tile's contract); a prefetch never faults.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(t.prefetch.add(issued * 64).cast())
+            };
+            issued += 1;
+        }
+    }
+    for line in issued..lines {
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.add(line * 64).cast())
+        };
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -79,7 +121,7 @@ pub mod avx2 {
             }
         }
         let (mut a, mut b) = (t.a, t.b);
-        for _ in 0..t.kc {
+        super::k_loop(t, || {
             let b0 = _mm256_load_ps(b);
             let b1 = _mm256_load_ps(b.add(8));
             for r in 0..R {
@@ -89,7 +131,7 @@ pub mod avx2 {
             }
             a = a.add(MR);
             b = b.add(NR);
-        }
+        });
         let add = matches!(t.init, Init::Accumulate);
         for r in 0..R {
             let c = t.c.add(r * t.ldc);
@@ -161,7 +203,7 @@ pub mod avx512 {
             }
         }
         let (mut a, mut b) = (t.a, t.b);
-        for _ in 0..t.kc {
+        super::k_loop(t, || {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
             for r in 0..R {
@@ -171,7 +213,7 @@ pub mod avx512 {
             }
             a = a.add(MR);
             b = b.add(NR);
-        }
+        });
         let add = matches!(t.init, Init::Accumulate);
         for r in 0..R {
             let c = t.c.add(r * t.ldc);

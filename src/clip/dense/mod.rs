@@ -161,24 +161,29 @@ impl PackedWeight {
         self.check(x, m, residual);
         assert_eq!(y.len(), m * self.n, "dense: output size");
         // SAFETY: sizes checked just above.
-        unsafe { self.matmul_raw(x, m, residual, Epilogue::None, y.as_mut_ptr()) }
+        unsafe { self.matmul_raw(x, m, None, residual, Epilogue::None, y.as_mut_ptr()) }
     }
 
     /// As [`Self::matmul`], into a new vector (not zeroed first: every element is written once),
-    /// then `epilogue` applied to it.
+    /// with the rows of `x` layer-normalized first if `norm` is given, and `epilogue` applied.
     pub fn matmul_vec(
         &self,
         x: &[f32],
         m: usize,
+        norm: Option<HostNorm<'_>>,
         residual: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Vec<f32> {
         self.check(x, m, residual);
+        assert!(
+            norm.is_none_or(|n| n.weight.len() == self.k && n.bias.len() == self.k),
+            "dense: norm size"
+        );
         let mut y = Vec::with_capacity(m * self.n);
         // SAFETY: sizes checked just above; the capacity holds m × n floats, and matmul_raw writes
         // every one of them (each row tile of each panel, the cut last panel by run_edge).
         unsafe {
-            self.matmul_raw(x, m, residual, epilogue, y.as_mut_ptr());
+            self.matmul_raw(x, m, norm, residual, epilogue, y.as_mut_ptr());
             y.set_len(m * self.n);
         }
         y
@@ -198,6 +203,7 @@ impl PackedWeight {
         &self,
         x: &[f32],
         m: usize,
+        norm: Option<HostNorm<'_>>,
         residual: Option<&[f32]>,
         epilogue: Epilogue,
         y: *mut f32,
@@ -208,7 +214,7 @@ impl PackedWeight {
         // KC × 256 weight block, 256 KiB: an L2's share) each.
         let threads = rayon::current_num_threads().max(1);
         let per_task = panels.div_ceil(2 * threads).clamp(1, 256 / nr.min(256));
-        let a = pack_rows_par(self.simd, x, m, self.k);
+        let a = pack_rows_par(self.simd, x, m, self.k, norm);
         let out = Out {
             y: SendPtr(y),
             ldy: self.n,
@@ -266,26 +272,30 @@ impl Panels<'_> {
         let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
         let kb = k.div_ceil(k.div_ceil(KC));
         let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
-        for pc in (0..k).step_by(kb) {
-            let kc = kb.min(k - pc);
-            let last_k = pc + kc == k;
-            // A block of rows (MC × KC) stays in L2 while the panels pass; each weight panel's k
-            // block (KC × NR) stays in L1 while the block's row tiles stream past.
-            for ic in (0..m).step_by(mc) {
-                let tiles = m.min(ic + mc).saturating_sub(ic).div_ceil(mr);
+        // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
+        // across all k blocks instead of going back to memory after each (at 8 images, 2,056
+        // rows, they would not fit); the weights stream past once per row block.
+        for ic in (0..m).step_by(mc) {
+            let tiles = m.min(ic + mc).saturating_sub(ic).div_ceil(mr);
+            for pc in (0..k).step_by(kb) {
+                let kc = kb.min(k - pc);
+                let last_k = pc + kc == k;
+                // The block of rows (MC × KC) stays in L2 while the panels pass; each weight
+                // panel's k block (KC × NR) stays in L1 while the block's row tiles stream past.
                 for j in range.clone() {
                     let col = j * nr;
                     let cols = nr.min(n - col);
-                    // The weight slice used after this one (next panel, or the first panel of
-                    // the next k block), fetched into L2 a share per row tile: the weights are
-                    // read from memory once per image, and the hardware prefetchers lose the
-                    // stream at every 4 KiB page of these strided slices.
+                    // The weight slice used after this one (next panel, the first panel of the
+                    // next k block, or of the next row block), fetched into L2 a share per row
+                    // tile: the weights are read from memory once per row block, and the
+                    // hardware prefetchers lose the stream at every 4 KiB page of these
+                    // strided slices.
                     let next = if j + 1 < range.end {
                         Some((j + 1, pc, kc))
-                    } else if ic + mc < m {
-                        None // the next row block starts again on these panels: already in L2
                     } else if !last_k {
                         Some((range.start, pc + kb, kb.min(k - pc - kb)))
+                    } else if ic + mc < m {
+                        Some((range.start, 0, kb.min(k)))
                     } else {
                         None
                     };
@@ -296,15 +306,8 @@ impl Panels<'_> {
                     let per_tile = next_lines.div_ceil(tiles.max(1));
                     for (t, i0) in (ic..m.min(ic + mc)).step_by(mr).enumerate() {
                         let rows = mr.min(m - i0);
-                        #[cfg(target_arch = "x86_64")]
-                        {
-                            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                            let first = (t * per_tile).min(next_lines);
-                            let last = (first + per_tile).min(next_lines);
-                            for line in first..last {
-                                _mm_prefetch::<_MM_HINT_T1>(next_ptr.add(line * 64).cast());
-                            }
-                        }
+                        let first = (t * per_tile).min(next_lines);
+                        let last = (first + per_tile).min(next_lines);
                         let init = if pc == 0 {
                             Init::Start {
                                 bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
@@ -323,6 +326,8 @@ impl Panels<'_> {
                             c: y.add(i0 * ldy + col),
                             ldc: ldy,
                             init,
+                            prefetch: next_ptr.wrapping_add(first * 64),
+                            prefetch_lines: last - first,
                         };
                         if cols == nr {
                             self.run(rows, &tile);
@@ -427,8 +432,41 @@ fn pack_weight_cols(simd: Simd, w: &[f32], k: usize, n: usize, ldw: usize, out: 
     }
 }
 
+/// A LayerNorm's parameters on the host: rows normalized while they are packed.
+#[derive(Clone, Copy)]
+pub struct HostNorm<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub eps: f32,
+}
+
+impl HostNorm<'_> {
+    /// Mean and 1/√(variance + eps) of one row (two passes, sixteen partial sums each: the same
+    /// function as PyTorch's, and a loop the compiler vectorizes).
+    fn stats(&self, row: &[f32]) -> (f32, f32) {
+        fn sum16(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+            let mut acc = [0f32; 16];
+            let mut chunks = row.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a += f(v);
+                }
+            }
+            acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+        }
+        let n = row.len().max(1) as f32;
+        let mean = sum16(row, |v| v) / n;
+        let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+}
+
+/// Columns of k packed per pass over a panel's rows: the panel's share (PB × MR floats) stays in
+/// L1 while the rows are read, where a whole panel (k × MR) would not.
+const PB: usize = 64;
+
 /// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
-/// `rows` holds the panel's rows, `ldx` apart, each k long.
+/// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
 fn pack_panel(
     dst: &mut [std::mem::MaybeUninit<f32>],
     rows: &[f32],
@@ -436,10 +474,34 @@ fn pack_panel(
     k: usize,
     ldx: usize,
     mr: usize,
+    norm: Option<HostNorm<'_>>,
 ) {
-    for r in 0..have {
-        for (p, &v) in rows[r * ldx..r * ldx + k].iter().enumerate() {
-            dst[p * mr + r].write(v);
+    let mut stats = [(0f32, 1f32); 16];
+    if let Some(norm) = norm {
+        for (r, st) in stats.iter_mut().enumerate().take(have) {
+            *st = norm.stats(&rows[r * ldx..r * ldx + k]);
+        }
+    }
+    // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
+    for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
+        let pend = (p0 + PB).min(k);
+        let dst = &mut dst[p0 * mr..pend * mr];
+        for r in 0..have {
+            let src = &rows[r * ldx + p0..r * ldx + pend];
+            match norm {
+                None => {
+                    for (i, &v) in src.iter().enumerate() {
+                        dst[i * mr + r].write(v);
+                    }
+                }
+                Some(norm) => {
+                    let (mean, rstd) = stats[r];
+                    let (w, b) = (&norm.weight[p0..pend], &norm.bias[p0..pend]);
+                    for (i, &v) in src.iter().enumerate() {
+                        dst[i * mr + r].write((v - mean) * rstd * w[i] + b[i]);
+                    }
+                }
+            }
         }
     }
     if have < mr {
@@ -466,15 +528,30 @@ fn pack_rows_into(simd: Simd, x: &[f32], m: usize, k: usize, ldx: usize, out: &m
     for (i, dst) in floats.chunks_mut(panel).enumerate() {
         let first = i * mr;
         let have = mr.min(m.saturating_sub(first));
-        pack_panel(dst, x.get(first * ldx..).unwrap_or(&[]), have, k, ldx, mr);
+        pack_panel(
+            dst,
+            x.get(first * ldx..).unwrap_or(&[]),
+            have,
+            k,
+            ldx,
+            mr,
+            None,
+        );
     }
     // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
     // panel, the line's tail, by pack_panel's zero fill).
     unsafe { out.set_len(lines) };
 }
 
-/// As [`pack_rows_into`] for contiguous rows (`ldx = k`), the panels split across threads.
-fn pack_rows_par(simd: Simd, x: &[f32], m: usize, k: usize) -> Vec<Line> {
+/// As [`pack_rows_into`] for contiguous rows (`ldx = k`), normalized by `norm` if given, the
+/// panels split across threads.
+fn pack_rows_par(
+    simd: Simd,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+) -> Vec<Line> {
     let (mr, _) = simd.tile();
     let panel = k * mr;
     let lines = (m.div_ceil(mr) * panel).div_ceil(16);
@@ -489,7 +566,7 @@ fn pack_rows_par(simd: Simd, x: &[f32], m: usize, k: usize) -> Vec<Line> {
         .for_each(|(i, dst)| {
             let first = i * mr;
             let have = mr.min(m.saturating_sub(first));
-            pack_panel(dst, x.get(first * k..).unwrap_or(&[]), have, k, k, mr);
+            pack_panel(dst, x.get(first * k..).unwrap_or(&[]), have, k, k, mr, norm);
         });
     // SAFETY: as in pack_rows_into.
     unsafe { a.set_len(lines) };
@@ -540,9 +617,7 @@ impl Dense {
     /// `x · Wᵀ + b`, over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Dense::Packed(p) if packable(x) => {
-                x.contiguous()?.apply_op1_no_bwd(&Op(p, Epilogue::None))
-            }
+            Dense::Packed(p) if packable(x) => x.contiguous()?.apply_op1_no_bwd(&Op::new(p)),
             Dense::Packed(_) => mismatch(x),
             Dense::Candle(l) => l.forward(x),
         }
@@ -551,10 +626,39 @@ impl Dense {
     /// `quick_gelu(x · Wᵀ + b)`, the activation applied to each output tile while it is in cache.
     pub fn forward_quick_gelu(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Dense::Packed(p) if packable(x) => x
-                .contiguous()?
-                .apply_op1_no_bwd(&Op(p, Epilogue::QuickGelu)),
+            Dense::Packed(p) if packable(x) => x.contiguous()?.apply_op1_no_bwd(&Op {
+                epilogue: Epilogue::QuickGelu,
+                ..Op::new(p)
+            }),
             _ => super::kernels::quick_gelu(&self.forward(x)?),
+        }
+    }
+
+    /// `epilogue(layer_norm(x) · Wᵀ + b)` with each row normalized while it is packed (one pass
+    /// over x instead of three); `None` where this layer is not packed for `x` (the caller
+    /// normalizes first).
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        norm: HostNorm<'_>,
+        epilogue: Epilogue,
+    ) -> Result<Option<Tensor>> {
+        match self {
+            Dense::Packed(p) if packable(x) => {
+                if norm.weight.len() != p.k || norm.bias.len() != p.k {
+                    candle_core::bail!(
+                        "dense: a norm of {} for inputs of {}",
+                        norm.weight.len(),
+                        p.k
+                    );
+                }
+                Ok(Some(x.contiguous()?.apply_op1_no_bwd(&Op {
+                    norm: Some(norm),
+                    epilogue,
+                    ..Op::new(p)
+                })?))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -563,7 +667,7 @@ impl Dense {
         match self {
             Dense::Packed(p) if packable(x) && packable(residual) => x
                 .contiguous()?
-                .apply_op2_no_bwd(&residual.contiguous()?, &Op(p, Epilogue::None)),
+                .apply_op2_no_bwd(&residual.contiguous()?, &Op::new(p)),
             _ => residual + self.forward(x)?,
         }
     }
@@ -582,11 +686,23 @@ fn mismatch(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-struct Op<'a>(&'a PackedWeight, Epilogue);
+struct Op<'a> {
+    weight: &'a PackedWeight,
+    norm: Option<HostNorm<'a>>,
+    epilogue: Epilogue,
+}
 
-impl Op<'_> {
+impl<'a> Op<'a> {
+    fn new(weight: &'a PackedWeight) -> Self {
+        Self {
+            weight,
+            norm: None,
+            epilogue: Epilogue::None,
+        }
+    }
+
     fn run(&self, x: &[f32], l: &Layout, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
-        let p = self.0;
+        let p = self.weight;
         let dims = l.shape().dims();
         if dims.last() != Some(&p.k) {
             candle_core::bail!("dense: input {:?}, weight takes {}", l.shape(), p.k);
@@ -599,7 +715,7 @@ impl Op<'_> {
         if residual.is_some_and(|r| r.len() != m * p.n) {
             candle_core::bail!("dense: residual does not match the output {out_dims:?}");
         }
-        let y = p.matmul_vec(x, m, residual, self.1);
+        let y = p.matmul_vec(x, m, self.norm, residual, self.epilogue);
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 }

@@ -147,6 +147,54 @@ fn quick_gelu_epilogue_equals_the_separate_kernel() -> Result<()> {
     Ok(())
 }
 
+/// Rows normalized while packed give candle's `layer_norm` then the layer (to float rounding),
+/// for row counts that are not whole tiles, k past a packing block, with the activation too.
+#[test]
+fn normed_rows_equal_layer_norm_then_the_layer() -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    for (m, n, k) in [(1, 40, 70), (257, 64, 200)] {
+        let w = Tensor::from_vec(values(n * k, 14), (n, k), &dev)?;
+        let b = Tensor::from_vec(values(n, 15), n, &dev)?;
+        let x = ((Tensor::from_vec(values(m * k, 16), (m, k), &dev)? * 3.0)? + 0.5)?;
+        let (gamma, beta) = (values(k, 17), values(k, 18));
+        let dense = Dense::new(w, Some(b))?;
+        let normed = candle_nn::ops::layer_norm(
+            &x,
+            &Tensor::from_slice(&gamma, k, &dev)?,
+            &Tensor::from_slice(&beta, k, &dev)?,
+            1e-5,
+        )?;
+        let norm = HostNorm {
+            weight: &gamma,
+            bias: &beta,
+            eps: 1e-5,
+        };
+        for epilogue in [Epilogue::None, Epilogue::QuickGelu] {
+            let want = match epilogue {
+                Epilogue::None => dense.forward(&normed)?,
+                Epilogue::QuickGelu => dense.forward_quick_gelu(&normed)?,
+            };
+            let Some(got) = dense.forward_normed(&x, norm, epilogue)? else {
+                assert_eq!(detect(), Simd::None, "a packed layer takes the norm");
+                continue;
+            };
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-4,
+                "m={m} n={n} k={k} {epilogue:?}: differs by {diff}"
+            );
+        }
+        let short = HostNorm {
+            weight: &gamma[1..],
+            ..norm
+        };
+        if detect() != Simd::None {
+            assert!(dense.forward_normed(&x, short, Epilogue::None).is_err());
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn wrong_input_width_is_an_error() -> Result<()> {
     let dev = candle_core::Device::Cpu;
