@@ -443,7 +443,9 @@ pub struct HostNorm<'a> {
 impl HostNorm<'_> {
     /// Mean and 1/√(variance + eps) of one row (two passes, sixteen partial sums each: the same
     /// function as PyTorch's, and a loop the compiler vectorizes).
+    #[inline(always)]
     fn stats(&self, row: &[f32]) -> (f32, f32) {
+        #[inline(always)]
         fn sum16(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             let mut acc = [0f32; 16];
             let mut chunks = row.chunks_exact(16);
@@ -467,7 +469,61 @@ const PB: usize = 64;
 
 /// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
 /// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
+#[allow(clippy::too_many_arguments)]
 fn pack_panel(
+    simd: Simd,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    rows: &[f32],
+    have: usize,
+    k: usize,
+    ldx: usize,
+    mr: usize,
+    norm: Option<HostNorm<'_>>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512(
+            d: &mut [std::mem::MaybeUninit<f32>],
+            x: &[f32],
+            h: usize,
+            k: usize,
+            l: usize,
+            mr: usize,
+            n: Option<HostNorm<'_>>,
+        ) {
+            pack_panel_generic(d, x, h, k, l, mr, n)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2(
+            d: &mut [std::mem::MaybeUninit<f32>],
+            x: &[f32],
+            h: usize,
+            k: usize,
+            l: usize,
+            mr: usize,
+            n: Option<HostNorm<'_>>,
+        ) {
+            pack_panel_generic(d, x, h, k, l, mr, n)
+        }
+        match simd {
+            // SAFETY: `simd` is a level this CPU has (Simd::get, or a test's detected level).
+            Simd::Avx512 => return unsafe { avx512(dst, rows, have, k, ldx, mr, norm) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { avx2(dst, rows, have, k, ldx, mr, norm) },
+            Simd::None => {}
+        }
+    }
+    pack_panel_generic(dst, rows, have, k, ldx, mr, norm)
+}
+
+/// [`pack_panel`]'s body, compiled once per SIMD level: each 64-column block of the rows is first
+/// copied (or normalized) row by row into a small buffer, vectorized, then written out k by k, so
+/// every store is to the panel's next floats rather than MR floats apart.
+#[inline(always)]
+fn pack_panel_generic(
     dst: &mut [std::mem::MaybeUninit<f32>],
     rows: &[f32],
     have: usize,
@@ -482,25 +538,27 @@ fn pack_panel(
             *st = norm.stats(&rows[r * ldx..r * ldx + k]);
         }
     }
+    let mut block = [[0f32; PB]; 16];
     // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
     for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
         let pend = (p0 + PB).min(k);
-        let dst = &mut dst[p0 * mr..pend * mr];
-        for r in 0..have {
+        for (r, buf) in block.iter_mut().enumerate().take(have) {
             let src = &rows[r * ldx + p0..r * ldx + pend];
+            let buf = &mut buf[..pend - p0];
             match norm {
-                None => {
-                    for (i, &v) in src.iter().enumerate() {
-                        dst[i * mr + r].write(v);
-                    }
-                }
+                None => buf.copy_from_slice(src),
                 Some(norm) => {
                     let (mean, rstd) = stats[r];
                     let (w, b) = (&norm.weight[p0..pend], &norm.bias[p0..pend]);
-                    for (i, &v) in src.iter().enumerate() {
-                        dst[i * mr + r].write((v - mean) * rstd * w[i] + b[i]);
+                    for (((o, &v), &w), &b) in buf.iter_mut().zip(src).zip(w).zip(b) {
+                        *o = (v - mean) * rstd * w + b;
                     }
                 }
+            }
+        }
+        for (i, out) in dst[p0 * mr..pend * mr].chunks_exact_mut(mr).enumerate() {
+            for (o, row) in out.iter_mut().zip(&block).take(have) {
+                o.write(row[i]);
             }
         }
     }
@@ -529,6 +587,7 @@ fn pack_rows_into(simd: Simd, x: &[f32], m: usize, k: usize, ldx: usize, out: &m
         let first = i * mr;
         let have = mr.min(m.saturating_sub(first));
         pack_panel(
+            simd,
             dst,
             x.get(first * ldx..).unwrap_or(&[]),
             have,
@@ -566,7 +625,16 @@ fn pack_rows_par(
         .for_each(|(i, dst)| {
             let first = i * mr;
             let have = mr.min(m.saturating_sub(first));
-            pack_panel(dst, x.get(first * k..).unwrap_or(&[]), have, k, k, mr, norm);
+            pack_panel(
+                simd,
+                dst,
+                x.get(first * k..).unwrap_or(&[]),
+                have,
+                k,
+                k,
+                mr,
+                norm,
+            );
         });
     // SAFETY: as in pack_rows_into.
     unsafe { a.set_len(lines) };
