@@ -80,33 +80,6 @@ fn softmax_rows_generic(buf: &mut [f32], n: usize) {
     }
 }
 
-/// Defines `name(args)` that runs `generic(args)` compiled for the best instruction set present.
-macro_rules! dispatch {
-    ($vis:vis $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
-        $vis fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                match super::dense::Simd::get() {
-                    // SAFETY: Simd::get says the CPU has AVX-512F.
-                    super::dense::Simd::Avx512 => return unsafe { avx512($($arg),*) },
-                    // SAFETY: Simd::get says the CPU has AVX2 and FMA.
-                    super::dense::Simd::Avx2 => return unsafe { avx2($($arg),*) },
-                    super::dense::Simd::None => {}
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
-
 dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
 dispatch!(pub(super) quick_gelu_in_place => quick_gelu_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));

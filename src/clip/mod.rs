@@ -6,6 +6,46 @@
 //! checkpoint's `projection_dim` entries, as f32 whatever dtype the model computes in
 //! ([`ModelDir::with_dtype`]).
 
+/// Defines `name(args)` that runs `generic(args)` compiled for the best instruction set present
+/// (`dense::Simd::get()`), or, as `name(level)`, for the level passed in first (one this CPU has).
+/// Used by the element-wise kernels (`kernels.rs`) and the packing of the dense layers.
+macro_rules! dispatch {
+    ($vis:vis $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
+        $vis fn $name($($arg: $ty),*) {
+            dispatch!(@body $crate::clip::dense::Simd::get(), $generic($($arg: $ty),*))
+        }
+    };
+    ($vis:vis $name:ident($level:ident) => $generic:ident($($arg:ident: $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($level: $crate::clip::dense::Simd, $($arg: $ty),*) {
+            dispatch!(@body $level, $generic($($arg: $ty),*))
+        }
+    };
+    (@body $level:expr, $generic:ident($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) {
+                $generic($($arg),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) {
+                $generic($($arg),*)
+            }
+            match $level {
+                // SAFETY: the level says the CPU has AVX-512F.
+                $crate::clip::dense::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                // SAFETY: the level says the CPU has AVX2 and FMA.
+                $crate::clip::dense::Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                $crate::clip::dense::Simd::None => {}
+            }
+        }
+        $generic($($arg),*)
+    }};
+}
+
 pub mod config;
 pub mod dense;
 pub mod encoder;

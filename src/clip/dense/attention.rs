@@ -13,8 +13,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{
-    lines_as_floats, pack_rows_into, pack_weight_cols, pack_weight_rows, Epilogue, Line, Out,
-    Panels, SendPtr, Simd,
+    lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Epilogue, Line, Out, Panels,
+    SendPtr, Simd,
 };
 
 /// Per-task buffers, reused across the heads a thread runs.
@@ -91,7 +91,7 @@ fn attention(
                 &rows[2 * d + head * hd..],
             );
             // scores (n × n) = q (n × hd) · kᵀ: k's rows are the "weight" rows.
-            pack_rows_into(simd, q, n, hd, d3, &mut s.rows);
+            pack_rows(simd, q, n, hd, d3, None, false, &mut s.rows);
             pack_weight_rows(simd, k, n, hd, d3, &mut s.panels);
             s.scores.clear();
             s.scores.resize(n * n, 0.0);
@@ -118,7 +118,7 @@ fn attention(
             }
             crate::clip::kernels::softmax_rows(&mut s.scores, n);
             // context (n × hd) = scores (n × n) · v (n × hd), into this head's columns of out.
-            pack_rows_into(simd, &s.scores, n, n, n, &mut s.rows);
+            pack_rows(simd, &s.scores, n, n, n, None, false, &mut s.rows);
             pack_weight_cols(simd, v, n, hd, d3, &mut s.panels);
             let ctx = Out {
                 // SAFETY: row image·n, column head·hd lies inside out (batch·n rows of d).

@@ -214,7 +214,8 @@ impl PackedWeight {
         // KC × 256 weight block, 256 KiB: an L2's share) each.
         let threads = rayon::current_num_threads().max(1);
         let per_task = panels.div_ceil(2 * threads).clamp(1, 256 / nr.min(256));
-        let a = pack_rows_par(self.simd, x, m, self.k, norm);
+        let mut a = Vec::new();
+        pack_rows(self.simd, x, m, self.k, self.k, norm, true, &mut a);
         let out = Out {
             y: SendPtr(y),
             ldy: self.n,
@@ -255,7 +256,7 @@ struct Panels<'a> {
 }
 
 impl Panels<'_> {
-    /// All `m` rows of packed activations `a` (from [`pack_rows_into`]) times the output columns
+    /// All `m` rows of packed activations `a` (from [`pack_rows`]) times the output columns
     /// of panels `range`, into `out`.
     ///
     /// # Safety
@@ -467,59 +468,19 @@ impl HostNorm<'_> {
 /// L1 while the rows are read, where a whole panel (k × MR) would not.
 const PB: usize = 64;
 
-/// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
-/// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
-#[allow(clippy::too_many_arguments)]
-fn pack_panel(
-    simd: Simd,
+dispatch!(pack_panel(simd) => pack_panel_generic(
     dst: &mut [std::mem::MaybeUninit<f32>],
     rows: &[f32],
     have: usize,
     k: usize,
     ldx: usize,
     mr: usize,
-    norm: Option<HostNorm<'_>>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx512(
-            d: &mut [std::mem::MaybeUninit<f32>],
-            x: &[f32],
-            h: usize,
-            k: usize,
-            l: usize,
-            mr: usize,
-            n: Option<HostNorm<'_>>,
-        ) {
-            pack_panel_generic(d, x, h, k, l, mr, n)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2(
-            d: &mut [std::mem::MaybeUninit<f32>],
-            x: &[f32],
-            h: usize,
-            k: usize,
-            l: usize,
-            mr: usize,
-            n: Option<HostNorm<'_>>,
-        ) {
-            pack_panel_generic(d, x, h, k, l, mr, n)
-        }
-        match simd {
-            // SAFETY: `simd` is a level this CPU has (Simd::get, or a test's detected level).
-            Simd::Avx512 => return unsafe { avx512(dst, rows, have, k, ldx, mr, norm) },
-            // SAFETY: as above.
-            Simd::Avx2 => return unsafe { avx2(dst, rows, have, k, ldx, mr, norm) },
-            Simd::None => {}
-        }
-    }
-    pack_panel_generic(dst, rows, have, k, ldx, mr, norm)
-}
+    norm: Option<HostNorm<'_>>
+));
 
-/// [`pack_panel`]'s body, compiled once per SIMD level: each 64-column block of the rows is first
+/// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
+/// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
+/// (`pack_panel` is this compiled for a SIMD level.) Each 64-column block of the rows is first
 /// copied (or normalized) row by row into a small buffer, vectorized, then written out k by k, so
 /// every store is to the panel's next floats rather than MR floats apart.
 #[inline(always)]
@@ -572,8 +533,19 @@ fn pack_panel_generic(
 }
 
 /// `m` rows of `k` floats, `ldx` apart in `x`, in panels of MR rows (see [`pack_panel`]),
-/// replacing `out`'s contents; on this thread.
-fn pack_rows_into(simd: Simd, x: &[f32], m: usize, k: usize, ldx: usize, out: &mut Vec<Line>) {
+/// normalized by `norm` if given, replacing `out`'s contents; the panels split across threads when
+/// `parallel` (a layer's input), on this thread otherwise (an attention task's).
+#[allow(clippy::too_many_arguments)]
+fn pack_rows(
+    simd: Simd,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    ldx: usize,
+    norm: Option<HostNorm<'_>>,
+    parallel: bool,
+    out: &mut Vec<Line>,
+) {
     let (mr, _) = simd.tile();
     let panel = k * mr;
     let lines = (m.div_ceil(mr) * panel).div_ceil(16);
@@ -583,62 +555,20 @@ fn pack_rows_into(simd: Simd, x: &[f32], m: usize, k: usize, ldx: usize, out: &m
     // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
     let floats: &mut [std::mem::MaybeUninit<f32>] =
         unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
-    for (i, dst) in floats.chunks_mut(panel).enumerate() {
+    let one = |(i, dst): (usize, &mut [std::mem::MaybeUninit<f32>])| {
         let first = i * mr;
         let have = mr.min(m.saturating_sub(first));
-        pack_panel(
-            simd,
-            dst,
-            x.get(first * ldx..).unwrap_or(&[]),
-            have,
-            k,
-            ldx,
-            mr,
-            None,
-        );
+        let rows = x.get(first * ldx..).unwrap_or(&[]);
+        pack_panel(simd, dst, rows, have, k, ldx, mr, norm);
+    };
+    if parallel {
+        floats.par_chunks_mut(panel).enumerate().for_each(one);
+    } else {
+        floats.chunks_mut(panel).enumerate().for_each(one);
     }
     // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
     // panel, the line's tail, by pack_panel's zero fill).
     unsafe { out.set_len(lines) };
-}
-
-/// As [`pack_rows_into`] for contiguous rows (`ldx = k`), normalized by `norm` if given, the
-/// panels split across threads.
-fn pack_rows_par(
-    simd: Simd,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    norm: Option<HostNorm<'_>>,
-) -> Vec<Line> {
-    let (mr, _) = simd.tile();
-    let panel = k * mr;
-    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
-    let mut a: Vec<Line> = Vec::with_capacity(lines);
-    let spare = a.spare_capacity_mut();
-    // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
-    let floats: &mut [std::mem::MaybeUninit<f32>] =
-        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
-    floats
-        .par_chunks_mut(panel)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            let first = i * mr;
-            let have = mr.min(m.saturating_sub(first));
-            pack_panel(
-                simd,
-                dst,
-                x.get(first * k..).unwrap_or(&[]),
-                have,
-                k,
-                k,
-                mr,
-                norm,
-            );
-        });
-    // SAFETY: as in pack_rows_into.
-    unsafe { a.set_len(lines) };
-    a
 }
 
 fn lines_as_floats(v: &[Line]) -> &[f32] {
