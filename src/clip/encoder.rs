@@ -72,11 +72,7 @@ impl LayerNorm {
                 return Ok(y);
             }
         }
-        let x = self.forward(x)?;
-        match epilogue {
-            Epilogue::None => dense.forward(&x),
-            Epilogue::QuickGelu => dense.forward_quick_gelu(&x),
-        }
+        dense.forward_with(&self.forward(x)?, epilogue)
     }
 }
 
@@ -187,13 +183,12 @@ impl Attention {
     /// `x + attention(ln(x))`; `x`: `[batch, tokens, hidden]`; `causal`: each token attends only to
     /// those before it.
     fn forward(&self, ln: &LayerNorm, x: &Tensor, causal: bool) -> CResult<Tensor> {
-        let residual = x;
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         let hd = d / h;
         let qkv = ln.then(&self.qkv, x, Epilogue::None)?;
         if let Some(ctx) = attention_from_qkv(&qkv, h, causal)? {
-            return self.out_proj.forward_add(&ctx, residual);
+            return self.out_proj.forward_add(&ctx, x);
         }
         let qkv = qkv.reshape((b, n, 3, h, hd))?;
         let qkv = qkv.permute((2, 0, 3, 1, 4))?; // [3, b, h, n, hd]
@@ -207,7 +202,7 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, n, d))?;
-        self.out_proj.forward_add(&ctx, residual)
+        self.out_proj.forward_add(&ctx, x)
     }
 }
 

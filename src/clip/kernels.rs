@@ -47,15 +47,22 @@ fn exp(x: f32) -> f32 {
 #[inline(always)]
 fn quick_gelu_generic(src: &[f32], dst: &mut [f32]) {
     for (d, &x) in dst.iter_mut().zip(src) {
-        *d = x / (1.0 + exp(-1.702 * x));
+        *d = quick_gelu_one(x);
     }
 }
 
 #[inline(always)]
 fn quick_gelu_in_place_generic(buf: &mut [f32]) {
     for x in buf.iter_mut() {
-        *x = *x / (1.0 + exp(-1.702 * *x));
+        *x = quick_gelu_one(*x);
     }
+}
+
+/// `x · sigmoid(1.702 x)`: the one formula both quick-GELU kernels use, so a layer's fused
+/// epilogue and the separate pass agree bit for bit.
+#[inline(always)]
+fn quick_gelu_one(x: f32) -> f32 {
+    x / (1.0 + exp(-1.702 * x))
 }
 
 /// Softmax of each row of `n` values, in place.

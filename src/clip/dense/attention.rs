@@ -12,10 +12,9 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{
-    lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Epilogue, Line, Out, Panels,
-    SendPtr, Simd,
-};
+use super::pack::{lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Line};
+use super::tiles::{Epilogue, Out, Panels, SendPtr};
+use super::Simd;
 
 /// Per-task buffers, reused across the heads a thread runs.
 #[derive(Default)]
@@ -93,7 +92,7 @@ fn attention(
             // scores (n × n) = q (n × hd) · kᵀ: k's rows are the "weight" rows.
             pack_rows(simd, q, n, hd, d3, None, false, &mut s.rows);
             pack_weight_rows(simd, k, n, hd, d3, &mut s.panels);
-            s.scores.clear();
+            // Every score is written by the product below: only the length needs setting.
             s.scores.resize(n * n, 0.0);
             let scores = Out {
                 y: SendPtr(s.scores.as_mut_ptr()),

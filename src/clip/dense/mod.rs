@@ -10,12 +10,17 @@
 //! forces the AVX2 path on an AVX-512 machine (for measuring it). Without either, or on a GPU, or in
 //! another dtype, [`Dense`] is candle's `Linear`: the same function everywhere.
 //! Self-attention runs on the same tiles, straight from the q/k/v layer's output (`attention.rs`).
-//! Not for: element-wise ops (`kernels.rs`).
+//! Here: the SIMD level, the packed weights and the candle-facing layer; the layouts and packing
+//! are in `pack.rs`, the blocked tile loop in `tiles.rs`. Not for: element-wise ops (`kernels.rs`).
 
 mod attention;
 mod microkernel;
+mod pack;
+mod tiles;
 
 pub use attention::attention_from_qkv;
+pub use pack::HostNorm;
+pub use tiles::Epilogue;
 
 use std::sync::OnceLock;
 
@@ -23,7 +28,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Resul
 use candle_nn::Linear;
 use rayon::prelude::*;
 
-use microkernel::{Init, Tile};
+use pack::{lines_as_floats, pack_rows, pack_weight_rows, Line};
+use tiles::{Out, Panels, SendPtr};
 
 /// The SIMD level the CPU kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,25 +90,6 @@ fn detect() -> Simd {
     Simd::None
 }
 
-/// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
-const KC: usize = 256;
-
-/// Rows of one block of activations, at most: MC × KC floats (264 KiB) stay in L2.
-const MC: usize = 264;
-
-/// 64 bytes, the unit of the packed buffer, so every panel starts on a cache line.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-/// What happens to each output tile once its last k block is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epilogue {
-    None,
-    /// `x · sigmoid(1.702 x)` (OpenAI CLIP's activation), the same arithmetic as the separate kernel.
-    QuickGelu,
-}
-
 /// A weight matrix `[n, k]` (PyTorch's layout, `y = x Wᵀ`) packed for the microkernels, with its bias.
 pub struct PackedWeight {
     simd: Simd,
@@ -158,7 +145,7 @@ impl PackedWeight {
 
     /// `y (m × n) = x (m × k) · Wᵀ + b (+ residual (m × n))`, all row-major.
     pub fn matmul(&self, x: &[f32], m: usize, residual: Option<&[f32]>, y: &mut [f32]) {
-        self.check(x, m, residual);
+        self.check(x, m, None, residual);
         assert_eq!(y.len(), m * self.n, "dense: output size");
         // SAFETY: sizes checked just above.
         unsafe { self.matmul_raw(x, m, None, residual, Epilogue::None, y.as_mut_ptr()) }
@@ -174,11 +161,7 @@ impl PackedWeight {
         residual: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Vec<f32> {
-        self.check(x, m, residual);
-        assert!(
-            norm.is_none_or(|n| n.weight.len() == self.k && n.bias.len() == self.k),
-            "dense: norm size"
-        );
+        self.check(x, m, norm, residual);
         let mut y = Vec::with_capacity(m * self.n);
         // SAFETY: sizes checked just above; the capacity holds m × n floats, and matmul_raw writes
         // every one of them (each row tile of each panel, the cut last panel by run_edge).
@@ -189,8 +172,12 @@ impl PackedWeight {
         y
     }
 
-    fn check(&self, x: &[f32], m: usize, residual: Option<&[f32]>) {
+    fn check(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, residual: Option<&[f32]>) {
         assert_eq!(x.len(), m * self.k, "dense: input size");
+        assert!(
+            norm.is_none_or(|n| n.weight.len() == self.k && n.bias.len() == self.k),
+            "dense: norm size"
+        );
         assert!(
             residual.is_none_or(|r| r.len() == m * self.n),
             "dense: residual size"
@@ -235,363 +222,6 @@ impl PackedWeight {
     }
 }
 
-/// Where a product goes: `y` (rows `ldy` apart), the residual added at the start (same layout,
-/// `ldy` apart too), the epilogue applied at the end.
-struct Out {
-    y: SendPtr,
-    ldy: usize,
-    residual: Option<SendPtr>,
-    epilogue: Epilogue,
-}
-
-/// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
-/// panels (or none).
-#[derive(Clone, Copy)]
-struct Panels<'a> {
-    simd: Simd,
-    n: usize,
-    k: usize,
-    data: &'a [f32],
-    bias: Option<&'a [f32]>,
-}
-
-impl Panels<'_> {
-    /// All `m` rows of packed activations `a` (from [`pack_rows`]) times the output columns
-    /// of panels `range`, into `out`.
-    ///
-    /// # Safety
-    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `a` holds
-    /// `ceil(m / MR)` panels of k × MR floats; no other thread writes these columns of y.
-    unsafe fn block(&self, a: &[f32], m: usize, out: &Out, range: std::ops::Range<usize>) {
-        let (n, k) = (self.n, self.k);
-        let (mr, nr) = self.simd.tile();
-        let (y, ldy) = (out.y.get(), out.ldy);
-        let data = self.data;
-        let mut edge = [0f32; 16 * 32];
-        // Row blocks of at most MC rows and k blocks of at most KC, each as even as whole tiles
-        // allow (257 rows: one block; k = 257: one block, not 256 and 1).
-        let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
-        let kb = k.div_ceil(k.div_ceil(KC));
-        let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
-        // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
-        // across all k blocks instead of going back to memory after each (at 8 images, 2,056
-        // rows, they would not fit); the weights stream past once per row block.
-        for ic in (0..m).step_by(mc) {
-            let tiles = m.min(ic + mc).saturating_sub(ic).div_ceil(mr);
-            for pc in (0..k).step_by(kb) {
-                let kc = kb.min(k - pc);
-                let last_k = pc + kc == k;
-                // The block of rows (MC × KC) stays in L2 while the panels pass; each weight
-                // panel's k block (KC × NR) stays in L1 while the block's row tiles stream past.
-                for j in range.clone() {
-                    let col = j * nr;
-                    let cols = nr.min(n - col);
-                    // The weight slice used after this one (next panel, the first panel of the
-                    // next k block, or of the next row block), fetched into L2 a share per row
-                    // tile: the weights are read from memory once per row block, and the
-                    // hardware prefetchers lose the stream at every 4 KiB page of these
-                    // strided slices.
-                    let next = if j + 1 < range.end {
-                        Some((j + 1, pc, kc))
-                    } else if !last_k {
-                        Some((range.start, pc + kb, kb.min(k - pc - kb)))
-                    } else if ic + mc < m {
-                        Some((range.start, 0, kb.min(k)))
-                    } else {
-                        None
-                    };
-                    let (next_ptr, next_lines) = next
-                        .map_or((std::ptr::null(), 0), |(j2, p2, k2)| {
-                            (slice(j2, p2).cast::<u8>(), k2 * nr * 4 / 64)
-                        });
-                    let per_tile = next_lines.div_ceil(tiles.max(1));
-                    for (t, i0) in (ic..m.min(ic + mc)).step_by(mr).enumerate() {
-                        let rows = mr.min(m - i0);
-                        let first = (t * per_tile).min(next_lines);
-                        let last = (first + per_tile).min(next_lines);
-                        let init = if pc == 0 {
-                            Init::Start {
-                                bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
-                                residual: out
-                                    .residual
-                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * ldy + col)),
-                                ldr: ldy,
-                            }
-                        } else {
-                            Init::Accumulate
-                        };
-                        let tile = Tile {
-                            kc,
-                            a: a.as_ptr().add(i0 * k + pc * mr),
-                            b: slice(j, pc),
-                            c: y.add(i0 * ldy + col),
-                            ldc: ldy,
-                            init,
-                            prefetch: next_ptr.wrapping_add(first * 64),
-                            prefetch_lines: last - first,
-                        };
-                        if cols == nr {
-                            self.run(rows, &tile);
-                        } else {
-                            self.run_edge(rows, cols, tile, &mut edge);
-                        }
-                        if last_k && out.epilogue == Epilogue::QuickGelu {
-                            for r in 0..rows {
-                                let row = std::slice::from_raw_parts_mut(
-                                    y.add((i0 + r) * ldy + col),
-                                    cols,
-                                );
-                                super::kernels::quick_gelu_in_place(row);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// A tile whose last panel is cut by n: computed into `edge` (full width), copied out.
-    ///
-    /// # Safety
-    /// As [`Self::block`]; only `cols` columns of the tile exist in y and the residual.
-    unsafe fn run_edge(&self, rows: usize, cols: usize, mut tile: Tile, edge: &mut [f32]) {
-        let (_, nr) = self.simd.tile();
-        for r in 0..rows {
-            let dst = &mut edge[r * nr..(r + 1) * nr];
-            dst.fill(0.0);
-            match tile.init {
-                Init::Accumulate => {
-                    std::ptr::copy_nonoverlapping(tile.c.add(r * tile.ldc), dst.as_mut_ptr(), cols)
-                }
-                Init::Start {
-                    bias,
-                    residual,
-                    ldr,
-                } => {
-                    if !bias.is_null() {
-                        std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr);
-                    }
-                    if !residual.is_null() {
-                        for (c, d) in dst[..cols].iter_mut().enumerate() {
-                            *d += *residual.add(r * ldr + c);
-                        }
-                    }
-                }
-            }
-        }
-        let c = tile.c;
-        let ldc = tile.ldc;
-        tile.c = edge.as_mut_ptr();
-        tile.ldc = nr;
-        tile.init = Init::Accumulate;
-        self.run(rows, &tile);
-        for r in 0..rows {
-            std::ptr::copy_nonoverlapping(edge[r * nr..].as_ptr(), c.add(r * ldc), cols);
-        }
-    }
-
-    /// # Safety
-    /// As [`microkernel::Tile`]; `self.simd` was detected on this CPU.
-    unsafe fn run(&self, rows: usize, tile: &Tile) {
-        #[cfg(target_arch = "x86_64")]
-        match self.simd {
-            Simd::Avx512 => microkernel::avx512::run(rows, tile),
-            Simd::Avx2 => microkernel::avx2::run(rows, tile),
-            Simd::None => unreachable!("no panels are packed for Simd::None"),
-        }
-    }
-}
-
-/// `n` weight rows of `k` floats, `ldw` apart in `w` (`y = x Wᵀ`), into panels of NR columns
-/// (each k's NR floats adjacent; columns past n zero), replacing `out`'s contents.
-fn pack_weight_rows(simd: Simd, w: &[f32], n: usize, k: usize, ldw: usize, out: &mut Vec<Line>) {
-    let (_, nr) = simd.tile();
-    out.clear();
-    out.resize((n.div_ceil(nr) * k * nr).div_ceil(16), Line([0.0; 16]));
-    let flat = lines_as_floats_mut(out);
-    for j in 0..n {
-        let row = &w[j * ldw..j * ldw + k];
-        let panel = &mut flat[(j / nr) * k * nr..][..k * nr];
-        for (p, &v) in row.iter().enumerate() {
-            panel[p * nr + j % nr] = v;
-        }
-    }
-}
-
-/// The same panels from `w` stored the other way: `k` rows of `n` floats, `ldw` apart
-/// (`y = x W`), replacing `out`'s contents.
-fn pack_weight_cols(simd: Simd, w: &[f32], k: usize, n: usize, ldw: usize, out: &mut Vec<Line>) {
-    let (_, nr) = simd.tile();
-    out.clear();
-    out.resize((n.div_ceil(nr) * k * nr).div_ceil(16), Line([0.0; 16]));
-    let flat = lines_as_floats_mut(out);
-    for p in 0..k {
-        let row = &w[p * ldw..p * ldw + n];
-        for (j, cols) in row.chunks(nr).enumerate() {
-            flat[j * k * nr + p * nr..][..cols.len()].copy_from_slice(cols);
-        }
-    }
-}
-
-/// A LayerNorm's parameters on the host: rows normalized while they are packed.
-#[derive(Clone, Copy)]
-pub struct HostNorm<'a> {
-    pub weight: &'a [f32],
-    pub bias: &'a [f32],
-    pub eps: f32,
-}
-
-impl HostNorm<'_> {
-    /// Mean and 1/√(variance + eps) of one row (two passes, sixteen partial sums each: the same
-    /// function as PyTorch's, and a loop the compiler vectorizes).
-    #[inline(always)]
-    fn stats(&self, row: &[f32]) -> (f32, f32) {
-        #[inline(always)]
-        fn sum16(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-            let mut acc = [0f32; 16];
-            let mut chunks = row.chunks_exact(16);
-            for c in &mut chunks {
-                for (a, &v) in acc.iter_mut().zip(c) {
-                    *a += f(v);
-                }
-            }
-            acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
-        }
-        let n = row.len().max(1) as f32;
-        let mean = sum16(row, |v| v) / n;
-        let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
-        (mean, 1.0 / (var + self.eps).sqrt())
-    }
-}
-
-/// Columns of k packed per pass over a panel's rows: the panel's share (PB × MR floats) stays in
-/// L1 while the rows are read, where a whole panel (k × MR) would not.
-const PB: usize = 64;
-
-dispatch!(pack_panel(simd) => pack_panel_generic(
-    dst: &mut [std::mem::MaybeUninit<f32>],
-    rows: &[f32],
-    have: usize,
-    k: usize,
-    ldx: usize,
-    mr: usize,
-    norm: Option<HostNorm<'_>>
-));
-
-/// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
-/// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
-/// (`pack_panel` is this compiled for a SIMD level.) Each 64-column block of the rows is first
-/// copied (or normalized) row by row into a small buffer, vectorized, then written out k by k, so
-/// every store is to the panel's next floats rather than MR floats apart.
-#[inline(always)]
-fn pack_panel_generic(
-    dst: &mut [std::mem::MaybeUninit<f32>],
-    rows: &[f32],
-    have: usize,
-    k: usize,
-    ldx: usize,
-    mr: usize,
-    norm: Option<HostNorm<'_>>,
-) {
-    let mut stats = [(0f32, 1f32); 16];
-    if let Some(norm) = norm {
-        for (r, st) in stats.iter_mut().enumerate().take(have) {
-            *st = norm.stats(&rows[r * ldx..r * ldx + k]);
-        }
-    }
-    let mut block = [[0f32; PB]; 16];
-    // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
-    for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
-        let pend = (p0 + PB).min(k);
-        for (r, buf) in block.iter_mut().enumerate().take(have) {
-            let src = &rows[r * ldx + p0..r * ldx + pend];
-            let buf = &mut buf[..pend - p0];
-            match norm {
-                None => buf.copy_from_slice(src),
-                Some(norm) => {
-                    let (mean, rstd) = stats[r];
-                    let (w, b) = (&norm.weight[p0..pend], &norm.bias[p0..pend]);
-                    for (((o, &v), &w), &b) in buf.iter_mut().zip(src).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * w + b;
-                    }
-                }
-            }
-        }
-        for (i, out) in dst[p0 * mr..pend * mr].chunks_exact_mut(mr).enumerate() {
-            for (o, row) in out.iter_mut().zip(&block).take(have) {
-                o.write(row[i]);
-            }
-        }
-    }
-    if have < mr {
-        for (idx, slot) in dst.iter_mut().enumerate() {
-            if idx % mr >= have {
-                slot.write(0.0);
-            }
-        }
-    }
-}
-
-/// `m` rows of `k` floats, `ldx` apart in `x`, in panels of MR rows (see [`pack_panel`]),
-/// normalized by `norm` if given, replacing `out`'s contents; the panels split across threads when
-/// `parallel` (a layer's input), on this thread otherwise (an attention task's).
-#[allow(clippy::too_many_arguments)]
-fn pack_rows(
-    simd: Simd,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    ldx: usize,
-    norm: Option<HostNorm<'_>>,
-    parallel: bool,
-    out: &mut Vec<Line>,
-) {
-    let (mr, _) = simd.tile();
-    let panel = k * mr;
-    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
-    out.clear();
-    out.reserve(lines);
-    let spare = &mut out.spare_capacity_mut()[..lines];
-    // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
-    let floats: &mut [std::mem::MaybeUninit<f32>] =
-        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
-    let one = |(i, dst): (usize, &mut [std::mem::MaybeUninit<f32>])| {
-        let first = i * mr;
-        let have = mr.min(m.saturating_sub(first));
-        let rows = x.get(first * ldx..).unwrap_or(&[]);
-        pack_panel(simd, dst, rows, have, k, ldx, mr, norm);
-    };
-    if parallel {
-        floats.par_chunks_mut(panel).enumerate().for_each(one);
-    } else {
-        floats.chunks_mut(panel).enumerate().for_each(one);
-    }
-    // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
-    // panel, the line's tail, by pack_panel's zero fill).
-    unsafe { out.set_len(lines) };
-}
-
-fn lines_as_floats(v: &[Line]) -> &[f32] {
-    // SAFETY: Line is repr(C) [f32; 16] (align 64, size 64, no padding).
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 16) }
-}
-
-fn lines_as_floats_mut(v: &mut [Line]) -> &mut [f32] {
-    // SAFETY: as above.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 16) }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint column blocks of one output buffer to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A linear layer: packed on CPU when the CPU has a kernel, candle's `Linear` otherwise.
 pub enum Dense {
     Packed(PackedWeight),
@@ -621,14 +251,16 @@ impl Dense {
         }
     }
 
-    /// `quick_gelu(x · Wᵀ + b)`, the activation applied to each output tile while it is in cache.
-    pub fn forward_quick_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Dense::Packed(p) if packable(x) => x.contiguous()?.apply_op1_no_bwd(&Op {
-                epilogue: Epilogue::QuickGelu,
+    /// `epilogue(x · Wᵀ + b)`: on a packed layer the epilogue is applied to each output tile while
+    /// it is in cache, otherwise as a separate pass.
+    pub fn forward_with(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+        match (self, epilogue) {
+            (_, Epilogue::None) => self.forward(x),
+            (Dense::Packed(p), _) if packable(x) => x.contiguous()?.apply_op1_no_bwd(&Op {
+                epilogue,
                 ..Op::new(p)
             }),
-            _ => super::kernels::quick_gelu(&self.forward(x)?),
+            (_, Epilogue::QuickGelu) => super::kernels::quick_gelu(&self.forward(x)?),
         }
     }
 
@@ -642,20 +274,11 @@ impl Dense {
         epilogue: Epilogue,
     ) -> Result<Option<Tensor>> {
         match self {
-            Dense::Packed(p) if packable(x) => {
-                if norm.weight.len() != p.k || norm.bias.len() != p.k {
-                    candle_core::bail!(
-                        "dense: a norm of {} for inputs of {}",
-                        norm.weight.len(),
-                        p.k
-                    );
-                }
-                Ok(Some(x.contiguous()?.apply_op1_no_bwd(&Op {
-                    norm: Some(norm),
-                    epilogue,
-                    ..Op::new(p)
-                })?))
-            }
+            Dense::Packed(p) if packable(x) => Ok(Some(x.contiguous()?.apply_op1_no_bwd(&Op {
+                norm: Some(norm),
+                epilogue,
+                ..Op::new(p)
+            })?)),
             _ => Ok(None),
         }
     }
@@ -712,6 +335,16 @@ impl<'a> Op<'a> {
         }
         if residual.is_some_and(|r| r.len() != m * p.n) {
             candle_core::bail!("dense: residual does not match the output {out_dims:?}");
+        }
+        if let Some(norm) = self
+            .norm
+            .filter(|n| n.weight.len() != p.k || n.bias.len() != p.k)
+        {
+            candle_core::bail!(
+                "dense: a norm of {} for inputs of {}",
+                norm.weight.len(),
+                p.k
+            );
         }
         let y = p.matmul_vec(x, m, self.norm, residual, self.epilogue);
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))

@@ -137,7 +137,7 @@ fn quick_gelu_epilogue_equals_the_separate_kernel() -> Result<()> {
         let x = (Tensor::from_vec(values(m * k, 13), (m, k), &dev)? * 4.0)?;
         let dense = Dense::new(w, Some(b))?;
         let want = crate::clip::kernels::quick_gelu(&dense.forward(&x)?)?;
-        let got = dense.forward_quick_gelu(&x)?;
+        let got = dense.forward_with(&x, Epilogue::QuickGelu)?;
         assert_eq!(
             got.to_vec2::<f32>()?,
             want.to_vec2::<f32>()?,
@@ -170,10 +170,7 @@ fn normed_rows_equal_layer_norm_then_the_layer() -> Result<()> {
             eps: 1e-5,
         };
         for epilogue in [Epilogue::None, Epilogue::QuickGelu] {
-            let want = match epilogue {
-                Epilogue::None => dense.forward(&normed)?,
-                Epilogue::QuickGelu => dense.forward_quick_gelu(&normed)?,
-            };
+            let want = dense.forward_with(&normed, epilogue)?;
             let Some(got) = dense.forward_normed(&x, norm, epilogue)? else {
                 assert_eq!(detect(), Simd::None, "a packed layer takes the norm");
                 continue;

@@ -1,0 +1,209 @@
+//! The packed layouts the microkernels read, and the packing into them: weights in panels of NR
+//! columns (once at load for the layers; per head for attention's k and v), activations in panels of
+//! MR rows (per call), optionally layer-normalized on the way. Not for: the products themselves
+//! (`tiles.rs`).
+
+use rayon::prelude::*;
+
+use super::Simd;
+
+/// 64 bytes, the unit of the packed buffer, so every panel starts on a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Line(pub(super) [f32; 16]);
+
+/// `out` resized to hold `n` columns in panels of NR (`k × NR` floats each) and zeroed (columns
+/// past n stay zero); its floats and NR.
+fn zeroed_panels(simd: Simd, n: usize, k: usize, out: &mut Vec<Line>) -> (&mut [f32], usize) {
+    let (_, nr) = simd.tile();
+    out.clear();
+    out.resize((n.div_ceil(nr) * k * nr).div_ceil(16), Line([0.0; 16]));
+    (lines_as_floats_mut(out), nr)
+}
+
+/// `n` weight rows of `k` floats, `ldw` apart in `w` (`y = x Wᵀ`), into panels of NR columns
+/// (each k's NR floats adjacent; columns past n zero), replacing `out`'s contents.
+pub(super) fn pack_weight_rows(
+    simd: Simd,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    ldw: usize,
+    out: &mut Vec<Line>,
+) {
+    let (flat, nr) = zeroed_panels(simd, n, k, out);
+    for j in 0..n {
+        let row = &w[j * ldw..j * ldw + k];
+        let panel = &mut flat[(j / nr) * k * nr..][..k * nr];
+        for (p, &v) in row.iter().enumerate() {
+            panel[p * nr + j % nr] = v;
+        }
+    }
+}
+
+/// The same panels from `w` stored the other way: `k` rows of `n` floats, `ldw` apart
+/// (`y = x W`), replacing `out`'s contents.
+pub(super) fn pack_weight_cols(
+    simd: Simd,
+    w: &[f32],
+    k: usize,
+    n: usize,
+    ldw: usize,
+    out: &mut Vec<Line>,
+) {
+    let (flat, nr) = zeroed_panels(simd, n, k, out);
+    for p in 0..k {
+        let row = &w[p * ldw..p * ldw + n];
+        for (j, cols) in row.chunks(nr).enumerate() {
+            flat[j * k * nr + p * nr..][..cols.len()].copy_from_slice(cols);
+        }
+    }
+}
+
+/// A LayerNorm's parameters on the host: rows normalized while they are packed.
+#[derive(Clone, Copy)]
+pub struct HostNorm<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub eps: f32,
+}
+
+impl HostNorm<'_> {
+    /// Mean and 1/√(variance + eps) of one row (two passes, sixteen partial sums each: the same
+    /// function as PyTorch's, and a loop the compiler vectorizes).
+    #[inline(always)]
+    fn stats(&self, row: &[f32]) -> (f32, f32) {
+        #[inline(always)]
+        fn sum16(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+            let mut acc = [0f32; 16];
+            let mut chunks = row.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a += f(v);
+                }
+            }
+            acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+        }
+        let n = row.len().max(1) as f32;
+        let mean = sum16(row, |v| v) / n;
+        let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+}
+
+/// Columns of k packed per pass over a panel's rows: the panel's share (PB × MR floats) stays in
+/// L1 while the rows are read, where a whole panel (k × MR) would not.
+const PB: usize = 64;
+
+dispatch!(pack_panel(simd) => pack_panel_generic(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    rows: &[f32],
+    have: usize,
+    k: usize,
+    ldx: usize,
+    mr: usize,
+    norm: Option<HostNorm<'_>>
+));
+
+/// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
+/// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
+/// (`pack_panel` is this compiled for a SIMD level.) Each 64-column block of the rows is first
+/// copied (or normalized) row by row into a small buffer, vectorized, then written out k by k, so
+/// every store is to the panel's next floats rather than MR floats apart.
+#[inline(always)]
+fn pack_panel_generic(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    rows: &[f32],
+    have: usize,
+    k: usize,
+    ldx: usize,
+    mr: usize,
+    norm: Option<HostNorm<'_>>,
+) {
+    let mut stats = [(0f32, 1f32); 16];
+    if let Some(norm) = norm {
+        for (r, st) in stats.iter_mut().enumerate().take(have) {
+            *st = norm.stats(&rows[r * ldx..r * ldx + k]);
+        }
+    }
+    let mut block = [[0f32; PB]; 16];
+    // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
+    for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
+        let pend = (p0 + PB).min(k);
+        for (r, buf) in block.iter_mut().enumerate().take(have) {
+            let src = &rows[r * ldx + p0..r * ldx + pend];
+            let buf = &mut buf[..pend - p0];
+            match norm {
+                None => buf.copy_from_slice(src),
+                Some(norm) => {
+                    let (mean, rstd) = stats[r];
+                    let (w, b) = (&norm.weight[p0..pend], &norm.bias[p0..pend]);
+                    for (((o, &v), &w), &b) in buf.iter_mut().zip(src).zip(w).zip(b) {
+                        *o = (v - mean) * rstd * w + b;
+                    }
+                }
+            }
+        }
+        for (i, out) in dst[p0 * mr..pend * mr].chunks_exact_mut(mr).enumerate() {
+            for (o, row) in out.iter_mut().zip(&block).take(have) {
+                o.write(row[i]);
+            }
+        }
+    }
+    if have < mr {
+        for (idx, slot) in dst.iter_mut().enumerate() {
+            if idx % mr >= have {
+                slot.write(0.0);
+            }
+        }
+    }
+}
+
+/// `m` rows of `k` floats, `ldx` apart in `x`, in panels of MR rows (see [`pack_panel`]),
+/// normalized by `norm` if given, replacing `out`'s contents; the panels split across threads when
+/// `parallel` (a layer's input), on this thread otherwise (an attention task's).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pack_rows(
+    simd: Simd,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    ldx: usize,
+    norm: Option<HostNorm<'_>>,
+    parallel: bool,
+    out: &mut Vec<Line>,
+) {
+    let (mr, _) = simd.tile();
+    let panel = k * mr;
+    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
+    out.clear();
+    out.reserve(lines);
+    let spare = &mut out.spare_capacity_mut()[..lines];
+    // SAFETY: MaybeUninit<Line> is 16 MaybeUninit<f32> (repr(C), no padding).
+    let floats: &mut [std::mem::MaybeUninit<f32>] =
+        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), lines * 16) };
+    let one = |(i, dst): (usize, &mut [std::mem::MaybeUninit<f32>])| {
+        let first = i * mr;
+        let have = mr.min(m.saturating_sub(first));
+        let rows = x.get(first * ldx..).unwrap_or(&[]);
+        pack_panel(simd, dst, rows, have, k, ldx, mr, norm);
+    };
+    if parallel {
+        floats.par_chunks_mut(panel).enumerate().for_each(one);
+    } else {
+        floats.chunks_mut(panel).enumerate().for_each(one);
+    }
+    // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
+    // panel, the line's tail, by pack_panel's zero fill).
+    unsafe { out.set_len(lines) };
+}
+
+pub(super) fn lines_as_floats(v: &[Line]) -> &[f32] {
+    // SAFETY: Line is repr(C) [f32; 16] (align 64, size 64, no padding).
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 16) }
+}
+
+pub(super) fn lines_as_floats_mut(v: &mut [Line]) -> &mut [f32] {
+    // SAFETY: as above.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 16) }
+}

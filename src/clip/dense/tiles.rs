@@ -1,0 +1,208 @@
+//! The blocked loop of the packed GEMM: one borrowed weight matrix in panels times packed rows,
+//! tile by tile through the microkernels, into an output with its own row stride — the bias and
+//! residual at each tile's start, the epilogue at its end, the next weight slice prefetched. Used by
+//! the linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
+//! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
+
+use super::microkernel::{self, Init, Tile};
+use super::Simd;
+
+/// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
+const KC: usize = 256;
+
+/// Rows of one block of activations, at most: MC × KC floats (264 KiB) stay in L2.
+const MC: usize = 264;
+
+/// What happens to each output tile once its last k block is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// `x · sigmoid(1.702 x)` (OpenAI CLIP's activation), the same arithmetic as the separate kernel.
+    QuickGelu,
+}
+
+/// A raw output pointer that rayon tasks may share.
+#[derive(Clone, Copy)]
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: used only to hand disjoint parts of one output buffer (column blocks, or one head's
+// columns) to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Where a product goes: `y` (rows `ldy` apart), the residual added at the start (same layout,
+/// `ldy` apart too), the epilogue applied at the end.
+pub(super) struct Out {
+    pub(super) y: SendPtr,
+    pub(super) ldy: usize,
+    pub(super) residual: Option<SendPtr>,
+    pub(super) epilogue: Epilogue,
+}
+
+/// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
+/// panels (or none).
+#[derive(Clone, Copy)]
+pub(super) struct Panels<'a> {
+    pub(super) simd: Simd,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) data: &'a [f32],
+    pub(super) bias: Option<&'a [f32]>,
+}
+
+impl Panels<'_> {
+    /// All `m` rows of packed activations `a` (from [`pack_rows`]) times the output columns
+    /// of panels `range`, into `out`.
+    ///
+    /// # Safety
+    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `a` holds
+    /// `ceil(m / MR)` panels of k × MR floats; no other thread writes these columns of y.
+    pub(super) unsafe fn block(
+        &self,
+        a: &[f32],
+        m: usize,
+        out: &Out,
+        range: std::ops::Range<usize>,
+    ) {
+        let (n, k) = (self.n, self.k);
+        let (mr, nr) = self.simd.tile();
+        let (y, ldy) = (out.y.get(), out.ldy);
+        let data = self.data;
+        let mut edge = [0f32; 16 * 32];
+        // Row blocks of at most MC rows and k blocks of at most KC, each as even as whole tiles
+        // allow (257 rows: one block; k = 257: one block, not 256 and 1).
+        let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
+        let kb = k.div_ceil(k.div_ceil(KC));
+        let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
+        // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
+        // across all k blocks instead of going back to memory after each (at 8 images, 2,056
+        // rows, they would not fit); the weights stream past once per row block.
+        for ic in (0..m).step_by(mc) {
+            let tiles = m.min(ic + mc).saturating_sub(ic).div_ceil(mr);
+            for pc in (0..k).step_by(kb) {
+                let kc = kb.min(k - pc);
+                let last_k = pc + kc == k;
+                // The block of rows (MC × KC) stays in L2 while the panels pass; each weight
+                // panel's k block (KC × NR) stays in L1 while the block's row tiles stream past.
+                for j in range.clone() {
+                    let col = j * nr;
+                    let cols = nr.min(n - col);
+                    // The weight slice used after this one (next panel, the first panel of the
+                    // next k block, or of the next row block), fetched into L2 a share per row
+                    // tile: the weights are read from memory once per row block, and the
+                    // hardware prefetchers lose the stream at every 4 KiB page of these
+                    // strided slices.
+                    let next = if j + 1 < range.end {
+                        Some((j + 1, pc, kc))
+                    } else if !last_k {
+                        Some((range.start, pc + kb, kb.min(k - pc - kb)))
+                    } else if ic + mc < m {
+                        Some((range.start, 0, kb.min(k)))
+                    } else {
+                        None
+                    };
+                    let (next_ptr, next_lines) = next
+                        .map_or((std::ptr::null(), 0), |(j2, p2, k2)| {
+                            (slice(j2, p2).cast::<u8>(), k2 * nr * 4 / 64)
+                        });
+                    let per_tile = next_lines.div_ceil(tiles.max(1));
+                    for (t, i0) in (ic..m.min(ic + mc)).step_by(mr).enumerate() {
+                        let rows = mr.min(m - i0);
+                        let first = (t * per_tile).min(next_lines);
+                        let last = (first + per_tile).min(next_lines);
+                        let init = if pc == 0 {
+                            Init::Start {
+                                bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
+                                residual: out
+                                    .residual
+                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * ldy + col)),
+                                ldr: ldy,
+                            }
+                        } else {
+                            Init::Accumulate
+                        };
+                        let tile = Tile {
+                            kc,
+                            a: a.as_ptr().add(i0 * k + pc * mr),
+                            b: slice(j, pc),
+                            c: y.add(i0 * ldy + col),
+                            ldc: ldy,
+                            init,
+                            prefetch: next_ptr.wrapping_add(first * 64),
+                            prefetch_lines: last - first,
+                        };
+                        if cols == nr {
+                            self.run(rows, &tile);
+                        } else {
+                            self.run_edge(rows, cols, tile, &mut edge);
+                        }
+                        if last_k && out.epilogue == Epilogue::QuickGelu {
+                            for r in 0..rows {
+                                let row = std::slice::from_raw_parts_mut(
+                                    y.add((i0 + r) * ldy + col),
+                                    cols,
+                                );
+                                crate::clip::kernels::quick_gelu_in_place(row);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A tile whose last panel is cut by n: computed into `edge` (full width), copied out.
+    ///
+    /// # Safety
+    /// As [`Self::block`]; only `cols` columns of the tile exist in y and the residual.
+    unsafe fn run_edge(&self, rows: usize, cols: usize, mut tile: Tile, edge: &mut [f32]) {
+        let (_, nr) = self.simd.tile();
+        for r in 0..rows {
+            let dst = &mut edge[r * nr..(r + 1) * nr];
+            dst.fill(0.0);
+            match tile.init {
+                Init::Accumulate => {
+                    std::ptr::copy_nonoverlapping(tile.c.add(r * tile.ldc), dst.as_mut_ptr(), cols)
+                }
+                Init::Start {
+                    bias,
+                    residual,
+                    ldr,
+                } => {
+                    if !bias.is_null() {
+                        std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr);
+                    }
+                    if !residual.is_null() {
+                        for (c, d) in dst[..cols].iter_mut().enumerate() {
+                            *d += *residual.add(r * ldr + c);
+                        }
+                    }
+                }
+            }
+        }
+        let c = tile.c;
+        let ldc = tile.ldc;
+        tile.c = edge.as_mut_ptr();
+        tile.ldc = nr;
+        tile.init = Init::Accumulate;
+        self.run(rows, &tile);
+        for r in 0..rows {
+            std::ptr::copy_nonoverlapping(edge[r * nr..].as_ptr(), c.add(r * ldc), cols);
+        }
+    }
+
+    /// # Safety
+    /// As [`microkernel::Tile`]; `self.simd` was detected on this CPU.
+    unsafe fn run(&self, rows: usize, tile: &Tile) {
+        #[cfg(target_arch = "x86_64")]
+        match self.simd {
+            Simd::Avx512 => microkernel::avx512::run(rows, tile),
+            Simd::Avx2 => microkernel::avx2::run(rows, tile),
+            Simd::None => unreachable!("no panels are packed for Simd::None"),
+        }
+    }
+}
