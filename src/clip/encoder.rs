@@ -59,15 +59,19 @@ impl LayerNorm {
         layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
     }
 
+    /// The parameters on the host, for layers that normalize rows as they pack them.
+    fn host(&self) -> Option<HostNorm<'_>> {
+        self.host.as_ref().map(|(weight, bias)| HostNorm {
+            weight,
+            bias,
+            eps: self.eps,
+        })
+    }
+
     /// `epilogue(dense(layer_norm(x)))`: normalized while the dense layer packs its input where
     /// it can, by this LayerNorm and then the layer otherwise.
     fn then(&self, dense: &Dense, x: &Tensor, epilogue: Epilogue) -> CResult<Tensor> {
-        if let Some((weight, bias)) = &self.host {
-            let norm = HostNorm {
-                weight,
-                bias,
-                eps: self.eps,
-            };
+        if let Some(norm) = self.host() {
             if let Some(y) = dense.forward_normed(x, norm, epilogue)? {
                 return Ok(y);
             }
@@ -215,6 +219,11 @@ struct Mlp {
 impl Mlp {
     /// `x + mlp(ln(x))`.
     fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
+        if let (Activation::QuickGelu, Some(norm)) = (self.act, ln.host()) {
+            if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, Epilogue::QuickGelu)? {
+                return Ok(y);
+            }
+        }
         let h = match self.act {
             Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
             Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,

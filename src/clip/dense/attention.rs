@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::pack::{lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Line};
-use super::tiles::{Epilogue, Out, Panels, SendPtr};
+use super::tiles::{Out, Panels, SendPtr};
 use super::Simd;
 
 /// Per-task buffers, reused across the heads a thread runs.
@@ -94,12 +94,7 @@ fn attention(
             pack_weight_rows(simd, k, n, hd, d3, &mut s.panels);
             // Every score is written by the product below: only the length needs setting.
             s.scores.resize(n * n, 0.0);
-            let scores = Out {
-                y: SendPtr(s.scores.as_mut_ptr()),
-                ldy: n,
-                residual: None,
-                epilogue: Epilogue::None,
-            };
+            let scores = Out::rows(s.scores.as_mut_ptr(), n);
             let kt = Panels {
                 simd,
                 n,
@@ -119,13 +114,8 @@ fn attention(
             // context (n × hd) = scores (n × n) · v (n × hd), into this head's columns of out.
             pack_rows(simd, &s.scores, n, n, n, None, false, &mut s.rows);
             pack_weight_cols(simd, v, n, hd, d3, &mut s.panels);
-            let ctx = Out {
-                // SAFETY: row image·n, column head·hd lies inside out (batch·n rows of d).
-                y: SendPtr(unsafe { dst.get().add(image * n * d + head * hd) }),
-                ldy: d,
-                residual: None,
-                epilogue: Epilogue::None,
-            };
+            // SAFETY: row image·n, column head·hd lies inside out (batch·n rows of d).
+            let ctx = Out::rows(unsafe { dst.get().add(image * n * d + head * hd) }, d);
             let vp = Panels {
                 simd,
                 n: hd,

@@ -34,10 +34,35 @@ pub struct Tile {
     pub c: *mut f32,
     pub ldc: usize,
     pub init: Init,
-    /// Cache lines to fetch into L2 for a later tile (the next weight slice), spread over the k
-    /// loop: issued all at once they fill the line-fill buffers and stall the FMAs.
-    pub prefetch: *const u8,
-    pub prefetch_lines: usize,
+    /// Cache lines to fetch into L2 for later tiles (a share of the next weight slice, then of the
+    /// next block of activation rows), spread over the k loop: issued all at once they fill the
+    /// line-fill buffers and stall the FMAs.
+    pub prefetch: [Prefetch; 2],
+}
+
+/// Consecutive cache lines to fetch into L2: `lines` of them from `start`.
+#[derive(Clone, Copy)]
+pub struct Prefetch {
+    pub start: *const u8,
+    pub lines: usize,
+}
+
+impl Prefetch {
+    pub const NONE: Prefetch = Prefetch {
+        start: std::ptr::null(),
+        lines: 0,
+    };
+
+    /// Line `i` of both streams together (the first's, then the second's).
+    #[inline(always)]
+    fn line(p: &[Prefetch; 2], i: usize) -> *const i8 {
+        let (s, i) = if i < p[0].lines {
+            (p[0], i)
+        } else {
+            (p[1], i - p[0].lines)
+        };
+        s.start.wrapping_add(i * 64).cast()
+    }
 }
 
 /// Runs `step(k)` for k in 0..kc, issuing one of the tile's prefetches every `kc / lines` steps.
@@ -45,7 +70,7 @@ pub struct Tile {
 fn k_loop(t: &Tile, mut step: impl FnMut()) {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-    let lines = t.prefetch_lines;
+    let lines = t.prefetch[0].lines + t.prefetch[1].lines;
     if lines == 0 {
         for _ in 0..t.kc {
             step();
@@ -61,10 +86,10 @@ fn k_loop(t: &Tile, mut step: impl FnMut()) {
         }
         p = end;
         if issued < lines {
-            // SAFETY: the line lies inside the weight panels (Tile's contract); a prefetch never faults.
+            // SAFETY: a prefetch never faults (and the lines lie in the panels or the rows anyway).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                _mm_prefetch::<_MM_HINT_T1>(t.prefetch.add(issued * 64).cast())
+                _mm_prefetch::<_MM_HINT_T1>(Prefetch::line(&t.prefetch, issued))
             };
             issued += 1;
         }
@@ -73,7 +98,7 @@ fn k_loop(t: &Tile, mut step: impl FnMut()) {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.add(line * 64).cast())
+            _mm_prefetch::<_MM_HINT_T1>(Prefetch::line(&t.prefetch, line))
         };
     }
 }

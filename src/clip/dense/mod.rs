@@ -28,7 +28,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Resul
 use candle_nn::Linear;
 use rayon::prelude::*;
 
-use pack::{lines_as_floats, pack_rows, pack_weight_rows, Line};
+use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, Line};
 use tiles::{Out, Panels, SendPtr};
 
 /// The SIMD level the CPU kernels use.
@@ -195,30 +195,124 @@ impl PackedWeight {
         epilogue: Epilogue,
         y: *mut f32,
     ) {
-        let (_, nr) = self.simd.tile();
+        let mut a = pool::take();
+        pack_rows(self.simd, x, m, self.k, self.k, norm, true, &mut a);
+        let out = Out {
+            residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
+            epilogue,
+            ..Out::rows(y, self.n)
+        };
+        self.run(lines_as_floats(&a), m, &out);
+        pool::give(a);
+    }
+
+    /// Packed rows `a` (m of them) times the weights into `out`, the threads splitting the
+    /// output columns.
+    ///
+    /// # Safety
+    /// `a` holds m rows packed for k (as `pack_rows` makes them); `out` is as [`Panels::block`]
+    /// requires for m × n, except `y` when `out.packed` is set (each task uses a scratch block).
+    unsafe fn run(&self, a: &[f32], m: usize, out: &Out) {
+        let (mr, nr) = self.simd.tile();
         let panels = self.n.div_ceil(nr);
         // Column blocks: at least two per thread so the split stays even, at most 8 panels (a
         // KC × 256 weight block, 256 KiB: an L2's share) each.
         let threads = rayon::current_num_threads().max(1);
         let per_task = panels.div_ceil(2 * threads).clamp(1, 256 / nr.min(256));
-        let mut a = Vec::new();
-        pack_rows(self.simd, x, m, self.k, self.k, norm, true, &mut a);
-        let out = Out {
-            y: SendPtr(y),
-            ldy: self.n,
-            residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
-            epilogue,
-        };
         let w = self.panels();
         (0..panels.div_ceil(per_task))
             .into_par_iter()
-            .for_each(|task| {
+            .for_each_init(Vec::new, |scratch: &mut Vec<f32>, task| {
                 let first = task * per_task;
                 let last = (first + per_task).min(panels);
-                // SAFETY: tasks write disjoint column ranges of y (panels first..last); every
-                // pointer handed to `block` stays inside a, y, residual and the panels (see `block`).
-                unsafe { w.block(lines_as_floats(&a), m, &out, first..last) };
+                let mut out = *out;
+                if out.packed.is_some() {
+                    scratch.resize(tiles::block_rows(m, mr) * per_task * nr, 0.0);
+                    out.y = SendPtr(scratch.as_mut_ptr());
+                    out.ldy = per_task * nr;
+                }
+                // SAFETY: tasks write disjoint column ranges of y or of the packed rows (panels
+                // first..last); every pointer handed to `block` stays inside a, y (or this task's
+                // scratch block), residual and the panels (see `block`).
+                unsafe { w.block(a, m, &out, first..last) };
             });
+    }
+}
+
+/// `residual + fc2(epilogue(fc1(norm(x))))` for `m` rows of `x`: fc1's tiles are written, as they
+/// are finished, straight into the packed rows fc2 reads (so its output, 4 × wider than x, is
+/// never laid out row by row, nor packed again, nor allocated: at 8 images that was 33 MB each
+/// time, mapped fresh and zeroed page by page).
+pub fn mlp(
+    fc1: &PackedWeight,
+    fc2: &PackedWeight,
+    x: &[f32],
+    m: usize,
+    norm: Option<HostNorm<'_>>,
+    epilogue: Epilogue,
+    residual: &[f32],
+) -> Vec<f32> {
+    assert!(
+        fc1.simd == fc2.simd && fc1.n == fc2.k,
+        "mlp: fc1 and fc2 do not chain"
+    );
+    fc1.check(x, m, norm, None);
+    assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
+    let (mr, _) = fc1.simd.tile();
+    let mut a = pool::take();
+    pack_rows(fc1.simd, x, m, fc1.k, fc1.k, norm, true, &mut a);
+    // Every line of the rows fc2 reads is written by fc1's tiles below, but those past the last
+    // row (never read either): keep the buffer's old contents rather than zero 33 MB each time.
+    let mut h = pool::take();
+    let lines = (m.div_ceil(mr) * fc1.n * mr).div_ceil(16);
+    if h.len() < lines {
+        h.resize(lines, Line([0.0; 16]));
+    }
+    let mut y = Vec::with_capacity(m * fc2.n);
+    // SAFETY: sizes checked above; a holds m rows packed for fc1.k, h room for m rows packed for
+    // fc1.n = fc2.k, y (capacity) and the residual m × fc2.n, of which fc2 writes every float.
+    unsafe {
+        let to_h = Out {
+            epilogue,
+            packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
+            ..Out::rows(std::ptr::null_mut(), 0)
+        };
+        fc1.run(lines_as_floats(&a), m, &to_h);
+        let to_y = Out {
+            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
+            ..Out::rows(y.as_mut_ptr(), fc2.n)
+        };
+        fc2.run(lines_as_floats(&h), m, &to_y);
+        y.set_len(m * fc2.n);
+    }
+    pool::give(a);
+    pool::give(h);
+    y
+}
+
+/// Packed-row buffers kept per thread between calls: at 8 images a layer's rows are up to 33 MB,
+/// which the allocator would otherwise map fresh (and the kernel zero, page by page) every time.
+mod pool {
+    use super::Line;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<Line>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer (empty, or with the contents of an earlier use).
+    pub fn take() -> Vec<Line> {
+        FREE.with(|f| f.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Back for the next call on this thread (two kept: the MLP's pair).
+    pub fn give(v: Vec<Line>) {
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < 2 {
+                f.push(v);
+            }
+        });
     }
 }
 
@@ -283,6 +377,34 @@ impl Dense {
         }
     }
 
+    /// `x + fc2(epilogue(fc1(layer_norm(x))))` in one op where both layers are packed and chain
+    /// (see [`mlp`]); `None` otherwise (the caller runs them one by one).
+    pub fn mlp(
+        fc1: &Dense,
+        fc2: &Dense,
+        x: &Tensor,
+        norm: HostNorm<'_>,
+        epilogue: Epilogue,
+    ) -> Result<Option<Tensor>> {
+        match (fc1, fc2) {
+            (Dense::Packed(f1), Dense::Packed(f2))
+                if packable(x) && f1.simd == f2.simd && f1.n == f2.k && f2.n == f1.k =>
+            {
+                let x = x.contiguous()?;
+                Ok(Some(x.apply_op2_no_bwd(
+                    &x,
+                    &MlpOp {
+                        fc1: f1,
+                        fc2: f2,
+                        norm,
+                        epilogue,
+                    },
+                )?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// `residual + x · Wᵀ + b`, the residual added in the same pass.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         match self {
@@ -291,6 +413,57 @@ impl Dense {
                 .apply_op2_no_bwd(&residual.contiguous()?, &Op::new(p)),
             _ => residual + self.forward(x)?,
         }
+    }
+}
+
+/// The MLP's two layers in one op ([`mlp`]).
+struct MlpOp<'a> {
+    fc1: &'a PackedWeight,
+    fc2: &'a PackedWeight,
+    norm: HostNorm<'a>,
+    epilogue: Epilogue,
+}
+
+impl CustomOp2 for MlpOp<'_> {
+    fn name(&self) -> &'static str {
+        "imgvec-mlp"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, residual) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (k, n) = (self.fc1.k, self.fc2.n);
+        let dims = l1.shape().dims();
+        if dims.last() != Some(&k) || l1.shape() != l2.shape() || k != n {
+            candle_core::bail!(
+                "mlp: input {:?} and residual {:?} for layers {k} → {} → {n}",
+                l1.shape(),
+                l2.shape(),
+                self.fc1.n
+            );
+        }
+        if self.norm.weight.len() != k || self.norm.bias.len() != k {
+            candle_core::bail!(
+                "mlp: a norm of {} for inputs of {k}",
+                self.norm.weight.len()
+            );
+        }
+        let m = x.len() / k.max(1);
+        let y = mlp(
+            self.fc1,
+            self.fc2,
+            x,
+            m,
+            Some(self.norm),
+            self.epilogue,
+            residual,
+        );
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 }
 

@@ -200,3 +200,50 @@ fn wrong_input_width_is_an_error() -> Result<()> {
     assert!(dense.forward(&x).is_err());
     Ok(())
 }
+
+#[test]
+fn fused_mlp_equals_the_layers_one_by_one() {
+    // Rows in one, several and uneven row blocks, an inner width cut inside a panel, k across k
+    // blocks; the same arithmetic in the same order, so the same bits.
+    for simd in levels() {
+        for &(m, k, inner) in &[(1, 8, 32), (257, 64, 200), (600, 72, 520), (30, 300, 96)] {
+            let x = values(m * k, 21);
+            let fc1 = PackedWeight::with_simd(
+                simd,
+                &values(inner * k, 22),
+                inner,
+                k,
+                Some(&values(inner, 23)),
+            )
+            .expect("packable");
+            let fc2 = PackedWeight::with_simd(
+                simd,
+                &values(k * inner, 24),
+                k,
+                inner,
+                Some(&values(k, 25)),
+            )
+            .expect("packable");
+            let (weight, bias) = (values(k, 26), values(k, 27));
+            let norm = HostNorm {
+                weight: &weight,
+                bias: &bias,
+                eps: 1e-5,
+            };
+            let h = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::QuickGelu);
+            let want = fc2.matmul_vec(&h, m, None, Some(&x), Epilogue::None);
+            // Twice: the second call reuses the first's buffers (stale contents included).
+            for _ in 0..2 {
+                let got = mlp(&fc1, &fc2, &x, m, Some(norm), Epilogue::QuickGelu, &x);
+                assert_eq!(got.len(), want.len());
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{simd:?} m={m} k={k} inner={inner}: [{i}] = {g}, want {w}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! the linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
-use super::microkernel::{self, Init, Tile};
+use super::microkernel::{self, Init, Prefetch, Tile};
 use super::Simd;
 
 /// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
@@ -36,11 +36,36 @@ impl SendPtr {
 
 /// Where a product goes: `y` (rows `ldy` apart), the residual added at the start (same layout,
 /// `ldy` apart too), the epilogue applied at the end.
+#[derive(Clone, Copy)]
 pub(super) struct Out {
     pub(super) y: SendPtr,
     pub(super) ldy: usize,
     pub(super) residual: Option<SendPtr>,
     pub(super) epilogue: Epilogue,
+    /// When set, the product goes here instead, as the next layer's packed rows (panels of MR
+    /// rows, its k being this product's n: what `pack_rows` would make of y), and `y` is only a
+    /// scratch block for one task: [`block_rows`] rows of the task's columns (`ldy` = their
+    /// count), where tiles accumulate over the k blocks and stay in L2. No residual then.
+    pub(super) packed: Option<SendPtr>,
+}
+
+impl Out {
+    /// Into `y`, rows `ldy` apart.
+    pub(super) fn rows(y: *mut f32, ldy: usize) -> Self {
+        Self {
+            y: SendPtr(y),
+            ldy,
+            residual: None,
+            epilogue: Epilogue::None,
+            packed: None,
+        }
+    }
+}
+
+/// Rows of one row block for `m` rows in tiles of `mr`: at most MC, as even as whole tiles allow
+/// (257 rows: one block).
+pub(super) fn block_rows(m: usize, mr: usize) -> usize {
+    m.div_ceil(m.div_ceil(MC).max(1)).next_multiple_of(mr)
 }
 
 /// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
@@ -75,9 +100,15 @@ impl Panels<'_> {
         let mut edge = [0f32; 16 * 32];
         // Row blocks of at most MC rows and k blocks of at most KC, each as even as whole tiles
         // allow (257 rows: one block; k = 257: one block, not 256 and 1).
-        let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(mr);
+        let mc = block_rows(m, mr);
         let kb = k.div_ceil(k.div_ceil(KC));
         let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
+        // Where tile (row i0 of the row block from ic, column col) accumulates.
+        let c_at = |i0: usize, ic: usize, col: usize| match out.packed {
+            None => y.add(i0 * ldy + col),
+            Some(_) => y.add((i0 - ic) * ldy + col - range.start * nr),
+        };
+        debug_assert!(out.packed.is_none() || out.residual.is_none());
         // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
         // across all k blocks instead of going back to memory after each (at 8 images, 2,056
         // rows, they would not fit); the weights stream past once per row block.
@@ -86,9 +117,36 @@ impl Panels<'_> {
             for pc in (0..k).step_by(kb) {
                 let kc = kb.min(k - pc);
                 let last_k = pc + kc == k;
+                // The block of rows used after this one (the next k block of these rows, or the
+                // first of the next row block): its row tiles' panels, each fetched into L2 an
+                // n-th at a time by the tiles of the same row over the n weight panels. Without
+                // it each row tile's first product (of `range.len()`) waits on memory: at 8
+                // images the packed rows (up to 33 MB) are far out of cache.
+                let next_rows = if !last_k {
+                    Some((ic, pc + kb, kb.min(k - pc - kb)))
+                } else if ic + mc < m {
+                    Some((ic + mc, 0, kb.min(k)))
+                } else {
+                    None
+                };
+                let rows_prefetch = |t: usize, jj: usize| match next_rows {
+                    Some((ic2, pc2, kc2)) if ic2 + t * mr < m.min(ic2 + mc) => {
+                        let lines = (kc2 * mr * 4).div_ceil(64);
+                        let (lo, hi) = (jj * lines / range.len(), (jj + 1) * lines / range.len());
+                        Prefetch {
+                            start: a
+                                .as_ptr()
+                                .add((ic2 + t * mr) * k + pc2 * mr)
+                                .cast::<u8>()
+                                .wrapping_add(lo * 64),
+                            lines: hi - lo,
+                        }
+                    }
+                    _ => Prefetch::NONE,
+                };
                 // The block of rows (MC × KC) stays in L2 while the panels pass; each weight
                 // panel's k block (KC × NR) stays in L1 while the block's row tiles stream past.
-                for j in range.clone() {
+                for (jj, j) in range.clone().enumerate() {
                     let col = j * nr;
                     let cols = nr.min(n - col);
                     // The weight slice used after this one (next panel, the first panel of the
@@ -129,24 +187,40 @@ impl Panels<'_> {
                             kc,
                             a: a.as_ptr().add(i0 * k + pc * mr),
                             b: slice(j, pc),
-                            c: y.add(i0 * ldy + col),
+                            c: c_at(i0, ic, col),
                             ldc: ldy,
                             init,
-                            prefetch: next_ptr.wrapping_add(first * 64),
-                            prefetch_lines: last - first,
+                            prefetch: [
+                                Prefetch {
+                                    start: next_ptr.wrapping_add(first * 64),
+                                    lines: last - first,
+                                },
+                                rows_prefetch(t, jj),
+                            ],
                         };
                         if cols == nr {
                             self.run(rows, &tile);
                         } else {
                             self.run_edge(rows, cols, tile, &mut edge);
                         }
-                        if last_k && out.epilogue == Epilogue::QuickGelu {
-                            for r in 0..rows {
-                                let row = std::slice::from_raw_parts_mut(
-                                    y.add((i0 + r) * ldy + col),
-                                    cols,
-                                );
-                                crate::clip::kernels::quick_gelu_in_place(row);
+                        if last_k {
+                            let c = c_at(i0, ic, col);
+                            if out.epilogue == Epilogue::QuickGelu {
+                                for r in 0..rows {
+                                    let row = std::slice::from_raw_parts_mut(c.add(r * ldy), cols);
+                                    crate::clip::kernels::quick_gelu_in_place(row);
+                                }
+                            }
+                            if let Some(p) = out.packed {
+                                // Row i0 starts a panel (row blocks are whole tiles); in it, each
+                                // column's MR values are adjacent, so the tile's columns are
+                                // one contiguous run.
+                                let dst = p.get().add(i0 * n + col * mr);
+                                for cc in 0..cols {
+                                    for r in 0..rows {
+                                        *dst.add(cc * mr + r) = *c.add(r * ldy + cc);
+                                    }
+                                }
                             }
                         }
                     }
