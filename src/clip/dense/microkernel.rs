@@ -71,27 +71,28 @@ fn k_loop(t: &Tile, mut step: impl FnMut()) {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     let lines = t.prefetch[0].lines + t.prefetch[1].lines;
-    if lines == 0 {
-        for _ in 0..t.kc {
-            step();
-        }
-        return;
-    }
-    let every = (t.kc / lines).max(1);
-    let (mut p, mut issued) = (0, 0);
-    while p < t.kc {
-        let end = (p + every).min(t.kc);
-        for _ in p..end {
-            step();
-        }
-        p = end;
-        if issued < lines {
-            // SAFETY: a prefetch never faults (and the lines lie in the panels or the rows anyway).
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T1>(Prefetch::line(&t.prefetch, issued))
-            };
-            issued += 1;
+    // One loop and one call of `step` (inlined whatever its size), the prefetch a countdown's
+    // branch; with nothing to fetch the countdown never runs out.
+    let every = if lines == 0 {
+        usize::MAX
+    } else {
+        (t.kc / lines).max(1)
+    };
+    let (mut countdown, mut issued) = (every, 0);
+    for _ in 0..t.kc {
+        step();
+        countdown -= 1;
+        if countdown == 0 {
+            countdown = every;
+            if issued < lines {
+                // SAFETY: a prefetch never faults (and the lines lie in the panels or the rows
+                // anyway).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T1>(Prefetch::line(&t.prefetch, issued))
+                };
+                issued += 1;
+            }
         }
     }
     for line in issued..lines {
