@@ -73,11 +73,7 @@ fn k_loop(t: &Tile, mut step: impl FnMut()) {
     let lines = t.prefetch[0].lines + t.prefetch[1].lines;
     // One loop and one call of `step` (inlined whatever its size), the prefetch a countdown's
     // branch; with nothing to fetch the countdown never runs out.
-    let every = if lines == 0 {
-        usize::MAX
-    } else {
-        (t.kc / lines).max(1)
-    };
+    let every = t.kc.checked_div(lines).map_or(usize::MAX, |e| e.max(1));
     let (mut countdown, mut issued) = (every, 0);
     for _ in 0..t.kc {
         step();

@@ -390,16 +390,12 @@ impl Dense {
             (Dense::Packed(f1), Dense::Packed(f2))
                 if packable(x) && f1.simd == f2.simd && f1.n == f2.k && f2.n == f1.k =>
             {
-                let x = x.contiguous()?;
-                Ok(Some(x.apply_op2_no_bwd(
-                    &x,
-                    &MlpOp {
-                        fc1: f1,
-                        fc2: f2,
-                        norm,
-                        epilogue,
-                    },
-                )?))
+                Ok(Some(x.contiguous()?.apply_op1_no_bwd(&MlpOp {
+                    fc1: f1,
+                    fc2: f2,
+                    norm,
+                    epilogue,
+                })?))
             }
             _ => Ok(None),
         }
@@ -424,26 +420,18 @@ struct MlpOp<'a> {
     epilogue: Epilogue,
 }
 
-impl CustomOp2 for MlpOp<'_> {
+impl CustomOp1 for MlpOp<'_> {
     fn name(&self) -> &'static str {
         "imgvec-mlp"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, residual) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
         let (k, n) = (self.fc1.k, self.fc2.n);
-        let dims = l1.shape().dims();
-        if dims.last() != Some(&k) || l1.shape() != l2.shape() || k != n {
+        if l.shape().dims().last() != Some(&k) || k != n {
             candle_core::bail!(
-                "mlp: input {:?} and residual {:?} for layers {k} → {} → {n}",
-                l1.shape(),
-                l2.shape(),
+                "mlp: input {:?} for layers {k} → {} → {n}",
+                l.shape(),
                 self.fc1.n
             );
         }
@@ -454,16 +442,9 @@ impl CustomOp2 for MlpOp<'_> {
             );
         }
         let m = x.len() / k.max(1);
-        let y = mlp(
-            self.fc1,
-            self.fc2,
-            x,
-            m,
-            Some(self.norm),
-            self.epilogue,
-            residual,
-        );
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        // The residual is the input itself: x + mlp(ln(x)).
+        let y = mlp(self.fc1, self.fc2, x, m, Some(self.norm), self.epilogue, x);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The blocked loop of the packed GEMM: one borrowed weight matrix in panels times packed rows,
 //! tile by tile through the microkernels, into an output with its own row stride — the bias and
-//! residual at each tile's start, the epilogue at its end, the next weight slice prefetched. Used by
-//! the linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
+//! residual at each tile's start, the epilogue at its end (or the finished tile written as the next
+//! layer's packed rows), the next weight slice and the next block of rows prefetched. Used by the
+//! linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
 use super::microkernel::{self, Init, Prefetch, Tile};
