@@ -4,7 +4,8 @@
 //! fused matmul (weights concatenated once at load, the attention scale folded into q); attention
 //! reads the heads straight from that product and writes the context in the layout the output
 //! projection reads (`dense/attention.rs`); LayerNorm is applied to the rows as the next layer
-//! packs them, quick-GELU to fc1's tiles as they are written. Without AVX2+FMA, LayerNorm is
+//! packs them, quick-GELU to fc1's tiles as they are written, and those tiles go straight into the
+//! packed rows fc2 reads (the MLP is one op, `dense::mlp`). Without AVX2+FMA, LayerNorm is
 //! candle's and the heads' attention and the activation are the fused kernels of `kernels.rs`.
 //! On a GPU, or in f16/bf16 (`--precision`), every op is candle's own and stays on the device
 //! (matmul, LayerNorm, softmax, sigmoid/GELU, copies): the fused kernels and the packed GEMM step
