@@ -28,7 +28,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Resul
 use candle_nn::Linear;
 use rayon::prelude::*;
 
-use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, Line};
+use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, rows_lines, Line};
 use tiles::{Out, Panels, SendPtr};
 
 /// The SIMD level the CPU kernels use.
@@ -227,7 +227,9 @@ impl PackedWeight {
                 let last = (first + per_task).min(panels);
                 let mut out = *out;
                 if out.packed.is_some() {
-                    scratch.resize(tiles::block_rows(m, mr) * per_task * nr, 0.0);
+                    // Only room: `block` writes each tile (the first k block) before it reads it
+                    // back, through raw pointers, so the buffer is neither zeroed nor given a length.
+                    scratch.reserve(tiles::block_rows(m, mr) * per_task * nr);
                     out.y = SendPtr(scratch.as_mut_ptr());
                     out.ldy = per_task * nr;
                 }
@@ -258,13 +260,12 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
-    let (mr, _) = fc1.simd.tile();
     let mut a = pool::take();
     pack_rows(fc1.simd, x, m, fc1.k, fc1.k, norm, true, &mut a);
     // Every line of the rows fc2 reads is written by fc1's tiles below, but those past the last
     // row (never read either): keep the buffer's old contents rather than zero 33 MB each time.
     let mut h = pool::take();
-    let lines = (m.div_ceil(mr) * fc1.n * mr).div_ceil(16);
+    let lines = rows_lines(fc1.simd, m, fc1.n);
     if h.len() < lines {
         h.resize(lines, Line([0.0; 16]));
     }
@@ -435,16 +436,21 @@ impl CustomOp1 for MlpOp<'_> {
                 self.fc1.n
             );
         }
-        if self.norm.weight.len() != k || self.norm.bias.len() != k {
-            candle_core::bail!(
-                "mlp: a norm of {} for inputs of {k}",
-                self.norm.weight.len()
-            );
-        }
+        check_norm(Some(self.norm), k)?;
         let m = x.len() / k.max(1);
         // The residual is the input itself: x + mlp(ln(x)).
         let y = mlp(self.fc1, self.fc2, x, m, Some(self.norm), self.epilogue, x);
         Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+/// A LayerNorm fused into a layer's packing must be as wide as the layer's input.
+fn check_norm(norm: Option<HostNorm<'_>>, k: usize) -> Result<()> {
+    match norm {
+        Some(n) if n.weight.len() != k || n.bias.len() != k => {
+            candle_core::bail!("dense: a norm of {} for inputs of {k}", n.weight.len())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -490,16 +496,7 @@ impl<'a> Op<'a> {
         if residual.is_some_and(|r| r.len() != m * p.n) {
             candle_core::bail!("dense: residual does not match the output {out_dims:?}");
         }
-        if let Some(norm) = self
-            .norm
-            .filter(|n| n.weight.len() != p.k || n.bias.len() != p.k)
-        {
-            candle_core::bail!(
-                "dense: a norm of {} for inputs of {}",
-                norm.weight.len(),
-                p.k
-            );
-        }
+        check_norm(self.norm, p.k)?;
         let y = p.matmul_vec(x, m, self.norm, residual, self.epilogue);
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }

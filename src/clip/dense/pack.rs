@@ -175,7 +175,7 @@ pub(super) fn pack_rows(
 ) {
     let (mr, _) = simd.tile();
     let panel = k * mr;
-    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
+    let lines = rows_lines(simd, m, k);
     out.clear();
     out.reserve(lines);
     let spare = &mut out.spare_capacity_mut()[..lines];
@@ -196,6 +196,12 @@ pub(super) fn pack_rows(
     // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
     // panel, the line's tail, by pack_panel's zero fill).
     unsafe { out.set_len(lines) };
+}
+
+/// Lines that `m` rows of `k` floats take once packed (whole panels of MR rows).
+pub(super) fn rows_lines(simd: Simd, m: usize, k: usize) -> usize {
+    let (mr, _) = simd.tile();
+    (m.div_ceil(mr) * k * mr).div_ceil(16)
 }
 
 pub(super) fn lines_as_floats(v: &[Line]) -> &[f32] {

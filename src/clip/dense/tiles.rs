@@ -120,19 +120,19 @@ impl Panels<'_> {
             for pc in (0..k).step_by(kb) {
                 let kc = kb.min(k - pc);
                 let last_k = pc + kc == k;
-                // The block of rows used after this one (the next k block of these rows, or the
-                // first of the next row block): its row tiles' panels, each fetched into L2 an
-                // n-th at a time by the tiles of the same row over the n weight panels. Without
-                // it each row tile's first product (of `range.len()`) waits on memory: at 8
-                // images the packed rows (up to 33 MB) are far out of cache.
-                let next_rows = if !last_k {
+                // The block after this one (the next k block of these rows, or the first of the
+                // next row block) as (first row, first k, depth). Its rows' panels are each
+                // fetched into L2 an n-th at a time by the tiles of the same row over the n weight
+                // panels. Without it each row tile's first product (of `range.len()`) waits on
+                // memory: at 8 images the packed rows (up to 33 MB) are far out of cache.
+                let following = if !last_k {
                     Some((ic, pc + kb, kb.min(k - pc - kb)))
                 } else if ic + mc < m {
                     Some((ic + mc, 0, kb.min(k)))
                 } else {
                     None
                 };
-                let rows_prefetch = |t: usize, jj: usize| match next_rows {
+                let rows_prefetch = |t: usize, jj: usize| match following {
                     Some((ic2, pc2, kc2)) if ic2 + t * mr < m.min(ic2 + mc) => {
                         let lines = (kc2 * mr * 4).div_ceil(64);
                         let (lo, hi) = (jj * lines / range.len(), (jj + 1) * lines / range.len());
@@ -159,12 +159,8 @@ impl Panels<'_> {
                     // strided slices.
                     let next = if j + 1 < range.end {
                         Some((j + 1, pc, kc))
-                    } else if !last_k {
-                        Some((range.start, pc + kb, kb.min(k - pc - kb)))
-                    } else if ic + mc < m {
-                        Some((range.start, 0, kb.min(k)))
                     } else {
-                        None
+                        following.map(|(_, pc2, kc2)| (range.start, pc2, kc2))
                     };
                     let (next_ptr, next_lines) = next
                         .map_or((std::ptr::null(), 0), |(j2, p2, k2)| {
