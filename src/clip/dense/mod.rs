@@ -13,6 +13,7 @@
 //! Here: the SIMD level, the packed weights and the candle-facing layer; the layouts and packing
 //! are in `pack.rs`, the blocked tile loop in `tiles.rs`. Not for: element-wise ops (`kernels.rs`).
 
+mod amx;
 mod attention;
 mod microkernel;
 mod pack;
@@ -99,38 +100,53 @@ pub struct PackedWeight {
     data: Vec<Line>,
     /// `n` floats rounded up to whole panels (zeros when the layer has none).
     bias: Vec<f32>,
+    /// The same weights in AMX tiles, where the layer runs on AMX (`data` is empty then).
+    amx: Option<amx::AmxWeight>,
 }
 
 impl PackedWeight {
     /// Packs `w` (`n × k`, row-major) and `bias` (`n`); `None` when the CPU has no kernel for it.
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if amx::enabled() && Self::valid(w, n, k, bias) {
+            if let Some(t) = amx::AmxWeight::pack(w, n, k) {
+                return Some(Self {
+                    amx: Some(t),
+                    ..Self::without_weights(Simd::get(), n, k, bias)
+                });
+            }
+        }
         Self::with_simd(Simd::get(), w, n, k, bias)
     }
 
-    /// As [`Self::new`] for a given SIMD level, which must be one this CPU has.
+    fn valid(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> bool {
+        n > 0 && k > 0 && w.len() == n * k && bias.is_none_or(|b| b.len() == n)
+    }
+
+    /// As [`Self::new`] for a given SIMD level, which must be one this CPU has (f32 panels).
     fn with_simd(simd: Simd, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if simd == Simd::None
-            || n == 0
-            || k == 0
-            || w.len() != n * k
-            || bias.is_some_and(|b| b.len() != n)
-        {
+        if simd == Simd::None || !Self::valid(w, n, k, bias) {
             return None;
         }
-        let mut data = Vec::new();
-        pack_weight_rows(simd, w, n, k, k, &mut data);
+        let mut p = Self::without_weights(simd, n, k, bias);
+        pack_weight_rows(simd, w, n, k, k, &mut p.data);
+        Some(p)
+    }
+
+    /// The sizes and the bias (padded to whole panels), no weights yet.
+    fn without_weights(simd: Simd, n: usize, k: usize, bias: Option<&[f32]>) -> Self {
         let (_, nr) = simd.tile();
         let mut padded = vec![0f32; n.div_ceil(nr) * nr];
         if let Some(b) = bias {
             padded[..n].copy_from_slice(b);
         }
-        Some(Self {
+        Self {
             simd,
             n,
             k,
-            data,
+            data: Vec::new(),
             bias: padded,
-        })
+            amx: None,
+        }
     }
 
     fn panels(&self) -> Panels<'_> {
@@ -196,6 +212,20 @@ impl PackedWeight {
         y: *mut f32,
     ) {
         let mut a = pool::take();
+        if let Some(w) = &self.amx {
+            amx::pack_rows(x, m, self.k, norm, &mut a);
+            let out = amx::AmxOut {
+                y: SendPtr(y),
+                ldy: self.n,
+                bias: Some(&self.bias),
+                residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
+                epilogue,
+                packed: None,
+            };
+            amx::matmul(w, &a, m, &out);
+            pool::give(a);
+            return;
+        }
         pack_rows(self.simd, x, m, self.k, self.k, norm, true, &mut a);
         let out = Out {
             residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
@@ -260,6 +290,9 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
+    if let (Some(w1), Some(w2)) = (&fc1.amx, &fc2.amx) {
+        return amx_mlp(fc1, w1, fc2, w2, x, m, norm, epilogue, residual);
+    }
     let mut a = pool::take();
     pack_rows(fc1.simd, x, m, fc1.k, fc1.k, norm, true, &mut a);
     // Every line of the rows fc2 reads is written by fc1's tiles below, but those past the last
@@ -284,6 +317,56 @@ pub fn mlp(
             ..Out::rows(y.as_mut_ptr(), fc2.n)
         };
         fc2.run(lines_as_floats(&h), m, &to_y);
+        y.set_len(m * fc2.n);
+    }
+    pool::give(a);
+    pool::give(h);
+    y
+}
+
+/// [`mlp`] on AMX: fc1's output written as fc2's activation tiles.
+#[allow(clippy::too_many_arguments)]
+fn amx_mlp(
+    fc1: &PackedWeight,
+    w1: &amx::AmxWeight,
+    fc2: &PackedWeight,
+    w2: &amx::AmxWeight,
+    x: &[f32],
+    m: usize,
+    norm: Option<HostNorm<'_>>,
+    epilogue: Epilogue,
+    residual: &[f32],
+) -> Vec<f32> {
+    let (mut a, mut h) = (pool::take(), pool::take());
+    amx::pack_rows(x, m, fc1.k, norm, &mut a);
+    // fc1's finished blocks go straight into the tiles fc2 reads (rows past m: never read).
+    let lines = amx::rows_lines(m, fc2.k);
+    if h.len() < lines {
+        h.resize(lines, Line([0.0; 16]));
+    }
+    let mut y = Vec::with_capacity(m * fc2.n);
+    // SAFETY: AMX is enabled (the layers were packed for it); sizes checked by the caller: a holds
+    // m rows packed for fc1.k, h room for m rows packed for fc1.n = fc2.k, y (capacity) and the
+    // residual m × fc2.n, every float of which fc2 writes.
+    unsafe {
+        let to_h = amx::AmxOut {
+            y: SendPtr(std::ptr::null_mut()),
+            ldy: 0,
+            bias: Some(&fc1.bias),
+            residual: None,
+            epilogue,
+            packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
+        };
+        amx::matmul(w1, &a, m, &to_h);
+        let to_y = amx::AmxOut {
+            y: SendPtr(y.as_mut_ptr()),
+            ldy: fc2.n,
+            bias: Some(&fc2.bias),
+            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
+            epilogue: Epilogue::None,
+            packed: None,
+        };
+        amx::matmul(w2, &h, m, &to_y);
         y.set_len(m * fc2.n);
     }
     pool::give(a);

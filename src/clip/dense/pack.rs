@@ -72,7 +72,7 @@ impl HostNorm<'_> {
     /// Mean and 1/√(variance + eps) of one row (two passes, sixteen partial sums each: the same
     /// function as PyTorch's, and a loop the compiler vectorizes).
     #[inline(always)]
-    fn stats(&self, row: &[f32]) -> (f32, f32) {
+    pub(super) fn stats(&self, row: &[f32]) -> (f32, f32) {
         #[inline(always)]
         fn sum16(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             let mut acc = [0f32; 16];
