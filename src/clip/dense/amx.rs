@@ -20,6 +20,7 @@
 //! not a multiple of 32 (f32 panels).
 
 use std::arch::asm;
+use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -30,7 +31,7 @@ use super::tiles::{Epilogue, SendPtr};
 /// k per tile (16 rows of pairs).
 const KT: usize = 32;
 /// k tiles per k block: a 32-row pair's activations for it (2 × 2 × 8 KiB) stay in L1.
-const KB: usize = 8;
+const KB: usize = 4;
 /// Rows per row block: its activations for a k block (512 KiB) stay in L2 while the weight
 /// slices pass.
 const MC: usize = 512;
@@ -207,8 +208,8 @@ fn pack_group(
                 .get(kt * KT..)
                 .map_or(&[][..], |c| &c[..KT.min(c.len())]);
             let at = kt * 2 * 512 + r * KT;
-            let (hi, lo) = tiles.split_at_mut(at + 512);
-            split_row(chunk, &mut hi[at..at + KT], &mut lo[..KT]);
+            // SAFETY: tiles holds this group's k tiles (hi, lo) of 512 u16 each.
+            unsafe { split_row(chunk, tiles.as_mut_ptr().add(at), tiles.as_mut_ptr().add(at + 512)) };
         }
     }
 }
@@ -399,64 +400,63 @@ pub(super) struct AmxOut<'a> {
 /// residual, epilogue, then into y or the packed tiles.
 ///
 /// # Safety
-/// As [`matmul`]; `c` holds the block's tiles.
+/// As [`matmul`]; `c` holds the block's tiles; the CPU has AVX-512F and BW.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn finish(
-    out: &AmxOut<'_>,
-    n: usize,
-    c: *const f32,
-    gs: usize,
-    i0: usize,
-    rows: usize,
-    col: usize,
-) {
-    let mut v = [0f32; 32];
-    for r in 0..rows {
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish(out: &AmxOut<'_>, n: usize, c: *const f32, gs: usize, i0: usize, rows: usize, col: usize) {
+    let mut block = [[0f32; 32]; 32];
+    let (b0, b1) = match out.bias {
+        Some(b) => (_mm512_loadu_ps(b.as_ptr().add(col)), _mm512_loadu_ps(b.as_ptr().add(col + 16))),
+        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+    };
+    for (r, dst) in block.iter_mut().enumerate().take(rows) {
         let t = c.add((r / 16) * gs + (r % 16) * 16);
-        v[..16].copy_from_slice(std::slice::from_raw_parts(t, 16));
-        v[16..].copy_from_slice(std::slice::from_raw_parts(t.add(256), 16));
-        if let Some(b) = out.bias {
-            for (v, &b) in v.iter_mut().zip(&b[col..col + 32]) {
-                *v += b;
-            }
-        }
-        let row = i0 + r;
+        let mut v0 = _mm512_add_ps(_mm512_loadu_ps(t), b0);
+        let mut v1 = _mm512_add_ps(_mm512_loadu_ps(t.add(256)), b1);
         if let Some(res) = out.residual {
-            let res = std::slice::from_raw_parts(res.get().add(row * out.ldy + col), 32);
-            for (v, &x) in v.iter_mut().zip(res) {
-                *v += x;
-            }
+            let p = res.get().add((i0 + r) * out.ldy + col);
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(p));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(p.add(16)));
         }
-        if out.epilogue == Epilogue::QuickGelu {
-            crate::clip::kernels::quick_gelu_in_place(&mut v);
-        }
+        _mm512_storeu_ps(dst.as_mut_ptr(), v0);
+        _mm512_storeu_ps(dst.as_mut_ptr().add(16), v1);
+    }
+    if out.epilogue == Epilogue::QuickGelu {
+        crate::clip::kernels::quick_gelu_in_place(&mut block.as_flattened_mut()[..rows * 32]);
+    }
+    for (r, v) in block.iter().enumerate().take(rows) {
+        let row = i0 + r;
         match out.packed {
-            None => {
-                std::ptr::copy_nonoverlapping(v.as_ptr(), out.y.get().add(row * out.ldy + col), 32)
-            }
+            None => std::ptr::copy_nonoverlapping(v.as_ptr(), out.y.get().add(row * out.ldy + col), 32),
             Some(p) => {
-                let kts = n / KT;
-                let at = ((row / 16) * kts + col / KT) * 2 * 512 + (row % 16) * KT;
+                let at = ((row / 16) * (n / KT) + col / KT) * 2 * 512 + (row % 16) * KT;
                 let dst = p.get().cast::<u16>().add(at);
-                split_row(
-                    &v,
-                    std::slice::from_raw_parts_mut(dst, KT),
-                    std::slice::from_raw_parts_mut(dst.add(512), KT),
-                );
+                split_row(v, dst, dst.add(512));
             }
         }
     }
 }
 
-/// Up to 32 floats as bfloat16 hi and lo (the rest of both zero).
-#[inline(always)]
-fn split_row(v: &[f32], hi: &mut [u16], lo: &mut [u16]) {
-    let mut x = [0f32; KT];
-    x[..v.len()].copy_from_slice(v);
-    for i in 0..KT {
-        let [h, l] = split(x[i]);
-        hi[i] = h;
-        lo[i] = l;
+/// Up to 32 floats as bfloat16 hi and lo (32 of each, zeros past `v`), as [`split`] does.
+///
+/// # Safety
+/// `hi` and `lo` are valid for 32 writes; the CPU has AVX-512F and BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn round(x: __m512) -> __m512i {
+        let b = _mm512_castps_si512(x);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))))
+    }
+    for half in 0..2 {
+        let have = v.len().saturating_sub(16 * half).min(16);
+        let x = _mm512_maskz_loadu_ps(((1u32 << have) - 1) as u16, v.as_ptr().add(16 * half));
+        let h = round(x);
+        let l = round(_mm512_sub_ps(x, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))));
+        _mm256_storeu_si256(hi.add(16 * half).cast(), _mm512_cvtepi32_epi16(h));
+        _mm256_storeu_si256(lo.add(16 * half).cast(), _mm512_cvtepi32_epi16(l));
     }
 }
 
