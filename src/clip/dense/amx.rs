@@ -35,6 +35,8 @@ const KB: usize = 4;
 /// Rows per row block: its activations for a k block (512 KiB) stay in L2 while the weight
 /// slices pass.
 const MC: usize = 512;
+/// Column pairs per task, at most: 256 columns, a k block of their weights (64 KiB) an L2's share.
+const MAX_PAIRS: usize = 8;
 /// Lines (64 bytes) per tile.
 const TILE_LINES: usize = 16;
 
@@ -209,7 +211,13 @@ fn pack_group(
                 .map_or(&[][..], |c| &c[..KT.min(c.len())]);
             let at = kt * 2 * 512 + r * KT;
             // SAFETY: tiles holds this group's k tiles (hi, lo) of 512 u16 each.
-            unsafe { split_row(chunk, tiles.as_mut_ptr().add(at), tiles.as_mut_ptr().add(at + 512)) };
+            unsafe {
+                split_row(
+                    chunk,
+                    tiles.as_mut_ptr().add(at),
+                    tiles.as_mut_ptr().add(at + 512),
+                )
+            };
         }
     }
 }
@@ -395,43 +403,62 @@ pub(super) struct AmxOut<'a> {
     pub(super) packed: Option<SendPtr>,
 }
 
-/// The finished block of `rows` rows (from row `i0`) × 32 columns (from `col`), from the
-/// accumulator tiles at `c` (column groups 256 floats apart, row groups `gs` floats apart): bias,
-/// residual, epilogue, then into y or the packed tiles.
+/// A row block's finished accumulators (`rows` rows from row `rb`, the task's column pairs
+/// `pairs`; tiles as [`matmul`] lays them out, row groups `gs` floats apart) row by row: bias,
+/// residual, epilogue, then into y (each row's columns one contiguous run: y's rows 4–16 KiB
+/// apart, a block at a time, fell in one L1 set) or into the packed tiles.
 ///
 /// # Safety
-/// As [`matmul`]; `c` holds the block's tiles; the CPU has AVX-512F and BW.
+/// As [`matmul`]; `acc` holds the block's tiles; the CPU has AVX-512F and BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish(out: &AmxOut<'_>, n: usize, c: *const f32, gs: usize, i0: usize, rows: usize, col: usize) {
-    let mut block = [[0f32; 32]; 32];
-    let (b0, b1) = match out.bias {
-        Some(b) => (_mm512_loadu_ps(b.as_ptr().add(col)), _mm512_loadu_ps(b.as_ptr().add(col + 16))),
-        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-    };
-    for (r, dst) in block.iter_mut().enumerate().take(rows) {
-        let t = c.add((r / 16) * gs + (r % 16) * 16);
-        let mut v0 = _mm512_add_ps(_mm512_loadu_ps(t), b0);
-        let mut v1 = _mm512_add_ps(_mm512_loadu_ps(t.add(256)), b1);
-        if let Some(res) = out.residual {
-            let p = res.get().add((i0 + r) * out.ldy + col);
-            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(p));
-            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(p.add(16)));
+unsafe fn finish_rows(
+    out: &AmxOut<'_>,
+    n: usize,
+    acc: *const f32,
+    gs: usize,
+    rb: usize,
+    rows: usize,
+    pairs: std::ops::Range<usize>,
+) {
+    let (col0, width) = (pairs.start * 32, pairs.len() * 32);
+    let mut buf = [0f32; MAX_PAIRS * 32];
+    for r in 0..rows {
+        let row = rb + r;
+        for q in 0..pairs.len() {
+            let (t, col) = (
+                acc.add((r / 16) * gs + q * 512 + (r % 16) * 16),
+                col0 + q * 32,
+            );
+            let mut v = [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(256))];
+            for (h, v) in v.iter_mut().enumerate() {
+                if let Some(b) = out.bias {
+                    *v = _mm512_add_ps(*v, _mm512_loadu_ps(b.as_ptr().add(col + 16 * h)));
+                }
+                if let Some(res) = out.residual {
+                    let p = res.get().add(row * out.ldy + col + 16 * h);
+                    *v = _mm512_add_ps(*v, _mm512_loadu_ps(p));
+                }
+                _mm512_storeu_ps(buf.as_mut_ptr().add(q * 32 + 16 * h), *v);
+            }
         }
-        _mm512_storeu_ps(dst.as_mut_ptr(), v0);
-        _mm512_storeu_ps(dst.as_mut_ptr().add(16), v1);
-    }
-    if out.epilogue == Epilogue::QuickGelu {
-        crate::clip::kernels::quick_gelu_in_place(&mut block.as_flattened_mut()[..rows * 32]);
-    }
-    for (r, v) in block.iter().enumerate().take(rows) {
-        let row = i0 + r;
+        let done = &mut buf[..width];
+        if out.epilogue == Epilogue::QuickGelu {
+            crate::clip::kernels::quick_gelu_in_place(done);
+        }
         match out.packed {
-            None => std::ptr::copy_nonoverlapping(v.as_ptr(), out.y.get().add(row * out.ldy + col), 32),
+            None => std::ptr::copy_nonoverlapping(
+                done.as_ptr(),
+                out.y.get().add(row * out.ldy + col0),
+                width,
+            ),
             Some(p) => {
-                let at = ((row / 16) * (n / KT) + col / KT) * 2 * 512 + (row % 16) * KT;
-                let dst = p.get().cast::<u16>().add(at);
-                split_row(v, dst, dst.add(512));
+                for (q, v) in done.chunks_exact(32).enumerate() {
+                    let kt = pairs.start + q;
+                    let at = ((row / 16) * (n / KT) + kt) * 2 * 512 + (row % 16) * KT;
+                    let dst = p.get().cast::<u16>().add(at);
+                    split_row(v, dst, dst.add(512));
+                }
             }
         }
     }
@@ -448,13 +475,19 @@ unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
     fn round(x: __m512) -> __m512i {
         let b = _mm512_castps_si512(x);
         let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-        _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))))
+        _mm512_srli_epi32::<16>(_mm512_add_epi32(
+            b,
+            _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)),
+        ))
     }
     for half in 0..2 {
         let have = v.len().saturating_sub(16 * half).min(16);
         let x = _mm512_maskz_loadu_ps(((1u32 << have) - 1) as u16, v.as_ptr().add(16 * half));
         let h = round(x);
-        let l = round(_mm512_sub_ps(x, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))));
+        let l = round(_mm512_sub_ps(
+            x,
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h)),
+        ));
         _mm256_storeu_si256(hi.add(16 * half).cast(), _mm512_cvtepi32_epi16(h));
         _mm256_storeu_si256(lo.add(16 * half).cast(), _mm512_cvtepi32_epi16(l));
     }
@@ -470,7 +503,7 @@ unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
 pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_>) {
     let pairs = w.n / 32;
     let threads = rayon::current_num_threads().max(1);
-    let per_task = pairs.div_ceil(2 * threads).clamp(1, 8);
+    let per_task = pairs.div_ceil(2 * threads).clamp(1, MAX_PAIRS);
     let kts = w.k.div_ceil(KT);
     let group = kts * 2 * TILE_LINES;
     let a_tile = |g: usize, kt: usize| a[g * group + kt * 2 * TILE_LINES..].as_ptr().cast::<u8>();
@@ -480,9 +513,9 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
         Vec::new,
         |acc: &mut Vec<Line>, task| {
             let cols = task * per_task..((task + 1) * per_task).min(pairs);
-            if acc.is_empty() {
-                acc.resize(MC / 16 * 2 * per_task * TILE_LINES, Line([0.0; 16]));
-            }
+            // Only room (zeroing 512 KiB per rayon split cost 5%): each tile is stored by the
+            // first k block, before anything reads it.
+            acc.reserve(MC / 16 * 2 * per_task * TILE_LINES);
             let accp = acc.as_mut_ptr().cast::<f32>();
             // Accumulator tiles of local row group g and local column pair q.
             let c_at = |g: usize, q: usize| accp.add(g * gs + q * 2 * 256);
@@ -495,9 +528,9 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
                 let rest = rows % 16; // rows of a last, partial group
                 for kt0 in (0..kts).step_by(KB) {
                     let steps = KB.min(kts - kt0);
-                    let (first, last) = (kt0 == 0, kt0 + steps == kts);
+                    let first = kt0 == 0;
                     for (q, p) in cols.clone().enumerate() {
-                        let (col, j) = (p * 32, p * 2);
+                        let j = p * 2;
                         let (w0, w1) = (w.tile(j, kt0), w.tile(j + 1, kt0));
                         for g in (0..whole).step_by(2) {
                             let c = c_at(g, q);
@@ -515,10 +548,6 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
                             } else {
                                 k16x32(a_tile(g0 + g, kt0), w0, w1, steps, c.cast(), !first);
                             }
-                            if last {
-                                let n_rows = 32.min((whole - g) * 16);
-                                finish(out, w.n, c, gs, rb + g * 16, n_rows, col);
-                            }
                         }
                     }
                     if rest == 0 {
@@ -527,7 +556,7 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
                     // The rows past the last whole group: fewer rows configured for tiles 0–3.
                     tail.load();
                     for (q, p) in cols.clone().enumerate() {
-                        let (col, j) = (p * 32, p * 2);
+                        let j = p * 2;
                         let c = c_at(whole, q);
                         k16x32(
                             a_tile(g0 + whole, kt0),
@@ -537,12 +566,10 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
                             c.cast(),
                             !first,
                         );
-                        if last {
-                            finish(out, w.n, c, gs, rb + whole * 16, rest, col);
-                        }
                     }
                     full.load();
                 }
+                finish_rows(out, w.n, accp, gs, rb, rows, cols.clone());
             }
             release();
         },
