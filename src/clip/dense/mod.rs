@@ -290,8 +290,14 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
-    if let (Some(w1), Some(w2)) = (&fc1.amx, &fc2.amx) {
-        return amx_mlp(fc1, w1, fc2, w2, x, m, norm, epilogue, residual);
+    match (&fc1.amx, &fc2.amx) {
+        (Some(w1), Some(w2)) => return amx_mlp(fc1, w1, fc2, w2, x, m, norm, epilogue, residual),
+        (None, None) => {}
+        // One on AMX, one not (a width that is not a multiple of 32): one by one.
+        _ => {
+            let h = fc1.matmul_vec(x, m, norm, None, epilogue);
+            return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
+        }
     }
     let mut a = pool::take();
     pack_rows(fc1.simd, x, m, fc1.k, fc1.k, norm, true, &mut a);

@@ -247,3 +247,115 @@ fn fused_mlp_equals_the_layers_one_by_one() {
         }
     }
 }
+
+/// The layers as [`PackedWeight::new`] packs them on this CPU: on AMX where it has it. `None`
+/// (and a line saying so) where it has not: these tests then check nothing.
+fn amx_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Option<PackedWeight> {
+    if !amx::enabled() {
+        eprintln!("no AMX on this CPU (or IMGVEC_SIMD set): the AMX path is not tested here");
+        return None;
+    }
+    PackedWeight::new(w, n, k, b)
+}
+
+#[test]
+fn amx_matches_reference_at_every_edge() {
+    // Rows: under a group, whole groups, an odd group, a partial group, past a 512-row block
+    // (with 18 rows more: a whole group and 2); k: under a tile, cut inside one, across k blocks;
+    // n: 32 and several column pairs, over the threads' tasks.
+    for &(m, n, k) in &[
+        (1, 32, 1),
+        (15, 32, 31),
+        (16, 64, 32),
+        (17, 32, 33),
+        (31, 96, 100),
+        (48, 64, 133),
+        (257, 320, 300),
+        (530, 32, 64),
+        (1040, 64, 40),
+    ] {
+        for (bias, residual) in [(false, false), (true, true)] {
+            let x = values(m * k, 31 + m as u64);
+            let w = values(n * k, 32 + n as u64);
+            let b = bias.then(|| values(n, 33));
+            let r = residual.then(|| values(m * n, 34));
+            let Some(p) = amx_layer(&w, n, k, b.as_deref()) else {
+                return;
+            };
+            assert!(p.amx.is_some(), "n = {n} is a multiple of 32: AMX");
+            let mut y = vec![f32::NAN; m * n];
+            p.matmul(&x, m, r.as_deref(), &mut y);
+            let want = reference(&x, &w, b.as_deref(), r.as_deref(), m, n, k);
+            for (i, (got, want)) in y.iter().zip(&want).enumerate() {
+                let (row, col) = (i / n, i % n);
+                let size: f64 = (0..k)
+                    .map(|p| (x[row * k + p] as f64 * w[col * k + p] as f64).abs())
+                    .sum();
+                // hi·hi + hi·lo + lo·hi of bf16 splits: each product within ~2⁻¹⁶ of exact
+                // (pure bf16, or a product left out, is ~2⁻⁸ off and fails this).
+                let tol = 3e-5 * size + 1e-6;
+                assert!(
+                    (*got as f64 - want).abs() <= tol,
+                    "AMX m={m} n={n} k={k} bias={bias}: y[{i}] = {got}, want {want} (±{tol:e})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn amx_leaves_widths_not_a_multiple_of_32_to_the_f32_kernels() {
+    let (m, n, k) = (20, 48, 40);
+    let (x, w) = (values(m * k, 41), values(n * k, 42));
+    let Some(p) = amx_layer(&w, n, k, None) else {
+        return;
+    };
+    assert!(p.amx.is_none());
+    let mut y = vec![f32::NAN; m * n];
+    p.matmul(&x, m, None, &mut y);
+    let want = reference(&x, &w, None, None, m, n, k);
+    for (got, want) in y.iter().zip(&want) {
+        assert!((*got as f64 - want).abs() <= 1e-6 * (k as f64 + 2.0));
+    }
+}
+
+#[test]
+fn amx_fused_mlp_equals_the_layers_one_by_one() {
+    // fc1's blocks written as fc2's tiles hold the bits pack_rows makes of fc1's output; also a
+    // pair where only fc1 is on AMX (fc2's 40 columns are not): run one by one.
+    for &(m, k, inner) in &[
+        (1, 32, 64),
+        (257, 64, 96),
+        (600, 96, 544),
+        (30, 320, 128),
+        (9, 40, 64),
+    ] {
+        let x = values(m * k, 51);
+        let Some(fc1) = amx_layer(&values(inner * k, 52), inner, k, Some(&values(inner, 53)))
+        else {
+            return;
+        };
+        let fc2 =
+            amx_layer(&values(k * inner, 54), k, inner, Some(&values(k, 55))).expect("packable");
+        assert_eq!(fc2.amx.is_some(), k % 32 == 0);
+        let (weight, bias) = (values(k, 56), values(k, 57));
+        let norm = HostNorm {
+            weight: &weight,
+            bias: &bias,
+            eps: 1e-5,
+        };
+        let h = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::QuickGelu);
+        let want = fc2.matmul_vec(&h, m, None, Some(&x), Epilogue::None);
+        for _ in 0..2 {
+            let got = mlp(&fc1, &fc2, &x, m, Some(norm), Epilogue::QuickGelu, &x);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "AMX m={m} k={k} inner={inner}: [{i}] = {g}, want {w}"
+                );
+            }
+        }
+    }
+}
