@@ -103,12 +103,13 @@ fn main() {
     device.synchronize().unwrap_or_else(|e| panic!("{e}"));
     let load_s = t.elapsed().as_secs_f64();
     println!(
-        "imgvec load_seconds={load_s:.3} model={} device={} precision={} threads={} simd={} gemm_avx512={}",
+        "imgvec load_seconds={load_s:.3} model={} device={} precision={} threads={} simd={} linear={} gemm_avx512={}",
         args.model.display(),
         device_name.replace(' ', "_"),
         precision.name(),
         candle_core::utils::get_num_threads(),
         imgvec::clip::dense::Simd::get().name(),
+        imgvec::clip::dense::linear_kernels(),
         cfg!(feature = "avx512-gemm")
     );
 

@@ -3,8 +3,11 @@
 # batch 1 and batch 8, alternated (imgvec, PyTorch, imgvec, PyTorch, ...) so both see the same
 # machine. Prints the CPU's SIMD flags, each figure, and PyTorch/imgvec time ratios.
 #
-#   bash benches/encoder_vs_pytorch.sh [native|avx2]   (env: PY, CKPT, THREADS=2, MIN_SECONDS=20, ROUNDS=2)
+#   bash benches/encoder_vs_pytorch.sh [native|avx512|avx2]   (env: PY, CKPT, THREADS=2, MIN_SECONDS=20, ROUNDS=2)
 #
+# native: each at its best on this CPU (imgvec's linear layers on AMX where the CPU has it).
+# avx512: imgvec's f32 AVX-512 kernels even where the CPU has AMX (IMGVEC_SIMD=avx512); PyTorch as
+# native (its f32 GEMM does not use AMX).
 # avx2: both on the AVX2+FMA path, also on an AVX-512 machine: imgvec built without the
 # avx512-gemm feature and run with IMGVEC_SIMD=avx2; PyTorch with ATEN_CPU_CAPABILITY=avx2,
 # DNNL_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2.
@@ -23,14 +26,15 @@ export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="
 features=()
 case "$mode" in
     native) ;;
+    avx512) export IMGVEC_SIMD=avx512 ;;
     avx2)
         features=(--no-default-features)
         export IMGVEC_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
         ;;
-    *) echo "usage: $0 [native|avx2]" >&2; exit 2 ;;
+    *) echo "usage: $0 [native|avx512|avx2]" >&2; exit 2 ;;
 esac
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
-echo "cpu simd flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512vl|avx512_bf16|amx_tile)$' | xargs)"
+echo "cpu simd flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512vl|avx512_bf16|amx_tile|amx_bf16)$' | xargs)"
 echo "mode: $mode  threads: $THREADS"
 # Built once; the runs call the executable directly (no cargo, no lock waits, while measuring).
 encoder="$(cargo bench --locked "${features[@]}" --no-run --bench encoder --message-format=json 2>/dev/null |
