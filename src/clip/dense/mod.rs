@@ -15,6 +15,10 @@
 //! Here: the SIMD level, the packed weights and the candle-facing layer; the layouts and packing
 //! are in `pack.rs`, the blocked tile loop in `tiles.rs`. Not for: element-wise ops (`kernels.rs`).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "amx_none.rs"]
 mod amx;
 mod attention;
 mod microkernel;

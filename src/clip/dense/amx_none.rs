@@ -1,0 +1,47 @@
+//! `amx.rs` where the target is not x86-64: never enabled, so nothing here is ever called.
+
+use super::pack::{HostNorm, Line};
+use super::tiles::{Epilogue, SendPtr};
+
+pub fn enabled() -> bool {
+    false
+}
+
+pub(super) struct AmxWeight;
+
+impl AmxWeight {
+    pub(super) fn pack(_w: &[f32], _n: usize, _k: usize) -> Option<Self> {
+        None
+    }
+}
+
+#[allow(dead_code)] // built by mod.rs, read by nothing on this target
+#[derive(Clone, Copy)]
+pub(super) struct AmxOut<'a> {
+    pub(super) y: SendPtr,
+    pub(super) ldy: usize,
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) residual: Option<SendPtr>,
+    pub(super) epilogue: Epilogue,
+    pub(super) packed: Option<SendPtr>,
+}
+
+pub(super) fn rows_lines(_m: usize, _k: usize) -> usize {
+    unreachable!("AMX is never enabled on this target")
+}
+
+pub(super) fn pack_rows(
+    _x: &[f32],
+    _m: usize,
+    _k: usize,
+    _norm: Option<HostNorm<'_>>,
+    _out: &mut Vec<Line>,
+) {
+    unreachable!("AMX is never enabled on this target")
+}
+
+/// # Safety
+/// Never called.
+pub(super) unsafe fn matmul(_w: &AmxWeight, _a: &[Line], _m: usize, _out: &AmxOut<'_>) {
+    unreachable!("AMX is never enabled on this target")
+}
