@@ -50,6 +50,10 @@ pub(super) struct Out {
     /// scratch block for one task: [`block_rows`] rows of the task's columns (`ldy` = their
     /// count), where tiles accumulate over the k blocks and stay in L2. No residual then.
     pub(super) packed: Option<SendPtr>,
+    /// When set, `y` is likewise a task's scratch block, and each finished tile is copied here
+    /// (rows this many floats apart), where the residual is read too: a tile's rows 4–16 KiB apart
+    /// in the real output all fall in one L1 set, more of them than it has ways.
+    pub(super) to_y: Option<(SendPtr, usize)>,
 }
 
 impl Out {
@@ -61,6 +65,7 @@ impl Out {
             residual: None,
             epilogue: Epilogue::None,
             packed: None,
+            to_y: None,
         }
     }
 }
@@ -107,10 +112,12 @@ impl Panels<'_> {
         let kb = k.div_ceil(k.div_ceil(KC));
         let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
         // Where tile (row i0 of the row block from ic, column col) accumulates.
-        let c_at = |i0: usize, ic: usize, col: usize| match out.packed {
-            None => y.add(i0 * ldy + col),
-            Some(_) => y.add((i0 - ic) * ldy + col - range.start * nr),
+        let c_at = |i0: usize, ic: usize, col: usize| match (out.packed, out.to_y) {
+            (None, None) => y.add(i0 * ldy + col),
+            _ => y.add((i0 - ic) * ldy + col - range.start * nr),
         };
+        // Where the residual is read (and finished tiles go, unless packed).
+        let (ry, rld) = out.to_y.map_or((y, ldy), |(p, l)| (p.get(), l));
         debug_assert!(out.packed.is_none() || out.residual.is_none());
         // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
         // across all k blocks instead of going back to memory after each (at 8 images, 2,056
@@ -176,8 +183,8 @@ impl Panels<'_> {
                                 bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
                                 residual: out
                                     .residual
-                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * ldy + col)),
-                                ldr: ldy,
+                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * rld + col)),
+                                ldr: rld,
                             }
                         } else {
                             Init::Accumulate
@@ -208,6 +215,12 @@ impl Panels<'_> {
                                 for r in 0..rows {
                                     let row = std::slice::from_raw_parts_mut(c.add(r * ldy), cols);
                                     crate::clip::kernels::quick_gelu_in_place(row);
+                                }
+                            }
+                            if out.to_y.is_some() {
+                                for r in 0..rows {
+                                    let dst = ry.add((i0 + r) * rld + col);
+                                    std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
                                 }
                             }
                             if let Some(p) = out.packed {
