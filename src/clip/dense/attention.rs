@@ -56,7 +56,7 @@ impl CustomOp1 for FromQkv {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = super::contiguous_f32(s, l)?;
+        let qkv = super::layer::contiguous_f32(s, l)?;
         let (batch, n, d3) = l.shape().dims3()?;
         let out = attention(self.simd, qkv, batch, n, d3 / 3, self.heads, self.causal);
         Ok((CpuStorage::F32(out), Shape::from((batch, n, d3 / 3))))

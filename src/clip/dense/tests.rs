@@ -3,6 +3,8 @@
 //! block boundaries, with and without bias and residual.
 
 use super::*;
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::Linear;
 
 fn levels() -> Vec<Simd> {
     match detect() {
@@ -201,6 +203,34 @@ fn wrong_input_width_is_an_error() -> Result<()> {
     Ok(())
 }
 
+/// The fused MLP against fc1 then fc2 one by one (norm, quick-GELU, residual x), bit for bit, twice:
+/// the second call reuses the first's buffers (stale contents included).
+fn check_mlp_bits(
+    fc1: &PackedWeight,
+    fc2: &PackedWeight,
+    x: &[f32],
+    m: usize,
+    seed: u64,
+    what: &str,
+) {
+    let k = fc1.k;
+    let (weight, bias) = (values(k, seed), values(k, seed + 1));
+    let norm = HostNorm {
+        weight: &weight,
+        bias: &bias,
+        eps: 1e-5,
+    };
+    let h = fc1.matmul_vec(x, m, Some(norm), None, Epilogue::QuickGelu);
+    let want = fc2.matmul_vec(&h, m, None, Some(x), Epilogue::None);
+    for _ in 0..2 {
+        let got = mlp(fc1, fc2, x, m, Some(norm), Epilogue::QuickGelu, x);
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{what}: [{i}] = {g}, want {w}");
+        }
+    }
+}
+
 #[test]
 fn fused_mlp_equals_the_layers_one_by_one() {
     // Rows in one, several and uneven row blocks, an inner width cut inside a panel, k across k
@@ -224,26 +254,14 @@ fn fused_mlp_equals_the_layers_one_by_one() {
                 Some(&values(k, 25)),
             )
             .expect("packable");
-            let (weight, bias) = (values(k, 26), values(k, 27));
-            let norm = HostNorm {
-                weight: &weight,
-                bias: &bias,
-                eps: 1e-5,
-            };
-            let h = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::QuickGelu);
-            let want = fc2.matmul_vec(&h, m, None, Some(&x), Epilogue::None);
-            // Twice: the second call reuses the first's buffers (stale contents included).
-            for _ in 0..2 {
-                let got = mlp(&fc1, &fc2, &x, m, Some(norm), Epilogue::QuickGelu, &x);
-                assert_eq!(got.len(), want.len());
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        g.to_bits(),
-                        w.to_bits(),
-                        "{simd:?} m={m} k={k} inner={inner}: [{i}] = {g}, want {w}"
-                    );
-                }
-            }
+            check_mlp_bits(
+                &fc1,
+                &fc2,
+                &x,
+                m,
+                26,
+                &format!("{simd:?} m={m} k={k} inner={inner}"),
+            );
         }
     }
 }
@@ -338,24 +356,13 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
         let fc2 =
             amx_layer(&values(k * inner, 54), k, inner, Some(&values(k, 55))).expect("packable");
         assert_eq!(fc2.amx.is_some(), k % 32 == 0);
-        let (weight, bias) = (values(k, 56), values(k, 57));
-        let norm = HostNorm {
-            weight: &weight,
-            bias: &bias,
-            eps: 1e-5,
-        };
-        let h = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::QuickGelu);
-        let want = fc2.matmul_vec(&h, m, None, Some(&x), Epilogue::None);
-        for _ in 0..2 {
-            let got = mlp(&fc1, &fc2, &x, m, Some(norm), Epilogue::QuickGelu, &x);
-            assert_eq!(got.len(), want.len());
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "AMX m={m} k={k} inner={inner}: [{i}] = {g}, want {w}"
-                );
-            }
-        }
+        check_mlp_bits(
+            &fc1,
+            &fc2,
+            &x,
+            m,
+            56,
+            &format!("AMX m={m} k={k} inner={inner}"),
+        );
     }
 }
