@@ -278,8 +278,8 @@ fn amx_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Option<PackedW
 
 #[test]
 fn amx_matches_reference_at_every_edge() {
-    // Rows: under a group, whole groups, an odd group, a partial group, past a 512-row block
-    // (with 18 rows more: a whole group and 2); k: under a tile, cut inside one, across k blocks;
+    // Rows: under a group, whole groups, an odd group, a partial group, one row block and several
+    // (1,300: blocks of 448, 448 and 404, the last with a whole group and 4 rows over); k: under a tile, cut inside one, across k blocks;
     // n: 32 and several column pairs, over the threads' tasks.
     for &(m, n, k) in &[
         (1, 32, 1),
@@ -289,7 +289,7 @@ fn amx_matches_reference_at_every_edge() {
         (31, 96, 100),
         (48, 64, 133),
         (257, 320, 300),
-        (530, 32, 64),
+        (1300, 32, 64),
         (1040, 64, 40),
     ] {
         for (bias, residual) in [(false, false), (true, true)] {
