@@ -380,7 +380,14 @@ backend_test! {
             serde_json::from_str(ok(&idx, &idx.run(&["info", "--json"])).trim()).unwrap();
         assert_eq!(v["documents"], 1);
         assert_eq!(v["dims"], 32);
+        let linear = v["cpu"]["linear_layers"].as_str().unwrap_or_default();
+        assert!(
+            ["amx-bf16x3", "avx512", "avx2+fma", "none"].contains(&linear),
+            "{v}"
+        );
+        assert!(v["cpu"]["threads"].as_u64().is_some_and(|t| t >= 1), "{v}");
         let human = ok(&idx, &idx.run(&["info"]));
+        assert!(human.contains(&format!("cpu: linear layers on {linear}")), "{human}");
         assert!(
             human.contains("1 image") && human.contains(&idx.name),
             "{human}"

@@ -1,5 +1,5 @@
 //! `imgvec info`: which model and store the flags and environment point at (and why), the index's
-//! vector size and how many images it holds.
+//! vector size and how many images it holds, and what the CPU runs the model's layers on.
 //!
 //! A model that cannot be found, or an index not created yet, is reported in its line, not as an
 //! error: `info` is where a user looks to find out what is missing.
@@ -45,16 +45,22 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             ),
             Err(e) => return Err(e.into()),
         };
+        let (linear, threads) = (
+            crate::clip::dense::linear_kernels(),
+            rayon::current_num_threads(),
+        );
         if args.json {
             println!(
                 "{}",
                 json!({"store": store.describe(), "index": index, "dims": dims,
-                       "documents": count, "model": model_json})
+                       "documents": count, "model": model_json,
+                       "cpu": {"linear_layers": linear, "threads": threads}})
             );
         } else {
             println!("{model_line}");
             println!("{}", store.describe());
             println!("{index_line}");
+            println!("cpu: linear layers on {linear}, {threads} thread(s)");
         }
         Ok(ExitCode::SUCCESS)
     })
