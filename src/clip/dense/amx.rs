@@ -59,7 +59,7 @@ pub fn enabled() -> bool {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn supported() -> bool {
-    // SAFETY: cpuid leaf 7 exists on every CPU with AVX-512 (checked by the caller).
+    // Leaf 7 exists on every CPU with AVX-512 (checked by the caller).
     let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
     let (amx_bf16, amx_tile) = (leaf7.edx & (1 << 22) != 0, leaf7.edx & (1 << 24) != 0);
     if !(amx_bf16 && amx_tile) {
@@ -91,14 +91,14 @@ fn supported() -> bool {
     false
 }
 
-/// `x` rounded to bfloat16, to nearest even (finite inputs; NaN stays NaN).
+/// `x` rounded to bfloat16, to nearest even (for finite `x`; a NaN may come out as infinity).
 #[inline(always)]
 fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
-/// `x` as `hi + lo`, both bfloat16.
+/// `x` as `hi + lo`, both bfloat16 (for finite `x`: an infinity's `lo` is NaN).
 #[inline(always)]
 fn split(x: f32) -> [u16; 2] {
     let hi = bf16(x);
