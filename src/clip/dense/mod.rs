@@ -259,7 +259,7 @@ impl PackedWeight {
     /// requires for m × n (each task accumulates in a scratch block when `out.packed` is set, and on
     /// AVX-512 always, copying finished tiles to y).
     unsafe fn run(&self, a: &[f32], m: usize, out: &Out) {
-        let (mr, nr) = self.simd.tile();
+        let (_, nr) = self.simd.tile();
         let panels = self.n.div_ceil(nr);
         // Column blocks: at least two per thread so the split stays even, at most 8 panels (a
         // KC × 256 weight block, 256 KiB: an L2's share) each.
@@ -280,7 +280,7 @@ impl PackedWeight {
                 if out.packed.is_some() || out.to_y.is_some() {
                     // Only room: `block` writes each tile (the first k block) before it reads it
                     // back, through raw pointers, so the buffer is neither zeroed nor given a length.
-                    scratch.reserve(tiles::block_rows(m, mr) * per_task * nr);
+                    scratch.reserve(tiles::block_rows(m, self.simd) * per_task * nr);
                     out.y = SendPtr(scratch.as_mut_ptr());
                     out.ldy = per_task * nr;
                 }
