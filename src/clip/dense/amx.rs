@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::pack::{HostNorm, Line};
-use super::tiles::{Epilogue, SendPtr};
+use super::tiles::{Epilogue, Out};
 
 /// k per tile (16 rows of pairs).
 const KT: usize = 32;
@@ -49,9 +49,8 @@ const TILE_LINES: usize = 16;
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        let cap = std::env::var("IMGVEC_SIMD").unwrap_or_default();
         super::Simd::get() == super::Simd::Avx512
-            && !cap.eq_ignore_ascii_case("avx512")
+            && super::requested_simd() != "avx512"
             && std::arch::is_x86_feature_detected!("avx512bw")
             && supported()
     })
@@ -91,20 +90,6 @@ fn supported() -> bool {
     false
 }
 
-/// `x` rounded to bfloat16, to nearest even (for finite `x`; a NaN may come out as infinity).
-#[inline(always)]
-fn bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-/// `x` as `hi + lo`, both bfloat16 (for finite `x`: an infinity's `lo` is NaN).
-#[inline(always)]
-fn split(x: f32) -> [u16; 2] {
-    let hi = bf16(x);
-    [hi, bf16(x - f32::from_bits(u32::from(hi) << 16))]
-}
-
 fn tiles_as_u16_mut(v: &mut [Line]) -> &mut [u16] {
     // SAFETY: a Line is 64 bytes with no padding, any bit pattern is a valid u16.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u16>(), v.len() * 32) }
@@ -118,25 +103,32 @@ pub(super) struct AmxWeight {
 }
 
 impl AmxWeight {
-    /// `None` unless `n` is a multiple of 32 (the products are 32 columns wide).
+    /// `None` unless AMX is [`enabled`] and `n` is a multiple of 32 (the products are 32 columns
+    /// wide). `w` holds n rows of k floats.
     pub(super) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if n == 0 || k == 0 || !n.is_multiple_of(32) || w.len() != n * k {
+        if !enabled() || n == 0 || !n.is_multiple_of(32) {
             return None;
         }
+        assert_eq!(w.len(), n * k, "amx: weight size");
         let kts = k.div_ceil(KT);
         let mut data = vec![Line([0.0; 16]); n / 16 * kts * 2 * TILE_LINES];
         tiles_as_u16_mut(&mut data)
             .par_chunks_mut(kts * 2 * 512)
             .enumerate()
             .for_each(|(j, group)| {
+                let (mut hi, mut lo) = ([0u16; KT], [0u16; KT]);
                 for c in 0..16 {
                     let row = &w[(j * 16 + c) * k..][..k];
-                    for (p, &v) in row.iter().enumerate() {
-                        let (kt, q) = (p / KT, p % KT);
-                        let at = kt * 2 * 512 + (q / 2) * 32 + c * 2 + q % 2;
-                        let [hi, lo] = split(v);
-                        group[at] = hi;
-                        group[at + 512] = lo;
+                    for (kt, chunk) in row.chunks(KT).enumerate() {
+                        // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW; hi and lo hold
+                        // 32 each.
+                        unsafe { split_row(chunk, hi.as_mut_ptr(), lo.as_mut_ptr()) };
+                        // Pair-interleaved: k = 2p and 2p + 1 of column c side by side in row p.
+                        for q in 0..KT {
+                            let at = kt * 2 * 512 + (q / 2) * 32 + c * 2 + q % 2;
+                            group[at] = hi[q];
+                            group[at + 512] = lo[q];
+                        }
                     }
                 }
             });
@@ -197,14 +189,8 @@ fn pack_group(
             None => &x[i * k..][..k],
             Some(norm) => {
                 let row = &x[i * k..][..k];
-                let (mean, rstd) = norm.stats(row);
-                buf.clear();
-                buf.extend(
-                    row.iter()
-                        .zip(norm.weight)
-                        .zip(norm.bias)
-                        .map(|((&v, &w), &b)| (v - mean) * rstd * w + b),
-                );
+                buf.resize(k, 0.0);
+                norm.apply(norm.stats(row), row, 0, buf);
                 buf
             }
         };
@@ -392,22 +378,8 @@ unsafe fn k16x32(a: *const u8, w0: *const u8, w1: *const u8, steps: usize, c: *m
     );
 }
 
-/// Where a product goes: `y` (m rows, `ldy` floats apart) with the residual (same layout) and the
-/// bias added and the epilogue applied once the last k block is in; or, when `packed` is set,
-/// instead of `y`, as the next layer's activation tiles (what [`pack_rows`] makes of y; its k is
-/// this product's n).
-#[derive(Clone, Copy)]
-pub(super) struct AmxOut<'a> {
-    pub(super) y: SendPtr,
-    pub(super) ldy: usize,
-    pub(super) bias: Option<&'a [f32]>,
-    pub(super) residual: Option<SendPtr>,
-    pub(super) epilogue: Epilogue,
-    pub(super) packed: Option<SendPtr>,
-}
-
 /// A row block's finished accumulators (`rows` rows from row `rb`, the task's column pairs
-/// `pairs`; tiles as [`matmul`] lays them out, row groups `gs` floats apart) row by row: bias,
+/// `pairs`; tiles as [`matmul`] lays them out, row groups `gs` floats apart) row by row: `bias`,
 /// residual, epilogue, then into y (each row's columns one contiguous run: y's rows 4–16 KiB
 /// apart, a block at a time, fell in one L1 set) or into the packed tiles.
 ///
@@ -416,7 +388,8 @@ pub(super) struct AmxOut<'a> {
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_rows(
-    out: &AmxOut<'_>,
+    out: &Out,
+    bias: &[f32],
     n: usize,
     acc: *const f32,
     gs: usize,
@@ -435,9 +408,7 @@ unsafe fn finish_rows(
             );
             let mut v = [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(256))];
             for (h, v) in v.iter_mut().enumerate() {
-                if let Some(b) = out.bias {
-                    *v = _mm512_add_ps(*v, _mm512_loadu_ps(b.as_ptr().add(col + 16 * h)));
-                }
+                *v = _mm512_add_ps(*v, _mm512_loadu_ps(bias.as_ptr().add(col + 16 * h)));
                 if let Some(res) = out.residual {
                     let p = res.get().add(row * out.ldy + col + 16 * h);
                     *v = _mm512_add_ps(*v, _mm512_loadu_ps(p));
@@ -467,7 +438,9 @@ unsafe fn finish_rows(
     }
 }
 
-/// Up to 32 floats as bfloat16 hi and lo (32 of each, zeros past `v`), as [`split`] does.
+/// Up to 32 floats split as `x = hi + lo`, both bfloat16 rounded to nearest even (`lo` the
+/// rounded remainder; for finite `x`: an infinity's `lo` is NaN, a NaN may come out as infinity):
+/// 32 of each, zeros past `v`.
 ///
 /// # Safety
 /// `hi` and `lo` are valid for 32 writes; the CPU has AVX-512F and BW.
@@ -496,14 +469,15 @@ unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
     }
 }
 
-/// `y = a · Wᵀ (+ bias, residual, epilogue)` for `m` rows packed by [`pack_rows`], the threads
-/// splitting the output columns.
+/// `a · Wᵀ + bias` for `m` rows packed by [`pack_rows`] into `out` (the residual added, the
+/// epilogue applied; or, with `out.packed`, written as the next layer's activation tiles, what
+/// [`pack_rows`] makes of y, its k this product's n), the threads splitting the output columns.
 ///
 /// # Safety
 /// AMX is [`enabled`]; `a` holds m rows packed for `w.k`; `out.y` (and the residual) m rows of at
-/// least `w.n` floats, `out.ldy` apart, nothing else writing them; the bias `w.n` floats; `packed`
-/// (if set) m rows packed for k = `w.n`.
-pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_>) {
+/// least `w.n` floats, `out.ldy` apart, nothing else writing them; `bias` `w.n` floats; `packed`
+/// (if set) room for m rows packed for k = `w.n`.
+pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, out: &Out) {
     let pairs = w.n / 32;
     let threads = rayon::current_num_threads().max(1);
     let per_task = pairs.div_ceil(2 * threads).clamp(1, MAX_PAIRS);
@@ -575,7 +549,7 @@ pub(super) unsafe fn matmul(w: &AmxWeight, a: &[Line], m: usize, out: &AmxOut<'_
                     }
                     full.load();
                 }
-                finish_rows(out, w.n, accp, gs, rb, rows, cols.clone());
+                finish_rows(out, bias, w.n, accp, gs, rb, rows, cols.clone());
             }
             release();
         },

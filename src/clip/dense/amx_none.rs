@@ -1,7 +1,7 @@
 //! `amx.rs` where the target is not x86-64: never enabled, so nothing here is ever called.
 
 use super::pack::{HostNorm, Line};
-use super::tiles::{Epilogue, SendPtr};
+use super::tiles::Out;
 
 pub fn enabled() -> bool {
     false
@@ -13,17 +13,6 @@ impl AmxWeight {
     pub(super) fn pack(_w: &[f32], _n: usize, _k: usize) -> Option<Self> {
         None
     }
-}
-
-#[allow(dead_code)] // built by mod.rs, read by nothing on this target
-#[derive(Clone, Copy)]
-pub(super) struct AmxOut<'a> {
-    pub(super) y: SendPtr,
-    pub(super) ldy: usize,
-    pub(super) bias: Option<&'a [f32]>,
-    pub(super) residual: Option<SendPtr>,
-    pub(super) epilogue: Epilogue,
-    pub(super) packed: Option<SendPtr>,
 }
 
 pub(super) fn rows_lines(_m: usize, _k: usize) -> usize {
@@ -42,6 +31,6 @@ pub(super) fn pack_rows(
 
 /// # Safety
 /// Never called.
-pub(super) unsafe fn matmul(_w: &AmxWeight, _a: &[Line], _m: usize, _out: &AmxOut<'_>) {
+pub(super) unsafe fn matmul(_w: &AmxWeight, _bias: &[f32], _a: &[Line], _m: usize, _out: &Out) {
     unreachable!("AMX is never enabled on this target")
 }

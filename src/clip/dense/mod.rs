@@ -53,9 +53,8 @@ impl Simd {
     pub fn get() -> Simd {
         static SIMD: OnceLock<Simd> = OnceLock::new();
         *SIMD.get_or_init(|| {
-            let cap = std::env::var("IMGVEC_SIMD").unwrap_or_default();
             let best = detect();
-            match (cap.to_ascii_lowercase().as_str(), best) {
+            match (requested_simd(), best) {
                 ("none", _) => Simd::None,
                 ("avx2", Simd::Avx512) => Simd::Avx2,
                 _ => best,
@@ -81,6 +80,16 @@ impl Simd {
         }
         (1, 1)
     }
+}
+
+/// `IMGVEC_SIMD`, lower-cased (empty when unset): the level asked for.
+fn requested_simd() -> &'static str {
+    static CAP: OnceLock<String> = OnceLock::new();
+    CAP.get_or_init(|| {
+        std::env::var("IMGVEC_SIMD")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    })
 }
 
 /// What the linear layers run on here: `amx-bf16x3` (see `amx.rs`), or the f32 kernels' SIMD level.
@@ -122,7 +131,7 @@ pub struct PackedWeight {
 impl PackedWeight {
     /// Packs `w` (`n × k`, row-major) and `bias` (`n`); `None` when the CPU has no kernel for it.
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if amx::enabled() && Self::valid(w, n, k, bias) {
+        if Self::valid(w, n, k, bias) {
             if let Some(t) = amx::AmxWeight::pack(w, n, k) {
                 return Some(Self {
                     amx: Some(t),
@@ -227,38 +236,45 @@ impl PackedWeight {
         y: *mut f32,
     ) {
         let mut a = pool::take();
-        if let Some(w) = &self.amx {
-            amx::pack_rows(x, m, self.k, norm, &mut a);
-            let out = amx::AmxOut {
-                y: SendPtr(y),
-                ldy: self.n,
-                bias: Some(&self.bias),
-                residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
-                epilogue,
-                packed: None,
-            };
-            amx::matmul(w, &a, m, &out);
-            pool::give(a);
-            return;
-        }
-        pack_rows(self.simd, x, m, self.k, self.k, norm, true, &mut a);
+        self.pack_input(x, m, norm, &mut a);
         let out = Out {
             residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
             epilogue,
             ..Out::rows(y, self.n)
         };
-        self.run(lines_as_floats(&a), m, &out);
+        self.run(&a, m, &out);
         pool::give(a);
     }
 
-    /// Packed rows `a` (m of them) times the weights into `out`, the threads splitting the
-    /// output columns.
+    /// `m` rows of `x` (normalized by `norm` if given) packed as this layer reads them, into `out`.
+    fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
+        match self.amx {
+            Some(_) => amx::pack_rows(x, m, self.k, norm, out),
+            None => pack_rows(self.simd, x, m, self.k, self.k, norm, true, out),
+        }
+    }
+
+    /// Lines that `m` rows take packed as this layer reads them.
+    fn input_lines(&self, m: usize) -> usize {
+        match self.amx {
+            Some(_) => amx::rows_lines(m, self.k),
+            None => rows_lines(self.simd, m, self.k),
+        }
+    }
+
+    /// Packed rows `a` (m of them, from [`Self::pack_input`]) times the weights into `out` (with
+    /// `out.packed`, as the next layer's packed rows, [`Self::pack_input`]'s layout for the same
+    /// kernels), the threads splitting the output columns.
     ///
     /// # Safety
-    /// `a` holds m rows packed for k (as `pack_rows` makes them); `out` is as [`Panels::block`]
+    /// `a` holds m rows packed for this layer; `out` is as [`Panels::block`] (or [`amx::matmul`])
     /// requires for m × n (each task accumulates in a scratch block when `out.packed` is set, and on
     /// AVX-512 always, copying finished tiles to y).
-    unsafe fn run(&self, a: &[f32], m: usize, out: &Out) {
+    unsafe fn run(&self, a: &[Line], m: usize, out: &Out) {
+        if let Some(w) = &self.amx {
+            return amx::matmul(w, &self.bias, a, m, out);
+        }
+        let a = lines_as_floats(a);
         let (_, nr) = self.simd.tile();
         let panels = self.n.div_ceil(nr);
         // Column blocks: at least two per thread so the split stays even, at most 8 panels (a
@@ -311,89 +327,37 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
-    match (&fc1.amx, &fc2.amx) {
-        (Some(w1), Some(w2)) => return amx_mlp(fc1, w1, fc2, w2, x, m, norm, epilogue, residual),
-        (None, None) => {}
-        // One on AMX, one not (a width that is not a multiple of 32): one by one.
-        _ => {
-            let h = fc1.matmul_vec(x, m, norm, None, epilogue);
-            return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
-        }
+    if fc1.amx.is_some() != fc2.amx.is_some() {
+        // One on AMX, one not (a width that is not a multiple of 32): fc1's output cannot go
+        // straight into the rows fc2 reads; one by one.
+        let h = fc1.matmul_vec(x, m, norm, None, epilogue);
+        return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
     }
     let mut a = pool::take();
-    pack_rows(fc1.simd, x, m, fc1.k, fc1.k, norm, true, &mut a);
+    fc1.pack_input(x, m, norm, &mut a);
     // Every line of the rows fc2 reads is written by fc1's tiles below, but those past the last
     // row (never read either): keep the buffer's old contents rather than zero 33 MB each time.
     let mut h = pool::take();
-    let lines = rows_lines(fc1.simd, m, fc1.n);
+    let lines = fc2.input_lines(m);
     if h.len() < lines {
         h.resize(lines, Line([0.0; 16]));
     }
     let mut y = Vec::with_capacity(m * fc2.n);
-    // SAFETY: sizes checked above; a holds m rows packed for fc1.k, h room for m rows packed for
-    // fc1.n = fc2.k, y (capacity) and the residual m × fc2.n, of which fc2 writes every float.
+    // SAFETY: sizes checked above; a holds m rows packed for fc1, h room for m rows packed for
+    // fc2 (fc1.n = fc2.k, the same kernels), y (capacity) and the residual m × fc2.n, of which
+    // fc2 writes every float.
     unsafe {
         let to_h = Out {
             epilogue,
             packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
             ..Out::rows(std::ptr::null_mut(), 0)
         };
-        fc1.run(lines_as_floats(&a), m, &to_h);
+        fc1.run(&a, m, &to_h);
         let to_y = Out {
             residual: Some(SendPtr(residual.as_ptr().cast_mut())),
             ..Out::rows(y.as_mut_ptr(), fc2.n)
         };
-        fc2.run(lines_as_floats(&h), m, &to_y);
-        y.set_len(m * fc2.n);
-    }
-    pool::give(a);
-    pool::give(h);
-    y
-}
-
-/// [`mlp`] on AMX: fc1's output written as fc2's activation tiles.
-#[allow(clippy::too_many_arguments)]
-fn amx_mlp(
-    fc1: &PackedWeight,
-    w1: &amx::AmxWeight,
-    fc2: &PackedWeight,
-    w2: &amx::AmxWeight,
-    x: &[f32],
-    m: usize,
-    norm: Option<HostNorm<'_>>,
-    epilogue: Epilogue,
-    residual: &[f32],
-) -> Vec<f32> {
-    let (mut a, mut h) = (pool::take(), pool::take());
-    amx::pack_rows(x, m, fc1.k, norm, &mut a);
-    // fc1's finished blocks go straight into the tiles fc2 reads (rows past m: never read).
-    let lines = amx::rows_lines(m, fc2.k);
-    if h.len() < lines {
-        h.resize(lines, Line([0.0; 16]));
-    }
-    let mut y = Vec::with_capacity(m * fc2.n);
-    // SAFETY: AMX is enabled (the layers were packed for it); sizes checked by the caller: a holds
-    // m rows packed for fc1.k, h room for m rows packed for fc1.n = fc2.k, y (capacity) and the
-    // residual m × fc2.n, every float of which fc2 writes.
-    unsafe {
-        let to_h = amx::AmxOut {
-            y: SendPtr(std::ptr::null_mut()),
-            ldy: 0,
-            bias: Some(&fc1.bias),
-            residual: None,
-            epilogue,
-            packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
-        };
-        amx::matmul(w1, &a, m, &to_h);
-        let to_y = amx::AmxOut {
-            y: SendPtr(y.as_mut_ptr()),
-            ldy: fc2.n,
-            bias: Some(&fc2.bias),
-            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
-            epilogue: Epilogue::None,
-            packed: None,
-        };
-        amx::matmul(w2, &h, m, &to_y);
+        fc2.run(&h, m, &to_y);
         y.set_len(m * fc2.n);
     }
     pool::give(a);

@@ -89,6 +89,17 @@ impl HostNorm<'_> {
         let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
         (mean, 1.0 / (var + self.eps).sqrt())
     }
+
+    /// `src` (a row's columns from `p0` on) normalized into `dst` with the row's [`Self::stats`]:
+    /// `(v − mean) · rstd · weight + bias`, the one formula every packing uses.
+    #[inline(always)]
+    pub(super) fn apply(&self, (mean, rstd): (f32, f32), src: &[f32], p0: usize, dst: &mut [f32]) {
+        let end = p0 + src.len();
+        let (w, b) = (&self.weight[p0..end], &self.bias[p0..end]);
+        for (((o, &v), &w), &b) in dst.iter_mut().zip(src).zip(w).zip(b) {
+            *o = (v - mean) * rstd * w + b;
+        }
+    }
 }
 
 /// Columns of k packed per pass over a panel's rows: the panel's share (PB × MR floats) stays in
@@ -135,13 +146,7 @@ fn pack_panel_generic(
             let buf = &mut buf[..pend - p0];
             match norm {
                 None => buf.copy_from_slice(src),
-                Some(norm) => {
-                    let (mean, rstd) = stats[r];
-                    let (w, b) = (&norm.weight[p0..pend], &norm.bias[p0..pend]);
-                    for (((o, &v), &w), &b) in buf.iter_mut().zip(src).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * w + b;
-                    }
-                }
+                Some(norm) => norm.apply(stats[r], src, p0, buf),
             }
         }
         for (i, out) in dst[p0 * mr..pend * mr].chunks_exact_mut(mr).enumerate() {
