@@ -97,6 +97,12 @@ fn dense_layers() {
                 },
             );
         }
+        // Self-attention straight from the q/k/v product (16 heads of 64), as in the model.
+        let qkv = Tensor::randn(0f32, 1., (b, 257, 3072), &d).unwrap();
+        let flop = 4.0 * (b * 257 * 257 * 1024) as f64;
+        t(&format!("b{b} attention_from_qkv"), flop, 10, || {
+            imgvec::clip::dense::attention_from_qkv(&qkv, 16, false).unwrap();
+        });
     }
 }
 

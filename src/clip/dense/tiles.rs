@@ -165,7 +165,7 @@ impl Panels<'_> {
                     let col = j * nr;
                     let cols = nr.min(n - col);
                     // The weight slice used after this one (next panel, the first panel of the
-                    // next k block, or of the next row block), fetched into L2 a share per row
+                    // next k block, or of the next row block), fetched into L1 a share per row
                     // tile: the weights are read from memory once per row block, and the
                     // hardware prefetchers lose the stream at every 4 KiB page of these
                     // strided slices.
@@ -194,6 +194,16 @@ impl Panels<'_> {
                         } else {
                             Init::Accumulate
                         };
+                        // The rows the next tile reads (this k block's, of the next row tile or,
+                        // for the next panel, of the block's first again).
+                        let a_next = a.as_ptr().add(
+                            if i0 + mr < m.min(ic + mc) {
+                                i0 + mr
+                            } else {
+                                ic
+                            } * k
+                                + pc * mr,
+                        );
                         let tile = Tile {
                             kc,
                             a: a.as_ptr().add(i0 * k + pc * mr),
@@ -208,6 +218,7 @@ impl Panels<'_> {
                                 },
                                 rows_prefetch(t, jj),
                             ],
+                            a_next,
                         };
                         if cols == nr {
                             self.run(rows, &tile);
