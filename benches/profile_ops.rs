@@ -5,7 +5,7 @@
 //! First, the encoder's four linear layers at batch 1 and 8: candle's matmul + bias add against
 //! imgvec's packed GEMM (`src/clip/dense`), at the SIMD level in use (`IMGVEC_SIMD=avx2` lowers it).
 //!
-//! cargo bench --bench profile_ops [-- --dense-only]
+//! cargo bench --bench profile_ops [-- --dense-only | --attention-only [reps]]
 
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
@@ -106,8 +106,23 @@ fn dense_layers() {
     }
 }
 
+/// `--attention-only [reps]`: batch-1 self-attention alone, `reps` timed runs (for `perf`).
+fn attention_only(reps: usize) {
+    let d = Device::Cpu;
+    let qkv = Tensor::randn(0f32, 1., (1, 257, 3072), &d).unwrap();
+    let flop = 4.0 * (257 * 257 * 1024) as f64;
+    t("b1 attention_from_qkv", flop, reps, || {
+        imgvec::clip::dense::attention_from_qkv(&qkv, 16, false).unwrap();
+    });
+}
+
 fn main() {
     imgvec::tune_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--attention-only") {
+        let reps = args.get(i + 1).and_then(|r| r.parse().ok()).unwrap_or(50);
+        return attention_only(reps);
+    }
     dense_layers();
     if std::env::args().any(|a| a == "--dense-only") {
         return;

@@ -2,9 +2,10 @@
 //!
 //! The q/k/v layer's output `[batch·tokens, 3·hidden]` holds each token's q, k and v side by side,
 //! each split into heads. For every image and head (in parallel, one per task) this packs that
-//! head's q rows and k rows from where they lie, multiplies them (`q kᵀ`, the score matrix stays in
-//! the task's cache), applies the causal mask and the softmax, packs the scores and v, and writes
-//! the head's context columns straight into `[batch·tokens, hidden]`: the layout the output
+//! head's keys, queries and values from where they lie, then, a panel of queries at a time,
+//! multiplies the keys by the queries (the scores transposed, in L1), applies the causal mask and
+//! the softmax down the columns, and multiplies the probabilities, read in place, by the values,
+//! writing the panel's context rows straight into `[batch·tokens, hidden]`: the layout the output
 //! projection reads. So nothing is permuted or copied between the products, and each product runs on
 //! the same tiles as the linear layers. Not for: GPUs, other dtypes, or CPUs without AVX2+FMA
 //! (`kernels::attention` and candle's ops do those).
@@ -12,18 +13,22 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::pack::{lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Line};
-use super::tiles::{Out, Panels, SendPtr};
+use super::pack::{
+    lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_cols, pack_weight_rows, Line,
+};
+use super::tiles::{Out, Panels, Rows, SendPtr};
 use super::Simd;
 
 /// Per-task buffers, reused across the heads a thread runs.
 #[derive(Default)]
 struct Scratch {
-    /// Packed rows: q, then the scores.
-    rows: Vec<Line>,
-    /// Packed panels: k, then v.
-    panels: Vec<Line>,
-    scores: Vec<f32>,
+    /// The head's keys, packed as rows.
+    keys: Vec<Line>,
+    /// The head's queries and values, packed as weight panels (their columns: queries; head dims).
+    queries: Vec<Line>,
+    values: Vec<Line>,
+    /// One panel's scores, then probabilities: n keys × NR queries.
+    probs: Vec<Line>,
 }
 
 /// `softmax(q kᵀ [+ causal mask]) v` for every image and head of `qkv` (`[batch, tokens, 3·hidden]`,
@@ -64,6 +69,13 @@ impl CustomOp1 for FromQkv {
 }
 
 /// As [`attention_from_qkv`] on the raw floats: `qkv` is `batch·n` rows of `3·d`.
+///
+/// Per image and head, queries go in panels of NR. For each panel the scores are computed
+/// transposed, `k qⱼᵀ` (keys as rows, the panel's queries as columns: each query's scores one
+/// column), so the softmax runs down the columns, NR queries in one vector, and the probabilities
+/// are already laid out as the rows of the second product (each key's NR values adjacent): `pⱼ v`
+/// reads them in place and writes the panel's context rows straight into `out`. The scores never
+/// exist for more than one panel (n × NR floats, in L1), and are neither packed nor transposed.
 fn attention(
     simd: Simd,
     qkv: &[f32],
@@ -77,7 +89,7 @@ fn attention(
     let hd = d / heads;
     let d3 = 3 * d;
     let (_, nr) = simd.tile();
-    let mut out = vec![0f32; batch * n * d];
+    let mut out: Vec<f32> = Vec::with_capacity(batch * n * d);
     let dst = SendPtr(out.as_mut_ptr());
     (0..batch * heads)
         .into_par_iter()
@@ -89,44 +101,66 @@ fn attention(
                 &rows[d + head * hd..],
                 &rows[2 * d + head * hd..],
             );
-            // scores (n × n) = q (n × hd) · kᵀ: k's rows are the "weight" rows.
-            pack_rows(simd, q, n, hd, d3, None, false, &mut s.rows);
-            pack_weight_rows(simd, k, n, hd, d3, &mut s.panels);
-            // Every score is written by the product below: only the length needs setting.
-            s.scores.resize(n * n, 0.0);
-            let scores = Out::rows(s.scores.as_mut_ptr(), n);
-            let kt = Panels {
-                simd,
-                n,
-                k: hd,
-                data: lines_as_floats(&s.panels),
-                bias: None,
-            };
-            // SAFETY: scores holds n rows of n floats; the packed buffers were made for these
-            // sizes just above; this task alone uses them.
-            unsafe { kt.block(lines_as_floats(&s.rows), n, &scores, 0..n.div_ceil(nr)) };
-            if causal {
-                for r in 0..n {
-                    s.scores[r * n + r + 1..(r + 1) * n].fill(f32::NEG_INFINITY);
-                }
+            pack_rows(simd, k, n, hd, d3, None, false, &mut s.keys);
+            pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
+            pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
+            let lines = (n * nr).div_ceil(16);
+            if s.probs.len() < lines {
+                s.probs.resize(lines, Line([0.0; 16]));
             }
-            crate::clip::kernels::softmax_rows(&mut s.scores, n);
-            // context (n × hd) = scores (n × n) · v (n × hd), into this head's columns of out.
-            pack_rows(simd, &s.scores, n, n, n, None, false, &mut s.rows);
-            pack_weight_cols(simd, v, n, hd, d3, &mut s.panels);
-            // SAFETY: row image·n, column head·hd lies inside out (batch·n rows of d).
-            let ctx = Out::rows(unsafe { dst.get().add(image * n * d + head * hd) }, d);
-            let vp = Panels {
+            let probs = &mut lines_as_floats_mut(&mut s.probs)[..n * nr];
+            let keys = Rows::packed(lines_as_floats(&s.keys), n);
+            let queries = lines_as_floats(&s.queries);
+            let values = Panels {
                 simd,
                 n: hd,
                 k: n,
-                data: lines_as_floats(&s.panels),
+                data: lines_as_floats(&s.values),
                 bias: None,
             };
-            // SAFETY: the task writes rows image·n.. of columns head·hd..(head+1)·hd of out, which
-            // no other task writes; n rows of hd columns, d apart, fit from that start.
-            unsafe { vp.block(lines_as_floats(&s.rows), n, &ctx, 0..hd.div_ceil(nr)) };
+            for j in 0..n.div_ceil(nr) {
+                // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
+                let panel = Panels {
+                    simd,
+                    n: nr,
+                    k: hd,
+                    data: &queries[j * hd * nr..(j + 1) * hd * nr],
+                    bias: None,
+                };
+                // SAFETY: probs holds n rows of NR floats; keys and the panel were packed for
+                // these sizes above; this task alone uses them.
+                unsafe { panel.block(keys, &Out::rows(probs.as_mut_ptr(), nr), 0..1) };
+                if causal {
+                    // Query j·NR + c sees keys up to itself (key 0 always: no column is all −∞).
+                    for (key, row) in probs.chunks_exact_mut(nr).enumerate() {
+                        for (c, p) in row.iter_mut().enumerate() {
+                            if key > j * nr + c {
+                                *p = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
+                crate::clip::kernels::softmax_columns(probs, nr);
+                // contextⱼ (queries × hd) = pⱼ (queries × n) · v (n × hd), into this head's
+                // columns of out (a last panel's missing queries are neither read nor written).
+                let queries_here = nr.min(n - j * nr);
+                let p = Rows {
+                    data: probs,
+                    m: queries_here,
+                    width: Some(nr),
+                };
+                // SAFETY: row image·n + j·NR, column head·hd lies inside out (batch·n rows of d);
+                // the task writes queries_here rows of this head's hd columns, d apart, which no
+                // other task writes.
+                unsafe {
+                    let ctx = Out::rows(dst.get().add((image * n + j * nr) * d + head * hd), d);
+                    values.block(p, &ctx, 0..hd.div_ceil(nr));
+                }
+            }
         });
+    // SAFETY: every float was written above: each image's rows, each head's columns, by the
+    // panels of queries covering all n rows.
+    unsafe { out.set_len(batch * n * d) };
     out
 }
 

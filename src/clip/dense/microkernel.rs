@@ -25,11 +25,14 @@ pub enum Init {
     },
 }
 
-/// One tile's operands. Pointers are valid for: `a` kc × MR, `b` kc × NR, `c` MR rows × NR
-/// (stride ldc), bias NR (or null), residual MR × NR (stride ldr; or null).
+/// One tile's operands. Pointers are valid for: `a` kc steps of `a_step` floats (the tile's rows'
+/// values first in each), `b` kc × NR, `c` MR rows × NR (stride ldc), bias NR (or null), residual
+/// MR × NR (stride ldr; or null).
 pub struct Tile {
     pub kc: usize,
     pub a: *const f32,
+    /// Floats from one k's row values to the next's: MR in rows packed by `pack_rows`.
+    pub a_step: usize,
     pub b: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
@@ -174,7 +177,7 @@ pub mod avx2 {
                 acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
             }
-            a = a.add(MR);
+            a = a.add(t.a_step);
             b = b.add(NR);
         });
         let add = matches!(t.init, Init::Accumulate);
@@ -257,7 +260,7 @@ pub mod avx512 {
                 acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
             }
-            a = a.add(MR);
+            a = a.add(t.a_step);
             b = b.add(NR);
         });
         let add = matches!(t.init, Init::Accumulate);

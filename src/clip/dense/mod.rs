@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, rows_lines, Line};
-use tiles::{Out, Panels, SendPtr};
+use tiles::{Out, Panels, Rows, SendPtr};
 
 /// The SIMD level the CPU kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,7 +303,7 @@ impl PackedWeight {
                 // SAFETY: tasks write disjoint column ranges of y or of the packed rows (panels
                 // first..last); every pointer handed to `block` stays inside a, y (or this task's
                 // scratch block), residual and the panels (see `block`).
-                unsafe { w.block(a, m, &out, first..last) };
+                unsafe { w.block(Rows::packed(a, m), &out, first..last) };
             });
     }
 }

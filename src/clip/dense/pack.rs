@@ -22,7 +22,8 @@ fn zeroed_panels(simd: Simd, n: usize, k: usize, out: &mut Vec<Line>) -> (&mut [
 }
 
 /// `n` weight rows of `k` floats, `ldw` apart in `w` (`y = x Wᵀ`), into panels of NR columns
-/// (each k's NR floats adjacent; columns past n zero), replacing `out`'s contents.
+/// (each k's NR floats adjacent; columns past n zero), replacing `out`'s contents: the layout of
+/// [`pack_rows`] with NR rows a panel.
 pub(super) fn pack_weight_rows(
     simd: Simd,
     w: &[f32],
@@ -31,14 +32,8 @@ pub(super) fn pack_weight_rows(
     ldw: usize,
     out: &mut Vec<Line>,
 ) {
-    let (flat, nr) = zeroed_panels(simd, n, k, out);
-    for j in 0..n {
-        let row = &w[j * ldw..j * ldw + k];
-        let panel = &mut flat[(j / nr) * k * nr..][..k * nr];
-        for (p, &v) in row.iter().enumerate() {
-            panel[p * nr + j % nr] = v;
-        }
-    }
+    let (_, nr) = simd.tile();
+    pack_interleaved(simd, w, n, k, ldw, nr, None, false, out);
 }
 
 /// The same panels from `w` stored the other way: `k` rows of `n` floats, `ldw` apart
@@ -55,7 +50,16 @@ pub(super) fn pack_weight_cols(
     for p in 0..k {
         let row = &w[p * ldw..p * ldw + n];
         for (j, cols) in row.chunks(nr).enumerate() {
-            flat[j * k * nr + p * nr..][..cols.len()].copy_from_slice(cols);
+            let dst = &mut flat[j * k * nr + p * nr..][..cols.len()];
+            // A whole panel's row as one fixed-size copy (inlined; `copy_from_slice` of a length
+            // known only at run time is a call to memmove for 64 bytes).
+            match (
+                <&mut [f32; 16]>::try_from(&mut *dst),
+                <&[f32; 16]>::try_from(cols),
+            ) {
+                (Ok(d), Ok(c)) => *d = *c,
+                _ => dst.copy_from_slice(cols),
+            }
         }
     }
 }
@@ -141,15 +145,21 @@ fn pack_panel_generic(
     // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
     for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
         let pend = (p0 + PB).min(k);
+        let out = &mut dst[p0 * mr..pend * mr];
+        let Some(norm) = norm else {
+            // Straight from the rows: each is one stream, and they are few.
+            for (i, out) in out.chunks_exact_mut(mr).enumerate() {
+                for (r, o) in out.iter_mut().enumerate().take(have) {
+                    o.write(rows[r * ldx + p0 + i]);
+                }
+            }
+            continue;
+        };
         for (r, buf) in block.iter_mut().enumerate().take(have) {
             let src = &rows[r * ldx + p0..r * ldx + pend];
-            let buf = &mut buf[..pend - p0];
-            match norm {
-                None => buf.copy_from_slice(src),
-                Some(norm) => norm.apply(stats[r], src, p0, buf),
-            }
+            norm.apply(stats[r], src, p0, &mut buf[..pend - p0]);
         }
-        for (i, out) in dst[p0 * mr..pend * mr].chunks_exact_mut(mr).enumerate() {
+        for (i, out) in out.chunks_exact_mut(mr).enumerate() {
             for (o, row) in out.iter_mut().zip(&block).take(have) {
                 o.write(row[i]);
             }
@@ -179,8 +189,28 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let (mr, _) = simd.tile();
+    pack_interleaved(simd, x, m, k, ldx, mr, norm, parallel, out);
+}
+
+/// As [`pack_rows`] with panels of `mr` rows (at most 32, 16 with `norm`).
+#[allow(clippy::too_many_arguments)]
+fn pack_interleaved(
+    simd: Simd,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    ldx: usize,
+    mr: usize,
+    norm: Option<HostNorm<'_>>,
+    parallel: bool,
+    out: &mut Vec<Line>,
+) {
+    assert!(
+        mr <= if norm.is_some() { 16 } else { 32 },
+        "pack: {mr} rows a panel"
+    );
     let panel = k * mr;
-    let lines = rows_lines(simd, m, k);
+    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
     out.clear();
     out.reserve(lines);
     let spare = &mut out.spare_capacity_mut()[..lines];

@@ -81,6 +81,28 @@ pub(super) fn block_rows(m: usize, simd: Simd) -> usize {
         .next_multiple_of(simd.tile().0)
 }
 
+/// The rows a product reads (its A operand): `m` rows of k.
+#[derive(Clone, Copy)]
+pub(super) struct Rows<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) m: usize,
+    /// `None`: packed by `pack_rows` (panels of MR rows, each k's MR values adjacent).
+    /// `Some(w)`: one block of up to `w` rows, each k's `w` values adjacent (attention's
+    /// probabilities, shaped like one weight panel), read in place and not prefetched.
+    pub(super) width: Option<usize>,
+}
+
+impl<'a> Rows<'a> {
+    /// `m` rows packed by `pack_rows`.
+    pub(super) fn packed(data: &'a [f32], m: usize) -> Self {
+        Self {
+            data,
+            m,
+            width: None,
+        }
+    }
+}
+
 /// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
 /// panels (or none).
 #[derive(Clone, Copy)]
@@ -93,21 +115,18 @@ pub(super) struct Panels<'a> {
 }
 
 impl Panels<'_> {
-    /// All `m` rows of packed activations `a` (from [`pack_rows`]) times the output columns
-    /// of panels `range`, into `out`.
+    /// All `rows.m` rows of `rows` times the output columns of panels `range`, into `out`.
     ///
     /// # Safety
-    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `a` holds
-    /// `ceil(m / MR)` panels of k × MR floats; no other thread writes these columns of y.
-    pub(super) unsafe fn block(
-        &self,
-        a: &[f32],
-        m: usize,
-        out: &Out,
-        range: std::ops::Range<usize>,
-    ) {
+    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `rows`
+    /// holds m rows of k as its layout says; no other thread writes these columns of y.
+    pub(super) unsafe fn block(&self, rows: Rows<'_>, out: &Out, range: std::ops::Range<usize>) {
         let (n, k) = (self.n, self.k);
         let (mr, nr) = self.simd.tile();
+        let (a, m) = (rows.data, rows.m);
+        // Where row i0's values for k = pc start, and how far apart successive k's are.
+        let (row_step, k_step) = rows.width.map_or((k, mr), |w| (1, w));
+        let packed = rows.width.is_none();
         let (y, ldy) = (out.y.get(), out.ldy);
         let data = self.data;
         let mut edge = [0f32; 16 * 32];
@@ -145,7 +164,7 @@ impl Panels<'_> {
                     None
                 };
                 let rows_prefetch = |t: usize, jj: usize| match following {
-                    Some((ic2, pc2, kc2)) if ic2 + t * mr < m.min(ic2 + mc) => {
+                    Some((ic2, pc2, kc2)) if packed && ic2 + t * mr < m.min(ic2 + mc) => {
                         let lines = (kc2 * mr * 4).div_ceil(64);
                         let (lo, hi) = (jj * lines / range.len(), (jj + 1) * lines / range.len());
                         Prefetch {
@@ -180,7 +199,7 @@ impl Panels<'_> {
                         });
                     let per_tile = next_lines.div_ceil(tiles.max(1));
                     for (t, i0) in (ic..m.min(ic + mc)).step_by(mr).enumerate() {
-                        let rows = mr.min(m - i0);
+                        let tile_rows = mr.min(m - i0);
                         let first = (t * per_tile).min(next_lines);
                         let last = (first + per_tile).min(next_lines);
                         let init = if pc == 0 {
@@ -196,17 +215,20 @@ impl Panels<'_> {
                         };
                         // The rows the next tile reads (this k block's, of the next row tile or,
                         // for the next panel, of the block's first again).
-                        let a_next = a.as_ptr().add(
-                            if i0 + mr < m.min(ic + mc) {
+                        let a_next = if packed {
+                            let i1 = if i0 + mr < m.min(ic + mc) {
                                 i0 + mr
                             } else {
                                 ic
-                            } * k
-                                + pc * mr,
-                        );
+                            };
+                            a.as_ptr().add(i1 * k + pc * mr)
+                        } else {
+                            std::ptr::null()
+                        };
                         let tile = Tile {
                             kc,
-                            a: a.as_ptr().add(i0 * k + pc * mr),
+                            a: a.as_ptr().add(i0 * row_step + pc * k_step),
+                            a_step: k_step,
                             b: slice(j, pc),
                             c: c_at(i0, ic, col),
                             ldc: ldy,
@@ -221,20 +243,20 @@ impl Panels<'_> {
                             a_next,
                         };
                         if cols == nr {
-                            self.run(rows, &tile);
+                            self.run(tile_rows, &tile);
                         } else {
-                            self.run_edge(rows, cols, tile, &mut edge);
+                            self.run_edge(tile_rows, cols, tile, &mut edge);
                         }
                         if last_k {
                             let c = c_at(i0, ic, col);
                             if out.epilogue == Epilogue::QuickGelu {
-                                for r in 0..rows {
+                                for r in 0..tile_rows {
                                     let row = std::slice::from_raw_parts_mut(c.add(r * ldy), cols);
                                     crate::clip::kernels::quick_gelu_in_place(row);
                                 }
                             }
                             if out.to_y.is_some() {
-                                for r in 0..rows {
+                                for r in 0..tile_rows {
                                     let dst = ry.add((i0 + r) * rld + col);
                                     std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
                                 }
@@ -245,7 +267,7 @@ impl Panels<'_> {
                                 // one contiguous run.
                                 let dst = p.get().add(i0 * n + col * mr);
                                 for cc in 0..cols {
-                                    for r in 0..rows {
+                                    for r in 0..tile_rows {
                                         *dst.add(cc * mr + r) = *c.add(r * ldy + cc);
                                     }
                                 }
