@@ -101,7 +101,7 @@ fn dense_layers() {
         let qkv = Tensor::randn(0f32, 1., (b, 257, 3072), &d).unwrap();
         let flop = 4.0 * (b * 257 * 257 * 1024) as f64;
         t(&format!("b{b} attention_from_qkv"), flop, 10, || {
-            imgvec::clip::dense::attention_from_qkv(&qkv, 16, false).unwrap();
+            imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None).unwrap();
         });
     }
 }
@@ -112,7 +112,7 @@ fn attention_only(reps: usize) {
     let qkv = Tensor::randn(0f32, 1., (1, 257, 3072), &d).unwrap();
     let flop = 4.0 * (257 * 257 * 1024) as f64;
     t("b1 attention_from_qkv", flop, reps, || {
-        imgvec::clip::dense::attention_from_qkv(&qkv, 16, false).unwrap();
+        imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None).unwrap();
     });
 }
 

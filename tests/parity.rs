@@ -3,9 +3,11 @@
 
 mod common;
 
-use candle_core::Device;
+use candle_core::{DType, Device, IndexOp, Tensor};
 use common::*;
+use imgvec::clip::encoder::{Encoder, EncoderShape};
 use imgvec::clip::preprocess::preprocess_rgb;
+use imgvec::clip::weights::Weights;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
 use imgvec::image::decode_rgb;
 
@@ -33,6 +35,48 @@ fn reference_pixels_through_the_model() {
         worst = worst.min(c);
     }
     eprintln!("reference pixels → model: min cosine {worst:.8}");
+}
+
+/// The towers run their last layer only at the pooled token (`Encoder::forward_at`): those rows
+/// are the rows of the whole last layer, the vision tower's (several images, any token) and the
+/// causal text tower's: to the bit on the packed kernels (each output's sums run in the same order
+/// whatever the number of rows), to rounding on candle's (`IMGVEC_SIMD=none`), whose GEMM blocks
+/// 3 rows differently from 150.
+#[test]
+fn last_layer_at_the_pooled_token_only() {
+    let model = ModelDir::open(&tiny_model_dir()).unwrap();
+    let cfg = model.config();
+    let path = tiny_model_dir().join("model.safetensors");
+    let w = Weights::open(&path, &Device::Cpu, DType::F32).unwrap();
+    for (prefix, shape, causal) in [
+        (
+            "vision_model",
+            EncoderShape::vision(&cfg.vision_config),
+            false,
+        ),
+        ("text_model", EncoderShape::text(&cfg.text_config), true),
+    ] {
+        let enc = Encoder::load(&w, prefix, &shape).unwrap();
+        let n = 50;
+        let at = [0, n - 1, 17];
+        let x = Tensor::randn(0f32, 1., (at.len(), n, shape.hidden), &Device::Cpu).unwrap();
+        let all = enc.forward(&x, causal).unwrap();
+        let some = enc.forward_at(&x, causal, &at).unwrap();
+        assert_eq!(some.dims(), &[at.len(), shape.hidden]);
+        for (i, &t) in at.iter().enumerate() {
+            let want = all.i((i, t)).unwrap().to_vec1::<f32>().unwrap();
+            let got = some.i(i).unwrap().to_vec1::<f32>().unwrap();
+            if imgvec::clip::dense::Simd::get() != imgvec::clip::dense::Simd::None {
+                assert_eq!(got, want, "{prefix}: sequence {i}, token {t}");
+            }
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{prefix}: {i}, {t}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
 //! Not for: tokenizing (`tokenizer.rs`).
 
-use candle_core::{DType, Device, IndexOp, Result as CResult, Tensor};
+use candle_core::{DType, Device, Result as CResult, Tensor};
 
 use super::config::TextConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
@@ -74,8 +74,10 @@ impl TextTower {
         let ids_t = Tensor::new(ids, &self.device)?;
         let x = self.token_embedding.index_select(&ids_t, 0)?;
         let x = (x + self.position_embedding.narrow(0, 0, n)?)?.reshape((1, n, d))?;
-        let x = self.encoder.forward(&x, true)?;
-        let pooled = x.i((0, self.pooled_index(ids)))?.reshape((1, d))?;
+        // Only the pooled token's state is read: the last layer computes only that row.
+        let pooled = self
+            .encoder
+            .forward_at(&x, true, &[self.pooled_index(ids)])?;
         let pooled = self.final_layer_norm.forward(&pooled)?;
         l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)?.squeeze(0)
     }

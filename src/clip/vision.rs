@@ -93,10 +93,9 @@ impl VisionTower {
         let x = Tensor::cat(&[&cls, &x], 1)?;
         let x = x.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward(&x, false)?;
-        let pooled = self
-            .post_layernorm
-            .forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        // The class token's state is what is pooled: the last layer computes only that row.
+        let cls = self.encoder.forward_at(&x, false, &vec![0; b])?;
+        let pooled = self.post_layernorm.forward(&cls)?;
         l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)
     }
 }

@@ -32,20 +32,33 @@ struct Scratch {
 }
 
 /// `softmax(q kᵀ [+ causal mask]) v` for every image and head of `qkv` (`[batch, tokens, 3·hidden]`,
-/// q already scaled by 1/√head_dim), as `[batch, tokens, hidden]`, heads side by side. `None` where
-/// this path does not apply (not f32 on a CPU with AVX2+FMA): the caller uses the general one.
-pub fn attention_from_qkv(qkv: &Tensor, heads: usize, causal: bool) -> Result<Option<Tensor>> {
+/// q already scaled by 1/√head_dim), as `[batch, tokens, hidden]`, heads side by side; with
+/// `queries`, only for token `queries[i]` of image i (every key and value still counts), as
+/// `[batch, 1, hidden]`. `None` where this path does not apply (not f32 on a CPU with AVX2+FMA):
+/// the caller uses the general one.
+pub fn attention_from_qkv(
+    qkv: &Tensor,
+    heads: usize,
+    causal: bool,
+    queries: Option<&[usize]>,
+) -> Result<Option<Tensor>> {
     if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || Simd::get() == Simd::None {
         return Ok(None);
     }
-    let (_, _, d3) = qkv.dims3()?;
+    let (batch, n, d3) = qkv.dims3()?;
     if heads == 0 || d3 % (3 * heads) != 0 {
         candle_core::bail!("attention: width {d3} is not 3 × {heads} heads");
+    }
+    if let Some(q) = queries {
+        if q.len() != batch || q.iter().any(|&t| t >= n) {
+            candle_core::bail!("attention: queries {q:?} for {batch} sequences of {n} tokens");
+        }
     }
     Ok(Some(qkv.contiguous()?.apply_op1_no_bwd(&FromQkv {
         simd: Simd::get(),
         heads,
         causal,
+        queries: queries.map(<[usize]>::to_vec),
     })?))
 }
 
@@ -53,6 +66,7 @@ struct FromQkv {
     simd: Simd,
     heads: usize,
     causal: bool,
+    queries: Option<Vec<usize>>,
 }
 
 impl CustomOp1 for FromQkv {
@@ -63,12 +77,24 @@ impl CustomOp1 for FromQkv {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = super::layer::contiguous_f32(s, l)?;
         let (batch, n, d3) = l.shape().dims3()?;
-        let out = attention(self.simd, qkv, batch, n, d3 / 3, self.heads, self.causal);
-        Ok((CpuStorage::F32(out), Shape::from((batch, n, d3 / 3))))
+        let (d, queries) = (d3 / 3, self.queries.as_deref());
+        let out = attention(
+            self.simd,
+            qkv,
+            batch,
+            n,
+            d,
+            self.heads,
+            self.causal,
+            queries,
+        );
+        let rows = if queries.is_some() { 1 } else { n };
+        Ok((CpuStorage::F32(out), Shape::from((batch, rows, d))))
     }
 }
 
-/// As [`attention_from_qkv`] on the raw floats: `qkv` is `batch·n` rows of `3·d`.
+/// As [`attention_from_qkv`] on the raw floats: `qkv` is `batch·n` rows of `3·d`; the result
+/// `batch·n` rows of `d`, or `batch` with `queries`.
 ///
 /// Per image and head, queries go in panels of NR. For each panel the scores are computed
 /// transposed, `k qⱼᵀ` (keys as rows, the panel's queries as columns: each query's scores one
@@ -76,6 +102,7 @@ impl CustomOp1 for FromQkv {
 /// are already laid out as the rows of the second product (each key's NR values adjacent): `pⱼ v`
 /// reads them in place and writes the panel's context rows straight into `out`. The scores never
 /// exist for more than one panel (n × NR floats, in L1), and are neither packed nor transposed.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     simd: Simd,
     qkv: &[f32],
@@ -84,12 +111,18 @@ fn attention(
     d: usize,
     heads: usize,
     causal: bool,
+    queries: Option<&[usize]>,
 ) -> Vec<f32> {
     assert_eq!(qkv.len(), batch * n * 3 * d, "attention: qkv size");
+    assert!(
+        queries.is_none_or(|q| q.len() == batch && q.iter().all(|&t| t < n)),
+        "attention: queries"
+    );
     let hd = d / heads;
     let d3 = 3 * d;
     let (_, nr) = simd.tile();
-    let mut out: Vec<f32> = Vec::with_capacity(batch * n * d);
+    let out_rows = if queries.is_some() { batch } else { batch * n };
+    let mut out: Vec<f32> = Vec::with_capacity(out_rows * d);
     let dst = SendPtr(out.as_mut_ptr());
     (0..batch * heads)
         .into_par_iter()
@@ -110,7 +143,7 @@ fn attention(
             }
             let probs = &mut lines_as_floats_mut(&mut s.probs)[..n * nr];
             let keys = Rows::packed(lines_as_floats(&s.keys), n);
-            let queries = lines_as_floats(&s.queries);
+            let q_panels = lines_as_floats(&s.queries);
             let values = Panels {
                 simd,
                 n: hd,
@@ -118,13 +151,18 @@ fn attention(
                 data: lines_as_floats(&s.values),
                 bias: None,
             };
-            for j in 0..n.div_ceil(nr) {
+            // The panels of queries to run: all, or the one holding the image's query.
+            let panels = match queries {
+                None => 0..n.div_ceil(nr),
+                Some(q) => q[image] / nr..q[image] / nr + 1,
+            };
+            for j in panels {
                 // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
                 let panel = Panels {
                     simd,
                     n: nr,
                     k: hd,
-                    data: &queries[j * hd * nr..(j + 1) * hd * nr],
+                    data: &q_panels[j * hd * nr..(j + 1) * hd * nr],
                     bias: None,
                 };
                 // SAFETY: probs holds n rows of NR floats; keys and the panel were packed for
@@ -142,25 +180,29 @@ fn attention(
                 }
                 crate::clip::kernels::softmax_columns(probs, nr);
                 // contextⱼ (queries × hd) = pⱼ (queries × n) · v (n × hd), into this head's
-                // columns of out (a last panel's missing queries are neither read nor written).
-                let queries_here = nr.min(n - j * nr);
+                // columns of out (a last panel's missing queries are neither read nor written):
+                // the panel's queries from the first, how many, and the output row of the first.
+                let (first, count, row) = match queries {
+                    None => (0, nr.min(n - j * nr), image * n + j * nr),
+                    Some(q) => (q[image] % nr, 1, image),
+                };
                 let p = Rows {
-                    data: probs,
-                    m: queries_here,
+                    data: &probs[first..],
+                    m: count,
                     width: Some(nr),
                 };
-                // SAFETY: row image·n + j·NR, column head·hd lies inside out (batch·n rows of d);
-                // the task writes queries_here rows of this head's hd columns, d apart, which no
+                // SAFETY: row `row`, column head·hd lies inside out (out_rows rows of d); the task
+                // writes `count` rows of this head's hd columns from there, d apart, which no
                 // other task writes.
                 unsafe {
-                    let ctx = Out::rows(dst.get().add((image * n + j * nr) * d + head * hd), d);
+                    let ctx = Out::rows(dst.get().add(row * d + head * hd), d);
                     values.block(p, &ctx, 0..hd.div_ceil(nr));
                 }
             }
         });
-    // SAFETY: every float was written above: each image's rows, each head's columns, by the
-    // panels of queries covering all n rows.
-    unsafe { out.set_len(batch * n * d) };
+    // SAFETY: every float was written above: each image's rows (all n, or its one query), each
+    // head's columns.
+    unsafe { out.set_len(out_rows * d) };
     out
 }
 
@@ -185,18 +227,20 @@ mod tests {
                 (2, 50, 3, 24, false),
                 (2, 77, 2, 64, true),
                 (1, 5, 1, 8, true),
+                (3, 40, 2, 16, true),
             ] {
                 let d = heads * hd;
                 let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &dev)?;
-                let got = attention(
-                    simd,
-                    &qkv.flatten_all()?.to_vec1::<f32>()?,
-                    batch,
-                    n,
-                    d,
-                    heads,
-                    causal,
-                );
+                let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
+                let got = attention(simd, &floats, batch, n, d, heads, causal, None);
+                // One query per sequence (the first, the last, one inside a later panel): the
+                // same numbers as those rows of the whole result, to the bit.
+                let picks: Vec<usize> = (0..batch).map(|i| [0, n - 1, n / 2][i % 3]).collect();
+                let one = attention(simd, &floats, batch, n, d, heads, causal, Some(&picks));
+                for (i, &t) in picks.iter().enumerate() {
+                    let row = &got[(i * n + t) * d..][..d];
+                    assert_eq!(&one[i * d..][..d], row, "{simd:?} n={n} query {t}");
+                }
                 let split = qkv
                     .reshape((batch, n, 3, heads, hd))?
                     .permute((2, 0, 3, 1, 4))?;
