@@ -134,7 +134,7 @@ fn attention(
                 &rows[d + head * hd..],
                 &rows[2 * d + head * hd..],
             );
-            pack_rows(simd, k, n, hd, d3, None, false, &mut s.keys);
+            pack_rows(simd, k, n, hd, d3, simd.tile().0, None, false, &mut s.keys);
             pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
             pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
             let lines = (n * nr).div_ceil(16);

@@ -250,7 +250,10 @@ impl PackedWeight {
     fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
         match self.amx {
             Some(_) => amx::pack_rows(x, m, self.k, norm, out),
-            None => pack_rows(self.simd, x, m, self.k, self.k, norm, true, out),
+            None => {
+                let mr = self.simd.tile().0;
+                pack_rows(self.simd, x, m, self.k, self.k, mr, norm, true, out)
+            }
         }
     }
 

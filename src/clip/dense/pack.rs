@@ -33,7 +33,7 @@ pub(super) fn pack_weight_rows(
     out: &mut Vec<Line>,
 ) {
     let (_, nr) = simd.tile();
-    pack_interleaved(simd, w, n, k, ldw, nr, None, false, out);
+    pack_rows(simd, w, n, k, ldw, nr, None, false, out);
 }
 
 /// The same panels from `w` stored the other way: `k` rows of `n` floats, `ldw` apart
@@ -174,27 +174,12 @@ fn pack_panel_generic(
     }
 }
 
-/// `m` rows of `k` floats, `ldx` apart in `x`, in panels of MR rows (see [`pack_panel`]),
-/// normalized by `norm` if given, replacing `out`'s contents; the panels split across threads when
-/// `parallel` (a layer's input), on this thread otherwise (an attention task's).
+/// `m` rows of `k` floats, `ldx` apart in `x`, in panels of `mr` rows (see [`pack_panel`]; at
+/// most 32, 16 with `norm`: the microkernel's MR, or NR for weight panels), normalized by `norm` if
+/// given, replacing `out`'s contents; the panels split across threads when `parallel` (a layer's
+/// input), on this thread otherwise (an attention task's).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_rows(
-    simd: Simd,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    ldx: usize,
-    norm: Option<HostNorm<'_>>,
-    parallel: bool,
-    out: &mut Vec<Line>,
-) {
-    let (mr, _) = simd.tile();
-    pack_interleaved(simd, x, m, k, ldx, mr, norm, parallel, out);
-}
-
-/// As [`pack_rows`] with panels of `mr` rows (at most 32, 16 with `norm`).
-#[allow(clippy::too_many_arguments)]
-fn pack_interleaved(
     simd: Simd,
     x: &[f32],
     m: usize,
