@@ -111,6 +111,7 @@ impl HostNorm<'_> {
 const PB: usize = 64;
 
 dispatch!(pack_panel(simd) => pack_panel_generic(
+    level: Simd,
     dst: &mut [std::mem::MaybeUninit<f32>],
     rows: &[f32],
     have: usize,
@@ -122,11 +123,13 @@ dispatch!(pack_panel(simd) => pack_panel_generic(
 
 /// One panel of MR activation rows: for each of k, the rows' values adjacent (missing rows zero).
 /// `rows` holds the panel's rows, `ldx` apart, each k long; `norm` normalizes each row on the way.
-/// (`pack_panel` is this compiled for a SIMD level.) Each 64-column block of the rows is first
-/// copied (or normalized) row by row into a small buffer, vectorized, then written out k by k, so
-/// every store is to the panel's next floats rather than MR floats apart.
+/// (`pack_panel` is this compiled for a SIMD level, `level` the same level for [`interleave`].)
+/// Rows to normalize go 64 columns at a time through a small buffer (normalized there row by row,
+/// vectorized), then are interleaved into the panel; rows as they are, straight from `rows`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn pack_panel_generic(
+    level: Simd,
     dst: &mut [std::mem::MaybeUninit<f32>],
     rows: &[f32],
     have: usize,
@@ -141,27 +144,40 @@ fn pack_panel_generic(
             *st = norm.stats(&rows[r * ldx..r * ldx + k]);
         }
     }
-    let mut block = [[0f32; PB]; 16];
     // (A chunk past the last panel, the tail of the last line, has no rows: zeros only.)
-    for p0 in (0..k).step_by(PB).take_while(|_| have > 0) {
-        let pend = (p0 + PB).min(k);
-        let out = &mut dst[p0 * mr..pend * mr];
-        let Some(norm) = norm else {
-            // Straight from the rows: each is one stream, and they are few.
-            for (i, out) in out.chunks_exact_mut(mr).enumerate() {
-                for (r, o) in out.iter_mut().enumerate().take(have) {
-                    o.write(rows[r * ldx + p0 + i]);
+    if have > 0 {
+        assert!(
+            dst.len() >= k * mr && rows.len() >= (have - 1) * ldx + k,
+            "pack: panel sizes"
+        );
+    }
+    match norm {
+        _ if have == 0 => {}
+        // Straight from the rows: each is one stream, and they are few.
+        // SAFETY: the rows hold have × k values ldx apart, dst k × mr floats (asserted above).
+        None => unsafe {
+            interleave(
+                level,
+                rows.as_ptr(),
+                ldx,
+                have,
+                k,
+                mr,
+                dst.as_mut_ptr().cast(),
+            )
+        },
+        Some(norm) => {
+            let mut block = [[0f32; PB]; 16];
+            for p0 in (0..k).step_by(PB) {
+                let pend = (p0 + PB).min(k);
+                for (r, buf) in block.iter_mut().enumerate().take(have) {
+                    let src = &rows[r * ldx + p0..r * ldx + pend];
+                    norm.apply(stats[r], src, p0, &mut buf[..pend - p0]);
                 }
-            }
-            continue;
-        };
-        for (r, buf) in block.iter_mut().enumerate().take(have) {
-            let src = &rows[r * ldx + p0..r * ldx + pend];
-            norm.apply(stats[r], src, p0, &mut buf[..pend - p0]);
-        }
-        for (i, out) in out.chunks_exact_mut(mr).enumerate() {
-            for (o, row) in out.iter_mut().zip(&block).take(have) {
-                o.write(row[i]);
+                let out = dst[p0 * mr..].as_mut_ptr().cast();
+                // SAFETY: block holds have ≤ 16 rows of pend − p0 values, PB apart; dst from
+                // p0 · mr on has room for (pend − p0) × mr floats.
+                unsafe { interleave(level, block.as_ptr().cast(), PB, have, pend - p0, mr, out) };
             }
         }
     }
@@ -206,7 +222,7 @@ pub(super) fn pack_rows(
         let first = i * mr;
         let have = mr.min(m.saturating_sub(first));
         let rows = x.get(first * ldx..).unwrap_or(&[]);
-        pack_panel(simd, dst, rows, have, k, ldx, mr, norm);
+        pack_panel(simd, simd, dst, rows, have, k, ldx, mr, norm);
     };
     if parallel {
         floats.par_chunks_mut(panel).enumerate().for_each(one);
@@ -216,6 +232,113 @@ pub(super) fn pack_rows(
     // SAFETY: every float of the `lines` lines was written above (a last chunk shorter than a
     // panel, the line's tail, by pack_panel's zero fill).
     unsafe { out.set_len(lines) };
+}
+
+/// `rows` rows of `cols` floats, `ld` apart from `src`, into `dst` as (part of) a panel of `mr`
+/// rows: `dst[c · mr + r] = src[r · ld + c]`; rows `rows..mr` are left as they are. On AVX-512
+/// sixteen columns at a time through a 16 × 16 transpose in registers (a scalar load and store per
+/// value made three quarters of the packing's time).
+///
+/// # Safety
+/// `src` holds the `rows × cols` values (rows `ld` apart), `dst` room for `cols × mr` floats,
+/// `rows ≤ mr`, and `level` is one this CPU has.
+pub(super) unsafe fn interleave(
+    level: Simd,
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    mr: usize,
+    dst: *mut f32,
+) {
+    debug_assert!(rows <= mr);
+    #[cfg(target_arch = "x86_64")]
+    if level == Simd::Avx512 {
+        return transpose::interleave_avx512(src, ld, rows, cols, mr, dst);
+    }
+    for c in 0..cols {
+        for r in 0..rows {
+            *dst.add(c * mr + r) = *src.add(r * ld + c);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod transpose {
+    use std::arch::x86_64::*;
+
+    /// [`super::interleave`] on AVX-512: per group of up to 16 rows and 16 columns, the rows
+    /// loaded (masked past `cols`; absent rows zero), transposed, each column stored as the group's
+    /// `mr`-apart run (masked past `rows`).
+    ///
+    /// # Safety
+    /// As [`super::interleave`]; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave_avx512(
+        src: *const f32,
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        mr: usize,
+        dst: *mut f32,
+    ) {
+        for g in (0..rows).step_by(16) {
+            let in_group = (rows - g).min(16);
+            let store = ((1u32 << in_group) - 1) as __mmask16;
+            for c0 in (0..cols).step_by(16) {
+                let width = (cols - c0).min(16);
+                let load = ((1u32 << width) - 1) as __mmask16;
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (r, v) in v.iter_mut().enumerate().take(in_group) {
+                    *v = _mm512_maskz_loadu_ps(load, src.add((g + r) * ld + c0));
+                }
+                let t = transpose16(v);
+                for (c, t) in t.iter().enumerate().take(width) {
+                    _mm512_mask_storeu_ps(dst.add((c0 + c) * mr + g), store, *t);
+                }
+            }
+        }
+    }
+
+    /// Rows in, columns out: 32-bit then 64-bit interleaves within 128-bit lanes, then two rounds
+    /// of lane shuffles (64 instructions for 256 values).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + j], lane l: column 4l + j of rows 4i..4i + 4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let pd = |x: __m512| _mm512_castps_pd(x);
+            let (a, b, c, d) = (
+                pd(t[4 * i]),
+                pd(t[4 * i + 1]),
+                pd(t[4 * i + 2]),
+                pd(t[4 * i + 3]),
+            );
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            // Lanes 0 and 2 / 1 and 3 of rows 0–7, then of rows 8–15.
+            let v = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let w = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let w2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+            out[j] = _mm512_shuffle_f32x4::<0x88>(v, v2);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xDD>(v, v2);
+            out[4 + j] = _mm512_shuffle_f32x4::<0x88>(w, w2);
+            out[12 + j] = _mm512_shuffle_f32x4::<0xDD>(w, w2);
+        }
+        out
+    }
 }
 
 /// Lines that `m` rows of `k` floats take once packed (whole panels of MR rows).

@@ -366,3 +366,42 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
         );
     }
 }
+
+/// The interleave into panel layout, on every level, against its definition: every row count up
+/// to 32 (two row groups on AVX-512), column counts around the 16-wide blocks, panels taller than
+/// the rows given; what lies past the given rows is left untouched.
+#[test]
+fn interleave_matches_its_definition() {
+    for simd in levels() {
+        for rows in 1..=32 {
+            for cols in [1, 15, 16, 17, 33, 64] {
+                for mr in [rows, rows.max(14), 32] {
+                    let ld = cols + 3;
+                    let src = values(rows * ld, (rows * 100 + cols) as u64);
+                    let mut dst = vec![f32::NAN; cols * mr];
+                    // SAFETY: src holds rows × ld floats, dst cols × mr, rows ≤ mr.
+                    unsafe {
+                        pack::interleave(simd, src.as_ptr(), ld, rows, cols, mr, dst.as_mut_ptr())
+                    };
+                    for c in 0..cols {
+                        for r in 0..mr {
+                            let got = dst[c * mr + r];
+                            if r < rows {
+                                assert_eq!(
+                                    got,
+                                    src[r * ld + c],
+                                    "{simd:?} {rows}×{cols} mr {mr}: ({r}, {c})"
+                                );
+                            } else {
+                                assert!(
+                                    got.is_nan(),
+                                    "{simd:?} {rows}×{cols} mr {mr}: row {r} written"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

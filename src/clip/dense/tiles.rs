@@ -6,6 +6,7 @@
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
 use super::microkernel::{self, Init, Prefetch, Tile};
+use super::pack::interleave;
 use super::Simd;
 
 /// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
@@ -266,11 +267,7 @@ impl Panels<'_> {
                                 // column's MR values are adjacent, so the tile's columns are
                                 // one contiguous run.
                                 let dst = p.get().add(i0 * n + col * mr);
-                                for cc in 0..cols {
-                                    for r in 0..tile_rows {
-                                        *dst.add(cc * mr + r) = *c.add(r * ldy + cc);
-                                    }
-                                }
+                                interleave(self.simd, c, ldy, tile_rows, cols, mr, dst);
                             }
                         }
                     }
