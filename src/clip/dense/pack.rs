@@ -237,7 +237,8 @@ pub(super) fn pack_rows(
 /// `rows` rows of `cols` floats, `ld` apart from `src`, into `dst` as (part of) a panel of `mr`
 /// rows: `dst[c · mr + r] = src[r · ld + c]`; rows `rows..mr` are left as they are. On AVX-512
 /// sixteen columns at a time through a 16 × 16 transpose in registers (a scalar load and store per
-/// value made three quarters of the packing's time).
+/// value made three quarters of the packing's time), on AVX2 eight through an 8 × 8 one for whole
+/// panels (the last, cut panel of a packing one value at a time).
 ///
 /// # Safety
 /// `src` holds the `rows × cols` values (rows `ld` apart), `dst` room for `cols × mr` floats,
@@ -253,8 +254,12 @@ pub(super) unsafe fn interleave(
 ) {
     debug_assert!(rows <= mr);
     #[cfg(target_arch = "x86_64")]
-    if level == Simd::Avx512 {
-        return transpose::interleave_avx512(src, ld, rows, cols, mr, dst);
+    match level {
+        Simd::Avx512 => return transpose::interleave_avx512(src, ld, rows, cols, mr, dst),
+        Simd::Avx2 if rows == mr && (mr <= 8 || mr.is_multiple_of(8)) => {
+            return transpose::interleave_avx2(src, ld, rows, cols, mr, dst)
+        }
+        _ => {}
     }
     for c in 0..cols {
         for r in 0..rows {
@@ -298,6 +303,76 @@ mod transpose {
                 }
             }
         }
+    }
+
+    /// [`super::interleave`] on AVX2 for whole panels (`rows == mr`) of at most 8 rows or of
+    /// groups of 8: per group and 8 columns, an 8 × 8 transpose, each column stored 8 wide (with
+    /// fewer rows, the spill lands on the next columns' rows, stored after it; a store that would
+    /// spill past the panel stores its rows only); columns past the last 8, one value at a time.
+    ///
+    /// # Safety
+    /// As [`super::interleave`], with `rows == mr` and `mr ≤ 8` or a multiple of 8; the CPU has
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn interleave_avx2(
+        src: *const f32,
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        mr: usize,
+        dst: *mut f32,
+    ) {
+        let whole = cols - cols % 8;
+        for g in (0..rows).step_by(8) {
+            let in_group = (rows - g).min(8);
+            for c0 in (0..whole).step_by(8) {
+                let mut v = [_mm256_setzero_ps(); 8];
+                for (r, v) in v.iter_mut().enumerate().take(in_group) {
+                    *v = _mm256_loadu_ps(src.add((g + r) * ld + c0));
+                }
+                for (c, t) in transpose8(v).iter().enumerate() {
+                    let d = dst.add((c0 + c) * mr + g);
+                    if in_group == 8 || (c0 + c) * mr + g + 8 <= cols * mr {
+                        _mm256_storeu_ps(d, *t);
+                    } else {
+                        let mut last = [0f32; 8];
+                        _mm256_storeu_ps(last.as_mut_ptr(), *t);
+                        std::ptr::copy_nonoverlapping(last.as_ptr(), d, in_group);
+                    }
+                }
+            }
+        }
+        for c in whole..cols {
+            for r in 0..rows {
+                *dst.add(c * mr + r) = *src.add(r * ld + c);
+            }
+        }
+    }
+
+    /// 8 rows in, 8 columns out: 32-bit interleaves, 64-bit shuffles, then the 128-bit halves.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4h + j], half l: column 4l + j of rows 4h..4h + 4.
+        let mut u = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            let (a, b, c, d) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+            u[4 * h] = _mm256_shuffle_ps::<0x44>(a, c);
+            u[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+            u[4 * h + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+            u[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+        }
+        let mut out = [_mm256_setzero_ps(); 8];
+        for j in 0..4 {
+            out[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]);
+            out[4 + j] = _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]);
+        }
+        out
     }
 
     /// Rows in, columns out: 32-bit then 64-bit interleaves within 128-bit lanes, then two rounds

@@ -368,17 +368,19 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
 }
 
 /// The interleave into panel layout, on every level, against its definition: every row count up
-/// to 32 (two row groups on AVX-512), column counts around the 16-wide blocks, panels taller than
-/// the rows given; what lies past the given rows is left untouched.
+/// to 32 (two row groups on AVX-512, four on AVX2), column counts around the 16- and 8-wide blocks,
+/// panels taller than the rows given; what lies past the given rows and past the panel is left
+/// untouched.
 #[test]
 fn interleave_matches_its_definition() {
     for simd in levels() {
         for rows in 1..=32 {
-            for cols in [1, 15, 16, 17, 33, 64] {
+            for cols in [1, 7, 8, 9, 15, 16, 17, 33, 64] {
                 for mr in [rows, rows.max(14), 32] {
                     let ld = cols + 3;
                     let src = values(rows * ld, (rows * 100 + cols) as u64);
-                    let mut dst = vec![f32::NAN; cols * mr];
+                    // Past the panel: a guard that must stay as it is.
+                    let mut dst = vec![f32::NAN; cols * mr + 16];
                     // SAFETY: src holds rows × ld floats, dst cols × mr, rows ≤ mr.
                     unsafe {
                         pack::interleave(simd, src.as_ptr(), ld, rows, cols, mr, dst.as_mut_ptr())
@@ -400,6 +402,10 @@ fn interleave_matches_its_definition() {
                             }
                         }
                     }
+                    assert!(
+                        dst[cols * mr..].iter().all(|v| v.is_nan()),
+                        "{simd:?} {rows}×{cols} mr {mr}: written past the panel"
+                    );
                 }
             }
         }
