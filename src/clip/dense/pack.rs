@@ -261,7 +261,22 @@ pub(super) unsafe fn interleave(
         }
         _ => {}
     }
-    for c in 0..cols {
+    interleave_columns(src, ld, rows, 0..cols, mr, dst)
+}
+
+/// [`interleave`] of the columns `cols` one value at a time.
+///
+/// # Safety
+/// As [`interleave`].
+unsafe fn interleave_columns(
+    src: *const f32,
+    ld: usize,
+    rows: usize,
+    cols: std::ops::Range<usize>,
+    mr: usize,
+    dst: *mut f32,
+) {
+    for c in cols {
         for r in 0..rows {
             *dst.add(c * mr + r) = *src.add(r * ld + c);
         }
@@ -342,11 +357,7 @@ mod transpose {
                 }
             }
         }
-        for c in whole..cols {
-            for r in 0..rows {
-                *dst.add(c * mr + r) = *src.add(r * ld + c);
-            }
-        }
+        super::interleave_columns(src, ld, rows, whole..cols, mr, dst)
     }
 
     /// 8 rows in, 8 columns out: 32-bit interleaves, 64-bit shuffles, then the 128-bit halves.
