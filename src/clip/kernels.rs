@@ -13,24 +13,32 @@ use rayon::prelude::*;
 /// Elements per parallel task: big enough to amortise scheduling, small enough to balance 2-64 cores.
 const CHUNK: usize = 16 * 1024;
 
+/// ln 2 in two parts (`LN2_HI` exact in few bits), for the reduction `r = x − n·ln 2`.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// exp's polynomial on the reduced argument, highest power first: `e^r ≈ 1 + r + r²·p(r)`.
+const EXP_P: [f32; 6] = [
+    1.987_569_2e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+/// Below this, exp is under f32's smallest normal.
+const EXP_MIN: f32 = -87.3;
+
 /// `exp(x)`, relative error about 1 ulp on the f32 range; written branch-free so loops of it vectorize.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Below -87.3 the result is under f32's smallest normal; above 88.3 it overflows. max/min
-    // (not clamp) so that a NaN becomes a number here and `n` below is always defined; the NaN
-    // is given back at the end.
+    // Above 88.3 it overflows. max/min (not clamp) so that a NaN becomes a number here and `n`
+    // below is always defined; the NaN is given back at the end.
     let nan = x.is_nan();
     #[allow(clippy::manual_clamp)]
-    let x = x.max(-87.3).min(88.3);
-    let n = (x * LOG2E + 0.5).floor();
+    let x = x.max(EXP_MIN).min(88.3);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
+    let p = EXP_P[1..].iter().fold(EXP_P[0], |p, &c| p * r + c);
     let e = p * r * r + r + 1.0;
     // SAFETY: x is clamped (a NaN too: max/min return the other operand), so n is a finite whole
     // number in [-126, 128]: it fits an i32. (`as i32` would be safe too, but its saturation checks
@@ -44,25 +52,20 @@ fn exp(x: f32) -> f32 {
     }
 }
 
-/// `exp(x)` for softmax's `v − max` (x ≤ 0, −∞ or NaN): [`exp`]'s polynomial on fused
-/// multiply-adds, 16 vector operations for 8 or 16 values instead of 26; a NaN stays NaN through
-/// the arithmetic. Only for code compiled with FMA (the SIMD kernels), where `mul_add` is one
-/// instruction rather than a library call.
+/// `exp(x)` for softmax's `v − max` (x ≤ 0, −∞ or NaN): [`exp`]'s reduction and polynomial on
+/// fused multiply-adds, 16 vector operations for 8 or 16 values instead of 26; a NaN stays NaN
+/// through the arithmetic. Only for code compiled with FMA (the SIMD kernels), where `mul_add` is
+/// one instruction rather than a library call.
 #[inline(always)]
 fn exp_nonpositive_fma(x: f32) -> f32 {
     // 1.5 · 2²³: adding it rounds to a whole number, which lands in the low bits.
     const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x < EXP_MIN { EXP_MIN } else { x };
     let t = x.mul_add(std::f32::consts::LOG2_E, ROUND);
     let n = t - ROUND;
-    let r = n.mul_add(-0.693_359_4, x);
-    let r = n.mul_add(2.121_944_4e-4, r);
-    let p = 1.987_569_2e-4f32
-        .mul_add(r, 1.398_199_9e-3)
-        .mul_add(r, 8.333_452e-3)
-        .mul_add(r, 4.166_579_6e-2)
-        .mul_add(r, 1.666_666_5e-1)
-        .mul_add(r, 0.5);
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let p = EXP_P[1..].iter().fold(EXP_P[0], |p, &c| p.mul_add(r, c));
     let e = (p * r).mul_add(r, r) + 1.0;
     // 2ⁿ: n + 127 in the exponent bits (n ≥ −126: x was clamped).
     let bits = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
@@ -113,24 +116,15 @@ fn softmax_rows_generic(buf: &mut [f32], n: usize) {
 }
 
 /// Softmax down each column of `buf` (rows of `width` floats), in place: each column is one
-/// distribution. Widths of 16 and 32 (one weight panel's, AVX2's and AVX-512's) keep a row in
-/// registers: the maxima, exps and sums run NR columns at a time, with no reduction across lanes.
+/// distribution. The width is one weight panel's, 16 (AVX2) or 32 (AVX-512), so a row stays in
+/// registers: the maxima, exps and sums run a panel's columns at a time, with no reduction across
+/// lanes.
 #[inline(always)]
 fn softmax_columns_generic(buf: &mut [f32], width: usize) {
     match width {
         16 => softmax_columns_of::<16>(buf),
         32 => softmax_columns_of::<32>(buf),
-        _ => {
-            for c in 0..width {
-                let column = || buf.iter().skip(c).step_by(width);
-                let max = column().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-                let sum: f32 = column().map(|&v| exp(v - max)).sum();
-                let inv = 1.0 / sum;
-                for v in buf.iter_mut().skip(c).step_by(width) {
-                    *v = exp(*v - max) * inv;
-                }
-            }
-        }
+        _ => panic!("softmax_columns: width {width}, not a weight panel's (16 or 32)"),
     }
 }
 

@@ -51,15 +51,14 @@ pub(super) fn pack_weight_cols(
         let row = &w[p * ldw..p * ldw + n];
         for (j, cols) in row.chunks(nr).enumerate() {
             let dst = &mut flat[j * k * nr + p * nr..][..cols.len()];
-            // A whole panel's row as one fixed-size copy (inlined; `copy_from_slice` of a length
-            // known only at run time is a call to memmove for 64 bytes).
-            match (
-                <&mut [f32; 16]>::try_from(&mut *dst),
-                <&[f32; 16]>::try_from(cols),
-            ) {
-                (Ok(d), Ok(c)) => *d = *c,
-                _ => dst.copy_from_slice(cols),
+            // 16 floats at a time as fixed-size copies (inlined; `copy_from_slice` of a length
+            // known only at run time is a call to memmove for 64 or 128 bytes).
+            let ((dst16, dst_rest), (src16, src_rest)) =
+                (dst.as_chunks_mut::<16>(), cols.as_chunks::<16>());
+            for (d, s) in dst16.iter_mut().zip(src16) {
+                *d = *s;
             }
+            dst_rest.copy_from_slice(src_rest);
         }
     }
 }
@@ -211,7 +210,7 @@ pub(super) fn pack_rows(
         "pack: {mr} rows a panel"
     );
     let panel = k * mr;
-    let lines = (m.div_ceil(mr) * panel).div_ceil(16);
+    let lines = panel_lines(m, k, mr);
     out.clear();
     out.reserve(lines);
     let spare = &mut out.spare_capacity_mut()[..lines];
@@ -429,7 +428,11 @@ mod transpose {
 
 /// Lines that `m` rows of `k` floats take once packed (whole panels of MR rows).
 pub(super) fn rows_lines(simd: Simd, m: usize, k: usize) -> usize {
-    let (mr, _) = simd.tile();
+    panel_lines(m, k, simd.tile().0)
+}
+
+/// Lines that `m` rows of `k` floats take in whole panels of `mr` rows.
+fn panel_lines(m: usize, k: usize, mr: usize) -> usize {
     (m.div_ceil(mr) * k * mr).div_ceil(16)
 }
 
