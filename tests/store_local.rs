@@ -29,7 +29,7 @@ const CHILD_ENV: &str = "IMGVEC_LOCAL_TEST_CHILD";
 
 fn config(dir: &Path) -> LocalConfig {
     let mut cfg = LocalConfig::new(dir, "imgvec");
-    cfg.lock_wait = Duration::from_millis(200);
+    cfg.lock_wait = Some(Duration::from_millis(200));
     cfg
 }
 
@@ -668,7 +668,47 @@ async fn the_hnsw_file_is_loaded_and_rebuilt_when_missing_or_damaged() {
     let store = open(hnsw_config(tmp.path()));
     let all: Vec<ImageDoc> = batch.iter().chain(&more).cloned().collect();
     searches_right(&store, &all).await;
-    assert_eq!(store.ann_stats().rebuilt, 1);
+    // Its header says which generation it holds: loaded, and the rows written since added.
+    let stats = store.ann_stats();
+    assert_eq!(
+        (stats.loaded_from_file, stats.rebuilt, stats.caught_up_rows),
+        (1, 0, 50),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_of_schema_1_is_upgraded_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(31);
+    let batch = docs(&mut rng, 60, 8, &["cat", "dog"], "v");
+    {
+        let store = open(hnsw_config(tmp.path()));
+        store.ensure_index(&spec(8)).await.unwrap();
+        upsert_all(&store, &batch).await;
+    }
+    // Back to what imgvec wrote before tombstones existed.
+    let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE tombstones; ALTER TABLE indexes DROP COLUMN tombstones_after;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(hnsw_config(tmp.path()));
+    searches_right(&store, &batch).await;
+    let gone = vec![batch[0].id.clone()];
+    assert_eq!(store.delete(&gone).await.unwrap(), 1);
+    searches_right(&store, &batch[1..]).await;
+    let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let tombstones: i64 = conn
+        .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tombstones, 1);
 }
 
 #[tokio::test]
@@ -754,41 +794,108 @@ async fn foreign_or_damaged_files_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn a_second_store_on_the_same_directory_is_refused() {
+async fn two_stores_on_one_directory_read_and_write_alongside() {
     let tmp = tempfile::tempdir().unwrap();
-    let first = open(config(tmp.path()));
-    first.ensure_index(&spec(8)).await.unwrap();
-    let err = open_err(config(tmp.path()));
-    let abs = std::fs::canonicalize(tmp.path()).unwrap();
+    let a = open(hnsw_config(tmp.path()));
+    let b = open(hnsw_config(tmp.path()));
+    a.ensure_index(&spec(16)).await.unwrap();
+    let mut rng = Rng(17);
+    let first = docs(&mut rng, 300, 16, &["cat", "dog"], "a");
+    upsert_all(&a, &first).await;
+    // B opened before A wrote: it sees all of it at once, through its own graph.
+    assert_eq!(b.count().await.unwrap(), 300);
+    searches_right(&b, &first).await;
+    // B writes; A sees that at its next search, caught up, not rebuilt.
+    let second = docs(&mut rng, 40, 16, &["owl"], "b");
+    upsert_all(&b, &second).await;
+    let all: Vec<ImageDoc> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(a.count().await.unwrap(), 340);
+    searches_right(&a, &all).await;
+    let stats = a.ann_stats();
+    assert_eq!(stats.caught_up_rows, 40, "{stats:?}");
+    assert_eq!(stats.rebuilt, 1, "{stats:?}");
+    // A deletes some of B's; B no longer finds them (their keys leave its graph).
+    let gone: Vec<String> = second[..10].iter().map(|d| d.id.clone()).collect();
+    assert_eq!(a.delete(&gone).await.unwrap(), 10);
+    assert_eq!(b.count().await.unwrap(), 330);
+    for d in &second[..10] {
+        let hits = b.knn(&query(&d.vector, 5, None)).await.unwrap();
+        assert!(hits.iter().all(|h| h.id != d.id), "{} still found", d.id);
+        let hits = b.knn(&query(&d.vector, 5, Some("owl"))).await.unwrap();
+        assert!(hits.iter().all(|h| h.id != d.id), "{} still found", d.id);
+        assert_eq!(hits.len(), 5);
+    }
+    let left: Vec<ImageDoc> = first.iter().chain(&second[10..]).cloned().collect();
+    searches_right(&b, &left).await;
+    assert!(b.ann_stats().caught_up_deletions >= 10, "{:?}", b.ann_stats());
+    // Both write the same documents at once: each written once, no error.
+    let third = docs(&mut rng, 200, 16, &["fox"], "c");
+    let (ra, rb) = tokio::join!(a.upsert(&third, false), b.upsert(&third, false));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.indexed.len() + rb.indexed.len(), 200);
+    assert_eq!(ra.already_present.len() + rb.already_present.len(), 200);
+    assert_eq!(a.count().await.unwrap(), 530);
+    assert_eq!(b.count().await.unwrap(), 530);
+}
+
+#[tokio::test]
+async fn a_writer_waits_for_another_process_and_names_it_while_readers_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap().to_string();
+    let store = open(hnsw_config(tmp.path()));
+    store.ensure_index(&spec(8)).await.unwrap();
+    let mut rng = Rng(23);
+    let before = docs(&mut rng, 20, 8, &["cat"], "o");
+    upsert_all(&store, &before).await;
+
+    let mut holder = child(&format!("hold:{dir}"));
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let locked = read_until(&mut out, "locked ", |_| true);
+    assert_eq!(locked.len(), 1, "the child did not take the write lock");
+
+    // Readers never wait for the writer.
+    let t = std::time::Instant::now();
+    assert_eq!(store.count().await.unwrap(), 20);
+    let hits = store.knn(&query(&before[3].vector, 3, None)).await.unwrap();
+    assert_eq!(hits[0].id, before[3].id);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // A write with a bounded wait gives up, naming the other process.
+    let more = docs(&mut rng, 5, 8, &["cat"], "m");
+    let err = store.upsert(&more, false).await.unwrap_err().to_string();
     assert!(
         err.contains(&format!(
-            "store {} is in use by another imgvec process (pid {})",
-            abs.display(),
-            std::process::id()
+            "is being written by another imgvec process (pid {}, `test holder`)",
+            holder.id()
         )),
         "{err}"
     );
-    let holder = std::fs::read_to_string(tmp.path().join(LOCK_FILE)).unwrap();
-    assert_eq!(holder.trim(), std::process::id().to_string());
-    // Another index name does not get around it: the lock is the directory's.
-    let mut cfg = config(tmp.path());
-    cfg.index = "other".into();
-    open_err(cfg);
-    // The first store is unharmed.
-    let mut rng = Rng(17);
-    upsert_all(&first, &docs(&mut rng, 3, 8, &["cat"], "o")).await;
-    assert_eq!(first.count().await.unwrap(), 3);
+    assert_eq!(store.count().await.unwrap(), 20);
 
-    // The second waits for the first to go.
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        drop(first);
+    // Unbounded: it waits its turn, says so with the holder's pid, and writes once the holder is gone.
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&notices);
+    let mut cfg = hnsw_config(tmp.path());
+    cfg.lock_wait = None;
+    cfg.on_wait = Some(imgvec::store::local::WaitHook(std::sync::Arc::new(
+        move |n: &imgvec::store::local::WaitNotice| {
+            seen.lock().unwrap().push((n.holder_pid, n.holder_command.clone()));
+        },
+    )));
+    let waiting = open(cfg);
+    let pid = holder.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(2_600));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
     });
-    let mut cfg = config(tmp.path());
-    cfg.lock_wait = Duration::from_secs(20);
-    let second = open(cfg);
-    releaser.join().unwrap();
-    assert_eq!(second.count().await.unwrap(), 3);
+    let report = waiting.upsert(&more, false).await.unwrap();
+    killer.join().unwrap();
+    assert_eq!(report.indexed.len(), 5);
+    let notices = notices.lock().unwrap().clone();
+    assert!(!notices.is_empty(), "the wait was not told");
+    assert_eq!(notices[0], (Some(pid), "test holder".to_string()));
+    assert_eq!(store.count().await.unwrap(), 25);
 }
 
 fn child(mode: &str) -> Child {
@@ -833,29 +940,6 @@ fn read_until(
     }
 }
 
-#[tokio::test]
-async fn another_process_holding_the_store_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap().to_string();
-    let mut holder = child(&format!("hold:{dir}"));
-    let mut out = BufReader::new(holder.stdout.take().unwrap());
-    let locked = read_until(&mut out, "locked ", |_| true);
-    assert_eq!(locked.len(), 1, "the child did not open the store");
-    let err = open_err(config(tmp.path()));
-    assert!(
-        err.contains(&format!(
-            "is in use by another imgvec process (pid {})",
-            holder.id()
-        )),
-        "{err}"
-    );
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    // The OS released the lock with the process.
-    let store = open(config(tmp.path()));
-    assert_eq!(store.index_dims().await.unwrap(), 8);
-}
-
 const CRASH_DOCS: usize = 4_000;
 const CRASH_DIMS: usize = 16;
 
@@ -884,10 +968,46 @@ fn sigkill_never_loses_what_was_reported_indexed() {
             by_id.insert(d.id.clone(), d);
         }
         let mut writer = child(&format!("crash:{dir}:{round}:{save_always}"));
+        // A reader in this process searches all along, and across the kill: it never waits, never
+        // fails, and its count never goes back.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, path, probe) = (
+                std::sync::Arc::clone(&stop),
+                tmp.path().to_path_buf(),
+                crash_docs(round)[0].vector.clone(),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                let store = open(hnsw_config(&path));
+                let (mut reads, mut last) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    rt.block_on(async {
+                        match store.count().await {
+                            Ok(n) => {
+                                assert!(n >= last, "the count went back from {last} to {n}");
+                                last = n;
+                                store.knn(&query(&probe, 3, None)).await.unwrap();
+                                reads += 1;
+                            }
+                            // Before the child's first write of a new store there is no index.
+                            Err(StoreError::IndexMissing { .. }) => {}
+                            Err(e) => panic!("reader: {e}"),
+                        }
+                    });
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                reads
+            })
+        };
         let mut out = BufReader::new(writer.stdout.take().unwrap());
         let mut printed = read_until(&mut out, "indexed ", |seen| seen.len() >= kill_after);
         writer.kill().unwrap(); // SIGKILL
         writer.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let reads = reader.join().expect("the reader failed");
+        assert!(reads > 0, "round {round}: the reader never read");
         // Lines written before the kill are still in the pipe.
         printed.extend(read_until(&mut out, "indexed ", |_| false));
         assert!(
@@ -963,8 +1083,18 @@ async fn child_process_helper() {
     let mut stdout = std::io::stdout();
     match parts.as_slice() {
         ["hold", dir] => {
-            let store = open(config(Path::new(dir)));
-            store.ensure_index(&spec(8)).await.unwrap();
+            // Holds the write lock as an imgvec writer does: an OS lock on the file, which
+            // records the pid and the command line.
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(Path::new(dir).join(LOCK_FILE))
+                .unwrap();
+            fs4::FileExt::lock(&file).unwrap();
+            file.set_len(0).unwrap();
+            writeln!(file, "{}\ntest holder", std::process::id()).unwrap();
             writeln!(stdout, "locked {}", std::process::id()).unwrap();
             stdout.flush().unwrap();
             // Until the parent kills us (bounded, should it not).
@@ -973,7 +1103,7 @@ async fn child_process_helper() {
         ["crash", dir, round, save_always] => {
             let round: u64 = round.parse().unwrap();
             let mut cfg = hnsw_config(Path::new(dir));
-            cfg.lock_wait = Duration::from_secs(10);
+            cfg.lock_wait = Some(Duration::from_secs(10));
             if *save_always == "true" {
                 cfg.ann_save_interval = Duration::ZERO;
             }

@@ -29,7 +29,7 @@ use crate::cli::{ModelArgs, ModelLocation, StoreArgs};
 use crate::clip::ModelDir;
 use crate::model_source::{self, Resolved};
 use crate::store::elastic::{sends_credentials_in_clear, ElasticConfig, ElasticStore};
-use crate::store::local::LocalStore;
+use crate::store::local::{LocalConfig, LocalStore, WaitHook, WaitNotice};
 use crate::store::{IndexSpec, StoreError, VectorStore};
 
 /// Exit status when the command ran but some inputs failed.
@@ -84,6 +84,20 @@ pub fn open_device(args: &ModelArgs) -> Result<(Device, String, crate::device::P
     Ok((device, name, precision))
 }
 
+/// Tells the user that a write waits for another imgvec process's (the embedded store's hook).
+fn say_waiting(n: &WaitNotice) {
+    let who = match (n.holder_pid, n.holder_command.as_str()) {
+        (Some(pid), "") => format!("pid {pid}"),
+        (Some(pid), cmd) => format!("pid {pid}, `{cmd}`"),
+        (None, _) => "another process".to_string(),
+    };
+    eprintln!(
+        "imgvec: waiting {:.0} s for another imgvec process writing to {} ({who}); this write follows it",
+        n.waited.as_secs_f64(),
+        n.dir.display()
+    );
+}
+
 /// Opens the store the flags and environment describe: Elasticsearch with a URL, else the embedded one.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
     open_store_with(args, "", |_| {})
@@ -106,7 +120,9 @@ pub fn open_store_with(
         if args.insecure || args.ca_cert.is_some() {
             eprintln!("imgvec: warning: --insecure/--ca-cert apply to Elasticsearch only; using the embedded store in {}", dir.display());
         }
-        return Ok(Box::new(LocalStore::open(&dir, &args.index)?));
+        let mut cfg = LocalConfig::new(&dir, &args.index);
+        cfg.on_wait = Some(WaitHook(std::sync::Arc::new(say_waiting)));
+        return Ok(Box::new(LocalStore::open_with(cfg)?));
     };
     if args.insecure {
         eprintln!(

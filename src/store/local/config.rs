@@ -1,6 +1,6 @@
 //! The local store's file names, defaults and tunables ([`LocalConfig`]).
 //!
-//! What it is for: the names a store directory uses and the numbers a caller may change (lock
+//! What it is for: the names a store directory uses and the numbers a caller may change (write-lock
 //! wait, cache save interval, exact-scan threshold, least search breadth), in one place.
 //!
 //! What it is not for: any behaviour. Nothing here opens files or touches the database.
@@ -8,9 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::lock::WaitHook;
+
 /// The SQLite database inside the store directory: the source of truth.
 pub const DB_FILE: &str = "imgvec.sqlite3";
-/// The lock file inside the store directory (holds the pid of the process using the store).
+/// The write-lock file inside the store directory (holds the pid and command line of the writer).
 pub const LOCK_FILE: &str = "imgvec.lock";
 /// The similarity every index uses; scores are `1 / (1 + d²)` as with Elasticsearch's `l2_norm`.
 pub const SIMILARITY: &str = "l2_norm";
@@ -21,7 +23,6 @@ pub const DEFAULT_HNSW_EF_CONSTRUCTION: u32 = 128;
 /// Most candidates one query examines (as Elasticsearch's `num_candidates` bound).
 pub const MAX_NUM_CANDIDATES: usize = 10_000;
 /// Defaults of [`LocalConfig::new`].
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
@@ -33,8 +34,11 @@ pub struct LocalConfig {
     pub dir: PathBuf,
     /// The index name (the CLI's `--index`).
     pub index: String,
-    /// How long to wait for another process to release the store before giving up.
-    pub lock_wait: Duration,
+    /// How long one write waits for another process's write before giving up; `None` (the
+    /// default): as long as it takes, telling `on_wait` now and then.
+    pub lock_wait: Option<Duration>,
+    /// Told when a write has to wait for another process's (the CLI prints it).
+    pub on_wait: Option<WaitHook>,
     /// While writing, the HNSW cache file is saved at most this often (also on refresh and drop).
     pub ann_save_interval: Duration,
     /// Searches over at most this many vectors (all, or those of the filtered label) are exact
@@ -50,7 +54,8 @@ impl LocalConfig {
         LocalConfig {
             dir: dir.into(),
             index: index.into(),
-            lock_wait: DEFAULT_LOCK_WAIT,
+            lock_wait: None,
+            on_wait: None,
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,

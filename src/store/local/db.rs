@@ -20,8 +20,11 @@ use crate::store::{ImageDoc, IndexSpec, StoreError};
 
 /// `PRAGMA application_id` of an imgvec store database ("imgv"): tells it from other SQLite files.
 const APPLICATION_ID: i32 = 0x696d_6776;
-/// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i32 = 1;
+/// `PRAGMA user_version` of the schema below. Version 2 added `tombstones` and
+/// `indexes.tombstones_after` (deletions that readers' graphs must replay); a version-1 store is
+/// upgraded in place when opened, and an older imgvec then refuses the store instead of deleting
+/// documents without telling the readers.
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE indexes (
@@ -33,7 +36,8 @@ CREATE TABLE indexes (
     hnsw_ef_construction INTEGER NOT NULL,
     generation INTEGER NOT NULL DEFAULT 0,
     doc_count INTEGER NOT NULL DEFAULT 0,
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    tombstones_after INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE docs (
     key INTEGER PRIMARY KEY,
@@ -61,6 +65,23 @@ CREATE TABLE ann_cache (
     checksum INTEGER NOT NULL,
     params TEXT NOT NULL
 );
+CREATE TABLE tombstones (
+    index_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    key INTEGER NOT NULL,
+    PRIMARY KEY (index_id, generation, key)
+) WITHOUT ROWID;
+";
+
+/// What a version-1 store gets to become version 2 (see [`SCHEMA_VERSION`]).
+const UPGRADE_1_TO_2: &str = "
+ALTER TABLE indexes ADD COLUMN tombstones_after INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tombstones (
+    index_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    key INTEGER NOT NULL,
+    PRIMARY KEY (index_id, generation, key)
+) WITHOUT ROWID;
 ";
 
 /// One row of `indexes`.
@@ -73,6 +94,9 @@ pub(super) struct IndexRow {
     pub(super) hnsw_ef_construction: u32,
     pub(super) generation: i64,
     pub(super) doc_count: i64,
+    /// Deletions up to this generation have no tombstones left: a graph older than it cannot be
+    /// caught up and is loaded anew.
+    pub(super) tombstones_after: i64,
 }
 
 /// Opens the database, creating the schema in a new one and refusing anything not an imgvec store.
@@ -118,13 +142,16 @@ fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreErr
         .map_err(db)?;
     match (app, version) {
         (0, 0) if objects == 0 => {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID};
-                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(db)?;
+            if !create_schema(conn, path)? {
+                // Another process made it meanwhile: check what it made.
+                return create_or_check_schema(conn, path);
+            }
         }
         (APPLICATION_ID, SCHEMA_VERSION) => add_mtime_column(conn, path)?,
+        (APPLICATION_ID, 1) => {
+            add_mtime_column(conn, path)?;
+            upgrade_from_1(conn, path)?;
+        }
         (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Other(format!(
                 "{} was written by a newer imgvec (schema {v}, this one reads {SCHEMA_VERSION}): upgrade imgvec",
@@ -166,6 +193,60 @@ fn add_mtime_column(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Creates the schema in an empty database, under SQLite's write lock; `false` if the database
+/// was no longer empty once the lock was had (another process opening a new store at the same
+/// moment made it).
+fn create_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+    let db = |e| db_error(path, e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let objects: rusqlite::Result<i64> =
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+    let created = match objects {
+        Ok(0) => conn
+            .execute_batch(&format!(
+                "{SCHEMA} PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map(|()| true),
+        Ok(_) => Ok(false),
+        Err(e) => Err(e),
+    };
+    match created.and_then(|c| conn.execute_batch("COMMIT").map(|()| c)) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(db(e))
+        }
+    }
+}
+
+/// Upgrades a version-1 store to version 2, once even if several processes open it at once.
+fn upgrade_from_1(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let db = |e| db_error(path, e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let version: i32 = match conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(db(e));
+        }
+    };
+    let upgraded = if version == 1 {
+        conn.execute_batch(&format!(
+            "{UPGRADE_1_TO_2} PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+    } else {
+        Ok(())
+    };
+    match upgraded.and_then(|()| conn.execute_batch("COMMIT")) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(db(e))
+        }
+    }
+}
+
 /// A database error, naming the file and saying what to do where that is clear.
 pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> StoreError {
     let hint = match e.sqlite_error_code() {
@@ -196,7 +277,8 @@ pub(super) fn find_index_by_name(
 ) -> Result<Option<IndexRow>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, dims, similarity, hnsw_m, hnsw_ef_construction, generation, doc_count
+            "SELECT id, dims, similarity, hnsw_m, hnsw_ef_construction, generation, doc_count,
+                 tombstones_after
              FROM indexes WHERE name = ?1",
         )
         .map_err(|e| db_error(db_path, e))?;
@@ -209,6 +291,7 @@ pub(super) fn find_index_by_name(
             hnsw_ef_construction: r.get::<_, i64>(4)?.clamp(1, 100_000) as u32,
             generation: r.get(5)?,
             doc_count: r.get(6)?,
+            tombstones_after: r.get(7)?,
         })
     })
     .optional()
@@ -243,6 +326,10 @@ pub(super) fn insert_index(
 
 pub(super) fn delete_index_rows(conn: &Connection, index_id: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM docs WHERE index_id = ?1", params![index_id])?;
+    conn.execute(
+        "DELETE FROM tombstones WHERE index_id = ?1",
+        params![index_id],
+    )?;
     conn.execute(
         "DELETE FROM ann_cache WHERE index_id = ?1",
         params![index_id],

@@ -1,14 +1,15 @@
 //! Removing documents from the local store, and listing documents by path for `prune`.
 //!
 //! What it is for: [`VectorStore::delete`](crate::store::VectorStore::delete) — one transaction
-//! that deletes the rows, bumps the index's generation and forgets the graph's cache-file record,
-//! then the same keys taken out of the in-memory HNSW graph — and
+//! under the write lock that deletes the rows, records a tombstone for each key and bumps the
+//! index's generation, then the graph caught up (which takes the tombstoned keys out of it) — and
 //! [`VectorStore::files_under`](crate::store::VectorStore::files_under), the path, size and times of
 //! the documents under some folders, without their vectors.
 //!
-//! Why the cache record goes: the graph's cache file would still hold the deleted keys; without
-//! its `ann_cache` row it is never loaded again, so a crash before the graph is saved anew means a
-//! rebuild from the rows, never a graph with documents that are gone.
+//! Why tombstones: every process's graph, and the cache file, may still hold the deleted keys; a
+//! graph of an older generation replays the tombstones written since (see `graph`), so a reader
+//! in another process stops finding a deleted document at its next search, and a crash before the
+//! graph is saved anew never brings a deleted document back.
 //!
 //! What it is not for: deciding what to delete (the `prune` command does) or writing documents.
 
@@ -17,42 +18,22 @@ use std::collections::HashSet;
 use rusqlite::{params, TransactionBehavior};
 
 use super::db::{db_error, IndexRow};
-use super::graph::{ann_error, Ann};
 use super::{Shared, State};
 use crate::store::{DocFile, StoreError};
 
 impl Shared {
     /// Deletes the documents with `ids`; how many there were.
     pub(super) fn delete(&self, state: &mut State, ids: &[String]) -> Result<u64, StoreError> {
+        let _lock = self.lock_for_writing()?;
         let row = self.index_row(&state.conn)?;
-        // The graph as of now, so the deleted keys can be taken out of it instead of rebuilding it.
-        // It is only a cache: if it cannot be had, it is rebuilt when next needed.
-        {
-            let State {
-                conn, ann, stats, ..
-            } = &mut *state;
-            if self.ensure_ann(conn, ann, stats, &row).is_err() {
-                *ann = None;
-            }
-        }
         let keys = self.delete_rows(state, &row, ids)?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let current =
-            matches!(&state.ann, Some(g) if g.index_id == row.id && g.generation == row.generation);
-        let updated = current
-            && state
-                .ann
-                .as_mut()
-                .is_some_and(|graph| remove_keys(graph, &keys, row.generation + 1).is_ok());
-        if !updated {
-            state.ann = None;
+        if !keys.is_empty() {
+            self.graph_after_write(state);
         }
         Ok(keys.len() as u64)
     }
 
-    /// The transaction: the rows of `ids` deleted, the generation bumped, the cache record gone.
+    /// The transaction: the rows of `ids` deleted, a tombstone for each, the generation bumped.
     /// Returns the keys of the rows deleted.
     fn delete_rows(
         &self,
@@ -81,14 +62,23 @@ impl Shared {
         if keys.is_empty() {
             return Ok(keys);
         }
+        let generation = row.generation + 1;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO tombstones (index_id, generation, key) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db)?;
+            for &key in &keys {
+                stmt.execute(params![row.id, generation, key as i64])
+                    .map_err(db)?;
+            }
+        }
         tx.execute(
-            "UPDATE indexes SET generation = generation + 1, doc_count = doc_count - ?1
-             WHERE id = ?2",
-            params![keys.len() as i64, row.id],
+            "UPDATE indexes SET generation = ?1, doc_count = doc_count - ?2 WHERE id = ?3",
+            params![generation, keys.len() as i64, row.id],
         )
         .map_err(db)?;
-        tx.execute("DELETE FROM ann_cache WHERE index_id = ?1", params![row.id])
-            .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(keys)
     }
@@ -132,18 +122,4 @@ impl Shared {
         }
         Ok(out)
     }
-}
-
-/// Takes `keys` out of the graph, which then stands for `generation`.
-fn remove_keys(graph: &mut Ann, keys: &[u64], generation: i64) -> Result<(), StoreError> {
-    for &key in keys {
-        graph
-            .index
-            .remove(key)
-            .map_err(|e| ann_error("remove", e))?;
-        graph.labels.remove(key);
-    }
-    graph.generation = generation;
-    graph.dirty = true;
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The in-memory HNSW graph of an index (usearch, int8, squared L2): set up, built, caught up.
 //!
-//! What it is for: holding one index's graph with the label of each key (for filtered search),
-//! making it match the database's current generation — loaded from the cache file, caught up
-//! with the rows written since, or rebuilt from all rows — and keeping it current after a write.
+//! What it is for: holding one index's graph with the label of each key (for filtered search), and
+//! bringing it to a read snapshot of the database ([`Shared::snapshot`]) — loaded from the cache
+//! file, caught up with what was written since its generation (rows added or replaced, keys
+//! tombstoned), or rebuilt from all rows — in any process, reader or writer alike.
 //!
 //! What it is not for: the cache file's format and bookkeeping (`graph_file`), running queries
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
@@ -11,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, vector_row, IndexRow};
@@ -21,6 +22,15 @@ use crate::store::StoreError;
 /// Rows read per step when (re)building the HNSW graph.
 const BUILD_CHUNK: usize = 2_048;
 
+/// A process that only read saves the cache file when it closes only if its graph differs from
+/// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
+/// large graph for a handful of rows would cost more than catching them up again.
+const SAVE_ON_CLOSE_ROWS: u64 = 1_024;
+
+/// Times a read tries to load the cache file that a writer may be replacing meanwhile, before it
+/// builds the graph from the rows instead.
+const LOAD_ATTEMPTS: usize = 3;
+
 /// What happened to the in-memory HNSW graph since the store was opened (for tests and `--verbose`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AnnStats {
@@ -28,8 +38,10 @@ pub struct AnnStats {
     pub loaded_from_file: u64,
     /// Times it was built from all rows (no usable cache file).
     pub rebuilt: u64,
-    /// Rows added to a loaded graph because they were written after its cache file.
+    /// Rows added to the graph (or replaced in it) because they were written after its generation.
     pub caught_up_rows: u64,
+    /// Keys taken out of the graph because their documents were deleted after its generation.
+    pub caught_up_deletions: u64,
     /// Times the cache file was written.
     pub saved: u64,
     /// Times writing it failed (searching goes on from memory; see
@@ -44,8 +56,28 @@ pub(super) struct Ann {
     /// The index generation whose rows the graph holds.
     pub(super) generation: i64,
     pub(super) labels: Labels,
+    /// Rows added, replaced or removed since the graph matched its cache file (all, after a build).
+    pub(super) unsaved: u64,
+}
+
+impl Ann {
     /// Differs from the cache file.
-    pub(super) dirty: bool,
+    pub(super) fn dirty(&self) -> bool {
+        self.unsaved > 0
+    }
+
+    /// Whether closing the store should save it: always if this process wrote, else only if the
+    /// graph differs from the file by many rows.
+    pub(super) fn worth_saving(&self, wrote: bool) -> bool {
+        self.dirty() && (wrote || self.unsaved >= SAVE_ON_CLOSE_ROWS)
+    }
+
+    /// Whether it can be brought to `row` by catching up.
+    fn can_catch_up_to(&self, row: &IndexRow) -> bool {
+        self.index_id == row.id
+            && self.generation <= row.generation
+            && self.generation >= row.tombstones_after
+    }
 }
 
 /// The label of each key, as small numbers the filter predicate compares, and each label's count.
@@ -118,92 +150,104 @@ pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Shared {
-    /// After a committed write that made `row`: brings the graph up to date and saves its cache
-    /// file if that is due. The graph is a cache: if updating it fails, it is dropped and rebuilt
-    /// when next needed, and the write still succeeded.
-    pub(super) fn graph_after_write(&self, state: &mut State, row: &IndexRow) {
-        if self.sync_graph(state, row, false).is_err() {
+    /// After a committed write (the write lock still held): brings the graph up to date and saves
+    /// its cache file if that is due. The graph is a cache: if updating it fails, it is dropped and
+    /// rebuilt when next needed, and the write still succeeded.
+    pub(super) fn graph_after_write(&self, state: &mut State) {
+        state.wrote = true;
+        if self.sync_graph(state, false).is_err() {
             state.ann = None;
         }
     }
 
-    /// Brings the graph up to date and writes its cache file if it differs from it.
+    /// Brings the graph up to date and writes its cache file if it differs from it (taking the
+    /// write lock for that, so the file is never older than the database it is written for).
     pub(super) fn refresh(&self, state: &mut State) -> Result<(), StoreError> {
-        let row = self.index_row(&state.conn)?;
-        self.sync_graph(state, &row, true)
+        self.sync_graph_only(state)?;
+        if state.ann.as_ref().is_some_and(Ann::dirty) {
+            let _lock = self.lock_for_writing()?;
+            self.sync_graph(state, true)?;
+        }
+        Ok(())
     }
 
-    /// Brings the graph up to `row`, then writes its cache file if it differs from it and either
-    /// `save_now` or the save interval has passed since the last save.
-    fn sync_graph(
-        &self,
-        state: &mut State,
-        row: &IndexRow,
-        save_now: bool,
-    ) -> Result<(), StoreError> {
+    /// Brings the graph to the database's latest generation.
+    fn sync_graph_only(&self, state: &mut State) -> Result<(), StoreError> {
+        let State {
+            conn, ann, stats, ..
+        } = state;
+        let (tx, _row) = self.snapshot(conn, ann, stats)?;
+        drop(tx);
+        Ok(())
+    }
+
+    /// Brings the graph up to date, then writes its cache file if it differs from it and either
+    /// `save_now` or the save interval has passed since the last save. The caller holds the write
+    /// lock.
+    fn sync_graph(&self, state: &mut State, save_now: bool) -> Result<(), StoreError> {
+        self.sync_graph_only(state)?;
         let State {
             conn,
             ann,
             last_save,
             stats,
             save_error,
+            ..
         } = state;
-        let graph = self.ensure_ann(conn, ann, stats, row)?;
-        if graph.dirty && (save_now || last_save.elapsed() >= self.cfg.ann_save_interval) {
-            self.save_ann(conn, graph, stats, save_error);
-            *last_save = Instant::now();
+        if let Some(graph) = ann.as_mut() {
+            if graph.dirty() && (save_now || last_save.elapsed() >= self.cfg.ann_save_interval) {
+                self.save_ann(conn, graph, stats, save_error);
+                *last_save = Instant::now();
+            }
         }
         Ok(())
     }
 
-    /// The HNSW graph of `row`'s index, loaded, caught up or rebuilt as needed.
-    pub(super) fn ensure_ann<'a>(
+    /// Opens a read transaction (a consistent snapshot of the database) and brings the graph in
+    /// `slot` to it: kept and caught up if it can be, else loaded from the cache file (outside the
+    /// snapshot, then caught up inside a new one: the file is never newer than what a snapshot
+    /// opened after reading it sees), else built from the snapshot's rows. Returns the snapshot
+    /// and the index's row in it; [`StoreError::IndexMissing`] if there is no index.
+    pub(super) fn snapshot<'c>(
         &self,
-        conn: &Connection,
-        slot: &'a mut Option<Ann>,
+        conn: &'c Connection,
+        slot: &mut Option<Ann>,
         stats: &mut AnnStats,
-        row: &IndexRow,
-    ) -> Result<&'a mut Ann, StoreError> {
-        let usable =
-            matches!(slot, Some(a) if a.index_id == row.id && a.generation <= row.generation);
-        if !usable {
-            *slot = None;
-            let loaded = match self.load_ann(conn, row) {
-                Some(graph) => {
+    ) -> Result<(Transaction<'c>, IndexRow), StoreError> {
+        let mut loads = 0;
+        loop {
+            let tx = conn.unchecked_transaction().map_err(|e| self.db(e))?;
+            let row = self.index_row(&tx)?;
+            if slot.as_ref().is_some_and(|g| g.can_catch_up_to(&row)) {
+                if let Some(graph) = slot.as_mut() {
+                    match self.catch_up(&tx, graph, &row, stats) {
+                        Ok(()) if graph_matches(graph, &row) => return Ok((tx, row)),
+                        // The graph disagrees with the database (it should not): rebuild it.
+                        Ok(()) => *slot = None,
+                        Err(e) => {
+                            *slot = None;
+                            return Err(e);
+                        }
+                    }
+                }
+            } else if loads < LOAD_ATTEMPTS {
+                loads += 1;
+                drop(tx);
+                *slot = self.load_ann(conn, &row);
+                if slot.is_some() {
                     stats.loaded_from_file += 1;
-                    graph
+                    continue;
                 }
-                None => {
-                    stats.rebuilt += 1;
-                    self.build_ann(conn, row)?
+                if self.load_may_succeed_later(&row) {
+                    continue;
                 }
-            };
-            *slot = Some(loaded);
-        }
-        let mut failed = None;
-        if let Some(graph) = slot.as_mut() {
-            if graph.generation < row.generation {
-                match self.catch_up(conn, graph, row) {
-                    Ok(n) => stats.caught_up_rows += n,
-                    Err(e) => failed = Some(e),
-                }
+                loads = LOAD_ATTEMPTS;
+                continue;
             }
-        }
-        if let Some(e) = failed {
-            *slot = None;
-            return Err(e);
-        }
-        let consistent = slot
-            .as_ref()
-            .is_some_and(|g| i64::try_from(g.index.size()).ok() == Some(row.doc_count));
-        if !consistent {
-            // The cache disagrees with the database (it should not): rebuild from the rows.
-            *slot = None;
             stats.rebuilt += 1;
-            *slot = Some(self.build_ann(conn, row)?);
+            *slot = Some(self.build_ann(&tx, &row)?);
+            return Ok((tx, row));
         }
-        slot.as_mut()
-            .ok_or_else(|| StoreError::Other("the HNSW graph could not be set up".into()))
     }
 
     /// The label of every document of the index.
@@ -261,28 +305,51 @@ impl Shared {
         }
         Ok(Ann {
             index_id: row.id,
+            unsaved: index.size().max(1) as u64,
             index,
             generation: row.generation,
             labels,
-            dirty: true,
         })
     }
 
-    /// Adds (or replaces) the rows written after the graph's generation; how many.
+    /// Replays what was written after the graph's generation: the keys tombstoned since are
+    /// taken out, then the rows written since are added (or replace what the graph had for them).
+    /// The rows are the truth, so a key deleted and then reused comes back with its new row.
     fn catch_up(
         &self,
         conn: &Connection,
         graph: &mut Ann,
         row: &IndexRow,
-    ) -> Result<u64, StoreError> {
+        stats: &mut AnnStats,
+    ) -> Result<(), StoreError> {
+        if graph.generation == row.generation {
+            return Ok(());
+        }
         let db = |e| db_error(&self.db_path, e);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key FROM tombstones WHERE index_id = ?1 AND generation > ?2",
+            )
+            .map_err(db)?;
+        let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            let key = r.get::<_, i64>(0).map_err(db)? as u64;
+            if graph.index.contains(key) {
+                graph
+                    .index
+                    .remove(key)
+                    .map_err(|e| ann_error("remove", e))?;
+                graph.labels.remove(key);
+                graph.unsaved += 1;
+                stats.caught_up_deletions += 1;
+            }
+        }
         let mut stmt = conn
             .prepare_cached(
                 "SELECT key, label, vector FROM docs WHERE index_id = ?1 AND generation > ?2",
             )
             .map_err(db)?;
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
-        let mut n = 0u64;
         while let Some(r) = rows.next().map_err(db)? {
             let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
             if graph.index.contains(key) {
@@ -300,12 +367,18 @@ impl Shared {
                 .add(key, &vector)
                 .map_err(|e| ann_error("add", e))?;
             graph.labels.set(key, label);
-            n += 1;
+            graph.unsaved += 1;
+            stats.caught_up_rows += 1;
         }
         graph.generation = row.generation;
-        graph.dirty = true;
-        Ok(n)
+        Ok(())
     }
+}
+
+/// Whether the graph holds exactly the index's documents (as many keys, each with its label).
+fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
+    i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
+        && graph.labels.len() as i64 == row.doc_count
 }
 
 #[cfg(test)]

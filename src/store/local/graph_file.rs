@@ -1,16 +1,21 @@
-//! The HNSW graph's cache file (`hnsw-<index id>.usearch`) and its `ann_cache` row.
+//! The HNSW graph's cache file (`hnsw-<index id>.usearch`): a header saying what the graph holds,
+//! then usearch's own serialization.
 //!
-//! What it is for: writing the graph atomically and recording the generation, size, checksum and
-//! parameters it was written for; loading it back only when all of those still match, so that a
-//! missing, stale, damaged or foreign file reads as "rebuild" and never as a wrong graph.
+//! What it is for: writing the graph atomically, with the index id, generation, document count,
+//! parameters and checksum it was written for in its header, so any process — a reader that never
+//! writes included — can load it on its own and catch up from its generation; and loading it back
+//! only when all of those check out, so that a missing, damaged or foreign file reads as
+//! "rebuild", and one newer than the reader's snapshot (a writer just replaced it) as "try again".
+//! Saving also drops the tombstones the file has made unneeded, once there are many.
 //!
 //! What it is not for: building or catching up the graph (`graph`), or correctness of the store:
-//! the file only makes opening faster, so failing to write it is recorded, not an error.
+//! the file only makes opening faster, so failing to write it is recorded, not an error. Files of
+//! imgvec before version 2 of the store (no header) are not read: the graph is rebuilt once.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use usearch::Index;
 
 use super::db::{db_error, find_index_by_name, IndexRow};
@@ -19,8 +24,15 @@ use super::graph::{ann_error, ann_options, reserve, Ann, AnnStats};
 use super::Shared;
 use crate::store::StoreError;
 
-/// Written into `ann_cache.params`: a cache file written with other parameters is rebuilt.
+/// Written into the header: a cache file written with other parameters is rebuilt.
 const ANN_FORMAT: &str = "usearch-i8-l2sq-v1";
+/// The file's first bytes.
+const MAGIC: &[u8; 8] = b"IMGVHNSW";
+/// Header layout version.
+const HEADER_VERSION: u32 = 1;
+/// Tombstones kept before a save drops those the saved file has applied: few enough to replay
+/// cheaply, many enough that readers seldom have to load the file anew because of it.
+const TOMBSTONES_KEPT: i64 = 100_000;
 
 pub(super) fn ann_file(dir: &Path, index_id: i64) -> PathBuf {
     dir.join(format!("hnsw-{index_id}.usearch"))
@@ -41,6 +53,70 @@ fn ann_params(row: &IndexRow) -> String {
     )
 }
 
+/// What the header of a cache file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    index_id: i64,
+    generation: i64,
+    doc_count: i64,
+    params: String,
+    checksum: u64,
+}
+
+impl Header {
+    fn encode(&self, payload_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.params.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&HEADER_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.index_id.to_le_bytes());
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.doc_count.to_le_bytes());
+        out.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.params.as_bytes());
+        out.extend_from_slice(&(payload_len as u64).to_le_bytes());
+        out.extend_from_slice(&self.checksum.to_le_bytes());
+        out
+    }
+
+    /// The header and the payload after it, if `bytes` is a whole, intact cache file.
+    fn decode(bytes: &[u8]) -> Option<(Header, &[u8])> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(s)
+        };
+        if take(8)? != MAGIC {
+            return None;
+        }
+        let u32_of = |b: &[u8]| b.try_into().ok().map(u32::from_le_bytes);
+        let i64_of = |b: &[u8]| b.try_into().ok().map(i64::from_le_bytes);
+        let u64_of = |b: &[u8]| b.try_into().ok().map(u64::from_le_bytes);
+        if u32_of(take(4)?)? != HEADER_VERSION {
+            return None;
+        }
+        let index_id = i64_of(take(8)?)?;
+        let generation = i64_of(take(8)?)?;
+        let doc_count = i64_of(take(8)?)?;
+        let params_len = u32_of(take(4)?)? as usize;
+        let params = String::from_utf8(take(params_len)?.to_vec()).ok()?;
+        let payload_len = usize::try_from(u64_of(take(8)?)?).ok()?;
+        let checksum = u64_of(take(8)?)?;
+        let payload = take(payload_len)?;
+        if at != bytes.len() || checksum64(payload) != checksum {
+            return None;
+        }
+        let header = Header {
+            index_id,
+            generation,
+            doc_count,
+            params,
+            checksum,
+        };
+        Some((header, payload))
+    }
+}
+
 /// FNV-1a over 8-byte words: tells an intact cache file from a damaged or foreign one.
 fn checksum64(bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -58,45 +134,54 @@ fn checksum64(bytes: &[u8]) -> u64 {
 }
 
 impl Shared {
-    /// The graph from the cache file, if the file is there, intact and written for this index;
-    /// `None` means "rebuild".
+    /// The graph from the cache file, if the file is there, intact, written for this index with
+    /// these parameters, and can be caught up to `row` (or to a later snapshot: see
+    /// [`Shared::load_may_succeed_later`]). Read outside any snapshot; its labels are read as of
+    /// now, which catching up from the file's generation makes right.
     pub(super) fn load_ann(&self, conn: &Connection, row: &IndexRow) -> Option<Ann> {
-        let (generation, doc_count, file_len, checksum, params): (i64, i64, i64, i64, String) =
-            conn.query_row(
-                "SELECT generation, doc_count, file_len, checksum, params FROM ann_cache
-                 WHERE index_id = ?1",
-                params![row.id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
-            .ok()??;
-        if params != ann_params(row) || generation > row.generation {
-            return None;
-        }
         let bytes = fs::read(ann_file(&self.dir, row.id)).ok()?;
-        if i64::try_from(bytes.len()).ok() != Some(file_len)
-            || checksum64(&bytes) as i64 != checksum
+        let (header, payload) = Header::decode(&bytes)?;
+        if header.index_id != row.id
+            || header.params != ann_params(row)
+            || header.generation > row.generation
+            || header.generation < row.tombstones_after
         {
             return None;
         }
         let index = Index::new(&ann_options(row, self.cfg.min_ef_search)).ok()?;
-        index.load_from_buffer(&bytes).ok()?;
-        if index.dimensions() != row.dims || i64::try_from(index.size()).ok() != Some(doc_count) {
+        index.load_from_buffer(payload).ok()?;
+        if index.dimensions() != row.dims
+            || i64::try_from(index.size()).ok() != Some(header.doc_count)
+        {
             return None;
         }
         let labels = self.read_labels(conn, row.id).ok()?;
-        if labels.len() as i64 != row.doc_count {
-            return None;
-        }
-        let graph = Ann {
+        reserve(&index, index.size() + 1, 1).ok()?;
+        Some(Ann {
             index_id: row.id,
             index,
-            generation,
+            generation: header.generation,
             labels,
-            dirty: false,
+            unsaved: 0,
+        })
+    }
+
+    /// Whether a cache file that could not be used for `row` may be usable from a later snapshot:
+    /// it is intact and newer than `row` (a writer saved it after the snapshot began), or older
+    /// than the tombstones kept (a writer is replacing it right now).
+    pub(super) fn load_may_succeed_later(&self, row: &IndexRow) -> bool {
+        let Ok(bytes) = fs::read(ann_file(&self.dir, row.id)) else {
+            return false;
         };
-        reserve(&graph.index, graph.index.size() + 1, 1).ok()?;
-        Some(graph)
+        match Header::decode(&bytes) {
+            Some((h, _)) => {
+                h.index_id == row.id
+                    && h.params == ann_params(row)
+                    && (h.generation > row.generation || h.generation < row.tombstones_after)
+            }
+            // Torn by a writer that died, or being renamed over: the rows will do.
+            None => false,
+        }
     }
 
     /// Writes the cache file; a failure is recorded, not returned (the file is only a cache).
@@ -116,9 +201,9 @@ impl Shared {
         }
     }
 
-    /// Writes `graph` to its cache file atomically, then records in `ann_cache` what it holds.
-    /// Does nothing if the database moved on (the graph is not that of the index's current
-    /// generation).
+    /// Writes `graph` to its cache file atomically, with its header, then drops the tombstones it
+    /// has applied if many have gathered. The caller holds the write lock; does nothing if the
+    /// graph is not that of the index's current generation.
     pub(super) fn save_graph(
         &self,
         conn: &Connection,
@@ -131,37 +216,84 @@ impl Shared {
         if row.id != graph.index_id || row.generation != graph.generation {
             return Ok(());
         }
-        let mut bytes = vec![0u8; graph.index.serialized_length()];
+        let mut payload = vec![0u8; graph.index.serialized_length()];
         graph
             .index
-            .save_to_buffer(&mut bytes)
+            .save_to_buffer(&mut payload)
             .map_err(|e| ann_error("serialize", e))?;
+        let header = Header {
+            index_id: row.id,
+            generation: graph.generation,
+            doc_count: graph.index.size() as i64,
+            params: ann_params(&row),
+            checksum: checksum64(&payload),
+        };
+        let mut bytes = header.encode(payload.len());
+        bytes.extend_from_slice(&payload);
+        drop(payload);
         write_atomically(&ann_file(&self.dir, row.id), &bytes)?;
-        conn.execute(
-            "INSERT INTO ann_cache (index_id, generation, doc_count, file_len, checksum, params)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (index_id) DO UPDATE SET generation = excluded.generation,
-                 doc_count = excluded.doc_count, file_len = excluded.file_len,
-                 checksum = excluded.checksum, params = excluded.params",
-            params![
-                row.id,
-                graph.generation,
-                graph.index.size() as i64,
-                bytes.len() as i64,
-                checksum64(&bytes) as i64,
-                ann_params(&row)
-            ],
-        )
-        .map_err(|e| db_error(&self.db_path, e))?;
-        graph.dirty = false;
+        graph.unsaved = 0;
         stats.saved += 1;
-        Ok(())
+        self.drop_applied_tombstones(conn, &row)
+    }
+
+    /// Once more than [`TOMBSTONES_KEPT`] tombstones have gathered, drops those up to the saved
+    /// file's generation (which has applied them) and records that no graph older than it can be
+    /// caught up any more.
+    fn drop_applied_tombstones(&self, conn: &Connection, row: &IndexRow) -> Result<(), StoreError> {
+        let db = |e| db_error(&self.db_path, e);
+        let kept: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM tombstones WHERE index_id = ?1",
+                params![row.id],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if kept <= TOMBSTONES_KEPT {
+            return Ok(());
+        }
+        let tx = conn.unchecked_transaction().map_err(db)?;
+        tx.execute(
+            "DELETE FROM tombstones WHERE index_id = ?1 AND generation <= ?2",
+            params![row.id, row.generation],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE indexes SET tombstones_after = max(tombstones_after, ?1) WHERE id = ?2",
+            params![row.generation, row.id],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_round_trips_and_any_damage_is_refused() {
+        let header = Header {
+            index_id: 3,
+            generation: 41,
+            doc_count: 1_000,
+            params: "usearch-i8-l2sq-v1 dims=8".into(),
+            checksum: checksum64(b"payload!"),
+        };
+        let mut bytes = header.encode(8);
+        bytes.extend_from_slice(b"payload!");
+        let (back, payload) = Header::decode(&bytes).unwrap();
+        assert_eq!((back, payload), (header, &b"payload!"[..]));
+        for cut in [0, 7, 20, bytes.len() - 1] {
+            assert!(Header::decode(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(Header::decode(&flipped).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Header::decode(&longer).is_none());
+    }
 
     #[test]
     fn the_checksum_sees_one_changed_or_missing_byte() {

@@ -1,31 +1,38 @@
 //! Embedded (serverless) backend of [`VectorStore`]: keeps image vectors in a directory on this
 //! machine, so imgvec works with no Elasticsearch at all.
 //!
-//! What it is for: one store directory (default: the platform data directory, see `crate::data_dir`) holding any number of named
-//! indexes. The source of truth is one SQLite database, `imgvec.sqlite3` (WAL mode,
-//! `synchronous=FULL`, one transaction per [`VectorStore::upsert`] call): documents, their f32
-//! vectors as BLOBs, and each index's metadata (dims, similarity, HNSW parameters, a generation
-//! counter bumped by every write). Search goes through an int8-quantized HNSW graph (the `usearch`
-//! library, squared-L2 metric) kept in memory and cached in `hnsw-<index id>.usearch`; its
-//! candidates are re-ranked with the exact f32 vectors from SQLite, so scores are exact
-//! `1 / (1 + d²)` (Elasticsearch's `l2_norm`). The cache file is written atomically (temp file,
-//! fsync, rename) on [`VectorStore::refresh`], on drop and every few minutes while ingesting; an
-//! `ann_cache` row records the generation, size and checksum it was written for. A missing, stale or
-//! damaged cache is caught up from the rows written since, or rebuilt from all rows. One process at
-//! a time: an OS lock on `imgvec.lock` (which also records the holder's pid) keeps a second imgvec
-//! process out with a clear message instead of letting two writers meet.
+//! What it is for: one store directory (default: the platform data directory, see `crate::data_dir`)
+//! holding any number of named indexes. The source of truth is one SQLite database,
+//! `imgvec.sqlite3` (WAL mode, `synchronous=FULL`, one transaction per [`VectorStore::upsert`]
+//! call): documents, their f32 vectors as BLOBs, each index's metadata (dims, similarity, HNSW
+//! parameters, a generation counter bumped by every write) and the tombstones of deleted
+//! documents. Search goes through an int8-quantized HNSW graph (the `usearch` library, squared-L2
+//! metric) kept in memory and cached in `hnsw-<index id>.usearch`; its candidates are re-ranked
+//! with the exact f32 vectors from SQLite, so scores are exact `1 / (1 + d²)` (Elasticsearch's
+//! `l2_norm`).
+//!
+//! Many readers and writers at once, across processes, as SQLite's WAL mode promises: readers
+//! never wait. Each search runs in one read transaction (a consistent snapshot: a document is
+//! seen whole or not at all) and first brings its process's graph up to that snapshot — the rows
+//! written since the graph's generation are added, the keys tombstoned since are removed — so a
+//! running `serve` shows what an `ingest` in another process has just committed. Writes take
+//! `imgvec.lock` (an OS lock, see `lock`) for the length of one batch, so two writers take turns
+//! batch by batch; the graph's cache file is written atomically (temp file, fsync, rename) by a
+//! writer, with the generation it holds in its header, and any process whose graph is older or
+//! missing loads it and catches up from there. A missing, stale or damaged cache is caught up from
+//! the rows written since, or rebuilt from all rows.
 //!
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
 //! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
-//! (the in-memory HNSW graph), `graph_file` (its cache file), `search` (kNN and re-ranking),
-//! `browse` (labels, documents by id), `lock` (the process lock), `fsutil` (store directory, atomic
-//! writes).
+//! (the in-memory HNSW graph and its catching up), `graph_file` (its cache file), `search` (kNN and
+//! re-ranking), `browse` (labels, documents by id), `lock` (the write lock), `fsutil` (store
+//! directory, atomic writes).
 //!
-//! What it is not for: sharing a store between machines or processes at the same time, serving
-//! queries to other programs, or knowing anything about models and files. It never hand-rolls ANN
-//! or durable storage: SQLite and usearch do that.
+//! What it is not for: sharing a store between machines (SQLite's locks need one machine's file
+//! system), serving queries to other programs, or knowing anything about models and files. It
+//! never hand-rolls ANN or durable storage: SQLite and usearch do that.
 
 mod browse;
 mod config;
@@ -41,7 +48,6 @@ mod scan;
 mod search;
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -55,9 +61,10 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_EXACT_SCAN_ROWS,
-    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_LOCK_WAIT, DEFAULT_MIN_EF_SEARCH,
-    LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE,
+    MAX_NUM_CANDIDATES, SIMILARITY,
 };
+pub use lock::{WaitHook, WaitNotice};
 use db::{db_error, find_index_by_name, open_db, IndexRow};
 use graph::Ann;
 pub use graph::AnnStats;
@@ -77,15 +84,13 @@ impl std::fmt::Debug for LocalStore {
     }
 }
 
-/// What every call shares: where the store is, its config, its state and its lock.
+/// What every call shares: where the store is, its config and its state.
 struct Shared {
     /// Absolute store directory.
     dir: PathBuf,
     db_path: PathBuf,
     cfg: LocalConfig,
     state: Mutex<State>,
-    /// Held (locked) for the store's lifetime; closed last, after the database.
-    _lock: File,
 }
 
 /// What one call at a time may change: the database connection and the in-memory graph.
@@ -96,6 +101,8 @@ struct State {
     stats: AnnStats,
     /// Why the last attempt to write the cache file failed, if it did.
     save_error: Option<String>,
+    /// This process has written to the store (then it saves the graph's cache file when done).
+    wrote: bool,
 }
 
 impl LocalStore {
@@ -105,15 +112,13 @@ impl LocalStore {
         Self::open_with(LocalConfig::new(dir, index))
     }
 
-    /// Opens the store described by `cfg`: takes the directory's lock (waiting at most
-    /// `cfg.lock_wait` for another process), opens or creates the database and checks it is an
-    /// imgvec store.
+    /// Opens the store described by `cfg`: opens or creates the database and checks it is an
+    /// imgvec store. Nothing is locked: other processes may read and write the store meanwhile.
     pub fn open_with(cfg: LocalConfig) -> Result<LocalStore, StoreError> {
         if cfg.index.trim().is_empty() {
             return Err(StoreError::Other("the index name is empty".into()));
         }
         let dir = fsutil::prepare_dir(&cfg.dir)?;
-        let lock = lock::acquire_lock(&dir, cfg.lock_wait)?;
         let db_path = dir.join(DB_FILE);
         let conn = open_db(&db_path)?;
         Ok(LocalStore {
@@ -127,8 +132,8 @@ impl LocalStore {
                     last_save: Instant::now(),
                     stats: AnnStats::default(),
                     save_error: None,
+                    wrote: false,
                 }),
-                _lock: lock,
             }),
         })
     }
@@ -219,6 +224,11 @@ impl Shared {
         })
     }
 
+    /// Takes the store's write lock for one write (waiting for another process's as configured).
+    fn lock_for_writing(&self) -> Result<lock::WriteLock, StoreError> {
+        lock::lock_for_writing(&self.dir, self.cfg.lock_wait, self.cfg.on_wait.as_ref())
+    }
+
     fn index_name(&self) -> &str {
         &self.cfg.index
     }
@@ -246,15 +256,22 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Best effort: the cache file is not needed for correctness, only to open faster. No other
-        // handle to the state is left, so the lock is free.
+        // Best effort: the cache file is not needed for correctness, only to open faster. Saved by
+        // a process that wrote, or that built or caught up much of the graph itself, and only if
+        // no other process is writing right now (its graph would be older than the database).
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State {
-            conn, ann, stats, ..
+            conn,
+            ann,
+            stats,
+            wrote,
+            ..
         } = &mut *guard;
         if let Some(graph) = ann.as_mut() {
-            if graph.dirty {
-                let _ = self.save_graph(conn, graph, stats);
+            if graph.worth_saving(*wrote) {
+                if let Some(_lock) = lock::try_lock_for_writing(&self.dir) {
+                    let _ = self.save_graph(conn, graph, stats);
+                }
             }
         }
     }

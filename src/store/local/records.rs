@@ -23,26 +23,38 @@ impl Shared {
         spec: &IndexSpec,
     ) -> Result<EnsureOutcome, StoreError> {
         check_spec(spec)?;
+        // Most calls find the index: a read, no lock.
+        if let Some(row) = self.find_index(&state.conn)? {
+            return self.compatible(&row, spec);
+        }
+        let _lock = self.lock_for_writing()?;
         let tx = state
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.db(e))?;
         if let Some(row) = self.find_index(&tx)? {
-            let differences = spec_differences(&row, spec);
-            if !differences.is_empty() {
-                return Err(StoreError::Incompatible {
-                    index: self.index_name().to_string(),
-                    differences,
-                });
-            }
-            return Ok(EnsureOutcome::AlreadyExists);
+            return self.compatible(&row, spec);
         }
         insert_index(&tx, self.index_name(), spec).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
+        state.wrote = true;
         Ok(EnsureOutcome::Created)
     }
 
+    /// `AlreadyExists` if the index in `row` can hold what `spec` makes, else why not.
+    fn compatible(&self, row: &IndexRow, spec: &IndexSpec) -> Result<EnsureOutcome, StoreError> {
+        let differences = spec_differences(row, spec);
+        if !differences.is_empty() {
+            return Err(StoreError::Incompatible {
+                index: self.index_name().to_string(),
+                differences,
+            });
+        }
+        Ok(EnsureOutcome::AlreadyExists)
+    }
+
     pub(super) fn delete_index(&self, state: &mut State) -> Result<bool, StoreError> {
+        let _lock = self.lock_for_writing()?;
         let tx = state
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -63,6 +75,7 @@ impl Shared {
         spec: &IndexSpec,
     ) -> Result<(), StoreError> {
         check_spec(spec)?;
+        let _lock = self.lock_for_writing()?;
         let tx = state
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -103,13 +116,15 @@ impl Shared {
     }
 
     /// Writes `docs` in one transaction that bumps the index's generation (none if nothing was
-    /// written), then brings the HNSW graph up to date.
+    /// written), then brings the HNSW graph up to date; all under the write lock, taken for this
+    /// one batch.
     pub(super) fn upsert(
         &self,
         state: &mut State,
         docs: &[ImageDoc],
         overwrite: bool,
     ) -> Result<UpsertReport, StoreError> {
+        let _lock = self.lock_for_writing()?;
         let row = self.index_row(&state.conn)?;
         let generation = row.generation + 1;
         let tx = state
@@ -128,12 +143,7 @@ impl Shared {
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         // Durable from here on.
-        let row = IndexRow {
-            generation,
-            doc_count: row.doc_count + added,
-            ..row
-        };
-        self.graph_after_write(state, &row);
+        self.graph_after_write(state);
         Ok(report)
     }
 

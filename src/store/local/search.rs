@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::db::{db_error, IndexRow};
 use super::graph::{ann_error, Ann};
 use super::{Shared, State, MAX_NUM_CANDIDATES};
+
 use crate::store::{Hit, KnnQuery, StoreError};
 
 /// A label-filtered HNSW search uses this many times the `ef` of an unfiltered one.
@@ -31,20 +32,24 @@ struct Search<'q> {
 }
 
 impl Shared {
+    /// The query answered from one read snapshot, the graph first brought up to it (so what
+    /// another process committed before the snapshot is found, and what it deleted is not).
     pub(super) fn knn(&self, state: &mut State, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
-        let row = self.index_row(&state.conn)?;
-        self.check_query(&row, query)?;
         let k = query.k;
         let candidates = query.num_candidates.clamp(k, MAX_NUM_CANDIDATES.max(k));
         let State {
             conn, ann, stats, ..
         } = state;
-        let graph = self.ensure_ann(conn, ann, stats, &row)?;
+        let (tx, row) = self.snapshot(conn, ann, stats)?;
+        self.check_query(&row, query)?;
+        let Some(graph) = ann.as_ref() else {
+            return Err(StoreError::Other("the HNSW graph could not be set up".into()));
+        };
         if graph.index.size() == 0 {
             return Ok(Vec::new());
         }
         let search = Search {
-            conn,
+            conn: &tx,
             index_id: row.id,
             vector: &query.vector,
             k,
