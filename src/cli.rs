@@ -56,6 +56,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Remove the documents whose file under PATH is gone or has other content now.
     Prune(PruneArgs),
+    /// Index what is new under the folders, then follow them: new and changed images indexed, deleted ones removed.
+    Watch(WatchArgs),
     /// Copy every document, vectors included, to another store or index (no model needed).
     Copy(CopyArgs),
     /// Show where the index is and how many images it holds.
@@ -432,6 +434,55 @@ pub struct PruneArgs {
     pub store: StoreArgs,
 }
 
+/// What a folder watch indexes and how (shared by `watch` and `serve --watch`).
+#[derive(Debug, Clone, Args)]
+pub struct FollowOptions {
+    /// The label stored with every image (the `name` field), e.g. cat.
+    #[arg(long, conflicts_with = "label_from_dir")]
+    pub label: Option<String>,
+    /// Label each image with the name of the folder it is in (./train/cats/x.jpg → cats).
+    #[arg(long)]
+    pub label_from_dir: bool,
+    /// Quiet time after the last event on a path before it is looked at; a file is taken once two
+    /// looks this far apart find the same size and time (so a file being copied is taken whole).
+    #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub debounce_ms: u64,
+    /// Index what decodes of a truncated file and name it as a warning (see `ingest`).
+    #[arg(long)]
+    pub allow_truncated: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec watch ~/Pictures/pets --label-from-dir\n  imgvec watch ~/Phone --label phone\n\n\
+First indexes what is new under the folders and removes what is gone (as `ingest` then `prune`), then \
+follows them until Ctrl-C: a new or changed image is indexed once its size stops changing, a deleted or \
+moved-away one is removed, one line per change. A watched folder that disappears (an unmounted drive) \
+is reported and its documents kept; it is synced again when it is back. On Linux each folder takes one \
+inotify watch: past fs.inotify.max_user_watches the folder is polled every 30 s instead, with a \
+message saying how to raise the limit."
+)]
+pub struct WatchArgs {
+    /// Folders to follow (each must exist).
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub follow: FollowOptions,
+    /// Images per model call [default: 8 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: Option<u32>,
+    /// No progress bar during the first sync.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// One JSON object per change (`{"change": "indexed"|"removed"|"failed"|..., "path", ...}`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  imgvec copy --store ./imgvec-data --to-es-url https://es.example:9200\n  \
@@ -555,6 +606,12 @@ pub struct ServeArgs {
     /// Print nothing but the URL and errors (no line per request).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also follow these folders, as `imgvec watch` does: new images are indexed and show up in
+    /// the page at once, deleted ones go (needs --label or --label-from-dir).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub watch: Vec<PathBuf>,
+    #[command(flatten)]
+    pub follow: FollowOptions,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod serve;
 pub mod store;
 pub mod walk;
+pub mod watch;
 
 /// Keeps large freed blocks in the heap for reuse (glibc only).
 ///

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Copy(a) => commands::copy::run(a),
+        Command::Watch(a) => commands::watch::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::FetchModel(a) => commands::fetch_model::run(a),
         Command::Serve(a) => commands::serve::run(a),

@@ -75,6 +75,17 @@ fn sniff(path: &Path) -> std::io::Result<bool> {
 /// Walks `roots` and returns the images found, in a stable order (roots as given, then by name), all
 /// with absolute paths.
 pub fn find_images(roots: &[PathBuf]) -> WalkResult {
+    walk(roots, true)
+}
+
+/// [`find_images`] for paths that changed in a watched folder: a file is judged as a walk judges
+/// it (hidden, or neither an image by content nor by extension: passed over), not taken because
+/// it was named.
+pub fn find_changed_images(paths: &[PathBuf]) -> WalkResult {
+    walk(paths, false)
+}
+
+fn walk(roots: &[PathBuf], files_named_are_taken: bool) -> WalkResult {
     let mut out = WalkResult::default();
     for root in roots {
         let root = &absolute(root);
@@ -85,12 +96,18 @@ pub fn find_images(roots: &[PathBuf]) -> WalkResult {
                 continue;
             }
         };
-        if meta.is_file() {
+        if meta.is_file() && files_named_are_taken {
             // Named explicitly: always taken; decoding will say if it is not an image.
             out.images.push(ImageFile {
                 path: root.clone(),
                 parent_name: parent_name(root),
             });
+            continue;
+        }
+        if meta.is_file() {
+            if !root.file_name().is_some_and(is_hidden) {
+                judge_file(root, &mut out);
+            }
             continue;
         }
         let walker = WalkDir::new(root)
@@ -120,22 +137,27 @@ pub fn find_images(roots: &[PathBuf]) -> WalkResult {
             if !entry.file_type().is_file() {
                 continue;
             }
-            let path = entry.path();
-            match sniff(path) {
-                Ok(true) => out.images.push(ImageFile {
-                    path: path.to_path_buf(),
-                    parent_name: parent_name(path),
-                }),
-                Ok(false) if has_image_extension(path) => out.problems.push((
-                    path.to_path_buf(),
-                    "not an image: its content is no known image format".to_string(),
-                )),
-                Ok(false) => out.skipped += 1,
-                Err(e) => out.problems.push((path.to_path_buf(), e.to_string())),
-            }
+            judge_file(entry.path(), &mut out);
         }
     }
     out
+}
+
+/// A file met in a walk: an image by its content, a problem if its name says image but its
+/// content does not, else passed over.
+fn judge_file(path: &Path, out: &mut WalkResult) {
+    match sniff(path) {
+        Ok(true) => out.images.push(ImageFile {
+            path: path.to_path_buf(),
+            parent_name: parent_name(path),
+        }),
+        Ok(false) if has_image_extension(path) => out.problems.push((
+            path.to_path_buf(),
+            "not an image: its content is no known image format".to_string(),
+        )),
+        Ok(false) => out.skipped += 1,
+        Err(e) => out.problems.push((path.to_path_buf(), e.to_string())),
+    }
 }
 
 /// The path made absolute (without resolving links), for storing, for labels and for messages.

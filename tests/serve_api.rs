@@ -43,7 +43,7 @@ backend_test! {
     fn search_similar_labels_and_files(idx) {
         let corpus = Corpus::new();
         corpus.ingest(&idx);
-        // The embedded store admits one process at a time: ask the CLI before the server starts.
+        // The CLI's answers, to compare with the server's.
         let cli_text = cli_search(&idx, &["--text", "a photo", "--minus", "dark", "-k", "3"]);
         let cli_space = cli_search(&idx, &["--text", "a photo", "--label", "space", "-k", "5"]);
         corpus.remove_gone();

@@ -3,7 +3,7 @@
 //! They check the same contract as `store_elastic.rs` (create semantics, `existing_ids`, kNN with
 //! the label filter inside the search, `l2_norm` scores, `IndexMissing`, `Incompatible`) plus what
 //! only a local store has: the HNSW cache file rebuilt when missing, stale or damaged; clear errors
-//! for foreign or damaged files; one process at a time; and no loss of anything reported indexed when
+//! for foreign or damaged files; readers and writers in several processes at once; and no loss of anything reported indexed when
 //! the process is SIGKILLed. The crash and lock tests re-run this test binary as a child process
 //! that runs only `child_process_helper`: an ignored test (so a normal run neither runs nor counts
 //! it) that the parent selects with `--ignored --exact` and steers with `IMGVEC_LOCAL_TEST_CHILD`.

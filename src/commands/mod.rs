@@ -17,6 +17,7 @@ pub mod man;
 pub mod prune;
 pub mod search;
 pub mod serve;
+pub mod watch;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

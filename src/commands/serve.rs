@@ -3,8 +3,9 @@
 //! Steps: refuse a non-loopback address without `--public`; open the store and check the index
 //! against the model (a vector-size mismatch stops here; a missing index or an unreachable
 //! Elasticsearch is reported and left for the page to show); load the vision tower once; bind and
-//! print the URL; serve until Ctrl-C or SIGTERM, letting requests in flight finish. The server
-//! itself is `crate::serve`.
+//! print the URL; with `--watch`, follow folders on a thread of their own as `imgvec watch` does
+//! (new images show in the page at once); serve until Ctrl-C or SIGTERM, letting requests in
+//! flight finish. The server itself is `crate::serve`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -40,6 +41,19 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             args.max_upload_mib << 20,
         );
         let describe = state.store.describe();
+        let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = if args.watch.is_empty() {
+            None
+        } else {
+            Some(super::watch::spawn_for_serve(
+                args.watch.clone(),
+                args.follow.clone(),
+                args.store.clone(),
+                args.model.clone(),
+                state.model.image_encoder(),
+                Arc::clone(&watch_stop),
+            )?)
+        };
         let app = crate::serve::app(
             Arc::new(state),
             GuardConfig {
@@ -54,9 +68,13 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         eprintln!("imgvec: serving {describe}");
         println!("imgvec serve: http://{addr}/ (Ctrl-C stops)");
         std::io::stdout().flush().ok();
-        crate::serve::serve(listener, app, stop_signal())
-            .await
-            .context("the server failed")?;
+        let served = crate::serve::serve(listener, app, stop_signal()).await;
+        watch_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = watcher {
+            // It stops within a tick, or after the batch of changes in hand.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        served.context("the server failed")?;
         eprintln!("imgvec: server stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -123,6 +123,11 @@ impl Model {
         self.dir.as_ref().ok().map(ModelDir::dims)
     }
 
+    /// The loaded vision tower, to share (`serve --watch` embeds new images with it).
+    pub fn image_encoder(&self) -> Option<Arc<ImageEncoder>> {
+        self.image.as_ref().ok().map(Arc::clone)
+    }
+
     /// Why image queries cannot run, if they cannot.
     pub fn error(&self) -> Option<&str> {
         self.image.as_ref().err().map(String::as_str)

@@ -74,6 +74,7 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
             rt: &rt,
             store: &store,
             stop: &stop,
+            encoder: &EncoderSlot::default(),
         };
         summary.add(work.embed_and_index(jobs)?);
     }
@@ -165,7 +166,11 @@ fn watch_ctrl_c(rt: &tokio::runtime::Runtime, slot: &Slot) -> (Arc<AtomicBool>, 
 /// Walks the paths; every image found becomes a job with its path (absolute: the walk makes it so)
 /// and its label.
 fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
-    let walk = find_images(&args.paths);
+    jobs_of(find_images(&args.paths), args.label.as_deref(), summary)
+}
+
+/// The jobs of what a walk found, each with its label (`label`, else its folder's name).
+pub fn jobs_of(walk: crate::walk::WalkResult, label: Option<&str>, summary: &mut Summary) -> Vec<Job> {
     summary.skipped_not_images = walk.skipped;
     summary.found = walk.images.len();
     for (path, why) in &walk.problems {
@@ -174,8 +179,8 @@ fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(walk.images.len());
     for f in walk.images {
         let path = f.path;
-        let label = match (&args.label, f.parent_name) {
-            (Some(l), _) => l.clone(),
+        let label = match (label, f.parent_name) {
+            (Some(l), _) => l.to_string(),
             (None, Some(p)) => p,
             (None, None) => {
                 summary.fail(&path, "no parent folder to take a label from");
@@ -191,19 +196,32 @@ fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
     jobs
 }
 
+/// The vision tower once loaded: an ingest loads it only when something needs embedding, and a
+/// `watch` keeps it (or shares `serve`'s) from one batch of changes to the next.
+#[derive(Default)]
+pub struct EncoderSlot(std::sync::Mutex<Option<Arc<ImageEncoder>>>);
+
+impl EncoderSlot {
+    /// A slot holding an encoder loaded elsewhere.
+    pub fn with(encoder: Arc<ImageEncoder>) -> Self {
+        Self(std::sync::Mutex::new(Some(encoder)))
+    }
+}
+
 /// What the embedding and indexing steps share.
-struct Work<'a> {
-    args: &'a IngestArgs,
-    model: &'a ModelDir,
-    device: &'a Device,
-    rt: &'a tokio::runtime::Runtime,
-    store: &'a Arc<dyn VectorStore>,
-    stop: &'a Arc<AtomicBool>,
+pub struct Work<'a> {
+    pub args: &'a IngestArgs,
+    pub model: &'a ModelDir,
+    pub device: &'a Device,
+    pub rt: &'a tokio::runtime::Runtime,
+    pub store: &'a Arc<dyn VectorStore>,
+    pub stop: &'a Arc<AtomicBool>,
+    pub encoder: &'a EncoderSlot,
 }
 
 impl Work<'_> {
     /// Reads, skips what is known, prepares, embeds and indexes `jobs`; returns their account.
-    fn embed_and_index(&self, jobs: Vec<Job>) -> Result<Summary> {
+    pub fn embed_and_index(&self, jobs: Vec<Job>) -> Result<Summary> {
         let batch_size = crate::device::batch_size(self.args.batch_size, self.device);
         let mut progress = Progress::new(jobs.len() as u64, self.args.quiet, "done");
         let prepared = spawn_prepare(
@@ -276,12 +294,22 @@ impl Work<'_> {
         )
     }
 
-    fn load_encoder(&self) -> Result<ImageEncoder> {
+    /// The encoder in the slot, loaded into it first if it is empty.
+    fn load_encoder(&self) -> Result<Arc<ImageEncoder>> {
+        let mut slot = self
+            .encoder
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(encoder) = slot.as_ref() {
+            return Ok(Arc::clone(encoder));
+        }
         let t = Instant::now();
-        let encoder = ImageEncoder::load(self.model, self.device)?;
+        let encoder = Arc::new(ImageEncoder::load(self.model, self.device)?);
         if !self.args.quiet {
             eprintln!("imgvec: model loaded in {:.2} s", t.elapsed().as_secs_f64());
         }
+        *slot = Some(Arc::clone(&encoder));
         Ok(encoder)
     }
 }

@@ -79,7 +79,7 @@ pub async fn docs_under(store: &dyn VectorStore, roots: &[Root]) -> Result<Vec<D
 /// Checks every document against its file, in parallel, with progress: the account, and the ids
 /// of the documents that go. (By id, not path: an edited file re-ingested has two documents with
 /// one path, the old content's and the new.)
-fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
+pub fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
     let progress = std::sync::Mutex::new(Progress::new(docs.len() as u64, quiet, "checked"));
     let verdicts: Vec<(Verdict, bool)> = docs
         .par_iter()
@@ -117,11 +117,17 @@ fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
 
 /// Deletes `ids` in batches, then refreshes; how many documents were removed.
 async fn remove(store: &dyn VectorStore, ids: &[String]) -> Result<u64> {
+    let removed = delete_ids(store, ids).await?;
+    store.refresh().await?;
+    Ok(removed)
+}
+
+/// Deletes `ids` in batches (no refresh); how many documents were removed.
+pub async fn delete_ids(store: &dyn VectorStore, ids: &[String]) -> Result<u64> {
     let mut removed = 0;
     for batch in ids.chunks(DELETE_BATCH) {
         removed += store.delete(batch).await?;
     }
-    store.refresh().await?;
     Ok(removed)
 }
 
