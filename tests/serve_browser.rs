@@ -15,7 +15,7 @@ mod webdriver;
 use std::path::Path;
 use std::time::Duration;
 
-use common::TestIndex;
+use common::{fixtures, stderr, TestIndex};
 use serde_json::{json, Value};
 use serve::{hit_ids, Corpus, Server, XSS_LABEL};
 use webdriver::Browser;
@@ -147,7 +147,25 @@ fn a_person_finds_sees_and_refines_results() {
     refines_by_label_and_keyboard(&b, &want);
     drops_pastes_and_reads_errors(&b, &want);
     fits_a_phone(&b, &want);
+    sees_new_images_without_a_reload(&b, &idx, &corpus);
     assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// Another process ingests while the page is open: the counts follow within seconds, no reload.
+fn sees_new_images_without_a_reload(b: &Browser, idx: &TestIndex, corpus: &Corpus) {
+    let folder = corpus.dir.path().join("birds");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(
+        fixtures().join("images/synth_small.png"),
+        folder.join("small.png"),
+    )
+    .unwrap();
+    let out = idx.run(&["ingest", folder.to_str().unwrap(), "--label-from-dir", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let facts = "return document.getElementById('facts').textContent.includes('8 images')";
+    b.wait_for("the new count", facts, Duration::from_secs(15));
+    let birds = "return [...document.querySelectorAll('#label option')].some(o => o.textContent === 'birds (1)')";
+    b.wait_for("the new label", birds, Duration::from_secs(15));
 }
 
 /// The facts line and the label filter with counts.

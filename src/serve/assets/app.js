@@ -39,22 +39,27 @@ function showMessage(text, kind = "error") {
 const fileName = (path) => path.split(/[\\/]/).pop() || path;
 const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
 
+// The index's facts in the header line.
+function showFacts(info) {
+  const parts = [info.backend === "elasticsearch" ? "Elasticsearch" : "embedded store",
+    `index ${info.index}`];
+  if (info.model) parts.push(`${info.model}${info.dims ? ` (${info.dims}-d)` : ""}`);
+  if (info.documents !== null) parts.push(plural(info.documents, "image"));
+  $("facts").textContent = parts.join(" · ");
+}
+
 // The index's facts, and what is wrong with the server's set-up, if anything.
 async function loadInfo() {
   try {
     const info = await api("/api/info");
-    const parts = [info.backend === "elasticsearch" ? "Elasticsearch" : "embedded store",
-      `index ${info.index}`];
-    if (info.model) parts.push(`${info.model}${info.dims ? ` (${info.dims}-d)` : ""}`);
-    if (info.documents !== null) parts.push(plural(info.documents, "image"));
-    $("facts").textContent = parts.join(" · ");
+    showFacts(info);
     const problems = [];
     if (info.model_error) problems.push(`No model, so no search by text or image: ${info.model_error}`);
     if (info.store_error) problems.push(info.store_error);
     else if (info.documents === 0) {
       problems.push(info.backend === "elasticsearch"
         ? `The index is empty: add images with "imgvec ingest DIR --label-from-dir".`
-        : `The index is empty: stop this server, run "imgvec ingest DIR --label-from-dir", then start it again.`);
+        : `The index is empty: add images with "imgvec ingest DIR --label-from-dir" (they show here as they are indexed).`);
     }
     if (problems.length) showMessage(problems.join(" "), "error");
     if (!info.text_search && !info.model_error) $("q").placeholder = "This model has no tokenizer: search by image";
@@ -320,6 +325,13 @@ function start() {
   const params = new URLSearchParams(location.search);
   if (params.get("k")) $("k").value = params.get("k");
   $("q").value = params.get("q") || "";
+  // The counts follow the index while the page is in view: what an ingest or a watch adds, or a
+  // prune removes, shows within seconds without a reload.
+  setInterval(async () => {
+    if (document.visibilityState !== "visible") return;
+    try { showFacts(await api("/api/info")); } catch (_) { return; }
+    loadLabels();
+  }, 5000);
   Promise.all([loadInfo(), loadLabels()]).then(() => {
     if (params.get("label")) $("label").value = params.get("label");
     if (params.get("like")) similar(params.get("like"), "that image");
