@@ -14,16 +14,8 @@ use super::{check_dims, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
-use crate::store::{Hit, KnnQuery};
+use crate::store::{default_num_candidates, Hit, KnnQuery, MAX_NUM_CANDIDATES};
 use crate::walk::absolute;
-
-/// Elasticsearch's limit on `num_candidates`.
-pub const MAX_NUM_CANDIDATES: usize = 10_000;
-
-/// `num_candidates` when not given: max(100, 10·k), within [k, 10 000].
-pub fn default_num_candidates(k: usize) -> usize {
-    (10 * k).clamp(100, MAX_NUM_CANDIDATES).max(k)
-}
 
 pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.json)?;

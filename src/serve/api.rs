@@ -175,6 +175,17 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Runs `f` on tokio's blocking pool; a panic in it becomes a 500.
+pub async fn run_blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a worker failed", e))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

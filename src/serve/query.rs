@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::api::ApiError;
-use crate::commands::search::{default_num_candidates, MAX_NUM_CANDIDATES};
+use crate::store::{default_num_candidates, MAX_NUM_CANDIDATES};
 
 /// Default and largest number of results.
 pub const DEFAULT_K: usize = 10;

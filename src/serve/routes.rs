@@ -21,7 +21,7 @@ use super::api::{ApiError, InfoResponse, SearchResponse};
 use super::query::{check_k, clean_label, combine, read_search, SearchRequest, SimilarParams};
 use super::state::AppState;
 use super::thumbs::{is_doc_id, mime, read_original};
-use crate::commands::search::MAX_NUM_CANDIDATES;
+use crate::store::MAX_NUM_CANDIDATES;
 use crate::store::{ImageDoc, KnnQuery};
 
 type Shared = State<Arc<AppState>>;

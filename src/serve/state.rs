@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use candle_core::Device;
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::api::ApiError;
+use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
 use super::thumbs::Thumbs;
 use crate::clip::{ImageEncoder, ModelDir, TextEncoder};
@@ -227,13 +227,3 @@ impl Model {
     }
 }
 
-/// Runs `f` on tokio's blocking pool; a panic in it becomes a 500.
-pub async fn run_blocking<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("a worker failed", e))?
-}

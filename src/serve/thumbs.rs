@@ -17,9 +17,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::ImageFormat;
 use tokio::sync::Semaphore;
 
-use super::api::ApiError;
+use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
-use super::state::run_blocking;
 use crate::image::{decode_rgb, sniff_image_format};
 use crate::pipeline::sha256_hex;
 

@@ -104,6 +104,15 @@ pub struct IndexCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedSettings(pub serde_json::Value);
 
+/// The most candidates one kNN query examines: Elasticsearch's limit on `num_candidates`, which
+/// the embedded store keeps too.
+pub const MAX_NUM_CANDIDATES: usize = 10_000;
+
+/// `num_candidates` when not given: max(100, 10·k), within [k, 10 000].
+pub fn default_num_candidates(k: usize) -> usize {
+    (10 * k).clamp(100, MAX_NUM_CANDIDATES).max(k)
+}
+
 /// A k-nearest-neighbour query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnnQuery {

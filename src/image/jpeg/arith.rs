@@ -6,8 +6,7 @@
 //! Not for: which blocks a scan covers or where they go (`scan.rs`), or the DAC segment's
 //! parsing (`markers.rs` stores [`Conditioning`]).
 
-use super::scan::ScanKind;
-use super::{Result, NATURAL_ORDER};
+use super::{Result, ScanKind, NATURAL_ORDER};
 
 /// Arithmetic conditioning tables (DAC marker): `L` and `U` per DC table, `K` per AC table.
 #[derive(Clone, Copy)]

@@ -31,6 +31,16 @@ mod upsample;
 
 use ::image::RgbImage;
 
+/// What one scan codes (the Huffman and the arithmetic decoders both follow it).
+#[derive(Clone, Copy)]
+enum ScanKind {
+    Sequential,
+    DcFirst,
+    DcRefine,
+    AcFirst,
+    AcRefine,
+}
+
 use arith::Conditioning;
 use markers::Huffman;
 

@@ -10,16 +10,7 @@ use super::arith::Arith;
 use super::entropy::{decode_ac_first, decode_ac_refine, decode_sequential, Band, Bits};
 use super::idct::idct_islow;
 use super::markers::Huffman;
-use super::{Component, Decoder, Frame, Result};
-
-#[derive(Clone, Copy)]
-pub(super) enum ScanKind {
-    Sequential,
-    DcFirst,
-    DcRefine,
-    AcFirst,
-    AcRefine,
-}
+use super::{Component, Decoder, Frame, Result, ScanKind};
 
 /// A parsed SOS header.
 struct ScanHeader {

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::mapping::{
+use super::fields::{
     written_fields, LABEL_FIELD, PATH_FIELD, SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
 };
 use crate::store::IndexSpec;

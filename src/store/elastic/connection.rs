@@ -23,7 +23,7 @@ use elasticsearch::http::{Method, StatusCode, Url};
 use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
-use super::errors::{certificate_problem, error_chain, redact_url};
+use super::transport_errors::{certificate_problem, error_chain, redact_url};
 use crate::store::StoreError;
 
 /// Defaults of [`ElasticConfig::new`].

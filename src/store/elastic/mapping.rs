@@ -11,6 +11,8 @@ use elasticsearch::http::Method;
 use serde_json::{json, Map, Value};
 
 use super::compat::{check_mapping, label_field_error};
+#[cfg(test)]
+use super::fields::written_fields;
 
 use super::errors::{error_type, unexpected, Op};
 use super::{ElasticStore, MTIME_MAPPED, MTIME_UNKNOWN, MTIME_UNMAPPED};
@@ -19,19 +21,9 @@ use crate::store::{IndexSpec, StoreError};
 /// The index mapping and settings, with `IFV.dims` left out: [`index_body`] fills it in.
 pub const MAPPING_TEMPLATE: &str = include_str!("../../../mappings/image-index.json");
 
-/// The vector field, named as in the original Python pipeline.
-pub const VECTOR_FIELD: &str = "IFV";
-/// The label field (`keyword`, so the kNN `term` filter matches it exactly).
-pub const LABEL_FIELD: &str = "name";
-/// The file path field.
-pub const PATH_FIELD: &str = "path";
-/// The file's modification time when it was read (epoch ms); indices made before imgvec wrote it
-/// lack it, and then it is not written.
-pub const MTIME_FIELD: &str = "mtime";
-/// The similarity the scores in [`crate::store::Hit`] assume (`score = 1 / (1 + d²)`).
-pub const SIMILARITY: &str = "l2_norm";
-/// The vector index type, set explicitly: ES 9.1+ would otherwise pick `bbq_hnsw` for dims ≥ 384.
-pub const VECTOR_INDEX_TYPE: &str = "int8_hnsw";
+pub use super::fields::{
+    LABEL_FIELD, MTIME_FIELD, PATH_FIELD, SIMILARITY, VECTOR_FIELD, VECTOR_INDEX_TYPE,
+};
 
 impl ElasticStore {
     /// `HEAD /index`: whether the index (or alias) exists.
@@ -227,21 +219,6 @@ pub fn vector_dims(mappings: &Value) -> Option<usize> {
 fn takes_field(mappings: &Value, field: &str) -> bool {
     mappings.pointer(&format!("/properties/{field}")).is_some()
         || mappings.get("dynamic").and_then(Value::as_str) != Some("strict")
-}
-
-/// The fields [`ElasticStore`]'s `upsert` writes (see `bulk::doc_source`).
-pub(super) fn written_fields() -> [&'static str; 9] {
-    [
-        LABEL_FIELD,
-        PATH_FIELD,
-        VECTOR_FIELD,
-        "sha256",
-        "bytes",
-        "width",
-        "height",
-        "model",
-        "indexed_at",
-    ]
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod connection;
 mod delete;
 mod errors;
 mod exact;
+mod fields;
 mod load;
 mod mapping;
 mod query;
@@ -28,6 +29,7 @@ mod server;
 #[cfg(test)]
 mod test_support;
 mod throttle;
+mod transport_errors;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -18,7 +18,7 @@ use crate::store::{Hit, KnnQuery, StoreError};
 /// Ids asked per `_mget` request in [`crate::store::VectorStore::existing_ids`].
 pub const IDS_PER_REQUEST: usize = 1_000;
 /// Elasticsearch's upper bound for `num_candidates`.
-pub const MAX_NUM_CANDIDATES: usize = 10_000;
+pub use crate::store::MAX_NUM_CANDIDATES;
 /// How many times `k` candidates are re-ranked with the float vectors (Elasticsearch's own default
 /// for `bbq_hnsw`; int8 ranks well already, so 3·k is ample for it).
 pub const OVERSAMPLE: usize = 3;

@@ -21,7 +21,7 @@ pub const DEFAULT_HNSW_M: u32 = 16;
 /// HNSW `ef_construction` when the [`IndexSpec`](crate::store::IndexSpec) leaves it open.
 pub const DEFAULT_HNSW_EF_CONSTRUCTION: u32 = 128;
 /// Most candidates one query examines (as Elasticsearch's `num_candidates` bound).
-pub const MAX_NUM_CANDIDATES: usize = 10_000;
+pub use crate::store::MAX_NUM_CANDIDATES;
 /// Defaults of [`LocalConfig::new`].
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
