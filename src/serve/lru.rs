@@ -46,9 +46,13 @@ impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
     }
 
     /// Stores `value` at a cost of `cost` bytes, dropping the least recently used entries while the
-    /// total is over budget. A value that alone exceeds the budget is not stored.
+    /// total is over budget. A value that alone exceeds the budget is not stored, and an older value
+    /// of the same key is dropped with it (it is out of date: the cache never answers with it).
     pub fn put(&mut self, key: K, value: V, cost: usize) {
         if cost > self.budget {
+            if let Some(old) = self.entries.remove(&key) {
+                self.used -= old.cost;
+            }
             return;
         }
         self.tick += 1;
@@ -126,5 +130,18 @@ mod tests {
         c.put("big", 2, 11);
         assert_eq!(c.get(&"big"), None);
         assert_eq!(c.get(&"small"), Some(1));
+    }
+
+    #[test]
+    fn a_new_value_over_budget_drops_the_old_one_of_its_key() {
+        let mut c = Lru::new(10);
+        c.put("k", 1, 5);
+        c.put("other", 3, 4);
+        c.put("k", 2, 11);
+        assert_eq!(c.get(&"k"), None);
+        assert_eq!(c.get(&"other"), Some(3));
+        c.put("k", 4, 6);
+        assert_eq!(c.get(&"k"), Some(4));
+        assert_eq!(c.get(&"other"), Some(3));
     }
 }

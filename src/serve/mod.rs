@@ -3,7 +3,7 @@
 //! What it is for: putting the store and the model behind a few routes (see `routes`) on the tokio
 //! runtime the other commands already use, with axum and tower-http: gzip for text, bounded request
 //! bodies, the guard's headers and host check, and a graceful stop on Ctrl-C. The page (`assets/`)
-//! is three small files compiled into the binary: no npm, no bundler, nothing to install.
+//! is four small files (HTML, CSS, JavaScript, an SVG icon) compiled into the binary: no npm, no bundler, nothing to install.
 //!
 //! What it is not for: opening the model and the store, or command-line flags (`commands::serve`).
 //!

@@ -1,5 +1,7 @@
-//! TIFF decoding as Pillow (with libtiff) does it, for the files the `image` crate's TIFF decoder
-//! refuses or reads differently: palette (1-8 bit, with alpha), 2- and 4-bit gray, FillOrder 2,
+//! TIFF decoding as Pillow (with libtiff) does it. Every TIFF is tried here first (`image::decode`);
+//! only what this refuses as unsupported goes on to the `image` crate's decoder. Beyond the
+//! common strips and tiles of 8-bit gray, RGB and RGBA it reads: palette (1-8 bit, with alpha),
+//! 2- and 4-bit gray, FillOrder 2,
 //! WhiteIsZero, associated alpha, JPEG-compressed (YCbCr and RGB, exact through our libjpeg
 //! decoder), CCITT Modified Huffman/G3 1-D and 2-D/G4, LZMA, CIELab, YCbCr not compressed with
 //! JPEG (subsampled too), BigTIFF. The first image of the file is decoded, turned upright by the

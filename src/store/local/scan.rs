@@ -1,6 +1,6 @@
 //! Reading the whole index of the local store: every document a page at a time in id order
-//! ([`crate::store::VectorStore::scan`]), and the labels with their counts
-//! ([`crate::store::VectorStore::labels`]).
+//! ([`crate::store::VectorStore::scan`], what `copy` reads). Labels and documents by id are
+//! `browse`'s.
 //!
 //! A scan is keyset-paginated (`id > last id ORDER BY id LIMIT n`, on the `(index_id, id)` unique
 //! index), so each page is one short read that holds the store only while it runs, and a scan can
