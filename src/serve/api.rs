@@ -151,7 +151,9 @@ impl From<StoreError> for ApiError {
                     format!("Elasticsearch answered {status} (details in the server's log)"),
                 )
             }
-            StoreError::Other(_) => ApiError::internal("the store failed", &e),
+            StoreError::Other(_) | StoreError::AfterSettingsRestored { .. } => {
+                ApiError::internal("the store failed", &e)
+            }
         }
     }
 }

@@ -219,6 +219,14 @@ pub enum StoreError {
     Tls(String),
     #[error("server error {status}: {body}")]
     Server { status: u16, body: String },
+    /// A step after bulk-load mode had already put the index's settings back failed (a refresh
+    /// without the `maintenance` privilege, a force-merge Serverless does not offer): nothing is
+    /// left to set back by hand.
+    #[error("the index's settings were put back, but {step} failed: {error}")]
+    AfterSettingsRestored {
+        step: &'static str,
+        error: Box<StoreError>,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -123,6 +123,9 @@ fn report(result: Result<(), crate::store::StoreError>, force_merge: bool, quiet
         }
         Ok(()) if !quiet => eprintln!("imgvec: index settings put back"),
         Ok(()) => {}
+        Err(e @ crate::store::StoreError::AfterSettingsRestored { .. }) => {
+            eprintln!("imgvec: warning: {e}")
+        }
         Err(e) => eprintln!(
             "imgvec: warning: could not put the index's settings back ({e}); set number_of_replicas and refresh_interval again by hand"
         ),

@@ -34,7 +34,7 @@ impl ElasticStore {
         let Some(indices) = reply.body.as_object() else {
             return Err(unexpected(self.url(), "GET _settings", &reply.body));
         };
-        let mut saved = Map::new();
+        let mut saved: Map<String, Value> = Map::new();
         for (name, v) in indices {
             let mut previous = Map::new();
             for (key, _) in LOAD_SETTINGS {
@@ -44,12 +44,38 @@ impl ElasticStore {
             }
             saved.insert(name.clone(), Value::Object(previous));
         }
-        let load: Map<String, Value> = LOAD_SETTINGS
+        let applied = self.apply_load_settings().await?;
+        for previous in saved.values_mut() {
+            if let Value::Object(p) = previous {
+                p.retain(|key, _| applied.contains(&key.as_str()));
+            }
+        }
+        Ok(SavedSettings(Value::Object(saved)))
+    }
+
+    /// Sets the load values of [`LOAD_SETTINGS`]: in one request, or, where that is refused whole
+    /// (Serverless refuses `number_of_replicas` but allows `refresh_interval`), one setting at a
+    /// time, keeping those the server takes. Which were set; an error only if none was.
+    async fn apply_load_settings(&self) -> Result<Vec<&'static str>, StoreError> {
+        let all: Map<String, Value> = LOAD_SETTINGS
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
-        self.put_settings(&self.index, &Value::Object(load)).await?;
-        Ok(SavedSettings(Value::Object(saved)))
+        let whole = match self.put_settings(&self.index, &Value::Object(all)).await {
+            Ok(()) => return Ok(LOAD_SETTINGS.iter().map(|(k, _)| *k).collect()),
+            Err(e) => e,
+        };
+        let mut applied = Vec::new();
+        for (key, value) in LOAD_SETTINGS {
+            let one = json!({ key: value });
+            if self.put_settings(&self.index, &one).await.is_ok() {
+                applied.push(key);
+            }
+        }
+        if applied.is_empty() {
+            return Err(whole);
+        }
+        Ok(applied)
     }
 
     /// Puts back what [`ElasticStore::begin_load`] saved, refreshes, and force-merges to one
@@ -68,16 +94,31 @@ impl ElasticStore {
         if let Some(e) = first_error {
             return Err(e);
         }
+        let after = |step, error| StoreError::AfterSettingsRestored {
+            step,
+            error: Box::new(error),
+        };
         self.send_expecting_success(Op::Refresh, Method::Post, "_refresh")
-            .await?;
+            .await
+            .map_err(|e| after("the refresh", e))?;
         if force_merge {
             let query: &[(&str, &str)] =
                 &[("max_num_segments", "1"), ("wait_for_completion", "false")];
             let reply = self
                 .send(Method::Post, "_forcemerge", Some(query), None)
-                .await?;
+                .await
+                .map_err(|e| after("the force-merge", e))?;
+            if reply.status.as_u16() == 410 {
+                return Err(after(
+                    "the force-merge",
+                    StoreError::Other(
+                        "this deployment does not offer _forcemerge (410; Serverless merges segments itself)"
+                            .into(),
+                    ),
+                ));
+            }
             if !reply.status.is_success() {
-                return Err(self.error_for(Op::ForceMerge, &reply));
+                return Err(after("the force-merge", self.error_for(Op::ForceMerge, &reply)));
             }
         }
         Ok(())
@@ -100,5 +141,66 @@ impl ElasticStore {
         } else {
             Err(self.error_for(Op::Settings, &reply))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{fake_server, fast_store};
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    const SETTINGS: &str = r#"{"idx":{"settings":{"index.number_of_replicas":"1"}}}"#;
+    const REFUSED: &str = r#"{"error":{"type":"illegal_argument_exception","reason":"Settings [index.number_of_replicas] are not available when running in serverless mode"}}"#;
+
+    #[test]
+    fn a_settings_request_refused_whole_is_split_and_only_what_was_set_is_put_back() {
+        let (url, seen) = fake_server(vec![
+            (200, SETTINGS),
+            (400, REFUSED),
+            (400, REFUSED),
+            (200, r#"{"acknowledged":true}"#),
+        ]);
+        let store = fast_store(&url, 0);
+        let saved = rt().block_on(store.begin_load()).unwrap();
+        assert_eq!(
+            saved.0,
+            json!({"idx": {"index.refresh_interval": null}}),
+            "only refresh_interval was set, so only it is put back"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(seen[2].contains("number_of_replicas") && !seen[2].contains("refresh_interval"));
+        assert!(seen[3].contains("refresh_interval") && !seen[3].contains("number_of_replicas"));
+    }
+
+    #[test]
+    fn failures_after_the_settings_are_back_do_not_ask_to_reset_them() {
+        let saved = SavedSettings(json!({"idx": {"index.refresh_interval": null}}));
+        let forbidden = r#"{"error":{"type":"security_exception","reason":"action [indices:admin/refresh] is unauthorized"}}"#;
+        let (url, _) = fake_server(vec![(200, r#"{"acknowledged":true}"#), (403, forbidden)]);
+        let err = rt()
+            .block_on(fast_store(&url, 0).end_load(&saved, false))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AfterSettingsRestored { step: "the refresh", .. }), "{err:?}");
+        assert!(err.to_string().starts_with("the index's settings were put back, but the refresh failed"), "{err}");
+
+        let gone = r#"{"error":{"type":"api_not_available_exception","reason":"Request for uri [/idx/_forcemerge] with method [POST] exists but is not available when running in serverless mode"}}"#;
+        let (url, _) = fake_server(vec![
+            (200, r#"{"acknowledged":true}"#),
+            (200, r#"{"_shards":{}}"#),
+            (410, gone),
+        ]);
+        let err = rt()
+            .block_on(fast_store(&url, 0).end_load(&saved, true))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AfterSettingsRestored { step: "the force-merge", .. }), "{err:?}");
+        assert!(err.to_string().contains("Serverless"), "{err}");
     }
 }
