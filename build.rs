@@ -29,8 +29,44 @@ fn is_own_checkout() -> bool {
     top.is_some() && top == Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().ok()
 }
 
+/// Marks what this machine's CPU can run, for the kernel tests that need it: `cpu_avx2` (AVX2+FMA:
+/// the packed f32 kernels) and `cpu_amx` (AMX-TILE and AMX-BF16, and `IMGVEC_SIMD` unset so imgvec
+/// would use them). A test for a path the CPU lacks is then marked ignored — counted as skipped —
+/// instead of passing without checking anything. The tests are built and run on one machine (as
+/// `tests/run.sh` and CI do).
+fn cpu_cfgs() {
+    println!("cargo::rustc-check-cfg=cfg(cpu_avx2)");
+    println!("cargo::rustc-check-cfg=cfg(cpu_amx)");
+    println!("cargo::rerun-if-env-changed=IMGVEC_SIMD");
+    let simd = std::env::var("IMGVEC_SIMD")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if avx2 && simd != "none" {
+            println!("cargo::rustc-cfg=cpu_avx2");
+        }
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = |f: &str| {
+            flags
+                .lines()
+                .find(|l| l.starts_with("flags"))
+                .is_some_and(|l| l.split_whitespace().any(|w| w == f))
+        };
+        if avx2 && has("amx_tile") && has("amx_bf16") && simd.is_empty() {
+            println!("cargo::rustc-cfg=cpu_amx");
+        }
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    cpu_cfgs();
     println!("cargo::rustc-check-cfg=cfg(skip_es)");
     println!("cargo::rerun-if-env-changed=IMGVEC_SKIP_ES_TESTS");
     if std::env::var("IMGVEC_SKIP_ES_TESTS").as_deref() == Ok("1") {

@@ -31,9 +31,9 @@ const START_HINT: &str = "IMGVEC_TEST_ES_URL is not set. Start the test server w
      Elasticsearch 8.12+ server, or set IMGVEC_SKIP_ES_TESTS=1 to skip these tests.";
 
 /// The server URL (these tests are marked ignored when built with `IMGVEC_SKIP_ES_TESTS=1`).
-fn server_url(_test: &str) -> Option<String> {
+fn server_url() -> String {
     match std::env::var("IMGVEC_TEST_ES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
+        Ok(url) if !url.trim().is_empty() => url,
         _ => panic!("{START_HINT}"),
     }
 }
@@ -58,12 +58,12 @@ struct TestIndex {
 }
 
 impl TestIndex {
-    async fn new(test: &str) -> Option<TestIndex> {
+    async fn new(test: &str) -> TestIndex {
         Self::with_config(test, |_| {}).await
     }
 
-    async fn with_config(test: &str, tweak: impl FnOnce(&mut ElasticConfig)) -> Option<TestIndex> {
-        let url = server_url(test)?;
+    async fn with_config(test: &str, tweak: impl FnOnce(&mut ElasticConfig)) -> TestIndex {
+        let url = server_url();
         let name = format!(
             "imgvec-test-{}-{}",
             test.to_lowercase().replace('_', "-"),
@@ -73,7 +73,7 @@ impl TestIndex {
         tweak(&mut cfg);
         let store = ElasticStore::connect(cfg.clone()).expect("connect");
         store.delete_index().await.expect("delete a leftover index");
-        Some(TestIndex { store, cfg })
+        TestIndex { store, cfg }
     }
 }
 
@@ -133,9 +133,7 @@ async fn upsert_all(store: &ElasticStore, docs: &[ImageDoc]) {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn mapping_as_created_reads_back() {
-    let Some(t) = TestIndex::new("mapping_as_created").await else {
-        return;
-    };
+    let t = TestIndex::new("mapping_as_created").await;
     let spec = IndexSpec {
         dims: 12,
         hnsw_m: Some(24),
@@ -174,9 +172,7 @@ async fn mapping_as_created_reads_back() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn ensure_index_twice_creates_once() {
-    let Some(t) = TestIndex::new("ensure_twice").await else {
-        return;
-    };
+    let t = TestIndex::new("ensure_twice").await;
     assert_eq!(
         t.store.ensure_index(&spec(8)).await.unwrap(),
         EnsureOutcome::Created
@@ -190,9 +186,7 @@ async fn ensure_index_twice_creates_once() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn ensure_index_race_creates_exactly_once() {
-    let Some(t) = TestIndex::new("ensure_race").await else {
-        return;
-    };
+    let t = TestIndex::new("ensure_race").await;
     let other = ElasticStore::connect(t.cfg.clone()).unwrap();
     let s = spec(8);
     let (a, b) = tokio::join!(t.store.ensure_index(&s), other.ensure_index(&s));
@@ -207,9 +201,7 @@ async fn ensure_index_race_creates_exactly_once() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn incompatible_dims_are_named() {
-    let Some(t) = TestIndex::new("incompatible").await else {
-        return;
-    };
+    let t = TestIndex::new("incompatible").await;
     t.store.ensure_index(&spec(16)).await.unwrap();
     match t.store.ensure_index(&spec(32)).await {
         Err(StoreError::Incompatible { index, differences }) => {
@@ -234,9 +226,7 @@ async fn incompatible_dims_are_named() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn upsert_refresh_count_and_again_is_already_present() {
-    let Some(t) = TestIndex::new("upsert_again").await else {
-        return;
-    };
+    let t = TestIndex::new("upsert_again").await;
     t.store.ensure_index(&spec(8)).await.unwrap();
     let mut rng = Rng(1);
     let batch = docs(&mut rng, 30, 8, &["cat", "dog"], "a");
@@ -277,9 +267,7 @@ async fn upsert_refresh_count_and_again_is_already_present() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn overwrite_replaces_documents() {
-    let Some(t) = TestIndex::new("overwrite").await else {
-        return;
-    };
+    let t = TestIndex::new("overwrite").await;
     t.store.ensure_index(&spec(8)).await.unwrap();
     let mut rng = Rng(2);
     let batch = docs(&mut rng, 10, 8, &["cat"], "b");
@@ -315,14 +303,11 @@ async fn overwrite_replaces_documents() {
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn small_bulk_bounds_split_requests() {
     // A byte bound smaller than two documents: every document goes in a request of its own.
-    let Some(t) = TestIndex::with_config("bulk_bounds", |cfg| {
+    let t = TestIndex::with_config("bulk_bounds", |cfg| {
         cfg.bulk_max_bytes = 600;
         cfg.bulk_max_docs = 3;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     t.store.ensure_index(&spec(16)).await.unwrap();
     let mut rng = Rng(3);
     let batch = docs(&mut rng, 12, 16, &["cat"], "c");
@@ -333,9 +318,7 @@ async fn small_bulk_bounds_split_requests() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn existing_ids_over_several_batches() {
-    let Some(t) = TestIndex::new("existing_ids").await else {
-        return;
-    };
+    let t = TestIndex::new("existing_ids").await;
     t.store.ensure_index(&spec(8)).await.unwrap();
     let mut rng = Rng(4);
     let all = docs(&mut rng, 2_500, 8, &["cat", "dog", "fox"], "d");
@@ -355,9 +338,7 @@ async fn existing_ids_over_several_batches() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn knn_finds_a_stored_vector_first() {
-    let Some(t) = TestIndex::new("knn_self").await else {
-        return;
-    };
+    let t = TestIndex::new("knn_self").await;
     t.store.ensure_index(&spec(16)).await.unwrap();
     let mut rng = Rng(5);
     let batch = docs(&mut rng, 60, 16, &["cat", "dog", "fox"], "e");
@@ -397,9 +378,7 @@ async fn knn_finds_a_stored_vector_first() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn label_filter_only_returns_that_label() {
-    let Some(t) = TestIndex::new("knn_label").await else {
-        return;
-    };
+    let t = TestIndex::new("knn_label").await;
     t.store.ensure_index(&spec(16)).await.unwrap();
     let mut rng = Rng(6);
     let batch = docs(&mut rng, 40, 16, &["cat", "dog"], "f");
@@ -438,9 +417,7 @@ async fn label_filter_only_returns_that_label() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn bulk_item_failure_is_reported_per_item() {
-    let Some(t) = TestIndex::new("bulk_item_failure").await else {
-        return;
-    };
+    let t = TestIndex::new("bulk_item_failure").await;
     t.store.ensure_index(&spec(8)).await.unwrap();
     let mut rng = Rng(7);
     let mut batch = docs(&mut rng, 5, 8, &["cat"], "g");
@@ -463,9 +440,6 @@ async fn bulk_item_failure_is_reported_per_item() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn unreachable_server_is_reported_quickly() {
-    if server_url("unreachable").is_none() {
-        return;
-    }
     // A port that was just free on loopback: nothing listens there.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -499,9 +473,7 @@ async fn unreachable_server_is_reported_quickly() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn missing_index_is_reported_as_missing() {
-    let Some(t) = TestIndex::new("missing").await else {
-        return;
-    };
+    let t = TestIndex::new("missing").await;
     let missing = |r: Result<(), StoreError>, what: &str| match r {
         Err(StoreError::IndexMissing { index }) => assert_eq!(index, t.store.index()),
         other => panic!("{what}: expected IndexMissing, got {other:?}"),
@@ -540,9 +512,7 @@ async fn missing_index_is_reported_as_missing() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn recreate_index_starts_empty() {
-    let Some(t) = TestIndex::new("recreate").await else {
-        return;
-    };
+    let t = TestIndex::new("recreate").await;
     t.store.ensure_index(&spec(8)).await.unwrap();
     let mut rng = Rng(9);
     upsert_all(&t.store, &docs(&mut rng, 5, 8, &["cat"], "i")).await;
@@ -555,9 +525,7 @@ async fn recreate_index_starts_empty() {
 #[tokio::test]
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn python_pipeline_search_finds_stored_docs() {
-    let Some(t) = TestIndex::new("interop").await else {
-        return;
-    };
+    let t = TestIndex::new("interop").await;
     t.store.ensure_index(&spec(16)).await.unwrap();
     let mut rng = Rng(10);
     let batch = docs(&mut rng, 20, 16, &["cat", "dog"], "j");

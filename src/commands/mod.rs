@@ -123,6 +123,14 @@ pub fn open_store_with(
         }
         let mut cfg = LocalConfig::new(&dir, &args.index);
         cfg.on_wait = Some(WaitHook(std::sync::Arc::new(say_waiting)));
+        if let Some(rows) = std::env::var("IMGVEC_EXACT_SCAN_ROWS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            cfg.exact_scan_rows = rows.trim().parse().with_context(|| {
+                format!("IMGVEC_EXACT_SCAN_ROWS={rows}: expected a number of documents")
+            })?;
+        }
         return Ok(Box::new(LocalStore::open_with(cfg)?));
     };
     if args.insecure {

@@ -6,13 +6,22 @@ use super::*;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::Linear;
 
+/// The SIMD levels this CPU runs; the tests that loop over them are ignored (skipped) where there
+/// is none (`cpu_avx2` from build.rs), so an empty list here is a failure, not a silent pass.
 fn levels() -> Vec<Simd> {
-    match detect() {
+    let levels = match detect() {
         Simd::Avx512 => vec![Simd::Avx512, Simd::Avx2],
         Simd::Avx2 => vec![Simd::Avx2],
         Simd::None => vec![],
-    }
+    };
+    assert!(
+        !levels.is_empty(),
+        "build.rs found AVX2+FMA on this CPU but the kernels detect none (IMGVEC_SIMD=none at run time?)"
+    );
+    levels
 }
+
+
 
 /// Deterministic values in [-1, 1).
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -70,6 +79,7 @@ fn check(simd: Simd, m: usize, n: usize, k: usize, bias: bool, residual: bool) {
 }
 
 #[test]
+#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
 fn matches_reference_at_every_edge() {
     for simd in levels() {
         for &(m, n, k) in &[
@@ -232,6 +242,7 @@ fn check_mlp_bits(
 }
 
 #[test]
+#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
 fn fused_mlp_equals_the_layers_one_by_one() {
     // Rows in one, several and uneven row blocks, an inner width cut inside a panel, k across k
     // blocks; the same arithmetic in the same order, so the same bits.
@@ -266,17 +277,18 @@ fn fused_mlp_equals_the_layers_one_by_one() {
     }
 }
 
-/// The layers as [`PackedWeight::new`] packs them on this CPU: on AMX where it has it. `None`
-/// (and a line saying so) where it has not: these tests then check nothing.
-fn amx_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Option<PackedWeight> {
-    if !amx::enabled() {
-        eprintln!("no AMX on this CPU (or IMGVEC_SIMD set): the AMX path is not tested here");
-        return None;
-    }
-    PackedWeight::new(w, n, k, b)
+/// The layers as [`PackedWeight::new`] packs them on this CPU, which has AMX (the tests that call
+/// this are ignored elsewhere: `cpu_amx` from build.rs).
+fn amx_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
+    assert!(
+        amx::enabled(),
+        "build.rs found AMX on this CPU but imgvec cannot use it (the OS refused the tile state, or IMGVEC_SIMD is set now)"
+    );
+    PackedWeight::new(w, n, k, b).expect("packable")
 }
 
 #[test]
+#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
 fn amx_matches_reference_at_every_edge() {
     // Rows: under a group, whole groups, an odd group, a partial group, one row block and several
     // (1,300: blocks of 448, 448 and 404, the last with a whole group and 4 rows over); k: under a tile, cut inside one, across k blocks;
@@ -297,9 +309,7 @@ fn amx_matches_reference_at_every_edge() {
             let w = values(n * k, 32 + n as u64);
             let b = bias.then(|| values(n, 33));
             let r = residual.then(|| values(m * n, 34));
-            let Some(p) = amx_layer(&w, n, k, b.as_deref()) else {
-                return;
-            };
+            let p = amx_layer(&w, n, k, b.as_deref());
             assert!(p.amx.is_some(), "n = {n} is a multiple of 32: AMX");
             let mut y = vec![f32::NAN; m * n];
             p.matmul(&x, m, r.as_deref(), &mut y);
@@ -322,12 +332,11 @@ fn amx_matches_reference_at_every_edge() {
 }
 
 #[test]
+#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
 fn amx_leaves_widths_not_a_multiple_of_32_to_the_f32_kernels() {
     let (m, n, k) = (20, 48, 40);
     let (x, w) = (values(m * k, 41), values(n * k, 42));
-    let Some(p) = amx_layer(&w, n, k, None) else {
-        return;
-    };
+    let p = amx_layer(&w, n, k, None);
     assert!(p.amx.is_none());
     let mut y = vec![f32::NAN; m * n];
     p.matmul(&x, m, None, &mut y);
@@ -338,6 +347,7 @@ fn amx_leaves_widths_not_a_multiple_of_32_to_the_f32_kernels() {
 }
 
 #[test]
+#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
 fn amx_fused_mlp_equals_the_layers_one_by_one() {
     // fc1's blocks written as fc2's tiles hold the bits pack_rows makes of fc1's output; also a
     // pair where only fc1 is on AMX (fc2's 40 columns are not): run one by one.
@@ -349,12 +359,8 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
         (9, 40, 64),
     ] {
         let x = values(m * k, 51);
-        let Some(fc1) = amx_layer(&values(inner * k, 52), inner, k, Some(&values(inner, 53)))
-        else {
-            return;
-        };
-        let fc2 =
-            amx_layer(&values(k * inner, 54), k, inner, Some(&values(k, 55))).expect("packable");
+        let fc1 = amx_layer(&values(inner * k, 52), inner, k, Some(&values(inner, 53)));
+        let fc2 = amx_layer(&values(k * inner, 54), k, inner, Some(&values(k, 55)));
         assert_eq!(fc2.amx.is_some(), k % 32 == 0);
         check_mlp_bits(
             &fc1,
@@ -372,6 +378,7 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
 /// panels taller than the rows given; what lies past the given rows and past the panel is left
 /// untouched.
 #[test]
+#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
 fn interleave_matches_its_definition() {
     for simd in levels() {
         for rows in 1..=32 {
