@@ -24,27 +24,12 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     if let Some(text) = &args.text {
         return embed_text(&model, &device, text, args.json);
     }
-
     let t0 = Instant::now();
     let encoder = ImageEncoder::load(&model, &device)?;
     if !args.json {
         eprintln!("imgvec: model loaded in {:.2} s", secs(t0));
     }
-    let walk = find_images(&args.paths);
-    let mut failed = walk.problems.len();
-    for (path, why) in &walk.problems {
-        eprintln!("imgvec: {}: {why}", path.display());
-    }
-    let jobs: Vec<Job> = walk
-        .images
-        .into_iter()
-        .enumerate()
-        .map(|(seq, f)| Job {
-            seq,
-            path: f.path,
-            label: String::new(),
-        })
-        .collect();
+    let (jobs, problems) = find_jobs(args);
     let total = jobs.len();
     let batch_size = crate::device::batch_size(args.batch_size, &device);
     let rx = spawn_prepare(
@@ -54,58 +39,15 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
         default_workers(),
         2 * batch_size,
     );
-
-    // Results come back in batches, not necessarily in input order: print them in order.
-    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
-    let mut warned = 0usize;
-    let mut next = 0usize;
-    let mut stdout = std::io::stdout().lock();
-    let mut write_error = None;
     let t1 = Instant::now();
-    run_model(rx, &encoder, batch_size, |batch| {
-        for o in batch {
-            pending.insert(o.seq(), o);
-        }
-        while let Some(o) = pending.remove(&next) {
-            next += 1;
-            let r = match o {
-                Outcome::Embedded { facts, vector } => {
-                    let path = facts.job.path.display().to_string();
-                    if facts.truncated {
-                        warned += 1;
-                        eprintln!("imgvec: warning: {path}: truncated; embedded what it holds");
-                    }
-                    if args.json {
-                        writeln!(stdout, "{}", json!({"path": path, "embedding": vector}))
-                    } else {
-                        writeln!(stdout, "{path}\t{}", preview(&vector))
-                    }
-                }
-                Outcome::Failed { job, reason } => {
-                    failed += 1;
-                    eprintln!("imgvec: {}: {reason}", job.path.display());
-                    Ok(())
-                }
-                // Not produced without a skip-known stage.
-                Outcome::Known { .. } | Outcome::OtherShard { .. } => Ok(()),
-            };
-            if let Err(e) = r {
-                write_error = Some(e);
-                return false;
-            }
-        }
-        true
-    });
-    if let Some(e) = write_error {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
-    }
-    stdout.flush().ok();
+    let mut printer = InOrder::new(args.json);
+    run_model(rx, &encoder, batch_size, |batch| printer.take(batch));
+    printer.finish()?;
+    let failed = problems + printer.failed;
     if !args.json {
-        let n = total.saturating_sub(failed.min(total));
-        let warnings = if warned > 0 {
-            format!(", {warned} truncated (warnings above)")
+        let n = total.saturating_sub(printer.failed.min(total));
+        let warnings = if printer.warned > 0 {
+            format!(", {} truncated (warnings above)", printer.warned)
         } else {
             String::new()
         };
@@ -119,6 +61,102 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The images under the paths as jobs in input order, and how many paths failed (each named on
+/// stderr).
+fn find_jobs(args: &EmbedArgs) -> (Vec<Job>, usize) {
+    let walk = find_images(&args.paths);
+    for (path, why) in &walk.problems {
+        eprintln!("imgvec: {}: {why}", path.display());
+    }
+    let jobs = walk
+        .images
+        .into_iter()
+        .enumerate()
+        .map(|(seq, f)| Job {
+            seq,
+            path: f.path,
+            label: String::new(),
+        })
+        .collect();
+    (jobs, walk.problems.len())
+}
+
+/// Prints the model's results in input order (they come back in batches, not in order): one line
+/// per image on stdout, failures and warnings on stderr.
+struct InOrder {
+    json: bool,
+    pending: BTreeMap<usize, Outcome>,
+    next: usize,
+    failed: usize,
+    warned: usize,
+    stdout: std::io::StdoutLock<'static>,
+    write_error: Option<std::io::Error>,
+}
+
+impl InOrder {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            pending: BTreeMap::new(),
+            next: 0,
+            failed: 0,
+            warned: 0,
+            stdout: std::io::stdout().lock(),
+            write_error: None,
+        }
+    }
+
+    /// Takes a batch and prints what is next in order; `false` stops the model (stdout is gone).
+    fn take(&mut self, batch: Vec<Outcome>) -> bool {
+        for o in batch {
+            self.pending.insert(o.seq(), o);
+        }
+        while let Some(o) = self.pending.remove(&self.next) {
+            self.next += 1;
+            if let Err(e) = self.print(o) {
+                self.write_error = Some(e);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn print(&mut self, o: Outcome) -> std::io::Result<()> {
+        match o {
+            Outcome::Embedded { facts, vector } => {
+                let path = facts.job.path.display().to_string();
+                if facts.truncated {
+                    self.warned += 1;
+                    eprintln!("imgvec: warning: {path}: truncated; embedded what it holds");
+                }
+                if self.json {
+                    writeln!(self.stdout, "{}", json!({"path": path, "embedding": vector}))
+                } else {
+                    writeln!(self.stdout, "{path}\t{}", preview(&vector))
+                }
+            }
+            Outcome::Failed { job, reason } => {
+                self.failed += 1;
+                eprintln!("imgvec: {}: {reason}", job.path.display());
+                Ok(())
+            }
+            // Not produced without a skip-known stage.
+            Outcome::Known { .. } | Outcome::OtherShard { .. } => Ok(()),
+        }
+    }
+
+    /// Flushes stdout; a write error other than a closed pipe (`| head`) is an error.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.write_error.take() {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e).context("writing to stdout");
+            }
+        }
+        self.stdout.flush().ok();
+        Ok(())
+    }
 }
 
 /// `embed --text`: one text's embedding.
