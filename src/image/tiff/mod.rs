@@ -150,6 +150,45 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
     // Sides first: within them, the byte counts below cannot overflow.
     let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     check_size(side(width), side(height), 0).map_err(Error::TooLarge)?;
+    let (spp, bps) = samples(dir)?;
+    let chunks = chunks(dir, width, height, bps * spp)?;
+    Ok(Layout {
+        width,
+        height,
+        bps,
+        spp,
+        photometric: dir.uint(tag::PHOTOMETRIC, 0)?,
+        compression: dir.uint(tag::COMPRESSION, 1)?,
+        planar: dir.uint(tag::PLANAR, 1)? == 2 && spp > 1,
+        predictor: dir.uint(tag::PREDICTOR, 1)?,
+        fill_order_reversed: dir.uint(tag::FILL_ORDER, 1)? == 2,
+        sample_format: dir.uint(tag::SAMPLE_FORMAT, 1)?,
+        extra: dir.uints(tag::EXTRA_SAMPLES, 16)?.unwrap_or_default(),
+        colormap: dir.uints(tag::COLOR_MAP, 3 << 16)?.unwrap_or_default(),
+        big_endian: dir.file.big_endian,
+        tiled: chunks.tiled,
+        chunk_w: chunks.width,
+        chunk_h: chunks.height,
+        chunks: chunks.at,
+        jpeg_tables: dir
+            .bytes(tag::JPEG_TABLES)?
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
+        t4_options: dir.uint(tag::T4_OPTIONS, 0)?,
+        subsampling: ycbcr_subsampling(dir, (width, height), chunks.height)?,
+        ycbcr_coefficients: dir
+            .floats(tag::YCBCR_COEFFICIENTS, 3)?
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or(ycbcr::DEFAULT_COEFFICIENTS),
+        reference_black_white: dir
+            .floats(tag::REFERENCE_BLACK_WHITE, 6)?
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or(ycbcr::DEFAULT_REFERENCE),
+    })
+}
+
+/// Samples per pixel and bits per sample, refusing what cannot be decoded (mixed sample sizes).
+fn samples(dir: &ifd::Ifd) -> Result<(usize, usize), Error> {
     let spp = dir.uint(tag::SAMPLES_PER_PIXEL, 1)? as usize;
     let bps_all = dir.uints(tag::BITS_PER_SAMPLE, 64)?.unwrap_or(vec![1]);
     let bps = bps_all.first().copied().unwrap_or(1) as usize;
@@ -161,6 +200,26 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
             "{spp} samples of {bps_all:?} bits"
         )));
     }
+    Ok((spp, bps))
+}
+
+/// How the pixels are cut into strips or tiles, and where each is.
+struct Chunks {
+    tiled: bool,
+    width: usize,
+    height: usize,
+    /// (offset, byte count) of each strip or tile.
+    at: Vec<(u64, u64)>,
+}
+
+/// The strips or tiles of a `width`×`height` image of `bits_per_pixel`, checked: offsets and
+/// counts present, sizes sane, one decompressed chunk within the decoding memory limit.
+fn chunks(
+    dir: &ifd::Ifd,
+    width: usize,
+    height: usize,
+    bits_per_pixel: usize,
+) -> Result<Chunks, Error> {
     let tiled = dir.uints(tag::TILE_OFFSETS, MAX_CHUNKS)?.is_some();
     let (offsets_tag, counts_tag) = if tiled {
         (tag::TILE_OFFSETS, tag::TILE_BYTE_COUNTS)
@@ -187,45 +246,18 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
         return Err(Error::Corrupt(format!("tile size {chunk_w}×{chunk_h}")));
     }
     // One decompressed strip or tile must fit the decoding memory limit too.
-    let chunk_bytes = (chunk_w * bps * spp).div_ceil(8) as u64 * chunk_h as u64;
+    let chunk_bytes = (chunk_w * bits_per_pixel).div_ceil(8) as u64 * chunk_h as u64;
     if chunk_bytes > MAX_DECODE_BYTES / 4 {
         return Err(Error::Corrupt(format!(
             "a {chunk_w}×{chunk_h} strip or tile needs {} MiB",
             chunk_bytes >> 20
         )));
     }
-    Ok(Layout {
-        width,
-        height,
-        bps,
-        spp,
-        photometric: dir.uint(tag::PHOTOMETRIC, 0)?,
-        compression: dir.uint(tag::COMPRESSION, 1)?,
-        planar: dir.uint(tag::PLANAR, 1)? == 2 && spp > 1,
-        predictor: dir.uint(tag::PREDICTOR, 1)?,
-        fill_order_reversed: dir.uint(tag::FILL_ORDER, 1)? == 2,
-        sample_format: dir.uint(tag::SAMPLE_FORMAT, 1)?,
-        extra: dir.uints(tag::EXTRA_SAMPLES, 16)?.unwrap_or_default(),
-        colormap: dir.uints(tag::COLOR_MAP, 3 << 16)?.unwrap_or_default(),
-        big_endian: dir.file.big_endian,
+    Ok(Chunks {
         tiled,
-        chunk_w,
-        chunk_h,
-        chunks: offsets.into_iter().zip(counts).collect(),
-        jpeg_tables: dir
-            .bytes(tag::JPEG_TABLES)?
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default(),
-        t4_options: dir.uint(tag::T4_OPTIONS, 0)?,
-        subsampling: ycbcr_subsampling(dir, (width, height), chunk_h)?,
-        ycbcr_coefficients: dir
-            .floats(tag::YCBCR_COEFFICIENTS, 3)?
-            .and_then(|v| v.try_into().ok())
-            .unwrap_or(ycbcr::DEFAULT_COEFFICIENTS),
-        reference_black_white: dir
-            .floats(tag::REFERENCE_BLACK_WHITE, 6)?
-            .and_then(|v| v.try_into().ok())
-            .unwrap_or(ycbcr::DEFAULT_REFERENCE),
+        width: chunk_w,
+        height: chunk_h,
+        at: offsets.into_iter().zip(counts).collect(),
     })
 }
 
