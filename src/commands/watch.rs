@@ -19,15 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use serde_json::json;
 
-use super::ingest::{jobs_of, EncoderSlot, Summary, Work};
+use super::ingest::{jobs_of, EncoderSlot, Engine, Summary, Work};
 use super::prune::check::{roots, Root};
 use super::prune::{check_all, delete_ids, docs_under};
 use super::{ensure_index, exit, open_model, open_store, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
-use crate::clip::ModelDir;
 use crate::store::VectorStore;
 use crate::walk::{find_changed_images, find_images};
 use crate::watch::{Change, Follower, Notice};
@@ -60,12 +58,14 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
         batch_size: args.batch_size,
         store_args: &args.store,
         model_args: &args.model,
-        model: &model,
-        device: &device,
-        rt: &rt,
-        store: &store,
-        stop: &stop,
-        encoder: &EncoderSlot::default(),
+        engine: Engine {
+            model: &model,
+            device: &device,
+            rt: &rt,
+            store: &store,
+            stop: &stop,
+            encoder: &EncoderSlot::default(),
+        },
         out: Printer {
             json: args.json,
             to_stderr: false,
@@ -160,12 +160,7 @@ pub struct Follow<'a> {
     pub batch_size: Option<u32>,
     pub store_args: &'a StoreArgs,
     pub model_args: &'a ModelArgs,
-    pub model: &'a ModelDir,
-    pub device: &'a Device,
-    pub rt: &'a tokio::runtime::Runtime,
-    pub store: &'a Arc<dyn VectorStore>,
-    pub stop: &'a Arc<AtomicBool>,
-    pub encoder: &'a EncoderSlot,
+    pub engine: Engine<'a>,
     pub out: Printer,
 }
 
@@ -175,7 +170,7 @@ impl Follow<'_> {
         let mut failed = false;
         let mut last_refresh = Instant::now();
         let local = self.is_local();
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.engine.stop.load(Ordering::SeqCst) {
             let changes = follower.poll(TICK);
             for n in follower.notices() {
                 self.out.notice(&n);
@@ -214,7 +209,7 @@ impl Follow<'_> {
     }
 
     fn refresh(&self) {
-        if let Err(e) = self.rt.block_on(self.store.refresh()) {
+        if let Err(e) = self.engine.rt.block_on(self.engine.store.refresh()) {
             eprintln!("imgvec: warning: refresh failed ({e}): new images may take a moment to show in search");
         }
     }
@@ -225,12 +220,12 @@ impl Follow<'_> {
             .iter()
             .map(|r| super::prune::check::root_of(r.clone(), true))
             .collect();
-        let docs = self.rt.block_on(docs_under(self.store.as_ref(), &root_list))?;
+        let docs = self.engine.rt.block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
         let (pruned, ids) = check_all(&docs, quiet);
         for path in pruned.gone.iter().chain(&pruned.changed) {
             self.out.change("removed", path, None);
         }
-        self.rt.block_on(delete_ids(self.store.as_ref(), &ids))?;
+        self.engine.rt.block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
         let mut summary = Summary::default();
         let jobs = jobs_of(find_images(roots), self.opts.label.as_deref(), &mut summary);
         summary.found = jobs.len() + summary.failed;
@@ -263,7 +258,7 @@ impl Follow<'_> {
             failed |= self.sync_whole(std::slice::from_ref(root), true)?.failed > 0;
         }
         // Documents under the changed paths whose file is gone or has other content now.
-        let docs = self.rt.block_on(docs_under(self.store.as_ref(), &checked))?;
+        let docs = self.engine.rt.block_on(docs_under(self.engine.store.as_ref(), &checked))?;
         let (pruned, ids) = check_all(&docs, true);
         let changed: HashSet<&String> = pruned.changed.iter().collect();
         for path in &pruned.gone {
@@ -273,7 +268,7 @@ impl Follow<'_> {
             self.out.change("unchecked", path, Some(why));
         }
         if !ids.is_empty() {
-            self.rt.block_on(delete_ids(self.store.as_ref(), &ids))?;
+            self.engine.rt.block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
             self.make_visible();
         }
         failed |= self.index(&present, &changed)?;
@@ -298,8 +293,9 @@ impl Follow<'_> {
         let prefixes: Vec<String> = labels.iter().map(|(p, _)| p.clone()).collect();
         let stored_paths = || -> Result<HashSet<String>> {
             Ok(self
+                .engine
                 .rt
-                .block_on(self.store.files_under(&prefixes))?
+                .block_on(self.engine.store.files_under(&prefixes))?
                 .into_iter()
                 .map(|d| d.path)
                 .collect())
@@ -335,12 +331,7 @@ impl Follow<'_> {
     fn work<'w>(&'w self, args: &'w IngestArgs) -> Work<'w> {
         Work {
             args,
-            model: self.model,
-            device: self.device,
-            rt: self.rt,
-            store: self.store,
-            stop: self.stop,
-            encoder: self.encoder,
+            engine: &self.engine,
         }
     }
 
@@ -402,12 +393,14 @@ pub fn spawn_for_serve(
                     batch_size: None,
                     store_args: &store_args,
                     model_args: &model_args,
-                    model: &model,
-                    device: &device,
-                    rt: &rt,
-                    store: &store,
-                    stop: &stop,
-                    encoder: &slot,
+                    engine: Engine {
+                        model: &model,
+                        device: &device,
+                        rt: &rt,
+                        store: &store,
+                        stop: &stop,
+                        encoder: &slot,
+                    },
                     out: Printer {
                         json: false,
                         to_stderr: true,

@@ -67,14 +67,17 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let bulk_load = begin_bulk_load(args, &rt, &store, &slot, jobs.len());
     summary.disappeared = disappeared(&rt, store.as_ref(), args, &jobs, &summary);
     if !jobs.is_empty() {
-        let work = Work {
-            args,
+        let engine = Engine {
             model: &model,
             device: &device,
             rt: &rt,
             store: &store,
             stop: &stop,
             encoder: &EncoderSlot::default(),
+        };
+        let work = Work {
+            args,
+            engine: &engine,
         };
         summary.add(work.embed_and_index(jobs)?);
     }
@@ -208,9 +211,9 @@ impl EncoderSlot {
     }
 }
 
-/// What the embedding and indexing steps share.
-pub struct Work<'a> {
-    pub args: &'a IngestArgs,
+/// What stays open from one ingest to the next: the model, the store, the stop flag, the encoder
+/// once loaded (`watch` runs many ingests over one engine).
+pub struct Engine<'a> {
     pub model: &'a ModelDir,
     pub device: &'a Device,
     pub rt: &'a tokio::runtime::Runtime,
@@ -219,30 +222,36 @@ pub struct Work<'a> {
     pub encoder: &'a EncoderSlot,
 }
 
+/// One ingest: what to ingest and how, on an engine.
+pub struct Work<'a> {
+    pub args: &'a IngestArgs,
+    pub engine: &'a Engine<'a>,
+}
+
 impl Work<'_> {
     /// Reads, skips what is known, prepares, embeds and indexes `jobs`; returns their account.
     pub fn embed_and_index(&self, jobs: Vec<Job>) -> Result<Summary> {
-        let batch_size = crate::device::batch_size(self.args.batch_size, self.device);
+        let batch_size = crate::device::batch_size(self.args.batch_size, self.engine.device);
         let mut progress = Progress::new(jobs.len() as u64, self.args.quiet, "done");
         let prepared = spawn_prepare(
-            self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.stop))),
-            self.model.preprocess_config()?,
+            self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.engine.stop))),
+            self.engine.model.preprocess_config()?,
             self.args.model.decode_options(self.args.allow_truncated),
             default_workers(),
             2 * batch_size,
         );
         let (tx, batches) = tokio::sync::mpsc::channel::<Vec<Outcome>>(2);
         let indexer = Indexer {
-            store: Arc::clone(self.store),
-            model: self.model.name(),
+            store: Arc::clone(self.engine.store),
+            model: self.engine.model.name(),
             overwrite: self.args.force,
-            stop: Arc::clone(self.stop),
+            stop: Arc::clone(self.engine.stop),
             plan: BulkPlan {
                 concurrency: self.args.bulk_concurrency,
                 ..BulkPlan::default()
             },
         }
-        .spawn(self.rt, batches);
+        .spawn(self.engine.rt, batches);
         let mut send = |batch: Vec<Outcome>| {
             let failed = batch
                 .iter()
@@ -260,7 +269,7 @@ impl Work<'_> {
         }
         drop(tx);
         progress.finish();
-        let (summary, fatal) = self.rt.block_on(indexer)?;
+        let (summary, fatal) = self.engine.rt.block_on(indexer)?;
         if let Some(e) = fatal {
             eprintln!(
                 "imgvec: error: {e}. Run the same command again to resume: what was indexed stays."
@@ -274,15 +283,15 @@ impl Work<'_> {
         &self,
         read: std::sync::mpsc::Receiver<Flow<crate::pipeline::ReadFile>>,
     ) -> std::sync::mpsc::Receiver<Flow<crate::pipeline::ReadFile>> {
-        let store = Arc::clone(self.store);
-        let handle = self.rt.handle().clone();
+        let store = Arc::clone(self.engine.store);
+        let handle = self.engine.rt.handle().clone();
         let force = self.args.force;
         let shard = self.args.shard;
         spawn_skip_known(
             read,
             KNOWN_CHUNK,
             shard,
-            Arc::clone(self.stop),
+            Arc::clone(self.engine.stop),
             move |ids| {
                 if force {
                     return Ok(Default::default());
@@ -297,6 +306,7 @@ impl Work<'_> {
     /// The encoder in the slot, loaded into it first if it is empty.
     fn load_encoder(&self) -> Result<Arc<ImageEncoder>> {
         let mut slot = self
+            .engine
             .encoder
             .0
             .lock()
@@ -305,7 +315,7 @@ impl Work<'_> {
             return Ok(Arc::clone(encoder));
         }
         let t = Instant::now();
-        let encoder = Arc::new(ImageEncoder::load(self.model, self.device)?);
+        let encoder = Arc::new(ImageEncoder::load(self.engine.model, self.engine.device)?);
         if !self.args.quiet {
             eprintln!("imgvec: model loaded in {:.2} s", t.elapsed().as_secs_f64());
         }

@@ -65,6 +65,10 @@ CREATE TABLE ann_cache (
     checksum INTEGER NOT NULL,
     params TEXT NOT NULL
 );
+";
+
+/// The keys of deleted documents, by the generation that deleted them (schema 2).
+const TOMBSTONES: &str = "
 CREATE TABLE tombstones (
     index_id INTEGER NOT NULL,
     generation INTEGER NOT NULL,
@@ -73,16 +77,10 @@ CREATE TABLE tombstones (
 ) WITHOUT ROWID;
 ";
 
-/// What a version-1 store gets to become version 2 (see [`SCHEMA_VERSION`]).
-const UPGRADE_1_TO_2: &str = "
-ALTER TABLE indexes ADD COLUMN tombstones_after INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE tombstones (
-    index_id INTEGER NOT NULL,
-    generation INTEGER NOT NULL,
-    key INTEGER NOT NULL,
-    PRIMARY KEY (index_id, generation, key)
-) WITHOUT ROWID;
-";
+/// What a version-1 store gets to become version 2 (see [`SCHEMA_VERSION`]), besides
+/// [`TOMBSTONES`].
+const UPGRADE_1_TO_2: &str =
+    "ALTER TABLE indexes ADD COLUMN tombstones_after INTEGER NOT NULL DEFAULT 0;";
 
 /// One row of `indexes`.
 #[derive(Debug, Clone)]
@@ -204,7 +202,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     let created = match objects {
         Ok(0) => conn
             .execute_batch(&format!(
-                "{SCHEMA} PRAGMA application_id = {APPLICATION_ID};
+                "{SCHEMA} {TOMBSTONES} PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map(|()| true),
@@ -233,7 +231,7 @@ fn upgrade_from_1(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     };
     let upgraded = if version == 1 {
         conn.execute_batch(&format!(
-            "{UPGRADE_1_TO_2} PRAGMA user_version = {SCHEMA_VERSION};"
+            "{UPGRADE_1_TO_2} {TOMBSTONES} PRAGMA user_version = {SCHEMA_VERSION};"
         ))
     } else {
         Ok(())
