@@ -678,6 +678,50 @@ async fn the_hnsw_file_is_loaded_and_rebuilt_when_missing_or_damaged() {
 }
 
 #[tokio::test]
+async fn without_its_graph_file_a_large_store_answers_at_once_and_builds_the_graph_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(41);
+    let all = docs(&mut rng, 3_000, 16, &["cat", "dog", "owl"], "g");
+    let file = {
+        let store = open(hnsw_config(tmp.path()));
+        store.ensure_index(&spec(16)).await.unwrap();
+        upsert_all(&store, &all).await;
+        store.ann_path().unwrap().unwrap()
+    };
+    // A crash tore the graph file.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let mut cfg = hnsw_config(tmp.path());
+    cfg.background_build_rows = 1_000;
+    let store = open(cfg);
+    // The first searches are exact scans: right, and without waiting for the build.
+    let d = &all[7];
+    let hits = store.knn(&query(&d.vector, 5, None)).await.unwrap();
+    assert_eq!(hits, store.exact_knn(&query(&d.vector, 5, None)).await.unwrap());
+    let hits = store.knn(&query(&d.vector, 5, Some(&d.label))).await.unwrap();
+    assert!(hits.iter().all(|h| h.label == d.label) && hits[0].id == d.id);
+    let stats = store.ann_stats();
+    assert!(stats.exact_while_building >= 2, "{stats:?}");
+    assert_eq!(stats.rebuilt, 0, "{stats:?}");
+    // Written meanwhile: caught up once the graph is in.
+    let more = docs(&mut rng, 20, 16, &["fox"], "m");
+    let writer = open(hnsw_config(tmp.path()));
+    upsert_all(&writer, &more).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.ann_stats().built_in_background == 0 {
+        assert!(std::time::Instant::now() < deadline, "the graph was never built");
+        store.knn(&query(&d.vector, 5, None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let scans = store.ann_stats().exact_while_building;
+    let all: Vec<ImageDoc> = all.iter().chain(&more).cloned().collect();
+    searches_right(&store, &all).await;
+    let stats = store.ann_stats();
+    assert_eq!(stats.exact_while_building, scans, "{stats:?}");
+    assert_eq!(stats.rebuilt, 0, "{stats:?}");
+}
+
+#[tokio::test]
 async fn a_store_of_schema_1_is_upgraded_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(31);

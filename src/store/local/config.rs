@@ -26,6 +26,7 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
+pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
 
 /// Where the store is and how it behaves.
 #[derive(Debug, Clone)]
@@ -46,6 +47,11 @@ pub struct LocalConfig {
     pub exact_scan_rows: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
     pub min_ef_search: usize,
+    /// A search that finds no usable graph (its cache file missing or torn, after a crash) over
+    /// more documents than this answers with an exact scan and builds the graph on a thread of its
+    /// own, instead of keeping the query waiting for the build (minutes at a million documents).
+    /// Writes always build it first.
+    pub background_build_rows: usize,
 }
 
 impl LocalConfig {
@@ -59,6 +65,7 @@ impl LocalConfig {
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
+            background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
         }
     }
 }

@@ -10,12 +10,14 @@
 //! it is answered by rebuilding it.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::db::{db_error, vector_row, IndexRow};
+use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -31,6 +33,11 @@ const SAVE_ON_CLOSE_ROWS: u64 = 1_024;
 /// builds the graph from the rows instead.
 const LOAD_ATTEMPTS: usize = 3;
 
+/// A graph being built from the rows on a thread of its own.
+pub(super) struct Building {
+    handle: std::thread::JoinHandle<Result<Ann, StoreError>>,
+}
+
 /// What happened to the in-memory HNSW graph since the store was opened (for tests and `--verbose`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AnnStats {
@@ -42,6 +49,10 @@ pub struct AnnStats {
     pub caught_up_rows: u64,
     /// Keys taken out of the graph because their documents were deleted after its generation.
     pub caught_up_deletions: u64,
+    /// Graphs built on a thread of their own and taken into use.
+    pub built_in_background: u64,
+    /// Searches answered by an exact scan because the graph was being built.
+    pub exact_while_building: u64,
     /// Times the cache file was written.
     pub saved: u64,
     /// Times writing it failed (searching goes on from memory; see
@@ -176,7 +187,7 @@ impl Shared {
         let State {
             conn, ann, stats, ..
         } = state;
-        let (tx, _row) = self.snapshot(conn, ann, stats)?;
+        let (tx, _row, _ready) = self.snapshot(conn, ann, stats, false)?;
         drop(tx);
         Ok(())
     }
@@ -206,22 +217,31 @@ impl Shared {
     /// Opens a read transaction (a consistent snapshot of the database) and brings the graph in
     /// `slot` to it: kept and caught up if it can be, else loaded from the cache file (outside the
     /// snapshot, then caught up inside a new one: the file is never newer than what a snapshot
-    /// opened after reading it sees), else built from the snapshot's rows. Returns the snapshot
-    /// and the index's row in it; [`StoreError::IndexMissing`] if there is no index.
+    /// opened after reading it sees), else built from the snapshot's rows — or, for a search
+    /// (`search_only`) over more than `background_build_rows` documents, built on a thread of its
+    /// own while the search scans exactly. Returns the snapshot, the index's row in it and whether
+    /// the graph is ready; [`StoreError::IndexMissing`] if there is no index.
     pub(super) fn snapshot<'c>(
         &self,
         conn: &'c Connection,
         slot: &mut Option<Ann>,
         stats: &mut AnnStats,
-    ) -> Result<(Transaction<'c>, IndexRow), StoreError> {
+        search_only: bool,
+    ) -> Result<(Transaction<'c>, IndexRow, bool), StoreError> {
         let mut loads = 0;
         loop {
+            if slot.is_none() {
+                if let Some(graph) = self.take_built() {
+                    stats.built_in_background += 1;
+                    *slot = Some(graph);
+                }
+            }
             let tx = conn.unchecked_transaction().map_err(|e| self.db(e))?;
             let row = self.index_row(&tx)?;
             if slot.as_ref().is_some_and(|g| g.can_catch_up_to(&row)) {
                 if let Some(graph) = slot.as_mut() {
                     match self.catch_up(&tx, graph, &row, stats) {
-                        Ok(()) if graph_matches(graph, &row) => return Ok((tx, row)),
+                        Ok(()) if graph_matches(graph, &row) => return Ok((tx, row, true)),
                         // The graph disagrees with the database (it should not): rebuild it.
                         Ok(()) => *slot = None,
                         Err(e) => {
@@ -244,10 +264,60 @@ impl Shared {
                 loads = LOAD_ATTEMPTS;
                 continue;
             }
+            if search_only && row.doc_count > self.cfg.background_build_rows as i64 {
+                self.start_build();
+                stats.exact_while_building += 1;
+                return Ok((tx, row, false));
+            }
             stats.rebuilt += 1;
-            *slot = Some(self.build_ann(&tx, &row)?);
-            return Ok((tx, row));
+            *slot = Some(build_graph(
+                &tx,
+                &self.db_path,
+                self.cfg.min_ef_search,
+                &row,
+            )?);
+            return Ok((tx, row, true));
         }
+    }
+
+    /// Starts building the graph from the rows on a thread of its own (one connection of its own,
+    /// one read snapshot), unless a build is under way.
+    fn start_build(&self) {
+        let mut building = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        if building.is_some() {
+            return;
+        }
+        let (db_path, index, min_ef) = (
+            self.db_path.clone(),
+            self.cfg.index.clone(),
+            self.cfg.min_ef_search,
+        );
+        let thread = std::thread::Builder::new()
+            .name("imgvec-hnsw-build".into())
+            .spawn(move || {
+                let conn = open_db(&db_path)?;
+                let tx = conn
+                    .unchecked_transaction()
+                    .map_err(|e| db_error(&db_path, e))?;
+                let row = find_index_by_name(&tx, &db_path, &index)?
+                    .ok_or(StoreError::IndexMissing { index })?;
+                build_graph(&tx, &db_path, min_ef, &row)
+            });
+        // Could not start a thread: the next search tries again (and scans meanwhile).
+        if let Ok(handle) = thread {
+            *building = Some(Building { handle });
+        }
+    }
+
+    /// The graph a finished background build made, if one has finished (a failed build is
+    /// forgotten: the next search starts another).
+    fn take_built(&self) -> Option<Ann> {
+        let mut building = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        if !building.as_ref().is_some_and(|b| b.handle.is_finished()) {
+            return None;
+        }
+        let done = building.take()?;
+        done.handle.join().ok()?.ok()
     }
 
     /// The label of every document of the index.
@@ -269,49 +339,6 @@ impl Shared {
         Ok(labels)
     }
 
-    /// Builds the graph from all rows of the index, on this one thread: usearch 2.26 can leave
-    /// nodes unreachable by search when `add` runs on several threads at once (usearch issue #735;
-    /// measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
-    fn build_ann(&self, conn: &Connection, row: &IndexRow) -> Result<Ann, StoreError> {
-        let db = |e| db_error(&self.db_path, e);
-        let index = Index::new(&ann_options(row, self.cfg.min_ef_search))
-            .map_err(|e| ann_error("create", e))?;
-        let total = usize::try_from(row.doc_count).unwrap_or(0);
-        reserve(&index, total + 1, 1)?;
-        let mut labels = Labels::default();
-        let mut stmt = conn
-            .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
-            .map_err(db)?;
-        let mut rows = stmt.query(params![row.id]).map_err(db)?;
-        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(BUILD_CHUNK);
-        let mut done = false;
-        while !done {
-            chunk.clear();
-            while chunk.len() < BUILD_CHUNK {
-                let Some(r) = rows.next().map_err(db)? else {
-                    done = true;
-                    break;
-                };
-                let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-                labels.set(key, label);
-                chunk.push((key, vector));
-            }
-            if index.size() + chunk.len() >= index.capacity() {
-                reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
-            }
-            for (key, vector) in &chunk {
-                index.add(*key, vector).map_err(|e| ann_error("add", e))?;
-            }
-        }
-        Ok(Ann {
-            index_id: row.id,
-            unsaved: index.size().max(1) as u64,
-            index,
-            generation: row.generation,
-            labels,
-        })
-    }
-
     /// Replays what was written after the graph's generation: the keys tombstoned since are
     /// taken out, then the rows written since are added (or replace what the graph had for them).
     /// The rows are the truth, so a key deleted and then reused comes back with its new row.
@@ -327,9 +354,7 @@ impl Shared {
         }
         let db = |e| db_error(&self.db_path, e);
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT key FROM tombstones WHERE index_id = ?1 AND generation > ?2",
-            )
+            .prepare_cached("SELECT key FROM tombstones WHERE index_id = ?1 AND generation > ?2")
             .map_err(db)?;
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
@@ -373,6 +398,53 @@ impl Shared {
         graph.generation = row.generation;
         Ok(())
     }
+}
+
+/// Builds the graph from all rows of the index, on this one thread: usearch 2.26 can leave
+/// nodes unreachable by search when `add` runs on several threads at once (usearch issue #735;
+/// measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
+fn build_graph(
+    conn: &Connection,
+    db_path: &Path,
+    min_ef_search: usize,
+    row: &IndexRow,
+) -> Result<Ann, StoreError> {
+    let db = |e| db_error(db_path, e);
+    let index = Index::new(&ann_options(row, min_ef_search)).map_err(|e| ann_error("create", e))?;
+    let total = usize::try_from(row.doc_count).unwrap_or(0);
+    reserve(&index, total + 1, 1)?;
+    let mut labels = Labels::default();
+    let mut stmt = conn
+        .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
+        .map_err(db)?;
+    let mut rows = stmt.query(params![row.id]).map_err(db)?;
+    let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(BUILD_CHUNK);
+    let mut done = false;
+    while !done {
+        chunk.clear();
+        while chunk.len() < BUILD_CHUNK {
+            let Some(r) = rows.next().map_err(db)? else {
+                done = true;
+                break;
+            };
+            let (key, label, vector) = vector_row(db_path, r, row.dims)?;
+            labels.set(key, label);
+            chunk.push((key, vector));
+        }
+        if index.size() + chunk.len() >= index.capacity() {
+            reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
+        }
+        for (key, vector) in &chunk {
+            index.add(*key, vector).map_err(|e| ann_error("add", e))?;
+        }
+    }
+    Ok(Ann {
+        index_id: row.id,
+        unsaved: index.size().max(1) as u64,
+        index,
+        generation: row.generation,
+        labels,
+    })
 }
 
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).

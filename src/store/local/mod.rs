@@ -60,7 +60,8 @@ use super::{
     UpsertReport, VectorStore,
 };
 pub use config::{
-    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_EXACT_SCAN_ROWS,
+    LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
+    DEFAULT_EXACT_SCAN_ROWS,
     DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE,
     MAX_NUM_CANDIDATES, SIMILARITY,
 };
@@ -91,6 +92,8 @@ struct Shared {
     db_path: PathBuf,
     cfg: LocalConfig,
     state: Mutex<State>,
+    /// A graph being built on a thread of its own for searches (see `graph`).
+    building: Mutex<Option<graph::Building>>,
 }
 
 /// What one call at a time may change: the database connection and the in-memory graph.
@@ -134,6 +137,7 @@ impl LocalStore {
                     save_error: None,
                     wrote: false,
                 }),
+                building: Mutex::new(None),
             }),
         })
     }

@@ -40,10 +40,16 @@ impl Shared {
         let State {
             conn, ann, stats, ..
         } = state;
-        let (tx, row) = self.snapshot(conn, ann, stats)?;
+        let (tx, row, ready) = self.snapshot(conn, ann, stats, true)?;
         self.check_query(&row, query)?;
+        if !ready {
+            // No graph yet (being built aside): the exact answer, slower but at once.
+            return self.exact_scan(&tx, row.id, &query.vector, query.label.as_deref(), k);
+        }
         let Some(graph) = ann.as_ref() else {
-            return Err(StoreError::Other("the HNSW graph could not be set up".into()));
+            return Err(StoreError::Other(
+                "the HNSW graph could not be set up".into(),
+            ));
         };
         if graph.index.size() == 0 {
             return Ok(Vec::new());
