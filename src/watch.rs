@@ -310,7 +310,7 @@ mod tests {
     fn a_file_is_taken_once_when_its_size_stops_changing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
-        let mut f = follower(&root, 150);
+        let mut f = follower(&root, 500);
         let path = root.join("a.jpg");
         std::fs::write(&path, b"one").unwrap();
         // Still growing while the first looks are taken.
@@ -323,7 +323,7 @@ mod tests {
         let changes = collect(&mut f, 1);
         assert_eq!(changes, vec![Change::Present(path.clone())]);
         // Nothing more comes of it.
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(1_200));
         assert!(f.poll(Duration::from_millis(50)).is_empty());
     }
 
