@@ -582,7 +582,7 @@ pub struct ManArgs {
 #[command(
     after_help = "Examples:\n  imgvec serve                      # http://127.0.0.1:8080/\n  \
 imgvec serve --addr 127.0.0.1:9000\n  imgvec serve --es-url http://localhost:9200 --index photos\n\n\
-The page and the API are described in README.md (`imgvec serve`)."
+The page and the API are described in docs/serve.md."
 )]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port (the URL is printed).

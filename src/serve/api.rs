@@ -1,6 +1,6 @@
 //! The JSON the HTTP API speaks: response bodies and the error type every handler returns.
 //!
-//! What it is for: the shapes documented in README (`{"hits": [...], "took_ms": N}`, a hit with the
+//! What it is for: the shapes documented in docs/serve.md (`{"hits": [...], "took_ms": N}`, a hit with the
 //! keys of `search --json`, `{"error": "..."}` with a fitting status) and the one place that decides
 //! which status and which words a failure gets. Store and model errors are told to the user in words
 //! they can act on; details that could show the server's insides (database paths, server replies)

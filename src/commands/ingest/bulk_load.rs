@@ -2,7 +2,7 @@
 //! every way out — the normal end, an error (`?`), a panic (unwinding drops the guard), and a second
 //! Ctrl-C (the signal task takes the saved settings from the shared [`Slot`] and restores them
 //! before exiting). Only a SIGKILL or a crash of the machine leaves the load settings in place; then
-//! `imgvec ingest --bulk-load` again and let it finish, or set them back by hand (README).
+//! `imgvec ingest --bulk-load` again and let it finish, or set them back by hand (docs/elasticsearch.md, "Production cluster").
 //!
 //! Not for: what the settings are (see `store::elastic::load`).
 
