@@ -8,6 +8,8 @@
 //! text into vectors, `pipeline` runs the stages in parallel, `store` keeps and searches vectors,
 //! `commands` are the subcommands, `cli` their flags.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod cli;
 pub mod clip;
 pub mod commands;

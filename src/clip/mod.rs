@@ -24,11 +24,19 @@ macro_rules! dispatch {
     (@body $level:expr, $generic:ident($($arg:ident: $ty:ty),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            /// The generic function compiled for AVX-512F.
+            ///
+            /// # Safety
+            /// The CPU has AVX-512F.
             #[target_feature(enable = "avx512f")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx512($($arg: $ty),*) {
                 $generic($($arg),*)
             }
+            /// The generic function compiled for AVX2 and FMA.
+            ///
+            /// # Safety
+            /// The CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx2($($arg: $ty),*) {

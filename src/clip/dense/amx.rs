@@ -239,9 +239,13 @@ impl Config {
     }
 
     /// # Safety
-    /// AMX is [`enabled`].
+    /// AMX is [`enabled`]; `self` was made by [`Config::new`] with 1 ≤ rows ≤ 16.
     unsafe fn load(&self) {
-        asm!("ldtilecfg [{}]", in(reg) self, options(nostack, readonly));
+        // SAFETY: AMX is enabled (the contract): the CPU has AMX-TILE and the OS lets this process
+        // use the tile data. `self` is the 64-byte, 64-aligned block LDTILECFG reads
+        // (repr(C, align(64))), a valid palette-1 configuration: reserved bytes and tiles 8–15
+        // zero, tiles 0–7 64 bytes wide and 1–16 rows (the contract). It only reads that memory.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) self, options(nostack, readonly)) };
     }
 }
 
@@ -250,7 +254,9 @@ impl Config {
 /// # Safety
 /// AMX is [`enabled`].
 unsafe fn release() {
-    asm!("tilerelease", options(nostack, nomem));
+    // SAFETY: AMX is enabled (the contract), so the CPU has TILERELEASE; it touches no memory,
+    // only the tile registers and configuration, which no Rust code relies on.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
 /// Accumulators 0–3 (rows g, g + 1 × column groups j, j + 1) = C (or 0 when `!load`) + Σ over
@@ -260,7 +266,11 @@ unsafe fn release() {
 /// follows each, the next k tile 2 KiB on); `w0`, `w1`: the two column groups' likewise.
 ///
 /// # Safety
-/// The full configuration is loaded; the pointers are valid for `steps` k tiles.
+/// AMX is [`enabled`] and the full configuration (`Config::new(16)`) is loaded on this thread;
+/// `steps` ≥ 1 (the loop tests at its end); `a0`, `a1`, `w0`, `w1` are valid for reads of `steps`
+/// k tiles each (2 KiB apart, the lo tile 1 KiB after the hi); C's four tiles (1 KiB each, at `c`,
+/// `c` + 1 KiB, `c` + `gs`, `c` + `gs` + 1 KiB, one allocation) for writes, and for reads when
+/// `load`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn k32x32(
@@ -273,109 +283,127 @@ unsafe fn k32x32(
     gs: usize,
     load: bool,
 ) {
-    asm!(
-        "test {load:e}, {load:e}",
-        "jz 2f",
-        "tileloadd tmm0, [{c0} + {s}*1]",
-        "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
-        "tileloadd tmm2, [{c1} + {s}*1]",
-        "tileloadd tmm3, [{c1} + {s}*1 + 1024]",
-        "jmp 3f",
-        "2:",
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        "3:",
-        "tileloadd tmm4, [{a0} + {s}*1]",
-        "tileloadd tmm5, [{a1} + {s}*1]",
-        "tileloadd tmm6, [{w0} + {s}*1]",
-        "tileloadd tmm7, [{w1} + {s}*1]",
-        "tdpbf16ps tmm0, tmm4, tmm6",
-        "tdpbf16ps tmm1, tmm4, tmm7",
-        "tdpbf16ps tmm2, tmm5, tmm6",
-        "tdpbf16ps tmm3, tmm5, tmm7",
-        "tileloadd tmm4, [{a0} + {s}*1 + 1024]",
-        "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
-        "tdpbf16ps tmm0, tmm4, tmm6",
-        "tdpbf16ps tmm1, tmm4, tmm7",
-        "tdpbf16ps tmm2, tmm5, tmm6",
-        "tdpbf16ps tmm3, tmm5, tmm7",
-        "tileloadd tmm4, [{a0} + {s}*1]",
-        "tileloadd tmm5, [{a1} + {s}*1]",
-        "tileloadd tmm6, [{w0} + {s}*1 + 1024]",
-        "tileloadd tmm7, [{w1} + {s}*1 + 1024]",
-        "tdpbf16ps tmm0, tmm4, tmm6",
-        "tdpbf16ps tmm1, tmm4, tmm7",
-        "tdpbf16ps tmm2, tmm5, tmm6",
-        "tdpbf16ps tmm3, tmm5, tmm7",
-        "add {a0}, 2048",
-        "add {a1}, 2048",
-        "add {w0}, 2048",
-        "add {w1}, 2048",
-        "dec {steps}",
-        "jnz 3b",
-        "tilestored [{c0} + {s}*1], tmm0",
-        "tilestored [{c0} + {s}*1 + 1024], tmm1",
-        "tilestored [{c1} + {s}*1], tmm2",
-        "tilestored [{c1} + {s}*1 + 1024], tmm3",
-        load = in(reg) u32::from(load),
-        c0 = in(reg) c,
-        c1 = in(reg) c.add(gs),
-        a0 = inout(reg) a0 => _,
-        a1 = inout(reg) a1 => _,
-        w0 = inout(reg) w0 => _,
-        w1 = inout(reg) w1 => _,
-        steps = inout(reg) steps => _,
-        s = in(reg) 64usize,
-        options(nostack),
-    );
+    // SAFETY: the full configuration is loaded (the contract): eight tiles of 16 rows × 64 bytes,
+    // so each TILELOADD/TILESTORED (stride 64) touches the 1 KiB from its address. Those are C's
+    // four tiles at c, c + 1 KiB, c + gs (`c.add(gs)`: inside C's allocation) and c + gs + 1 KiB,
+    // read only when `load`, and `a0`, `a1`, `w0`, `w1` (+ 1 KiB) advanced 2 KiB a step for
+    // `steps` ≥ 1 steps: all inside what the contract makes valid. The pointer and count
+    // registers it advances are inout and discarded; it uses no stack.
+    unsafe {
+        asm!(
+            "test {load:e}, {load:e}",
+            "jz 2f",
+            "tileloadd tmm0, [{c0} + {s}*1]",
+            "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
+            "tileloadd tmm2, [{c1} + {s}*1]",
+            "tileloadd tmm3, [{c1} + {s}*1 + 1024]",
+            "jmp 3f",
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "3:",
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            "tileloadd tmm6, [{w0} + {s}*1]",
+            "tileloadd tmm7, [{w1} + {s}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm4, [{a0} + {s}*1 + 1024]",
+            "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            "tileloadd tmm6, [{w0} + {s}*1 + 1024]",
+            "tileloadd tmm7, [{w1} + {s}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 2048",
+            "add {a1}, 2048",
+            "add {w0}, 2048",
+            "add {w1}, 2048",
+            "dec {steps}",
+            "jnz 3b",
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c0} + {s}*1 + 1024], tmm1",
+            "tilestored [{c1} + {s}*1], tmm2",
+            "tilestored [{c1} + {s}*1 + 1024], tmm3",
+            load = in(reg) u32::from(load),
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(gs),
+            a0 = inout(reg) a0 => _,
+            a1 = inout(reg) a1 => _,
+            w0 = inout(reg) w0 => _,
+            w1 = inout(reg) w1 => _,
+            steps = inout(reg) steps => _,
+            s = in(reg) 64usize,
+            options(nostack),
+        )
+    };
 }
 
 /// As [`k32x32`] for one row group (the configured rows of it): accumulators 0 and 1.
 ///
 /// # Safety
-/// As [`k32x32`].
+/// AMX is [`enabled`] and a configuration made by [`Config::new`] is loaded on this thread (its
+/// rows: those of tiles 0–3); `steps` ≥ 1; `a`, `w0`, `w1` valid for reads of `steps` k tiles (as
+/// [`k32x32`]); C's two tiles (at `c` and `c` + 1 KiB, the configured rows of 64 bytes each) for
+/// writes, and for reads when `load`.
 #[inline(always)]
 unsafe fn k16x32(a: *const u8, w0: *const u8, w1: *const u8, steps: usize, c: *mut u8, load: bool) {
-    asm!(
-        "test {load:e}, {load:e}",
-        "jz 2f",
-        "tileloadd tmm0, [{c0} + {s}*1]",
-        "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
-        "jmp 3f",
-        "2:",
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "3:",
-        "tileloadd tmm2, [{a} + {s}*1]",
-        "tileloadd tmm3, [{a} + {s}*1 + 1024]",
-        "tileloadd tmm4, [{w0} + {s}*1]",
-        "tileloadd tmm5, [{w1} + {s}*1]",
-        "tileloadd tmm6, [{w0} + {s}*1 + 1024]",
-        "tileloadd tmm7, [{w1} + {s}*1 + 1024]",
-        "tdpbf16ps tmm0, tmm2, tmm4",
-        "tdpbf16ps tmm1, tmm2, tmm5",
-        "tdpbf16ps tmm0, tmm3, tmm4",
-        "tdpbf16ps tmm1, tmm3, tmm5",
-        "tdpbf16ps tmm0, tmm2, tmm6",
-        "tdpbf16ps tmm1, tmm2, tmm7",
-        "add {a}, 2048",
-        "add {w0}, 2048",
-        "add {w1}, 2048",
-        "dec {steps}",
-        "jnz 3b",
-        "tilestored [{c0} + {s}*1], tmm0",
-        "tilestored [{c0} + {s}*1 + 1024], tmm1",
-        load = in(reg) u32::from(load),
-        c0 = in(reg) c,
-        a = inout(reg) a => _,
-        w0 = inout(reg) w0 => _,
-        w1 = inout(reg) w1 => _,
-        steps = inout(reg) steps => _,
-        s = in(reg) 64usize,
-        options(nostack),
-    );
+    // SAFETY: a configuration is loaded (the contract): tiles 0–3 (C, and A in tmm2–3) the
+    // configured rows, 4–7 16 rows, of 64 bytes, so each TILELOADD/TILESTORED (stride 64) touches
+    // at most the 1 KiB from its address: C's two tiles at c and c + 1 KiB, read only when `load`,
+    // and `a`, `w0`, `w1` (+ 1 KiB) advanced 2 KiB a step for `steps` ≥ 1 steps, all inside what
+    // the contract makes valid. The registers it advances are inout and discarded; no stack.
+    unsafe {
+        asm!(
+            "test {load:e}, {load:e}",
+            "jz 2f",
+            "tileloadd tmm0, [{c0} + {s}*1]",
+            "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
+            "jmp 3f",
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "3:",
+            "tileloadd tmm2, [{a} + {s}*1]",
+            "tileloadd tmm3, [{a} + {s}*1 + 1024]",
+            "tileloadd tmm4, [{w0} + {s}*1]",
+            "tileloadd tmm5, [{w1} + {s}*1]",
+            "tileloadd tmm6, [{w0} + {s}*1 + 1024]",
+            "tileloadd tmm7, [{w1} + {s}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm2, tmm4",
+            "tdpbf16ps tmm1, tmm2, tmm5",
+            "tdpbf16ps tmm0, tmm3, tmm4",
+            "tdpbf16ps tmm1, tmm3, tmm5",
+            "tdpbf16ps tmm0, tmm2, tmm6",
+            "tdpbf16ps tmm1, tmm2, tmm7",
+            "add {a}, 2048",
+            "add {w0}, 2048",
+            "add {w1}, 2048",
+            "dec {steps}",
+            "jnz 3b",
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c0} + {s}*1 + 1024], tmm1",
+            load = in(reg) u32::from(load),
+            c0 = in(reg) c,
+            a = inout(reg) a => _,
+            w0 = inout(reg) w0 => _,
+            w1 = inout(reg) w1 => _,
+            steps = inout(reg) steps => _,
+            s = in(reg) 64usize,
+            options(nostack),
+        )
+    };
 }
 
 /// A row block's finished accumulators (`rows` rows from row `rb`, the task's column pairs
@@ -384,7 +412,10 @@ unsafe fn k16x32(a: *const u8, w0: *const u8, w1: *const u8, steps: usize, c: *m
 /// apart, a block at a time, fell in one L1 set) or into the packed tiles.
 ///
 /// # Safety
-/// As [`matmul`]; `acc` holds the block's tiles; the CPU has AVX-512F and BW.
+/// `out` and `bias` as [`matmul`] says for n = `w.n` (a multiple of 32); rows `rb..rb + rows`
+/// exist (≤ m); `pairs` lies within 0..n / 32 and is at most MAX_PAIRS long; `acc` holds the
+/// block's finished tiles (row group g's at g · `gs` floats, pair q's two at q · 512 on, 16 floats
+/// a row); the CPU has AVX-512F and BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_rows(
@@ -403,17 +434,29 @@ unsafe fn finish_rows(
         let row = rb + r;
         for q in 0..pairs.len() {
             let (t, col) = (
-                acc.add((r / 16) * gs + q * 512 + (r % 16) * 16),
+                // SAFETY: row r of the block, pair q: row r % 16 of group r / 16's first tile of
+                // the pair, inside `acc`'s finished tiles (the contract).
+                unsafe { acc.add((r / 16) * gs + q * 512 + (r % 16) * 16) },
                 col0 + q * 32,
             );
-            let mut v = [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(256))];
+            // SAFETY: that row of the pair's two tiles (the second 256 floats on): 16 floats each,
+            // finished (the contract).
+            let mut v = unsafe { [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(256))] };
             for (h, v) in v.iter_mut().enumerate() {
-                *v = _mm512_add_ps(*v, _mm512_loadu_ps(bias.as_ptr().add(col + 16 * h)));
+                // SAFETY: col + 16h + 16 ≤ pairs.end · 32 ≤ n ≤ bias.len() (the contract).
+                *v = _mm512_add_ps(*v, unsafe {
+                    _mm512_loadu_ps(bias.as_ptr().add(col + 16 * h))
+                });
                 if let Some(res) = out.residual {
-                    let p = res.get().add(row * out.ldy + col + 16 * h);
-                    *v = _mm512_add_ps(*v, _mm512_loadu_ps(p));
+                    // SAFETY: row `row` < m, columns col + 16h..col + 16h + 16 ≤ n of the
+                    // residual, m rows of at least n floats ldy apart (the contract).
+                    unsafe {
+                        let p = res.get().add(row * out.ldy + col + 16 * h);
+                        *v = _mm512_add_ps(*v, _mm512_loadu_ps(p));
+                    }
                 }
-                _mm512_storeu_ps(buf.as_mut_ptr().add(q * 32 + 16 * h), *v);
+                // SAFETY: q < pairs.len() ≤ MAX_PAIRS (the contract): inside the local `buf`.
+                unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(q * 32 + 16 * h), *v) };
             }
         }
         let done = &mut buf[..width];
@@ -421,17 +464,27 @@ unsafe fn finish_rows(
             crate::clip::kernels::quick_gelu_in_place(done);
         }
         match out.packed {
-            None => std::ptr::copy_nonoverlapping(
-                done.as_ptr(),
-                out.y.get().add(row * out.ldy + col0),
-                width,
-            ),
+            // SAFETY: row `row` < m, columns col0..col0 + width ≤ n of y, m rows of at least n
+            // floats ldy apart that only this task writes there (the contract); from the local buf.
+            None => unsafe {
+                std::ptr::copy_nonoverlapping(
+                    done.as_ptr(),
+                    out.y.get().add(row * out.ldy + col0),
+                    width,
+                )
+            },
             Some(p) => {
                 for (q, v) in done.chunks_exact(32).enumerate() {
                     let kt = pairs.start + q;
                     let at = ((row / 16) * (n / KT) + kt) * 2 * 512 + (row % 16) * KT;
-                    let dst = p.get().cast::<u16>().add(at);
-                    split_row(v, dst, dst.add(512));
+                    // SAFETY: `packed` has room for m rows packed for k = n (the contract): row
+                    // group row / 16 of ⌈m / 16⌉, k tile kt < n / 32 of n / KT, its hi tile's row
+                    // row % 16 (32 u16) at `at`, the lo tile's 512 u16 on; AVX-512F and BW: the
+                    // contract.
+                    unsafe {
+                        let dst = p.get().cast::<u16>().add(at);
+                        split_row(v, dst, dst.add(512));
+                    }
                 }
             }
         }
@@ -458,14 +511,23 @@ unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
     }
     for half in 0..2 {
         let have = v.len().saturating_sub(16 * half).min(16);
-        let x = _mm512_maskz_loadu_ps(((1u32 << have) - 1) as u16, v.as_ptr().add(16 * half));
+        // Where v is shorter than 16 · half (an empty chunk, a row's short last one) the offset
+        // runs past `v`: computed wrapping, so no out-of-bounds pointer is made with `add`.
+        let at = v.as_ptr().wrapping_add(16 * half);
+        // SAFETY: the mask enables only the `have` lanes that lie in `v` (16 · half + have ≤
+        // v.len()), and masked-off lanes are neither read nor fault; AVX-512F: the contract.
+        let x = unsafe { _mm512_maskz_loadu_ps(((1u32 << have) - 1) as u16, at) };
         let h = round(x);
         let l = round(_mm512_sub_ps(
             x,
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h)),
         ));
-        _mm256_storeu_si256(hi.add(16 * half).cast(), _mm512_cvtepi32_epi16(h));
-        _mm256_storeu_si256(lo.add(16 * half).cast(), _mm512_cvtepi32_epi16(l));
+        // SAFETY: hi and lo are valid for 32 u16 writes (the contract): this half's 16 of each,
+        // unaligned stores.
+        unsafe {
+            _mm256_storeu_si256(hi.add(16 * half).cast(), _mm512_cvtepi32_epi16(h));
+            _mm256_storeu_si256(lo.add(16 * half).cast(), _mm512_cvtepi32_epi16(l));
+        }
     }
 }
 
@@ -474,9 +536,10 @@ unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
 /// [`pack_rows`] makes of y, its k this product's n), the threads splitting the output columns.
 ///
 /// # Safety
-/// AMX is [`enabled`]; `a` holds m rows packed for `w.k`; `out.y` (and the residual) m rows of at
-/// least `w.n` floats, `out.ldy` apart, nothing else writing them; `bias` `w.n` floats; `packed`
-/// (if set) room for m rows packed for k = `w.n`.
+/// AMX is [`enabled`]; `a` holds m rows packed for `w.k` (by [`pack_rows`]); `out.y` (unless
+/// `packed` is set) and the residual m rows of at least `w.n` floats, `out.ldy` apart, nothing
+/// else writing them; `bias` at least `w.n` floats; `packed` (if set) room for m rows packed for
+/// k = `w.n`.
 pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, out: &Out) {
     let pairs = w.n / 32;
     let threads = rayon::current_num_threads().max(1);
@@ -498,9 +561,12 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
             acc.reserve(mc / 16 * 2 * per_task * TILE_LINES);
             let accp = acc.as_mut_ptr().cast::<f32>();
             // Accumulator tiles of local row group g and local column pair q.
-            let c_at = |g: usize, q: usize| accp.add(g * gs + q * 2 * 256);
+            // SAFETY: called with a local row group g < mc / 16 and pair q < per_task: inside the
+            // capacity just reserved, mc / 16 groups of gs = 2 · per_task tiles of 256 floats.
+            let c_at = |g: usize, q: usize| unsafe { accp.add(g * gs + q * 2 * 256) };
             let (full, tail) = (Config::new(16), Config::new(m % 16));
-            full.load();
+            // SAFETY: AMX is enabled (the contract); 16 rows.
+            unsafe { full.load() };
             for rb in (0..m).step_by(mc) {
                 let rows = mc.min(m - rb);
                 let g0 = rb / 16;
@@ -514,19 +580,29 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                         let (w0, w1) = (w.tile(j, kt0), w.tile(j + 1, kt0));
                         for g in (0..whole).step_by(2) {
                             let c = c_at(g, q);
-                            if g + 1 < whole {
-                                k32x32(
-                                    a_tile(g0 + g, kt0),
-                                    a_tile(g0 + g + 1, kt0),
-                                    w0,
-                                    w1,
-                                    steps,
-                                    c.cast(),
-                                    gs * 4,
-                                    !first,
-                                );
-                            } else {
-                                k16x32(a_tile(g0 + g, kt0), w0, w1, steps, c.cast(), !first);
+                            // SAFETY: the full configuration is loaded (above, and again after
+                            // each tail); steps ≥ 1 (kt0 < kts). A: row groups g0 + g (and
+                            // g0 + g + 1 < g0 + whole), whole groups of the m rows in `a` (the
+                            // contract), k tiles kt0..kt0 + steps ≤ kts of them. W: column groups
+                            // j, j + 1 < n / 16 over the same k tiles in `w.data`. C: this task's
+                            // tiles of local groups g (and g + 1, gs floats = gs · 4 bytes on),
+                            // pair q, inside `acc`'s capacity; read (`!first`) only after the
+                            // first k block stored them.
+                            unsafe {
+                                if g + 1 < whole {
+                                    k32x32(
+                                        a_tile(g0 + g, kt0),
+                                        a_tile(g0 + g + 1, kt0),
+                                        w0,
+                                        w1,
+                                        steps,
+                                        c.cast(),
+                                        gs * 4,
+                                        !first,
+                                    );
+                                } else {
+                                    k16x32(a_tile(g0 + g, kt0), w0, w1, steps, c.cast(), !first);
+                                }
                             }
                         }
                     }
@@ -534,24 +610,40 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                         continue;
                     }
                     // The rows past the last whole group: fewer rows configured for tiles 0–3.
-                    tail.load();
+                    // SAFETY: AMX is enabled (the contract); rest = m % 16 (this is the last row
+                    // block: mc is a multiple of 32), 1–15 rows.
+                    unsafe { tail.load() };
                     for (q, p) in cols.clone().enumerate() {
                         let j = p * 2;
                         let c = c_at(whole, q);
-                        k16x32(
-                            a_tile(g0 + whole, kt0),
-                            w.tile(j, kt0),
-                            w.tile(j + 1, kt0),
-                            steps,
-                            c.cast(),
-                            !first,
-                        );
+                        // SAFETY: the tail configuration is loaded (rest rows in tiles 0–3, so
+                        // only the rows that exist are read or stored); steps ≥ 1. A: row group
+                        // g0 + whole, the m rows' last, partial one, in `a` (the contract), k
+                        // tiles kt0..kt0 + steps. W: column groups j, j + 1 < n / 16. C: local
+                        // group whole < mc / 16, pair q, inside `acc`'s capacity, read only after
+                        // the first k block stored it.
+                        unsafe {
+                            k16x32(
+                                a_tile(g0 + whole, kt0),
+                                w.tile(j, kt0),
+                                w.tile(j + 1, kt0),
+                                steps,
+                                c.cast(),
+                                !first,
+                            )
+                        };
                     }
-                    full.load();
+                    // SAFETY: AMX is enabled (the contract); 16 rows.
+                    unsafe { full.load() };
                 }
-                finish_rows(out, bias, w.n, accp, gs, rb, rows, cols.clone());
+                // SAFETY: every tile of the block's rows rb..rb + rows ≤ m and the task's pairs
+                // was stored by the k blocks above; `cols` lies within 0..n / 32 and is at most
+                // per_task ≤ MAX_PAIRS long; `out` and `bias` as the contract says; AMX enabled
+                // implies AVX-512F and BW (`enabled`).
+                unsafe { finish_rows(out, bias, w.n, accp, gs, rb, rows, cols.clone()) };
             }
-            release();
+            // SAFETY: AMX is enabled (the contract); the accumulators are all stored.
+            unsafe { release() };
         },
     );
 }

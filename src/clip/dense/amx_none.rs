@@ -30,7 +30,8 @@ pub(super) fn pack_rows(
 }
 
 /// # Safety
-/// Never called.
+/// Never called: AMX is never [`enabled`] on this target (the contract of `amx.rs`'s `matmul`
+/// begins with AMX enabled).
 pub(super) unsafe fn matmul(_w: &AmxWeight, _bias: &[f32], _a: &[Line], _m: usize, _out: &Out) {
     unreachable!("AMX is never enabled on this target")
 }

@@ -25,8 +25,8 @@ pub enum Init {
     },
 }
 
-/// One tile's operands. Pointers are valid for: `a` kc steps of `a_step` floats (the tile's rows'
-/// values first in each), `b` kc × NR, `c` MR rows × NR (stride ldc), bias NR (or null), residual
+/// One tile's operands. Pointers are valid for: `a` the tile's rows' values (R floats) at each of kc
+/// steps `a_step` floats apart (the last step need not have `a_step` floats after it), `b` kc × NR, `c` MR rows × NR (stride ldc), bias NR (or null), residual
 /// MR × NR (stride ldr; or null).
 pub struct Tile {
     pub kc: usize,
@@ -145,7 +145,9 @@ pub mod avx2 {
     const UNROLL: usize = 8;
 
     /// # Safety
-    /// The CPU has AVX2 and FMA; the pointers in `t` are valid as [`Tile`] says; `b` is 32-byte aligned.
+    /// The CPU has AVX2 and FMA; the pointers in `t` are valid as [`Tile`] says, for R rows (`c`
+    /// and the residual R rows, `a` the tile's R values first in each step); `b` is 32-byte
+    /// aligned.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile<const R: usize>(t: &Tile) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -153,9 +155,14 @@ pub mod avx2 {
             Init::Accumulate => {
                 // Added at the end; fetched now, so the loads don't wait on memory then.
                 for r in 0..R {
-                    let c = t.c.add(r * t.ldc);
-                    _mm_prefetch::<_MM_HINT_T0>(c.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                    // SAFETY: r < R, so row r of C and its last float (NR − 1) lie inside the
+                    // R rows × NR floats, ldc apart, that `t.c` is valid for (the caller's
+                    // contract, see [`Tile`]); the prefetches themselves never fault.
+                    unsafe {
+                        let c = t.c.add(r * t.ldc);
+                        _mm_prefetch::<_MM_HINT_T0>(c.cast());
+                        _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                    }
                 }
             }
             Init::Start {
@@ -166,14 +173,20 @@ pub mod avx2 {
                 let b = if bias.is_null() {
                     [_mm256_setzero_ps(); 2]
                 } else {
-                    [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))]
+                    // SAFETY: a non-null bias points to NR = 16 floats ([`Tile`], the caller's
+                    // contract): both halves, unaligned loads.
+                    unsafe { [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))] }
                 };
                 for r in 0..R {
                     acc[r] = b;
                     if !residual.is_null() {
-                        let p = residual.add(r * ldr);
-                        acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(p));
-                        acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(p.add(8)));
+                        // SAFETY: a non-null residual points to R rows of NR floats, ldr apart
+                        // ([`Tile`], the caller's contract); r < R: row r's two halves.
+                        unsafe {
+                            let p = residual.add(r * ldr);
+                            acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(p));
+                            acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(p.add(8)));
+                        }
                     }
                 }
             }
@@ -181,40 +194,60 @@ pub mod avx2 {
         super::prefetch_next_rows(t);
         let (mut a, mut b) = (t.a, t.b);
         super::k_loop::<UNROLL>(t, || {
-            let b0 = _mm256_load_ps(b);
-            let b1 = _mm256_load_ps(b.add(8));
+            // SAFETY: k_loop runs this exactly kc times; at step s < kc, `b` is the panel's start
+            // + s · NR, inside the kc × NR floats it is valid for ([`Tile`]), and 32-byte aligned
+            // as `load_ps` needs (the caller's contract for the start; NR floats are 64 bytes).
+            let (b0, b1) = unsafe { (_mm256_load_ps(b), _mm256_load_ps(b.add(8))) };
             for r in 0..R {
-                let x = _mm256_broadcast_ss(&*a.add(r));
+                // SAFETY: at step s, `a` is `t.a` + s · a_step, and the step's first R ≤ MR
+                // floats are the tile's rows' values ([`Tile`]); f32-aligned, as the rows are f32s.
+                let x = _mm256_broadcast_ss(unsafe { &*a.add(r) });
                 acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
             }
-            a = a.add(t.a_step);
-            b = b.add(NR);
+            // On to step s + 1. `a` wraps: after the last step it may point past the rows' data
+            // (attention's probability rows hold only the tile's own values at the last step),
+            // and it is never read there.
+            a = a.wrapping_add(t.a_step);
+            // SAFETY: at most kc × NR floats from `t.b`, the extent [`Tile`] gives it, so after
+            // the last step `b` is at most one past its end.
+            unsafe {
+                b = b.add(NR);
+            }
         });
         let add = matches!(t.init, Init::Accumulate);
         for r in 0..R {
-            let c = t.c.add(r * t.ldc);
-            if add {
-                acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(c));
-                acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(c.add(8)));
+            // SAFETY: r < R: row r of C, NR floats at `t.c` + r · ldc, inside the R rows × NR
+            // floats (ldc apart) `t.c` is valid for reads and writes ([`Tile`], the caller's
+            // contract); unaligned loads and stores.
+            unsafe {
+                let c = t.c.add(r * t.ldc);
+                if add {
+                    acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(c));
+                    acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(c.add(8)));
+                }
+                _mm256_storeu_ps(c, acc[r][0]);
+                _mm256_storeu_ps(c.add(8), acc[r][1]);
             }
-            _mm256_storeu_ps(c, acc[r][0]);
-            _mm256_storeu_ps(c.add(8), acc[r][1]);
         }
     }
 
     /// `tile::<rows>` for 1 ≤ rows ≤ MR.
     ///
     /// # Safety
-    /// As [`tile`].
+    /// As [`tile`] with R = `rows`, and 1 ≤ `rows` ≤ MR (0 would run one row).
     pub unsafe fn run(rows: usize, t: &Tile) {
-        match rows {
-            6 => tile::<6>(t),
-            5 => tile::<5>(t),
-            4 => tile::<4>(t),
-            3 => tile::<3>(t),
-            2 => tile::<2>(t),
-            _ => tile::<1>(t),
+        // SAFETY: the caller's contract is `tile`'s (AVX2 and FMA present, `t`'s pointers valid
+        // for `rows` rows, `b` 32-byte aligned) with 1 ≤ rows ≤ MR: each arm runs `rows` rows.
+        unsafe {
+            match rows {
+                6 => tile::<6>(t),
+                5 => tile::<5>(t),
+                4 => tile::<4>(t),
+                3 => tile::<3>(t),
+                2 => tile::<2>(t),
+                _ => tile::<1>(t),
+            }
         }
     }
 }
@@ -228,7 +261,8 @@ pub mod avx512 {
     pub const NR: usize = 32;
 
     /// # Safety
-    /// The CPU has AVX-512F; the pointers in `t` are valid as [`Tile`] says; `b` is 64-byte aligned.
+    /// The CPU has AVX-512F; the pointers in `t` are valid as [`Tile`] says, for R rows (`c` and
+    /// the residual R rows, `a` the tile's R values first in each step); `b` is 64-byte aligned.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<const R: usize>(t: &Tile) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -236,9 +270,14 @@ pub mod avx512 {
             Init::Accumulate => {
                 // Added at the end; fetched now, so the loads don't wait on memory then.
                 for r in 0..R {
-                    let c = t.c.add(r * t.ldc);
-                    _mm_prefetch::<_MM_HINT_T0>(c.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                    // SAFETY: r < R, so row r of C and its last float (NR − 1) lie inside the
+                    // R rows × NR floats, ldc apart, that `t.c` is valid for (the caller's
+                    // contract, see [`Tile`]); the prefetches themselves never fault.
+                    unsafe {
+                        let c = t.c.add(r * t.ldc);
+                        _mm_prefetch::<_MM_HINT_T0>(c.cast());
+                        _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
+                    }
                 }
             }
             Init::Start {
@@ -249,14 +288,20 @@ pub mod avx512 {
                 let b = if bias.is_null() {
                     [_mm512_setzero_ps(); 2]
                 } else {
-                    [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))]
+                    // SAFETY: a non-null bias points to NR = 32 floats ([`Tile`], the caller's
+                    // contract): both halves, unaligned loads.
+                    unsafe { [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))] }
                 };
                 for r in 0..R {
                     acc[r] = b;
                     if !residual.is_null() {
-                        let p = residual.add(r * ldr);
-                        acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(p));
-                        acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(p.add(16)));
+                        // SAFETY: a non-null residual points to R rows of NR floats, ldr apart
+                        // ([`Tile`], the caller's contract); r < R: row r's two halves.
+                        unsafe {
+                            let p = residual.add(r * ldr);
+                            acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(p));
+                            acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(p.add(16)));
+                        }
                     }
                 }
             }
@@ -265,48 +310,68 @@ pub mod avx512 {
         let (mut a, mut b) = (t.a, t.b);
         // Not unrolled: 2 and 4 measured 1–4% slower on the layers (a step is already 28 FMAs).
         super::k_loop::<1>(t, || {
-            let b0 = _mm512_load_ps(b);
-            let b1 = _mm512_load_ps(b.add(16));
+            // SAFETY: k_loop runs this exactly kc times; at step s < kc, `b` is the panel's start
+            // + s · NR, inside the kc × NR floats it is valid for ([`Tile`]), and 64-byte aligned
+            // as `load_ps` needs (the caller's contract for the start; NR floats are 128 bytes).
+            let (b0, b1) = unsafe { (_mm512_load_ps(b), _mm512_load_ps(b.add(16))) };
             for r in 0..R {
-                let x = _mm512_set1_ps(*a.add(r));
+                // SAFETY: at step s, `a` is `t.a` + s · a_step, and the step's first R ≤ MR
+                // floats are the tile's rows' values ([`Tile`]); f32-aligned, as the rows are f32s.
+                let x = _mm512_set1_ps(unsafe { *a.add(r) });
                 acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
             }
-            a = a.add(t.a_step);
-            b = b.add(NR);
+            // On to step s + 1. `a` wraps: after the last step it may point past the rows' data
+            // (attention's probability rows hold only the tile's own values at the last step),
+            // and it is never read there.
+            a = a.wrapping_add(t.a_step);
+            // SAFETY: at most kc × NR floats from `t.b`, the extent [`Tile`] gives it, so after
+            // the last step `b` is at most one past its end.
+            unsafe {
+                b = b.add(NR);
+            }
         });
         let add = matches!(t.init, Init::Accumulate);
         for r in 0..R {
-            let c = t.c.add(r * t.ldc);
-            if add {
-                acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(c));
-                acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(c.add(16)));
+            // SAFETY: r < R: row r of C, NR floats at `t.c` + r · ldc, inside the R rows × NR
+            // floats (ldc apart) `t.c` is valid for reads and writes ([`Tile`], the caller's
+            // contract); unaligned loads and stores.
+            unsafe {
+                let c = t.c.add(r * t.ldc);
+                if add {
+                    acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(c));
+                    acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(c.add(16)));
+                }
+                _mm512_storeu_ps(c, acc[r][0]);
+                _mm512_storeu_ps(c.add(16), acc[r][1]);
             }
-            _mm512_storeu_ps(c, acc[r][0]);
-            _mm512_storeu_ps(c.add(16), acc[r][1]);
         }
     }
 
     /// `tile::<rows>` for 1 ≤ rows ≤ MR.
     ///
     /// # Safety
-    /// As [`tile`].
+    /// As [`tile`] with R = `rows`, and 1 ≤ `rows` ≤ MR (0 would run one row).
     pub unsafe fn run(rows: usize, t: &Tile) {
-        match rows {
-            14 => tile::<14>(t),
-            13 => tile::<13>(t),
-            12 => tile::<12>(t),
-            11 => tile::<11>(t),
-            10 => tile::<10>(t),
-            9 => tile::<9>(t),
-            8 => tile::<8>(t),
-            7 => tile::<7>(t),
-            6 => tile::<6>(t),
-            5 => tile::<5>(t),
-            4 => tile::<4>(t),
-            3 => tile::<3>(t),
-            2 => tile::<2>(t),
-            _ => tile::<1>(t),
+        // SAFETY: the caller's contract is `tile`'s (AVX-512F present, `t`'s pointers valid for
+        // `rows` rows, `b` 64-byte aligned) with 1 ≤ rows ≤ MR: each arm runs `rows` rows.
+        unsafe {
+            match rows {
+                14 => tile::<14>(t),
+                13 => tile::<13>(t),
+                12 => tile::<12>(t),
+                11 => tile::<11>(t),
+                10 => tile::<10>(t),
+                9 => tile::<9>(t),
+                8 => tile::<8>(t),
+                7 => tile::<7>(t),
+                6 => tile::<6>(t),
+                5 => tile::<5>(t),
+                4 => tile::<4>(t),
+                3 => tile::<3>(t),
+                2 => tile::<2>(t),
+                _ => tile::<1>(t),
+            }
         }
     }
 }

@@ -225,7 +225,8 @@ impl PackedWeight {
     }
 
     /// # Safety
-    /// `x` holds m × k floats, `residual` (if any) and `y` m × n.
+    /// `x` holds m × k floats, `residual` (if any) m × n; `y` is valid for writes of m × n floats
+    /// that nothing else accesses during the call.
     unsafe fn matmul_raw(
         &self,
         x: &[f32],
@@ -242,7 +243,10 @@ impl PackedWeight {
             epilogue,
             ..Out::rows(y, self.n)
         };
-        self.run(&a, m, &out);
+        // SAFETY: `a` was just packed by pack_input for this layer (m rows of k); `out` writes y,
+        // m rows of n floats n apart, and reads the residual in the same layout (the contract);
+        // nothing but this call's tasks touches y meanwhile (the contract).
+        unsafe { self.run(&a, m, &out) };
         pool::give(a);
     }
 
@@ -270,12 +274,15 @@ impl PackedWeight {
     /// kernels), the threads splitting the output columns.
     ///
     /// # Safety
-    /// `a` holds m rows packed for this layer; `out` is as [`Panels::block`] (or [`amx::matmul`])
-    /// requires for m × n (each task accumulates in a scratch block when `out.packed` is set, and on
-    /// AVX-512 always, copying finished tiles to y).
+    /// `a` holds m rows packed for this layer (by [`Self::pack_input`]); `out` is as
+    /// [`Panels::block`] (or [`amx::matmul`]) requires for m × n (each task accumulates in a
+    /// scratch block when `out.packed` is set, and on AVX-512 always, copying finished tiles to y).
     unsafe fn run(&self, a: &[Line], m: usize, out: &Out) {
         if let Some(w) = &self.amx {
-            return amx::matmul(w, &self.bias, a, m, out);
+            // SAFETY: `self.amx` is only set when AmxWeight::pack found AMX enabled; `a` was packed
+            // by amx::pack_rows for w.k (pack_input, as the contract says); `self.bias` holds n
+            // floats rounded up to whole panels; `out` as the contract says for m × n.
+            return unsafe { amx::matmul(w, &self.bias, a, m, out) };
         }
         let a = lines_as_floats(a);
         let (_, nr) = self.simd.tile();

@@ -254,19 +254,27 @@ pub(super) unsafe fn interleave(
     debug_assert!(rows <= mr);
     #[cfg(target_arch = "x86_64")]
     match level {
-        Simd::Avx512 => return transpose::interleave_avx512(src, ld, rows, cols, mr, dst),
+        Simd::Avx512 => {
+            // SAFETY: the level is one this CPU has (the contract), so it has AVX-512F; src, dst
+            // and rows ≤ mr as the contract says.
+            return unsafe { transpose::interleave_avx512(src, ld, rows, cols, mr, dst) };
+        }
         Simd::Avx2 if rows == mr && (mr <= 8 || mr.is_multiple_of(8)) => {
-            return transpose::interleave_avx2(src, ld, rows, cols, mr, dst)
+            // SAFETY: the level is one this CPU has (the contract), so it has AVX2; src, dst as
+            // the contract says, and rows == mr with mr ≤ 8 or a multiple of 8 (this arm's guard).
+            return unsafe { transpose::interleave_avx2(src, ld, rows, cols, mr, dst) };
         }
         _ => {}
     }
-    interleave_columns(src, ld, rows, 0..cols, mr, dst)
+    // SAFETY: src, dst and rows ≤ mr as the contract says, for all the columns 0..cols.
+    unsafe { interleave_columns(src, ld, rows, 0..cols, mr, dst) }
 }
 
 /// [`interleave`] of the columns `cols` one value at a time.
 ///
 /// # Safety
-/// As [`interleave`].
+/// As [`interleave`] with `cols.end` columns (`src` holds rows × cols.end values, `dst` room for
+/// cols.end × mr floats, rows ≤ mr); no SIMD level needed.
 unsafe fn interleave_columns(
     src: *const f32,
     ld: usize,
@@ -277,7 +285,9 @@ unsafe fn interleave_columns(
 ) {
     for c in cols {
         for r in 0..rows {
-            *dst.add(c * mr + r) = *src.add(r * ld + c);
+            // SAFETY: r < rows and c < cols.end: value r · ld + c of src, and c · mr + r <
+            // cols.end × mr of dst (r < rows ≤ mr), both inside what the contract gives.
+            unsafe { *dst.add(c * mr + r) = *src.add(r * ld + c) };
         }
     }
 }
@@ -309,11 +319,17 @@ mod transpose {
                 let load = ((1u32 << width) - 1) as __mmask16;
                 let mut v = [_mm512_setzero_ps(); 16];
                 for (r, v) in v.iter_mut().enumerate().take(in_group) {
-                    *v = _mm512_maskz_loadu_ps(load, src.add((g + r) * ld + c0));
+                    // SAFETY: row g + r < rows, column c0 < cols: inside src (the contract); the
+                    // mask reads only columns c0..c0 + width ≤ cols of that row. AVX-512F: the
+                    // contract.
+                    *v = unsafe { _mm512_maskz_loadu_ps(load, src.add((g + r) * ld + c0)) };
                 }
                 let t = transpose16(v);
                 for (c, t) in t.iter().enumerate().take(width) {
-                    _mm512_mask_storeu_ps(dst.add((c0 + c) * mr + g), store, *t);
+                    // SAFETY: column c0 + c < cols, row g < rows ≤ mr: inside dst's cols × mr
+                    // floats (the contract); the mask writes only rows g..g + in_group ≤ rows of
+                    // that column's mr-float run.
+                    unsafe { _mm512_mask_storeu_ps(dst.add((c0 + c) * mr + g), store, *t) };
                 }
             }
         }
@@ -342,21 +358,34 @@ mod transpose {
             for c0 in (0..whole).step_by(8) {
                 let mut v = [_mm256_setzero_ps(); 8];
                 for (r, v) in v.iter_mut().enumerate().take(in_group) {
-                    *v = _mm256_loadu_ps(src.add((g + r) * ld + c0));
+                    // SAFETY: row g + r < rows, columns c0..c0 + 8 ≤ whole ≤ cols: inside src
+                    // (the contract). AVX2: the contract.
+                    *v = unsafe { _mm256_loadu_ps(src.add((g + r) * ld + c0)) };
                 }
                 for (c, t) in transpose8(v).iter().enumerate() {
-                    let d = dst.add((c0 + c) * mr + g);
+                    // SAFETY: column c0 + c < cols, row g < rows = mr: inside dst's cols × mr
+                    // floats (the contract).
+                    let d = unsafe { dst.add((c0 + c) * mr + g) };
                     if in_group == 8 || (c0 + c) * mr + g + 8 <= cols * mr {
-                        _mm256_storeu_ps(d, *t);
+                        // SAFETY: 8 floats from d: a whole group's rows g..g + 8 ≤ mr of the
+                        // column, or (fewer rows) checked just above to end inside dst; the spill
+                        // onto the next columns' rows is overwritten when those are stored.
+                        unsafe { _mm256_storeu_ps(d, *t) };
                     } else {
                         let mut last = [0f32; 8];
-                        _mm256_storeu_ps(last.as_mut_ptr(), *t);
-                        std::ptr::copy_nonoverlapping(last.as_ptr(), d, in_group);
+                        // SAFETY: `last` is a local 8 floats; from it, the column's in_group =
+                        // rows − g rows left, inside dst (the contract) and not overlapping it.
+                        unsafe {
+                            _mm256_storeu_ps(last.as_mut_ptr(), *t);
+                            std::ptr::copy_nonoverlapping(last.as_ptr(), d, in_group);
+                        }
                     }
                 }
             }
         }
-        super::interleave_columns(src, ld, rows, whole..cols, mr, dst)
+        // SAFETY: the same src, dst and rows ≤ mr (the contract), for the columns whole..cols
+        // left over.
+        unsafe { super::interleave_columns(src, ld, rows, whole..cols, mr, dst) }
     }
 
     /// 8 rows in, 8 columns out: 32-bit interleaves, 64-bit shuffles, then the 128-bit halves.

@@ -119,8 +119,16 @@ impl Panels<'_> {
     /// All `rows.m` rows of `rows` times the output columns of panels `range`, into `out`.
     ///
     /// # Safety
-    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; `rows`
-    /// holds m rows of k as its layout says; no other thread writes these columns of y.
+    /// `self` is as [`Panels`] says: `data` holds ⌈n / NR⌉ panels of k × NR floats, 64-byte aligned
+    /// (as [`super::pack::Line`]s are), `bias` (if any) whole panels; `self.simd` was detected on
+    /// this CPU; `range` lies within the panels. `rows` holds m rows of k as its layout says
+    /// (`None`: ⌈m / MR⌉ panels of k × MR floats; `Some(w)`: m ≤ w, row i's value p at p · w + i,
+    /// at least (k − 1) · w + m floats). `out` as [`Out`] says: without `packed` and `to_y`,
+    /// `out.y` (and `out.residual`) point to m rows of at least n floats, `out.ldy` apart; with
+    /// either, `out.y` is a scratch block of [`block_rows`] rows of `range.len()` × NR floats,
+    /// `out.ldy` (≥ that width) apart, `to_y`'s pointer (and the residual) m rows of n floats, its
+    /// stride apart, and `packed` room for m rows packed for k = n in panels of MR. Nothing else
+    /// accesses what this call writes (the columns of `range`) meanwhile.
     pub(super) unsafe fn block(&self, rows: Rows<'_>, out: &Out, range: std::ops::Range<usize>) {
         let (n, k) = (self.n, self.k);
         let (mr, nr) = self.simd.tile();
@@ -135,11 +143,18 @@ impl Panels<'_> {
         // allow (257 rows: one block; k = 257: one block, not 256 and 1).
         let mc = block_rows(m, self.simd);
         let kb = k.div_ceil(k.div_ceil(KC));
-        let slice = |j: usize, pc: usize| data.as_ptr().add(j * k * nr + pc * nr);
+        // SAFETY: called only with a panel j in `range` and a k block's start pc < k (below), so
+        // the offset lies inside `data`, ⌈n / NR⌉ panels of k × NR floats (the contract).
+        let slice = |j: usize, pc: usize| unsafe { data.as_ptr().add(j * k * nr + pc * nr) };
         // Where tile (row i0 of the row block from ic, column col) accumulates.
-        let c_at = |i0: usize, ic: usize, col: usize| match (out.packed, out.to_y) {
-            (None, None) => y.add(i0 * ldy + col),
-            _ => y.add((i0 - ic) * ldy + col - range.start * nr),
+        // SAFETY: i0 < m is a row of the row block from ic (i0 − ic < [`block_rows`]) and col the
+        // first column of a panel in `range`: the element lies inside y's m rows of n floats, or
+        // inside the scratch block of block_rows rows of `range.len()` × NR (the contract).
+        let c_at = |i0: usize, ic: usize, col: usize| unsafe {
+            match (out.packed, out.to_y) {
+                (None, None) => y.add(i0 * ldy + col),
+                _ => y.add((i0 - ic) * ldy + col - range.start * nr),
+            }
         };
         // Where the residual is read (and finished tiles go, unless packed).
         let (ry, rld) = out.to_y.map_or((y, ldy), |(p, l)| (p.get(), l));
@@ -169,9 +184,10 @@ impl Panels<'_> {
                         let lines = (kc2 * mr * 4).div_ceil(64);
                         let (lo, hi) = (jj * lines / range.len(), (jj + 1) * lines / range.len());
                         Prefetch {
-                            start: a
-                                .as_ptr()
-                                .add((ic2 + t * mr) * k + pc2 * mr)
+                            // SAFETY: packed rows (checked just above): row ic2 + t·MR < m starts a
+                            // panel of k × MR floats (ic2 a multiple of MR), pc2 < k, so the offset
+                            // lies inside `rows.data` (⌈m / MR⌉ such panels: the contract).
+                            start: unsafe { a.as_ptr().add((ic2 + t * mr) * k + pc2 * mr) }
                                 .cast::<u8>()
                                 .wrapping_add(lo * 64),
                             lines: hi - lo,
@@ -205,10 +221,16 @@ impl Panels<'_> {
                         let last = (first + per_tile).min(next_lines);
                         let init = if pc == 0 {
                             Init::Start {
-                                bias: self.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
-                                residual: out
-                                    .residual
-                                    .map_or(std::ptr::null(), |r| r.get().add(i0 * rld + col)),
+                                // SAFETY: col starts panel j, and the bias holds whole panels (the
+                                // contract).
+                                bias: self
+                                    .bias
+                                    .map_or(std::ptr::null(), |b| unsafe { b.as_ptr().add(col) }),
+                                // SAFETY: row i0 < m, column col < n of the residual, m rows of n
+                                // floats rld apart (y's stride, or to_y's: the contract).
+                                residual: out.residual.map_or(std::ptr::null(), |r| unsafe {
+                                    r.get().add(i0 * rld + col)
+                                }),
                                 ldr: rld,
                             }
                         } else {
@@ -222,13 +244,17 @@ impl Panels<'_> {
                             } else {
                                 ic
                             };
-                            a.as_ptr().add(i1 * k + pc * mr)
+                            // SAFETY: packed rows: i1 < m (the next tile's first row, or this
+                            // block's) starts a panel of k × MR floats, pc < k: inside `rows.data`.
+                            unsafe { a.as_ptr().add(i1 * k + pc * mr) }
                         } else {
                             std::ptr::null()
                         };
                         let tile = Tile {
                             kc,
-                            a: a.as_ptr().add(i0 * row_step + pc * k_step),
+                            // SAFETY: row i0 < m at k = pc < k in either layout (packed: its panel
+                            // from i0 · k, each k MR floats; width w: value pc · w + i0).
+                            a: unsafe { a.as_ptr().add(i0 * row_step + pc * k_step) },
                             a_step: k_step,
                             b: slice(j, pc),
                             c: c_at(i0, ic, col),
@@ -243,31 +269,57 @@ impl Panels<'_> {
                             ],
                             a_next,
                         };
-                        if cols == nr {
-                            self.run(tile_rows, &tile);
-                        } else {
-                            self.run_edge(tile_rows, cols, tile, &mut edge);
+                        // SAFETY: `tile` is valid as `Tile` says for tile_rows ≤ MR rows: `a` at
+                        // row i0, its values first in each of kc steps k_step apart (packed: all
+                        // inside the row's panel; width rows: the tile's values in the data at
+                        // every step), `b` panel j's kc × NR floats from pc, 64-byte aligned (the panels' start is, and every panel
+                        // and k step is a multiple of 64 bytes), `c` tile_rows rows (ldy apart) of
+                        // y or the scratch block, bias and residual as above; `self.simd` was
+                        // detected (the contract). A panel cut by n (cols < NR) goes through
+                        // run_edge, which gives the kernel a full-width `c`.
+                        unsafe {
+                            if cols == nr {
+                                self.run(tile_rows, &tile);
+                            } else {
+                                self.run_edge(tile_rows, cols, tile, &mut edge);
+                            }
                         }
                         if last_k {
                             let c = c_at(i0, ic, col);
                             if out.epilogue == Epilogue::QuickGelu {
                                 for r in 0..tile_rows {
-                                    let row = std::slice::from_raw_parts_mut(c.add(r * ldy), cols);
+                                    // SAFETY: row r of the tile just finished: `cols` initialized
+                                    // floats of y or the scratch block (c_at), which only this
+                                    // task touches and nothing else borrows meanwhile.
+                                    let row = unsafe {
+                                        std::slice::from_raw_parts_mut(c.add(r * ldy), cols)
+                                    };
                                     crate::clip::kernels::quick_gelu_in_place(row);
                                 }
                             }
                             if out.to_y.is_some() {
                                 for r in 0..tile_rows {
-                                    let dst = ry.add((i0 + r) * rld + col);
-                                    std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
+                                    // SAFETY: row i0 + r < m, columns col..col + cols ≤ n of
+                                    // to_y's m rows of n floats (rld apart), from the tile's row r
+                                    // in the scratch block, a separate buffer: no overlap.
+                                    unsafe {
+                                        let dst = ry.add((i0 + r) * rld + col);
+                                        std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
+                                    }
                                 }
                             }
                             if let Some(p) = out.packed {
                                 // Row i0 starts a panel (row blocks are whole tiles); in it, each
                                 // column's MR values are adjacent, so the tile's columns are
                                 // one contiguous run.
-                                let dst = p.get().add(i0 * n + col * mr);
-                                interleave(self.simd, c, ldy, tile_rows, cols, mr, dst);
+                                // SAFETY: panel i0 / MR of the packed rows (n × MR floats) from
+                                // column col: room for cols × MR floats (the contract); the tile's
+                                // tile_rows ≤ MR rows of cols floats, ldy apart, in the scratch
+                                // block; `self.simd` was detected on this CPU.
+                                unsafe {
+                                    let dst = p.get().add(i0 * n + col * mr);
+                                    interleave(self.simd, c, ldy, tile_rows, cols, mr, dst);
+                                }
                             }
                         }
                     }
@@ -279,7 +331,8 @@ impl Panels<'_> {
     /// A tile whose last panel is cut by n: computed into `edge` (full width), copied out.
     ///
     /// # Safety
-    /// As [`Self::block`]; only `cols` columns of the tile exist in y and the residual.
+    /// As [`Self::run`], except that only `cols` (< NR) columns of the tile exist in `tile.c` and
+    /// the residual (the bias, if any, still NR floats: whole panels); `tile.c` is not in `edge`.
     unsafe fn run_edge(&self, rows: usize, cols: usize, mut tile: Tile, edge: &mut [f32]) {
         let (_, nr) = self.simd.tile();
         for r in 0..rows {
@@ -287,7 +340,15 @@ impl Panels<'_> {
             dst.fill(0.0);
             match tile.init {
                 Init::Accumulate => {
-                    std::ptr::copy_nonoverlapping(tile.c.add(r * tile.ldc), dst.as_mut_ptr(), cols)
+                    // SAFETY: row r < rows of C has `cols` floats at c + r · ldc (the contract);
+                    // dst is NR ≥ cols floats of `edge`, which C is not part of.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            tile.c.add(r * tile.ldc),
+                            dst.as_mut_ptr(),
+                            cols,
+                        )
+                    }
                 }
                 Init::Start {
                     bias,
@@ -295,11 +356,15 @@ impl Panels<'_> {
                     ldr,
                 } => {
                     if !bias.is_null() {
-                        std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr);
+                        // SAFETY: a non-null bias holds NR floats (whole panels: the contract);
+                        // dst is NR floats of the local `edge`.
+                        unsafe { std::ptr::copy_nonoverlapping(bias, dst.as_mut_ptr(), nr) };
                     }
                     if !residual.is_null() {
                         for (c, d) in dst[..cols].iter_mut().enumerate() {
-                            *d += *residual.add(r * ldr + c);
+                            // SAFETY: row r < rows, column c < cols of the residual, which has
+                            // those (ldr apart: the contract).
+                            *d += unsafe { *residual.add(r * ldr + c) };
                         }
                     }
                 }
@@ -310,20 +375,31 @@ impl Panels<'_> {
         tile.c = edge.as_mut_ptr();
         tile.ldc = nr;
         tile.init = Init::Accumulate;
-        self.run(rows, &tile);
+        // SAFETY: the tile now accumulates into `edge`, rows × NR floats NR apart (the loop above
+        // indexed every one of them, so `edge` holds them), already holding the start; its other
+        // pointers are the caller's, valid for full panels (the contract).
+        unsafe { self.run(rows, &tile) };
         for r in 0..rows {
-            std::ptr::copy_nonoverlapping(edge[r * nr..].as_ptr(), c.add(r * ldc), cols);
+            // SAFETY: row r < rows of the caller's C, `cols` floats at c + r · ldc (the contract),
+            // from `edge`, a separate buffer.
+            unsafe { std::ptr::copy_nonoverlapping(edge[r * nr..].as_ptr(), c.add(r * ldc), cols) };
         }
     }
 
     /// # Safety
-    /// As [`microkernel::Tile`]; `self.simd` was detected on this CPU.
+    /// `tile`'s pointers are valid as [`microkernel::Tile`] says for `rows` rows, 1 ≤ `rows` ≤ MR,
+    /// `tile.b` 64-byte aligned; `self.simd` was detected on this CPU.
     unsafe fn run(&self, rows: usize, tile: &Tile) {
+        // SAFETY: the caller's contract is the microkernels' (valid pointers for `rows` rows, `b`
+        // aligned for either level's loads); `self.simd` says the CPU has the level's features
+        // (AVX-512F, or AVX2 and FMA).
         #[cfg(target_arch = "x86_64")]
-        match self.simd {
-            Simd::Avx512 => microkernel::avx512::run(rows, tile),
-            Simd::Avx2 => microkernel::avx2::run(rows, tile),
-            Simd::None => unreachable!("no panels are packed for Simd::None"),
+        unsafe {
+            match self.simd {
+                Simd::Avx512 => microkernel::avx512::run(rows, tile),
+                Simd::Avx2 => microkernel::avx2::run(rows, tile),
+                Simd::None => unreachable!("no panels are packed for Simd::None"),
+            }
         }
     }
 }
