@@ -245,67 +245,122 @@ impl CustomOp3 for Attention {
         out.par_chunks_mut(n * d).enumerate().for_each_init(
             || vec![0f32; n * n],
             |scores, (h, o)| {
-                let (qh, kh, vh) = (&q[h * n * d..], &k[h * n * d..], &v[h * n * d..]);
-                // SAFETY: every pointer/stride pair describes memory inside the slices above:
-                // scores is n×n row-major, qh/kh/vh are n×d row-major, o is n×d row-major.
-                unsafe {
-                    // scores (n×n) = qh (n×d) · khᵀ (d×n)
-                    gemm::gemm(
-                        n,
-                        n,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        qh.as_ptr(),
-                        1,
-                        d as isize,
-                        kh.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                if causal {
-                    for r in 0..n {
-                        scores[r * n + r + 1..(r + 1) * n].fill(f32::NEG_INFINITY);
-                    }
-                }
-                softmax_rows(scores, n);
-                // SAFETY: as above.
-                unsafe {
-                    // o (n×d) = scores (n×n) · vh (n×d)
-                    gemm::gemm(
-                        n,
-                        d,
-                        n,
-                        o.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        vh.as_ptr(),
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let at = h * n * d;
+                let head = Head {
+                    q: &q[at..at + n * d],
+                    k: &k[at..at + n * d],
+                    v: &v[at..at + n * d],
+                    n,
+                    d,
+                };
+                head.attend(scores, o, causal);
             },
         );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// One head's `q`, `k`, `v` (each `n × d`, row-major) for [`Attention`].
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    n: usize,
+    d: usize,
+}
+
+impl Head<'_> {
+    /// `o (n×d) = softmax(q kᵀ [+ causal mask]) v`, the scores in `scores` (`n × n`).
+    fn attend(&self, scores: &mut [f32], o: &mut [f32], causal: bool) {
+        let (n, d) = (self.n, self.d);
+        assert!(scores.len() >= n * n && o.len() >= n * d);
+        // scores (n×n) = q (n×d) · kᵀ (d×n)
+        // SAFETY: every pointer/stride pair describes memory inside the slices: scores is n×n
+        // row-major (checked above), q and k are n×d row-major (their length is n·d).
+        unsafe {
+            gemm_f32(
+                n,
+                n,
+                d,
+                scores.as_mut_ptr(),
+                n,
+                self.q.as_ptr(),
+                d,
+                1,
+                self.k.as_ptr(),
+                1,
+                d,
+            )
+        };
+        if causal {
+            for r in 0..n {
+                scores[r * n + r + 1..(r + 1) * n].fill(f32::NEG_INFINITY);
+            }
+        }
+        softmax_rows(&mut scores[..n * n], n);
+        // o (n×d) = scores (n×n) · v (n×d)
+        // SAFETY: o is n×d row-major (checked above), scores n×n, v n×d row-major.
+        unsafe {
+            gemm_f32(
+                n,
+                d,
+                n,
+                o.as_mut_ptr(),
+                d,
+                scores.as_ptr(),
+                n,
+                1,
+                self.v.as_ptr(),
+                d,
+                1,
+            )
+        };
+    }
+}
+
+/// `dst (m×n, row stride ld_dst) = lhs (m×k; row stride lhs_rs, column stride lhs_cs) · rhs (k×n;
+/// row stride rhs_rs, column stride rhs_cs)`, one thread, through the `gemm` crate.
+///
+/// # Safety
+/// Each pointer with its strides must describe memory valid for the whole matrix it names (`dst`
+/// writable), and `dst` must not overlap the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ld_dst: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    // SAFETY: the caller's contract; gemm reads lhs and rhs and writes dst within those extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ld_dst as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

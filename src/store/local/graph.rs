@@ -230,8 +230,10 @@ impl Shared {
     ) -> Result<(Transaction<'c>, IndexRow, bool), StoreError> {
         let mut loads = 0;
         loop {
-            if slot.is_none() {
-                if let Some(graph) = self.take_built() {
+            // A finished background build: taken into use, or let go if a graph was had meanwhile
+            // (a writer saved one, and it was loaded).
+            if let Some(graph) = self.take_built() {
+                if slot.is_none() {
                     stats.built_in_background += 1;
                     *slot = Some(graph);
                 }
