@@ -725,6 +725,40 @@ async fn without_its_graph_file_a_large_store_answers_at_once_and_builds_the_gra
 }
 
 #[tokio::test]
+async fn a_reader_far_behind_loads_the_writers_newer_graph_file_instead_of_adding_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(43);
+    let first = docs(&mut rng, 300, 16, &["cat", "dog"], "a");
+    let writer = open(hnsw_config(tmp.path()));
+    writer.ensure_index(&spec(16)).await.unwrap();
+    upsert_all(&writer, &first).await;
+    let mut cfg = hnsw_config(tmp.path());
+    cfg.catch_up_rows = 100;
+    let reader = open(cfg);
+    searches_right(&reader, &first).await;
+    assert_eq!(reader.ann_stats().loaded_from_file, 1);
+    // Few rows behind: caught up.
+    let few = docs(&mut rng, 50, 16, &["owl"], "b");
+    for batch in few.chunks(10) {
+        writer.upsert(batch, false).await.unwrap();
+    }
+    let mut all: Vec<ImageDoc> = first.iter().chain(&few).cloned().collect();
+    searches_right(&reader, &all).await;
+    let stats = reader.ann_stats();
+    assert_eq!((stats.loaded_from_file, stats.caught_up_rows), (1, 50), "{stats:?}");
+    // Many rows behind, and the writer saved its graph: the file is loaded, the rows not added.
+    let many = docs(&mut rng, 400, 16, &["fox"], "c");
+    for batch in many.chunks(50) {
+        writer.upsert(batch, false).await.unwrap();
+    }
+    writer.refresh().await.unwrap();
+    all.extend(many);
+    searches_right(&reader, &all).await;
+    let stats = reader.ann_stats();
+    assert_eq!((stats.loaded_from_file, stats.caught_up_rows), (2, 50), "{stats:?}");
+}
+
+#[tokio::test]
 async fn a_store_of_schema_1_is_upgraded_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(31);

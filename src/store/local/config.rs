@@ -27,6 +27,7 @@ pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
+pub const DEFAULT_CATCH_UP_ROWS: usize = 20_000;
 
 /// Where the store is and how it behaves.
 #[derive(Debug, Clone)]
@@ -52,6 +53,10 @@ pub struct LocalConfig {
     /// own, instead of keeping the query waiting for the build (minutes at a million documents).
     /// Writes always build it first.
     pub background_build_rows: usize,
+    /// A graph more than this many rows behind the database is loaded anew from the cache file
+    /// when a writer has saved a newer one, instead of adding every row itself (a reader that
+    /// slept through a large `copy` or ingest).
+    pub catch_up_rows: usize,
 }
 
 impl LocalConfig {
@@ -66,6 +71,7 @@ impl LocalConfig {
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
+            catch_up_rows: DEFAULT_CATCH_UP_ROWS,
         }
     }
 }

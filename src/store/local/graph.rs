@@ -240,6 +240,21 @@ impl Shared {
             }
             let tx = conn.unchecked_transaction().map_err(|e| self.db(e))?;
             let row = self.index_row(&tx)?;
+            let far_behind = match slot.as_ref() {
+                Some(g) if loads < LOAD_ATTEMPTS && g.can_catch_up_to(&row) => {
+                    self.far_behind_a_newer_file(&tx, g, &row)?
+                }
+                _ => false,
+            };
+            if far_behind {
+                loads += 1;
+                drop(tx);
+                if let Some(newer) = self.load_ann(conn, &row) {
+                    stats.loaded_from_file += 1;
+                    *slot = Some(newer);
+                }
+                continue;
+            }
             if slot.as_ref().is_some_and(|g| g.can_catch_up_to(&row)) {
                 if let Some(graph) = slot.as_mut() {
                     match self.catch_up(&tx, graph, &row, stats) {
@@ -280,6 +295,30 @@ impl Shared {
             )?);
             return Ok((tx, row, true));
         }
+    }
+
+    /// Whether `graph` is more than `catch_up_rows` rows behind `row` while the cache file holds
+    /// a later generation than the graph: loading the file then costs less than adding the rows.
+    fn far_behind_a_newer_file(
+        &self,
+        conn: &Connection,
+        graph: &Ann,
+        row: &IndexRow,
+    ) -> Result<bool, StoreError> {
+        if graph.generation == row.generation {
+            return Ok(false);
+        }
+        let newer = self
+            .file_generation(row.id)
+            .is_some_and(|g| g > graph.generation && g <= row.generation);
+        if !newer {
+            return Ok(false);
+        }
+        let behind: i64 = conn
+            .prepare_cached("SELECT count(*) FROM docs WHERE index_id = ?1 AND generation > ?2")
+            .and_then(|mut s| s.query_row(params![row.id, graph.generation], |r| r.get(0)))
+            .map_err(|e| self.db(e))?;
+        Ok(behind > self.cfg.catch_up_rows as i64)
     }
 
     /// Starts building the graph from the rows on a thread of its own (one connection of its own,

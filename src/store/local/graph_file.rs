@@ -166,6 +166,24 @@ impl Shared {
         })
     }
 
+    /// The generation the cache file of index `index_id` holds, from its header alone (not the
+    /// whole file); `None` if there is no such file or it is not one of ours.
+    pub(super) fn file_generation(&self, index_id: i64) -> Option<i64> {
+        use std::io::Read;
+        let mut head = [0u8; 28];
+        fs::File::open(ann_file(&self.dir, index_id))
+            .ok()?
+            .read_exact(&mut head)
+            .ok()?;
+        if &head[..8] != MAGIC
+            || head[8..12] != HEADER_VERSION.to_le_bytes()
+            || i64::from_le_bytes(head[12..20].try_into().ok()?) != index_id
+        {
+            return None;
+        }
+        Some(i64::from_le_bytes(head[20..28].try_into().ok()?))
+    }
+
     /// Whether a cache file that could not be used for `row` may be usable from a later snapshot:
     /// it is intact and newer than `row` (a writer saved it after the snapshot began), or older
     /// than the tombstones kept (a writer is replacing it right now).

@@ -61,15 +61,14 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_EXACT_SCAN_ROWS,
-    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE,
-    MAX_NUM_CANDIDATES, SIMILARITY,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
+    DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
-pub use lock::{WaitHook, WaitNotice};
 use db::{db_error, find_index_by_name, open_db, IndexRow};
 use graph::Ann;
 pub use graph::AnnStats;
 use graph_file::ann_file;
+pub use lock::{WaitHook, WaitNotice};
 
 /// An index in a local store directory, seen as a [`VectorStore`].
 pub struct LocalStore {
