@@ -149,6 +149,18 @@ impl Follower {
         changes
     }
 
+    /// Takes `changes` up again, as if their paths had just been touched (their indexing failed:
+    /// the store was away).
+    pub fn retry(&mut self, changes: &[Change]) {
+        let paths: Vec<PathBuf> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Present(p) | Change::Absent(p) | Change::RootBack(p) => p.clone(),
+            })
+            .collect();
+        self.touch_all(&paths);
+    }
+
     /// Records that events touched `paths` now.
     fn touch_all(&mut self, paths: &[PathBuf]) {
         let now = Instant::now();

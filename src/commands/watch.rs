@@ -32,6 +32,9 @@ use crate::watch::{Change, Follower, Notice};
 
 /// How long one wait for file-system events lasts (also how soon Ctrl-C is noticed).
 const TICK: Duration = Duration::from_millis(200);
+/// The pause before changes whose indexing failed for the whole batch (the store away) are
+/// tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The embedded store needs no refresh to show new documents; its graph file is saved this often
 /// while following (and on exit), not after every change.
 const LOCAL_REFRESH_EVERY: Duration = Duration::from_secs(300);
@@ -181,10 +184,18 @@ impl Follow<'_> {
             match self.apply(&changes) {
                 Ok(f) => failed |= f,
                 Err(e) => {
-                    // The store may be away for a moment (a restarting cluster): say so and go on;
-                    // the next change to these paths, or a restart of the watch, catches up.
-                    failed = true;
-                    eprintln!("imgvec: error: {e:#}");
+                    // The store may be away for a moment (a restarting cluster): the changes are
+                    // taken up again after a pause, so none is lost.
+                    eprintln!(
+                        "imgvec: error: {e:#}; trying these {} change(s) again in {} s",
+                        changes.len(),
+                        RETRY_AFTER.as_secs()
+                    );
+                    follower.retry(&changes);
+                    let until = Instant::now() + RETRY_AFTER;
+                    while Instant::now() < until && !self.engine.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(TICK);
+                    }
                 }
             }
             if local && last_refresh.elapsed() >= LOCAL_REFRESH_EVERY {
