@@ -107,11 +107,22 @@ fn ingest(store: &Path, model: &Path, dir: &Path) -> f64 {
     let out = imgvec(
         store,
         model,
-        &["ingest", dir.to_str().unwrap(), "--label", "b", "--quiet", "--json"],
+        &[
+            "ingest",
+            dir.to_str().unwrap(),
+            "--label",
+            "b",
+            "--quiet",
+            "--json",
+        ],
     )
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["images_per_second"].as_f64().unwrap()
 }
@@ -198,7 +209,9 @@ fn main() {
     for i in 0..5 {
         text_query(&http, &serve.url, 1_000_000 + i);
     }
-    let idle: Vec<Duration> = (0..a.queries).map(|i| text_query(&http, &serve.url, i)).collect();
+    let idle: Vec<Duration> = (0..a.queries)
+        .map(|i| text_query(&http, &serve.url, i))
+        .collect();
     let busy_dir = tmp.path().join("busy");
     images(&busy_dir, "b", a.images, 2);
     let writer = {
@@ -281,7 +294,15 @@ fn main() {
         let mut watch = imgvec(
             &store,
             &model,
-            &["watch", root.to_str().unwrap(), "--label", "w", "--debounce-ms", debounce, "--json"],
+            &[
+                "watch",
+                root.to_str().unwrap(),
+                "--label",
+                "w",
+                "--debounce-ms",
+                debounce,
+                "--json",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

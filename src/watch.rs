@@ -239,7 +239,9 @@ impl Follower {
             .cloned()
             .collect();
         for root in gone {
-            out.retain(|c| !matches!(c, Change::Absent(p) | Change::Present(p) if p.starts_with(&root)));
+            out.retain(
+                |c| !matches!(c, Change::Absent(p) | Change::Present(p) if p.starts_with(&root)),
+            );
             self.pending.retain(|p, _| !p.starts_with(&root));
             self.notices.push(Notice::RootGone(root.clone()));
             self.missing.push(root);
@@ -250,7 +252,12 @@ impl Follower {
 
     /// Roots that were missing and are back: watched again and synced whole.
     fn roots_back(&mut self) -> Vec<Change> {
-        let back: Vec<PathBuf> = self.missing.iter().filter(|r| r.is_dir()).cloned().collect();
+        let back: Vec<PathBuf> = self
+            .missing
+            .iter()
+            .filter(|r| r.is_dir())
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for root in back {
             self.missing.retain(|r| r != &root);
@@ -329,7 +336,10 @@ mod tests {
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(100));
             assert!(f.poll(Duration::from_millis(10)).is_empty());
-            let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
             std::io::Write::write_all(&mut file, b"more").unwrap();
         }
         let changes = collect(&mut f, 1);

@@ -35,7 +35,14 @@ struct Watch {
 impl Watch {
     fn start(idx: &TestIndex, dir: &Path) -> Watch {
         let mut child = idx
-            .command(&["watch", s(dir), "--label-from-dir", "--debounce-ms", "600", "--json"])
+            .command(&[
+                "watch",
+                s(dir),
+                "--label-from-dir",
+                "--debounce-ms",
+                "600",
+                "--json",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -160,7 +160,12 @@ fn sees_new_images_without_a_reload(b: &Browser, idx: &TestIndex, corpus: &Corpu
         folder.join("small.png"),
     )
     .unwrap();
-    let out = idx.run(&["ingest", folder.to_str().unwrap(), "--label-from-dir", "--quiet"]);
+    let out = idx.run(&[
+        "ingest",
+        folder.to_str().unwrap(),
+        "--label-from-dir",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let facts = "return document.getElementById('facts').textContent.includes('8 images')";
     b.wait_for("the new count", facts, Duration::from_secs(15));

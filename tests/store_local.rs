@@ -697,8 +697,14 @@ async fn without_its_graph_file_a_large_store_answers_at_once_and_builds_the_gra
     // The first searches are exact scans: right, and without waiting for the build.
     let d = &all[7];
     let hits = store.knn(&query(&d.vector, 5, None)).await.unwrap();
-    assert_eq!(hits, store.exact_knn(&query(&d.vector, 5, None)).await.unwrap());
-    let hits = store.knn(&query(&d.vector, 5, Some(&d.label))).await.unwrap();
+    assert_eq!(
+        hits,
+        store.exact_knn(&query(&d.vector, 5, None)).await.unwrap()
+    );
+    let hits = store
+        .knn(&query(&d.vector, 5, Some(&d.label)))
+        .await
+        .unwrap();
     assert!(hits.iter().all(|h| h.label == d.label) && hits[0].id == d.id);
     let stats = store.ann_stats();
     assert!(stats.exact_while_building >= 2, "{stats:?}");
@@ -710,9 +716,13 @@ async fn without_its_graph_file_a_large_store_answers_at_once_and_builds_the_gra
     // The graph comes from the build aside, or from the file the writer saved meanwhile (it
     // rebuilt the graph before its write, as writes do), whichever is first.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let had_graph = |s: imgvec::store::local::AnnStats| s.built_in_background + s.loaded_from_file > 0;
+    let had_graph =
+        |s: imgvec::store::local::AnnStats| s.built_in_background + s.loaded_from_file > 0;
     while !had_graph(store.ann_stats()) {
-        assert!(std::time::Instant::now() < deadline, "the graph was never built");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the graph was never built"
+        );
         store.knn(&query(&d.vector, 5, None)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -745,7 +755,11 @@ async fn a_reader_far_behind_loads_the_writers_newer_graph_file_instead_of_addin
     let mut all: Vec<ImageDoc> = first.iter().chain(&few).cloned().collect();
     searches_right(&reader, &all).await;
     let stats = reader.ann_stats();
-    assert_eq!((stats.loaded_from_file, stats.caught_up_rows), (1, 50), "{stats:?}");
+    assert_eq!(
+        (stats.loaded_from_file, stats.caught_up_rows),
+        (1, 50),
+        "{stats:?}"
+    );
     // Many rows behind, and the writer saved its graph: the file is loaded, the rows not added.
     let many = docs(&mut rng, 400, 16, &["fox"], "c");
     for batch in many.chunks(50) {
@@ -755,7 +769,11 @@ async fn a_reader_far_behind_loads_the_writers_newer_graph_file_instead_of_addin
     all.extend(many);
     searches_right(&reader, &all).await;
     let stats = reader.ann_stats();
-    assert_eq!((stats.loaded_from_file, stats.caught_up_rows), (2, 50), "{stats:?}");
+    assert_eq!(
+        (stats.loaded_from_file, stats.caught_up_rows),
+        (2, 50),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -908,7 +926,11 @@ async fn two_stores_on_one_directory_read_and_write_alongside() {
     }
     let left: Vec<ImageDoc> = first.iter().chain(&second[10..]).cloned().collect();
     searches_right(&b, &left).await;
-    assert!(b.ann_stats().caught_up_deletions >= 10, "{:?}", b.ann_stats());
+    assert!(
+        b.ann_stats().caught_up_deletions >= 10,
+        "{:?}",
+        b.ann_stats()
+    );
     // Both write the same documents at once: each written once, no error.
     let third = docs(&mut rng, 200, 16, &["fox"], "c");
     let (ra, rb) = tokio::join!(a.upsert(&third, false), b.upsert(&third, false));
@@ -960,7 +982,9 @@ async fn a_writer_waits_for_another_process_and_names_it_while_readers_go_on() {
     cfg.lock_wait = None;
     cfg.on_wait = Some(imgvec::store::local::WaitHook(std::sync::Arc::new(
         move |n: &imgvec::store::local::WaitNotice| {
-            seen.lock().unwrap().push((n.holder_pid, n.holder_command.clone()));
+            seen.lock()
+                .unwrap()
+                .push((n.holder_pid, n.holder_command.clone()));
         },
     )));
     let waiting = open(cfg);

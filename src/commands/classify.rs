@@ -15,11 +15,11 @@ use candle_core::Device;
 use serde_json::json;
 
 use super::images::{self, EmbedOptions, TrueLabels};
-use crate::store::{default_num_candidates, MAX_NUM_CANDIDATES};
 use super::{check_dims, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::{ClassifyArgs, ClassifyOptions, ModelArgs};
 use crate::clip::{ModelDir, TextEncoder};
 use crate::eval::{vote, zero_shot, Prediction};
+use crate::store::{default_num_candidates, MAX_NUM_CANDIDATES};
 use crate::store::{KnnQuery, LabelCount, StoreError, VectorStore};
 
 pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {

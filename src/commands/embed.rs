@@ -132,7 +132,11 @@ impl InOrder {
                     eprintln!("imgvec: warning: {path}: truncated; embedded what it holds");
                 }
                 if self.json {
-                    writeln!(self.stdout, "{}", json!({"path": path, "embedding": vector}))
+                    writeln!(
+                        self.stdout,
+                        "{}",
+                        json!({"path": path, "embedding": vector})
+                    )
                 } else {
                     writeln!(self.stdout, "{path}\t{}", preview(&vector))
                 }

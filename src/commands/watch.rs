@@ -44,13 +44,21 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
     let roots: Vec<PathBuf> = roots(&args.paths)?.into_iter().map(|r| r.path).collect();
     for root in &roots {
         if !root.is_dir() {
-            bail!("{}: not a folder (watch follows folders; `imgvec ingest` takes files)", root.display());
+            bail!(
+                "{}: not a folder (watch follows folders; `imgvec ingest` takes files)",
+                root.display()
+            );
         }
     }
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
     let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
-    rt.block_on(ensure_index(store.as_ref(), &args.store.index, model.dims(), args.quiet))?;
+    rt.block_on(ensure_index(
+        store.as_ref(),
+        &args.store.index,
+        model.dims(),
+        args.quiet,
+    ))?;
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(&rt, &stop, &interrupted);
@@ -101,11 +109,17 @@ pub fn check_label_rule(opts: &FollowOptions) -> Result<()> {
 }
 
 /// Ctrl-C: the first stops following once the batch in hand is indexed; the second exits now.
-fn watch_ctrl_c(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>, interrupted: &Arc<AtomicBool>) {
+fn watch_ctrl_c(
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    interrupted: &Arc<AtomicBool>,
+) {
     let (s, i) = (Arc::clone(stop), Arc::clone(interrupted));
     rt.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nimgvec: stopping: finishing the changes in hand (Ctrl-C again to quit now)");
+            eprintln!(
+                "\nimgvec: stopping: finishing the changes in hand (Ctrl-C again to quit now)"
+            );
             i.store(true, Ordering::SeqCst);
             s.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -231,12 +245,17 @@ impl Follow<'_> {
             .iter()
             .map(|r| super::prune::check::root_of(r.clone(), true))
             .collect();
-        let docs = self.engine.rt.block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
+        let docs = self
+            .engine
+            .rt
+            .block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
         let (pruned, ids) = check_all(&docs, quiet);
         for path in pruned.gone.iter().chain(&pruned.changed) {
             self.out.change("removed", path, None);
         }
-        self.engine.rt.block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
+        self.engine
+            .rt
+            .block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
         let mut summary = Summary::default();
         let jobs = jobs_of(find_images(roots), self.opts.label.as_deref(), &mut summary);
         summary.found = jobs.len() + summary.failed;
@@ -269,7 +288,10 @@ impl Follow<'_> {
             failed |= self.sync_whole(std::slice::from_ref(root), true)?.failed > 0;
         }
         // Documents under the changed paths whose file is gone or has other content now.
-        let docs = self.engine.rt.block_on(docs_under(self.engine.store.as_ref(), &checked))?;
+        let docs = self
+            .engine
+            .rt
+            .block_on(docs_under(self.engine.store.as_ref(), &checked))?;
         let (pruned, ids) = check_all(&docs, true);
         let changed: HashSet<&String> = pruned.changed.iter().collect();
         for path in &pruned.gone {
@@ -279,7 +301,9 @@ impl Follow<'_> {
             self.out.change("unchecked", path, Some(why));
         }
         if !ids.is_empty() {
-            self.engine.rt.block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
+            self.engine
+                .rt
+                .block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
             self.make_visible();
         }
         failed |= self.index(&present, &changed)?;
@@ -329,11 +353,19 @@ impl Follow<'_> {
             if failed.contains(path) || before.contains(path) {
                 continue;
             }
-            let what = if changed.contains(path) { "changed" } else { "indexed" };
+            let what = if changed.contains(path) {
+                "changed"
+            } else {
+                "indexed"
+            };
             if stored.contains(path) {
                 self.out.change(what, path, Some(label));
             } else {
-                self.out.change("known", path, Some("same content already indexed at another path"));
+                self.out.change(
+                    "known",
+                    path,
+                    Some("same content already indexed at another path"),
+                );
             }
         }
         Ok(!summary.failures.is_empty())
@@ -397,7 +429,12 @@ pub fn spawn_for_serve(
                 let rt = runtime()?;
                 let store: Arc<dyn VectorStore> =
                     Arc::from(rt.block_on(async { open_store(&store_args) })?);
-                rt.block_on(ensure_index(store.as_ref(), &store_args.index, model.dims(), true))?;
+                rt.block_on(ensure_index(
+                    store.as_ref(),
+                    &store_args.index,
+                    model.dims(),
+                    true,
+                ))?;
                 let slot = encoder.map(EncoderSlot::with).unwrap_or_default();
                 let follow = Follow {
                     opts: &opts,

@@ -226,4 +226,3 @@ impl Model {
         Ok(v)
     }
 }
-

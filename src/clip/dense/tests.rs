@@ -21,8 +21,6 @@ fn levels() -> Vec<Simd> {
     levels
 }
 
-
-
 /// Deterministic values in [-1, 1).
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -79,7 +77,10 @@ fn check(simd: Simd, m: usize, n: usize, k: usize, bias: bool, residual: bool) {
 }
 
 #[test]
-#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
+#[cfg_attr(
+    not(cpu_avx2),
+    ignore = "no AVX2+FMA on this CPU: the packed kernels do not run"
+)]
 fn matches_reference_at_every_edge() {
     for simd in levels() {
         for &(m, n, k) in &[
@@ -242,7 +243,10 @@ fn check_mlp_bits(
 }
 
 #[test]
-#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
+#[cfg_attr(
+    not(cpu_avx2),
+    ignore = "no AVX2+FMA on this CPU: the packed kernels do not run"
+)]
 fn fused_mlp_equals_the_layers_one_by_one() {
     // Rows in one, several and uneven row blocks, an inner width cut inside a panel, k across k
     // blocks; the same arithmetic in the same order, so the same bits.
@@ -288,7 +292,10 @@ fn amx_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
 }
 
 #[test]
-#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)"
+)]
 fn amx_matches_reference_at_every_edge() {
     // Rows: under a group, whole groups, an odd group, a partial group, one row block and several
     // (1,300: blocks of 448, 448 and 404, the last with a whole group and 4 rows over); k: under a tile, cut inside one, across k blocks;
@@ -332,7 +339,10 @@ fn amx_matches_reference_at_every_edge() {
 }
 
 #[test]
-#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)"
+)]
 fn amx_leaves_widths_not_a_multiple_of_32_to_the_f32_kernels() {
     let (m, n, k) = (20, 48, 40);
     let (x, w) = (values(m * k, 41), values(n * k, 42));
@@ -347,7 +357,10 @@ fn amx_leaves_widths_not_a_multiple_of_32_to_the_f32_kernels() {
 }
 
 #[test]
-#[cfg_attr(not(cpu_amx), ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)")]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD was set when the tests were built)"
+)]
 fn amx_fused_mlp_equals_the_layers_one_by_one() {
     // fc1's blocks written as fc2's tiles hold the bits pack_rows makes of fc1's output; also a
     // pair where only fc1 is on AMX (fc2's 40 columns are not): run one by one.
@@ -378,7 +391,10 @@ fn amx_fused_mlp_equals_the_layers_one_by_one() {
 /// panels taller than the rows given; what lies past the given rows and past the panel is left
 /// untouched.
 #[test]
-#[cfg_attr(not(cpu_avx2), ignore = "no AVX2+FMA on this CPU: the packed kernels do not run")]
+#[cfg_attr(
+    not(cpu_avx2),
+    ignore = "no AVX2+FMA on this CPU: the packed kernels do not run"
+)]
 fn interleave_matches_its_definition() {
     for simd in levels() {
         for rows in 1..=32 {

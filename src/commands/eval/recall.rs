@@ -17,11 +17,11 @@ use serde::Serialize;
 
 use super::super::classify::embed_options;
 use super::super::images::{self, TrueLabels};
-use crate::store::MAX_NUM_CANDIDATES;
 use super::super::{check_dims, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::EvalArgs;
 use crate::eval::recall::{sample_positions, RecallSetting, RecallTally};
 use crate::progress::Progress;
+use crate::store::MAX_NUM_CANDIDATES;
 use crate::store::{KnnQuery, StoreError, VectorStore};
 
 /// The default `num_candidates` settings compared.

@@ -173,7 +173,11 @@ fn find_jobs(args: &IngestArgs, summary: &mut Summary) -> Vec<Job> {
 }
 
 /// The jobs of what a walk found, each with its label (`label`, else its folder's name).
-pub fn jobs_of(walk: crate::walk::WalkResult, label: Option<&str>, summary: &mut Summary) -> Vec<Job> {
+pub fn jobs_of(
+    walk: crate::walk::WalkResult,
+    label: Option<&str>,
+    summary: &mut Summary,
+) -> Vec<Job> {
     summary.skipped_not_images = walk.skipped;
     summary.found = walk.images.len();
     for (path, why) in &walk.problems {
@@ -234,7 +238,12 @@ impl Work<'_> {
         let batch_size = crate::device::batch_size(self.args.batch_size, self.engine.device);
         let mut progress = Progress::new(jobs.len() as u64, self.args.quiet, "done");
         let prepared = spawn_prepare(
-            self.skip_known(spawn_read(jobs, 2, batch_size, Arc::clone(self.engine.stop))),
+            self.skip_known(spawn_read(
+                jobs,
+                2,
+                batch_size,
+                Arc::clone(self.engine.stop),
+            )),
             self.engine.model.preprocess_config()?,
             self.args.model.decode_options(self.args.allow_truncated),
             default_workers(),

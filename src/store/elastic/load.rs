@@ -118,7 +118,10 @@ impl ElasticStore {
                 ));
             }
             if !reply.status.is_success() {
-                return Err(after("the force-merge", self.error_for(Op::ForceMerge, &reply)));
+                return Err(after(
+                    "the force-merge",
+                    self.error_for(Op::ForceMerge, &reply),
+                ));
             }
         }
         Ok(())
@@ -188,8 +191,21 @@ mod tests {
         let err = rt()
             .block_on(fast_store(&url, 0).end_load(&saved, false))
             .unwrap_err();
-        assert!(matches!(err, StoreError::AfterSettingsRestored { step: "the refresh", .. }), "{err:?}");
-        assert!(err.to_string().starts_with("the index's settings were put back, but the refresh failed"), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::AfterSettingsRestored {
+                    step: "the refresh",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the index's settings were put back, but the refresh failed"),
+            "{err}"
+        );
 
         let gone = r#"{"error":{"type":"api_not_available_exception","reason":"Request for uri [/idx/_forcemerge] with method [POST] exists but is not available when running in serverless mode"}}"#;
         let (url, _) = fake_server(vec![
@@ -200,7 +216,16 @@ mod tests {
         let err = rt()
             .block_on(fast_store(&url, 0).end_load(&saved, true))
             .unwrap_err();
-        assert!(matches!(err, StoreError::AfterSettingsRestored { step: "the force-merge", .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                StoreError::AfterSettingsRestored {
+                    step: "the force-merge",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("Serverless"), "{err}");
     }
 }
