@@ -1,4 +1,4 @@
-//! `amx.rs` where the target is not x86-64: never enabled, so nothing here is ever called.
+//! `amx/` where the target is not x86-64: never enabled, so nothing here is ever called.
 
 use super::pack::{HostNorm, Line};
 use super::tiles::Out;
@@ -30,7 +30,7 @@ pub(super) fn pack_rows(
 }
 
 /// # Safety
-/// Never called: AMX is never [`enabled`] on this target (the contract of `amx.rs`'s `matmul`
+/// Never called: AMX is never [`enabled`] on this target (the contract of `amx/`'s `matmul`
 /// begins with AMX enabled).
 pub(super) unsafe fn matmul(_w: &AmxWeight, _bias: &[f32], _a: &[Line], _m: usize, _out: &Out) {
     unreachable!("AMX is never enabled on this target")

@@ -1,6 +1,6 @@
 //! The candle-facing linear layer: [`Dense`] runs a packed layer (`mod.rs`) as candle custom ops
 //! where the weights are f32 on the CPU, and is candle's `Linear` everywhere else. Not for: the
-//! packing or the products themselves (`mod.rs`, `tiles.rs`, `amx.rs`).
+//! packing or the products themselves (`mod.rs`, `tiles.rs`, `amx/`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Linear;

@@ -8,7 +8,7 @@
 //! and threads split the output columns so each keeps its own weight block in its L2 cache.
 //! Microkernels for AVX2+FMA and AVX-512 (`microkernel.rs`), chosen at run time; `IMGVEC_SIMD=avx2`
 //! forces the AVX2 path on an AVX-512 machine (for measuring it). Where the CPU has AMX the layers
-//! run there instead (`amx.rs`; `IMGVEC_SIMD=avx512` keeps them on the f32 AVX-512 kernels).
+//! run there instead (`amx/`; `IMGVEC_SIMD=avx512` keeps them on the f32 AVX-512 kernels).
 //! Without any of these, or on a GPU, or in another dtype, [`Dense`] is candle's `Linear`: the same
 //! function everywhere. Self-attention runs on the same tiles, straight from the q/k/v layer's
 //! output (`attention.rs`). Here: the SIMD level, the packed weights, the MLP and the buffer pool;
@@ -92,7 +92,7 @@ fn requested_simd() -> &'static str {
     })
 }
 
-/// What the linear layers run on here: `amx-bf16x3` (see `amx.rs`), or the f32 kernels' SIMD level.
+/// What the linear layers run on here: `amx-bf16x3` (see `amx/`), or the f32 kernels' SIMD level.
 pub fn linear_kernels() -> &'static str {
     if amx::enabled() {
         "amx-bf16x3"

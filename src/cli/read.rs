@@ -1,0 +1,187 @@
+//! The flags of the commands that embed and search: `embed`, `search`, `classify`, `eval`,
+//! `info`, `serve`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{ClassifyOptions, FollowOptions, ModelArgs, ModelLocation, StoreArgs};
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Image files or folders (recursed). Not with --text.
+    #[arg(
+        value_name = "PATH",
+        required_unless_present = "text",
+        conflicts_with = "text"
+    )]
+    pub paths: Vec<PathBuf>,
+    /// Embed this text instead of images.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// One JSON object per line: {"path": ..., "embedding": [...]} (or {"text": ...}).
+    #[arg(long)]
+    pub json: bool,
+    /// Images per model call [default: 8 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: Option<u32>,
+    /// Index what decodes of a truncated file (the rest of the picture grey or black) and name
+    /// it in the summary as a warning, instead of failing it as the reference pipeline (Pillow)
+    /// does.
+    #[arg(long)]
+    pub allow_truncated: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Query image. Optional with --text (then image and text are combined).
+    #[arg(value_name = "IMAGE", required_unless_present = "text")]
+    pub image: Option<PathBuf>,
+    /// Query text, e.g. "a dog running on grass". Repeat to combine several.
+    #[arg(long)]
+    pub text: Vec<String>,
+    /// Text to steer away from (subtracted), e.g. --text cat --minus indoors.
+    #[arg(long)]
+    pub minus: Vec<String>,
+    /// Number of results.
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub k: u32,
+    /// Candidates examined per shard (default max(100, 10·k), at most 10000).
+    #[arg(long, value_name = "N")]
+    pub num_candidates: Option<u32>,
+    /// Only results with this label (applied inside the kNN search).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// One JSON object per hit per line: rank, score, distance, id, label, path.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec classify ./unsorted\n  imgvec classify photo.jpg -k 20 --json\n  \
+imgvec classify ./unsorted --zero-shot --template \"a photo of my {label}\"\n\n\
+kNN: the k nearest indexed images vote, each with weight 1/(1+d²); the largest total wins (a tie goes \
+to the nearest neighbour's label); confidence = winning weight / total weight. Zero-shot: softmax over \
+exp(logit_scale)·cos(image, prompt) for one prompt per label in the index, logit_scale from the checkpoint."
+)]
+pub struct ClassifyArgs {
+    /// Image files or folders (recursed).
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// CLIP's zero-shot classifier instead of the nearest neighbours' vote.
+    #[arg(long)]
+    pub zero_shot: bool,
+    /// Candidates examined per shard in the kNN search (default max(100, 10·k), at most 10000).
+    #[arg(long, value_name = "N")]
+    pub num_candidates: Option<u32>,
+    /// One JSON object per image: path, label, confidence, scores (label → weight or probability).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub options: ClassifyOptions,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec eval ./test --label-from-dir\n  imgvec eval ./test/cats --label cats --json\n  \
+imgvec eval --recall\n  imgvec eval --recall --queries 500 -k 10 --num-candidates 10,50,100\n\n\
+Accuracy: every labelled test image is classified both ways (kNN vote and zero-shot); an image whose \
+exact bytes are in the index is left out of its own neighbours. Recall: for sampled indexed documents \
+(or the given images), the approximate kNN top-k is compared with the exact top-k over the stored \
+float vectors, for each num_candidates; a sampled document is left out of its own results."
+)]
+pub struct EvalArgs {
+    /// Labelled test images (files or folders); with --recall, optional query images.
+    #[arg(value_name = "DIR", required_unless_present = "recall")]
+    pub paths: Vec<PathBuf>,
+    /// The true label of every test image.
+    #[arg(long, conflicts_with = "label_from_dir")]
+    pub label: Option<String>,
+    /// The true label of each test image is the name of its folder (./test/cats/x.jpg → cats).
+    #[arg(long)]
+    pub label_from_dir: bool,
+    /// Measure the approximate index's recall@k and latency instead of accuracy.
+    #[arg(long)]
+    pub recall: bool,
+    /// With --recall: how many indexed documents to sample as queries (ignored when images are given).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub queries: u32,
+    /// Candidates examined per shard in the kNN search. Accuracy: one value (default max(100, 10·k));
+    /// --recall: the settings to compare (default 10,20,50,100,200,500).
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pub num_candidates: Vec<u32>,
+    /// With --recall: seed for sampling the query documents.
+    #[arg(long, default_value_t = crate::eval::recall::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub options: ClassifyOptions,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelLocation,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec serve                      # http://127.0.0.1:8080/\n  \
+imgvec serve --addr 127.0.0.1:9000\n  imgvec serve --es-url http://localhost:9200 --index photos\n\n\
+The page and the API are described in docs/serve.md."
+)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (the URL is printed).
+    #[arg(
+        long,
+        env = "IMGVEC_ADDR",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    pub addr: std::net::SocketAddr,
+    /// Allow an address other than loopback: anyone who can reach it can search the index and see
+    /// the indexed images (prints a warning).
+    #[arg(long)]
+    pub public: bool,
+    /// Largest accepted upload (a query image), in MiB; bigger ones get 413.
+    #[arg(long, default_value_t = 20, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_upload_mib: u64,
+    /// Memory for cached thumbnails, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub thumb_cache_mib: u64,
+    /// Print nothing but the URL and errors (no line per request).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also follow these folders, as `imgvec watch` does: new images are indexed and show up in
+    /// the page at once, deleted ones go (needs --label or --label-from-dir).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub watch: Vec<PathBuf>,
+    #[command(flatten)]
+    pub follow: FollowOptions,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}

@@ -1,0 +1,170 @@
+//! Packing for the AMX products: weights once at load, activations per call, each f32 split into
+//! two bfloat16 tiles (`hi`, `lo`) in the layouts the module doc of `amx` describes.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::super::pack::{HostNorm, Line};
+use super::{enabled, KT, TILE_LINES};
+
+fn tiles_as_u16_mut(v: &mut [Line]) -> &mut [u16] {
+    // SAFETY: a Line is 64 bytes with no padding, any bit pattern is a valid u16.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u16>(), v.len() * 32) }
+}
+
+/// A weight matrix `[n, k]` (`y = x Wᵀ`) in AMX tiles (see the module doc); n a multiple of 32.
+pub(in crate::clip::dense) struct AmxWeight {
+    pub(super) n: usize,
+    pub(super) k: usize,
+    data: Vec<Line>,
+}
+
+impl AmxWeight {
+    /// `None` unless AMX is [`enabled`] and `n` is a multiple of 32 (the products are 32 columns
+    /// wide). `w` holds n rows of k floats.
+    pub(in crate::clip::dense) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !enabled() || n == 0 || !n.is_multiple_of(32) {
+            return None;
+        }
+        assert_eq!(w.len(), n * k, "amx: weight size");
+        let kts = k.div_ceil(KT);
+        let mut data = vec![Line([0.0; 16]); n / 16 * kts * 2 * TILE_LINES];
+        tiles_as_u16_mut(&mut data)
+            .par_chunks_mut(kts * 2 * 512)
+            .enumerate()
+            .for_each(|(j, group)| {
+                let (mut hi, mut lo) = ([0u16; KT], [0u16; KT]);
+                for c in 0..16 {
+                    let row = &w[(j * 16 + c) * k..][..k];
+                    for (kt, chunk) in row.chunks(KT).enumerate() {
+                        // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW; hi and lo hold
+                        // 32 each.
+                        unsafe { split_row(chunk, hi.as_mut_ptr(), lo.as_mut_ptr()) };
+                        // Pair-interleaved: k = 2p and 2p + 1 of column c side by side in row p.
+                        for q in 0..KT {
+                            let at = kt * 2 * 512 + (q / 2) * 32 + c * 2 + q % 2;
+                            group[at] = hi[q];
+                            group[at + 512] = lo[q];
+                        }
+                    }
+                }
+            });
+        Some(Self { n, k, data })
+    }
+
+    /// Tile (hi) of column group `j` (16 columns), k tile `kt`.
+    pub(super) fn tile(&self, j: usize, kt: usize) -> *const u8 {
+        let kts = self.k.div_ceil(KT);
+        self.data[(j * kts + kt) * 2 * TILE_LINES..].as_ptr().cast()
+    }
+}
+
+/// Lines (64 bytes) that `m` rows of `k` floats take in AMX tiles.
+pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize) -> usize {
+    m.div_ceil(16) * k.div_ceil(KT) * 2 * TILE_LINES
+}
+
+/// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles, replacing `out`'s
+/// contents (the rows past m in the last group zero).
+pub(in crate::clip::dense) fn pack_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+    out: &mut Vec<Line>,
+) {
+    let lines = rows_lines(m, k);
+    // Every line is written below: no need to zero the old contents first.
+    if out.len() < lines {
+        out.resize(lines, Line([0.0; 16]));
+    }
+    out.truncate(lines);
+    tiles_as_u16_mut(out)
+        .par_chunks_mut(k.div_ceil(KT) * 2 * 512)
+        .enumerate()
+        .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, tiles)| {
+            // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (checked in `enabled`).
+            unsafe { pack_group(x, m, k, norm, g, tiles, buf) }
+        });
+}
+
+/// Row group `g` of [`pack_rows`] into `tiles` (its k tiles, hi then lo each).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn pack_group(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+    g: usize,
+    tiles: &mut [u16],
+    buf: &mut Vec<f32>,
+) {
+    for r in 0..16 {
+        let i = g * 16 + r;
+        let row: &[f32] = match norm {
+            _ if i >= m => &[],
+            None => &x[i * k..][..k],
+            Some(norm) => {
+                let row = &x[i * k..][..k];
+                buf.resize(k, 0.0);
+                norm.apply(norm.stats(row), row, 0, buf);
+                buf
+            }
+        };
+        for kt in 0..k.div_ceil(KT) {
+            let chunk = row
+                .get(kt * KT..)
+                .map_or(&[][..], |c| &c[..KT.min(c.len())]);
+            let at = kt * 2 * 512 + r * KT;
+            // SAFETY: tiles holds this group's k tiles (hi, lo) of 512 u16 each.
+            unsafe {
+                split_row(
+                    chunk,
+                    tiles.as_mut_ptr().add(at),
+                    tiles.as_mut_ptr().add(at + 512),
+                )
+            };
+        }
+    }
+}
+
+/// Up to 32 floats split as `x = hi + lo`, both bfloat16 rounded to nearest even (`lo` the
+/// rounded remainder; for finite `x`: an infinity's `lo` is NaN, a NaN may come out as infinity):
+/// 32 of each, zeros past `v`.
+///
+/// # Safety
+/// `hi` and `lo` are valid for 32 writes; the CPU has AVX-512F and BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn split_row(v: &[f32], hi: *mut u16, lo: *mut u16) {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn round(x: __m512) -> __m512i {
+        let b = _mm512_castps_si512(x);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        _mm512_srli_epi32::<16>(_mm512_add_epi32(
+            b,
+            _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)),
+        ))
+    }
+    for half in 0..2 {
+        let have = v.len().saturating_sub(16 * half).min(16);
+        // Where v is shorter than 16 · half (an empty chunk, a row's short last one) the offset
+        // runs past `v`: computed wrapping, so no out-of-bounds pointer is made with `add`.
+        let at = v.as_ptr().wrapping_add(16 * half);
+        // SAFETY: the mask enables only the `have` lanes that lie in `v` (16 · half + have ≤
+        // v.len()), and masked-off lanes are neither read nor fault; AVX-512F: the contract.
+        let x = unsafe { _mm512_maskz_loadu_ps(((1u32 << have) - 1) as u16, at) };
+        let h = round(x);
+        let l = round(_mm512_sub_ps(
+            x,
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h)),
+        ));
+        // SAFETY: hi and lo are valid for 32 u16 writes (the contract): this half's 16 of each,
+        // unaligned stores.
+        unsafe {
+            _mm256_storeu_si256(hi.add(16 * half).cast(), _mm512_cvtepi32_epi16(h));
+            _mm256_storeu_si256(lo.add(16 * half).cast(), _mm512_cvtepi32_epi16(l));
+        }
+    }
+}
