@@ -205,6 +205,21 @@ pub async fn ensure_index(
     }
 }
 
+/// What every command that writes does first: opens the store (`tune` adjusting the Elasticsearch
+/// settings) and makes sure its index exists for vectors of `dims`.
+pub fn open_index(
+    rt: &tokio::runtime::Runtime,
+    args: &StoreArgs,
+    dims: usize,
+    quiet: bool,
+    tune: impl FnOnce(&mut ElasticConfig),
+) -> Result<std::sync::Arc<dyn VectorStore>> {
+    let store: std::sync::Arc<dyn VectorStore> =
+        std::sync::Arc::from(rt.block_on(async { open_store_with(args, "", tune) })?);
+    rt.block_on(ensure_index(store.as_ref(), &args.index, dims, quiet))?;
+    Ok(store)
+}
+
 /// A multi-thread tokio runtime for the commands that talk to a store.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -24,9 +24,8 @@ use serde_json::json;
 use super::ingest::{jobs_of, EncoderSlot, Engine, Summary, Work};
 use super::prune::check::{roots, Root};
 use super::prune::{check_all, delete_ids, docs_under};
-use super::{ensure_index, exit, open_model, open_store, runtime, INTERRUPTED};
+use super::{exit, open_index, open_model, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
-use crate::store::VectorStore;
 use crate::walk::{find_changed_images, find_images};
 use crate::watch::{Change, Follower, Notice};
 
@@ -52,13 +51,7 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
     }
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
-    let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async { open_store(&args.store) })?);
-    rt.block_on(ensure_index(
-        store.as_ref(),
-        &args.store.index,
-        model.dims(),
-        args.quiet,
-    ))?;
+    let store = open_index(&rt, &args.store, model.dims(), args.quiet, |_| {})?;
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(&rt, &stop, &interrupted);
@@ -427,14 +420,7 @@ pub fn spawn_for_serve(
             let run = || -> Result<()> {
                 let (model, device) = open_model(&model_args, true)?;
                 let rt = runtime()?;
-                let store: Arc<dyn VectorStore> =
-                    Arc::from(rt.block_on(async { open_store(&store_args) })?);
-                rt.block_on(ensure_index(
-                    store.as_ref(),
-                    &store_args.index,
-                    model.dims(),
-                    true,
-                ))?;
+                let store = open_index(&rt, &store_args, model.dims(), true, |_| {})?;
                 let slot = encoder.map(EncoderSlot::with).unwrap_or_default();
                 let follow = Follow {
                     opts: &opts,

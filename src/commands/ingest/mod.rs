@@ -22,9 +22,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::{
-    ensure_index, exit, open_model, open_store_with, runtime, INTERRUPTED, PARTIAL_FAILURE,
-};
+use super::{exit, open_index, open_model, runtime, INTERRUPTED, PARTIAL_FAILURE};
 use crate::cli::IngestArgs;
 use crate::clip::{ImageEncoder, ModelDir};
 use crate::pipeline::{
@@ -45,17 +43,9 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
-    let store: Arc<dyn VectorStore> = Arc::from(rt.block_on(async {
-        open_store_with(&args.store, "", |cfg| {
-            cfg.bulk_concurrency = args.bulk_concurrency
-        })
-    })?);
-    rt.block_on(ensure_index(
-        store.as_ref(),
-        &args.store.index,
-        model.dims(),
-        args.quiet,
-    ))?;
+    let store = open_index(&rt, &args.store, model.dims(), args.quiet, |cfg| {
+        cfg.bulk_concurrency = args.bulk_concurrency
+    })?;
     let slot = Slot::default();
     let (stop, interrupted) = watch_ctrl_c(&rt, &slot);
 

@@ -185,21 +185,12 @@ impl Shared {
     }
 
     /// Whether a cache file that could not be used for `row` may be usable from a later snapshot:
-    /// it is intact and newer than `row` (a writer saved it after the snapshot began), or older
+    /// its header says it is newer than `row` (a writer saved it after the snapshot began), or older
     /// than the tombstones kept (a writer is replacing it right now).
     pub(super) fn load_may_succeed_later(&self, row: &IndexRow) -> bool {
-        let Ok(bytes) = fs::read(ann_file(&self.dir, row.id)) else {
-            return false;
-        };
-        match Header::decode(&bytes) {
-            Some((h, _)) => {
-                h.index_id == row.id
-                    && h.params == ann_params(row)
-                    && (h.generation > row.generation || h.generation < row.tombstones_after)
-            }
-            // Torn by a writer that died, or being renamed over: the rows will do.
-            None => false,
-        }
+        // From the header alone: the whole file was just read and found unusable.
+        self.file_generation(row.id)
+            .is_some_and(|g| g > row.generation || g < row.tombstones_after)
     }
 
     /// Writes the cache file; a failure is recorded, not returned (the file is only a cache).
