@@ -118,92 +118,127 @@ fn attention(
         queries.is_none_or(|q| q.len() == batch && q.iter().all(|&t| t < n)),
         "attention: queries"
     );
-    let hd = d / heads;
-    let d3 = 3 * d;
-    let (_, nr) = simd.tile();
     let out_rows = if queries.is_some() { batch } else { batch * n };
     let mut out: Vec<f32> = Vec::with_capacity(out_rows * d);
-    let dst = SendPtr(out.as_mut_ptr());
+    let job = Job {
+        simd,
+        qkv,
+        n,
+        d,
+        hd: d / heads,
+        causal,
+        queries,
+        out: SendPtr(out.as_mut_ptr()),
+    };
     (0..batch * heads)
         .into_par_iter()
         .for_each_init(Scratch::default, |s, task| {
-            let (image, head) = (task / heads, task % heads);
-            let rows = &qkv[image * n * d3..(image + 1) * n * d3];
-            let (q, k, v) = (
-                &rows[head * hd..],
-                &rows[d + head * hd..],
-                &rows[2 * d + head * hd..],
-            );
-            pack_rows(simd, k, n, hd, d3, simd.tile().0, None, false, &mut s.keys);
-            pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
-            pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
-            let lines = (n * nr).div_ceil(16);
-            if s.probs.len() < lines {
-                s.probs.resize(lines, Line([0.0; 16]));
-            }
-            let probs = &mut lines_as_floats_mut(&mut s.probs)[..n * nr];
-            let keys = Rows::packed(lines_as_floats(&s.keys), n);
-            let q_panels = lines_as_floats(&s.queries);
-            let values = Panels {
-                simd,
-                n: hd,
-                k: n,
-                data: lines_as_floats(&s.values),
-                bias: None,
-            };
-            // The panels of queries to run: all, or the one holding the image's query.
-            let panels = match queries {
-                None => 0..n.div_ceil(nr),
-                Some(q) => q[image] / nr..q[image] / nr + 1,
-            };
-            for j in panels {
-                // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
-                let panel = Panels {
-                    simd,
-                    n: nr,
-                    k: hd,
-                    data: &q_panels[j * hd * nr..(j + 1) * hd * nr],
-                    bias: None,
-                };
-                // SAFETY: probs holds n rows of NR floats; keys and the panel were packed for
-                // these sizes above; this task alone uses them.
-                unsafe { panel.block(keys, &Out::rows(probs.as_mut_ptr(), nr), 0..1) };
-                if causal {
-                    // Query j·NR + c sees keys up to itself (key 0 always: no column is all −∞).
-                    for (key, row) in probs.chunks_exact_mut(nr).enumerate() {
-                        for (c, p) in row.iter_mut().enumerate() {
-                            if key > j * nr + c {
-                                *p = f32::NEG_INFINITY;
-                            }
-                        }
-                    }
-                }
-                crate::clip::kernels::softmax_columns(probs, nr);
-                // contextⱼ (queries × hd) = pⱼ (queries × n) · v (n × hd), into this head's
-                // columns of out (a last panel's missing queries are neither read nor written):
-                // the panel's queries from the first, how many, and the output row of the first.
-                let (first, count, row) = match queries {
-                    None => (0, nr.min(n - j * nr), image * n + j * nr),
-                    Some(q) => (q[image] % nr, 1, image),
-                };
-                let p = Rows {
-                    data: &probs[first..],
-                    m: count,
-                    width: Some(nr),
-                };
-                // SAFETY: row `row`, column head·hd lies inside out (out_rows rows of d); the task
-                // writes `count` rows of this head's hd columns from there, d apart, which no
-                // other task writes.
-                unsafe {
-                    let ctx = Out::rows(dst.get().add(row * d + head * hd), d);
-                    values.block(p, &ctx, 0..hd.div_ceil(nr));
-                }
-            }
+            job.head(s, task / heads, task % heads)
         });
-    // SAFETY: every float was written above: each image's rows (all n, or its one query), each
-    // head's columns.
+    // SAFETY: every float was written by `Job::head`: each image's rows (all n, or its one
+    // query), each head's columns.
     unsafe { out.set_len(out_rows * d) };
     out
+}
+
+/// One [`attention`] call's inputs, shared by its tasks.
+struct Job<'a> {
+    simd: Simd,
+    qkv: &'a [f32],
+    /// Tokens per image, model width, head width.
+    n: usize,
+    d: usize,
+    hd: usize,
+    causal: bool,
+    queries: Option<&'a [usize]>,
+    /// The result: `batch·n` rows of d (or `batch` with `queries`), written by the tasks.
+    out: SendPtr,
+}
+
+impl Job<'_> {
+    /// One image's head: packs its keys, queries and values from `qkv`, then runs its panels of
+    /// queries into that head's columns of `out`.
+    fn head(&self, s: &mut Scratch, image: usize, head: usize) {
+        let (simd, n, d, hd) = (self.simd, self.n, self.d, self.hd);
+        let d3 = 3 * d;
+        let (mr, nr) = simd.tile();
+        let rows = &self.qkv[image * n * d3..(image + 1) * n * d3];
+        let (q, k, v) = (
+            &rows[head * hd..],
+            &rows[d + head * hd..],
+            &rows[2 * d + head * hd..],
+        );
+        pack_rows(simd, k, n, hd, d3, mr, None, false, &mut s.keys);
+        pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
+        pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
+        let lines = (n * nr).div_ceil(16);
+        if s.probs.len() < lines {
+            s.probs.resize(lines, Line([0.0; 16]));
+        }
+        let probs = &mut lines_as_floats_mut(&mut s.probs)[..n * nr];
+        let keys = Rows::packed(lines_as_floats(&s.keys), n);
+        let q_panels = lines_as_floats(&s.queries);
+        let values = Panels {
+            simd,
+            n: hd,
+            k: n,
+            data: lines_as_floats(&s.values),
+            bias: None,
+        };
+        // The panels of queries to run: all, or the one holding the image's query.
+        let panels = match self.queries {
+            None => 0..n.div_ceil(nr),
+            Some(q) => q[image] / nr..q[image] / nr + 1,
+        };
+        for j in panels {
+            // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
+            let panel = Panels {
+                simd,
+                n: nr,
+                k: hd,
+                data: &q_panels[j * hd * nr..(j + 1) * hd * nr],
+                bias: None,
+            };
+            // SAFETY: probs holds n rows of NR floats; keys and the panel were packed for these
+            // sizes above; this task alone uses them.
+            unsafe { panel.block(keys, &Out::rows(probs.as_mut_ptr(), nr), 0..1) };
+            if self.causal {
+                mask_causal(probs, nr, j);
+            }
+            crate::clip::kernels::softmax_columns(probs, nr);
+            // contextⱼ (queries × hd) = pⱼ (queries × n) · v (n × hd), into this head's columns
+            // of out (a last panel's missing queries are neither read nor written): the panel's
+            // queries from the first, how many, and the output row of the first.
+            let (first, count, row) = match self.queries {
+                None => (0, nr.min(n - j * nr), image * n + j * nr),
+                Some(q) => (q[image] % nr, 1, image),
+            };
+            let p = Rows {
+                data: &probs[first..],
+                m: count,
+                width: Some(nr),
+            };
+            // SAFETY: row `row`, column head·hd lies inside out (its rows of d); the task writes
+            // `count` rows of this head's hd columns from there, d apart, which no other task
+            // writes.
+            unsafe {
+                let ctx = Out::rows(self.out.get().add(row * d + head * hd), d);
+                values.block(p, &ctx, 0..hd.div_ceil(nr));
+            }
+        }
+    }
+}
+
+/// The causal mask on panel j's scores (n keys × NR queries): query j·NR + c sees keys up to
+/// itself (key 0 always: no column is all −∞).
+fn mask_causal(probs: &mut [f32], nr: usize, j: usize) {
+    for (key, row) in probs.chunks_exact_mut(nr).enumerate() {
+        for (c, p) in row.iter_mut().enumerate() {
+            if key > j * nr + c {
+                *p = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,24 @@ pub(super) fn block_rows(m: usize, simd: Simd) -> usize {
         .next_multiple_of(simd.tile().0)
 }
 
+/// The block after the one at row ic, k pc (the next k block of these rows, or the first of the
+/// next row block), as (first row, first k, depth); `None` after the last. Blocks are `mc` rows
+/// by `kb` deep, over `m` rows of depth `k`.
+fn next_block(
+    ic: usize,
+    pc: usize,
+    (mc, kb): (usize, usize),
+    (m, k): (usize, usize),
+) -> Option<(usize, usize, usize)> {
+    if pc + kb < k {
+        Some((ic, pc + kb, kb.min(k - pc - kb)))
+    } else if ic + mc < m {
+        Some((ic + mc, 0, kb.min(k)))
+    } else {
+        None
+    }
+}
+
 /// The rows a product reads (its A operand): `m` rows of k.
 #[derive(Clone, Copy)]
 pub(super) struct Rows<'a> {
@@ -156,8 +174,6 @@ impl Panels<'_> {
                 _ => y.add((i0 - ic) * ldy + col - range.start * nr),
             }
         };
-        // Where the residual is read (and finished tiles go, unless packed).
-        let (ry, rld) = out.to_y.map_or((y, ldy), |(p, l)| (p.get(), l));
         debug_assert!(out.packed.is_none() || out.residual.is_none());
         // Row blocks outermost: a block's output tiles (MC × the task's columns) stay in L2
         // across all k blocks instead of going back to memory after each (at 8 images, 2,056
@@ -172,13 +188,7 @@ impl Panels<'_> {
                 // fetched into L2 an n-th at a time by the tiles of the same row over the n weight
                 // panels. Without it each row tile's first product (of `range.len()`) waits on
                 // memory: at 8 images the packed rows (up to 33 MB) are far out of cache.
-                let following = if !last_k {
-                    Some((ic, pc + kb, kb.min(k - pc - kb)))
-                } else if ic + mc < m {
-                    Some((ic + mc, 0, kb.min(k)))
-                } else {
-                    None
-                };
+                let following = next_block(ic, pc, (mc, kb), (m, k));
                 let rows_prefetch = |t: usize, jj: usize| match following {
                     Some((ic2, pc2, kc2)) if packed && ic2 + t * mr < m.min(ic2 + mc) => {
                         let lines = (kc2 * mr * 4).div_ceil(64);
@@ -220,19 +230,7 @@ impl Panels<'_> {
                         let first = (t * per_tile).min(next_lines);
                         let last = (first + per_tile).min(next_lines);
                         let init = if pc == 0 {
-                            Init::Start {
-                                // SAFETY: col starts panel j, and the bias holds whole panels (the
-                                // contract).
-                                bias: self
-                                    .bias
-                                    .map_or(std::ptr::null(), |b| unsafe { b.as_ptr().add(col) }),
-                                // SAFETY: row i0 < m, column col < n of the residual, m rows of n
-                                // floats rld apart (y's stride, or to_y's: the contract).
-                                residual: out.residual.map_or(std::ptr::null(), |r| unsafe {
-                                    r.get().add(i0 * rld + col)
-                                }),
-                                ldr: rld,
-                            }
+                            self.start(out, i0, col)
                         } else {
                             Init::Accumulate
                         };
@@ -285,45 +283,82 @@ impl Panels<'_> {
                             }
                         }
                         if last_k {
-                            let c = c_at(i0, ic, col);
-                            if out.epilogue == Epilogue::QuickGelu {
-                                for r in 0..tile_rows {
-                                    // SAFETY: row r of the tile just finished: `cols` initialized
-                                    // floats of y or the scratch block (c_at), which only this
-                                    // task touches and nothing else borrows meanwhile.
-                                    let row = unsafe {
-                                        std::slice::from_raw_parts_mut(c.add(r * ldy), cols)
-                                    };
-                                    crate::clip::kernels::quick_gelu_in_place(row);
-                                }
-                            }
-                            if out.to_y.is_some() {
-                                for r in 0..tile_rows {
-                                    // SAFETY: row i0 + r < m, columns col..col + cols ≤ n of
-                                    // to_y's m rows of n floats (rld apart), from the tile's row r
-                                    // in the scratch block, a separate buffer: no overlap.
-                                    unsafe {
-                                        let dst = ry.add((i0 + r) * rld + col);
-                                        std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
-                                    }
-                                }
-                            }
-                            if let Some(p) = out.packed {
-                                // Row i0 starts a panel (row blocks are whole tiles); in it, each
-                                // column's MR values are adjacent, so the tile's columns are
-                                // one contiguous run.
-                                // SAFETY: panel i0 / MR of the packed rows (n × MR floats) from
-                                // column col: room for cols × MR floats (the contract); the tile's
-                                // tile_rows ≤ MR rows of cols floats, ldy apart, in the scratch
-                                // block; `self.simd` was detected on this CPU.
-                                unsafe {
-                                    let dst = p.get().add(i0 * n + col * mr);
-                                    interleave(self.simd, c, ldy, tile_rows, cols, mr, dst);
-                                }
-                            }
+                            // SAFETY: the tile just finished at c_at: `tile_rows` rows of `cols`
+                            // floats, ldy apart, which only this task touches; i0 < m and col
+                            // starts panel j in `range` (the contract).
+                            unsafe {
+                                self.finish(out, c_at(i0, ic, col), i0, col, tile_rows, cols)
+                            };
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// How tile (row i0, column col) starts: the bias (if any) plus the residual (if any).
+    fn start(&self, out: &Out, i0: usize, col: usize) -> Init {
+        // The residual is laid out as y (ldy apart), or as to_y when set (its own stride).
+        let rld = out.to_y.map_or(out.ldy, |(_, l)| l);
+        Init::Start {
+            // wrapping_add: the pointers are only computed here; the kernel reads them, and
+            // `block`'s contract makes col a panel's start and (i0, col) a residual element.
+            bias: self
+                .bias
+                .map_or(std::ptr::null(), |b| b.as_ptr().wrapping_add(col)),
+            residual: out.residual.map_or(std::ptr::null(), |r| {
+                r.get().wrapping_add(i0 * rld + col).cast_const()
+            }),
+            ldr: rld,
+        }
+    }
+
+    /// A tile whose last k block is in: the epilogue, then the copy to `to_y` or into the next
+    /// layer's packed rows, as `out` asks.
+    ///
+    /// # Safety
+    /// `c` is the finished tile: `tile_rows` ≤ MR rows of `cols` initialized floats, `out.ldy`
+    /// apart, in y or the scratch block, which nothing else touches meanwhile; row i0 < m and
+    /// columns col..col + cols ≤ n lie inside `to_y`'s rows and the packed rows as
+    /// [`Self::block`]'s contract says (row i0 starting a panel of MR); `self.simd` was detected.
+    unsafe fn finish(
+        &self,
+        out: &Out,
+        c: *mut f32,
+        i0: usize,
+        col: usize,
+        tile_rows: usize,
+        cols: usize,
+    ) {
+        let ldy = out.ldy;
+        if out.epilogue == Epilogue::QuickGelu {
+            for r in 0..tile_rows {
+                // SAFETY: row r of the finished tile: `cols` initialized floats that only this
+                // task touches and nothing else borrows meanwhile (the contract).
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldy), cols) };
+                crate::clip::kernels::quick_gelu_in_place(row);
+            }
+        }
+        if let Some((ry, rld)) = out.to_y {
+            for r in 0..tile_rows {
+                // SAFETY: row i0 + r < m, columns col..col + cols ≤ n of to_y's m rows of n floats
+                // (rld apart), from the tile's row r in the scratch block, a separate buffer.
+                unsafe {
+                    let dst = ry.get().add((i0 + r) * rld + col);
+                    std::ptr::copy_nonoverlapping(c.add(r * ldy), dst, cols);
+                }
+            }
+        }
+        if let Some(p) = out.packed {
+            let (mr, n) = (self.simd.tile().0, self.n);
+            // Row i0 starts a panel (row blocks are whole tiles); in it, each column's MR values
+            // are adjacent, so the tile's columns are one contiguous run.
+            // SAFETY: panel i0 / MR of the packed rows (n × MR floats) from column col: room for
+            // cols × MR floats (the contract); the tile's rows in the scratch block, ldy apart;
+            // `self.simd` was detected on this CPU.
+            unsafe {
+                let dst = p.get().add(i0 * n + col * mr);
+                interleave(self.simd, c, ldy, tile_rows, cols, mr, dst);
             }
         }
     }
