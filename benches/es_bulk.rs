@@ -114,6 +114,7 @@ fn run_variant(
         id: format!("{seed:04x}{:060x}", 0),
         label: "cat".into(),
         path: format!("/photos/bench/{seed}/img000000.jpg"),
+        other_paths: Vec::new(),
         vector: Rng(seed).unit_vector(dims),
         bytes: 250_000,
         mtime_ms: Some(1_700_000_000_000),

@@ -73,6 +73,7 @@ fn clustered_docs(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Imag
                 id: format!("{i:064x}"),
                 label: format!("label{}", c % LABELS),
                 path: format!("/bench/{i}.jpg"),
+                other_paths: Vec::new(),
                 vector: v,
                 bytes: 100_000,
                 width: 640,

@@ -277,6 +277,7 @@ fn doc(i: usize, v: &[f32], cluster: usize) -> ImageDoc {
         id: format!("{i:064x}"),
         label: format!("l{}", cluster % LABELS),
         path: format!("/bench/{i}.jpg"),
+        other_paths: Vec::new(),
         vector: v.to_vec(),
         bytes: 100_000,
         width: 640,

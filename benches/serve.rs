@@ -91,6 +91,7 @@ fn doc(id: String, path: String, vector: Vec<f32>, label: &str) -> ImageDoc {
         id,
         label: label.into(),
         path,
+        other_paths: Vec::new(),
         vector,
         bytes: 0,
         width: 0,

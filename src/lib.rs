@@ -15,6 +15,7 @@ pub mod clip;
 pub mod commands;
 pub mod data_dir;
 pub mod device;
+pub mod dupes;
 pub mod eval;
 pub mod guard;
 pub mod image;

@@ -77,6 +77,8 @@ pub enum Outcome {
     Known {
         job: Job,
         sha256: String,
+        /// The file's modification time when it was read, if known.
+        mtime_ms: Option<u64>,
     },
     /// Not embedded: another machine's part of a split ingest (`--shard`).
     OtherShard {
@@ -326,6 +328,7 @@ where
                         out.push(Flow::Done(Outcome::Known {
                             job: r.job,
                             sha256: r.sha256,
+                            mtime_ms: r.mtime_ms,
                         }))
                     }
                     Flow::Next(r) => fresh.push(r),
@@ -362,6 +365,7 @@ where
                     Flow::Done(Outcome::Known {
                         job: r.job,
                         sha256: r.sha256,
+                        mtime_ms: r.mtime_ms,
                     })
                 } else {
                     Flow::Next(r)

@@ -778,6 +778,7 @@ async fn a_reader_far_behind_loads_the_writers_newer_graph_file_instead_of_addin
 
 #[tokio::test]
 async fn a_store_of_schema_1_is_upgraded_in_place() {
+    // (Schema 2 → 3 adds `doc_paths` alone: the same path, tested with the paths below.)
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(31);
     let batch = docs(&mut rng, 60, 8, &["cat", "dog"], "v");
@@ -789,8 +790,8 @@ async fn a_store_of_schema_1_is_upgraded_in_place() {
     // Back to what imgvec wrote before tombstones existed.
     let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
     conn.execute_batch(
-        "DROP TABLE tombstones; ALTER TABLE indexes DROP COLUMN tombstones_after;
-         PRAGMA user_version = 1;",
+        "DROP TABLE tombstones; DROP TABLE doc_paths;
+         ALTER TABLE indexes DROP COLUMN tombstones_after; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
@@ -803,7 +804,7 @@ async fn a_store_of_schema_1_is_upgraded_in_place() {
     let version: i32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let tombstones: i64 = conn
         .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))
         .unwrap();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use docs::{docs, spec, Rng};
 use imgvec::store::elastic::{ElasticConfig, ElasticStore};
 use imgvec::store::local::{LocalConfig, LocalStore};
-use imgvec::store::{Hit, KnnQuery, VectorStore};
+use imgvec::store::{DocPath, Hit, KnnQuery, VectorStore};
 
 const DIMS: usize = 64;
 
@@ -90,4 +90,117 @@ async fn same_query_same_hits_and_scores_on_both_backends() {
         assert!((f64::from(e[0].score) - 1.0 / (1.0 + d2)).abs() < 1e-6);
     }
     es.delete_index().await.expect("delete the test index");
+}
+
+/// What a store says of one document: its first path, its other paths (sorted), and every
+/// (id, path) pair `files_under("/")` lists for it.
+async fn paths_of(store: &dyn VectorStore, id: &str) -> Option<(String, Vec<String>, Vec<String>)> {
+    let doc = store.get(&[id.to_string()]).await.expect("get").pop()?;
+    let mut others = doc.other_paths.clone();
+    others.sort();
+    let mut listed: Vec<String> = store
+        .files_under(&["/".to_string()])
+        .await
+        .expect("files_under")
+        .into_iter()
+        .filter(|f| f.id == id)
+        .map(|f| f.path)
+        .collect();
+    listed.sort();
+    Some((doc.path, others, listed))
+}
+
+/// The same bytes seen at several paths: one document, every path kept, listed, shown in hits,
+/// and removed one at a time; the document goes with its last path. Same on both backends.
+#[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+async fn every_path_of_a_content_is_kept_and_removed_one_at_a_time() {
+    let index = format!("imgvec-test-paths-{}", std::process::id());
+    let es = elastic(&index);
+    es.delete_index().await.expect("delete a leftover index");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let local = LocalStore::open_with(LocalConfig::new(tmp.path(), "paths")).expect("open");
+    let mut rng = Rng(29);
+    let all = docs(&mut rng, 5, DIMS, &["cat"], "c");
+    let copy = |path: &str| imgvec::store::ImageDoc {
+        path: path.to_string(),
+        ..all[0].clone()
+    };
+    let at = |path: &str| DocPath {
+        id: all[0].id.clone(),
+        path: path.to_string(),
+        mtime_ms: None,
+    };
+    let (a, b, c) = ("/a/1.jpg", "/b/1.jpg", "/c/1.jpg");
+    let id = all[0].id.as_str();
+    for store in [&es as &dyn VectorStore, &local] {
+        let what = store.describe();
+        store.ensure_index(&spec(DIMS)).await.expect("ensure_index");
+        let first = imgvec::store::ImageDoc {
+            path: a.to_string(),
+            ..all[0].clone()
+        };
+        store.upsert(&[first], false).await.expect("upsert");
+        store.upsert(&all[1..], false).await.expect("upsert");
+        // A copy written as a document: already present, its path recorded.
+        let again = store.upsert(&[copy(b)], false).await.expect("upsert copy");
+        assert_eq!(again.already_present, [id], "{what}");
+        // A copy told by path alone (what ingest does for bytes it knows), twice: kept once.
+        let unknown = DocPath {
+            id: "f".repeat(64),
+            ..at(c)
+        };
+        let missing = store
+            .add_paths(&[at(c), at(c), at(a), unknown.clone()])
+            .await
+            .expect("add_paths");
+        assert_eq!(missing, [unknown.id.clone()], "{what}");
+        store.refresh().await.expect("refresh");
+        assert_eq!(
+            paths_of(store, id).await,
+            Some((
+                a.into(),
+                vec![b.into(), c.into()],
+                vec![a.into(), b.into(), c.into()]
+            )),
+            "{what}"
+        );
+        let hits = store
+            .knn(&KnnQuery {
+                vector: all[0].vector.clone(),
+                k: 3,
+                num_candidates: 50,
+                label: None,
+            })
+            .await
+            .expect("knn");
+        assert_eq!(
+            (hits[0].path.as_str(), hits[0].other_paths.len()),
+            (a, 2),
+            "{what}"
+        );
+        // An overwrite keeps the paths.
+        store.upsert(&[copy(c)], true).await.expect("overwrite");
+        store.refresh().await.expect("refresh");
+        assert_eq!(
+            paths_of(store, id).await.map(|p| p.2.len()),
+            Some(3),
+            "{what}"
+        );
+
+        // The first path goes: another takes its place; then the rest, and the document goes.
+        let r = store.remove_paths(&[at(a)]).await.expect("remove a");
+        assert_eq!((r.paths, r.documents), (1, 0), "{what}");
+        store.refresh().await.expect("refresh");
+        let (first, others, _) = paths_of(store, id).await.expect("still there");
+        assert_eq!((others.len(), first == a), (1, false), "{what}");
+        let r = store
+            .remove_paths(&[at(b), at(c), at("/never/there.jpg")])
+            .await
+            .expect("remove b, c");
+        assert_eq!((r.paths, r.documents), (2, 1), "{what}");
+        store.refresh().await.expect("refresh");
+        assert_eq!(paths_of(store, id).await, None, "{what}");
+        assert_eq!(store.count().await.expect("count"), 4, "{what}");
+    }
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::ingest::{jobs_of, EncoderSlot, Engine, Summary, Work};
 use super::prune::check::{roots, Root};
-use super::prune::{check_all, delete_ids, docs_under};
+use super::prune::{check_all, docs_under, remove_paths};
 use super::{exit, open_index, open_model, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
 use crate::walk::{find_changed_images, find_images};
@@ -242,13 +242,13 @@ impl Follow<'_> {
             .engine
             .rt
             .block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
-        let (pruned, ids) = check_all(&docs, quiet);
+        let (pruned, going) = check_all(&docs, quiet);
         for path in pruned.gone.iter().chain(&pruned.changed) {
             self.out.change("removed", path, None);
         }
         self.engine
             .rt
-            .block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
+            .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
         let mut summary = Summary::default();
         let jobs = jobs_of(find_images(roots), self.opts.label.as_deref(), &mut summary);
         summary.found = jobs.len() + summary.failed;
@@ -285,7 +285,7 @@ impl Follow<'_> {
             .engine
             .rt
             .block_on(docs_under(self.engine.store.as_ref(), &checked))?;
-        let (pruned, ids) = check_all(&docs, true);
+        let (pruned, going) = check_all(&docs, true);
         let changed: HashSet<&String> = pruned.changed.iter().collect();
         for path in &pruned.gone {
             self.out.change("removed", path, None);
@@ -293,10 +293,10 @@ impl Follow<'_> {
         for (path, why) in &pruned.unchecked {
             self.out.change("unchecked", path, Some(why));
         }
-        if !ids.is_empty() {
+        if !going.is_empty() {
             self.engine
                 .rt
-                .block_on(delete_ids(self.engine.store.as_ref(), &ids))?;
+                .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
             self.make_visible();
         }
         failed |= self.index(&present, &changed)?;

@@ -225,6 +225,7 @@ mod tests {
             score: 0.5,
             label: "cat".into(),
             path: "/x/a.jpg".into(),
+            other_paths: Vec::new(),
         }];
         let r = SearchResponse::new(&hits, 7);
         let v = serde_json::to_value(&r).unwrap();

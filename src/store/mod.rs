@@ -23,8 +23,12 @@ pub struct ImageDoc {
     pub id: String,
     /// The label (`name` in Elasticsearch), e.g. `cat`.
     pub label: String,
-    /// The file's absolute path.
+    /// The file's absolute path: the first path this content was indexed from.
     pub path: String,
+    /// The other paths the same content (the same bytes) was seen at, each once, `path` not among
+    /// them. In Elasticsearch `path` then holds all of them, this one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_paths: Vec<String>,
     /// The L2-normalized embedding (`IFV` in Elasticsearch).
     pub vector: Vec<f32>,
     /// File size in bytes.
@@ -43,7 +47,27 @@ pub struct ImageDoc {
     pub mtime_ms: Option<u64>,
 }
 
-/// What `prune` needs to check a document against its file: no vector.
+/// One path of a document, for [`VectorStore::add_paths`] and [`VectorStore::remove_paths`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocPath {
+    pub id: String,
+    pub path: String,
+    /// The file's modification time, when known (kept by the embedded store, so `prune` can
+    /// trust an unchanged file without hashing it).
+    pub mtime_ms: Option<u64>,
+}
+
+/// What [`VectorStore::remove_paths`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathsRemoved {
+    /// Paths taken off their documents.
+    pub paths: u64,
+    /// Documents deleted because their last path went.
+    pub documents: u64,
+}
+
+/// What `prune` needs to check one path of a document against its file: no vector. A document
+/// seen at several paths is listed once per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocFile {
     pub id: String,
@@ -133,6 +157,9 @@ pub struct Hit {
     pub score: f32,
     pub label: String,
     pub path: String,
+    /// The document's other paths (the same bytes seen elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_paths: Vec<String>,
 }
 
 impl Hit {
@@ -251,8 +278,9 @@ pub trait VectorStore: Send + Sync {
     /// Which of `ids` are already stored (asked in batches, whatever the number of ids).
     async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError>;
 
-    /// Writes documents that are not there yet (an existing id is left untouched and reported as
-    /// already present), or overwrites them when `overwrite` is true. Transient failures are
+    /// Writes documents that are not there yet (an existing id keeps its vector and label, gains
+    /// the document's paths, and is reported as already present), or overwrites them when
+    /// `overwrite` is true (keeping the paths the document had, plus the new ones). Transient failures are
     /// retried inside; what still fails is reported per item, not as an `Err`. `Err` means the whole
     /// call could not be carried out (server unreachable after retries, auth refused, ...).
     async fn upsert(&self, docs: &[ImageDoc], overwrite: bool) -> Result<UpsertReport, StoreError>;
@@ -351,6 +379,25 @@ pub trait VectorStore: Send + Sync {
         let _ = ids;
         Err(StoreError::Other(format!(
             "{}: delete is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// Records that each document's content was also seen at this path (a path it has already is
+    /// left as it is). Returns the ids that are not in the index (nothing recorded for them).
+    async fn add_paths(&self, paths: &[DocPath]) -> Result<Vec<String>, StoreError> {
+        let _ = paths;
+        Err(StoreError::Other(format!(
+            "{}: adding paths is not supported yet",
+            self.describe()
+        )))
+    }
+
+    /// Takes each path off its document, and deletes a document whose last path went.
+    async fn remove_paths(&self, paths: &[DocPath]) -> Result<PathsRemoved, StoreError> {
+        let _ = paths;
+        Err(StoreError::Other(format!(
+            "{}: removing paths is not supported yet",
             self.describe()
         )))
     }

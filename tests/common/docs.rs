@@ -54,6 +54,7 @@ pub fn docs(rng: &mut Rng, n: usize, dims: usize, labels: &[&str], prefix: &str)
             id: format!("{prefix}{i:060x}"),
             label: labels[i % labels.len()].to_string(),
             path: format!("/images/{}/{i}.jpg", labels[i % labels.len()]),
+            other_paths: Vec::new(),
             vector: rng.unit_vector(dims),
             bytes: 1000 + i as u64,
             width: 640,

@@ -24,7 +24,7 @@ use crate::pipeline::{FileFacts, Outcome};
 use crate::store::elastic::{
     DEFAULT_BULK_CONCURRENCY, DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS,
 };
-use crate::store::{ImageDoc, StoreError, UpsertReport, VectorStore};
+use crate::store::{DocPath, ImageDoc, StoreError, UpsertReport, VectorStore};
 
 /// How documents are grouped into writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,9 @@ impl Default for BulkPlan {
 pub fn estimated_bytes(doc: &ImageDoc) -> usize {
     doc.vector.len() * 11 + doc.path.len() + doc.label.len() + doc.model.len() + 300
 }
+
+/// Paths per `add_paths` call.
+const PATHS_PER_CALL: usize = 1_000;
 
 /// A write's documents' ids and paths, and what the store answered.
 type Written = (Vec<(String, PathBuf)>, Result<UpsertReport, StoreError>);
@@ -96,7 +99,7 @@ impl Indexer {
             };
             match next {
                 Some(Some(batch)) => {
-                    for doc in self.account(batch, &mut run.summary) {
+                    for doc in self.account(batch, &mut run) {
                         run.pending_bytes += estimated_bytes(&doc.0);
                         run.pending.push(doc);
                     }
@@ -119,7 +122,45 @@ impl Indexer {
         while let Some(done) = run.writes.join_next().await {
             run.finished(done, &self.stop);
         }
+        self.record_seen_at(&mut run).await;
         (run.summary, run.fatal)
+    }
+
+    /// Records the paths of the files whose bytes the index had (or an earlier file of this run
+    /// had) on their documents: done last, once every write of the run is in.
+    async fn record_seen_at(&self, run: &mut Run) {
+        let seen_at = std::mem::take(&mut run.seen_at);
+        for chunk in seen_at.chunks(PATHS_PER_CALL) {
+            let paths: Vec<DocPath> = chunk.iter().map(|(p, _)| p.clone()).collect();
+            let failed = |s: &mut Summary, path: &PathBuf, why: String| {
+                s.already_present -= 1;
+                s.fail(path, why);
+            };
+            if let Some(e) = &run.fatal {
+                for (_, path) in chunk {
+                    failed(&mut run.summary, path, format!("path not recorded: {e}"));
+                }
+                continue;
+            }
+            match self.store.add_paths(&paths).await {
+                Ok(missing) => {
+                    for (p, path) in chunk.iter().filter(|(p, _)| missing.contains(&p.id)) {
+                        let why = format!(
+                            "not indexed: the same bytes (sha256 {}) were in a file that failed",
+                            p.id
+                        );
+                        failed(&mut run.summary, path, why);
+                    }
+                }
+                Err(e) => {
+                    for (_, path) in chunk {
+                        failed(&mut run.summary, path, format!("path not recorded: {e}"));
+                    }
+                    self.stop.store(true, Ordering::SeqCst);
+                    run.fatal.get_or_insert(e);
+                }
+            }
+        }
     }
 
     /// Starts a write of everything pending, after waiting for a free place if all are taken.
@@ -151,13 +192,27 @@ impl Indexer {
         });
     }
 
-    /// Counts what needs no writing; returns the documents to write, each with its file's path.
-    fn account(&self, batch: Vec<Outcome>, s: &mut Summary) -> Vec<(ImageDoc, PathBuf)> {
+    /// Counts what needs no writing, and keeps where known bytes were seen; returns the
+    /// documents to write, each with its file's path.
+    fn account(&self, batch: Vec<Outcome>, run: &mut Run) -> Vec<(ImageDoc, PathBuf)> {
         let mut docs = Vec::new();
+        let s = &mut run.summary;
         for o in batch {
             match o {
                 Outcome::Failed { job, reason } => s.fail(&job.path, reason),
-                Outcome::Known { .. } => s.already_present += 1,
+                Outcome::Known {
+                    job,
+                    sha256,
+                    mtime_ms,
+                } => {
+                    s.already_present += 1;
+                    let seen = DocPath {
+                        id: sha256,
+                        path: job.path.display().to_string(),
+                        mtime_ms,
+                    };
+                    run.seen_at.push((seen, job.path));
+                }
                 Outcome::OtherShard { .. } => s.other_shards += 1,
                 Outcome::Embedded { facts, vector } => {
                     let path = facts.job.path.clone();
@@ -176,6 +231,7 @@ impl Indexer {
             id: facts.sha256,
             label: facts.job.label,
             path: facts.job.path.display().to_string(),
+            other_paths: Vec::new(),
             vector,
             bytes: facts.bytes,
             width: facts.width,
@@ -195,6 +251,8 @@ struct Run {
     pending: Vec<(ImageDoc, PathBuf)>,
     pending_bytes: usize,
     writes: JoinSet<Written>,
+    /// Files whose bytes are known: their paths, recorded at the end.
+    seen_at: Vec<(DocPath, PathBuf)>,
 }
 
 impl Run {

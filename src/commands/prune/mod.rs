@@ -4,7 +4,8 @@
 //! The steps, in [`run`]: the roots (each must exist) → the store's documents under them (no
 //! vectors) → each checked against its file, in parallel (size, then modification time, the hash
 //! only when those cannot tell; see `check`) → what goes printed, one line each → deleted in
-//! batches (not with `--dry-run`) → refresh → summary. Documents outside the roots are never
+//! batches (not with `--dry-run`) → refresh → summary. What goes is a path: a document seen at
+//! several paths (copies of one file) loses that path and stays while it has another. Documents outside the roots are never
 //! listed, let alone touched; a file that cannot be checked (permissions, I/O) is kept and
 //! reported. A changed file's new content is not indexed here: `ingest` does that.
 //!
@@ -21,11 +22,11 @@ use serde::Serialize;
 use super::{exit, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::PruneArgs;
 use crate::progress::Progress;
-use crate::store::{DocFile, VectorStore};
+use crate::store::{DocFile, DocPath, PathsRemoved, VectorStore};
 use check::{check, roots, Root, Verdict};
 
-/// Ids per `delete` call (one transaction / one `_bulk` each).
-const DELETE_BATCH: usize = 1_000;
+/// Paths per `remove_paths` call (one transaction / one `_mget` and `_bulk` each).
+const REMOVE_BATCH: usize = 1_000;
 
 /// What a prune found and did.
 #[derive(Debug, Default, Serialize)]
@@ -41,8 +42,10 @@ pub struct PruneSummary {
     pub hashed: usize,
     /// (path, reason) of files that could not be checked (kept).
     pub unchecked: Vec<(String, String)>,
-    /// Documents removed (0 with `--dry-run`).
+    /// Paths removed (0 with `--dry-run`).
     pub removed: u64,
+    /// Documents deleted because their last path went (0 with `--dry-run`).
+    pub documents_removed: u64,
     pub dry_run: bool,
 }
 
@@ -51,13 +54,15 @@ pub fn run(args: &PruneArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let store = open_store(&args.store)?;
     let docs = rt.block_on(docs_under(store.as_ref(), &roots))?;
-    let (mut summary, ids) = check_all(&docs, args.quiet);
+    let (mut summary, going) = check_all(&docs, args.quiet);
     summary.dry_run = args.dry_run;
     if !args.json {
         print_removals(&summary);
     }
-    if !args.dry_run && !ids.is_empty() {
-        summary.removed = rt.block_on(remove(store.as_ref(), &ids))?;
+    if !args.dry_run && !going.is_empty() {
+        let removed = rt.block_on(remove(store.as_ref(), &going))?;
+        summary.removed = removed.paths;
+        summary.documents_removed = removed.documents;
     }
     print_summary(&summary, args.json);
     Ok(if summary.unchecked.is_empty() {
@@ -76,10 +81,10 @@ pub async fn docs_under(store: &dyn VectorStore, roots: &[Root]) -> Result<Vec<D
     Ok(docs)
 }
 
-/// Checks every document against its file, in parallel, with progress: the account, and the ids
-/// of the documents that go. (By id, not path: an edited file re-ingested has two documents with
-/// one path, the old content's and the new.)
-pub fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
+/// Checks every document's path against its file, in parallel, with progress: the account, and
+/// the paths that go, each with its document (an edited file re-ingested has two documents with
+/// one path, the old content's and the new: only the old one's goes).
+pub fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<DocPath>) {
     let progress = std::sync::Mutex::new(Progress::new(docs.len() as u64, quiet, "checked"));
     let verdicts: Vec<(Verdict, bool)> = docs
         .par_iter()
@@ -98,7 +103,7 @@ pub fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
         checked: docs.len(),
         ..PruneSummary::default()
     };
-    let mut ids = Vec::new();
+    let mut going = Vec::new();
     for (doc, (verdict, hashed)) in docs.iter().zip(verdicts) {
         s.hashed += usize::from(hashed);
         let goes = matches!(verdict, Verdict::Gone | Verdict::Changed);
@@ -109,24 +114,30 @@ pub fn check_all(docs: &[DocFile], quiet: bool) -> (PruneSummary, Vec<String>) {
             Verdict::Unknown(why) => s.unchecked.push((doc.path.clone(), why)),
         }
         if goes {
-            ids.push(doc.id.clone());
+            going.push(DocPath {
+                id: doc.id.clone(),
+                path: doc.path.clone(),
+                mtime_ms: None,
+            });
         }
     }
-    (s, ids)
+    (s, going)
 }
 
-/// Deletes `ids` in batches, then refreshes; how many documents were removed.
-async fn remove(store: &dyn VectorStore, ids: &[String]) -> Result<u64> {
-    let removed = delete_ids(store, ids).await?;
+/// Removes `paths` in batches, then refreshes.
+async fn remove(store: &dyn VectorStore, paths: &[DocPath]) -> Result<PathsRemoved> {
+    let removed = remove_paths(store, paths).await?;
     store.refresh().await?;
     Ok(removed)
 }
 
-/// Deletes `ids` in batches (no refresh); how many documents were removed.
-pub async fn delete_ids(store: &dyn VectorStore, ids: &[String]) -> Result<u64> {
-    let mut removed = 0;
-    for batch in ids.chunks(DELETE_BATCH) {
-        removed += store.delete(batch).await?;
+/// Removes `paths` in batches (no refresh): documents left with no path are deleted.
+pub async fn remove_paths(store: &dyn VectorStore, paths: &[DocPath]) -> Result<PathsRemoved> {
+    let mut removed = PathsRemoved::default();
+    for batch in paths.chunks(REMOVE_BATCH) {
+        let r = store.remove_paths(batch).await?;
+        removed.paths += r.paths;
+        removed.documents += r.documents;
     }
     Ok(removed)
 }
@@ -156,7 +167,10 @@ fn print_summary(s: &PruneSummary, as_json: bool) {
     let done = if s.dry_run {
         format!("would remove {goes} (dry run: nothing removed)")
     } else {
-        format!("removed {}", s.removed)
+        format!(
+            "removed {} (documents deleted {}, the rest kept for their other paths)",
+            s.removed, s.documents_removed
+        )
     };
     println!(
         "checked {}: unchanged {}, gone {}, changed {}, not checkable {} ({} hashed); {done}",

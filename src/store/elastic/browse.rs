@@ -11,7 +11,8 @@
 
 use serde_json::Value;
 
-use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
+use super::fields::source_paths;
+use super::mapping::{LABEL_FIELD, MTIME_FIELD, VECTOR_FIELD};
 use super::ElasticStore;
 use crate::store::{ImageDoc, StoreError};
 
@@ -79,10 +80,17 @@ excluded from it: set index.mapping.exclude_source_vectors to false)"
         .map(|x| x.as_f64().map(|x| x as f32))
         .collect::<Option<Vec<f32>>>()
         .ok_or_else(|| format!("{id}: {VECTOR_FIELD} is not an array of numbers"))?;
+    let mut paths = source_paths(source);
+    let path = if paths.is_empty() {
+        String::new()
+    } else {
+        paths.remove(0)
+    };
     Ok(ImageDoc {
         id: id.to_string(),
         label: text(LABEL_FIELD),
-        path: text(PATH_FIELD),
+        path,
+        other_paths: paths,
         vector,
         bytes: number("bytes"),
         width: u32::try_from(number("width")).unwrap_or(0),

@@ -14,15 +14,18 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
 use super::errors::{error_summary, truncate, unexpected, Op};
+use super::fields::path_value;
 use super::mapping::{LABEL_FIELD, MTIME_FIELD, PATH_FIELD, VECTOR_FIELD};
 use super::{ElasticStore, MTIME_UNKNOWN, MTIME_UNMAPPED};
-use crate::store::{ImageDoc, StoreError, UpsertReport};
+use std::collections::HashSet;
+
+use crate::store::{DocPath, ImageDoc, StoreError, UpsertReport};
 
 /// The `_source` stored for a document (`mtime` only when known).
 pub fn doc_source(doc: &ImageDoc) -> Value {
     let mut source = json!({
         LABEL_FIELD: doc.label,
-        PATH_FIELD: doc.path,
+        PATH_FIELD: path_value(&doc.path, &doc.other_paths),
         VECTOR_FIELD: doc.vector,
         "sha256": doc.id,
         "bytes": doc.bytes,
@@ -43,7 +46,7 @@ pub fn doc_source(doc: &ImageDoc) -> Value {
 #[derive(serde::Serialize)]
 struct Source<'a> {
     name: &'a str,
-    path: &'a str,
+    path: Paths<'a>,
     #[serde(rename = "IFV")]
     vector: &'a [f32],
     sha256: &'a str,
@@ -57,6 +60,29 @@ struct Source<'a> {
     mtime: Option<u64>,
 }
 
+/// `path` as written: one string, or an array for a content seen at several paths (see
+/// [`path_value`]).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Paths<'a> {
+    One(&'a str),
+    Many(Vec<&'a str>),
+}
+
+impl<'a> Paths<'a> {
+    fn of(doc: &'a ImageDoc) -> Self {
+        if doc.other_paths.is_empty() {
+            Paths::One(&doc.path)
+        } else {
+            Paths::Many(
+                std::iter::once(doc.path.as_str())
+                    .chain(doc.other_paths.iter().map(String::as_str))
+                    .collect(),
+            )
+        }
+    }
+}
+
 /// A document's two `_bulk` lines (action, source), each ending in a newline. `create` leaves an
 /// existing document untouched (409); `index` overwrites it.
 pub fn bulk_lines(doc: &ImageDoc, overwrite: bool) -> String {
@@ -65,7 +91,7 @@ pub fn bulk_lines(doc: &ImageDoc, overwrite: bool) -> String {
     out.push('\n');
     let source = Source {
         name: &doc.label,
-        path: &doc.path,
+        path: Paths::of(doc),
         vector: &doc.vector,
         sha256: &doc.id,
         bytes: doc.bytes,
@@ -147,6 +173,17 @@ impl ElasticStore {
             stripped = without_mtime(docs);
             &stripped[..]
         };
+        // Overwriting replaces `path` whole: keep the paths the documents have.
+        let merged;
+        let docs = if overwrite {
+            merged = self
+                .with_stored_paths(docs)
+                .await
+                .map_err(|e| self.bulk_error(e))?;
+            &merged[..]
+        } else {
+            docs
+        };
         let mut start = 0;
         while start < docs.len() {
             // Serialize lazily, one request's worth at a time.
@@ -166,6 +203,22 @@ impl ElasticStore {
                 .await?;
             start = end;
         }
+        // Documents already there keep their vector and label and gain these paths.
+        let present: HashSet<&str> = report.already_present.iter().map(String::as_str).collect();
+        let seen_at: Vec<DocPath> = docs
+            .iter()
+            .filter(|d| present.contains(d.id.as_str()))
+            .flat_map(|d| {
+                std::iter::once(&d.path)
+                    .chain(&d.other_paths)
+                    .map(|p| DocPath {
+                        id: d.id.clone(),
+                        path: p.clone(),
+                        mtime_ms: None,
+                    })
+            })
+            .collect();
+        self.add_doc_paths(&seen_at).await?;
         Ok(report)
     }
 

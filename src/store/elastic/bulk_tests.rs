@@ -100,6 +100,11 @@ async fn upsert_retries_the_request_and_only_transient_items() {
             200,
             r#"{"errors":false,"items":[{"create":{"_id":"d1","status":201,"result":"created"}}]}"#,
         ),
+        // The paths of d3, already present: the same path, so nothing more is written.
+        (
+            200,
+            r#"{"docs":[{"_index":"idx","_id":"d3","_seq_no":3,"_primary_term":1,"found":true,"_source":{"path":"/data/cat \"1\".jpg"}}]}"#,
+        ),
     ]);
     let store = fast_store(&url, 3);
     assert_eq!(store.index_dims().await.unwrap(), 2);
@@ -115,7 +120,8 @@ async fn upsert_retries_the_request_and_only_transient_items() {
         )]
     );
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen[4].starts_with("POST /idx/_mget"), "{seen:?}");
     assert!(seen[0].starts_with("GET /idx/_mapping\n"), "{seen:?}");
     assert!(seen[1].starts_with("POST /idx/_bulk\n"), "{seen:?}");
     assert_eq!(
@@ -201,7 +207,8 @@ async fn a_missing_index_in_the_bulk_answer_is_index_missing() {
             "POST /idx/_bulk",
             "HEAD /idx",
             "GET /idx/_mapping",
-            "POST /idx/_bulk"
+            // An overwrite reads the paths it keeps first: that finds the index gone.
+            "POST /idx/_mget?_source_includes=path"
         ]
     );
 }
@@ -243,6 +250,7 @@ fn bulk_lines_carry_every_field_of_doc_source() {
         id: "ab".into(),
         label: "cat".into(),
         path: "/p/a.jpg".into(),
+        other_paths: Vec::new(),
         vector: vec![0.1, -0.5],
         bytes: 7,
         width: 3,
@@ -251,8 +259,10 @@ fn bulk_lines_carry_every_field_of_doc_source() {
         indexed_at_ms: 5,
         mtime_ms: Some(4),
     };
-    for mtime in [Some(4), None] {
+    let copies = vec!["/q/a.jpg".to_string()];
+    for (mtime, others) in [(Some(4), vec![]), (None, vec![]), (Some(4), copies)] {
         doc.mtime_ms = mtime;
+        doc.other_paths = others;
         let lines = bulk_lines(&doc, false);
         let mut source: serde_json::Value =
             serde_json::from_str(lines.lines().nth(1).expect("two lines")).expect("json");
@@ -269,5 +279,12 @@ fn bulk_lines_carry_every_field_of_doc_source() {
             source, expected,
             "every other field, mtime included: {lines}"
         );
+        // One path stays the plain string of the original pipeline; copies make an array.
+        let path = &source["path"];
+        if doc.other_paths.is_empty() {
+            assert_eq!(path, "/p/a.jpg");
+        } else {
+            assert_eq!(path, &serde_json::json!(["/p/a.jpg", "/q/a.jpg"]));
+        }
     }
 }

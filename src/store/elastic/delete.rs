@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::bulk::classify_bulk_item;
 use super::errors::{unexpected, Op};
+use super::fields::source_paths;
 use super::mapping::{MTIME_FIELD, PATH_FIELD};
 use super::{BulkItemOutcome, ElasticStore};
 use crate::store::{DocFile, StoreError};
@@ -55,17 +56,28 @@ pub fn files_under_body(prefixes: &[String], size: usize, after: Option<&Value>)
     body
 }
 
-/// One hit of a listing page.
-fn parse_file(hit: &Value) -> Option<DocFile> {
+/// One hit of a listing page: a [`DocFile`] per path (the stored time is the first path's).
+fn parse_file(hit: &Value) -> Option<Vec<DocFile>> {
     let src = hit.get("_source")?;
     let number = |name: &str| src.get(name).and_then(Value::as_u64);
-    Some(DocFile {
-        id: hit.get("_id")?.as_str()?.to_string(),
-        path: src.get(PATH_FIELD)?.as_str()?.to_string(),
-        bytes: number("bytes").unwrap_or(0),
-        mtime_ms: number(MTIME_FIELD),
-        indexed_at_ms: number("indexed_at").unwrap_or(0),
-    })
+    let id = hit.get("_id")?.as_str()?;
+    let paths = source_paths(src);
+    if paths.is_empty() {
+        return None;
+    }
+    Some(
+        paths
+            .into_iter()
+            .enumerate()
+            .map(|(i, path)| DocFile {
+                id: id.to_string(),
+                path,
+                bytes: number("bytes").unwrap_or(0),
+                mtime_ms: if i == 0 { number(MTIME_FIELD) } else { None },
+                indexed_at_ms: number("indexed_at").unwrap_or(0),
+            })
+            .collect(),
+    )
 }
 
 impl ElasticStore {
@@ -159,7 +171,7 @@ impl ElasticStore {
                 return Err(unexpected(self.url(), "_search", &reply.body));
             };
             for hit in hits {
-                out.push(
+                out.extend(
                     parse_file(hit).ok_or_else(|| unexpected(self.url(), "_search hit", hit))?,
                 );
             }
@@ -207,8 +219,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (file.bytes, file.mtime_ms, file.indexed_at_ms),
+            (file[0].bytes, file[0].mtime_ms, file[0].indexed_at_ms),
             (5, None, 7)
         );
+        let copies = parse_file(
+            &json!({"_id": "x", "_source": {"path": ["/a/1.jpg", "/b/1.jpg"], "bytes": 5,
+            "mtime": 3, "indexed_at": 7}}),
+        )
+        .unwrap();
+        let listed: Vec<(&str, Option<u64>)> = copies
+            .iter()
+            .map(|f| (f.path.as_str(), f.mtime_ms))
+            .collect();
+        assert_eq!(listed, [("/a/1.jpg", Some(3)), ("/b/1.jpg", None)]);
     }
 }

@@ -28,6 +28,8 @@ pub(super) enum Op {
     Bulk { overwrite: bool },
     /// `_bulk` with `delete` actions.
     Delete,
+    /// `_bulk` with `update` (and `delete`) actions on documents' paths.
+    Paths,
     /// `_mget` of ids.
     Mget,
     /// `_search`.
@@ -52,6 +54,7 @@ impl Op {
             Op::Bulk { overwrite: false } => ("write documents", "create_doc"),
             Op::Bulk { overwrite: true } => ("overwrite documents", "index"),
             Op::Delete => ("delete documents", "delete"),
+            Op::Paths => ("update documents' paths", "index"),
             Op::Mget | Op::Search | Op::Count => ("read documents", "read"),
             Op::Refresh => ("refresh the index", "maintenance"),
             Op::Settings => ("change the index's settings", "manage"),

@@ -80,6 +80,10 @@ async fn a_missing_privilege_is_forbidden_naming_it() {
         (403, denied), // _count
         (200, ""),     // HEAD /idx before the first bulk
         (403, denied), // _bulk create
+        (
+            200,
+            r#"{"docs":[{"_index":"idx","_id":"d","found":false}]}"#,
+        ), // the paths kept
         (403, denied), // _bulk index
         (403, denied), // _refresh
     ]);

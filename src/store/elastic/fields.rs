@@ -29,3 +29,29 @@ pub(super) fn written_fields() -> [&'static str; 9] {
         "indexed_at",
     ]
 }
+
+/// A document's paths from its `_source`: `path` is one string, or, for a content seen at
+/// several paths, an array (Elasticsearch's multi-valued keyword), the first path first.
+pub fn source_paths(source: &serde_json::Value) -> Vec<String> {
+    match source.get(PATH_FIELD) {
+        Some(serde_json::Value::String(p)) => vec![p.clone()],
+        Some(serde_json::Value::Array(ps)) => ps
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `path` value written for `first` and `others`: a plain string for one path (what the
+/// original pipeline wrote, and what most documents keep), an array for several.
+pub fn path_value(first: &str, others: &[String]) -> serde_json::Value {
+    if others.is_empty() {
+        serde_json::Value::from(first)
+    } else {
+        let all: Vec<&str> = std::iter::once(first)
+            .chain(others.iter().map(String::as_str))
+            .collect();
+        serde_json::Value::from(all)
+    }
+}

@@ -23,6 +23,7 @@ mod exact;
 mod fields;
 mod load;
 mod mapping;
+mod paths;
 mod query;
 mod scan;
 mod server;
@@ -41,8 +42,8 @@ use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
 use super::{
-    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery, LabelCount,
-    SavedSettings, StoreError, UpsertReport, VectorStore,
+    DocFile, DocPath, DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery,
+    LabelCount, PathsRemoved, SavedSettings, StoreError, UpsertReport, VectorStore,
 };
 pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
@@ -238,6 +239,14 @@ impl VectorStore for ElasticStore {
 
     async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
         self.search(query).await
+    }
+
+    async fn add_paths(&self, paths: &[DocPath]) -> Result<Vec<String>, StoreError> {
+        self.add_doc_paths(paths).await
+    }
+
+    async fn remove_paths(&self, paths: &[DocPath]) -> Result<PathsRemoved, StoreError> {
+        self.remove_doc_paths(paths).await
     }
 
     async fn files_under(&self, prefixes: &[String]) -> Result<Vec<DocFile>, StoreError> {

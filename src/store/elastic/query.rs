@@ -184,11 +184,21 @@ fn parse_hit(h: &Value) -> Result<Hit, String> {
             .unwrap_or_default()
             .to_string()
     };
+    let mut paths = h
+        .get("_source")
+        .map(super::fields::source_paths)
+        .unwrap_or_default();
+    let path = if paths.is_empty() {
+        String::new()
+    } else {
+        paths.remove(0)
+    };
     Ok(Hit {
         id: id.to_string(),
         score: score as f32,
         label: field(LABEL_FIELD),
-        path: field(PATH_FIELD),
+        path,
+        other_paths: paths,
     })
 }
 

@@ -19,6 +19,7 @@ pub(super) fn doc(id: &str, dims: usize) -> ImageDoc {
         id: id.into(),
         label: "cat".into(),
         path: "/data/cat \"1\".jpg".into(),
+        other_paths: Vec::new(),
         vector: vec![0.5; dims],
         bytes: 1234,
         width: 640,

@@ -23,8 +23,9 @@ const APPLICATION_ID: i32 = 0x696d_6776;
 /// `PRAGMA user_version` of the schema below. Version 2 added `tombstones` and
 /// `indexes.tombstones_after` (deletions that readers' graphs must replay); a version-1 store is
 /// upgraded in place when opened, and an older imgvec then refuses the store instead of deleting
-/// documents without telling the readers.
-const SCHEMA_VERSION: i32 = 2;
+/// documents without telling the readers. Version 3 added `doc_paths` (the other paths of a
+/// content seen at several); an older imgvec would delete such a document with its first path.
+const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE indexes (
@@ -75,6 +76,19 @@ CREATE TABLE tombstones (
     key INTEGER NOT NULL,
     PRIMARY KEY (index_id, generation, key)
 ) WITHOUT ROWID;
+";
+
+/// The paths of a document besides `docs.path` (its first), each with its file's modification
+/// time when known (schema 3).
+const DOC_PATHS: &str = "
+CREATE TABLE doc_paths (
+    index_id INTEGER NOT NULL,
+    key INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    mtime_ms INTEGER,
+    PRIMARY KEY (index_id, key, path)
+) WITHOUT ROWID;
+CREATE INDEX doc_paths_by_path ON doc_paths(index_id, path);
 ";
 
 /// What a version-1 store gets to become version 2 (see [`SCHEMA_VERSION`]), besides
@@ -146,9 +160,9 @@ fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreErr
             }
         }
         (APPLICATION_ID, SCHEMA_VERSION) => add_mtime_column(conn, path)?,
-        (APPLICATION_ID, 1) => {
+        (APPLICATION_ID, 1 | 2) => {
             add_mtime_column(conn, path)?;
-            upgrade_from_1(conn, path)?;
+            upgrade(conn, path)?;
         }
         (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Other(format!(
@@ -202,7 +216,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     let created = match objects {
         Ok(0) => conn
             .execute_batch(&format!(
-                "{SCHEMA} {TOMBSTONES} PRAGMA application_id = {APPLICATION_ID};
+                "{SCHEMA} {TOMBSTONES} {DOC_PATHS} PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map(|()| true),
@@ -218,8 +232,9 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     }
 }
 
-/// Upgrades a version-1 store to version 2, once even if several processes open it at once.
-fn upgrade_from_1(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// Upgrades a version-1 or -2 store to the current version, once even if several processes open
+/// it at once.
+fn upgrade(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let db = |e| db_error(path, e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let version: i32 = match conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
@@ -229,12 +244,14 @@ fn upgrade_from_1(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             return Err(db(e));
         }
     };
-    let upgraded = if version == 1 {
-        conn.execute_batch(&format!(
-            "{UPGRADE_1_TO_2} {TOMBSTONES} PRAGMA user_version = {SCHEMA_VERSION};"
-        ))
-    } else {
-        Ok(())
+    let upgraded = match version {
+        1 => conn.execute_batch(&format!(
+            "{UPGRADE_1_TO_2} {TOMBSTONES} {DOC_PATHS} PRAGMA user_version = {SCHEMA_VERSION};"
+        )),
+        2 => conn.execute_batch(&format!(
+            "{DOC_PATHS} PRAGMA user_version = {SCHEMA_VERSION};"
+        )),
+        _ => Ok(()),
     };
     match upgraded.and_then(|()| conn.execute_batch("COMMIT")) {
         Ok(()) => Ok(()),
@@ -325,6 +342,10 @@ pub(super) fn insert_index(
 pub(super) fn delete_index_rows(conn: &Connection, index_id: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM docs WHERE index_id = ?1", params![index_id])?;
     conn.execute(
+        "DELETE FROM doc_paths WHERE index_id = ?1",
+        params![index_id],
+    )?;
+    conn.execute(
         "DELETE FROM tombstones WHERE index_id = ?1",
         params![index_id],
     )?;
@@ -399,7 +420,19 @@ pub(super) fn vector_row(
 
 /// The columns [`doc_row`] reads, in its order.
 pub(super) const DOC_COLUMNS: &str =
-    "id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms";
+    "id, label, path, vector, bytes, width, height, model, indexed_at_ms, mtime_ms,
+     (SELECT group_concat(p.path, char(0)) FROM doc_paths p
+      WHERE p.index_id = docs.index_id AND p.key = docs.key)";
+
+/// A document's other paths from the `group_concat` of [`DOC_COLUMNS`] (NUL cannot be in a
+/// path), sorted.
+pub(super) fn split_paths(joined: Option<String>) -> Vec<String> {
+    let mut paths: Vec<String> = joined
+        .map(|j| j.split('\0').map(str::to_string).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
 
 /// One whole document from a `SELECT` of [`DOC_COLUMNS`], vector checked.
 pub(super) fn doc_row(
@@ -423,6 +456,7 @@ pub(super) fn doc_row(
             .get::<_, Option<i64>>(9)
             .map_err(db)?
             .and_then(|m| u64::try_from(m).ok()),
+        other_paths: split_paths(r.get(10).map_err(db)?),
         id,
     })
 }

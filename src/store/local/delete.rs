@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, Transaction, TransactionBehavior};
 
 use super::db::{db_error, IndexRow};
 use super::{Shared, State};
@@ -46,44 +46,12 @@ impl Shared {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let mut keys = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM docs WHERE index_id = ?1 AND id = ?2 RETURNING key")
-                .map_err(db)?;
-            let mut asked = HashSet::new();
-            for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
-                let mut rows = stmt.query(params![row.id, id]).map_err(db)?;
-                while let Some(r) = rows.next().map_err(db)? {
-                    keys.push(r.get::<_, i64>(0).map_err(db)? as u64);
-                }
-            }
-        }
-        if keys.is_empty() {
-            return Ok(keys);
-        }
-        let generation = row.generation + 1;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO tombstones (index_id, generation, key) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(db)?;
-            for &key in &keys {
-                stmt.execute(params![row.id, generation, key as i64])
-                    .map_err(db)?;
-            }
-        }
-        tx.execute(
-            "UPDATE indexes SET generation = ?1, doc_count = doc_count - ?2 WHERE id = ?3",
-            params![generation, keys.len() as i64, row.id],
-        )
-        .map_err(db)?;
+        let keys = delete_in(&tx, row, ids).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(keys)
     }
 
-    /// The documents whose path starts with one of `prefixes`, each once.
+    /// Each path that starts with one of `prefixes`, with its document, each pair once.
     pub(super) fn files_under(
         &self,
         state: &mut State,
@@ -92,11 +60,16 @@ impl Shared {
         let row = self.index_row(&state.conn)?;
         let db = |e| db_error(&self.db_path, e);
         // `substr` and `length` both count characters, so this is an exact string prefix test.
+        // Each document's first path, then its others (with their own times).
         let mut stmt = state
             .conn
             .prepare_cached(
                 "SELECT id, path, bytes, mtime_ms, indexed_at_ms FROM docs
-                 WHERE index_id = ?1 AND substr(path, 1, length(?2)) = ?2",
+                 WHERE index_id = ?1 AND substr(path, 1, length(?2)) = ?2
+                 UNION ALL
+                 SELECT d.id, p.path, d.bytes, p.mtime_ms, d.indexed_at_ms
+                 FROM doc_paths p JOIN docs d ON d.key = p.key
+                 WHERE p.index_id = ?1 AND substr(p.path, 1, length(?2)) = ?2",
             )
             .map_err(db)?;
         let mut seen = HashSet::new();
@@ -105,12 +78,13 @@ impl Shared {
             let mut rows = stmt.query(params![row.id, prefix]).map_err(db)?;
             while let Some(r) = rows.next().map_err(db)? {
                 let id: String = r.get(0).map_err(db)?;
-                if !seen.insert(id.clone()) {
+                let path: String = r.get(1).map_err(db)?;
+                if !seen.insert((id.clone(), path.clone())) {
                     continue;
                 }
                 out.push(DocFile {
                     id,
-                    path: r.get(1).map_err(db)?,
+                    path,
                     bytes: u64::try_from(r.get::<_, i64>(2).map_err(db)?).unwrap_or(0),
                     mtime_ms: r
                         .get::<_, Option<i64>>(3)
@@ -122,4 +96,46 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// In `tx`: the documents `ids` deleted with their other paths, a tombstone for each, and (if
+/// any was there) the index's generation bumped and count lowered. The keys deleted.
+pub(super) fn delete_in(
+    tx: &Transaction<'_>,
+    row: &IndexRow,
+    ids: &[String],
+) -> rusqlite::Result<Vec<u64>> {
+    let mut keys = Vec::new();
+    {
+        let mut stmt =
+            tx.prepare_cached("DELETE FROM docs WHERE index_id = ?1 AND id = ?2 RETURNING key")?;
+        let mut paths =
+            tx.prepare_cached("DELETE FROM doc_paths WHERE index_id = ?1 AND key = ?2")?;
+        let mut asked = HashSet::new();
+        for id in ids.iter().filter(|id| asked.insert(id.as_str())) {
+            let mut rows = stmt.query(params![row.id, id])?;
+            while let Some(r) = rows.next()? {
+                let key: i64 = r.get(0)?;
+                paths.execute(params![row.id, key])?;
+                keys.push(key as u64);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Ok(keys);
+    }
+    let generation = row.generation + 1;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO tombstones (index_id, generation, key) VALUES (?1, ?2, ?3)",
+        )?;
+        for &key in &keys {
+            stmt.execute(params![row.id, generation, key as i64])?;
+        }
+    }
+    tx.execute(
+        "UPDATE indexes SET generation = ?1, doc_count = doc_count - ?2 WHERE id = ?3",
+        params![generation, keys.len() as i64, row.id],
+    )?;
+    Ok(keys)
 }

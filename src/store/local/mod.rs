@@ -43,6 +43,7 @@ mod fsutil;
 mod graph;
 mod graph_file;
 mod lock;
+mod paths;
 mod records;
 mod scan;
 mod search;
@@ -56,8 +57,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    DocFile, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount, StoreError,
-    UpsertReport, VectorStore,
+    DocFile, DocPath, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount,
+    PathsRemoved, StoreError, UpsertReport, VectorStore,
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
@@ -353,6 +354,24 @@ impl VectorStore for LocalStore {
         }
         let ids = ids.to_vec();
         self.run(move |shared, state| shared.delete(state, &ids))
+            .await
+    }
+
+    async fn add_paths(&self, paths: &[DocPath]) -> Result<Vec<String>, StoreError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths = paths.to_vec();
+        self.run(move |shared, state| shared.add_paths(state, &paths))
+            .await
+    }
+
+    async fn remove_paths(&self, paths: &[DocPath]) -> Result<PathsRemoved, StoreError> {
+        if paths.is_empty() {
+            return Ok(PathsRemoved::default());
+        }
+        let paths = paths.to_vec();
+        self.run(move |shared, state| shared.remove_paths(state, &paths))
             .await
     }
 

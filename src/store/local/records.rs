@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::db::{db_error, delete_index_rows, insert_index, vector_to_blob, IndexRow};
 use super::graph_file::remove_ann_file;
@@ -133,7 +133,9 @@ impl Shared {
             .map_err(|e| self.db(e))?;
         let (report, added) = self.write_docs(&tx, &row, docs, overwrite, generation)?;
         if report.indexed.is_empty() {
-            // Nothing written: no new generation.
+            // No document written, no new generation: what changed is paths, which the graph
+            // does not hold.
+            tx.commit().map_err(|e| self.db(e))?;
             return Ok(report);
         }
         tx.execute(
@@ -182,6 +184,8 @@ impl Shared {
             };
             let existed = exists.exists(params![row.id, doc.id]).map_err(db)?;
             if existed && !overwrite {
+                // Its vector and label stay; where these bytes were seen is recorded.
+                add_doc_paths(tx, row.id, doc, mtime).map_err(db)?;
                 report.already_present.push(doc.id.clone());
                 continue;
             }
@@ -201,6 +205,7 @@ impl Shared {
                     mtime
                 ])
                 .map_err(db)?;
+            add_doc_paths(tx, row.id, doc, mtime).map_err(db)?;
             if !existed {
                 added += 1;
             }
@@ -227,7 +232,7 @@ fn write_sql(overwrite: bool) -> &'static str {
              indexed_at_ms, generation, mtime_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (index_id, id) DO UPDATE SET label = excluded.label,
-             path = excluded.path, vector = excluded.vector, bytes = excluded.bytes,
+             vector = excluded.vector, bytes = excluded.bytes,
              width = excluded.width, height = excluded.height, model = excluded.model,
              indexed_at_ms = excluded.indexed_at_ms, generation = excluded.generation,
              mtime_ms = excluded.mtime_ms"
@@ -237,6 +242,51 @@ fn write_sql(overwrite: bool) -> &'static str {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (index_id, id) DO NOTHING"
     }
+}
+
+/// Records `doc.path` (with `mtime`) and `doc.other_paths` as paths of the stored document with
+/// `doc.id`, but for the one it has first (`docs.path`) and those it has already.
+fn add_doc_paths(
+    tx: &Transaction<'_>,
+    index_id: i64,
+    doc: &ImageDoc,
+    mtime: Option<i64>,
+) -> rusqlite::Result<()> {
+    let Some((key, first)) = doc_key(tx, index_id, &doc.id)? else {
+        return Ok(());
+    };
+    let paths = std::iter::once((doc.path.as_str(), mtime))
+        .chain(doc.other_paths.iter().map(|p| (p.as_str(), None)));
+    for (path, mtime) in paths.filter(|(p, _)| *p != first) {
+        insert_path(tx, index_id, key, path, mtime)?;
+    }
+    Ok(())
+}
+
+/// The key and first path of the document `id`, if stored.
+pub(super) fn doc_key(
+    tx: &Transaction<'_>,
+    index_id: i64,
+    id: &str,
+) -> rusqlite::Result<Option<(i64, String)>> {
+    tx.prepare_cached("SELECT key, path FROM docs WHERE index_id = ?1 AND id = ?2")?
+        .query_row(params![index_id, id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Adds `path` to the other paths of document `key` (a path it has already keeps its time).
+pub(super) fn insert_path(
+    tx: &Transaction<'_>,
+    index_id: i64,
+    key: i64,
+    path: &str,
+    mtime: Option<i64>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO doc_paths (index_id, key, path, mtime_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![index_id, key, path, mtime])?;
+    Ok(())
 }
 
 /// Refuses a spec no index can be made of.

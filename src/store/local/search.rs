@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::db::{db_error, IndexRow};
+use super::db::{db_error, split_paths, IndexRow};
 use super::graph::{ann_error, Ann};
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 
@@ -44,7 +44,8 @@ impl Shared {
         self.check_query(&row, query)?;
         if !ready {
             // No graph yet (being built aside): the exact answer, slower but at once.
-            return self.exact_scan(&tx, row.id, &query.vector, query.label.as_deref(), k);
+            let hits = self.exact_scan(&tx, row.id, &query.vector, query.label.as_deref(), k)?;
+            return self.with_other_paths(&tx, row.id, hits);
         }
         let Some(graph) = ann.as_ref() else {
             return Err(StoreError::Other(
@@ -63,10 +64,33 @@ impl Shared {
             ef: candidates.max(self.cfg.min_ef_search),
         };
         graph.index.change_expansion_search(search.ef);
-        match query.label.as_deref() {
-            None => self.graph_knn(graph, &search),
-            Some(label) => self.filtered_knn(graph, &search, label),
+        let hits = match query.label.as_deref() {
+            None => self.graph_knn(graph, &search)?,
+            Some(label) => self.filtered_knn(graph, &search, label)?,
+        };
+        self.with_other_paths(&tx, row.id, hits)
+    }
+
+    /// `hits` with the other paths of each document, read in the search's snapshot.
+    pub(super) fn with_other_paths(
+        &self,
+        conn: &Connection,
+        index_id: i64,
+        mut hits: Vec<Hit>,
+    ) -> Result<Vec<Hit>, StoreError> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT group_concat(p.path, char(0)) FROM doc_paths p
+                 JOIN docs d ON d.key = p.key WHERE d.index_id = ?1 AND d.id = ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        for hit in &mut hits {
+            let joined: Option<String> = stmt
+                .query_row(params![index_id, hit.id], |r| r.get(0))
+                .map_err(|e| self.db(e))?;
+            hit.other_paths = split_paths(joined);
         }
+        Ok(hits)
     }
 
     /// Refuses a query vector of the wrong size or with a NaN or infinite value.
@@ -177,6 +201,7 @@ impl Shared {
                     score: 0.0,
                     label,
                     path,
+                    other_paths: Vec::new(),
                 };
                 scored.push((d2, hit));
             }
@@ -223,6 +248,7 @@ impl Shared {
                 score: 0.0,
                 label: r.get(1).map_err(db)?,
                 path: r.get(2).map_err(db)?,
+                other_paths: Vec::new(),
             };
             heap.push(Scored(d2, hit));
             if heap.len() > k {
@@ -299,6 +325,7 @@ mod tests {
             score: 0.0,
             label: "cat".into(),
             path: format!("/p/{id}"),
+            other_paths: Vec::new(),
         }
     }
 
