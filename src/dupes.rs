@@ -240,7 +240,7 @@ async fn near(
     let mut query = KnnQuery {
         vector,
         k,
-        num_candidates: crate::store::default_num_candidates(k),
+        num_candidates: candidates(k),
         label,
     };
     let mut queries = 0;
@@ -254,8 +254,14 @@ async fn near(
         }
         k = MAX_NEIGHBOURS;
         query.k = k;
-        query.num_candidates = crate::store::default_num_candidates(k);
+        query.num_candidates = candidates(k);
     }
+}
+
+/// Candidates per query: near duplicates are the closest of neighbours, which a graph search
+/// finds first, so a narrow search does (and the embedded store re-ranks fewer vectors).
+fn candidates(k: usize) -> usize {
+    (3 * k).max(32)
 }
 
 /// The groups: connected components of `pairs` over `docs` (pairs naming a document out of scope

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::CreateIndex(a) => commands::create_index::run(a),
         Command::Ingest(a) => commands::ingest::run(a),
         Command::Search(a) => commands::search::run(a),
+        Command::Dupes(a) => commands::dupes::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Prune(a) => commands::prune::run(a),

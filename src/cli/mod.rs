@@ -11,7 +11,10 @@ mod write;
 
 use clap::{Parser, Subcommand};
 
-pub use read::{ClassifyArgs, EmbedArgs, EvalArgs, InfoArgs, SearchArgs, ServeArgs};
+pub use read::{
+    parse_distance, parse_score, ClassifyArgs, DupesArgs, EmbedArgs, EvalArgs, InfoArgs,
+    SearchArgs, ServeArgs,
+};
 pub use shared::{ClassifyOptions, FollowOptions, ModelArgs, ModelLocation, StoreArgs};
 pub use tools::{CompletionsArgs, FetchModelArgs, ManArgs};
 pub use write::{CopyArgs, CreateIndexArgs, IngestArgs, PruneArgs, WatchArgs};
@@ -55,6 +58,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Find the images most similar to an image or a text.
     Search(SearchArgs),
+    /// Find exact copies and near-duplicate images, grouped, with a suggested keeper (never deletes).
+    Dupes(DupesArgs),
     /// Label unlabelled images: by their nearest indexed images (kNN vote) or by CLIP's zero-shot classifier.
     Classify(ClassifyArgs),
     /// Measure how good it is: accuracy on labelled test images, or what the approximate index loses (--recall).

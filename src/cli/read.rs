@@ -1,5 +1,5 @@
-//! The flags of the commands that embed and search: `embed`, `search`, `classify`, `eval`,
-//! `info`, `serve`.
+//! The flags of the commands that embed and search: `embed`, `search`, `dupes`, `classify`,
+//! `eval`, `info`, `serve`.
 
 use std::path::PathBuf;
 
@@ -54,13 +54,75 @@ pub struct SearchArgs {
     /// Only results with this label (applied inside the kNN search).
     #[arg(long)]
     pub label: Option<String>,
-    /// One JSON object per hit per line: rank, score, distance, id, label, path.
+    /// Only results at most this L2 distance from the query (0 = identical, √2 = opposite; see
+    /// `imgvec dupes` for what distances mean). Fewer than k results may come back.
+    #[arg(long, value_name = "D", conflicts_with = "min_score", value_parser = parse_distance)]
+    pub max_distance: Option<f32>,
+    /// Only results with at least this score (1 / (1 + d²), Elasticsearch's l2_norm score).
+    #[arg(long, value_name = "S", value_parser = parse_score)]
+    pub min_score: Option<f32>,
+    /// One JSON object per hit per line: rank, score, distance, id, label, path, other_paths.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// A distance between unit vectors: 0 to 2.
+pub fn parse_distance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(d) if (0.0..=2.0).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a distance between unit vectors (0 to 2, e.g. 0.2)"
+        )),
+    }
+}
+
+/// An l2_norm score: above 0, at most 1.
+pub fn parse_score(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a score (above 0, at most 1, e.g. 0.9)"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  imgvec dupes\n  imgvec dupes ~/Photos/2024 --max-distance 0.15\n  \
+imgvec dupes --json > groups.jsonl\n\n\
+Finds exact copies (the same bytes at several paths) and near duplicates (re-encoded, resized, slightly \
+cropped, shots of one burst): images whose vectors are at most --max-distance apart, grouped with \
+whatever they are near. Each group lists its files with pixel size, file size, date and distance to \
+the suggested keeper (most pixels, then largest file, then oldest), marked `keep`. imgvec never deletes \
+or moves a file: use --json or --csv to act on the groups. A smaller distance finds fewer, closer \
+duplicates; a larger one also finds similar photos of one scene."
+)]
+pub struct DupesArgs {
+    /// Only files under these folders or files (default: the whole index).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Images at most this L2 distance apart are duplicates (unit vectors: 0 = identical).
+    #[arg(long, value_name = "D", default_value_t = crate::dupes::DEFAULT_MAX_DISTANCE, value_parser = parse_distance)]
+    pub max_distance: f32,
+    /// Only images with this label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// One JSON object per group per line: exact, spread, members (path, id, label, width,
+    /// height, bytes, mtime_ms, on_disk, distance, keep).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header: one row per file, its group's number first.
+    #[arg(long)]
+    pub csv: bool,
+    /// No progress.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod completions;
 pub mod copy;
 pub mod create_index;
+pub mod dupes;
 pub mod embed;
 pub mod eval;
 pub mod fetch_model;

@@ -14,7 +14,7 @@ use super::{check_dims, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
-use crate::store::{default_num_candidates, Hit, KnnQuery, MAX_NUM_CANDIDATES};
+use crate::store::{default_num_candidates, within, Hit, KnnQuery, MAX_NUM_CANDIDATES};
 use crate::walk::absolute;
 
 pub fn run(args: &SearchArgs) -> Result<ExitCode> {
@@ -70,19 +70,30 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
         bail!("the query terms cancel out: nothing left to search for");
     };
 
-    let hits = rt.block_on(store.knn(&KnnQuery {
+    let found = rt.block_on(store.knn(&KnnQuery {
         vector: query,
         k,
         num_candidates,
         label: args.label.clone(),
     }))?;
+    let cut_off = args
+        .max_distance
+        .or(args.min_score.map(crate::store::score_to_distance));
+    let any = !found.is_empty();
+    let hits = within(found, cut_off);
     print_hits(&hits, args.json)?;
     if hits.is_empty() && !args.json {
         let scope = match &args.label {
             Some(l) => format!(" with label '{l}'"),
             None => String::new(),
         };
-        eprintln!("imgvec: no images{scope} in index '{}'", args.store.index);
+        match cut_off {
+            Some(d) if any => eprintln!(
+                "imgvec: no images{scope} within distance {d} (score {:.4}) of the query",
+                crate::store::distance_to_score(d)
+            ),
+            _ => eprintln!("imgvec: no images{scope} in index '{}'", args.store.index),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -92,7 +103,8 @@ fn print_hits(hits: &[Hit], as_json: bool) -> Result<()> {
     if as_json {
         for (i, h) in hits.iter().enumerate() {
             let line = json!({"rank": i + 1, "score": h.score, "distance": h.distance(),
-                              "id": h.id, "label": h.label, "path": h.path});
+                              "id": h.id, "label": h.label, "path": h.path,
+                              "other_paths": h.other_paths});
             writeln!(out, "{line}")?;
         }
     } else if !hits.is_empty() {
@@ -112,6 +124,10 @@ fn print_hits(hits: &[Hit], as_json: bool) -> Result<()> {
                 h.label,
                 h.path
             )?;
+            // The same bytes at other paths.
+            for p in &h.other_paths {
+                writeln!(out, "{:>4}  {:>7}  {:>8}  {:<w$}  {p}", "", "", "", "=")?;
+            }
         }
     }
     Ok(())

@@ -25,6 +25,20 @@ pub struct HitJson {
     pub id: String,
     pub label: String,
     pub path: String,
+    /// The same bytes at other paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_paths: Vec<String>,
+}
+
+/// The body of `GET /api/dupes`: the groups (see [`crate::dupes::Group`]), keeper first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DupesResponse {
+    pub groups: Vec<crate::dupes::Group>,
+    pub max_distance: f32,
+    pub default_max_distance: f32,
+    /// Documents looked at.
+    pub documents: usize,
+    pub took_ms: u64,
 }
 
 /// The body of `POST /api/search` and `GET /api/similar/{id}`.
@@ -47,6 +61,7 @@ impl SearchResponse {
                 id: h.id.clone(),
                 label: h.label.clone(),
                 path: h.path.clone(),
+                other_paths: h.other_paths.clone(),
             })
             .collect();
         Self { hits, took_ms }
@@ -225,11 +240,12 @@ mod tests {
             score: 0.5,
             label: "cat".into(),
             path: "/x/a.jpg".into(),
-            other_paths: Vec::new(),
+            other_paths: vec!["/y/a.jpg".into()],
         }];
         let r = SearchResponse::new(&hits, 7);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["took_ms"], 7);
+        assert_eq!(v["hits"][0]["other_paths"][0], "/y/a.jpg");
         assert_eq!(v["hits"][0]["rank"], 1);
         assert!((v["hits"][0]["distance"].as_f64().unwrap() - 1.0).abs() < 1e-6);
         let keys: Vec<_> = v["hits"][0].as_object().unwrap().keys().cloned().collect();

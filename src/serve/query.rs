@@ -36,6 +36,8 @@ pub struct SearchRequest {
     pub k: usize,
     pub num_candidates: usize,
     pub label: Option<String>,
+    /// Only hits at most this far from the query.
+    pub max_distance: Option<f32>,
 }
 
 /// The fields as they arrive, before checking.
@@ -53,15 +55,45 @@ pub struct SearchFields {
     pub k: Option<u64>,
     pub label: Option<String>,
     pub num_candidates: Option<u64>,
+    /// The cut-off, as a distance or as a score (one of them).
+    pub max_distance: Option<f64>,
+    pub min_score: Option<f64>,
 }
 
-/// `k`, `label`, `num_candidates` of `GET /api/similar/{id}`.
+/// `k`, `label`, `num_candidates`, `max_distance`, `min_score` of `GET /api/similar/{id}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimilarParams {
     pub k: Option<u64>,
     pub label: Option<String>,
     pub num_candidates: Option<u64>,
+    pub max_distance: Option<f64>,
+    pub min_score: Option<f64>,
+}
+
+/// `max_distance` and `label` of `GET /api/dupes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DupesParams {
+    pub max_distance: Option<f64>,
+    pub label: Option<String>,
+}
+
+/// The search cut-off as a distance: `max_distance` (0 to 2) or `min_score` (above 0, at most
+/// 1), not both.
+pub fn cut_off(max_distance: Option<f64>, min_score: Option<f64>) -> Result<Option<f32>, ApiError> {
+    match (max_distance, min_score) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give max_distance or min_score, not both",
+        )),
+        (Some(d), None) => crate::cli::parse_distance(&d.to_string())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("max_distance: {e}"))),
+        (None, Some(s)) => crate::cli::parse_score(&s.to_string())
+            .map(|s| Some(crate::store::score_to_distance(s)))
+            .map_err(|e| ApiError::bad_request(format!("min_score: {e}"))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Reads a search request's body, multipart or JSON, holding uploads to `max_upload` bytes.
@@ -128,6 +160,17 @@ async fn read_multipart(mut form: Multipart, max_upload: u64) -> Result<SearchFi
             "text" => f.text.push(value),
             "minus" => f.minus.push(value),
             "label" => f.label = Some(value),
+            "max_distance" | "min_score" if !value.trim().is_empty() => {
+                let v = value.trim().parse::<f64>().map_err(|_| {
+                    ApiError::bad_request(format!("{name} must be a number, not {value:?}"))
+                })?;
+                if name == "max_distance" {
+                    f.max_distance = Some(v);
+                } else {
+                    f.min_score = Some(v);
+                }
+            }
+            "max_distance" | "min_score" => {}
             "k" if !value.trim().is_empty() => f.k = Some(number(&value)?),
             "num_candidates" if !value.trim().is_empty() => {
                 f.num_candidates = Some(number(&value)?)
@@ -180,6 +223,7 @@ impl SearchFields {
             k,
             num_candidates,
             label: clean_label(self.label),
+            max_distance: cut_off(self.max_distance, self.min_score)?,
         })
     }
 }

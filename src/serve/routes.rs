@@ -17,12 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::api::{ApiError, InfoResponse, SearchResponse};
-use super::query::{check_k, clean_label, combine, read_search, SearchRequest, SimilarParams};
+use super::api::{ApiError, DupesResponse, InfoResponse, SearchResponse};
+use super::query::{
+    check_k, clean_label, combine, cut_off, read_search, DupesParams, SearchRequest, SimilarParams,
+};
 use super::state::AppState;
 use super::thumbs::{is_doc_id, mime, read_original};
+use crate::dupes::{find, Options, DEFAULT_MAX_DISTANCE};
 use crate::store::MAX_NUM_CANDIDATES;
-use crate::store::{ImageDoc, KnnQuery};
+use crate::store::{within, ImageDoc, KnnQuery};
 
 type Shared = State<Arc<AppState>>;
 
@@ -41,6 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/labels", get(labels))
         .route("/api/search", post(search))
         .route("/api/similar/{id}", get(similar))
+        .route("/api/dupes", get(dupes))
         .route("/thumb/{id}", get(thumb))
         .route("/image/{id}", get(original))
         .fallback(not_found)
@@ -86,6 +90,7 @@ async fn search(State(state): Shared, req: Request) -> Result<Json<SearchRespons
             label: request.label,
         })
         .await?;
+    let hits = within(hits, request.max_distance);
     Ok(Json(SearchResponse::new(&hits, millis(started))))
 }
 
@@ -116,6 +121,7 @@ async fn similar(
     let started = Instant::now();
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (k, num_candidates) = check_k(params.k, params.num_candidates)?;
+    let max_distance = cut_off(params.max_distance, params.min_score)?;
     let doc = find_doc(&state, &id).await?;
     // One more than asked, as the document itself is among them (within Elasticsearch's bounds).
     let wanted = (k + 1).min(MAX_NUM_CANDIDATES);
@@ -130,7 +136,29 @@ async fn similar(
         .await?;
     hits.retain(|h| h.id != doc.id);
     hits.truncate(k);
+    let hits = within(hits, max_distance);
     Ok(Json(SearchResponse::new(&hits, millis(started))))
+}
+
+/// The groups of exact copies and near duplicates (see `crate::dupes`): read-only, as the page
+/// never deletes.
+async fn dupes(
+    State(state): Shared,
+    params: Result<Query<DupesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DupesResponse>, ApiError> {
+    let started = Instant::now();
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let max_distance = cut_off(params.max_distance, None)?.unwrap_or(DEFAULT_MAX_DISTANCE);
+    let mut opts = Options::new(max_distance);
+    opts.label = clean_label(params.label);
+    let (groups, stats) = find(Arc::clone(&state.store), &opts, |_| {}).await?;
+    Ok(Json(DupesResponse {
+        groups,
+        max_distance,
+        default_max_distance: DEFAULT_MAX_DISTANCE,
+        documents: stats.documents,
+        took_ms: millis(started),
+    }))
 }
 
 async fn thumb(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {

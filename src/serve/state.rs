@@ -27,7 +27,7 @@ const EMBED_CACHE_BYTES: usize = 8 << 20;
 
 /// The state behind every handler.
 pub struct AppState {
-    pub store: Box<dyn VectorStore>,
+    pub store: std::sync::Arc<dyn VectorStore>,
     /// `embedded` or `elasticsearch`.
     pub backend: &'static str,
     pub index: String,
@@ -49,7 +49,7 @@ impl AppState {
         max_upload: u64,
     ) -> Self {
         Self {
-            store,
+            store: std::sync::Arc::from(store),
             backend,
             index,
             model,

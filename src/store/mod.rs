@@ -169,6 +169,17 @@ impl Hit {
     }
 }
 
+/// The hits at most `max_distance` from the query (all with `None`), in their order: the
+/// search cut-off ("only results that are really similar"). Compared as scores, so a hit exactly
+/// at the cut-off stays whichever way it was given.
+pub fn within(mut hits: Vec<Hit>, max_distance: Option<f32>) -> Vec<Hit> {
+    if let Some(d) = max_distance {
+        let min_score = distance_to_score(d);
+        hits.retain(|h| h.score >= min_score * (1.0 - 1e-6));
+    }
+    hits
+}
+
 /// Inverse of Elasticsearch's `l2_norm` similarity score, `score = 1 / (1 + d²)`.
 pub fn score_to_distance(score: f32) -> f32 {
     if score <= 0.0 {
@@ -431,5 +442,26 @@ mod tests {
         }
         assert_eq!(distance_to_score(0.0), 1.0);
         assert!((distance_to_score(1.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn the_cut_off_keeps_hits_up_to_the_distance() {
+        let hit = |id: &str, d: f32| Hit {
+            id: id.into(),
+            score: distance_to_score(d),
+            label: String::new(),
+            path: String::new(),
+            other_paths: Vec::new(),
+        };
+        let hits = vec![
+            hit("a", 0.0),
+            hit("b", 0.2),
+            hit("c", 0.2001),
+            hit("d", 1.0),
+        ];
+        let ids = |h: Vec<Hit>| h.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(within(hits.clone(), Some(0.2))), ["a", "b"]);
+        assert_eq!(ids(within(hits.clone(), None)).len(), 4);
+        assert!(within(hits, Some(0.0)).len() == 1);
     }
 }
