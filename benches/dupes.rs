@@ -15,7 +15,8 @@
 //! cargo bench --bench dupes -- --n 10000 --elastic    # the server at IMGVEC_TEST_ES_URL
 //! ```
 //! Flags: `--n N` [100000], `--dir DIR` (keep and reuse the embedded store there),
-//! `--max-distance D` [0.2], `--concurrency C` [8], `--elastic`.
+//! `--max-distance D` [0.2], `--elastic`, `--one-by-one` (the queries one `knn` call each, as
+//! the trait's default `knn_batch` does: what the backends' batches are measured against).
 
 #[path = "../tests/common/docs.rs"]
 mod docs;
@@ -28,7 +29,57 @@ use std::time::{Duration, Instant};
 use imgvec::dupes::{find, id_sets, Options};
 use imgvec::store::elastic::{ElasticConfig, ElasticStore};
 use imgvec::store::local::{LocalConfig, LocalStore};
-use imgvec::store::{ImageDoc, IndexSpec, VectorStore};
+use imgvec::store::{
+    DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, StoreError, UpsertReport,
+    VectorStore,
+};
+
+/// A store whose `knn_batch` is the trait's default: one `knn` after another.
+struct OneByOne(Arc<dyn VectorStore>);
+
+#[async_trait::async_trait]
+impl VectorStore for OneByOne {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn ensure_index(&self, spec: &IndexSpec) -> Result<EnsureOutcome, StoreError> {
+        self.0.ensure_index(spec).await
+    }
+    async fn recreate_index(&self, spec: &IndexSpec) -> Result<(), StoreError> {
+        self.0.recreate_index(spec).await
+    }
+    async fn index_dims(&self) -> Result<usize, StoreError> {
+        self.0.index_dims().await
+    }
+    async fn existing_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.0.existing_ids(ids).await
+    }
+    async fn upsert(&self, docs: &[ImageDoc], overwrite: bool) -> Result<UpsertReport, StoreError> {
+        self.0.upsert(docs, overwrite).await
+    }
+    async fn refresh(&self) -> Result<(), StoreError> {
+        self.0.refresh().await
+    }
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {
+        self.0.knn(query).await
+    }
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.0.count().await
+    }
+    async fn scan(
+        &self,
+        page: usize,
+        after: Option<String>,
+    ) -> Result<Box<dyn DocScan>, StoreError> {
+        self.0.scan(page, after).await
+    }
+    async fn get(&self, ids: &[String]) -> Result<Vec<ImageDoc>, StoreError> {
+        self.0.get(ids).await
+    }
+}
 
 const DIMS: usize = 768;
 const CLUSTERS: usize = 1000;
@@ -38,8 +89,8 @@ struct Args {
     n: usize,
     dir: Option<String>,
     max_distance: f32,
-    concurrency: usize,
     elastic: bool,
+    one_by_one: bool,
     child: bool,
 }
 
@@ -57,10 +108,8 @@ fn args() -> Args {
         max_distance: value("--max-distance")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.2),
-        concurrency: value("--concurrency")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8),
         elastic: argv.iter().any(|a| a == "--elastic"),
+        one_by_one: argv.iter().any(|a| a == "--one-by-one"),
         child: argv.iter().any(|a| a == "--child"),
     }
 }
@@ -196,8 +245,12 @@ fn main() {
         )
         .expect("truth");
         let s = store(&a, &dir);
-        let mut opts = Options::new(a.max_distance);
-        opts.concurrency = a.concurrency;
+        let s: Arc<dyn VectorStore> = if a.one_by_one {
+            Arc::new(OneByOne(s))
+        } else {
+            s
+        };
+        let opts = Options::new(a.max_distance);
         let t = Instant::now();
         let (groups, stats) = rt.block_on(find(s, &opts, |_| {})).expect("find");
         let wall = t.elapsed().as_secs_f64();

@@ -3,8 +3,9 @@
 //! vectors closer than a distance), grouped, each group with a suggested keeper.
 //!
 //! How: every document of the index is read once (a scan, page by page) and its vector asked for
-//! its nearest neighbours through the store's kNN search (the ANN graph, never all n² pairs),
-//! several queries in flight. Pairs closer than `max_distance` join their documents
+//! its nearest neighbours through the store's kNN search (the ANN graph, never all n² pairs), a
+//! page's queries in one batch (`knn_batch`: the embedded store searches its graph on every core,
+//! Elasticsearch answers an `_msearch`). Pairs closer than `max_distance` join their documents
 //! (union-find); a group is a connected component, with each of its documents' paths a member.
 //! Memory holds the documents' facts and the pairs, not the vectors: only the groups' vectors are
 //! read back, to give each member its distance to the keeper.
@@ -18,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use crate::store::{Hit, ImageDoc, KnnQuery, StoreError, VectorStore};
 
@@ -35,6 +35,9 @@ const MAX_NEIGHBOURS: usize = 100;
 /// Documents read per scan page.
 const PAGE: usize = 500;
 
+/// Which paths count: `scope(path)` says.
+pub type Scope = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// What to look for.
 #[derive(Clone)]
 pub struct Options {
@@ -42,9 +45,7 @@ pub struct Options {
     /// Only documents with this label (and neighbours of the same label).
     pub label: Option<String>,
     /// Only paths for which this says yes (`None`: every path).
-    pub scope: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
-    /// kNN queries in flight at once.
-    pub concurrency: usize,
+    pub scope: Option<Scope>,
 }
 
 impl Options {
@@ -53,7 +54,6 @@ impl Options {
             max_distance,
             label: None,
             scope: None,
-            concurrency: 8,
         }
     }
 }
@@ -192,7 +192,8 @@ struct Found {
     queries: usize,
 }
 
-/// Each document's neighbours within the distance, `opts.concurrency` queries at once.
+/// Each document's neighbours within the distance: one batch of queries for the page (the store
+/// runs them together), then a wider one for the documents whose every neighbour was within it.
 async fn neighbours(
     store: &Arc<dyn VectorStore>,
     page: &[ImageDoc],
@@ -202,60 +203,35 @@ async fn neighbours(
         pairs: Vec::new(),
         queries: 0,
     };
-    let mut running: JoinSet<Result<(String, Vec<Hit>, usize), StoreError>> = JoinSet::new();
-    let mut next = page.iter();
-    loop {
-        while running.len() < opts.concurrency.max(1) {
-            let Some(d) = next.next() else { break };
-            let (store, id, vector) = (Arc::clone(store), d.id.clone(), d.vector.clone());
-            let (label, max) = (opts.label.clone(), opts.max_distance);
-            running.spawn(async move {
-                let (hits, queries) = near(store.as_ref(), vector, label, max).await?;
-                Ok((id, hits, queries))
-            });
-        }
-        let Some(done) = running.join_next().await else {
-            return Ok(found);
-        };
-        let (id, hits, queries) =
-            done.map_err(|e| StoreError::Other(format!("a kNN query failed: {e}")))??;
-        found.queries += queries;
-        for h in hits {
-            if h.id != id {
-                found.pairs.push((id.clone(), h.id));
+    let mut k = NEIGHBOURS + 1;
+    let mut todo: Vec<&ImageDoc> = page.iter().collect();
+    while !todo.is_empty() {
+        let queries: Vec<KnnQuery> = todo
+            .iter()
+            .map(|d| KnnQuery {
+                vector: d.vector.clone(),
+                k,
+                num_candidates: candidates(k),
+                label: opts.label.clone(),
+            })
+            .collect();
+        let answers = store.knn_batch(&queries).await?;
+        found.queries += queries.len();
+        let mut wider = Vec::new();
+        for (d, hits) in todo.into_iter().zip(answers) {
+            let near = |h: &Hit| h.distance() <= opts.max_distance;
+            if k < MAX_NEIGHBOURS && hits.len() == k && hits.iter().all(near) {
+                wider.push(d);
+                continue;
+            }
+            for h in hits.into_iter().filter(|h| near(h) && h.id != d.id) {
+                found.pairs.push((d.id.clone(), h.id));
             }
         }
-    }
-}
-
-/// The hits within `max` of `vector` (itself among them), asking again wider while every hit is
-/// within it.
-async fn near(
-    store: &dyn VectorStore,
-    vector: Vec<f32>,
-    label: Option<String>,
-    max: f32,
-) -> Result<(Vec<Hit>, usize), StoreError> {
-    let mut k = NEIGHBOURS + 1;
-    let mut query = KnnQuery {
-        vector,
-        k,
-        num_candidates: candidates(k),
-        label,
-    };
-    let mut queries = 0;
-    loop {
-        let hits = store.knn(&query).await?;
-        queries += 1;
-        let all_near = hits.len() == k && hits.iter().all(|h| h.distance() <= max);
-        if !all_near || k >= MAX_NEIGHBOURS {
-            let near = hits.into_iter().filter(|h| h.distance() <= max).collect();
-            return Ok((near, queries));
-        }
+        todo = wider;
         k = MAX_NEIGHBOURS;
-        query.k = k;
-        query.num_candidates = candidates(k);
     }
+    Ok(found)
 }
 
 /// Candidates per query: near duplicates are the closest of neighbours, which a graph search

@@ -154,7 +154,7 @@ async fn every_path_of_a_content_is_kept_and_removed_one_at_a_time() {
             .add_paths(&[at(c), at(c), at(a), unknown.clone()])
             .await
             .expect("add_paths");
-        assert_eq!(missing, [unknown.id.clone()], "{what}");
+        assert_eq!(missing, std::slice::from_ref(&unknown.id), "{what}");
         store.refresh().await.expect("refresh");
         assert_eq!(
             paths_of(store, id).await,

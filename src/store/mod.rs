@@ -302,6 +302,17 @@ pub trait VectorStore: Send + Sync {
     /// The `k` nearest documents, best first.
     async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError>;
 
+    /// [`VectorStore::knn`] for each query, answers in order: one after another here; the
+    /// backends run them together (the embedded store on every core, Elasticsearch in one
+    /// `_msearch` request per chunk).
+    async fn knn_batch(&self, queries: &[KnnQuery]) -> Result<Vec<Vec<Hit>>, StoreError> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.knn(q).await?);
+        }
+        Ok(out)
+    }
+
     /// Number of documents in the index.
     async fn count(&self) -> Result<u64, StoreError>;
 

@@ -241,6 +241,10 @@ impl VectorStore for ElasticStore {
         self.search(query).await
     }
 
+    async fn knn_batch(&self, queries: &[KnnQuery]) -> Result<Vec<Vec<Hit>>, StoreError> {
+        self.msearch(queries).await
+    }
+
     async fn add_paths(&self, paths: &[DocPath]) -> Result<Vec<String>, StoreError> {
         self.add_doc_paths(paths).await
     }

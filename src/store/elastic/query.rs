@@ -15,6 +15,9 @@ use super::mapping::{LABEL_FIELD, PATH_FIELD, VECTOR_FIELD};
 use super::ElasticStore;
 use crate::store::{Hit, KnnQuery, StoreError};
 
+/// Queries per `_msearch` request in [`crate::store::VectorStore::knn_batch`].
+pub const MSEARCH_CHUNK: usize = 100;
+
 /// Ids asked per `_mget` request in [`crate::store::VectorStore::existing_ids`].
 pub const IDS_PER_REQUEST: usize = 1_000;
 /// Elasticsearch's upper bound for `num_candidates`.
@@ -61,6 +64,61 @@ impl ElasticStore {
         parse_hits(&reply.body).map_err(|e| {
             StoreError::Other(format!("unexpected search answer from {}: {e}", self.url()))
         })
+    }
+
+    /// [`crate::store::VectorStore::knn_batch`]: the same bodies as [`Self::search`], in one
+    /// `_msearch` request per [`MSEARCH_CHUNK`] queries (the server runs them side by side).
+    pub(super) async fn msearch(&self, queries: &[KnnQuery]) -> Result<Vec<Vec<Hit>>, StoreError> {
+        let mut out = Vec::with_capacity(queries.len());
+        if queries.iter().any(|q| q.k == 0) {
+            // Nothing to ask the server for those: one at a time.
+            for q in queries {
+                out.push(self.search(q).await?);
+            }
+            return Ok(out);
+        }
+        if queries.is_empty() {
+            return Ok(out);
+        }
+        let exact = if self.server_info().await?.has_rescore_vector() {
+            ExactScores::RescoreVector
+        } else {
+            ExactScores::Script
+        };
+        for chunk in queries.chunks(MSEARCH_CHUNK) {
+            let mut body = String::new();
+            for q in chunk {
+                body.push_str("{}\n");
+                body.push_str(&knn_body(q, exact).to_string());
+                body.push('\n');
+            }
+            let reply = self
+                .send(Method::Post, "_msearch", None, Some(&body))
+                .await?;
+            if !reply.status.is_success() {
+                return Err(self.error_for(Op::Search, &reply));
+            }
+            let answers = match reply.body.get("responses").and_then(Value::as_array) {
+                Some(a) if a.len() == chunk.len() => a,
+                _ => return Err(unexpected(self.url(), "_msearch", &reply.body)),
+            };
+            for answer in answers {
+                if let Some(error) = answer.get("error") {
+                    let error = json!({ "error": error });
+                    if error_type(&error) == Some("index_not_found_exception") {
+                        return Err(self.index_missing());
+                    }
+                    return Err(StoreError::Server {
+                        status: answer.get("status").and_then(Value::as_u64).unwrap_or(500) as u16,
+                        body: format!("_msearch: {}", error_summary(&error)),
+                    });
+                }
+                out.push(parse_hits(answer).map_err(|e| {
+                    StoreError::Other(format!("unexpected search answer from {}: {e}", self.url()))
+                })?);
+            }
+        }
+        Ok(out)
     }
 
     /// [`crate::store::VectorStore::existing_ids`]: `_mget` with `_source=false`, in batches of

@@ -34,6 +34,7 @@
 //! system), serving queries to other programs, or knowing anything about models and files. It
 //! never hand-rolls ANN or durable storage: SQLite and usearch do that.
 
+mod batch;
 mod browse;
 mod config;
 mod db;
@@ -335,6 +336,15 @@ impl VectorStore for LocalStore {
         }
         let query = query.clone();
         self.run(move |shared, state| shared.knn(state, &query))
+            .await
+    }
+
+    async fn knn_batch(&self, queries: &[KnnQuery]) -> Result<Vec<Vec<Hit>>, StoreError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queries = queries.to_vec();
+        self.run(move |shared, state| shared.knn_batch(state, &queries))
             .await
     }
 

@@ -22,13 +22,13 @@ use crate::store::{Hit, KnnQuery, StoreError};
 const FILTERED_EF_FACTOR: usize = 2;
 
 /// What one graph search is over: the index, the query, how many hits and candidates.
-struct Search<'q> {
-    conn: &'q Connection,
-    index_id: i64,
-    vector: &'q [f32],
-    k: usize,
-    candidates: usize,
-    ef: usize,
+pub(super) struct Search<'q> {
+    pub(super) conn: &'q Connection,
+    pub(super) index_id: i64,
+    pub(super) vector: &'q [f32],
+    pub(super) k: usize,
+    pub(super) candidates: usize,
+    pub(super) ef: usize,
 }
 
 impl Shared {
@@ -121,8 +121,18 @@ impl Shared {
             .index
             .search(s.vector, s.candidates)
             .map_err(|e| ann_error("search", e))?;
-        let hits = self.rerank(s.conn, s.index_id, s.vector, &found.keys, s.k)?;
-        if hits.len() < s.k.min(total) {
+        self.reranked(graph, s, &found.keys)
+    }
+
+    /// The graph's candidates `keys` re-ranked, or an exact scan should they give fewer than `k`.
+    pub(super) fn reranked(
+        &self,
+        graph: &Ann,
+        s: &Search<'_>,
+        keys: &[u64],
+    ) -> Result<Vec<Hit>, StoreError> {
+        let hits = self.rerank(s.conn, s.index_id, s.vector, keys, s.k)?;
+        if hits.len() < s.k.min(graph.index.size()) {
             return self.exact_scan(s.conn, s.index_id, s.vector, None, s.k);
         }
         Ok(hits)
@@ -130,7 +140,7 @@ impl Shared {
 
     /// The best `k` of `label`'s vectors: an exact scan if there are few, else a filtered graph
     /// search re-ranked (and an exact scan should it come back short or with another label).
-    fn filtered_knn(
+    pub(super) fn filtered_knn(
         &self,
         graph: &Ann,
         s: &Search<'_>,
