@@ -20,7 +20,7 @@
 
 #[path = "../tests/common/docs.rs"]
 mod docs;
-use docs::Rng;
+use docs::{bench_doc, centres, normalize, Rng};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,37 +114,14 @@ fn args() -> Args {
     }
 }
 
-fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
-}
-
 fn doc(i: usize, vector: Vec<f32>) -> ImageDoc {
-    ImageDoc {
-        id: format!("{i:064x}"),
-        label: "bench".into(),
-        path: format!("/bench/{i}.jpg"),
-        other_paths: Vec::new(),
-        vector,
-        bytes: 100_000,
-        width: 640,
-        height: 480,
-        model: "bench".into(),
-        indexed_at_ms: 1_700_000_000_000,
-        mtime_ms: None,
-    }
+    bench_doc(i, "bench".into(), vector)
 }
 
 /// The documents, and the planted groups (as sorted id lists).
 fn corpus(n: usize) -> (Vec<ImageDoc>, Vec<Vec<String>>) {
     let mut rng = Rng(7);
-    let centres: Vec<Vec<f32>> = (0..CLUSTERS)
-        .map(|_| {
-            let mut c: Vec<f32> = (0..DIMS).map(|_| rng.normal()).collect();
-            normalize(&mut c);
-            c
-        })
-        .collect();
+    let centres = centres(&mut rng, CLUSTERS, DIMS);
     let sigma = 0.6 / (DIMS as f32).sqrt();
     let planted = n / 100;
     let mut docs: Vec<ImageDoc> = (0..n - planted)

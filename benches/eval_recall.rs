@@ -23,7 +23,7 @@
 
 #[path = "../tests/common/docs.rs"]
 mod docs;
-use docs::Rng;
+use docs::{bench_doc, centres, normalize, Rng};
 
 use std::time::Instant;
 
@@ -45,21 +45,10 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= norm);
-}
-
 /// `n` documents: a random cluster centre plus Gaussian noise of norm ≈ 0.6, normalized.
 fn clustered_docs(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<ImageDoc> {
     let mut rng = Rng(seed);
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| {
-            let mut c: Vec<f32> = (0..dims).map(|_| rng.normal()).collect();
-            normalize(&mut c);
-            c
-        })
-        .collect();
+    let centres = centres(&mut rng, clusters, dims);
     let sigma = 0.6 / (dims as f32).sqrt();
     (0..n)
         .map(|i| {
@@ -69,19 +58,7 @@ fn clustered_docs(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Imag
                 .map(|x| x + sigma * rng.normal())
                 .collect();
             normalize(&mut v);
-            ImageDoc {
-                id: format!("{i:064x}"),
-                label: format!("label{}", c % LABELS),
-                path: format!("/bench/{i}.jpg"),
-                other_paths: Vec::new(),
-                vector: v,
-                bytes: 100_000,
-                width: 640,
-                height: 480,
-                model: "bench".into(),
-                indexed_at_ms: 1_700_000_000_000,
-                mtime_ms: None,
-            }
+            bench_doc(i, format!("label{}", c % LABELS), v)
         })
         .collect()
 }

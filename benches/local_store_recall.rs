@@ -273,19 +273,7 @@ fn raw_bench(
 }
 
 fn doc(i: usize, v: &[f32], cluster: usize) -> ImageDoc {
-    ImageDoc {
-        id: format!("{i:064x}"),
-        label: format!("l{}", cluster % LABELS),
-        path: format!("/bench/{i}.jpg"),
-        other_paths: Vec::new(),
-        vector: v.to_vec(),
-        bytes: 100_000,
-        width: 640,
-        height: 480,
-        model: "bench".into(),
-        indexed_at_ms: 1_700_000_000_000,
-        mtime_ms: None,
-    }
+    docs::bench_doc(i, format!("l{}", cluster % LABELS), v.to_vec())
 }
 
 /// recall@10 and latency of the store's knn over `queries` (optionally label-filtered).

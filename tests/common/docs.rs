@@ -74,3 +74,37 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// `v` scaled to unit length.
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// `clusters` random unit vectors of `dims`: the centres of CLIP-like clustered data.
+pub fn centres(rng: &mut Rng, clusters: usize, dims: usize) -> Vec<Vec<f32>> {
+    (0..clusters)
+        .map(|_| {
+            let mut c: Vec<f32> = (0..dims).map(|_| rng.normal()).collect();
+            normalize(&mut c);
+            c
+        })
+        .collect()
+}
+
+/// A benchmark document `i` (id: `i` in hex, path `/bench/{i}.jpg`) with this label and vector.
+pub fn bench_doc(i: usize, label: String, vector: Vec<f32>) -> ImageDoc {
+    ImageDoc {
+        id: format!("{i:064x}"),
+        label,
+        path: format!("/bench/{i}.jpg"),
+        other_paths: Vec::new(),
+        vector,
+        bytes: 100_000,
+        width: 640,
+        height: 480,
+        model: "bench".into(),
+        indexed_at_ms: 1_700_000_000_000,
+        mtime_ms: None,
+    }
+}

@@ -124,9 +124,23 @@ pub(super) fn open_db(path: &Path) -> Result<Connection, StoreError> {
     let db = |e| db_error(path, e);
     let conn = Connection::open(path).map_err(db)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(db)?;
+    // Switching a new file to WAL needs it to itself for a moment, and SQLite answers "busy"
+    // at once rather than through the busy timeout when another process is creating the same
+    // store: wait for that here.
+    let started = std::time::Instant::now();
+    let mode: String = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && started.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.map_err(db)?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Other(format!(
             "{}: cannot switch the database to WAL mode (it stays in {mode} mode)",
