@@ -9,6 +9,12 @@
 //! 640×480 JPEG), thumbnail of a 12 MP JPEG (first, cached), queries per second with N concurrent
 //! clients (text queries; and "more like this", which needs no model), and the page's weight.
 //! Every query is distinct, so the server's embedding cache never answers one. Figures, not a test.
+//!
+//! `--load SECONDS` then runs the load test: 50 clients (`--load-clients`) for that long, each in
+//! turn a distinct text query, a "more like this" and a thumbnail; then the same with 8 clients
+//! (`--uploaders`) uploading 5 MB JPEGs without pause. Per kind: requests/s, p50/p99, errors (the
+//! uploads' 503s, the model queue being full, counted apart), and the process's largest resident
+//! memory during the phase (server and clients are one process here).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +33,9 @@ struct Args {
     docs: usize,
     queries: usize,
     clients: usize,
+    load: Option<u64>,
+    load_clients: usize,
+    uploaders: usize,
 }
 
 fn args() -> Args {
@@ -35,6 +44,9 @@ fn args() -> Args {
         docs: 10_000,
         queries: 40,
         clients: 8,
+        load: None,
+        load_clients: 50,
+        uploaders: 8,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +56,9 @@ fn args() -> Args {
             "--docs" => a.docs = value().parse().expect("--docs N"),
             "--queries" => a.queries = value().parse().expect("--queries N"),
             "--clients" => a.clients = value().parse().expect("--clients N"),
+            "--load" => a.load = Some(value().parse().expect("--load SECONDS")),
+            "--load-clients" => a.load_clients = value().parse().expect("--load-clients N"),
+            "--uploaders" => a.uploaders = value().parse().expect("--uploaders N"),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -315,4 +330,136 @@ fn main() {
     let q = qps(a.clients, 50, similar);
     println!("more-like-this queries/s, {} clients  {q:.1}", a.clients);
     page_weight(&http, &url);
+    if let Some(secs) = a.load {
+        let secs = Duration::from_secs(secs);
+        load(&url, &big_id, a.docs, a.load_clients, 0, secs);
+        load(&url, &big_id, a.docs, a.load_clients, a.uploaders, secs);
+    }
+}
+
+/// The largest resident set of this process, sampled every 50 ms while `running`.
+fn rss_sampler(running: &std::sync::atomic::AtomicBool) -> f64 {
+    let mut most = 0f64;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        most = most.max(rss / 1024.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    most
+}
+
+/// One phase of the load test: `clients` mixed clients and `uploaders` uploading clients for `secs`.
+fn load(url: &str, big_id: &str, docs: usize, clients: usize, uploaders: usize, secs: Duration) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let deadline = Instant::now() + secs;
+    let running = AtomicBool::new(true);
+    // (kind, ms, status)
+    let seen: Mutex<Vec<(&'static str, f64, u16)>> = Mutex::new(Vec::new());
+    let big_upload = {
+        use base64::Engine;
+        // About 5 MB: a noisy 2,600 × 2,000 JPEG at quality 90.
+        base64::engine::general_purpose::STANDARD.encode(jpeg(2600, 2000, 99))
+    };
+    let most_rss = std::thread::scope(|s| {
+        let sampler = s.spawn(|| rss_sampler(&running));
+        let mut workers = Vec::new();
+        for c in 0..clients + uploaders {
+            let (seen, big_upload) = (&seen, &big_upload);
+            workers.push(s.spawn(move || {
+                let http = Client::builder()
+                    .timeout(Duration::from_secs(600))
+                    .build()
+                    .unwrap();
+                let mut mine = Vec::new();
+                let mut i = 0usize;
+                while Instant::now() < deadline {
+                    let (kind, req) = if c >= clients {
+                        (
+                            "upload 5 MB",
+                            http.post(format!("{url}/api/search"))
+                                .header("content-type", "application/json")
+                                .body(format!("{{\"image\": \"{big_upload}\", \"k\": 10}}")),
+                        )
+                    } else {
+                        match i % 3 {
+                            0 => (
+                                "text",
+                                http.post(format!("{url}/api/search"))
+                                    .json(&json!({"q": format!("load {c} {i}"), "k": 24})),
+                            ),
+                            1 => (
+                                "more like this",
+                                http.get(format!(
+                                    "{url}/api/similar/{:064x}?k=24",
+                                    (c * 7919 + i) % docs
+                                )),
+                            ),
+                            _ => ("thumbnail", http.get(format!("{url}/thumb/{big_id}"))),
+                        }
+                    };
+                    let t = Instant::now();
+                    let status = match req.send() {
+                        Ok(r) => {
+                            let st = r.status().as_u16();
+                            let _ = r.bytes();
+                            st
+                        }
+                        Err(_) => 0,
+                    };
+                    mine.push((kind, t.elapsed().as_secs_f64() * 1e3, status));
+                    i += 1;
+                }
+                seen.lock().unwrap().extend(mine);
+            }));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        running.store(false, Ordering::Relaxed);
+        sampler.join().unwrap()
+    });
+    let seen = seen.into_inner().unwrap();
+    println!(
+        "load: {clients} clients{}, {:.0} s; peak RSS {most_rss:.0} MiB",
+        if uploaders > 0 {
+            format!(" + {uploaders} uploading 5 MB JPEGs")
+        } else {
+            String::new()
+        },
+        secs.as_secs_f64()
+    );
+    for kind in ["text", "more like this", "thumbnail", "upload 5 MB"] {
+        let mut ms: Vec<f64> = seen
+            .iter()
+            .filter(|s| s.0 == kind && s.2 == 200)
+            .map(|s| s.1)
+            .collect();
+        let busy = seen.iter().filter(|s| s.0 == kind && s.2 == 503).count();
+        let errors = seen
+            .iter()
+            .filter(|s| s.0 == kind && s.2 != 200 && s.2 != 503)
+            .count();
+        if ms.is_empty() && busy == 0 && errors == 0 {
+            continue;
+        }
+        ms.sort_by(f64::total_cmp);
+        let (p50, p99) = if ms.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (percentile(&ms, 0.5), percentile(&ms, 0.99))
+        };
+        println!(
+            "  {kind:<15} {:>8.1} req/s  p50 {p50:>8.1} ms  p99 {p99:>8.1} ms  503 {busy}  errors {errors}",
+            ms.len() as f64 / secs.as_secs_f64()
+        );
+    }
 }

@@ -223,10 +223,23 @@ pub struct ServeArgs {
         value_name = "HOST:PORT"
     )]
     pub addr: std::net::SocketAddr,
-    /// Allow an address other than loopback: anyone who can reach it can search the index and see
-    /// the indexed images (prints a warning).
+    /// Allow an address other than loopback. Every request then needs an access key: the one from
+    /// --token-file or IMGVEC_TOKEN, else a random one, printed once on stderr in the URL to open
+    /// (`http://HOST:PORT/?token=KEY`).
     #[arg(long)]
     pub public: bool,
+    /// Require the access key in FILE (surrounding whitespace removed; at least 16 of the
+    /// characters A-Z a-z 0-9 - . _ ~, e.g. from `openssl rand -hex 32`), on loopback too. The
+    /// environment variable IMGVEC_TOKEN can give the key itself instead; the file wins. Clients send
+    /// it as `?token=KEY` (the page then keeps it in a cookie) or `Authorization: Bearer KEY`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Largest accepted upload (a query image), in MiB; bigger ones get 413.
     #[arg(long, default_value_t = 20, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_upload_mib: u64,

@@ -1,9 +1,10 @@
 //! `imgvec serve`: a search page and a JSON API over the index, until Ctrl-C.
 //!
-//! Steps: refuse a non-loopback address without `--public`; open the store and check the index
+//! Steps: refuse a non-loopback address without `--public`; settle the access key (`--token-file`,
+//! `IMGVEC_TOKEN`, or a random one with `--public`) and read the TLS files; open the store and check the index
 //! against the model (a vector-size mismatch stops here; a missing index or an unreachable
 //! Elasticsearch is reported and left for the page to show); load the vision tower once; bind and
-//! print the URL; with `--watch`, follow folders on a thread of their own as `imgvec watch` does
+//! print the URL (with the key, once, on stderr); with `--watch`, follow folders on a thread of their own as `imgvec watch` does
 //! (new images show in the page at once); serve until Ctrl-C or SIGTERM, letting requests in
 //! flight finish. The server itself is `crate::serve`.
 
@@ -11,18 +12,28 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::{find_model, open_store, runtime};
 use crate::cli::{ModelArgs, ServeArgs};
 use crate::clip::ImageEncoder;
+use crate::serve::auth::{check_token, generate_token, AuthConfig};
 use crate::serve::guard::GuardConfig;
 use crate::serve::state::{AppState, Model};
 use crate::serve::thumbs::Thumbs;
+use crate::serve::tls::{load_config, TlsListener};
 use crate::store::{StoreError, VectorStore};
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     check_addr(args)?;
+    let (token, generated) = match access_key(args)? {
+        Some((t, generated)) => (Some(t), generated),
+        None => (None, false),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(load_config(cert, key)?),
+        _ => None,
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&args.store)?;
@@ -54,21 +65,50 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 Arc::clone(&watch_stop),
             )?)
         };
-        let app = crate::serve::app(
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        let auth = match &token {
+            Some(t) => AuthConfig::with_token(t, addr.port(), tls.is_some()),
+            None => AuthConfig::open(),
+        };
+        let app = crate::serve::app_with_auth(
             Arc::new(state),
             GuardConfig {
                 public: args.public,
                 log: !args.quiet,
             },
+            auth,
         );
-        let listener = tokio::net::TcpListener::bind(args.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.addr))?;
-        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("imgvec: serving {describe}");
-        println!("imgvec serve: http://{addr}/ (Ctrl-C stops)");
+        if let Some(t) = &token {
+            if tls.is_none() && !addr.ip().is_loopback() {
+                eprintln!(
+                    "imgvec: warning: the access key travels in clear over plain HTTP on {addr}: \
+anyone on the path can read it; use --tls-cert and --tls-key (or a TLS proxy in front)"
+                );
+            }
+            if generated {
+                eprintln!(
+                    "imgvec: open this URL (it holds the access key): {scheme}://{addr}/?token={t}"
+                );
+            } else {
+                eprintln!(
+                    "imgvec: every request needs the access key: open {scheme}://{addr}/?token=KEY"
+                );
+            }
+        }
+        println!("imgvec serve: {scheme}://{addr}/ (Ctrl-C stops)");
         std::io::stdout().flush().ok();
-        let served = crate::serve::serve(listener, app, stop_signal()).await;
+        let served = match tls {
+            Some(config) => {
+                let listener = TlsListener::new(listener, config, !args.quiet)?;
+                crate::serve::serve(listener, app, stop_signal()).await
+            }
+            None => crate::serve::serve(listener, app, stop_signal()).await,
+        };
         watch_stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(thread) = watcher {
             // It stops within a tick, or after the batch of changes in hand.
@@ -93,11 +133,41 @@ every indexed image. Add --public if that is what you want, or use --addr 127.0.
         );
     }
     eprintln!(
-        "imgvec: warning: --public: serving on {}; anyone who can reach it can search the index and \
-see every indexed image (there is no login)",
+        "imgvec: warning: --public: serving on {}; whoever has the access key can search the index \
+and see every indexed image",
         args.addr
     );
     Ok(())
+}
+
+/// The access key, if requests need one: from `--token-file`, else `IMGVEC_TOKEN`, else (with
+/// `--public`) a random one (then `true`: only that one is printed). A key shorter than 16
+/// characters is refused.
+fn access_key(args: &ServeArgs) -> Result<Option<(String, bool)>> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the access key file {}", path.display()))?;
+        let token = text.trim().to_string();
+        check_token(&token, &format!("--token-file {}", path.display())).map_err(|e| anyhow!(e))?;
+        return Ok(Some((token, false)));
+    }
+    match std::env::var("IMGVEC_TOKEN") {
+        Ok(t) => {
+            let token = t.trim().to_string();
+            check_token(&token, "IMGVEC_TOKEN").map_err(|e| anyhow!(e))?;
+            return Ok(Some((token, false)));
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("IMGVEC_TOKEN is not valid UTF-8: use only letters, digits and - . _ ~")
+        }
+        Err(std::env::VarError::NotPresent) => {}
+    }
+    if args.public {
+        return generate_token()
+            .map(|t| Some((t, true)))
+            .map_err(|e| anyhow!(e));
+    }
+    Ok(None)
 }
 
 /// The checkpoint and its vision tower; without them the server still starts, says why on stderr and

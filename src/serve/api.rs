@@ -100,6 +100,8 @@ pub struct InfoResponse {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (the model queue is full).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -107,6 +109,14 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// 503 with `Retry-After: secs`: too much work is queued already.
+    pub fn busy(message: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -175,7 +185,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -251,7 +267,16 @@ mod tests {
         let keys: Vec<_> = v["hits"][0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(
             keys,
-            ["distance", "id", "label", "path", "rank", "score"].map(String::from)
+            [
+                "distance",
+                "id",
+                "label",
+                "other_paths",
+                "path",
+                "rank",
+                "score"
+            ]
+            .map(String::from)
         );
     }
 

@@ -6,7 +6,8 @@
 //! Content-Security-Policy without inline script, so an injected `<img onerror>` would not run even
 //! if escaping failed); no response is sniffed into another type.
 //!
-//! What it is not for: authentication. `--public` exposes the index to whoever can reach the port.
+//! What it is not for: the access key (`auth`, which runs inside the guard, so its 401s carry these
+//! headers too).
 
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,9 @@ pub async fn guard(State(cfg): State<GuardConfig>, req: Request, next: Next) -> 
     set(headers, "referrer-policy", "no-referrer");
     set(headers, "x-frame-options", "DENY");
     let status = response.status();
+    // A 401 was logged by `auth`, with the client's address.
     if cfg.log
+        && status != StatusCode::UNAUTHORIZED
         && (path.starts_with("/api/") || status.is_client_error() || status.is_server_error())
     {
         eprintln!(

@@ -2,11 +2,13 @@
 //! first text query), the caches, and the limits.
 //!
 //! What it is for: running model work off the async threads (`spawn_blocking`, a few at a time, so
-//! many clients share the model and none blocks the server), remembering recent query embeddings,
+//! many clients share the model and none blocks the server; past [`MODEL_QUEUE`] waiting, 503 with
+//! `Retry-After`, so a flood cannot pile up requests without bound), remembering recent query embeddings,
 //! and checking once that the index's vector size is the model's.
 //!
 //! What it is not for: HTTP (see `routes`), or parsing requests (see `query`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -22,6 +24,10 @@ use crate::store::{StoreError, VectorStore};
 
 /// Model calls running at once; more wait their turn (each one already uses every core).
 const MODEL_PERMITS: usize = 4;
+/// Model calls waiting for a permit; one more is answered 503 with `Retry-After`.
+pub const MODEL_QUEUE: usize = 64;
+/// The `Retry-After` of that 503, seconds.
+const RETRY_AFTER_SECS: u64 = 5;
 /// Memory for remembered query embeddings.
 const EMBED_CACHE_BYTES: usize = 8 << 20;
 
@@ -92,6 +98,9 @@ pub struct Model {
     text: OnceCell<Arc<TextEncoder>>,
     apply_exif: bool,
     permits: Semaphore,
+    /// Calls waiting for a permit now, and how many may.
+    waiting: AtomicUsize,
+    queue_limit: usize,
     cache: Mutex<Lru<String, Arc<Vec<f32>>>>,
 }
 
@@ -111,6 +120,8 @@ impl Model {
             text: OnceCell::new(),
             apply_exif,
             permits: Semaphore::new(MODEL_PERMITS),
+            waiting: AtomicUsize::new(0),
+            queue_limit: MODEL_QUEUE,
             cache: Mutex::new(Lru::new(EMBED_CACHE_BYTES)),
         }
     }
@@ -215,14 +226,81 @@ impl Model {
         if let Some(v) = lock().get(&key) {
             return Ok(v);
         }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::internal("the model queue is closed", e))?;
+        let _permit = self.permit().await?;
         let v = Arc::new(run_blocking(work).await?);
         let cost = v.len() * 4 + key.len() + 64;
         lock().put(key, Arc::clone(&v), cost);
         Ok(v)
+    }
+
+    /// A permit for model work: at once if one is free, else after waiting in a queue of at most
+    /// `queue_limit` (past it: 503 with `Retry-After`).
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        if let Ok(p) = self.permits.try_acquire() {
+            return Ok(p);
+        }
+        /// Leaves the queue when the wait ends, or when the request is dropped while waiting.
+        struct InQueue<'a>(&'a AtomicUsize);
+        impl Drop for InQueue<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _in_queue = InQueue(&self.waiting);
+        if ahead >= self.queue_limit {
+            eprintln!(
+                "imgvec: serve: the model queue is full ({} waiting): answered 503",
+                self.queue_limit
+            );
+            return Err(ApiError::busy(
+                "the server is busy with other searches: try again in a few seconds",
+                RETRY_AFTER_SECS,
+            ));
+        }
+        self.permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal("the model queue is closed", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every permit taken and the queue full, one more call is 503 with `Retry-After`; the
+    /// queued ones still run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_answers_busy() {
+        let mut model = Model::new(Err("none".into()), Device::Cpu, Err("none".into()), false);
+        model.queue_limit = 2;
+        let model = Arc::new(model);
+        let mut running = Vec::new();
+        for i in 0..MODEL_PERMITS + 2 {
+            let m = Arc::clone(&model);
+            running.push(tokio::spawn(async move {
+                m.cached(format!("k{i}"), || {
+                    std::thread::sleep(std::time::Duration::from_millis(400));
+                    Ok(vec![1.0])
+                })
+                .await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let err = model
+            .cached("one more".into(), || Ok(vec![2.0]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.retry_after, Some(RETRY_AFTER_SECS));
+        let response = axum::response::IntoResponse::into_response(err);
+        assert_eq!(response.headers()["retry-after"], "5");
+        for r in running {
+            assert_eq!(*r.await.unwrap().unwrap(), vec![1.0]);
+        }
+        assert_eq!(model.waiting.load(Ordering::SeqCst), 0);
+        // Once the queue drains, calls run again.
+        assert!(model.cached("later".into(), || Ok(vec![3.0])).await.is_ok());
     }
 }
