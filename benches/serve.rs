@@ -364,16 +364,24 @@ fn load(url: &str, big_id: &str, docs: usize, clients: usize, uploaders: usize, 
     let running = AtomicBool::new(true);
     // (kind, ms, status)
     let seen: Mutex<Vec<(&'static str, f64, u16)>> = Mutex::new(Vec::new());
-    let big_upload = {
+    // About 5 MB: a noisy 2,600 × 2,000 JPEG at quality 90, made distinct per request by a
+    // comment segment (so the server's embedding cache never answers: each is decoded and embedded).
+    let big_upload = jpeg(2600, 2000, 99);
+    let distinct = |n: usize| {
         use base64::Engine;
-        // About 5 MB: a noisy 2,600 × 2,000 JPEG at quality 90.
-        base64::engine::general_purpose::STANDARD.encode(jpeg(2600, 2000, 99))
+        let note = format!("upload {n}");
+        let mut bytes = big_upload[..2].to_vec();
+        bytes.extend_from_slice(&[0xFF, 0xFE]);
+        bytes.extend_from_slice(&((note.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(note.as_bytes());
+        bytes.extend_from_slice(&big_upload[2..]);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     };
     let most_rss = std::thread::scope(|s| {
         let sampler = s.spawn(|| rss_sampler(&running));
         let mut workers = Vec::new();
         for c in 0..clients + uploaders {
-            let (seen, big_upload) = (&seen, &big_upload);
+            let (seen, distinct) = (&seen, &distinct);
             workers.push(s.spawn(move || {
                 let http = Client::builder()
                     .timeout(Duration::from_secs(600))
@@ -387,7 +395,10 @@ fn load(url: &str, big_id: &str, docs: usize, clients: usize, uploaders: usize, 
                             "upload 5 MB",
                             http.post(format!("{url}/api/search"))
                                 .header("content-type", "application/json")
-                                .body(format!("{{\"image\": \"{big_upload}\", \"k\": 10}}")),
+                                .body(format!(
+                                    "{{\"image\": \"{}\", \"k\": 10}}",
+                                    distinct(c * 1_000_000 + i)
+                                )),
                         )
                     } else {
                         match i % 3 {
