@@ -145,10 +145,26 @@ pub async fn find(
     result?;
     closed?;
     let groups = group(&docs, &pairs);
-    let mut out = Vec::with_capacity(groups.len());
-    for members in groups {
-        out.push(describe(store.as_ref(), &docs, &members).await?);
+    // The groups' vectors, read back in a few large calls rather than one per group.
+    let ids: Vec<String> = groups
+        .iter()
+        .flatten()
+        .map(|&i| docs[i].id.clone())
+        .collect();
+    let mut vectors: HashMap<String, Vec<f32>> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(PAGE) {
+        vectors.extend(
+            store
+                .get(chunk)
+                .await?
+                .into_iter()
+                .map(|d| (d.id, d.vector)),
+        );
     }
+    let mut out: Vec<Group> = groups
+        .iter()
+        .map(|members| describe(&docs, members, &vectors))
+        .collect();
     out.sort_by(|a, b| a.members[0].path.cmp(&b.members[0].path));
     Ok((out, stats))
 }
@@ -302,12 +318,8 @@ impl UnionFind {
 }
 
 /// A group's members (every path of its documents) looked at on disk, the keeper chosen, and each
-/// one's distance to the keeper from the documents' vectors.
-async fn describe(
-    store: &dyn VectorStore,
-    docs: &[Doc],
-    members: &[usize],
-) -> Result<Group, StoreError> {
+/// one's distance to the keeper from the documents' `vectors`.
+fn describe(docs: &[Doc], members: &[usize], vectors: &HashMap<String, Vec<f32>>) -> Group {
     let mut list: Vec<Member> = members
         .iter()
         .flat_map(|&i| {
@@ -320,13 +332,6 @@ async fn describe(
         .unwrap_or(0);
     list.swap(0, keeper);
     list[0].keep = true;
-    let ids: Vec<String> = members.iter().map(|&i| docs[i].id.clone()).collect();
-    let vectors: HashMap<String, Vec<f32>> = store
-        .get(&ids)
-        .await?
-        .into_iter()
-        .map(|d| (d.id, d.vector))
-        .collect();
     let keeper_vector = vectors.get(&list[0].id);
     for m in &mut list {
         m.distance = match (keeper_vector, vectors.get(&m.id)) {
@@ -335,7 +340,7 @@ async fn describe(
             _ => f32::NAN,
         };
     }
-    Ok(finish(list))
+    finish(list)
 }
 
 /// Sorts the members after the keeper by distance then path (the keeper's exact copies at 0),

@@ -12,8 +12,8 @@ mod write;
 use clap::{Parser, Subcommand};
 
 pub use read::{
-    parse_distance, parse_score, ClassifyArgs, DupesArgs, EmbedArgs, EvalArgs, InfoArgs,
-    SearchArgs, ServeArgs,
+    check_distance, check_score, distance_error, parse_distance, parse_score, score_error,
+    ClassifyArgs, DupesArgs, EmbedArgs, EvalArgs, InfoArgs, SearchArgs, ServeArgs,
 };
 pub use shared::{ClassifyOptions, FollowOptions, ModelArgs, ModelLocation, StoreArgs};
 pub use tools::{CompletionsArgs, FetchModelArgs, ManArgs};

@@ -72,22 +72,34 @@ pub struct SearchArgs {
 
 /// A distance between unit vectors: 0 to 2.
 pub fn parse_distance(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(d) if (0.0..=2.0).contains(&d) => Ok(d),
-        _ => Err(format!(
-            "{s:?} is not a distance between unit vectors (0 to 2, e.g. 0.2)"
-        )),
-    }
+    s.parse::<f32>()
+        .map_err(|_| distance_error(s))
+        .and_then(|d| check_distance(d).ok_or_else(|| distance_error(s)))
 }
 
 /// An l2_norm score: above 0, at most 1.
 pub fn parse_score(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a score (above 0, at most 1, e.g. 0.9)"
-        )),
-    }
+    s.parse::<f32>()
+        .map_err(|_| score_error(s))
+        .and_then(|v| check_score(v).ok_or_else(|| score_error(s)))
+}
+
+/// `d` if it is a distance between unit vectors (0 to 2).
+pub fn check_distance(d: f32) -> Option<f32> {
+    (0.0..=2.0).contains(&d).then_some(d)
+}
+
+/// `v` if it is an l2_norm score (above 0, at most 1).
+pub fn check_score(v: f32) -> Option<f32> {
+    (v > 0.0 && v <= 1.0).then_some(v)
+}
+
+pub fn distance_error(s: &str) -> String {
+    format!("{s:?} is not a distance between unit vectors (0 to 2, e.g. 0.2)")
+}
+
+pub fn score_error(s: &str) -> String {
+    format!("{s:?} is not a score (above 0, at most 1, e.g. 0.9)")
 }
 
 #[derive(Debug, Args)]

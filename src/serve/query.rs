@@ -16,6 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::api::ApiError;
+use crate::cli::{check_distance, check_score, distance_error, score_error};
 use crate::store::{default_num_candidates, MAX_NUM_CANDIDATES};
 
 /// Default and largest number of results.
@@ -86,12 +87,14 @@ pub fn cut_off(max_distance: Option<f64>, min_score: Option<f64>) -> Result<Opti
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "give max_distance or min_score, not both",
         )),
-        (Some(d), None) => crate::cli::parse_distance(&d.to_string())
-            .map(Some)
-            .map_err(|e| ApiError::bad_request(format!("max_distance: {e}"))),
-        (None, Some(s)) => crate::cli::parse_score(&s.to_string())
+        (Some(d), None) => check_distance(d as f32).map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!("max_distance: {}", distance_error(&d.to_string())))
+        }),
+        (None, Some(s)) => check_score(s as f32)
             .map(|s| Some(crate::store::score_to_distance(s)))
-            .map_err(|e| ApiError::bad_request(format!("min_score: {e}"))),
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("min_score: {}", score_error(&s.to_string())))
+            }),
         (None, None) => Ok(None),
     }
 }

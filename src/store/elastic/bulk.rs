@@ -121,13 +121,18 @@ pub enum BulkItemOutcome {
     Failed(String),
 }
 
+/// The HTTP status of one item of a `_bulk` response (`{"create": {"status": 201, ...}}`).
+pub fn item_status(item: &Value) -> Option<u64> {
+    item.as_object()?.values().next()?.get("status")?.as_u64()
+}
+
 /// Reads one item of a `_bulk` response (`{"create": {"_id", "status", "error"?, ...}}`).
 pub fn classify_bulk_item(item: &Value, overwrite: bool) -> BulkItemOutcome {
     let inner = item
         .as_object()
         .and_then(|o| o.values().next())
         .unwrap_or(&Value::Null);
-    let Some(status) = inner.get("status").and_then(Value::as_u64) else {
+    let Some(status) = item_status(item) else {
         return BulkItemOutcome::Failed(format!(
             "no status in bulk item: {}",
             truncate(&item.to_string(), 300)
@@ -244,15 +249,7 @@ impl ElasticStore {
                 .body
                 .get("items")
                 .and_then(Value::as_array)
-                .is_some_and(|items| {
-                    items.iter().any(|i| {
-                        i.as_object()
-                            .and_then(|o| o.values().next())
-                            .and_then(|v| v.get("status"))
-                            .and_then(Value::as_u64)
-                            == Some(429)
-                    })
-                });
+                .is_some_and(|items| items.iter().any(|i| item_status(i) == Some(429)));
             if reply.busy_retries > 0 || reply.status.as_u16() == 429 || items_busy {
                 self.throttle.busy();
             } else {

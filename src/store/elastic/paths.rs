@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
-use super::bulk::{classify_bulk_item, BulkItemOutcome};
+use super::bulk::{classify_bulk_item, item_status, BulkItemOutcome};
 use super::errors::{unexpected, Op};
 use super::fields::{path_value, source_paths, PATH_FIELD};
 use super::ElasticStore;
@@ -224,12 +224,7 @@ impl ElasticStore {
         };
         let mut again = Vec::new();
         for ((id, _, _), item) in sent.iter().zip(items) {
-            let status = item
-                .as_object()
-                .and_then(|o| o.values().next())
-                .and_then(|v| v.get("status"))
-                .and_then(Value::as_u64);
-            if matches!(status, Some(409 | 404)) {
+            if matches!(item_status(item), Some(409 | 404)) {
                 again.push(id.clone());
                 continue;
             }

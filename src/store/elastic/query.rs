@@ -49,11 +49,7 @@ impl ElasticStore {
         if query.k == 0 {
             return Ok(Vec::new());
         }
-        let exact = if self.server_info().await?.has_rescore_vector() {
-            ExactScores::RescoreVector
-        } else {
-            ExactScores::Script
-        };
+        let exact = self.exact_scores().await?;
         let body = knn_body(query, exact).to_string();
         let reply = self
             .send(Method::Post, "_search", None, Some(&body))
@@ -61,8 +57,35 @@ impl ElasticStore {
         if !reply.status.is_success() {
             return Err(self.error_for(Op::Search, &reply));
         }
-        parse_hits(&reply.body).map_err(|e| {
+        self.hits_of(&reply.body)
+    }
+
+    /// How this server gives exact scores (its version is read once).
+    async fn exact_scores(&self) -> Result<ExactScores, StoreError> {
+        Ok(if self.server_info().await?.has_rescore_vector() {
+            ExactScores::RescoreVector
+        } else {
+            ExactScores::Script
+        })
+    }
+
+    /// The hits of one search answer.
+    fn hits_of(&self, body: &Value) -> Result<Vec<Hit>, StoreError> {
+        parse_hits(body).map_err(|e| {
             StoreError::Other(format!("unexpected search answer from {}: {e}", self.url()))
+        })
+    }
+
+    /// The error an item of an `_mget` or `_msearch` answer carries, as the call's error (a
+    /// missing index as [`StoreError::IndexMissing`]); `None` for an item without one.
+    fn item_error(&self, api: &str, item: &Value, status: u16) -> Option<StoreError> {
+        let error = json!({ "error": item.get("error")? });
+        if error_type(&error) == Some("index_not_found_exception") {
+            return Some(self.index_missing());
+        }
+        Some(StoreError::Server {
+            status,
+            body: format!("{api}: {}", error_summary(&error)),
         })
     }
 
@@ -80,11 +103,7 @@ impl ElasticStore {
         if queries.is_empty() {
             return Ok(out);
         }
-        let exact = if self.server_info().await?.has_rescore_vector() {
-            ExactScores::RescoreVector
-        } else {
-            ExactScores::Script
-        };
+        let exact = self.exact_scores().await?;
         for chunk in queries.chunks(MSEARCH_CHUNK) {
             let mut body = String::new();
             for q in chunk {
@@ -103,19 +122,11 @@ impl ElasticStore {
                 _ => return Err(unexpected(self.url(), "_msearch", &reply.body)),
             };
             for answer in answers {
-                if let Some(error) = answer.get("error") {
-                    let error = json!({ "error": error });
-                    if error_type(&error) == Some("index_not_found_exception") {
-                        return Err(self.index_missing());
-                    }
-                    return Err(StoreError::Server {
-                        status: answer.get("status").and_then(Value::as_u64).unwrap_or(500) as u16,
-                        body: format!("_msearch: {}", error_summary(&error)),
-                    });
+                let status = answer.get("status").and_then(Value::as_u64).unwrap_or(500);
+                if let Some(e) = self.item_error("_msearch", answer, status as u16) {
+                    return Err(e);
                 }
-                out.push(parse_hits(answer).map_err(|e| {
-                    StoreError::Other(format!("unexpected search answer from {}: {e}", self.url()))
-                })?);
+                out.push(self.hits_of(answer)?);
             }
         }
         Ok(out)
@@ -158,15 +169,8 @@ impl ElasticStore {
                 return Err(unexpected(self.url(), "_mget", &reply.body));
             };
             for doc in docs {
-                if let Some(error) = doc.get("error") {
-                    let error = json!({ "error": error });
-                    if error_type(&error) == Some("index_not_found_exception") {
-                        return Err(self.index_missing());
-                    }
-                    return Err(StoreError::Server {
-                        status: 200,
-                        body: format!("_mget: {}", error_summary(&error)),
-                    });
+                if let Some(e) = self.item_error("_mget", doc, 200) {
+                    return Err(e);
                 }
                 out.push(doc.clone());
             }

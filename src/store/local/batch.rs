@@ -51,6 +51,7 @@ impl Shared {
                         })
                         .collect::<Result<_, _>>()
                         .map_err(|e| ann_error("search", e))?;
+                    let copies = self.has_copies(&tx, row.id)?;
                     let mut out = Vec::with_capacity(queries.len());
                     for (q, keys) in queries.iter().zip(found) {
                         let search = Search {
@@ -66,7 +67,11 @@ impl Shared {
                             (None, Some(label)) => self.filtered_knn(graph, &search, label)?,
                             (None, None) => Vec::new(),
                         };
-                        out.push(self.with_other_paths(&tx, row.id, hits)?);
+                        out.push(if copies {
+                            self.fill_other_paths(&tx, row.id, hits)?
+                        } else {
+                            hits
+                        });
                     }
                     Some(out)
                 }

@@ -22,26 +22,43 @@ use super::{Shared, State};
 use crate::store::{DocPath, PathsRemoved, StoreError};
 
 impl Shared {
-    /// Each path added to its document; the ids not in the index.
+    /// Each path added to its document; the ids not in the index. Most paths asked are already
+    /// their document's (an unchanged folder ingested again): those are sorted out with a read,
+    /// and the write lock is taken only when something is left to write.
     pub(super) fn add_paths(
         &self,
         state: &mut State,
         paths: &[DocPath],
     ) -> Result<Vec<String>, StoreError> {
         let db = |e| db_error(&self.db_path, e);
-        let _lock = self.lock_for_writing()?;
         let row = self.index_row(&state.conn)?;
+        let mut missing = Vec::new();
+        let mut new = Vec::new();
+        for p in paths {
+            match doc_key(&state.conn, row.id, &p.id).map_err(db)? {
+                None => missing.push(p.id.clone()),
+                Some((_, first)) if first == p.path => {}
+                Some((key, _)) if has_path(&state.conn, row.id, key, &p.path).map_err(db)? => {}
+                Some(_) => new.push(p),
+            }
+        }
+        if new.is_empty() {
+            return Ok(missing);
+        }
+        let _lock = self.lock_for_writing()?;
         let tx = state
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let mut missing = Vec::new();
-        for p in paths {
-            let mtime = p.mtime_ms.and_then(|m| i64::try_from(m).ok());
+        for p in new {
+            // Looked up again under the lock: the document may have gone meanwhile.
             match doc_key(&tx, row.id, &p.id).map_err(db)? {
                 None => missing.push(p.id.clone()),
                 Some((_, first)) if first == p.path => {}
-                Some((key, _)) => insert_path(&tx, row.id, key, &p.path, mtime).map_err(db)?,
+                Some((key, _)) => {
+                    let mtime = p.mtime_ms.and_then(|m| i64::try_from(m).ok());
+                    insert_path(&tx, row.id, key, &p.path, mtime).map_err(db)?;
+                }
             }
         }
         tx.commit().map_err(db)?;
@@ -111,4 +128,15 @@ impl Shared {
         }
         Ok(removed)
     }
+}
+
+/// Whether document `key` has `path` among its other paths.
+fn has_path(
+    conn: &rusqlite::Connection,
+    index_id: i64,
+    key: i64,
+    path: &str,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM doc_paths WHERE index_id = ?1 AND key = ?2 AND path = ?3")?
+        .exists(params![index_id, key, path])
 }

@@ -205,7 +205,10 @@ impl Shared {
                     mtime
                 ])
                 .map_err(db)?;
-            add_doc_paths(tx, row.id, doc, mtime).map_err(db)?;
+            // A new document's path is its first: only copies named with it need a row.
+            if existed || !doc.other_paths.is_empty() {
+                add_doc_paths(tx, row.id, doc, mtime).map_err(db)?;
+            }
             if !existed {
                 added += 1;
             }
@@ -265,7 +268,7 @@ fn add_doc_paths(
 
 /// The key and first path of the document `id`, if stored.
 pub(super) fn doc_key(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     index_id: i64,
     id: &str,
 ) -> rusqlite::Result<Option<(i64, String)>> {

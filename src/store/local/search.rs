@@ -76,6 +76,27 @@ impl Shared {
         &self,
         conn: &Connection,
         index_id: i64,
+        hits: Vec<Hit>,
+    ) -> Result<Vec<Hit>, StoreError> {
+        if hits.is_empty() || !self.has_copies(conn, index_id)? {
+            return Ok(hits);
+        }
+        self.fill_other_paths(conn, index_id, hits)
+    }
+
+    /// Whether any document of the index has other paths: most libraries have no copies, and
+    /// then one look spares a query per hit.
+    pub(super) fn has_copies(&self, conn: &Connection, index_id: i64) -> Result<bool, StoreError> {
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM doc_paths WHERE index_id = ?1)")
+            .and_then(|mut s| s.query_row(params![index_id], |r| r.get(0)))
+            .map_err(|e| self.db(e))
+    }
+
+    /// Each hit's other paths, one query per hit.
+    pub(super) fn fill_other_paths(
+        &self,
+        conn: &Connection,
+        index_id: i64,
         mut hits: Vec<Hit>,
     ) -> Result<Vec<Hit>, StoreError> {
         let mut stmt = conn
