@@ -12,7 +12,7 @@
 //! One line per figure. Sizes come from the environment (defaults in brackets):
 //! `IMGVEC_BENCH_N` [100000], `IMGVEC_BENCH_DIMS` [768], `IMGVEC_BENCH_CLUSTERS` [1000],
 //! `IMGVEC_BENCH_QUERIES` [1000], `IMGVEC_BENCH_M` [store default], `IMGVEC_BENCH_EFC` [store
-//! default], `IMGVEC_BENCH_RAW` [i8,f16,f32] (raw quantizations to compare; empty: none),
+//! default], `IMGVEC_BENCH_RAW` [i8q,i8,f16,f32] (raw quantizations to compare, i8q the store's own codes; empty: none),
 //! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir].
 //!
 //! ```text
@@ -28,13 +28,36 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use imgvec::store::local::{
-    LocalConfig, LocalStore, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH,
+    LocalConfig, LocalStore, Quantizer, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
+    DEFAULT_MIN_EF_SEARCH,
 };
 use imgvec::store::{ImageDoc, IndexSpec, KnnQuery, VectorStore};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 const K: usize = 10;
-const LABELS: usize = 10;
+/// Label filters measured: a label of that share of the documents. Labels follow clusters (a
+/// label is a set of whole clusters, as "cat" is a set of kinds of cat photo), the rest of the
+/// documents are labelled `rest`, and the filtered queries are the plain ones, most of them from
+/// clusters outside the label: the nearest documents of the label are far from the query.
+const LABEL_SHARES: [(&str, f64); 4] = [
+    ("half", 0.5),
+    ("tenth", 0.1),
+    ("hundredth", 0.01),
+    ("thousandth", 0.001),
+];
+
+/// The label of the documents of `cluster` (of `clusters`).
+fn label_of(cluster: usize, clusters: usize) -> &'static str {
+    let at = (cluster as f64 + 0.5) / clusters.max(1) as f64;
+    let mut end = 0.0;
+    for (name, share) in LABEL_SHARES {
+        end += share;
+        if at < end {
+            return name;
+        }
+    }
+    "rest"
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -175,10 +198,28 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Adds `v` under `key`: as f32 (usearch casts it to the index's kind) or as `quant`'s i8 code.
+fn raw_add(index: &Index, quant: Option<&Quantizer>, key: u64, v: &[f32]) {
+    let _ = match quant {
+        Some(q) => index.add(key, &q.code(v)),
+        None => index.add(key, v),
+    };
+}
+
+/// The `count` nearest keys to `v` (coded by `quant` if given).
+fn raw_search(index: &Index, quant: Option<&Quantizer>, v: &[f32], count: usize) -> Vec<u64> {
+    let found = match quant {
+        Some(q) => index.search(&q.code(v), count),
+        None => index.search(v, count),
+    };
+    found.map(|m| m.keys).unwrap_or_default()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn raw_bench(
     name: &str,
     quantization: ScalarKind,
+    quant: Option<&Quantizer>,
     flat: &[f32],
     dims: usize,
     queries: &[Vec<f32>],
@@ -215,7 +256,7 @@ fn raw_bench(
             let index = &index;
             s.spawn(move || {
                 for i in t * per..((t + 1) * per).min(n) {
-                    let _ = index.add(i as u64, &flat[i * dims..(i + 1) * dims]);
+                    raw_add(index, quant, i as u64, &flat[i * dims..(i + 1) * dims]);
                 }
             });
         }
@@ -233,7 +274,7 @@ fn raw_bench(
         let mut times = Vec::with_capacity(queries.len());
         for q in queries {
             let t = Instant::now();
-            let r = index.search(q, K).map(|m| m.keys).unwrap_or_default();
+            let r = raw_search(&index, quant, q, K);
             times.push(ms(t.elapsed()));
             found.push(r);
         }
@@ -249,10 +290,7 @@ fn raw_bench(
         let mut times = Vec::with_capacity(queries.len());
         for q in queries {
             let t = Instant::now();
-            let keys = index
-                .search(q, candidates)
-                .map(|m| m.keys)
-                .unwrap_or_default();
+            let keys = raw_search(&index, quant, q, candidates);
             let mut scored: Vec<(f32, u64)> = keys
                 .iter()
                 .map(|&k| {
@@ -272,8 +310,8 @@ fn raw_bench(
     }
 }
 
-fn doc(i: usize, v: &[f32], cluster: usize) -> ImageDoc {
-    docs::bench_doc(i, format!("l{}", cluster % LABELS), v.to_vec())
+fn doc(i: usize, v: &[f32], label: &str) -> ImageDoc {
+    docs::bench_doc(i, label.to_string(), v.to_vec())
 }
 
 /// recall@10 and latency of the store's knn over `queries` (optionally label-filtered).
@@ -281,18 +319,18 @@ async fn store_knn(
     store: &LocalStore,
     what: &str,
     queries: &[Vec<f32>],
-    labels: Option<&[usize]>,
+    label: Option<&str>,
     truth: &[Vec<u64>],
     num_candidates: usize,
 ) {
     let mut found = Vec::with_capacity(queries.len());
     let mut times = Vec::with_capacity(queries.len());
-    for (qi, q) in queries.iter().enumerate() {
+    for q in queries {
         let query = KnnQuery {
             vector: q.clone(),
             k: K,
             num_candidates,
-            label: labels.map(|l| format!("l{}", l[qi])),
+            label: label.map(str::to_string),
         };
         let t = Instant::now();
         let hits = match store.knn(&query).await {
@@ -317,16 +355,40 @@ async fn store_knn(
     );
 }
 
+/// recall@10 and latency of the store's knn with each label filter of `label_truth`.
+async fn label_knn(
+    store: &LocalStore,
+    how: &str,
+    n: usize,
+    queries: &[Vec<f32>],
+    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
+) {
+    for (label, count, truth) in label_truth {
+        let what = format!(
+            "label filter '{label}' ({count} docs, 1 in {:.0}{how})",
+            n as f64 / *count as f64
+        );
+        store_knn(
+            store,
+            &what,
+            &queries[..truth.len()],
+            Some(label),
+            truth,
+            100,
+        )
+        .await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn store_bench(
     dir: &Path,
     flat: &[f32],
-    clusters: &[usize],
+    labels: &[&str],
     dims: usize,
     queries: &[Vec<f32>],
     truth: &[Vec<u64>],
-    label_queries: &[usize],
-    label_truth: &[Vec<u64>],
+    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
     m: usize,
     efc: usize,
 ) -> Result<(), String> {
@@ -350,7 +412,7 @@ async fn store_bench(
     for start in (0..n).step_by(8) {
         batch.clear();
         for i in start..(start + 8).min(n) {
-            batch.push(doc(i, &flat[i * dims..(i + 1) * dims], clusters[i]));
+            batch.push(doc(i, &flat[i * dims..(i + 1) * dims], labels[i]));
         }
         let t = Instant::now();
         let report = store
@@ -386,16 +448,42 @@ async fn store_bench(
     );
     store_knn(&store, "plain", queries, None, truth, 100).await;
     store_knn(&store, "plain", queries, None, truth, 40).await;
-    store_knn(
-        &store,
-        &format!("label filter (1 of {LABELS} labels)"),
-        &queries[..label_truth.len()],
-        Some(label_queries),
-        label_truth,
-        100,
-    )
-    .await;
+    label_knn(&store, "", n, queries, label_truth).await;
     drop(store);
+    // The curve of the plain search's ef floor.
+    for min_ef in [64, 256] {
+        let cfg = LocalConfig {
+            min_ef_search: min_ef,
+            ..cfg.clone()
+        };
+        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
+        store_knn(
+            &store,
+            &format!("plain, ef floor {min_ef}"),
+            queries,
+            None,
+            truth,
+            100,
+        )
+        .await;
+    }
+    // Each way of answering a filter on every label, to choose where one gives way to the other:
+    // the graph walk at several widths, the scan of the label's codes.
+    let ways = [
+        (0, 2, "graph walk, ef x2"),
+        (0, 4, "graph walk, ef x4"),
+        (0, 8, "graph walk, ef x8"),
+        (usize::MAX, 1, "code scan"),
+    ];
+    for (scan_rows, factor, how) in ways {
+        let cfg = LocalConfig {
+            filtered_scan_rows: scan_rows,
+            filtered_ef_factor: factor,
+            ..cfg.clone()
+        };
+        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
+        label_knn(&store, &format!(", {how} forced"), n, queries, label_truth).await;
+    }
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;
@@ -435,7 +523,7 @@ fn main() {
     let n_queries = env_usize("IMGVEC_BENCH_QUERIES", 1_000);
     let m = env_usize("IMGVEC_BENCH_M", DEFAULT_HNSW_M as usize);
     let efc = env_usize("IMGVEC_BENCH_EFC", DEFAULT_HNSW_EF_CONSTRUCTION as usize);
-    let raw = std::env::var("IMGVEC_BENCH_RAW").unwrap_or_else(|_| "i8,f16,f32".into());
+    let raw = std::env::var("IMGVEC_BENCH_RAW").unwrap_or_else(|_| "i8q,i8,f16,f32".into());
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -454,47 +542,56 @@ fn main() {
         flat.extend_from_slice(&v);
         clusters.push(c);
     }
-    let mut queries = Vec::with_capacity(n_queries);
-    let mut query_clusters = Vec::with_capacity(n_queries);
-    for _ in 0..n_queries {
-        let (v, c) = data.sample(&mut rng);
-        queries.push(v);
-        query_clusters.push(c);
-    }
+    // Drawn as the documents are (the same PRNG stream as before, so the data is unchanged).
+    let queries: Vec<Vec<f32>> = (0..n_queries).map(|_| data.sample(&mut rng).0).collect();
     println!("data generated: {:.1} s", t.elapsed().as_secs_f64());
 
     let t = Instant::now();
     let truth = ground_truth(&flat, dims, &queries, |_, _| true, threads);
-    // Label-filtered queries ask for a label other than the query's own cluster's, the harder case.
+    let labels: Vec<&str> = clusters.iter().map(|&c| label_of(c, n_clusters)).collect();
     let n_label = n_queries.min(200);
-    let label_queries: Vec<usize> = (0..n_label)
-        .map(|qi| (query_clusters[qi] + 1 + qi % (LABELS - 1)) % LABELS)
+    let label_truth: Vec<(&str, usize, Vec<Vec<u64>>)> = LABEL_SHARES
+        .iter()
+        .filter_map(|&(name, _)| {
+            let count = labels.iter().filter(|&&l| l == name).count();
+            (count > 0).then(|| {
+                let truth = ground_truth(
+                    &flat,
+                    dims,
+                    &queries[..n_label],
+                    |_, i| labels[i] == name,
+                    threads,
+                );
+                (name, count, truth)
+            })
+        })
         .collect();
-    let label_truth = ground_truth(
-        &flat,
-        dims,
-        &queries[..n_label],
-        |qi, i| clusters[i] % LABELS == label_queries[qi],
-        threads,
-    );
     println!(
-        "exact ground truth: {:.1} s ({n_queries} queries + {n_label} label-filtered)",
+        "exact ground truth: {:.1} s ({n_queries} queries + {n_label} per label filter)",
         t.elapsed().as_secs_f64()
     );
 
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // i8q: the store's codes (centred, scaled, rounded); i8: usearch's own cast.
+        let quant = (name == "i8q").then(|| {
+            Quantizer::fit(
+                dims,
+                flat.chunks_exact(dims).take(imgvec::store::local::FIT_ROWS),
+            )
+        });
         let kind = match name {
-            "i8" => ScalarKind::I8,
+            "i8" | "i8q" => ScalarKind::I8,
             "f16" => ScalarKind::F16,
             "bf16" => ScalarKind::BF16,
             "f32" => ScalarKind::F32,
             other => {
-                println!("raw {other}: unknown quantization (i8, f16, bf16, f32)");
+                println!("raw {other}: unknown quantization (i8q, i8, f16, bf16, f32)");
                 continue;
             }
         };
         // One build thread, as in the store (usearch issue #735: concurrent adds can strand nodes).
-        raw_bench(name, kind, &flat, dims, &queries, &truth, m, efc, 1);
+        let quant = quant.as_ref();
+        raw_bench(name, kind, quant, &flat, dims, &queries, &truth, m, efc, 1);
     }
 
     if env_usize("IMGVEC_BENCH_STORE", 1) == 0 {
@@ -528,11 +625,10 @@ fn main() {
     if let Err(e) = rt.block_on(store_bench(
         tmp.path(),
         &flat,
-        &clusters,
+        &labels,
         dims,
         &queries,
         &truth,
-        &label_queries,
         &label_truth,
         m,
         efc,

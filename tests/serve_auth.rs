@@ -424,3 +424,91 @@ fn a_key_over_plain_http_beyond_loopback_warns() {
     assert!(log.contains("plain HTTP"), "{log}");
     assert!(!log.contains(KEY), "a given key is not printed: {log}");
 }
+
+/// A JPEG of `side`² noise pixels, different for each `seed` (so no two share a cached embedding).
+fn noise_jpeg(side: u32, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let img = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// Sends every image as a search upload at the same moment; each answer's status and
+/// `Retry-After`.
+fn upload_all_at_once(server: &Server, images: &[Vec<u8>]) -> Vec<(u16, Option<String>)> {
+    let barrier = std::sync::Barrier::new(images.len());
+    std::thread::scope(|s| {
+        let sent: Vec<_> = images
+            .iter()
+            .map(|bytes| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let form = Form::new().file("image", "noise.jpg", bytes.clone());
+                    barrier.wait();
+                    let r = server
+                        .http
+                        .post(format!("{}/api/search", server.url))
+                        .header("content-type", form.content_type())
+                        .body(form.body())
+                        .send()
+                        .unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (r.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Uploads past a client's limit are answered 429 and uploads past the image queue 503, both
+/// with `Retry-After`; the others are answered, and the server takes uploads again afterwards.
+#[test]
+fn uploads_past_the_client_limit_or_the_queue_are_refused_with_retry_after() {
+    let idx = TestIndex::local("limits");
+    let corpus = Corpus::new();
+    corpus.ingest(&idx);
+    let images: Vec<Vec<u8>> = (0..8).map(|seed| noise_jpeg(2_000, seed)).collect();
+    for (args, refusal) in [
+        (&["--uploads-per-client", "1"][..], 429),
+        (
+            &["--model-queue", "0", "--uploads-per-client", "100"][..],
+            503,
+        ),
+    ] {
+        let server = start(&idx, args, None);
+        let answers = upload_all_at_once(&server, &images);
+        let served = answers.iter().filter(|a| a.0 == 200).count();
+        let refused: Vec<_> = answers.iter().filter(|a| a.0 == refusal).collect();
+        assert!(served >= 1 && !refused.is_empty(), "{args:?}: {answers:?}");
+        assert_eq!(
+            served + refused.len(),
+            images.len(),
+            "{args:?}: {answers:?}"
+        );
+        assert!(
+            refused.iter().all(|a| a.1.as_deref() == Some("5")),
+            "{args:?}: {answers:?}"
+        );
+        // Alone, an upload is served again.
+        let (status, _) =
+            server.search_form(&Form::new().file("image", "n.jpg", images[0].clone()));
+        assert_eq!(status, 200, "{args:?}");
+        let log = server.log();
+        let said = if refusal == 429 {
+            "uploads in flight"
+        } else {
+            "queue is full"
+        };
+        assert!(log.contains(said), "{args:?}: {log}");
+    }
+}

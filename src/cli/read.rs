@@ -258,6 +258,14 @@ pub struct ServeArgs {
     /// Memory for cached thumbnails, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub thumb_cache_mib: u64,
+    /// Model calls that may wait their turn, for image uploads and for texts each (a few run at
+    /// once); one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = crate::serve::state::MODEL_QUEUE, value_name = "N")]
+    pub model_queue: usize,
+    /// Searches by uploaded image one client address may have in flight; one more is answered 429
+    /// with Retry-After, before its upload is read.
+    #[arg(long, default_value_t = crate::serve::state::UPLOADS_PER_CLIENT, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub uploads_per_client: usize,
     /// Print nothing but the URL and errors (no line per request).
     #[arg(long, short)]
     pub quiet: bool,

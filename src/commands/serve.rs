@@ -47,10 +47,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             store,
             backend,
             args.store.index.clone(),
-            model,
+            model.with_queue(args.model_queue),
             Thumbs::new((args.thumb_cache_mib as usize) << 20),
             args.max_upload_mib << 20,
-        );
+        )
+        .with_uploads_per_client(args.uploads_per_client);
         let describe = state.store.describe();
         let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = if args.watch.is_empty() {

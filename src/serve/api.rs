@@ -119,6 +119,13 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
+    /// 429 with `Retry-After: secs`: this client has as much in flight as it may.
+    pub fn too_many(message: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+        }
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }

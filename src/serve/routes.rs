@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use super::api::{ApiError, DupesResponse, InfoResponse, SearchResponse};
 use super::query::{
     check_k, clean_label, combine, cut_off, read_search, DupesParams, SearchRequest, SimilarParams,
+    FORM_OVERHEAD,
 };
 use super::state::AppState;
 use super::thumbs::{is_doc_id, mime, read_original};
@@ -78,6 +79,19 @@ async fn labels(State(state): Shared) -> Result<Response, ApiError> {
 
 async fn search(State(state): Shared, req: Request) -> Result<Json<SearchResponse>, ApiError> {
     let started = Instant::now();
+    // An upload (a body too big for text fields) takes one of its client's slots before its body
+    // is read, and holds it to the end. A refused one's body is read and dropped as it comes (so
+    // the client, still sending, gets the answer rather than a broken connection).
+    let _slot = match (is_upload(&req), client_ip(&req)) {
+        (true, Some(ip)) => match state.uploads.take(ip) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                discard(req.into_body(), state.max_upload + FORM_OVERHEAD).await;
+                return Err(refusal);
+            }
+        },
+        _ => None,
+    };
     let request = read_search(req, state.max_upload).await?.check()?;
     state.check_dims().await?;
     let vector = query_vector(&state, &request).await?;
@@ -92,6 +106,38 @@ async fn search(State(state): Shared, req: Request) -> Result<Json<SearchRespons
         .await?;
     let hits = within(hits, request.max_distance);
     Ok(Json(SearchResponse::new(&hits, millis(started))))
+}
+
+/// A body of more than this many bytes (or of unknown size) is an upload: a search of text
+/// fields is far smaller.
+const UPLOAD_BYTES: u64 = 64 << 10;
+
+fn is_upload(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_none_or(|n| n > UPLOAD_BYTES)
+}
+
+/// Reads up to `limit` bytes of `body` and drops them, a frame at a time.
+async fn discard(mut body: axum::body::Body, limit: u64) {
+    use axum::body::HttpBody;
+    let mut seen = 0u64;
+    while seen <= limit {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match next {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
+
+/// The client's address, where the server knows it.
+fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The image's and each text's unit vector, added (or subtracted, for `minus`), normalized.

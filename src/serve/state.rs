@@ -2,18 +2,23 @@
 //! first text query), the caches, and the limits.
 //!
 //! What it is for: running model work off the async threads (`spawn_blocking`, a few at a time, so
-//! many clients share the model and none blocks the server; past [`MODEL_QUEUE`] waiting, 503 with
-//! `Retry-After`, so a flood cannot pile up requests without bound), remembering recent query embeddings,
-//! and checking once that the index's vector size is the model's.
+//! many clients share the model and none blocks the server), in two lanes — image uploads and
+//! texts — so a queue of uploads never holds up a text query; past [`MODEL_QUEUE`] waiting in a
+//! lane, 503 with `Retry-After`, so a flood cannot pile up requests without bound. Also: at most
+//! [`UPLOADS_PER_CLIENT`] uploads in flight per client address (429 past it, before the body is
+//! read), remembering recent query embeddings, and checking once that the index's vector size is
+//! the model's.
 //!
 //! What it is not for: HTTP (see `routes`), or parsing requests (see `query`).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
 use candle_core::Device;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
 use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
@@ -22,11 +27,13 @@ use crate::clip::{ImageEncoder, ModelDir, TextEncoder};
 use crate::pipeline::{prepare_bytes, sha256_hex};
 use crate::store::{StoreError, VectorStore};
 
-/// Model calls running at once; more wait their turn (each one already uses every core).
-const MODEL_PERMITS: usize = 4;
-/// Model calls waiting for a permit; one more is answered 503 with `Retry-After`.
+/// Model calls of one lane running at once; more wait their turn (each one already uses every core).
+const LANE_PERMITS: usize = 2;
+/// Model calls of one lane waiting for a permit; one more is answered 503 with `Retry-After`.
 pub const MODEL_QUEUE: usize = 64;
-/// The `Retry-After` of that 503, seconds.
+/// Uploads one client address may have in flight; one more is answered 429.
+pub const UPLOADS_PER_CLIENT: usize = 2;
+/// The `Retry-After` of that 503 or 429, seconds.
 const RETRY_AFTER_SECS: u64 = 5;
 /// Memory for remembered query embeddings.
 const EMBED_CACHE_BYTES: usize = 8 << 20;
@@ -41,6 +48,8 @@ pub struct AppState {
     pub thumbs: Thumbs,
     /// Largest accepted upload, bytes.
     pub max_upload: u64,
+    /// Uploads in flight per client.
+    pub uploads: UploadSlots,
     /// Set once the index's vector size was found equal to the model's.
     dims_ok: OnceCell<()>,
 }
@@ -61,8 +70,15 @@ impl AppState {
             model,
             thumbs,
             max_upload,
+            uploads: UploadSlots::new(UPLOADS_PER_CLIENT),
             dims_ok: OnceCell::new(),
         }
+    }
+
+    /// At most `n` uploads in flight per client address (`serve --uploads-per-client`).
+    pub fn with_uploads_per_client(mut self, n: usize) -> Self {
+        self.uploads = UploadSlots::new(n);
+        self
     }
 
     /// Fails unless the index exists and holds vectors of the model's size (asked of the store
@@ -97,10 +113,8 @@ pub struct Model {
     image: Result<Arc<ImageEncoder>, String>,
     text: OnceCell<Arc<TextEncoder>>,
     apply_exif: bool,
-    permits: Semaphore,
-    /// Calls waiting for a permit now, and how many may.
-    waiting: AtomicUsize,
-    queue_limit: usize,
+    images: Lane,
+    texts: Lane,
     cache: Mutex<Lru<String, Arc<Vec<f32>>>>,
 }
 
@@ -119,11 +133,17 @@ impl Model {
             image: image.map(Arc::new),
             text: OnceCell::new(),
             apply_exif,
-            permits: Semaphore::new(MODEL_PERMITS),
-            waiting: AtomicUsize::new(0),
-            queue_limit: MODEL_QUEUE,
+            images: Lane::new("image", MODEL_QUEUE),
+            texts: Lane::new("text", MODEL_QUEUE),
             cache: Mutex::new(Lru::new(EMBED_CACHE_BYTES)),
         }
+    }
+
+    /// At most `n` model calls of each lane waiting (`serve --model-queue`); 503 past it.
+    pub fn with_queue(mut self, n: usize) -> Self {
+        self.images = Lane::new("image", n);
+        self.texts = Lane::new("text", n);
+        self
     }
 
     pub fn name(&self) -> Option<String> {
@@ -163,7 +183,7 @@ impl Model {
         let encoder = self.image.clone().map_err(|_| self.missing())?;
         let key = format!("image:{}", sha256_hex(&bytes));
         let apply_exif = self.apply_exif;
-        self.cached(key, move || {
+        self.cached(key, &self.images, move || {
             let (pixels, _, _) = prepare_bytes(&bytes, encoder.preprocess_config(), apply_exif)
                 .map_err(|why| {
                     ApiError::bad_request(format!("the uploaded file cannot be used: {why}"))
@@ -183,7 +203,7 @@ impl Model {
     pub async fn embed_text(&self, text: &str) -> Result<Arc<Vec<f32>>, ApiError> {
         let encoder = self.text_encoder().await?;
         let owned = text.to_string();
-        self.cached(format!("text:{text}"), move || {
+        self.cached(format!("text:{text}"), &self.texts, move || {
             let e = encoder
                 .embed(&owned)
                 .map_err(|e| ApiError::internal("the text model failed", e))?;
@@ -217,8 +237,8 @@ impl Model {
     }
 
     /// Looks `key` up in the embedding cache, else runs `work` on a blocking thread (waiting for a
-    /// permit) and remembers its result.
-    async fn cached<F>(&self, key: String, work: F) -> Result<Arc<Vec<f32>>, ApiError>
+    /// permit of `lane`) and remembers its result.
+    async fn cached<F>(&self, key: String, lane: &Lane, work: F) -> Result<Arc<Vec<f32>>, ApiError>
     where
         F: FnOnce() -> Result<Vec<f32>, ApiError> + Send + 'static,
     {
@@ -226,16 +246,36 @@ impl Model {
         if let Some(v) = lock().get(&key) {
             return Ok(v);
         }
-        let _permit = self.permit().await?;
+        let _permit = lane.permit().await?;
         let v = Arc::new(run_blocking(work).await?);
         let cost = v.len() * 4 + key.len() + 64;
         lock().put(key, Arc::clone(&v), cost);
         Ok(v)
     }
+}
 
-    /// A permit for model work: at once if one is free, else after waiting in a queue of at most
-    /// `queue_limit` (past it: 503 with `Retry-After`).
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+/// One kind of model work: a few calls at once, a bounded queue behind them.
+struct Lane {
+    what: &'static str,
+    permits: Semaphore,
+    /// Calls waiting for a permit now, and how many may.
+    waiting: AtomicUsize,
+    queue_limit: usize,
+}
+
+impl Lane {
+    fn new(what: &'static str, queue_limit: usize) -> Self {
+        Lane {
+            what,
+            permits: Semaphore::new(LANE_PERMITS),
+            waiting: AtomicUsize::new(0),
+            queue_limit,
+        }
+    }
+
+    /// A permit: at once if one is free, else after waiting in a queue of at most `queue_limit`
+    /// (past it: 503 with `Retry-After`).
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, ApiError> {
         if let Ok(p) = self.permits.try_acquire() {
             return Ok(p);
         }
@@ -250,8 +290,8 @@ impl Model {
         let _in_queue = InQueue(&self.waiting);
         if ahead >= self.queue_limit {
             eprintln!(
-                "imgvec: serve: the model queue is full ({} waiting): answered 503",
-                self.queue_limit
+                "imgvec: serve: the {} model queue is full ({} waiting): answered 503",
+                self.what, self.queue_limit
             );
             return Err(ApiError::busy(
                 "the server is busy with other searches: try again in a few seconds",
@@ -265,22 +305,85 @@ impl Model {
     }
 }
 
+/// Uploads in flight per client address.
+pub struct UploadSlots {
+    limit: usize,
+    in_flight: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One upload's place, given back when dropped.
+pub struct UploadSlot<'a> {
+    slots: &'a UploadSlots,
+    client: IpAddr,
+}
+
+impl UploadSlots {
+    pub fn new(limit: usize) -> Self {
+        UploadSlots {
+            limit,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for one more upload of `client`, or 429 with `Retry-After` if it has as many in
+    /// flight as it may.
+    pub fn take(&self, client: IpAddr) -> Result<UploadSlot<'_>, ApiError> {
+        let mut in_flight = self.lock();
+        let n = in_flight.entry(client).or_insert(0);
+        if *n >= self.limit {
+            eprintln!(
+                "imgvec: serve: {client} has {} uploads in flight already: answered 429",
+                self.limit
+            );
+            return Err(ApiError::too_many(
+                format!(
+                    "you have {} searches by image running already: wait for them, then try again",
+                    self.limit
+                ),
+                RETRY_AFTER_SECS,
+            ));
+        }
+        *n += 1;
+        Ok(UploadSlot {
+            slots: self,
+            client,
+        })
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.slots.lock();
+        if let Some(n) = in_flight.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// With every permit taken and the queue full, one more call is 503 with `Retry-After`; the
-    /// queued ones still run.
+    /// With every image permit taken and the image queue full, one more image call is 503 with
+    /// `Retry-After`, while a text call runs at once; the queued ones still run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_queue_answers_busy() {
-        let mut model = Model::new(Err("none".into()), Device::Cpu, Err("none".into()), false);
-        model.queue_limit = 2;
-        let model = Arc::new(model);
+    async fn a_full_queue_answers_busy_and_texts_do_not_wait_behind_images() {
+        let model = Model::new(Err("none".into()), Device::Cpu, Err("none".into()), false);
+        let model = Arc::new(model.with_queue(2));
         let mut running = Vec::new();
-        for i in 0..MODEL_PERMITS + 2 {
+        for i in 0..LANE_PERMITS + 2 {
             let m = Arc::clone(&model);
             running.push(tokio::spawn(async move {
-                m.cached(format!("k{i}"), || {
+                m.cached(format!("k{i}"), &m.images, || {
                     std::thread::sleep(std::time::Duration::from_millis(400));
                     Ok(vec![1.0])
                 })
@@ -289,18 +392,37 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let err = model
-            .cached("one more".into(), || Ok(vec![2.0]))
+            .cached("one more".into(), &model.images, || Ok(vec![2.0]))
             .await
             .unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.retry_after, Some(RETRY_AFTER_SECS));
         let response = axum::response::IntoResponse::into_response(err);
         assert_eq!(response.headers()["retry-after"], "5");
+        let started = std::time::Instant::now();
+        let text = model.cached("a text".into(), &model.texts, || Ok(vec![4.0]));
+        assert_eq!(*text.await.unwrap(), vec![4.0]);
+        assert!(started.elapsed() < std::time::Duration::from_millis(300));
         for r in running {
             assert_eq!(*r.await.unwrap().unwrap(), vec![1.0]);
         }
-        assert_eq!(model.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(model.images.waiting.load(Ordering::SeqCst), 0);
         // Once the queue drains, calls run again.
-        assert!(model.cached("later".into(), || Ok(vec![3.0])).await.is_ok());
+        let later = model.cached("later".into(), &model.images, || Ok(vec![3.0]));
+        assert!(later.await.is_ok());
+    }
+
+    #[test]
+    fn a_client_gets_its_upload_slots_and_no_more() {
+        let slots = UploadSlots::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = slots.take(a).unwrap();
+        let _second = slots.take(a).unwrap();
+        let err = slots.take(a).err().unwrap();
+        assert_eq!(err.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(err.retry_after, Some(RETRY_AFTER_SECS));
+        assert!(slots.take(b).is_ok(), "another client is not held up");
+        drop(first);
+        assert!(slots.take(a).is_ok(), "a slot given back is free again");
     }
 }

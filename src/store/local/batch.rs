@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::graph::{ann_error, reserve};
+use super::graph::reserve;
 use super::search::Search;
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 use crate::store::{Hit, KnnQuery, StoreError};
@@ -44,13 +44,9 @@ impl Shared {
                         .par_iter()
                         .map(|q| match q.label {
                             Some(_) => Ok(None),
-                            None => graph
-                                .index
-                                .search(&q.vector, candidates(q))
-                                .map(|m| Some(m.keys)),
+                            None => graph.candidates(&q.vector, candidates(q), None).map(Some),
                         })
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| ann_error("search", e))?;
+                        .collect::<Result<_, _>>()?;
                     let copies = self.has_copies(&tx, row.id)?;
                     let mut out = Vec::with_capacity(queries.len());
                     for (q, keys) in queries.iter().zip(found) {

@@ -25,6 +25,8 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 /// Defaults of [`LocalConfig::new`].
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
+pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 25_000;
+pub const DEFAULT_FILTERED_EF_FACTOR: usize = 4;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
 pub const DEFAULT_CATCH_UP_ROWS: usize = 20_000;
@@ -46,6 +48,13 @@ pub struct LocalConfig {
     /// Searches over at most this many vectors (all, or those of the filtered label) are exact
     /// scans over the f32 vectors instead of HNSW searches.
     pub exact_scan_rows: usize,
+    /// A label-filtered search over a label of at most this many documents scans the label's
+    /// int8 codes in memory for its candidates instead of walking the graph (which, for a small
+    /// label, mostly walks documents of other labels).
+    pub filtered_scan_rows: usize,
+    /// A label-filtered graph walk searches this many times wider (`ef`) than an unfiltered one:
+    /// most of what it walks is of other labels.
+    pub filtered_ef_factor: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
     pub min_ef_search: usize,
     /// A search that finds no usable graph (its cache file missing or torn, after a crash) over
@@ -69,6 +78,8 @@ impl LocalConfig {
             on_wait: None,
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
+            filtered_scan_rows: DEFAULT_FILTERED_SCAN_ROWS,
+            filtered_ef_factor: DEFAULT_FILTERED_EF_FACTOR,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
             catch_up_rows: DEFAULT_CATCH_UP_ROWS,

@@ -9,7 +9,7 @@
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
 //! it is answered by rebuilding it.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -67,6 +68,8 @@ pub(super) struct Ann {
     /// The index generation whose rows the graph holds.
     pub(super) generation: i64,
     pub(super) labels: Labels,
+    /// How vectors become the graph's int8 codes (queries too).
+    pub(super) quant: Quantizer,
     /// Rows added, replaced or removed since the graph matched its cache file (all, after a build).
     pub(super) unsaved: u64,
 }
@@ -83,6 +86,72 @@ impl Ann {
         self.dirty() && (wrote || self.unsaved >= SAVE_ON_CLOSE_ROWS)
     }
 
+    /// The graph's candidates for `query` (`count` of them, searched with the current `ef`), and
+    /// only keys `keep` accepts if given.
+    pub(super) fn candidates(
+        &self,
+        query: &[f32],
+        count: usize,
+        keep: Option<&dyn Fn(u64) -> bool>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let code = self.quant.code(query);
+        let found = match keep {
+            None => self.index.search(&code, count),
+            Some(keep) => self.index.filtered_search(&code, count, keep),
+        };
+        found.map(|m| m.keys).map_err(|e| ann_error("search", e))
+    }
+
+    /// The `count` keys of `keys` whose codes are nearest `query`'s: an exact scan of the codes
+    /// in memory, for a filter too selective for the graph.
+    pub(super) fn scan_codes(
+        &self,
+        query: &[f32],
+        keys: impl Iterator<Item = u64>,
+        count: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let code = self.quant.code(query);
+        let mut other = vec![0i8; code.len()];
+        let mut best: BinaryHeap<(i32, u64)> = BinaryHeap::with_capacity(count + 1);
+        for key in keys {
+            let found = self
+                .index
+                .get(key, &mut other)
+                .map_err(|e| ann_error("get", e))?;
+            if found == 0 {
+                continue;
+            }
+            let d = code_distance(&code, &other);
+            if best.len() < count {
+                best.push((d, key));
+            } else if best.peek().is_some_and(|&(worst, _)| d < worst) {
+                best.pop();
+                best.push((d, key));
+            }
+        }
+        Ok(best.into_sorted_vec().into_iter().map(|(_, k)| k).collect())
+    }
+
+    /// Adds (or replaces) `key` with `vector`, making room if needed.
+    fn put(&mut self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
+        if self.index.contains(key) {
+            self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+        }
+        if self.index.size() + 1 >= self.index.capacity() {
+            let want = (self.index.capacity() * 2).max(self.index.size() + 1_024);
+            reserve(&self.index, want, 1)?;
+        }
+        self.index
+            .add(key, &self.quant.code(vector))
+            .map_err(|e| ann_error("add", e))
+    }
+
+    /// Whether its codes were calibrated on a guess or a handful of rows while it now holds many:
+    /// then it is rebuilt, and calibrated on them.
+    fn needs_calibration(&self) -> bool {
+        self.quant.rows() < SETTLED_ROWS && self.index.size() as u64 >= SETTLED_ROWS
+    }
+
     /// Whether it can be brought to `row` by catching up.
     fn can_catch_up_to(&self, row: &IndexRow) -> bool {
         self.index_id == row.id
@@ -91,35 +160,44 @@ impl Ann {
     }
 }
 
-/// The label of each key, as small numbers the filter predicate compares, and each label's count.
+/// The label of each key, as small numbers the filter predicate compares, and the keys of each
+/// label (their count, and what a filtered search scans when the label is small).
 #[derive(Default)]
 pub(super) struct Labels {
     of_key: HashMap<u64, u32>,
-    /// Number and document count of each label.
-    by_name: HashMap<String, (u32, usize)>,
+    numbers: HashMap<String, u32>,
+    members: HashMap<u32, HashSet<u64>>,
 }
 
 impl Labels {
     /// Records that `key` has `label` (it may have had another before).
     pub(super) fn set(&mut self, key: u64, label: String) {
-        let next = self.by_name.len() as u32;
-        let entry = self.by_name.entry(label).or_insert((next, 0));
-        entry.1 += 1;
-        let number = entry.0;
+        let next = self.numbers.len() as u32;
+        let number = *self.numbers.entry(label).or_insert(next);
         if let Some(old) = self.of_key.insert(key, number) {
-            if let Some(entry) = self.by_name.values_mut().find(|e| e.0 == old) {
-                entry.1 = entry.1.saturating_sub(1);
+            if old != number {
+                self.forget(key, old);
             }
         }
+        self.members.entry(number).or_default().insert(key);
     }
 
     /// Forgets `key` (its document was deleted).
     pub(super) fn remove(&mut self, key: u64) {
         if let Some(old) = self.of_key.remove(&key) {
-            if let Some(entry) = self.by_name.values_mut().find(|e| e.0 == old) {
-                entry.1 = entry.1.saturating_sub(1);
-            }
+            self.forget(key, old);
         }
+    }
+
+    fn forget(&mut self, key: u64, number: u32) {
+        if let Some(keys) = self.members.get_mut(&number) {
+            keys.remove(&key);
+        }
+    }
+
+    /// The keys of label `number`.
+    pub(super) fn keys_of(&self, number: u32) -> impl Iterator<Item = u64> + '_ {
+        self.members.get(&number).into_iter().flatten().copied()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -128,7 +206,8 @@ impl Labels {
 
     /// The number and document count of `label`.
     pub(super) fn get(&self, label: &str) -> Option<(u32, usize)> {
-        self.by_name.get(label).copied()
+        let number = *self.numbers.get(label)?;
+        Some((number, self.members.get(&number).map_or(0, HashSet::len)))
     }
 
     pub(super) fn has(&self, key: u64, number: u32) -> bool {
@@ -258,6 +337,16 @@ impl Shared {
             if slot.as_ref().is_some_and(|g| g.can_catch_up_to(&row)) {
                 if let Some(graph) = slot.as_mut() {
                     match self.catch_up(&tx, graph, &row, stats) {
+                        Ok(()) if graph.needs_calibration() => {
+                            stats.rebuilt += 1;
+                            *slot = Some(build_graph(
+                                &tx,
+                                &self.db_path,
+                                self.cfg.min_ef_search,
+                                &row,
+                            )?);
+                            return Ok((tx, row, true));
+                        }
                         Ok(()) if graph_matches(graph, &row) => return Ok((tx, row, true)),
                         // The graph disagrees with the database (it should not): rebuild it.
                         Ok(()) => *slot = None,
@@ -418,20 +507,7 @@ impl Shared {
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-            if graph.index.contains(key) {
-                graph
-                    .index
-                    .remove(key)
-                    .map_err(|e| ann_error("remove", e))?;
-            }
-            if graph.index.size() + 1 >= graph.index.capacity() {
-                let want = (graph.index.capacity() * 2).max(graph.index.size() + 1_024);
-                reserve(&graph.index, want, 1)?;
-            }
-            graph
-                .index
-                .add(key, &vector)
-                .map_err(|e| ann_error("add", e))?;
+            graph.put(key, &vector)?;
             graph.labels.set(key, label);
             graph.unsaved += 1;
             stats.caught_up_rows += 1;
@@ -441,9 +517,10 @@ impl Shared {
     }
 }
 
-/// Builds the graph from all rows of the index, on this one thread: usearch 2.26 can leave
-/// nodes unreachable by search when `add` runs on several threads at once (usearch issue #735;
-/// measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
+/// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
+/// (the rows come in key order, which is the content hash: a fair sample), on this one thread:
+/// usearch 2.26 can leave nodes unreachable by search when `add` runs on several threads at once
+/// (usearch issue #735; measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -459,11 +536,17 @@ fn build_graph(
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;
     let mut rows = stmt.query(params![row.id]).map_err(db)?;
-    let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(BUILD_CHUNK);
+    let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
+    let mut quant = None;
     let mut done = false;
     while !done {
         chunk.clear();
-        while chunk.len() < BUILD_CHUNK {
+        let want = if quant.is_none() {
+            FIT_ROWS
+        } else {
+            BUILD_CHUNK
+        };
+        while chunk.len() < want {
             let Some(r) = rows.next().map_err(db)? else {
                 done = true;
                 break;
@@ -472,11 +555,15 @@ fn build_graph(
             labels.set(key, label);
             chunk.push((key, vector));
         }
+        let quant = quant
+            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, v)| &v[..])));
         if index.size() + chunk.len() >= index.capacity() {
             reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
         }
         for (key, vector) in &chunk {
-            index.add(*key, vector).map_err(|e| ann_error("add", e))?;
+            index
+                .add(*key, &quant.code(vector))
+                .map_err(|e| ann_error("add", e))?;
         }
     }
     Ok(Ann {
@@ -485,7 +572,19 @@ fn build_graph(
         index,
         generation: row.generation,
         labels,
+        quant: quant.unwrap_or_else(|| Quantizer::unit(row.dims)),
     })
+}
+
+/// Squared L2 distance of two codes (exact in i32: 768 × 254² < 2³¹).
+fn code_distance(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            let d = i32::from(x) - i32::from(y);
+            d * d
+        })
+        .sum()
 }
 
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).
@@ -513,5 +612,15 @@ mod tests {
         assert_eq!(labels.get("dog").unwrap().1, 2);
         assert!(labels.has(1, cat) && !labels.has(2, cat) && labels.has(2, dog));
         assert!(labels.get("owl").is_none());
+        // Set again with the same label, removed: the keys of each label follow.
+        labels.set(1, "cat".into());
+        labels.remove(3);
+        let keys = |n| {
+            let mut k: Vec<u64> = labels.keys_of(n).collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!((keys(cat), keys(dog)), (vec![1], vec![2]));
+        assert_eq!(labels.get("dog").unwrap().1, 1);
     }
 }

@@ -1,5 +1,5 @@
 //! The HNSW graph's cache file (`hnsw-<index id>.usearch`): a header saying what the graph holds,
-//! then usearch's own serialization.
+//! then the int8 codes' calibration (`quant`) and usearch's own serialization.
 //!
 //! What it is for: writing the graph atomically, with the index id, generation, document count,
 //! parameters and checksum it was written for in its header, so any process — a reader that never
@@ -21,11 +21,13 @@ use usearch::Index;
 use super::db::{db_error, find_index_by_name, IndexRow};
 use super::fsutil::write_atomically;
 use super::graph::{ann_error, ann_options, reserve, Ann, AnnStats};
+use super::quant::Quantizer;
 use super::Shared;
 use crate::store::StoreError;
 
-/// Written into the header: a cache file written with other parameters is rebuilt.
-const ANN_FORMAT: &str = "usearch-i8-l2sq-v1";
+/// Written into the header: a cache file written with other parameters is rebuilt (v1: usearch's
+/// own f32 → i8 cast; v2: our centred, scaled codes, the `Quantizer` first in the payload).
+const ANN_FORMAT: &str = "usearch-i8-l2sq-v2";
 /// The file's first bytes.
 const MAGIC: &[u8; 8] = b"IMGVHNSW";
 /// Header layout version.
@@ -148,9 +150,11 @@ impl Shared {
         {
             return None;
         }
+        let (quant, payload) = Quantizer::from_bytes(payload)?;
         let index = Index::new(&ann_options(row, self.cfg.min_ef_search)).ok()?;
         index.load_from_buffer(payload).ok()?;
         if index.dimensions() != row.dims
+            || quant.dims() != row.dims
             || i64::try_from(index.size()).ok() != Some(header.doc_count)
         {
             return None;
@@ -162,6 +166,7 @@ impl Shared {
             index,
             generation: header.generation,
             labels,
+            quant,
             unsaved: 0,
         })
     }
@@ -225,10 +230,12 @@ impl Shared {
         if row.id != graph.index_id || row.generation != graph.generation {
             return Ok(());
         }
-        let mut payload = vec![0u8; graph.index.serialized_length()];
+        let mut payload = graph.quant.to_bytes();
+        let quant_len = payload.len();
+        payload.resize(quant_len + graph.index.serialized_length(), 0);
         graph
             .index
-            .save_to_buffer(&mut payload)
+            .save_to_buffer(&mut payload[quant_len..])
             .map_err(|e| ann_error("serialize", e))?;
         let header = Header {
             index_id: row.id,

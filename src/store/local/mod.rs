@@ -45,6 +45,7 @@ mod graph;
 mod graph_file;
 mod lock;
 mod paths;
+mod quant;
 mod records;
 mod scan;
 mod search;
@@ -63,7 +64,8 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_EF_FACTOR,
+    DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
     DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
 use db::{db_error, find_index_by_name, open_db, IndexRow};
@@ -71,6 +73,7 @@ use graph::Ann;
 pub use graph::AnnStats;
 use graph_file::ann_file;
 pub use lock::{WaitHook, WaitNotice};
+pub use quant::{Quantizer, FIT_ROWS};
 
 /// An index in a local store directory, seen as a [`VectorStore`].
 pub struct LocalStore {
