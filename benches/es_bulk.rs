@@ -58,6 +58,7 @@ fn batches(n: usize, dims: usize, seed: u64) -> Vec<Vec<Outcome>> {
                 width: 1600,
                 height: 1200,
                 truncated: false,
+                note: None,
             },
             vector: rng.unit_vector(dims),
         })

@@ -104,7 +104,7 @@ async fn recall(
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let report = measure(store, &queries, K, &DEFAULT_SETTINGS, |_| {})
+    let report = measure(store, &queries, K, &DEFAULT_SETTINGS, None, |_| {})
         .await
         .map_err(|e| e.to_string())?;
     println!(

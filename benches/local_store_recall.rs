@@ -13,7 +13,9 @@
 //! `IMGVEC_BENCH_N` [100000], `IMGVEC_BENCH_DIMS` [768], `IMGVEC_BENCH_CLUSTERS` [1000],
 //! `IMGVEC_BENCH_QUERIES` [1000], `IMGVEC_BENCH_M` [store default], `IMGVEC_BENCH_EFC` [store
 //! default], `IMGVEC_BENCH_RAW` [i8q,i8,f16,f32] (raw quantizations to compare, i8q the store's own codes; empty: none),
-//! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir].
+//! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir],
+//! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
+//! like; its folder is printed).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -634,5 +636,8 @@ fn main() {
         efc,
     )) {
         println!("store: failed: {e}");
+    }
+    if env_usize("IMGVEC_BENCH_KEEP", 0) == 1 {
+        println!("store kept in {} (index bench)", tmp.keep().display());
     }
 }

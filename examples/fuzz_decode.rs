@@ -1,6 +1,7 @@
 //! A stable-Rust mutation fuzzer for the whole decode path (`decode_rgb_with`, every format).
 //!
-//! Seeds: the decode fixtures, the odd-file corpus and the regression corpus (`tests/fixtures/`).
+//! Seeds: the decode fixtures, the odd-file corpus, the camera RAW samples and the regression corpus
+//! (`tests/fixtures/`).
 //! Each round takes a seed, applies a few random mutations (bit flips, interesting values, chunk
 //! insertion/deletion/duplication, splices with another seed, truncation) and decodes it twice
 //! (strict and with `allow_truncated`). A finding is written to `target/fuzz/findings/`:
@@ -152,6 +153,7 @@ fn load_seeds(root: &Path) -> Vec<Vec<u8>> {
         "tests/fixtures/decode",
         "tests/fixtures/odd/files",
         "tests/fixtures/fuzz",
+        "tests/fixtures/raw",
     ];
     let mut seeds = Vec::new();
     for dir in dirs {

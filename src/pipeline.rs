@@ -48,6 +48,8 @@ pub struct FileFacts {
     pub mtime_ms: Option<u64>,
     /// Truncated, decoded as far as its data went (only with `--allow-truncated`): a warning.
     pub truncated: bool,
+    /// Something else worth a warning (a RAW file's small preview).
+    pub note: Option<String>,
 }
 
 /// A file read and hashed, not yet decoded.
@@ -205,6 +207,7 @@ pub fn prepare(read: ReadFile, cfg: &PreprocessConfig, opts: &DecodeOptions) -> 
                 height: p.height,
                 mtime_ms: read.mtime_ms,
                 truncated: p.truncated,
+                note: p.note,
             },
             pixels: p.pixels,
         }),

@@ -14,6 +14,9 @@ pub struct PreparedPixels {
     pub height: u32,
     /// The file was truncated and only what its data held was decoded (`allow_truncated`).
     pub truncated: bool,
+    /// Worth a warning, though the file was used: a camera RAW file whose preview is smaller than
+    /// the model's input.
+    pub note: Option<String>,
 }
 
 /// Decodes and preprocesses one file's bytes: the pixels for the model, and the decoded size.
@@ -37,11 +40,20 @@ pub fn prepare_bytes_with(
 ) -> Result<PreparedPixels, String> {
     guarded(|| {
         let decoded = decode_rgb_with(bytes, opts).map_err(|e| e.to_string())?;
+        let note = decoded.raw_preview.and_then(|(kind, w, h)| {
+            (w < cfg.crop_width || h < cfg.crop_height).then(|| {
+                format!(
+                    "{kind}: its embedded preview is only {w}×{h}, smaller than the model's {}×{} input",
+                    cfg.crop_width, cfg.crop_height
+                )
+            })
+        });
         Ok(PreparedPixels {
             pixels: preprocess_rgb(&decoded.rgb, cfg),
             width: decoded.rgb.width(),
             height: decoded.rgb.height(),
             truncated: decoded.truncated,
+            note,
         })
     })
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
+use crate::image::raw::sniff_raw;
 use crate::image::sniff_image_format;
 
 /// One image file to process.
@@ -37,7 +38,8 @@ pub struct WalkResult {
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "jpe", "jfif", "png", "gif", "webp", "bmp", "tif", "tiff",
+    "jpg", "jpeg", "jpe", "jfif", "png", "gif", "webp", "bmp", "tif", "tiff", // camera RAW:
+    "dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw",
 ];
 
 fn has_image_extension(path: &Path) -> bool {
@@ -69,7 +71,7 @@ fn sniff(path: &Path) -> std::io::Result<bool> {
         }
         n += got;
     }
-    Ok(sniff_image_format(&head[..n]).is_some())
+    Ok(sniff_image_format(&head[..n]).is_some() || sniff_raw(&head[..n]).is_some())
 }
 
 /// Walks `roots` and returns the images found, in a stable order (roots as given, then by name), all

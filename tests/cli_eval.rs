@@ -223,6 +223,19 @@ backend_test! {
             // documents takes more than a microsecond and less than ten seconds.
             assert!(p50 > 0.001 && p99 < 10_000.0, "{s}");
         }
+        // Filtered to one label: the report says which, and the table too.
+        let out = idx
+            .command(&["eval", "--recall", "--queries", "5", "-k", "2", "--label", "cat", "--json"])
+            .env("IMGVEC_EXACT_SCAN_ROWS", "0")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_str(ok(&idx, &out).trim()).unwrap();
+        assert_eq!(v["label"], "cat", "{v}");
+        for s in v["settings"].as_array().unwrap() {
+            assert_eq!(s["recall"].as_f64(), Some(1.0), "{v}");
+        }
+        let out = idx.run(&["eval", "--recall", "--queries", "3", "--label", "dog"]);
+        assert!(ok(&idx, &out).contains("both filtered to label \"dog\""));
         // Given images as queries, and chosen settings; the text table.
         let out = idx.run(&["eval", "--recall", s(&test), "-k", "2", "--num-candidates", "5,2"]);
         let text = ok(&idx, &out);
@@ -257,6 +270,9 @@ backend_test! {
         let out = idx.run(&["eval", s(&test)]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("--label-from-dir"), "{}", stderr(&out));
+        let out = idx.run(&["eval", "--recall", "--label", "bird"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("no document of index"), "{}", stderr(&out));
         let out = idx.run(&["eval", "--recall", "-k", "10", "--num-candidates", "5"]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("below -k"), "{}", stderr(&out));

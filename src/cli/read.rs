@@ -169,7 +169,8 @@ pub struct ClassifyArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  imgvec eval ./test --label-from-dir\n  imgvec eval ./test/cats --label cats --json\n  \
-imgvec eval --recall\n  imgvec eval --recall --queries 500 -k 10 --num-candidates 10,50,100\n\n\
+imgvec eval --recall\n  imgvec eval --recall --queries 500 -k 10 --num-candidates 10,50,100\n  \
+imgvec eval --recall --label cats\n\n\
 Accuracy: every labelled test image is classified both ways (kNN vote and zero-shot); an image whose \
 exact bytes are in the index is left out of its own neighbours. Recall: for sampled indexed documents \
 (or the given images), the approximate kNN top-k is compared with the exact top-k over the stored \
@@ -179,7 +180,8 @@ pub struct EvalArgs {
     /// Labelled test images (files or folders); with --recall, optional query images.
     #[arg(value_name = "DIR", required_unless_present = "recall")]
     pub paths: Vec<PathBuf>,
-    /// The true label of every test image.
+    /// The true label of every test image. With --recall: search only documents of this label
+    /// (both the approximate and the exact search), to measure what a filter costs.
     #[arg(long, conflicts_with = "label_from_dir")]
     pub label: Option<String>,
     /// The true label of each test image is the name of its folder (./test/cats/x.jpg → cats).

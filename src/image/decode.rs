@@ -22,6 +22,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, 
 
 use super::convert::to_rgb_like_pil;
 use super::limits::{check_size, decoder_limits, limit_exceeded, MAX_DECODE_BYTES};
+use super::raw::{self, RawKind};
 use super::sniff::sniff_image_format;
 use super::{bmp, jpeg, tiff, DecodeError, DecodedImage};
 
@@ -61,6 +62,9 @@ impl Default for DecodeOptions {
 
 /// [`decode_rgb`] with every option.
 pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
+    if let Some(kind) = raw::raw_kind(bytes) {
+        return decode_raw(bytes, kind, opts);
+    }
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
     match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, format, opts))) {
         Ok(result) => result,
@@ -69,6 +73,37 @@ pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImag
             reason: PANICKED.to_string(),
         }),
     }
+}
+
+/// A camera RAW file: its largest embedded preview, decoded as a JPEG, turned upright by the
+/// container's orientation (else the preview's own EXIF) under the same option as a JPEG's EXIF.
+fn decode_raw(
+    bytes: &[u8],
+    kind: RawKind,
+    opts: &DecodeOptions,
+) -> Result<DecodedImage, DecodeError> {
+    let preview = raw::largest_preview(bytes, kind).map_err(|reason| DecodeError::Raw {
+        kind: kind.name(),
+        reason,
+    })?;
+    let jpeg_opts = DecodeOptions {
+        apply_exif_orientation: opts.apply_exif_orientation && preview.orientation.is_none(),
+        ..*opts
+    };
+    let mut decoded = decode_rgb_with(preview.jpeg, &jpeg_opts).map_err(|e| DecodeError::Raw {
+        kind: kind.name(),
+        reason: format!("its embedded preview JPEG: {e}"),
+    })?;
+    let container = preview
+        .orientation
+        .and_then(|o| Orientation::from_exif(o as u8));
+    if let (true, Some(orientation)) = (opts.apply_exif_orientation, container) {
+        decoded.rgb = orient(decoded.rgb, orientation);
+        (decoded.original_width, decoded.original_height) = decoded.rgb.dimensions();
+        decoded.orientation = orientation;
+    }
+    decoded.raw_preview = Some((kind.name(), preview.width, preview.height));
+    Ok(decoded)
 }
 
 /// The reason [`decode_rgb`] gives when a decoder panicked.
@@ -137,6 +172,7 @@ fn decode_inner(
         format,
         orientation,
         truncated: stored.truncated,
+        raw_preview: None,
     })
 }
 

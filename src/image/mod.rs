@@ -4,6 +4,7 @@
 //!
 //! - [`sniff`]: which format a file is in, from its first bytes (also what `walk` uses to pick
 //!   image files).
+//! - [`raw`]: a camera RAW file's largest embedded preview JPEG, and its orientation.
 //! - [`limits`]: the decompression-bomb limits, checked before any pixel buffer is allocated.
 //! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, truncation,
 //!   panics turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), TIFF
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod decode;
 mod jpeg;
 pub mod limits;
+pub mod raw;
 pub mod resample;
 pub mod sniff;
 #[cfg(test)]
@@ -37,8 +39,13 @@ pub use sniff::sniff_image_format;
 /// Why an image could not be decoded. The caller adds the path.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("not an image in a supported format (PNG, JPEG, GIF, WebP, BMP, TIFF)")]
+    #[error(
+        "not an image in a supported format (PNG, JPEG, GIF, WebP, BMP, TIFF, or a camera RAW file's preview)"
+    )]
     UnknownFormat,
+    /// A camera RAW file without a usable preview.
+    #[error("cannot read {kind} file: {reason}")]
+    Raw { kind: &'static str, reason: String },
     #[error("cannot decode {format:?} image: {reason}")]
     Decode { format: ImageFormat, reason: String },
     #[error("image too large: {reason}")]
@@ -67,4 +74,6 @@ pub struct DecodedImage {
     /// The file was truncated and decoded as far as its data goes (only with
     /// [`DecodeOptions::allow_truncated`]); the rest of the picture is filled in.
     pub truncated: bool,
+    /// A camera RAW file: its container, and the size of the embedded preview decoded.
+    pub raw_preview: Option<(&'static str, u32, u32)>,
 }

@@ -4,8 +4,10 @@
 //! For each query vector — indexed documents sampled with a fixed seed, or the embeddings of images
 //! the user names — the exact top-k over the stored float vectors ([`VectorStore::exact_knn`]) is
 //! compared with the approximate top-k ([`VectorStore::knn`]) at every `num_candidates`, giving
-//! recall@k and latency p50/p99 per setting. A query that is itself in the index is left out of
-//! both its result lists (it would otherwise always find itself). [`measure`] is the core, also used
+//! recall@k and latency p50/p99 per setting. With `--label`, both searches are filtered to that
+//! label (the queries still come from the whole index: most ask for neighbours far from
+//! themselves, the hard case for a filtered search). A query that is itself in the index is left
+//! out of both its result lists (it would otherwise always find itself). [`measure`] is the core, also used
 //! by the benchmark. Not for: accuracy (`eval` without `--recall`).
 
 use std::io::Write;
@@ -42,6 +44,8 @@ pub struct RecallQuery {
 pub struct RecallReport {
     pub k: usize,
     pub queries: usize,
+    /// The label both searches were filtered to, if any.
+    pub label: Option<String>,
     pub settings: Vec<RecallSetting>,
 }
 
@@ -87,10 +91,26 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode> {
         images::report_failures(&failed);
         bail!("no query vectors: nothing to measure");
     }
+    let label = args.label.as_deref();
+    if let Some(label) = label {
+        let labels = rt.block_on(store.labels())?;
+        if !labels.iter().any(|l| l.label == label) {
+            bail!(
+                "--label {label:?}: no document of index '{}' has that label ({})",
+                args.store.index,
+                store.describe()
+            );
+        }
+    }
     let mut progress = Progress::new(queries.len() as u64, quiet, "queries");
-    let report = rt.block_on(measure(store.as_ref(), &queries, k, &settings, |n| {
-        progress.advance(n, 0)
-    }))?;
+    let report = rt.block_on(measure(
+        store.as_ref(),
+        &queries,
+        k,
+        &settings,
+        label,
+        |n| progress.advance(n, 0),
+    ))?;
     progress.finish();
     print_report(&report, &source, total, args.json)?;
     images::report_failures(&failed);
@@ -172,31 +192,40 @@ pub async fn sample_queries(
     Ok(out)
 }
 
-/// The core: for every query, the exact top-k and the approximate top-k at each setting; recall@k
-/// and latency per setting. `progress` is told of each query done.
+/// The core: for every query, the exact top-k and the approximate top-k at each setting (both of
+/// `label` only, if given); recall@k and latency per setting. `progress` is told of each query done.
 pub async fn measure(
     store: &dyn VectorStore,
     queries: &[RecallQuery],
     k: usize,
     settings: &[usize],
+    label: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<RecallReport, StoreError> {
     let mut tallies = vec![RecallTally::default(); settings.len()];
+    let label = label.map(str::to_string);
     if let Some(first) = queries.first() {
         // Warm-up, not timed: loads what the first search loads (the embedded store's graph).
-        store.knn(&query(&first.vector, k, k, None)).await?;
+        store
+            .knn(&query(&first.vector, k, k, label.clone()))
+            .await?;
     }
     for q in queries {
         let extra = usize::from(q.id.is_some());
         let own = q.id.as_deref();
         let exact = store
-            .exact_knn(&query(&q.vector, k + extra, k + extra, None))
+            .exact_knn(&query(&q.vector, k + extra, k + extra, label.clone()))
             .await?;
         let exact = top_ids(exact.into_iter().map(|h| h.id), own, k);
         for (tally, &nc) in tallies.iter_mut().zip(settings) {
             let t = Instant::now();
             let found = store
-                .knn(&query(&q.vector, k + extra, nc.max(k + extra), None))
+                .knn(&query(
+                    &q.vector,
+                    k + extra,
+                    nc.max(k + extra),
+                    label.clone(),
+                ))
                 .await?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             tally.add(
@@ -210,6 +239,7 @@ pub async fn measure(
     Ok(RecallReport {
         k,
         queries: queries.len(),
+        label,
         settings: tallies
             .iter()
             .zip(settings)
@@ -252,10 +282,14 @@ fn write_table(
     source: &str,
     total: u64,
 ) -> std::io::Result<()> {
+    let within = match &r.label {
+        Some(label) => format!(", both filtered to label {label:?}"),
+        None => String::new(),
+    };
     writeln!(
         out,
         "recall@{} of the approximate kNN search against an exact search over the {total} stored \
-vectors; {} queries ({source})",
+vectors{within}; {} queries ({source})",
         r.k, r.queries
     )?;
     let head = format!("recall@{}", r.k);

@@ -219,6 +219,9 @@ impl Indexer {
                     if facts.truncated {
                         s.warn(&path, "truncated: indexed what its data holds");
                     }
+                    if let Some(note) = &facts.note {
+                        s.warn(&path, note.clone());
+                    }
                     docs.push((self.doc(facts, vector), path));
                 }
             }
@@ -375,6 +378,7 @@ mod tests {
                     width: 1,
                     height: 1,
                     truncated: false,
+                    note: None,
                 },
                 vector: vec![0.5, 0.5],
             })
