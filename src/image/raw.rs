@@ -445,17 +445,25 @@ fn cr3<'a>(data: &'a [u8], found: &mut Found<'a>) {
                 for b in boxes(data, inner) {
                     if &b.kind == b"PRVW" {
                         // u32, u16, width u16, height u16, u16, JPEG length u32, the JPEG.
-                        let len = data
-                            .get(b.body.start + 12..b.body.start + 16)
-                            .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
-                        let start = b.body.start + 16;
-                        found.offer(len.and_then(|l| data.get(start..start.checked_add(l)?)));
+                        found.offer(sized(data, b.body.start + 12, b.body.start + 16));
                     }
                 }
             }
             _ => {}
         }
     }
+}
+
+/// The big-endian u32 at `at`.
+fn be32(data: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
+
+/// The bytes at `start` whose length is the big-endian u32 at `len_at`.
+fn sized(data: &[u8], len_at: usize, start: usize) -> Option<&[u8]> {
+    let len = be32(data, len_at)? as usize;
+    data.get(start..start.checked_add(len)?)
 }
 
 /// Canon's uuid box in `moov`: THMB (a small JPEG) and CMT1 (IFD0 as a TIFF, for orientation).
@@ -477,11 +485,7 @@ fn canon_box<'a>(data: &'a [u8], range: std::ops::Range<usize>, found: &mut Foun
             }
             b"THMB" => {
                 // version u8, flags u24, width u16, height u16, JPEG length u32, u16, u16, the JPEG.
-                let len = data
-                    .get(b.body.start + 8..b.body.start + 12)
-                    .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
-                let start = b.body.start + 16;
-                found.offer(len.and_then(|l| data.get(start..start.checked_add(l)?)));
+                found.offer(sized(data, b.body.start + 8, b.body.start + 16));
             }
             _ => {}
         }
@@ -503,10 +507,7 @@ fn first_sample<'a>(data: &'a [u8], trak: std::ops::Range<usize>, found: &mut Fo
     else {
         return;
     };
-    let be32 = |at: usize| {
-        data.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let be32 = |at: usize| be32(data, at);
     // stsz: version/flags, sample size (0: per sample), count, sizes.
     let size = find(stbl.clone(), b"stsz").and_then(|r| match be32(r.start + 4)? {
         0 => be32(r.start + 12),
@@ -528,16 +529,8 @@ fn first_sample<'a>(data: &'a [u8], trak: std::ops::Range<usize>, found: &mut Fo
 
 /// RAF: the JPEG's offset and length are big-endian u32s at bytes 84 and 88 of the header.
 fn raf<'a>(data: &'a [u8], found: &mut Found<'a>) {
-    let be32 = |at: usize| {
-        data.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if let (Some(offset), Some(len)) = (be32(84), be32(88)) {
-        found.offer(
-            offset
-                .checked_add(len)
-                .and_then(|end| data.get(offset..end)),
-        );
+    if let Some(offset) = be32(data, 84) {
+        found.offer(sized(data, 88, offset as usize));
     }
 }
 

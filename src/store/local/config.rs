@@ -25,8 +25,8 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 /// Defaults of [`LocalConfig::new`].
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
-pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 25_000;
-pub const DEFAULT_FILTERED_EF_FACTOR: usize = 4;
+pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 50_000;
+pub const DEFAULT_FILTERED_EF_FACTOR: usize = 8;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
 pub const DEFAULT_CATCH_UP_ROWS: usize = 20_000;

@@ -338,13 +338,7 @@ impl Shared {
                 if let Some(graph) = slot.as_mut() {
                     match self.catch_up(&tx, graph, &row, stats) {
                         Ok(()) if graph.needs_calibration() => {
-                            stats.rebuilt += 1;
-                            *slot = Some(build_graph(
-                                &tx,
-                                &self.db_path,
-                                self.cfg.min_ef_search,
-                                &row,
-                            )?);
+                            *slot = Some(self.rebuild(&tx, &row, stats)?);
                             return Ok((tx, row, true));
                         }
                         Ok(()) if graph_matches(graph, &row) => return Ok((tx, row, true)),
@@ -375,15 +369,20 @@ impl Shared {
                 stats.exact_while_building += 1;
                 return Ok((tx, row, false));
             }
-            stats.rebuilt += 1;
-            *slot = Some(build_graph(
-                &tx,
-                &self.db_path,
-                self.cfg.min_ef_search,
-                &row,
-            )?);
+            *slot = Some(self.rebuild(&tx, &row, stats)?);
             return Ok((tx, row, true));
         }
+    }
+
+    /// The graph built from all rows of `row`'s index in this snapshot, counted.
+    fn rebuild(
+        &self,
+        tx: &Transaction<'_>,
+        row: &IndexRow,
+        stats: &mut AnnStats,
+    ) -> Result<Ann, StoreError> {
+        stats.rebuilt += 1;
+        build_graph(tx, &self.db_path, self.cfg.min_ef_search, row)
     }
 
     /// Whether `graph` is more than `catch_up_rows` rows behind `row` while the cache file holds
