@@ -502,15 +502,15 @@ async fn store_bench(
     // Each way of answering a filter on every label, to choose where one gives way to the other:
     // the graph walk at several widths, the scan of the label's codes.
     let ways = [
-        (0, 2, "graph walk, ef x2"),
-        (0, 4, "graph walk, ef x4"),
-        (0, 8, "graph walk, ef x8"),
-        (usize::MAX, 1, "code scan"),
+        (0, 256, "graph walk, ef 256"),
+        (0, 512, "graph walk, ef 512"),
+        (0, 1024, "graph walk, ef 1024"),
+        (usize::MAX, 0, "code scan"),
     ];
-    for (scan_rows, factor, how) in ways {
+    for (scan_rows, ef, how) in ways {
         let cfg = LocalConfig {
             filtered_scan_rows: scan_rows,
-            filtered_ef_factor: factor,
+            filtered_min_ef: ef,
             ..cfg.clone()
         };
         let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;

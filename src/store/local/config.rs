@@ -26,8 +26,8 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 50_000;
-pub const DEFAULT_FILTERED_EF_FACTOR: usize = 8;
-pub const DEFAULT_MIN_EF_SEARCH: usize = 128;
+pub const DEFAULT_FILTERED_MIN_EF: usize = 1_024;
+pub const DEFAULT_MIN_EF_SEARCH: usize = 512;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
 pub const DEFAULT_CATCH_UP_ROWS: usize = 20_000;
 
@@ -52,9 +52,8 @@ pub struct LocalConfig {
     /// int8 codes in memory for its candidates instead of walking the graph (which, for a small
     /// label, mostly walks documents of other labels).
     pub filtered_scan_rows: usize,
-    /// A label-filtered graph walk searches this many times wider (`ef`) than an unfiltered one:
-    /// most of what it walks is of other labels.
-    pub filtered_ef_factor: usize,
+    /// The least `ef` of a label-filtered graph walk (most of what it walks is of other labels).
+    pub filtered_min_ef: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
     pub min_ef_search: usize,
     /// A search that finds no usable graph (its cache file missing or torn, after a crash) over
@@ -79,7 +78,7 @@ impl LocalConfig {
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             filtered_scan_rows: DEFAULT_FILTERED_SCAN_ROWS,
-            filtered_ef_factor: DEFAULT_FILTERED_EF_FACTOR,
+            filtered_min_ef: DEFAULT_FILTERED_MIN_EF,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
             catch_up_rows: DEFAULT_CATCH_UP_ROWS,

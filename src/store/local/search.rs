@@ -172,9 +172,8 @@ impl Shared {
             graph.scan_codes(s.vector, labels.keys_of(number), s.candidates)?
         } else {
             // Most of the graph walked is of other labels: search wider.
-            graph
-                .index
-                .change_expansion_search(s.ef.saturating_mul(self.cfg.filtered_ef_factor.max(1)));
+            let ef = s.candidates.max(self.cfg.filtered_min_ef);
+            graph.index.change_expansion_search(ef);
             let keep = |key| labels.has(key, number);
             graph.candidates(s.vector, s.candidates, Some(&keep))?
         };
