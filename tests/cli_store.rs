@@ -386,7 +386,9 @@ backend_test! {
             "{v}"
         );
         assert!(v["cpu"]["threads"].as_u64().is_some_and(|t| t >= 1), "{v}");
+        assert!(v["raw_formats"].as_array().is_some_and(|f| f.contains(&json!("CR3"))), "{v}");
         let human = ok(&idx, &idx.run(&["info"]));
+        assert!(human.contains("formats: JPEG, PNG") && human.contains("DNG"), "{human}");
         assert!(human.contains(&format!("cpu: linear layers on {linear}")), "{human}");
         assert!(
             human.contains("1 image") && human.contains(&idx.name),

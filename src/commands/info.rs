@@ -1,5 +1,6 @@
 //! `imgvec info`: which model and store the flags and environment point at (and why), the index's
-//! vector size and how many images it holds, and what the CPU runs the model's layers on.
+//! vector size and how many images it holds, what the CPU runs the model's layers on, and which
+//! image formats are read.
 //!
 //! A model that cannot be found, or an index not created yet, is reported in its line, not as an
 //! error: `info` is where a user looks to find out what is missing.
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{locate_model, open_store, runtime};
 use crate::cli::InfoArgs;
+use crate::image::{FORMATS, RAW_FORMATS};
 use crate::store::StoreError;
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
@@ -54,13 +56,19 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
                 "{}",
                 json!({"store": store.describe(), "index": index, "dims": dims,
                        "documents": count, "model": model_json,
-                       "cpu": {"linear_layers": linear, "threads": threads}})
+                       "cpu": {"linear_layers": linear, "threads": threads},
+                       "formats": FORMATS, "raw_formats": RAW_FORMATS})
             );
         } else {
             println!("{model_line}");
             println!("{}", store.describe());
             println!("{index_line}");
             println!("cpu: linear layers on {linear}, {threads} thread(s)");
+            println!(
+                "formats: {}; camera RAW by its embedded preview: {}",
+                FORMATS.join(", "),
+                RAW_FORMATS.join(", ")
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -36,6 +36,13 @@ pub use limits::{MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE};
 pub use resample::Resample;
 pub use sniff::sniff_image_format;
 
+/// The image formats read (by content, whatever the file's name), as `imgvec info` lists them.
+pub const FORMATS: &[&str] = &["JPEG", "PNG", "GIF", "WebP", "BMP", "TIFF"];
+/// The camera RAW containers read, by their embedded preview.
+pub const RAW_FORMATS: &[&str] = &[
+    "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "PEF", "SRW",
+];
+
 /// Why an image could not be decoded. The caller adds the path.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
