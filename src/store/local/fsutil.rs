@@ -12,21 +12,27 @@ use std::path::{Path, PathBuf};
 
 use crate::store::StoreError;
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a temp
-/// file in the same directory, fsync, rename over `path`, fsync of the directory.
-pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |what: &str, p: &Path, e: std::io::Error| {
-        StoreError::Other(format!("cannot {what} {}: {e}", p.display()))
-    };
+/// `path` with `.tmp` added: where a file is written before it replaces `path`.
+pub(super) fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    PathBuf::from(tmp)
+}
+
+/// Appends `bytes` to the file `tmp` (a temp file in `path`'s directory), makes it durable and
+/// renames it onto `path`, then syncs the directory: a crash leaves either the old file or the
+/// whole new one.
+pub(super) fn append_and_replace(tmp: &Path, bytes: &[u8], path: &Path) -> Result<(), StoreError> {
     {
-        let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| io("sync", &tmp, e))?;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(tmp)
+            .map_err(|e| io_error("open", tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| io_error("write", tmp, e))?;
+        file.sync_all().map_err(|e| io_error("sync", tmp, e))?;
     }
-    fs::rename(&tmp, path).map_err(|e| io("rename onto", path, e))?;
+    fs::rename(tmp, path).map_err(|e| io_error("rename onto", path, e))?;
     #[cfg(unix)]
     if let Some(parent) = path.parent() {
         if let Ok(d) = File::open(parent) {
@@ -34,6 +40,10 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreErr
         }
     }
     Ok(())
+}
+
+fn io_error(what: &str, p: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Other(format!("cannot {what} {}: {e}", p.display()))
 }
 
 /// Creates the store directory if needed; its absolute path.
@@ -71,11 +81,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_atomically_replaces_the_file_and_leaves_no_temp_file() {
+    fn a_replacement_replaces_the_file_and_leaves_no_temp_file() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cache.bin");
-        write_atomically(&path, b"old").unwrap();
-        write_atomically(&path, b"new contents").unwrap();
+        let write = |bytes: &[u8]| {
+            File::create(temp_path(&path)).unwrap();
+            append_and_replace(&temp_path(&path), bytes, &path).unwrap();
+        };
+        write(b"old");
+        write(b"new contents");
         assert_eq!(fs::read(&path).unwrap(), b"new contents");
         let names: Vec<_> = fs::read_dir(tmp.path())
             .unwrap()

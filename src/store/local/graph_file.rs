@@ -19,19 +19,21 @@ use rusqlite::{params, Connection};
 use usearch::Index;
 
 use super::db::{db_error, find_index_by_name, IndexRow};
-use super::fsutil::write_atomically;
+use super::fsutil::{append_and_replace, temp_path};
 use super::graph::{ann_error, ann_options, reserve, Ann, AnnStats};
 use super::quant::Quantizer;
 use super::Shared;
 use crate::store::StoreError;
 
 /// Written into the header: a cache file written with other parameters is rebuilt (v1: usearch's
-/// own f32 → i8 cast; v2: our centred, scaled codes, the `Quantizer` first in the payload).
-const ANN_FORMAT: &str = "usearch-i8-l2sq-v2";
-/// The file's first bytes.
+/// own f32 → i8 cast; v2: our centred, scaled codes; v3: the trailer layout below).
+const ANN_FORMAT: &str = "usearch-i8-l2sq-v3";
+/// The file's last bytes, and the header's first.
 const MAGIC: &[u8; 8] = b"IMGVHNSW";
 /// Header layout version.
-const HEADER_VERSION: u32 = 1;
+const HEADER_VERSION: u32 = 2;
+/// The trailer's fixed end: the quantizer's and the header's lengths (u64 each), then MAGIC.
+const TRAILER_END: u64 = 24;
 /// Tombstones kept before a save drops those the saved file has applied: few enough to replay
 /// cheaply, many enough that readers seldom have to load the file anew because of it.
 const TOMBSTONES_KEPT: i64 = 100_000;
@@ -66,7 +68,8 @@ struct Header {
 }
 
 impl Header {
-    fn encode(&self, payload_len: usize) -> Vec<u8> {
+    /// The header block; `payload_len` is the length of the usearch part it describes.
+    fn encode(&self, payload_len: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.params.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&HEADER_VERSION.to_le_bytes());
@@ -75,13 +78,13 @@ impl Header {
         out.extend_from_slice(&self.doc_count.to_le_bytes());
         out.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
         out.extend_from_slice(self.params.as_bytes());
-        out.extend_from_slice(&(payload_len as u64).to_le_bytes());
+        out.extend_from_slice(&payload_len.to_le_bytes());
         out.extend_from_slice(&self.checksum.to_le_bytes());
         out
     }
 
-    /// The header and the payload after it, if `bytes` is a whole, intact cache file.
-    fn decode(bytes: &[u8]) -> Option<(Header, &[u8])> {
+    /// The header and the usearch part's length, if `bytes` is exactly a whole header block.
+    fn decode(bytes: &[u8]) -> Option<(Header, u64)> {
         let mut at = 0usize;
         let mut take = |n: usize| -> Option<&[u8]> {
             let s = bytes.get(at..at.checked_add(n)?)?;
@@ -102,10 +105,9 @@ impl Header {
         let doc_count = i64_of(take(8)?)?;
         let params_len = u32_of(take(4)?)? as usize;
         let params = String::from_utf8(take(params_len)?.to_vec()).ok()?;
-        let payload_len = usize::try_from(u64_of(take(8)?)?).ok()?;
+        let payload_len = u64_of(take(8)?)?;
         let checksum = u64_of(take(8)?)?;
-        let payload = take(payload_len)?;
-        if at != bytes.len() || checksum64(payload) != checksum {
+        if at != bytes.len() {
             return None;
         }
         let header = Header {
@@ -115,24 +117,87 @@ impl Header {
             params,
             checksum,
         };
-        Some((header, payload))
+        Some((header, payload_len))
     }
 }
 
+/// The header, the quantizer and the usearch part's length from the trailer of the file at
+/// `path`; `None` if there is no such file, or its trailer is not one of ours or is damaged.
+fn read_trailer(path: &Path) -> Option<(Header, Quantizer, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut end = [0u8; TRAILER_END as usize];
+    f.seek(SeekFrom::Start(len.checked_sub(TRAILER_END)?))
+        .ok()?;
+    f.read_exact(&mut end).ok()?;
+    if &end[16..] != MAGIC {
+        return None;
+    }
+    let quant_len = u64::from_le_bytes(end[..8].try_into().ok()?);
+    let header_len = u64::from_le_bytes(end[8..16].try_into().ok()?);
+    let trailer = quant_len
+        .checked_add(header_len)?
+        .checked_add(TRAILER_END)?;
+    let payload_len = len.checked_sub(trailer)?;
+    if quant_len > 1 << 20 || header_len > 1 << 16 {
+        return None;
+    }
+    let mut block = vec![0u8; (quant_len + header_len) as usize];
+    f.seek(SeekFrom::Start(payload_len)).ok()?;
+    f.read_exact(&mut block).ok()?;
+    let (quant, rest) = Quantizer::from_bytes(&block[..quant_len as usize])?;
+    let (header, said_len) = Header::decode(&block[quant_len as usize..])?;
+    (rest.is_empty() && said_len == payload_len).then_some((header, quant, payload_len))
+}
+
+/// The checksum of the first `len` bytes of the file at `path`, read a MiB at a time.
+fn checksum_file(path: &Path, len: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut sum = Checksum::new(len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        f.read_exact(&mut buf[..n]).ok()?;
+        sum.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Some(sum.0)
+}
+
 /// FNV-1a over 8-byte words: tells an intact cache file from a damaged or foreign one.
+#[cfg(test)]
 fn checksum64(bytes: &[u8]) -> u64 {
+    let mut sum = Checksum::new(bytes.len() as u64);
+    sum.update(bytes);
+    sum.0
+}
+
+/// [`checksum64`] fed a piece at a time.
+struct Checksum(u64);
+
+impl Checksum {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(PRIME);
+
+    /// For `len` bytes in all.
+    fn new(len: u64) -> Checksum {
+        Checksum(0xcbf2_9ce4_8422_2325 ^ len)
     }
-    for &b in words.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+
+    /// Feeds `bytes`: every piece but the last must be a whole number of 8-byte words.
+    fn update(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.0 = (self.0 ^ u64::from_le_bytes(a)).wrapping_mul(Self::PRIME);
+        }
+        for &b in words.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        }
     }
-    h
 }
 
 impl Shared {
@@ -141,19 +206,22 @@ impl Shared {
     /// [`Shared::load_may_succeed_later`]). Read outside any snapshot; its labels are read as of
     /// now, which catching up from the file's generation makes right.
     pub(super) fn load_ann(&self, conn: &Connection, row: &IndexRow) -> Option<Ann> {
-        let bytes = fs::read(ann_file(&self.dir, row.id)).ok()?;
-        let (header, payload) = Header::decode(&bytes)?;
+        let path = ann_file(&self.dir, row.id);
+        let (header, quant, payload_len) = read_trailer(&path)?;
         if header.index_id != row.id
             || header.params != ann_params(row)
             || header.generation > row.generation
             || header.generation < row.tombstones_after
+            || checksum_file(&path, payload_len)? != header.checksum
         {
             return None;
         }
-        let (quant, payload) = Quantizer::from_bytes(payload)?;
+        // usearch reads its part of the file straight into the graph (the trailer after it is
+        // not read). A writer may replace the file meanwhile: the trailer must be the same after.
         let index = Index::new(&ann_options(row, self.cfg.min_ef_search)).ok()?;
-        index.load_from_buffer(payload).ok()?;
-        if index.dimensions() != row.dims
+        index.load(path.to_str()?).ok()?;
+        if read_trailer(&path).map(|t| t.0).as_ref() != Some(&header)
+            || index.dimensions() != row.dims
             || quant.dims() != row.dims
             || i64::try_from(index.size()).ok() != Some(header.doc_count)
         {
@@ -174,19 +242,8 @@ impl Shared {
     /// The generation the cache file of index `index_id` holds, from its header alone (not the
     /// whole file); `None` if there is no such file or it is not one of ours.
     pub(super) fn file_generation(&self, index_id: i64) -> Option<i64> {
-        use std::io::Read;
-        let mut head = [0u8; 28];
-        fs::File::open(ann_file(&self.dir, index_id))
-            .ok()?
-            .read_exact(&mut head)
-            .ok()?;
-        if &head[..8] != MAGIC
-            || head[8..12] != HEADER_VERSION.to_le_bytes()
-            || i64::from_le_bytes(head[12..20].try_into().ok()?) != index_id
-        {
-            return None;
-        }
-        Some(i64::from_le_bytes(head[20..28].try_into().ok()?))
+        let (header, _, _) = read_trailer(&ann_file(&self.dir, index_id))?;
+        (header.index_id == index_id).then_some(header.generation)
     }
 
     /// Whether a cache file that could not be used for `row` may be usable from a later snapshot:
@@ -230,24 +287,35 @@ impl Shared {
         if row.id != graph.index_id || row.generation != graph.generation {
             return Ok(());
         }
-        let mut payload = graph.quant.to_bytes();
-        let quant_len = payload.len();
-        payload.resize(quant_len + graph.index.serialized_length(), 0);
+        // usearch writes its part straight from the graph (no copy of it in memory), then the
+        // trailer; the finished file replaces the old one at once.
+        let path = ann_file(&self.dir, row.id);
+        let tmp = temp_path(&path);
+        let io = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Other(format!("cannot {what} {}: {e}", tmp.display()))
+        };
+        let tmp_str = tmp.to_str().ok_or_else(|| io("name", &"not UTF-8"))?;
         graph
             .index
-            .save_to_buffer(&mut payload[quant_len..])
-            .map_err(|e| ann_error("serialize", e))?;
+            .save(tmp_str)
+            .map_err(|e| ann_error("save", e))?;
+        let payload_len = fs::metadata(&tmp).map_err(|e| io("read", &e))?.len();
+        let checksum = checksum_file(&tmp, payload_len).ok_or_else(|| io("read", &"short"))?;
         let header = Header {
             index_id: row.id,
             generation: graph.generation,
             doc_count: graph.index.size() as i64,
             params: ann_params(&row),
-            checksum: checksum64(&payload),
+            checksum,
         };
-        let mut bytes = header.encode(payload.len());
-        bytes.extend_from_slice(&payload);
-        drop(payload);
-        write_atomically(&ann_file(&self.dir, row.id), &bytes)?;
+        let quant = graph.quant.to_bytes();
+        let head = header.encode(payload_len);
+        let mut trailer = quant.clone();
+        trailer.extend_from_slice(&head);
+        trailer.extend_from_slice(&(quant.len() as u64).to_le_bytes());
+        trailer.extend_from_slice(&(head.len() as u64).to_le_bytes());
+        trailer.extend_from_slice(MAGIC);
+        append_and_replace(&tmp, &trailer, &path)?;
         graph.unsaved = 0;
         stats.saved += 1;
         self.drop_applied_tombstones(conn, &row)
@@ -293,22 +361,30 @@ mod tests {
             index_id: 3,
             generation: 41,
             doc_count: 1_000,
-            params: "usearch-i8-l2sq-v1 dims=8".into(),
+            params: "usearch-i8-l2sq-v3 dims=8".into(),
             checksum: checksum64(b"payload!"),
         };
-        let mut bytes = header.encode(8);
-        bytes.extend_from_slice(b"payload!");
-        let (back, payload) = Header::decode(&bytes).unwrap();
-        assert_eq!((back, payload), (header, &b"payload!"[..]));
+        let bytes = header.encode(8);
+        assert_eq!(Header::decode(&bytes), Some((header, 8)));
         for cut in [0, 7, 20, bytes.len() - 1] {
             assert!(Header::decode(&bytes[..cut]).is_none(), "cut at {cut}");
         }
-        let mut flipped = bytes.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert!(Header::decode(&flipped).is_none());
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Header::decode(&longer).is_none());
+        let mut other_version = bytes.clone();
+        other_version[8] ^= 1;
+        assert!(Header::decode(&other_version).is_none());
+    }
+
+    #[test]
+    fn the_checksum_fed_in_pieces_is_the_checksum_of_the_whole() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3 * 1_024 + 5).collect();
+        let mut sum = Checksum::new(bytes.len() as u64);
+        for piece in bytes.chunks(1_024) {
+            sum.update(piece);
+        }
+        assert_eq!(sum.0, checksum64(&bytes));
     }
 
     #[test]
