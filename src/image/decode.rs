@@ -62,8 +62,16 @@ impl Default for DecodeOptions {
 
 /// [`decode_rgb`] with every option.
 pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
-    if let Some(kind) = raw::raw_kind(bytes) {
-        return decode_raw(bytes, kind, opts);
+    // Camera RAW containers are parsed here too, so a panic in their parser is a refusal as well.
+    if let Some(kind) = catch_unwind(|| raw::raw_kind(bytes)).ok().flatten() {
+        return catch_unwind(AssertUnwindSafe(|| decode_raw(bytes, kind, opts))).unwrap_or_else(
+            |_| {
+                Err(DecodeError::Raw {
+                    kind: kind.name(),
+                    reason: PANICKED.to_string(),
+                })
+            },
+        );
     }
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
     match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, format, opts))) {
