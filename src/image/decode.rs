@@ -22,7 +22,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, 
 
 use super::convert::to_rgb_like_pil;
 use super::limits::{check_size, decoder_limits, limit_exceeded, MAX_DECODE_BYTES};
-use super::raw::{self, RawKind};
+use super::raw::{self, Preview, RawKind};
 use super::sniff::sniff_image_format;
 use super::{bmp, jpeg, tiff, DecodeError, DecodedImage};
 
@@ -63,15 +63,14 @@ impl Default for DecodeOptions {
 /// [`decode_rgb`] with every option.
 pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     // Camera RAW containers are parsed here too, so a panic in their parser is a refusal as well.
-    if let Some(kind) = catch_unwind(|| raw::raw_kind(bytes)).ok().flatten() {
-        return catch_unwind(AssertUnwindSafe(|| decode_raw(bytes, kind, opts))).unwrap_or_else(
-            |_| {
-                Err(DecodeError::Raw {
-                    kind: kind.name(),
-                    reason: PANICKED.to_string(),
-                })
-            },
-        );
+    if let Some((kind, preview)) = catch_unwind(|| raw::raw_preview(bytes)).ok().flatten() {
+        let decoded = catch_unwind(AssertUnwindSafe(|| decode_raw(kind, preview, opts)));
+        return decoded.unwrap_or_else(|_| {
+            Err(DecodeError::Raw {
+                kind: kind.name(),
+                reason: PANICKED.to_string(),
+            })
+        });
     }
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
     match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, format, opts))) {
@@ -86,11 +85,11 @@ pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImag
 /// A camera RAW file: its largest embedded preview, decoded as a JPEG, turned upright by the
 /// container's orientation (else the preview's own EXIF) under the same option as a JPEG's EXIF.
 fn decode_raw(
-    bytes: &[u8],
     kind: RawKind,
+    preview: Result<Preview<'_>, String>,
     opts: &DecodeOptions,
 ) -> Result<DecodedImage, DecodeError> {
-    let preview = raw::largest_preview(bytes, kind).map_err(|reason| DecodeError::Raw {
+    let preview = preview.map_err(|reason| DecodeError::Raw {
         kind: kind.name(),
         reason,
     })?;

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawKind {
     /// TIFF-based with the standard magic (DNG, CR2, NEF, ARW, …): only told from a plain TIFF by
-    /// its tags ([`is_camera_tiff`]).
+    /// its tags ([`raw_preview`]).
     Tiff,
     /// Olympus ORF (a TIFF with its own magic).
     Orf,
@@ -43,7 +43,7 @@ impl RawKind {
 }
 
 /// The RAW containers with a magic of their own (a TIFF-based RAW with the standard magic sniffs
-/// as TIFF and is told apart by [`is_camera_tiff`]).
+/// as TIFF and is told apart by [`raw_preview`]).
 pub fn sniff_raw(header: &[u8]) -> Option<RawKind> {
     if header.starts_with(b"FUJIFILMCCD-RAW") {
         return Some(RawKind::Raf);
@@ -60,14 +60,6 @@ pub fn sniff_raw(header: &[u8]) -> Option<RawKind> {
     None
 }
 
-/// The RAW container `data` is, if it is one: by its magic, or a standard TIFF with raw data.
-pub fn raw_kind(data: &[u8]) -> Option<RawKind> {
-    sniff_raw(data).or_else(|| {
-        let tiff = data.starts_with(b"II*\0") || data.starts_with(b"MM\0*");
-        (tiff && is_camera_tiff(data)).then_some(RawKind::Tiff)
-    })
-}
-
 /// The preview chosen: its JPEG bytes, pixel size, and the orientation the container gives (an
 /// EXIF/TIFF Orientation value), if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,39 +70,46 @@ pub struct Preview<'a> {
     pub orientation: Option<u16>,
 }
 
-/// The largest preview of a RAW file of `kind`, or why there is none.
-pub fn largest_preview(data: &[u8], kind: RawKind) -> Result<Preview<'_>, String> {
+/// If `data` is a camera RAW file (by its magic, or a standard TIFF that is a DNG, a CR2 or holds
+/// raw sensor data): its kind, and its largest preview or why there is none. One walk over the
+/// container answers both.
+pub fn raw_preview(data: &[u8]) -> Option<(RawKind, Result<Preview<'_>, String>)> {
     let mut found = Found::default();
-    match kind {
-        RawKind::Tiff | RawKind::Orf | RawKind::Rw2 => {
-            let tiff = Tiff::open(data).ok_or("the TIFF header is damaged")?;
-            tiff.collect(&mut found);
+    let kind = match sniff_raw(data) {
+        Some(kind @ (RawKind::Orf | RawKind::Rw2)) => {
+            if let Some(tiff) = Tiff::open(data) {
+                tiff.collect(&mut found);
+            }
+            kind
         }
-        RawKind::Cr3 => cr3(data, &mut found),
-        RawKind::Raf => raf(data, &mut found),
-    }
-    found.best.ok_or_else(|| {
+        Some(RawKind::Cr3) => {
+            cr3(data, &mut found);
+            RawKind::Cr3
+        }
+        Some(RawKind::Raf) => {
+            raf(data, &mut found);
+            RawKind::Raf
+        }
+        Some(RawKind::Tiff) | None => {
+            if !(data.starts_with(b"II*\0") || data.starts_with(b"MM\0*")) {
+                return None;
+            }
+            Tiff::open(data)?.collect(&mut found);
+            // Canon CR2: "CR" after the TIFF header.
+            if !found.raw_data && data.get(8..10) != Some(b"CR") {
+                return None;
+            }
+            RawKind::Tiff
+        }
+    };
+    let preview = found.best.ok_or_else(|| {
         format!(
             "no embedded JPEG preview found in this {} file (imgvec reads a RAW file's preview, \
              not its raw sensor data)",
             kind.name()
         )
-    })
-}
-
-/// Whether a TIFF (standard magic) is a camera RAW file: it says it is a DNG, or is a Canon CR2,
-/// or one of its directories holds raw sensor data (CFA or LinearRaw pixels, or a camera maker's
-/// raw compression).
-pub fn is_camera_tiff(data: &[u8]) -> bool {
-    if data.get(8..10) == Some(b"CR") {
-        return true;
-    }
-    let Some(tiff) = Tiff::open(data) else {
-        return false;
-    };
-    let mut found = Found::default();
-    tiff.collect(&mut found);
-    found.raw_data
+    });
+    Some((kind, preview))
 }
 
 /// What the walk over a container found.

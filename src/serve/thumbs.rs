@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
-use crate::image::raw::{largest_preview, raw_kind};
+use crate::image::raw::raw_preview;
 use crate::image::{decode_rgb, sniff_image_format};
 use crate::pipeline::sha256_hex;
 
@@ -121,8 +121,8 @@ pub async fn read_original(id: &str, path: &str) -> Result<Original, ApiError> {
         }
     }
     // A camera RAW file is shown by its preview, which a browser can display.
-    if let Some(kind) = raw_kind(&bytes) {
-        let preview = largest_preview(&bytes, kind).map_err(gone)?;
+    if let Some((_, preview)) = raw_preview(&bytes) {
+        let preview = preview.map_err(gone)?;
         return Ok(Original {
             bytes: Bytes::copy_from_slice(preview.jpeg),
             format: ImageFormat::Jpeg,

@@ -8,6 +8,42 @@ use crate::image::{decode_rgb, DecodeError};
 use ::image::codecs::jpeg::JpegEncoder;
 use ::image::RgbImage;
 
+/// The kind of RAW file `data` is, if it is one.
+fn raw_kind(data: &[u8]) -> Option<RawKind> {
+    raw_preview(data).map(|(kind, _)| kind)
+}
+
+/// The largest preview of `data`, a RAW file of `kind`.
+fn largest_preview(data: &[u8], kind: RawKind) -> Result<Preview<'_>, String> {
+    match raw_preview(data) {
+        Some((k, preview)) if k == kind => preview,
+        other => Err(format!("not a {kind:?} file: {:?}", other.map(|o| o.0))),
+    }
+}
+
+/// A CR2: a TIFF with "CR", version 2.0 and the raw IFD's offset (unused here) after its header,
+/// and `ifds` as IFD0's chain.
+fn cr2(ifds: Vec<Vec<(u16, Value)>>) -> Vec<u8> {
+    TiffBuilder {
+        magic: *b"II*\0",
+        extra: vec![b'C', b'R', 2, 0, 0, 0, 0, 0],
+        chain: ifds.len(),
+        ifds,
+    }
+    .build()
+}
+
+/// An RW2 whose IFD0 holds `preview` in its JpgFromRaw tag.
+fn rw2(preview: &[u8]) -> Vec<u8> {
+    TiffBuilder {
+        magic: *b"IIU\0",
+        extra: Vec::new(),
+        chain: 1,
+        ifds: vec![vec![(46, Value::Bytes(7, preview.to_vec()))]],
+    }
+    .build()
+}
+
 /// A baseline JPEG of `w`×`h` with a gradient (so orientation shows).
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
     let img = RgbImage::from_fn(w, h, |x, y| {
@@ -214,26 +250,19 @@ fn a_dng_gives_its_jpeg_preview_turned_by_its_orientation() {
 #[test]
 fn a_cr2_gives_its_largest_preview_and_passes_over_the_lossless_raw_data() {
     let (big, small) = (jpeg(120, 80), jpeg(40, 30));
-    let file = TiffBuilder {
-        magic: *b"II*\0",
-        // CR2: "CR", version 2.0, the raw IFD's offset (unused here).
-        extra: vec![b'C', b'R', 2, 0, 0, 0, 0, 0],
-        chain: 4,
-        ifds: vec![
-            vec![
-                (259, Value::Short(6)),
-                (273, Value::Blob(big.clone(), Some(279))),
-                (274, Value::Short(1)),
-            ],
-            vec![(513, Value::Blob(small, Some(514)))],
-            vec![(259, Value::Short(1)), (262, Value::Short(2))],
-            vec![
-                (259, Value::Short(6)),
-                (273, Value::Blob(lossless_jpeg(), Some(279))),
-            ],
+    let file = cr2(vec![
+        vec![
+            (259, Value::Short(6)),
+            (273, Value::Blob(big.clone(), Some(279))),
+            (274, Value::Short(1)),
         ],
-    }
-    .build();
+        vec![(513, Value::Blob(small, Some(514)))],
+        vec![(259, Value::Short(1)), (262, Value::Short(2))],
+        vec![
+            (259, Value::Short(6)),
+            (273, Value::Blob(lossless_jpeg(), Some(279))),
+        ],
+    ]);
     assert_eq!(raw_kind(&file), Some(RawKind::Tiff));
     let p = largest_preview(&file, RawKind::Tiff).unwrap();
     assert_eq!((p.width, p.height, p.jpeg), (120, 80, &big[..]));
@@ -261,13 +290,7 @@ fn a_plain_tiff_is_not_a_camera_raw() {
 #[test]
 fn an_rw2_gives_the_jpeg_in_its_tag() {
     let preview = jpeg(64, 48);
-    let file = TiffBuilder {
-        magic: *b"IIU\0",
-        extra: Vec::new(),
-        chain: 1,
-        ifds: vec![vec![(46, Value::Bytes(7, preview.clone()))]],
-    }
-    .build();
+    let file = rw2(&preview);
     assert_eq!(raw_kind(&file), Some(RawKind::Rw2));
     let p = largest_preview(&file, RawKind::Rw2).unwrap();
     assert_eq!((p.jpeg, p.width), (&preview[..], 64));
@@ -448,27 +471,15 @@ fn raw_magics_are_sniffed_and_other_files_are_not() {
 #[test]
 fn the_raw_fixtures_are_the_built_samples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/raw");
-    let cr2 = TiffBuilder {
-        magic: *b"II*\0",
-        extra: vec![b'C', b'R', 2, 0, 0, 0, 0, 0],
-        chain: 2,
-        ifds: vec![
-            vec![
-                (259, Value::Short(6)),
-                (273, Value::Blob(jpeg(72, 48), Some(279))),
-                (274, Value::Short(3)),
-            ],
-            vec![(513, Value::Blob(jpeg(24, 16), Some(514)))],
+    let cr2 = cr2(vec![
+        vec![
+            (259, Value::Short(6)),
+            (273, Value::Blob(jpeg(72, 48), Some(279))),
+            (274, Value::Short(3)),
         ],
-    }
-    .build();
-    let rw2 = TiffBuilder {
-        magic: *b"IIU\0",
-        extra: Vec::new(),
-        chain: 1,
-        ifds: vec![vec![(46, Value::Bytes(7, jpeg(64, 48)))]],
-    }
-    .build();
+        vec![(513, Value::Blob(jpeg(24, 16), Some(514)))],
+    ]);
+    let rw2 = rw2(&jpeg(64, 48));
     let samples = [
         ("sample.dng", dng(&jpeg(96, 64), 6)),
         ("sample.cr2", cr2),
