@@ -7,8 +7,9 @@
 //!     [--device cpu|cuda|metal|auto] [--precision f32|f16|bf16]
 //!     [--embeddings-out FILE] [--reference FILE]
 //!
-//! `--precision` defaults to the device's (f32 on the CPU, f16 on a GPU); unlike the CLI, f16/bf16
-//! are allowed on the CPU here (candle's ops, slow) to measure them. `--embeddings-out` writes the
+//! `--precision` defaults to the device's (f32 on the CPU, f16 on a GPU); bf16 on the CPU is the CLI's
+//! (imgvec's bf16 linear layers, AVX512_BF16); unlike the CLI, f16 is allowed on the CPU here
+//! (candle's ops, slow) to measure it. `--embeddings-out` writes the
 //! embedding of each image (one JSON array per line, in file-name order); `--reference` reads such a
 //! file (say, from an f32 CPU run) and prints the cosine of each embedding to it, min and mean.
 //! `--batch-sizes ""` (empty) only embeds the images, for the two flags above. On a GPU the timing
@@ -96,9 +97,11 @@ fn main() {
         Precision::F16
     });
     let t = Instant::now();
+    let (dtype, linear) = imgvec::device::model_precision(precision, &device);
     let model = ModelDir::open(&args.model)
         .unwrap_or_else(|e| panic!("{e}"))
-        .with_dtype(precision.dtype());
+        .with_dtype(dtype)
+        .with_linear(linear);
     let enc = ImageEncoder::load(&model, &device).unwrap_or_else(|e| panic!("{e}"));
     device.synchronize().unwrap_or_else(|e| panic!("{e}"));
     let load_s = t.elapsed().as_secs_f64();

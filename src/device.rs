@@ -7,6 +7,8 @@
 
 use candle_core::{DType, Device};
 
+use crate::clip::dense::LinearPrecision;
+
 /// The dtype of the model's weights and activations (`--precision`). Embeddings always come out as
 /// f32, converted before the L2 normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,18 +38,39 @@ impl Precision {
 /// f16 rather than bf16 on a GPU: three more mantissa bits (10 against 7) for the same tensor-core
 /// speed, CLIP's range fits it (OpenAI's own CLIP runs in fp16 on CUDA, and LayerNorm, softmax and the
 /// GEMMs accumulate in f32), and candle's bf16 kernels need compute capability 8.0 (Ampere) while f16
-/// runs on every GPU candle supports. On the CPU only f32 is accepted: imgvec's CPU kernels (packed
-/// GEMM, fused attention) are f32, and candle's f16/bf16 CPU paths would only be slower.
+/// runs on every GPU candle supports. On the CPU: f32 (exact parity with transformers), or bf16 where
+/// the CPU has AVX512_BF16 — imgvec's own bf16 linear layers, everything else in f32
+/// (`clip::dense::bf16`); f16, and bf16 without that instruction, would run candle's slower kernels
+/// and are refused with the reason.
 pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision, String> {
     match asked {
+        Some(Precision::Bf16) if device.is_cpu() => {
+            if crate::clip::dense::bf16::available() {
+                Ok(Precision::Bf16)
+            } else {
+                Err(format!(
+                    "--precision bf16 on the CPU: {}; leave --precision out (f32) or run on a GPU",
+                    crate::clip::dense::bf16::unavailable_reason()
+                ))
+            }
+        }
         Some(p) if p != Precision::F32 && device.is_cpu() => Err(format!(
             "--precision {} needs a GPU (--device cuda or metal), and the model runs on the CPU here: \
-on the CPU imgvec computes in f32 only; leave --precision out or give --precision f32",
+on the CPU imgvec computes in f32, or bf16 where the CPU has AVX512_BF16; leave --precision out or give --precision f32",
             p.name()
         )),
         Some(p) => Ok(p),
         None if device.is_cpu() => Ok(Precision::F32),
         None => Ok(Precision::F16),
+    }
+}
+
+/// How a model runs in `precision` on `device`: the towers' dtype, and the arithmetic of the CPU's
+/// linear layers (bf16 on the CPU is f32 towers with bf16 linear layers).
+pub fn model_precision(precision: Precision, device: &Device) -> (DType, LinearPrecision) {
+    match precision {
+        Precision::Bf16 if device.is_cpu() => (DType::F32, LinearPrecision::Bf16),
+        p => (p.dtype(), LinearPrecision::F32),
     }
 }
 
@@ -135,17 +158,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_precision_is_f32_only() {
+    fn cpu_precision_is_f32_or_bf16_where_the_cpu_has_it() {
         let cpu = Device::Cpu;
         assert_eq!(precision(None, &cpu), Ok(Precision::F32));
         assert_eq!(precision(Some(Precision::F32), &cpu), Ok(Precision::F32));
-        for p in [Precision::F16, Precision::Bf16] {
-            let err = precision(Some(p), &cpu).unwrap_err();
-            assert!(
-                err.starts_with(&format!("--precision {} needs a GPU", p.name())),
-                "{err}"
-            );
+        let err = precision(Some(Precision::F16), &cpu).unwrap_err();
+        assert!(err.starts_with("--precision f16 needs a GPU"), "{err}");
+        match precision(Some(Precision::Bf16), &cpu) {
+            Ok(p) => {
+                assert!(crate::clip::dense::bf16::available());
+                assert_eq!(p, Precision::Bf16);
+                assert_eq!(
+                    model_precision(p, &cpu),
+                    (DType::F32, LinearPrecision::Bf16)
+                );
+            }
+            Err(err) => {
+                assert!(!crate::clip::dense::bf16::available());
+                assert!(err.starts_with("--precision bf16 on the CPU: "), "{err}");
+            }
         }
+        assert_eq!(
+            model_precision(Precision::F32, &cpu),
+            (DType::F32, LinearPrecision::F32)
+        );
     }
 
     #[test]

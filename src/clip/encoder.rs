@@ -105,7 +105,7 @@ fn dense(
     weight: Tensor,
     bias: Option<Tensor>,
 ) -> Result<Dense, ClipError> {
-    Dense::new(weight, bias).map_err(|e| ClipError::Weights {
+    Dense::with_precision(weight, bias, w.linear()).map_err(|e| ClipError::Weights {
         path: w.path().to_path_buf(),
         reason: format!("{prefix}: {e}"),
     })

@@ -133,6 +133,9 @@ pub struct ModelDir {
     name: Option<String>,
     /// The dtype the towers are loaded and run in (f32 unless [`Self::with_dtype`] says otherwise).
     dtype: DType,
+    /// The arithmetic of the CPU's packed linear layers (f32 unless [`Self::with_linear`] says
+    /// bf16).
+    linear: dense::LinearPrecision,
 }
 
 impl ModelDir {
@@ -157,6 +160,7 @@ impl ModelDir {
             config,
             name: None,
             dtype: DType::F32,
+            linear: dense::LinearPrecision::F32,
         })
     }
 
@@ -171,6 +175,18 @@ impl ModelDir {
     /// The dtype the towers compute in.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The same directory, its f32 towers' linear layers run in `linear` on the CPU
+    /// (`--precision bf16` there: the rest stays f32).
+    pub fn with_linear(mut self, linear: dense::LinearPrecision) -> Self {
+        self.linear = linear;
+        self
+    }
+
+    /// The arithmetic of the CPU's linear layers.
+    pub fn linear(&self) -> dense::LinearPrecision {
+        self.linear
     }
 
     /// The same directory under another short name (see [`Self::name`]).
@@ -245,7 +261,7 @@ impl ModelDir {
                 reason: format!("missing. {GET_MODEL_HINT}"),
             });
         }
-        Weights::open(&path, device, dtype)
+        Ok(Weights::open(&path, device, dtype)?.with_linear(self.linear))
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Weights {
     tensors: HashMap<String, TensorInfo>,
     device: Device,
     dtype: DType,
+    /// How the linear layers are packed on the CPU.
+    linear: super::dense::LinearPrecision,
 }
 
 impl Weights {
@@ -64,7 +66,19 @@ impl Weights {
             tensors,
             device: device.clone(),
             dtype,
+            linear: super::dense::LinearPrecision::F32,
         })
+    }
+
+    /// The same tensors, their linear layers packed for `linear` (see [`super::ModelDir::with_linear`]).
+    pub fn with_linear(mut self, linear: super::dense::LinearPrecision) -> Self {
+        self.linear = linear;
+        self
+    }
+
+    /// How the linear layers are packed on the CPU.
+    pub fn linear(&self) -> super::dense::LinearPrecision {
+        self.linear
     }
 
     pub fn path(&self) -> &Path {

@@ -74,7 +74,8 @@ pub fn open_model(args: &ModelArgs, quiet: bool) -> Result<(ModelDir, Device)> {
             precision.name()
         );
     }
-    Ok((model.with_dtype(precision.dtype()), device))
+    let (dtype, linear) = crate::device::model_precision(precision, &device);
+    Ok((model.with_dtype(dtype).with_linear(linear), device))
 }
 
 /// The device `--device` asks for, its name, and the precision to run in there (`--precision`, or

@@ -177,7 +177,10 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
     let (device, device_name, precision) = super::open_device(args)?;
     let apply_exif = !args.ignore_exif_orientation;
     let dir = match find_model(&args.location) {
-        Ok(dir) => dir.with_dtype(precision.dtype()),
+        Ok(dir) => {
+            let (dtype, linear) = crate::device::model_precision(precision, &device);
+            dir.with_dtype(dtype).with_linear(linear)
+        }
         Err(e) => {
             let why = format!("{e:#}");
             eprintln!("imgvec: warning: no model, so no search by text or image: {why}");

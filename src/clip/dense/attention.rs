@@ -179,6 +179,7 @@ impl Job<'_> {
         let keys = Rows::packed(lines_as_floats(&s.keys), n);
         let q_panels = lines_as_floats(&s.queries);
         let values = Panels {
+            bf16: false,
             simd,
             n: hd,
             k: n,
@@ -193,6 +194,7 @@ impl Job<'_> {
         for j in panels {
             // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
             let panel = Panels {
+                bf16: false,
                 simd,
                 n: nr,
                 k: hd,

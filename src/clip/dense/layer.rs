@@ -7,6 +7,15 @@ use candle_nn::Linear;
 
 use super::{mlp, Epilogue, HostNorm, PackedWeight, Simd};
 
+/// The arithmetic of the packed linear layers on the CPU (`--precision`): f32 (exact to within
+/// f32's rounding, the default), or bf16 operands with f32 sums (`bf16.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinearPrecision {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// A linear layer: packed on CPU when the CPU has a kernel, candle's `Linear` otherwise.
 pub enum Dense {
     Packed(PackedWeight),
@@ -16,13 +25,34 @@ pub enum Dense {
 impl Dense {
     /// `weight`: `[out, inp]`; packs it (and drops the tensor) when it lives on the CPU in f32.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Self::with_precision(weight, bias, LinearPrecision::F32)
+    }
+
+    /// As [`Self::new`], packed for `precision`'s kernels. bf16 where the CPU has no bf16 kernel
+    /// is an error (the caller checks [`super::bf16::available`] first, to refuse with the reason).
+    pub fn with_precision(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        precision: LinearPrecision,
+    ) -> Result<Self> {
         if weight.device().is_cpu() && weight.dtype() == DType::F32 && Simd::get() != Simd::None {
             let (n, k) = weight.dims2()?;
             let w = weight.flatten_all()?.to_vec1::<f32>()?;
             let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-            if let Some(p) = PackedWeight::new(&w, n, k, b.as_deref()) {
+            let packed = match precision {
+                LinearPrecision::F32 => PackedWeight::new(&w, n, k, b.as_deref()),
+                LinearPrecision::Bf16 => Some(
+                    PackedWeight::new_bf16(&w, n, k, b.as_deref()).ok_or_else(|| {
+                        candle_core::Error::Msg(super::bf16::unavailable_reason())
+                    })?,
+                ),
+            };
+            if let Some(p) = packed {
                 return Ok(Dense::Packed(p));
             }
+        }
+        if precision == LinearPrecision::Bf16 {
+            candle_core::bail!("bf16 linear layers run on the CPU's own kernels only");
         }
         Ok(Dense::Candle(Linear::new(weight, bias)))
     }
@@ -79,7 +109,11 @@ impl Dense {
     ) -> Result<Option<Tensor>> {
         match (fc1, fc2) {
             (Dense::Packed(f1), Dense::Packed(f2))
-                if packable(x) && f1.simd == f2.simd && f1.n == f2.k && f2.n == f1.k =>
+                if packable(x)
+                    && f1.simd == f2.simd
+                    && f1.is_bf16() == f2.is_bf16()
+                    && f1.n == f2.k
+                    && f2.n == f1.k =>
             {
                 Ok(Some(x.contiguous()?.apply_op1_no_bwd(&MlpOp {
                     fc1: f1,

@@ -260,11 +260,16 @@ pub mod avx512 {
     pub const MR: usize = 14;
     pub const NR: usize = 32;
 
-    /// # Safety
-    /// The CPU has AVX-512F; the pointers in `t` are valid as [`Tile`] says, for R rows (`c` and
-    /// the residual R rows, `a` the tile's R values first in each step); `b` is 64-byte aligned.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<const R: usize>(t: &Tile) {
+    /// Defines the tile function `$name` with the target features `$features`. At each k step,
+    /// row r's value `v` (at `a + r`) is broadcast to `x` by the first expression and multiplied
+    /// into each of the two weight vectors `b` by the second, which returns the new `acc`. One body
+    /// for the f32 kernel and the bf16 one (`super::super::bf16`), where a step is a pair of k and
+    /// each "float" of `a` and `b` a pair of bf16.
+    macro_rules! tile_fn {
+        ($(#[$doc:meta])* $name:ident, $features:literal, |$v:ident| $bcast:expr, |$x:ident, $b:ident, $acc:ident| $fma:expr) => {
+    $(#[$doc])*
+    #[target_feature(enable = $features)]
+    pub unsafe fn $name<const R: usize>(t: &Tile) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         match t.init {
             Init::Accumulate => {
@@ -317,9 +322,10 @@ pub mod avx512 {
             for r in 0..R {
                 // SAFETY: at step s, `a` is `t.a` + s · a_step, and the step's first R ≤ MR
                 // floats are the tile's rows' values ([`Tile`]); f32-aligned, as the rows are f32s.
-                let x = _mm512_set1_ps(unsafe { *a.add(r) });
-                acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+                let $v = unsafe { *a.add(r) };
+                let $x = $bcast;
+                acc[r][0] = { let ($b, $acc) = (b0, acc[r][0]); $fma };
+                acc[r][1] = { let ($b, $acc) = (b1, acc[r][1]); $fma };
             }
             // On to step s + 1. `a` wraps: after the last step it may point past the rows' data
             // (attention's probability rows hold only the tile's own values at the last step),
@@ -347,6 +353,32 @@ pub mod avx512 {
             }
         }
     }
+        };
+    }
+
+    tile_fn!(
+        /// # Safety
+        /// The CPU has AVX-512F; the pointers in `t` are valid as [`Tile`] says, for R rows (`c` and
+        /// the residual R rows, `a` the tile's R values first in each step); `b` is 64-byte aligned.
+        tile,
+        "avx512f",
+        |v| _mm512_set1_ps(v),
+        |x, b, acc| _mm512_fmadd_ps(x, b, acc)
+    );
+
+    tile_fn!(
+        /// [`tile`] over bf16 pairs: each of `a`'s "floats" is a pair of bf16 (k = 2p low, 2p + 1
+        /// high), each of `b`'s NR per step too, and a step adds both products to each sum with
+        /// `vdpbf16ps` (see `super::super::bf16`).
+        ///
+        /// # Safety
+        /// As [`tile`], and the CPU has AVX512_BF16.
+        tile_bf16,
+        "avx512f,avx512bf16",
+        // SAFETY (both): bit casts between two 512-bit vector types.
+        |v| unsafe { std::mem::transmute::<__m512, __m512bh>(_mm512_set1_ps(v)) },
+        |x, b, acc| _mm512_dpbf16_ps(acc, x, unsafe { std::mem::transmute::<__m512, __m512bh>(b) })
+    );
 
     /// `tile::<rows>` for 1 ≤ rows ≤ MR.
     ///
@@ -371,6 +403,33 @@ pub mod avx512 {
                 3 => tile::<3>(t),
                 2 => tile::<2>(t),
                 _ => tile::<1>(t),
+            }
+        }
+    }
+
+    /// `tile_bf16::<rows>` for 1 ≤ rows ≤ MR.
+    ///
+    /// # Safety
+    /// As [`tile_bf16`] with R = `rows`, and 1 ≤ `rows` ≤ MR (0 would run one row).
+    pub unsafe fn run_bf16(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract is `tile`'s (AVX-512F and AVX512_BF16 present, `t`'s pointers valid
+        // for `rows` rows, `b` 64-byte aligned) with 1 ≤ rows ≤ MR: each arm runs `rows` rows.
+        unsafe {
+            match rows {
+                14 => tile_bf16::<14>(t),
+                13 => tile_bf16::<13>(t),
+                12 => tile_bf16::<12>(t),
+                11 => tile_bf16::<11>(t),
+                10 => tile_bf16::<10>(t),
+                9 => tile_bf16::<9>(t),
+                8 => tile_bf16::<8>(t),
+                7 => tile_bf16::<7>(t),
+                6 => tile_bf16::<6>(t),
+                5 => tile_bf16::<5>(t),
+                4 => tile_bf16::<4>(t),
+                3 => tile_bf16::<3>(t),
+                2 => tile_bf16::<2>(t),
+                _ => tile_bf16::<1>(t),
             }
         }
     }

@@ -21,13 +21,14 @@ mod amx;
 #[path = "amx_none.rs"]
 mod amx;
 mod attention;
+pub mod bf16;
 mod layer;
 mod microkernel;
 mod pack;
 mod tiles;
 
 pub use attention::attention_from_qkv;
-pub use layer::Dense;
+pub use layer::{Dense, LinearPrecision};
 pub use pack::HostNorm;
 pub use tiles::Epilogue;
 
@@ -118,9 +119,12 @@ fn detect() -> Simd {
 /// A weight matrix `[n, k]` (PyTorch's layout, `y = x Wᵀ`) packed for the microkernels, with its bias.
 pub struct PackedWeight {
     simd: Simd,
+    /// In bf16 pairs (`bf16.rs`): the panels hold ⌈k / 2⌉ words a column, and the input is rounded
+    /// to bf16 as it is packed.
+    bf16: bool,
     n: usize,
     k: usize,
-    /// `ceil(n / nr)` panels, each `k × nr` floats (columns past n are zero).
+    /// `ceil(n / nr)` panels, each `k × nr` floats (columns past n are zero; bf16: ⌈k / 2⌉ pairs).
     data: Vec<Line>,
     /// `n` floats rounded up to whole panels (zeros when the layer has none).
     bias: Vec<f32>,
@@ -140,6 +144,25 @@ impl PackedWeight {
             }
         }
         Self::with_simd(Simd::get(), w, n, k, bias)
+    }
+
+    /// As [`Self::new`], the weights rounded to bf16 (see `bf16.rs`); `None` where the CPU has no
+    /// bf16 kernel ([`bf16::available`]).
+    pub fn new_bf16(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if !bf16::available() || !Self::valid(w, n, k, bias) {
+            return None;
+        }
+        let mut p = Self {
+            bf16: true,
+            ..Self::without_weights(Simd::Avx512, n, k, bias)
+        };
+        bf16::pack_weight(w, n, k, &mut p.data);
+        Some(p)
+    }
+
+    /// Whether the layer computes in bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
     }
 
     fn valid(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> bool {
@@ -165,6 +188,7 @@ impl PackedWeight {
         }
         Self {
             simd,
+            bf16: false,
             n,
             k,
             data: Vec::new(),
@@ -176,10 +200,20 @@ impl PackedWeight {
     fn panels(&self) -> Panels<'_> {
         Panels {
             simd: self.simd,
+            bf16: self.bf16,
             n: self.n,
-            k: self.k,
+            k: self.depth(),
             data: lines_as_floats(&self.data),
             bias: Some(&self.bias),
+        }
+    }
+
+    /// The k of the panels: k, or its pairs in bf16.
+    fn depth(&self) -> usize {
+        if self.bf16 {
+            self.k.div_ceil(2)
+        } else {
+            self.k
         }
     }
 
@@ -254,6 +288,7 @@ impl PackedWeight {
     fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
         match self.amx {
             Some(_) => amx::pack_rows(x, m, self.k, norm, out),
+            None if self.bf16 => bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out),
             None => {
                 let mr = self.simd.tile().0;
                 pack_rows(self.simd, x, m, self.k, self.k, mr, norm, true, out)
@@ -265,7 +300,7 @@ impl PackedWeight {
     fn input_lines(&self, m: usize) -> usize {
         match self.amx {
             Some(_) => amx::rows_lines(m, self.k),
-            None => rows_lines(self.simd, m, self.k),
+            None => rows_lines(self.simd, m, self.depth()),
         }
     }
 
@@ -337,9 +372,13 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
-    if fc1.amx.is_some() != fc2.amx.is_some() {
-        // One on AMX, one not (a width that is not a multiple of 32): fc1's output cannot go
-        // straight into the rows fc2 reads; one by one.
+    if fc1.amx.is_some() != fc2.amx.is_some()
+        || fc1.bf16 != fc2.bf16
+        || (fc1.bf16 && !fc1.n.is_multiple_of(2))
+    {
+        // One on AMX, one not (a width that is not a multiple of 32), one in bf16 and one not, or
+        // an odd width in bf16 (a pair would straddle two tiles): fc1's output cannot go straight
+        // into the rows fc2 reads; one by one.
         let h = fc1.matmul_vec(x, m, norm, None, epilogue);
         return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
     }

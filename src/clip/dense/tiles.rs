@@ -127,6 +127,9 @@ impl<'a> Rows<'a> {
 #[derive(Clone, Copy)]
 pub(super) struct Panels<'a> {
     pub(super) simd: Simd,
+    /// bf16 pairs (`super::bf16`): `k` counts pairs, each "float" of the panels and of the packed
+    /// rows is two bf16, the tiles run `vdpbf16ps` (AVX-512 only).
+    pub(super) bf16: bool,
     pub(super) n: usize,
     pub(super) k: usize,
     pub(super) data: &'a [f32],
@@ -351,6 +354,17 @@ impl Panels<'_> {
         }
         if let Some(p) = out.packed {
             let (mr, n) = (self.simd.tile().0, self.n);
+            if self.bf16 {
+                // SAFETY: as below, for the next layer's rows in bf16 pairs (k = n / 2, even n:
+                // `mlp` chains only then), whose panel i0 / MR holds n / 2 × MR words; the pairs
+                // of this tile's columns, col / 2.., one contiguous run in it (col is a panel's
+                // start, NR even).
+                unsafe {
+                    let dst = p.get().add(i0 * (n / 2) + col / 2 * mr);
+                    super::bf16::interleave_pairs(c, ldy, tile_rows, cols, mr, dst);
+                }
+                return;
+            }
             // Row i0 starts a panel (row blocks are whole tiles); in it, each column's MR values
             // are adjacent, so the tile's columns are one contiguous run.
             // SAFETY: panel i0 / MR of the packed rows (n × MR floats) from column col: room for
@@ -427,10 +441,12 @@ impl Panels<'_> {
     unsafe fn run(&self, rows: usize, tile: &Tile) {
         // SAFETY: the caller's contract is the microkernels' (valid pointers for `rows` rows, `b`
         // aligned for either level's loads); `self.simd` says the CPU has the level's features
-        // (AVX-512F, or AVX2 and FMA).
+        // (AVX-512F, or AVX2 and FMA; AVX512_BF16 too for bf16 panels, packed only where
+        // `super::bf16::available`).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match self.simd {
+                Simd::Avx512 if self.bf16 => microkernel::avx512::run_bf16(rows, tile),
                 Simd::Avx512 => microkernel::avx512::run(rows, tile),
                 Simd::Avx2 => microkernel::avx2::run(rows, tile),
                 Simd::None => unreachable!("no panels are packed for Simd::None"),
