@@ -30,7 +30,7 @@ fn is_own_checkout() -> bool {
 }
 
 /// Marks what this machine's CPU can run, for the kernel tests that need it: `cpu_avx2` (AVX2+FMA:
-/// the packed f32 kernels), `cpu_avx512_bf16` (AVX-512 with AVX512_BF16: the bf16 layers) and `cpu_amx` (AMX-TILE and AMX-BF16, and `IMGVEC_SIMD` unset so imgvec
+/// the packed f32 kernels), `cpu_avx512_bf16` (AVX-512 with AVX512_BF16: the bf16 layers), `cpu_avx512_vnni` (the int8 ones) and `cpu_amx` (AMX-TILE and AMX-BF16, and `IMGVEC_SIMD` unset so imgvec
 /// would use them). A test for a path the CPU lacks is then marked ignored — counted as skipped —
 /// instead of passing without checking anything. The tests are built and run on one machine (as
 /// `tests/run.sh` and CI do).
@@ -38,6 +38,7 @@ fn cpu_cfgs() {
     println!("cargo::rustc-check-cfg=cfg(cpu_avx2)");
     println!("cargo::rustc-check-cfg=cfg(cpu_amx)");
     println!("cargo::rustc-check-cfg=cfg(cpu_avx512_bf16)");
+    println!("cargo::rustc-check-cfg=cfg(cpu_avx512_vnni)");
     println!("cargo::rerun-if-env-changed=IMGVEC_SIMD");
     let simd = std::env::var("IMGVEC_SIMD")
         .unwrap_or_default()
@@ -61,6 +62,10 @@ fn cpu_cfgs() {
         };
         if avx2 && has("avx512f") && has("avx512_bf16") && (simd.is_empty() || simd == "avx512") {
             println!("cargo::rustc-cfg=cpu_avx512_bf16");
+        }
+        let avx512 = avx2 && has("avx512f") && has("avx512bw");
+        if avx512 && has("avx512_vnni") && (simd.is_empty() || simd == "avx512") {
+            println!("cargo::rustc-cfg=cpu_avx512_vnni");
         }
         if avx2 && has("amx_tile") && has("amx_bf16") && simd.is_empty() {
             println!("cargo::rustc-cfg=cpu_amx");

@@ -16,6 +16,8 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+    /// The CPU's int8 linear layers (AVX-512 VNNI); f32 elsewhere in the model.
+    Int8,
 }
 
 impl Precision {
@@ -24,12 +26,17 @@ impl Precision {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
+            // The towers' dtype: only the linear layers are in int8 (`model_precision`).
+            Precision::Int8 => DType::F32,
         }
     }
 
-    /// "f32", "f16" or "bf16", as the flag spells it.
+    /// "f32", "f16", "bf16" or "int8", as the flag spells it.
     pub fn name(self) -> &'static str {
-        self.dtype().as_str()
+        match self {
+            Precision::Int8 => "int8",
+            p => p.dtype().as_str(),
+        }
     }
 }
 
@@ -39,9 +46,9 @@ impl Precision {
 /// speed, CLIP's range fits it (OpenAI's own CLIP runs in fp16 on CUDA, and LayerNorm, softmax and the
 /// GEMMs accumulate in f32), and candle's bf16 kernels need compute capability 8.0 (Ampere) while f16
 /// runs on every GPU candle supports. On the CPU: f32 (exact parity with transformers), or bf16 where
-/// the CPU has AVX512_BF16 — imgvec's own bf16 linear layers, everything else in f32
-/// (`clip::dense::bf16`); f16, and bf16 without that instruction, would run candle's slower kernels
-/// and are refused with the reason.
+/// the CPU has AVX512_BF16, or int8 where it has AVX-512 VNNI — imgvec's own linear layers in that
+/// arithmetic, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`); f16, and bf16 or
+/// int8 without the instruction, would run candle's slower kernels and are refused with the reason.
 pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision, String> {
     match asked {
         Some(Precision::Bf16) if device.is_cpu() => {
@@ -54,9 +61,23 @@ pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision,
                 ))
             }
         }
+        Some(Precision::Int8) if device.is_cpu() => {
+            if crate::clip::dense::int8::available() {
+                Ok(Precision::Int8)
+            } else {
+                Err(format!(
+                    "--precision int8 on the CPU: {}; leave --precision out (f32)",
+                    crate::clip::dense::int8::unavailable_reason()
+                ))
+            }
+        }
+        Some(Precision::Int8) => Err(
+            "--precision int8 is for the CPU (its VNNI kernels); on a GPU give f16 or bf16, or leave --precision out"
+                .to_string(),
+        ),
         Some(p) if p != Precision::F32 && device.is_cpu() => Err(format!(
             "--precision {} needs a GPU (--device cuda or metal), and the model runs on the CPU here: \
-on the CPU imgvec computes in f32, or bf16 where the CPU has AVX512_BF16; leave --precision out or give --precision f32",
+on the CPU imgvec computes in f32, bf16 (AVX512_BF16) or int8 (AVX-512 VNNI); leave --precision out or give --precision f32",
             p.name()
         )),
         Some(p) => Ok(p),
@@ -70,6 +91,7 @@ on the CPU imgvec computes in f32, or bf16 where the CPU has AVX512_BF16; leave 
 pub fn model_precision(precision: Precision, device: &Device) -> (DType, LinearPrecision) {
     match precision {
         Precision::Bf16 if device.is_cpu() => (DType::F32, LinearPrecision::Bf16),
+        Precision::Int8 => (DType::F32, LinearPrecision::Int8),
         p => (p.dtype(), LinearPrecision::F32),
     }
 }
@@ -182,6 +204,19 @@ mod tests {
             model_precision(Precision::F32, &cpu),
             (DType::F32, LinearPrecision::F32)
         );
+        match precision(Some(Precision::Int8), &cpu) {
+            Ok(p) => {
+                assert!(crate::clip::dense::int8::available());
+                assert_eq!(
+                    model_precision(p, &cpu),
+                    (DType::F32, LinearPrecision::Int8)
+                );
+            }
+            Err(err) => {
+                assert!(!crate::clip::dense::int8::available());
+                assert!(err.starts_with("--precision int8 on the CPU: "), "{err}");
+            }
+        }
     }
 
     #[test]

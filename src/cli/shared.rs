@@ -36,7 +36,9 @@ pub struct ModelArgs {
     #[arg(long, env = "IMGVEC_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// The model's weights and activations in this precision (embeddings always come out as f32).
-    /// f16 and bf16 need a GPU [default: f32 on the CPU, f16 on a GPU].
+    /// On the CPU: f32 (exact), bf16 (AVX512_BF16) or int8 (AVX-512 VNNI) linear layers, the rest
+    /// f32 (`imgvec info` says which this CPU runs); on a GPU f16 or bf16 [default: f32 on the CPU,
+    /// f16 on a GPU].
     #[arg(long, env = "IMGVEC_PRECISION", value_enum)]
     pub precision: Option<Precision>,
     /// Apply no EXIF orientation (by default photos are turned upright as a viewer shows them;

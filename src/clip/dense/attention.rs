@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::pack::{
     lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_cols, pack_weight_rows, Line,
 };
-use super::tiles::{Out, Panels, Rows, SendPtr};
+use super::tiles::{Elems, Out, Panels, Rows, SendPtr};
 use super::Simd;
 
 /// Per-task buffers, reused across the heads a thread runs.
@@ -179,7 +179,7 @@ impl Job<'_> {
         let keys = Rows::packed(lines_as_floats(&s.keys), n);
         let q_panels = lines_as_floats(&s.queries);
         let values = Panels {
-            bf16: false,
+            elems: Elems::F32,
             simd,
             n: hd,
             k: n,
@@ -194,7 +194,7 @@ impl Job<'_> {
         for j in panels {
             // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
             let panel = Panels {
-                bf16: false,
+                elems: Elems::F32,
                 simd,
                 n: nr,
                 k: hd,
@@ -219,6 +219,7 @@ impl Job<'_> {
                 data: &probs[first..],
                 m: count,
                 width: Some(nr),
+                scales: None,
             };
             // SAFETY: row `row`, column head·hd lies inside out (its rows of d); the task writes
             // `count` rows of this head's hd columns from there, d apart, which no other task

@@ -8,12 +8,14 @@ use candle_nn::Linear;
 use super::{mlp, Epilogue, HostNorm, PackedWeight, Simd};
 
 /// The arithmetic of the packed linear layers on the CPU (`--precision`): f32 (exact to within
-/// f32's rounding, the default), or bf16 operands with f32 sums (`bf16.rs`).
+/// f32's rounding, the default), bf16 operands with f32 sums (`bf16.rs`), or int8 operands with
+/// integer sums (`int8.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LinearPrecision {
     #[default]
     F32,
     Bf16,
+    Int8,
 }
 
 /// A linear layer: packed on CPU when the CPU has a kernel, candle's `Linear` otherwise.
@@ -46,13 +48,18 @@ impl Dense {
                         candle_core::Error::Msg(super::bf16::unavailable_reason())
                     })?,
                 ),
+                LinearPrecision::Int8 => Some(
+                    PackedWeight::new_int8(&w, n, k, b.as_deref()).ok_or_else(|| {
+                        candle_core::Error::Msg(super::int8::unavailable_reason())
+                    })?,
+                ),
             };
             if let Some(p) = packed {
                 return Ok(Dense::Packed(p));
             }
         }
-        if precision == LinearPrecision::Bf16 {
-            candle_core::bail!("bf16 linear layers run on the CPU's own kernels only");
+        if precision != LinearPrecision::F32 {
+            candle_core::bail!("{precision:?} linear layers run on the CPU's own kernels only");
         }
         Ok(Dense::Candle(Linear::new(weight, bias)))
     }
@@ -111,7 +118,7 @@ impl Dense {
             (Dense::Packed(f1), Dense::Packed(f2))
                 if packable(x)
                     && f1.simd == f2.simd
-                    && f1.is_bf16() == f2.is_bf16()
+                    && f1.precision() == f2.precision()
                     && f1.n == f2.k
                     && f2.n == f1.k =>
             {

@@ -22,6 +22,7 @@ mod amx;
 mod amx;
 mod attention;
 pub mod bf16;
+pub mod int8;
 mod layer;
 mod microkernel;
 mod pack;
@@ -37,7 +38,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, rows_lines, Line};
-use tiles::{Out, Panels, Rows, SendPtr};
+use tiles::{Elems, Out, Panels, Rows, SendPtr};
 
 /// The SIMD level the CPU kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,12 +120,15 @@ fn detect() -> Simd {
 /// A weight matrix `[n, k]` (PyTorch's layout, `y = x Wᵀ`) packed for the microkernels, with its bias.
 pub struct PackedWeight {
     simd: Simd,
-    /// In bf16 pairs (`bf16.rs`): the panels hold ⌈k / 2⌉ words a column, and the input is rounded
-    /// to bf16 as it is packed.
-    bf16: bool,
+    /// The arithmetic: f32; bf16 pairs (`bf16.rs`: the panels hold ⌈k / 2⌉ words a column, the
+    /// input rounded to bf16 as it is packed); or int8 quads (`int8.rs`: ⌈k / 4⌉ words, the input
+    /// quantized per row as it is packed, `int8` holding the columns' scales).
+    precision: LinearPrecision,
+    int8: Option<int8::Weights>,
     n: usize,
     k: usize,
-    /// `ceil(n / nr)` panels, each `k × nr` floats (columns past n are zero; bf16: ⌈k / 2⌉ pairs).
+    /// `ceil(n / nr)` panels, each `k × nr` floats (columns past n are zero; bf16: ⌈k / 2⌉ pairs,
+    /// int8: ⌈k / 4⌉ quads).
     data: Vec<Line>,
     /// `n` floats rounded up to whole panels (zeros when the layer has none).
     bias: Vec<f32>,
@@ -153,16 +157,31 @@ impl PackedWeight {
             return None;
         }
         let mut p = Self {
-            bf16: true,
+            precision: LinearPrecision::Bf16,
             ..Self::without_weights(Simd::Avx512, n, k, bias)
         };
         bf16::pack_weight(w, n, k, &mut p.data);
         Some(p)
     }
 
-    /// Whether the layer computes in bf16.
-    pub fn is_bf16(&self) -> bool {
-        self.bf16
+    /// As [`Self::new`], the weights quantized to int8 per output column (see `int8.rs`); `None`
+    /// where the CPU has no int8 kernel ([`int8::available`]).
+    pub fn new_int8(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if !int8::available() || !Self::valid(w, n, k, bias) {
+            return None;
+        }
+        let mut p = Self {
+            precision: LinearPrecision::Int8,
+            ..Self::without_weights(Simd::Avx512, n, k, bias)
+        };
+        let padded = p.bias.len();
+        p.int8 = Some(int8::pack_weight(w, n, k, padded, &mut p.data));
+        Some(p)
+    }
+
+    /// The layer's arithmetic.
+    pub fn precision(&self) -> LinearPrecision {
+        self.precision
     }
 
     fn valid(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> bool {
@@ -188,7 +207,8 @@ impl PackedWeight {
         }
         Self {
             simd,
-            bf16: false,
+            precision: LinearPrecision::F32,
+            int8: None,
             n,
             k,
             data: Vec::new(),
@@ -200,7 +220,14 @@ impl PackedWeight {
     fn panels(&self) -> Panels<'_> {
         Panels {
             simd: self.simd,
-            bf16: self.bf16,
+            elems: match (&self.int8, self.precision) {
+                (Some(q), _) => Elems::Int8 {
+                    scale: &q.scale,
+                    comp: &q.comp,
+                },
+                (None, LinearPrecision::Bf16) => Elems::Bf16,
+                (None, _) => Elems::F32,
+            },
             n: self.n,
             k: self.depth(),
             data: lines_as_floats(&self.data),
@@ -208,12 +235,12 @@ impl PackedWeight {
         }
     }
 
-    /// The k of the panels: k, or its pairs in bf16.
+    /// The k of the panels: k, its pairs in bf16, its quads in int8.
     fn depth(&self) -> usize {
-        if self.bf16 {
-            self.k.div_ceil(2)
-        } else {
-            self.k
+        match self.precision {
+            LinearPrecision::F32 => self.k,
+            LinearPrecision::Bf16 => self.k.div_ceil(2),
+            LinearPrecision::Int8 => self.k.div_ceil(4),
         }
     }
 
@@ -288,7 +315,12 @@ impl PackedWeight {
     fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
         match self.amx {
             Some(_) => amx::pack_rows(x, m, self.k, norm, out),
-            None if self.bf16 => bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out),
+            None if self.precision == LinearPrecision::Bf16 => {
+                bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
+            }
+            None if self.precision == LinearPrecision::Int8 => {
+                int8::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
+            }
             None => {
                 let mr = self.simd.tile().0;
                 pack_rows(self.simd, x, m, self.k, self.k, mr, norm, true, out)
@@ -300,6 +332,9 @@ impl PackedWeight {
     fn input_lines(&self, m: usize) -> usize {
         match self.amx {
             Some(_) => amx::rows_lines(m, self.k),
+            None if self.precision == LinearPrecision::Int8 => {
+                int8::rows_lines(m, self.k, self.simd.tile().0)
+            }
             None => rows_lines(self.simd, m, self.depth()),
         }
     }
@@ -320,6 +355,14 @@ impl PackedWeight {
             return unsafe { amx::matmul(w, &self.bias, a, m, out) };
         }
         let a = lines_as_floats(a);
+        // int8 rows: their scales after the panels.
+        let (a, scales) = match self.precision {
+            LinearPrecision::Int8 => {
+                let (a, s) = a.split_at(int8::scales_at(m, self.k));
+                (a, Some(&s[..m]))
+            }
+            _ => (a, None),
+        };
         let (_, nr) = self.simd.tile();
         let panels = self.n.div_ceil(nr);
         // Column blocks: at least two per thread so the split stays even, at most 8 panels (a
@@ -348,7 +391,16 @@ impl PackedWeight {
                 // SAFETY: tasks write disjoint column ranges of y or of the packed rows (panels
                 // first..last); every pointer handed to `block` stays inside a, y (or this task's
                 // scratch block), residual and the panels (see `block`).
-                unsafe { w.block(Rows::packed(a, m), &out, first..last) };
+                unsafe {
+                    w.block(
+                        Rows {
+                            scales,
+                            ..Rows::packed(a, m)
+                        },
+                        &out,
+                        first..last,
+                    )
+                };
             });
     }
 }
@@ -373,12 +425,13 @@ pub fn mlp(
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
     if fc1.amx.is_some() != fc2.amx.is_some()
-        || fc1.bf16 != fc2.bf16
-        || (fc1.bf16 && !fc1.n.is_multiple_of(2))
+        || fc1.precision != fc2.precision
+        || fc1.precision == LinearPrecision::Int8
+        || (fc1.precision == LinearPrecision::Bf16 && !fc1.n.is_multiple_of(2))
     {
-        // One on AMX, one not (a width that is not a multiple of 32), one in bf16 and one not, or
-        // an odd width in bf16 (a pair would straddle two tiles): fc1's output cannot go straight
-        // into the rows fc2 reads; one by one.
+        // One on AMX, one not (a width that is not a multiple of 32), two precisions, an odd width
+        // in bf16 (a pair would straddle two tiles), or int8 (a row's scale needs the whole row):
+        // fc1's output cannot go straight into the rows fc2 reads; one by one.
         let h = fc1.matmul_vec(x, m, norm, None, epilogue);
         return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
     }

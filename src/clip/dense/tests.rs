@@ -578,3 +578,98 @@ fn bf16_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
         );
     }
 }
+
+/// Layers in int8 as [`PackedWeight::new_int8`] packs them on this CPU, which has AVX-512 VNNI (the
+/// tests that call this are ignored elsewhere: `cpu_avx512_vnni` from build.rs).
+fn int8_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
+    assert!(
+        int8::available(),
+        "build.rs found AVX-512 VNNI on this CPU but imgvec does not use it (IMGVEC_SIMD set now?)"
+    );
+    PackedWeight::new_int8(w, n, k, b).expect("packable")
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_vnni),
+    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
+    // k not a multiple of 4 (a quad's tail zero), k across k blocks (256 quads), a zero row, rows
+    // past a tile and a row block, columns cut inside a panel.
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (1, 32, 64),
+        (5, 17, 3),
+        (7, 33, 255),
+        (13, 100, 1030),
+        (15, 64, 2050),
+        (257, 64, 600),
+        (600, 40, 300),
+    ] {
+        for (bias, residual) in [(false, false), (true, true), (false, true)] {
+            let mut x = values(m * k, 61 + m as u64);
+            x[..k].fill(0.0);
+            let w = values(n * k, 62 + n as u64);
+            let b = bias.then(|| values(n, 63));
+            let r = residual.then(|| values(m * n, 64));
+            let p = int8_layer(&w, n, k, b.as_deref());
+            let mut y = vec![f32::NAN; m * n];
+            p.matmul(&x, m, r.as_deref(), &mut y);
+            let kq = k.div_ceil(4);
+            let kc = kq.div_ceil(kq.div_ceil(256));
+            let want = int8::reference(&x, &w, (b.as_deref(), r.as_deref()), (m, n, k), kc);
+            for (i, (g, w)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "m={m} n={n} k={k} bias={bias} residual={residual}: y[{i}] = {g}, want {w}"
+                );
+            }
+            // And near the f32 product: each operand within half a step of 1/127 of its row's
+            // largest value.
+            let exact = reference(&x, &w, b.as_deref(), r.as_deref(), m, n, k);
+            for (g, e) in y.iter().zip(&exact) {
+                assert!((*g as f64 - e).abs() <= 2e-2 * (k as f64).sqrt() + 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_vnni),
+    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
+    for &(m, k, inner) in &[(1, 8, 32), (257, 64, 200), (30, 300, 96)] {
+        let x = values(m * k, 71);
+        let (weight, bias) = (values(k, 72), values(k, 73));
+        let norm = HostNorm {
+            weight: &weight,
+            bias: &bias,
+            eps: 1e-5,
+        };
+        let fc1 = int8_layer(&values(inner * k, 74), inner, k, Some(&values(inner, 75)));
+        let normed: Vec<f32> = x
+            .chunks(k)
+            .flat_map(|row| {
+                let mut out = vec![0f32; k];
+                norm.apply(norm.stats(row), row, 0, &mut out);
+                out
+            })
+            .collect();
+        let a = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::None);
+        let b = fc1.matmul_vec(&normed, m, None, None, Epilogue::None);
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let fc2 = int8_layer(&values(k * inner, 76), k, inner, Some(&values(k, 77)));
+        check_mlp_bits(
+            &fc1,
+            &fc2,
+            &x,
+            m,
+            78,
+            &format!("int8 m={m} k={k} inner={inner}"),
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
-use super::microkernel::{self, Init, Prefetch, Tile};
+use super::microkernel::{self, Init, Prefetch, Quant, Tile};
 use super::pack::interleave;
 use super::Simd;
 
@@ -109,6 +109,8 @@ pub(super) struct Rows<'a> {
     /// `Some(w)`: one block of up to `w` rows, each k's `w` values adjacent (attention's
     /// probabilities, shaped like one weight panel), read in place and not prefetched.
     pub(super) width: Option<usize>,
+    /// Each row's scale, for int8 rows ([`Elems::Int8`]).
+    pub(super) scales: Option<&'a [f32]>,
 }
 
 impl<'a> Rows<'a> {
@@ -118,8 +120,23 @@ impl<'a> Rows<'a> {
             data,
             m,
             width: None,
+            scales: None,
         }
     }
+}
+
+/// What one 32-bit slot of packed weights and rows holds, and so which microkernel runs.
+#[derive(Clone, Copy)]
+pub(super) enum Elems<'a> {
+    F32,
+    /// Two bf16 (`super::bf16`): `k` counts pairs; the tiles run `vdpbf16ps` (AVX-512 only).
+    Bf16,
+    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (AVX-512 only), with
+    /// the columns' scales and compensations (whole panels) and the rows' scales ([`Rows`]).
+    Int8 {
+        scale: &'a [f32],
+        comp: &'a [i32],
+    },
 }
 
 /// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
@@ -127,9 +144,8 @@ impl<'a> Rows<'a> {
 #[derive(Clone, Copy)]
 pub(super) struct Panels<'a> {
     pub(super) simd: Simd,
-    /// bf16 pairs (`super::bf16`): `k` counts pairs, each "float" of the panels and of the packed
-    /// rows is two bf16, the tiles run `vdpbf16ps` (AVX-512 only).
-    pub(super) bf16: bool,
+    /// What each "float" of the panels and of the packed rows holds.
+    pub(super) elems: Elems<'a>,
     pub(super) n: usize,
     pub(super) k: usize,
     pub(super) data: &'a [f32],
@@ -269,6 +285,7 @@ impl Panels<'_> {
                                 rows_prefetch(t, jj),
                             ],
                             a_next,
+                            quant: self.quant(rows, i0, col, pc),
                         };
                         // SAFETY: `tile` is valid as `Tile` says for tile_rows ≤ MR rows: `a` at
                         // row i0, its values first in each of kc steps k_step apart (packed: all
@@ -296,6 +313,27 @@ impl Panels<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// The int8 kernel's scales for tile (row i0, column col) at k block pc (the compensations in
+    /// the first block only); none for other panels.
+    fn quant(&self, rows: Rows<'_>, i0: usize, col: usize, pc: usize) -> Quant {
+        match self.elems {
+            // wrapping_add: only computed here; the kernel reads R row scales from i0 < m and NR
+            // column scales and compensations from col, a panel's start (whole panels: `Elems`).
+            Elems::Int8 { scale, comp } => Quant {
+                rows: rows
+                    .scales
+                    .map_or(std::ptr::null(), |s| s.as_ptr().wrapping_add(i0)),
+                cols: scale.as_ptr().wrapping_add(col),
+                comp: if pc == 0 {
+                    comp.as_ptr().wrapping_add(col)
+                } else {
+                    std::ptr::null()
+                },
+            },
+            _ => Quant::NONE,
         }
     }
 
@@ -354,7 +392,11 @@ impl Panels<'_> {
         }
         if let Some(p) = out.packed {
             let (mr, n) = (self.simd.tile().0, self.n);
-            if self.bf16 {
+            debug_assert!(
+                !matches!(self.elems, Elems::Int8 { .. }),
+                "int8 rows never chain"
+            );
+            if let Elems::Bf16 = self.elems {
                 // SAFETY: as below, for the next layer's rows in bf16 pairs (k = n / 2, even n:
                 // `mlp` chains only then), whose panel i0 / MR holds n / 2 × MR words; the pairs
                 // of this tile's columns, col / 2.., one contiguous run in it (col is a panel's
@@ -441,13 +483,17 @@ impl Panels<'_> {
     unsafe fn run(&self, rows: usize, tile: &Tile) {
         // SAFETY: the caller's contract is the microkernels' (valid pointers for `rows` rows, `b`
         // aligned for either level's loads); `self.simd` says the CPU has the level's features
-        // (AVX-512F, or AVX2 and FMA; AVX512_BF16 too for bf16 panels, packed only where
-        // `super::bf16::available`).
+        // (AVX-512F, or AVX2 and FMA; AVX512_BF16 or VNNI too for bf16 or int8 panels, packed
+        // only where `super::bf16::available` or `super::int8::available`; int8 rows carry their
+        // scales, the panels theirs, as `Elems::Int8` says).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match self.simd {
-                Simd::Avx512 if self.bf16 => microkernel::avx512::run_bf16(rows, tile),
-                Simd::Avx512 => microkernel::avx512::run(rows, tile),
+                Simd::Avx512 => match self.elems {
+                    Elems::F32 => microkernel::avx512::run(rows, tile),
+                    Elems::Bf16 => microkernel::avx512::run_bf16(rows, tile),
+                    Elems::Int8 { .. } => microkernel::avx512::run_int8(rows, tile),
+                },
                 Simd::Avx2 => microkernel::avx2::run(rows, tile),
                 Simd::None => unreachable!("no panels are packed for Simd::None"),
             }

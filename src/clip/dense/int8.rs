@@ -1,0 +1,267 @@
+//! The linear layers in 8-bit integers (`--precision int8` on the CPU): each weight row (output
+//! channel) quantized symmetrically once, at load (`w ≈ sw · q`, q in −127..127); each activation
+//! row (token) quantized likewise as the layer packs it (`x ≈ sx · q`), after its LayerNorm;
+//! products summed exactly in 32-bit integers by AVX-512 VNNI's `vpdpbusd` (64 byte products
+//! into 16 sums an instruction: four times an f32 FMA's multiply-adds, a quarter of the bytes of
+//! weights to read); each k block's sum scaled back to f32 (`sx · sw`) and added to the output.
+//! Bias, residual, LayerNorm, GELU, softmax and attention stay f32.
+//!
+//! `vpdpbusd` multiplies unsigned bytes by signed ones, so the activations go in offset by 128
+//! (1..255) and each output column's sum carries `128 · Σ q_w` too much: that is taken off exactly,
+//! in integers, by starting the first k block's sums at `−128 · Σ q_w` (`comp`).
+//!
+//! The layout is the f32 kernels' with k quartered: four consecutive k's bytes fill one f32 slot.
+//! The blocked loop (`tiles.rs`), its threads, prefetching and the packing transposes run unchanged
+//! on ⌈k / 4⌉ "floats"; the row scales travel after the packed rows, the column scales and `comp`
+//! with the weights. Unlike f32 and bf16, fc1's output is not written straight into fc2's packed
+//! rows: a row's scale needs the whole row, which no one task computes.
+//!
+//! Arithmetic, exactly (checked bit for bit by the tests against [`reference`]): `q = clamp(round(v
+//! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0); at the end
+//! of each k block `out = base + (sum as f32) · (sx · sw)`, `base` the bias plus the residual for
+//! the first block, the output so far for later ones. Measured on random-weight ViT-L/14 (seed 7):
+//! cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AVX-VNNI (the VEX form on
+//! AVX2-only CPUs; no machine here has it) or AMX-INT8.
+
+use super::pack::{pack_rows as pack_f32_rows, pack_weight_rows, Line};
+use super::{HostNorm, Simd};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Whether this CPU runs the int8 layers: AVX-512 kernels (not lowered by `IMGVEC_SIMD`) with
+/// AVX-512 VNNI and BW.
+pub fn available() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Simd::get() == Simd::Avx512
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Why [`available`] is false, for the refusal of `--precision int8`.
+pub fn unavailable_reason() -> String {
+    if Simd::get() != Simd::Avx512 {
+        format!(
+            "the CPU's linear layers run on {} here, and the int8 layers need AVX-512 with VNNI (Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later)",
+            Simd::get().name()
+        )
+    } else {
+        "this CPU has AVX-512 but not AVX-512 VNNI (Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later have it)".to_string()
+    }
+}
+
+/// The scale of a row: max |v| / 127 (0 for a zero row).
+fn scale(row: &[f32]) -> f32 {
+    let mut m = [0f32; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in m.iter_mut().zip(c) {
+            *a = a.max(v.abs());
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0f32, |a, &v| a.max(v.abs()));
+    m.iter().fold(tail, |a, &v| a.max(v)) / 127.0
+}
+
+/// `v / s` rounded to the nearest integer, ties to even, within ±127 (0 where s is 0).
+fn quantize(v: f32, inv: f32) -> i8 {
+    (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8
+}
+
+/// The weights of one layer in bytes, with what the kernels need besides.
+pub(super) struct Weights {
+    /// Per output column (padded to whole panels with zeros): `sw`.
+    pub(super) scale: Vec<f32>,
+    /// Per output column (padded likewise): `−128 · Σ_k q_w`.
+    pub(super) comp: Vec<i32>,
+}
+
+/// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as the f32 kernels' panels
+/// of ⌈k / 4⌉ words (four signed bytes each, k = 4p first), replacing `out`'s contents; the scales
+/// and compensations padded to `padded` columns.
+pub(super) fn pack_weight(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    padded: usize,
+    out: &mut Vec<Line>,
+) -> Weights {
+    let kq = k.div_ceil(4);
+    let mut words = vec![0f32; n * kq];
+    let mut scales = vec![0f32; padded];
+    let mut comp = vec![0i32; padded];
+    words
+        .par_chunks_mut(kq)
+        .zip(w.par_chunks(k))
+        .zip(scales.par_iter_mut().zip(comp.par_iter_mut()))
+        .for_each(|((dst, row), (s, c))| {
+            *s = scale(row);
+            let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+            let mut bytes = vec![0u8; kq * 4];
+            let mut sum = 0i32;
+            for (b, &v) in bytes.iter_mut().zip(row) {
+                let q = quantize(v, inv);
+                sum += q as i32;
+                *b = q as u8;
+            }
+            *c = -128 * sum;
+            for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                *d = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+        });
+    pack_weight_rows(Simd::Avx512, &words, n, kq, kq, out);
+    Weights {
+        scale: scales,
+        comp,
+    }
+}
+
+/// Lines the packed rows take, scales included (see [`pack_rows`]).
+pub(super) fn rows_lines(m: usize, k: usize, mr: usize) -> usize {
+    debug_assert_eq!(mr, Simd::Avx512.tile().0);
+    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) + m.div_ceil(16)
+}
+
+/// Where the row scales start in rows packed by [`pack_rows`] (in floats).
+pub(super) fn scales_at(m: usize, k: usize) -> usize {
+    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) * 16
+}
+
+/// `m` rows of `k` floats (normalized by `norm` first if given), each quantized with its own
+/// scale and offset by 128, packed in panels of `mr` rows of ⌈k / 4⌉ words, then the rows' scales
+/// (one float a row, from [`scales_at`]), replacing `out`'s contents.
+pub(super) fn pack_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    mr: usize,
+    norm: Option<HostNorm<'_>>,
+    out: &mut Vec<Line>,
+) {
+    let kq = k.div_ceil(4);
+    let mut words = vec![0f32; m * kq];
+    let mut scales = vec![0f32; m];
+    words
+        .par_chunks_mut(kq)
+        .zip(x.par_chunks(k))
+        .zip(scales.par_iter_mut())
+        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, ((dst, row), s)| {
+            let row = match norm {
+                Some(norm) => {
+                    tmp.resize(k, 0.0);
+                    norm.apply(norm.stats(row), row, 0, tmp);
+                    &tmp[..]
+                }
+                None => row,
+            };
+            *s = scale(row);
+            quantize_row(row, *s, dst);
+        });
+    pack_f32_rows(Simd::Avx512, &words, m, kq, kq, mr, None, true, out);
+    let at = scales_at(m, k);
+    out.resize(rows_lines(m, k, mr), Line([0.0; 16]));
+    super::pack::lines_as_floats_mut(out)[at..at + m].copy_from_slice(&scales);
+}
+
+/// One row quantized with scale `s` and offset by 128, four bytes a word, into `dst` (⌈len / 4⌉
+/// words; missing bytes are 128, a zero).
+fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
+    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512F and BW present (available); dst holds ⌈len / 4⌉ ≥ len / 4 words.
+        done = unsafe { quantize_avx512(row, inv, dst) };
+    }
+    for (w, d) in dst.iter_mut().enumerate().skip(done / 4) {
+        let b: [u8; 4] = std::array::from_fn(|i| {
+            row.get(4 * w + i)
+                .map_or(128, |&v| (quantize(v, inv) as i32 + 128) as u8)
+        });
+        *d = f32::from_bits(u32::from_le_bytes(b));
+    }
+}
+
+/// [`quantize_row`] for whole groups of 16 values; returns how many it did.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW; `dst` holds at least `row.len() / 4` words.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = row.len() / 16 * 16;
+    let (scale, lo, hi, offset) = (
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(-127.0),
+        _mm512_set1_ps(127.0),
+        _mm512_set1_epi32(128),
+    );
+    for i in (0..whole).step_by(16) {
+        // SAFETY: i + 16 ≤ row.len(); dst has (i + 16) / 4 words (the contract); unaligned.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(i)), scale);
+            // Round to nearest even (the conversion's default mode), as `quantize` does; the clamp
+            // first, on the floats, as there.
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+            let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, offset));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i / 4).cast(), bytes);
+        }
+    }
+    whole
+}
+
+/// The arithmetic of the int8 layers, one output at a time (see the module's text), in k blocks
+/// of `kc` words (4 k each). For tests.
+#[cfg(test)]
+pub(super) fn reference(
+    x: &[f32],
+    w: &[f32],
+    (b, r): (Option<&[f32]>, Option<&[f32]>),
+    (m, n, k): (usize, usize, usize),
+    kc: usize,
+) -> Vec<f32> {
+    let quant = |rows: &[f32], count: usize| -> (Vec<i32>, Vec<f32>) {
+        let mut q = vec![0i32; count * k];
+        let mut s = vec![0f32; count];
+        for i in 0..count {
+            let row = &rows[i * k..(i + 1) * k];
+            s[i] = scale(row);
+            let inv = if s[i] > 0.0 { 1.0 / s[i] } else { 0.0 };
+            for (p, &v) in row.iter().enumerate() {
+                q[i * k + p] = quantize(v, inv) as i32;
+            }
+        }
+        (q, s)
+    };
+    let (qx, sx) = quant(x, m);
+    let (qw, sw) = quant(w, n);
+    let kq = k.div_ceil(4);
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut out = b.map_or(0.0, |b| b[j]) + r.map_or(0.0, |r| r[i * n + j]);
+            for (blk, p0) in (0..kq * 4).step_by(kc * 4).enumerate() {
+                let mut sum: i32 = 0;
+                if blk == 0 {
+                    sum = -128 * (0..k).map(|p| qw[j * k + p]).sum::<i32>();
+                }
+                for p in p0..(p0 + kc * 4).min(k) {
+                    sum += (qx[i * k + p] + 128) * qw[j * k + p];
+                }
+                out += sum as f32 * (sx[i] * sw[j]);
+            }
+            y[i * n + j] = out;
+        }
+    }
+    y
+}
