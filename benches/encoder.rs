@@ -15,6 +15,9 @@
 //! `--batch-sizes ""` (empty) only embeds the images, for the two flags above. On a GPU the timing
 //! includes the upload of the pixels and the copy of the embeddings back, as in `imgvec ingest`.
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -156,7 +159,7 @@ fn main() {
             enc.embed_pixels(&batch(w))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_time::cpu_seconds());
         let mut n = 0usize;
         let mut i = 0usize;
         while n == 0 || t.elapsed().as_secs_f64() < args.min_seconds {
@@ -166,10 +169,12 @@ fn main() {
             i += 1;
         }
         let s = t.elapsed().as_secs_f64();
+        let cpu = cpu_time::cpu_seconds() - cpu;
         println!(
-            "imgvec batch={bs} img_per_s={:.3} ms_per_img={:.1} images={n} device={} precision={}",
+            "imgvec batch={bs} img_per_s={:.3} ms_per_img={:.1} cpu_ms_per_img={:.1} images={n} device={} precision={}",
             n as f64 / s,
             1e3 * s / n as f64,
+            1e3 * cpu / n as f64,
             device_name.replace(' ', "_"),
             precision.name()
         );

@@ -9,18 +9,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
-/// CPU time of all this process's threads so far, in seconds (Linux: /proc/self/task/*/schedstat).
-/// On a busy machine wall time says little; GFLOP per CPU-second still says how good a kernel is.
-fn cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    dir.flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
-}
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_seconds;
 
 /// Runs `f` n times; prints the fastest run (the one least disturbed by anything else running),
 /// by wall time and by CPU time.

@@ -386,10 +386,20 @@ backend_test! {
             "{v}"
         );
         assert!(v["cpu"]["threads"].as_u64().is_some_and(|t| t >= 1), "{v}");
+        let precisions: Vec<&str> = v["cpu"]["precisions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(precisions.first(), Some(&"f32"), "{v}");
+        assert!(precisions.iter().all(|p| ["f32", "bf16", "int8"].contains(p)), "{v}");
         assert!(v["raw_formats"].as_array().is_some_and(|f| f.contains(&json!("CR3"))), "{v}");
         let human = ok(&idx, &idx.run(&["info"]));
         assert!(human.contains("formats: JPEG, PNG") && human.contains("DNG"), "{human}");
         assert!(human.contains(&format!("cpu: linear layers on {linear}")), "{human}");
+        assert!(
+            human.contains(&format!("--precision {}", precisions.join(", "))),
+            "{human}"
+        );
         assert!(
             human.contains("1 image") && human.contains(&idx.name),
             "{human}"

@@ -47,23 +47,27 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             ),
             Err(e) => return Err(e.into()),
         };
-        let (linear, threads) = (
+        let (linear, threads, precisions) = (
             crate::clip::dense::linear_kernels(),
             rayon::current_num_threads(),
+            crate::clip::dense::cpu_precisions(),
         );
         if args.json {
             println!(
                 "{}",
                 json!({"store": store.describe(), "index": index, "dims": dims,
                        "documents": count, "model": model_json,
-                       "cpu": {"linear_layers": linear, "threads": threads},
+                       "cpu": {"linear_layers": linear, "threads": threads, "precisions": precisions},
                        "formats": FORMATS, "raw_formats": RAW_FORMATS})
             );
         } else {
             println!("{model_line}");
             println!("{}", store.describe());
             println!("{index_line}");
-            println!("cpu: linear layers on {linear}, {threads} thread(s)");
+            println!(
+                "cpu: linear layers on {linear}, {threads} thread(s); --precision {}",
+                precisions.join(", ")
+            );
             println!(
                 "formats: {}; camera RAW by its embedded preview: {}",
                 FORMATS.join(", "),

@@ -103,6 +103,19 @@ pub fn linear_kernels() -> &'static str {
     }
 }
 
+/// The `--precision` values this CPU runs on its own kernels: f32 always (where there are kernels
+/// at all), bf16 with AVX512_BF16, int8 with AVX-512 VNNI.
+pub fn cpu_precisions() -> Vec<&'static str> {
+    let mut p = vec!["f32"];
+    if bf16::available() {
+        p.push("bf16");
+    }
+    if int8::available() {
+        p.push("int8");
+    }
+    p
+}
+
 fn detect() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
