@@ -145,7 +145,7 @@ fn bf16_and_int8_on_the_cpu_run_where_the_cpu_has_them() {
                 assert!((norm(g) - 1.0).abs() < 1e-5, "{p} {name}");
                 let c = cosine(g, w);
                 assert!(
-                    c >= 0.999 && c < 1.0 - 1e-9,
+                    (0.999..1.0 - 1e-9).contains(&c),
                     "{p} {name}: cosine to f32 {c}"
                 );
             }
