@@ -225,11 +225,37 @@ fn compare(
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
         let mean = cos.iter().sum::<f64>() / cos.len() as f64;
         println!(
-            "imgvec cosine_to_reference device={} precision={} images={} min={min:.6} mean={mean:.6} reference={}",
+            "imgvec cosine_to_reference device={} precision={} images={} min={min:.6} mean={mean:.6} top10_agreement={} reference={}",
             device_name.replace(' ', "_"),
             precision.name(),
             cos.len(),
+            top_k_agreement(&vectors, &reference, 10)
+                .map_or("n/a".to_string(), |a| format!("{a:.4}")),
             path.display()
         );
     }
+}
+
+/// Image→image search among the images themselves, each one the query (itself left out): the mean
+/// share of its `k` nearest under `reference` that are also its `k` nearest under `vectors`
+/// (exact search, by cosine). `None` with `k` or fewer images.
+fn top_k_agreement(vectors: &[Vec<f32>], reference: &[Vec<f32>], k: usize) -> Option<f64> {
+    if vectors.len() <= k {
+        return None;
+    }
+    let nearest = |set: &[Vec<f32>], q: usize| -> Vec<usize> {
+        let mut order: Vec<(f64, usize)> = (0..set.len())
+            .filter(|&j| j != q)
+            .map(|j| (cosine(&set[q], &set[j]), j))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0));
+        order.iter().take(k).map(|&(_, j)| j).collect()
+    };
+    let shared: usize = (0..vectors.len())
+        .map(|q| {
+            let want = nearest(reference, q);
+            nearest(vectors, q).iter().filter(|j| want.contains(j)).count()
+        })
+        .sum();
+    Some(shared as f64 / (vectors.len() * k) as f64)
 }
