@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
+use crate::image::heif::sniff_heif;
 use crate::image::raw::raw_preview;
 use crate::image::{decode_rgb, sniff_image_format};
 use crate::pipeline::sha256_hex;
@@ -128,9 +129,30 @@ pub async fn read_original(id: &str, path: &str) -> Result<Original, ApiError> {
             format: ImageFormat::Jpeg,
         });
     }
+    // HEIC/AVIF: kept as they are here (a thumbnail decodes them); `original` converts them
+    // with [`as_jpeg`], since most browsers show neither.
+    if sniff_heif(&bytes).is_some() {
+        return Ok(Original {
+            bytes,
+            format: ImageFormat::Avif,
+        });
+    }
     let format = sniff_image_format(&bytes)
         .ok_or_else(|| gone("the file is not an image any more".into()))?;
     Ok(Original { bytes, format })
+}
+
+/// Quality of a HEIC/AVIF file shown full size as JPEG.
+const FULL_QUALITY: u8 = 90;
+
+/// A HEIC/HEIF or AVIF file as the page shows it full size: a JPEG of the decoded image, upright.
+pub fn heif_as_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let decoded = decode_rgb(bytes, true).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, FULL_QUALITY)
+        .encode_image(&decoded.rgb)
+        .map_err(|e| format!("cannot encode it as JPEG: {e}"))?;
+    Ok(out)
 }
 
 /// A JPEG of the image scaled to fit `side`×`side` (never enlarged), upright per its EXIF tag.
