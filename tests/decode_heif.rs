@@ -217,3 +217,25 @@ fn heif_files_are_refused_without_the_feature() {
         }
     }
 }
+
+/// A header claiming a huge image is refused as too large before libheif decodes anything: over
+/// imgvec's 100 MP, and over libheif's 32 768-pixel side limit.
+#[test]
+#[cfg_attr(not(feature = "heif"), ignore = "needs --features heif")]
+fn huge_heif_headers_are_refused_before_decoding() {
+    let whole = read("heic_8bit.heic");
+    let at = whole
+        .windows(4)
+        .position(|w| w == b"ispe")
+        .expect("an ispe box")
+        + 8;
+    for (w, h) in [(20_000u32, 20_000u32), (40_000, 16), (100_000, 100_000)] {
+        let mut bytes = whole.clone();
+        bytes[at..at + 4].copy_from_slice(&w.to_be_bytes());
+        bytes[at + 4..at + 8].copy_from_slice(&h.to_be_bytes());
+        match decode_rgb(&bytes, true) {
+            Err(DecodeError::TooLarge { reason }) => assert!(!reason.is_empty()),
+            other => panic!("{w}x{h}: expected TooLarge, got {other:?}"),
+        }
+    }
+}

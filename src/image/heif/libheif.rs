@@ -2,7 +2,8 @@
 //! pkg-config), wrapped so that every object is freed on every path and every error is a string.
 //!
 //! Safety: the size limits are checked on the primary image's header (`ispe`, and the size after
-//! transformations) before libheif decodes anything, and libheif's own limit on a side is set;
+//! transformations) before libheif decodes anything, and libheif's own limit on a side is set
+//! (the smaller of imgvec's and libheif's default);
 //! the pixel plane is read within the width, height and stride libheif reports.
 //!
 //! Not for: choosing what to apply (`heif.rs`), or the conversion to RGB as Pillow does it
@@ -205,6 +206,9 @@ impl Pixels {
 
 static INIT: Once = Once::new();
 
+/// libheif's own default limit on an image's width and height.
+const LIBHEIF_DEFAULT_SIDE: u32 = 32_768;
+
 /// Decodes the primary image of `bytes` to 8-bit RGB(A), `apply_transformations` (clap, irot,
 /// imir) or not, with 10- and 12-bit images reduced to 8 bits by libheif.
 pub(super) fn decode_primary(bytes: &[u8], apply_transformations: bool) -> Result<Pixels, Error> {
@@ -223,7 +227,8 @@ pub(super) fn decode_primary(bytes: &[u8], apply_transformations: bool) -> Resul
             return Err(Error::Other("libheif could not allocate a context".into()));
         }
         let ctx = Context(ctx);
-        let limit = c_int::try_from(MAX_SIDE).unwrap_or(c_int::MAX);
+        // libheif refuses sides over this while parsing (its default is 32 768: never raised).
+        let limit = c_int::try_from(MAX_SIDE.min(LIBHEIF_DEFAULT_SIDE)).unwrap_or(c_int::MAX);
         heif_context_set_maximum_image_size_limit(ctx.0, limit);
         check(
             heif_context_read_from_memory_without_copy(
