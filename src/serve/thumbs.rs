@@ -220,6 +220,23 @@ pub fn file_name(path: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A HEIC is shown upright as a JPEG, full size and as a thumbnail.
+    #[test]
+    #[cfg_attr(not(feature = "heif"), ignore = "needs --features heif")]
+    fn heic_is_shown_as_jpeg() {
+        let heic = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/heif/files/heic_orient6.heic"),
+        )
+        .unwrap();
+        let jpeg = heif_as_jpeg(&heic).unwrap();
+        assert_eq!(sniff_image_format(&jpeg), Some(ImageFormat::Jpeg));
+        let shown = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((shown.width(), shown.height()), (48, 64));
+        let thumb = image::load_from_memory(&make_thumbnail(&heic, 32).unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (24, 32));
+    }
+
     #[test]
     fn thumbnails_fit_the_square_and_keep_the_shape() {
         assert_eq!(fit(4000, 3000, 360), (360, 270));
