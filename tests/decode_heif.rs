@@ -129,6 +129,10 @@ fn heif_orientation_as_pillow_gives_it() {
     }
     let d = decode_rgb(&read("avif_irot1_imir0.avif"), true).expect("decodes");
     assert_eq!(d.rgb.dimensions(), (120, 160));
+    // EXIF Orientation 6 and the irot libavif wrote for it: turned once.
+    let d = decode_rgb(&read("avif_exif6.avif"), true).expect("decodes");
+    assert_eq!(d.orientation, image::metadata::Orientation::Rotate90);
+    assert_eq!(d.rgb.dimensions(), (120, 160));
     let d = decode_rgb(&read("heic_clap.heic"), true).expect("decodes");
     assert_eq!(d.rgb.dimensions(), (100, 80));
     assert_eq!(

@@ -95,15 +95,12 @@ pub fn sniff_heif(header: &[u8]) -> Option<HeifKind> {
     if is(major, &HEVC_BRANDS) {
         return Some(HeifKind::Heic);
     }
-    let structural = is(major, &STRUCTURAL_BRANDS) || any(&STRUCTURAL_BRANDS);
-    if any(&AVIF_BRANDS) && (structural || is(major, &STRUCTURAL_BRANDS)) {
+    // A compatible brand names the codec (AVIF first, as libheif does when both are listed).
+    if any(&AVIF_BRANDS) {
         return Some(HeifKind::Avif);
     }
     if any(&HEVC_BRANDS) {
         return Some(HeifKind::Heic);
-    }
-    if any(&AVIF_BRANDS) {
-        return Some(HeifKind::Avif);
     }
     is(major, &STRUCTURAL_BRANDS).then_some(HeifKind::Heif)
 }
