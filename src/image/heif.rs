@@ -230,6 +230,114 @@ pub fn primary_transforms(bytes: &[u8]) -> Option<(Option<u8>, Option<u8>)> {
     Some((irot, imir))
 }
 
+/// The output size a derived primary image declares for itself, which its `ispe` need not match:
+/// a grid's (`grid`) or an overlay's (`iovl`) canvas, read from the item's data. `None` for a
+/// coded image, or when the boxes cannot be read (libheif then refuses the file or decodes a
+/// coded image, whose size libheif checks against `ispe`).
+pub fn derived_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let meta = boxes(bytes).find(|b| &b.kind == b"meta")?.body.get(4..)?;
+    let full = |b: &[u8]| -> Option<(u8, Vec<u8>)> { Some((*b.first()?, b.get(4..)?.to_vec())) };
+    let pitm = boxes(meta).find(|b| &b.kind == b"pitm")?.body;
+    let primary = match pitm.first()? {
+        0 => u32::from(be16(pitm, 4)?),
+        _ => be32(pitm, 4)?,
+    };
+    // The primary item's type, from iinf's infe boxes (version 2: 16-bit ids, 3: 32-bit).
+    let (iinf_version, iinf) = full(boxes(meta).find(|b| &b.kind == b"iinf")?.body)?;
+    let entries = iinf.get(if iinf_version == 0 { 2 } else { 4 }..)?;
+    let kind = boxes(entries)
+        .filter(|b| &b.kind == b"infe")
+        .find_map(|infe| {
+            let (version, body) = full(infe.body)?;
+            let (id, at) = match version {
+                2 => (u32::from(be16(&body, 0)?), 2),
+                3 => (be32(&body, 0)?, 4),
+                _ => return None,
+            };
+            (id == primary).then(|| body.get(at + 2..at + 6).map(<[u8]>::to_vec))?
+        })?;
+    if kind != b"grid" && kind != b"iovl" {
+        return None;
+    }
+    let data = item_data(bytes, meta, primary)?;
+    let (flags, at) = if kind == b"grid" {
+        (*data.get(1)?, 4)
+    } else {
+        (*data.get(1)?, 2 + 8)
+    };
+    if flags & 1 == 0 {
+        Some((u32::from(be16(data, at)?), u32::from(be16(data, at + 2)?)))
+    } else {
+        Some((be32(data, at)?, be32(data, at + 4)?))
+    }
+}
+
+/// The first extent of item `id`'s data (`iloc`, in the file or in `idat`), at most 64 bytes.
+fn item_data<'a>(bytes: &'a [u8], meta: &'a [u8], id: u32) -> Option<&'a [u8]> {
+    let iloc = boxes(meta).find(|b| &b.kind == b"iloc")?.body;
+    let version = *iloc.first()?;
+    let sizes = (*iloc.get(4)?, *iloc.get(5)?);
+    let (offset_size, length_size) = (usize::from(sizes.0 >> 4), usize::from(sizes.0 & 15));
+    let base_size = usize::from(sizes.1 >> 4);
+    let index_size = if version >= 1 {
+        usize::from(sizes.1 & 15)
+    } else {
+        0
+    };
+    let uint = |at: usize, n: usize| -> Option<u64> {
+        let b = iloc.get(at..at + n)?;
+        (n <= 8).then(|| b.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+    };
+    let (count, mut at) = if version < 2 {
+        (u64::from(be16(iloc, 6)?), 8)
+    } else {
+        (u64::from(be32(iloc, 6)?), 10)
+    };
+    for _ in 0..count {
+        let id_size = if version < 2 { 2 } else { 4 };
+        let item = uint(at, id_size)?;
+        at += id_size;
+        let method = if version >= 1 {
+            at += 2;
+            uint(at - 2, 2)? & 15
+        } else {
+            0
+        };
+        at += 2; // data reference index
+        let base = uint(at, base_size)?;
+        at += base_size;
+        let extents = uint(at, 2)?;
+        at += 2;
+        let first = (
+            uint(at + index_size, offset_size)?,
+            uint(at + index_size + offset_size, length_size)?,
+        );
+        at += extents as usize * (index_size + offset_size + length_size);
+        if item != u64::from(id) {
+            continue;
+        }
+        let (offset, length) = first;
+        let source = match method {
+            0 => bytes,
+            1 => boxes(meta).find(|b| &b.kind == b"idat")?.body,
+            _ => return None,
+        };
+        let start = usize::try_from(base.checked_add(offset)?).ok()?;
+        let len = usize::try_from(length.min(64)).ok()?;
+        let len = if length == 0 { 64 } else { len };
+        return source.get(start..).map(|d| &d[..d.len().min(len)]);
+    }
+    None
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// One ISO-BMFF box: its type and body.
 struct Bx<'a> {
     kind: [u8; 4],

@@ -260,8 +260,11 @@ pub(super) fn decode_primary(bytes: &[u8], apply_transformations: bool) -> Resul
         if width == 0 || height == 0 {
             return Err(Error::Other(format!("empty image ({width}×{height})")));
         }
-        // Decoding needs the coded image (ispe) and the output, each 4 bytes a pixel at most.
-        for (w, h) in [(ispe_w, ispe_h), (width, height)] {
+        // Decoding needs the coded image (ispe), a grid's or overlay's own canvas (which
+        // libheif 1.15 allocates as declared, whatever the ispe says) and the output, each 4
+        // bytes a pixel at most.
+        let canvas = super::derived_size(bytes).unwrap_or((width, height));
+        for (w, h) in [(ispe_w, ispe_h), canvas, (width, height)] {
             check_size(w, h, u64::from(w) * u64::from(h) * 4).map_err(Error::TooLarge)?;
         }
         let alpha = heif_image_handle_has_alpha_channel(handle.0) != 0;

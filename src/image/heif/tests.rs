@@ -106,3 +106,21 @@ fn transforms_of_the_avif_fixtures() {
     assert_eq!(sniff_heif(&read("heic_grid.heic")), Some(HeifKind::Heic));
     assert_eq!(sniff_heif(&read("avif_10bit.avif")), Some(HeifKind::Avif));
 }
+
+#[test]
+fn derived_sizes_of_grids() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("fixture");
+    assert_eq!(
+        derived_size(&read("heif/files/heic_grid.heic")),
+        Some((120, 100))
+    );
+    assert_eq!(derived_size(&read("heif/files/heic_8bit.heic")), None);
+    // The fuzzer's grid whose own canvas is far larger than its ispe says.
+    let (w, h) = derived_size(&read("fuzz/heic_grid_canvas_bomb.heic")).expect("a grid");
+    assert!(u64::from(w) * u64::from(h) > 100_000_000, "{w}x{h}");
+    let whole = read("heif/files/heic_grid.heic");
+    for cut in 0..whole.len().min(400) {
+        let _ = derived_size(&whole[..cut]);
+    }
+}
