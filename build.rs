@@ -4,7 +4,7 @@
 //!
 //! `IMGVEC_GIT_REV` is `git rev-parse --short HEAD`, or `unknown` when git is missing or this is not a
 //! git checkout (a crates.io or release tarball): that never fails the build. `IMGVEC_FEATURES` lists
-//! the enabled device features (`cuda`, `metal`), `cpu` when none.
+//! the enabled device features (`cuda`, `metal`), `cpu` when none, and `heif` when built with it.
 
 use std::path::Path;
 use std::process::Command;
@@ -73,8 +73,26 @@ fn cpu_cfgs() {
     }
 }
 
+/// Feature `heif`: links the system's libheif (≥ 1.15, the version Debian 12 ships), or fails the
+/// build saying what to install.
+#[cfg(feature = "heif")]
+fn link_libheif() {
+    if let Err(e) = pkg_config::Config::new()
+        .atleast_version("1.15")
+        .probe("libheif")
+    {
+        panic!(
+            "the `heif` feature needs libheif 1.15 or newer with its development files \
+             (Debian/Ubuntu: `sudo apt install libheif-dev`; Fedora: `dnf install libheif-devel`; \
+             macOS: `brew install libheif`), found by pkg-config: {e}"
+        );
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "heif")]
+    link_libheif();
     cpu_cfgs();
     println!("cargo::rustc-check-cfg=cfg(skip_es)");
     println!("cargo::rerun-if-env-changed=IMGVEC_SKIP_ES_TESTS");
@@ -108,6 +126,9 @@ fn main() {
     }
     if features.is_empty() {
         features.push("cpu");
+    }
+    if std::env::var_os("CARGO_FEATURE_HEIF").is_some() {
+        features.push("heif");
     }
     println!("cargo:rustc-env=IMGVEC_FEATURES={}", features.join(", "));
 }

@@ -1,7 +1,9 @@
 //! A stable-Rust mutation fuzzer for the whole decode path (`decode_rgb_with`, every format).
 //!
-//! Seeds: the decode fixtures, the odd-file corpus, the camera RAW samples and the regression corpus
-//! (`tests/fixtures/`).
+//! Seeds: the decode fixtures, the odd-file corpus, the camera RAW samples, the HEIC/AVIF samples
+//! and the regression corpus (`tests/fixtures/`); `--seeds DIR` takes only those under one of them
+//! (`--seeds tests/fixtures/heif/files` fuzzes the HEIF-family paths: the brand sniffing and
+//! `irot`/`imir` parsing in Rust, and libheif with the `heif` feature).
 //! Each round takes a seed, applies a few random mutations (bit flips, interesting values, chunk
 //! insertion/deletion/duplication, splices with another seed, truncation) and decodes it twice
 //! (strict and with `allow_truncated`). A finding is written to `target/fuzz/findings/`:
@@ -9,7 +11,11 @@
 //!   not match its size;
 //! - a decode slower than `--max-seconds` (a watchdog thread also saves the input and aborts if one
 //!   hangs for 4× that);
-//! - a decode whose peak heap use (counted by this program's allocator) exceeds `--max-mib`.
+//! - a decode whose peak heap use (counted by this program's allocator) exceeds `--max-mib`; for
+//!   HEIF-family inputs, whose C decoders allocate outside that allocator, the growth of the
+//!   process's peak resident set (`VmHWM`, reset before each such decode) is counted instead;
+//! - a crash inside libheif (C/C++, which no panic guard catches) kills the run: each HEIF-family
+//!   input is written to `target/fuzz/last-heif-input.bin` before it is decoded, so it is kept.
 //!
 //! Usage: `cargo run --example fuzz_decode -- --minutes 10 [--seed N] [--max-seconds 3]
 //! [--max-mib 1400]` (or `bash benches/fuzz.sh MINUTES`). Not for: the tests (they replay
@@ -21,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use imgvec::image::heif::sniff_heif;
 use imgvec::image::{decode_rgb_with, DecodeError, DecodeOptions, DecodedImage};
 
 /// Counts heap bytes in use and the peak since the last reset.
@@ -148,15 +155,32 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
     }
 }
 
-fn load_seeds(root: &Path) -> Vec<Vec<u8>> {
+/// The process's peak resident set (`VmHWM`) in bytes, from `/proc/self/status` (Linux).
+fn rss_peak() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resets `VmHWM` to the current resident set (Linux 4.0+); false where it cannot.
+fn reset_rss_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn load_seeds(root: &Path, only: Option<&str>) -> Vec<Vec<u8>> {
     let dirs = [
         "tests/fixtures/decode",
         "tests/fixtures/odd/files",
         "tests/fixtures/fuzz",
         "tests/fixtures/raw",
+        "tests/fixtures/heif/files",
     ];
     let mut seeds = Vec::new();
-    for dir in dirs {
+    for dir in dirs
+        .into_iter()
+        .filter(|d| only.is_none_or(|o| d.starts_with(o)))
+    {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
             continue;
         };
@@ -219,6 +243,9 @@ impl Stats {
             Err(DecodeError::Decode { reason, .. }) if reason.contains("panicked") => {
                 return Some("panic")
             }
+            Err(DecodeError::Heif { reason, .. }) if reason.contains("panicked") => {
+                return Some("panic")
+            }
             Err(DecodeError::Truncated { .. }) => self.truncated += 1,
             Err(DecodeError::TooLarge { .. }) => self.too_large += 1,
             Err(_) => self.errors += 1,
@@ -264,7 +291,12 @@ fn main() {
         apply_exif_orientation: true,
         allow_truncated: true,
     };
-    let seeds: Vec<Vec<u8>> = load_seeds(&root)
+    let only = args
+        .iter()
+        .position(|a| a == "--seeds")
+        .and_then(|i| args.get(i + 1))
+        .map(|d| d.trim_end_matches('/').to_string());
+    let seeds: Vec<Vec<u8>> = load_seeds(&root, only.as_deref())
         .into_iter()
         .filter(|s| {
             let t = Instant::now();
@@ -297,6 +329,11 @@ fn main() {
         if let Ok(mut c) = current.lock() {
             c.clone_from(&input);
         }
+        let heif = sniff_heif(&input).is_some();
+        if heif {
+            let _ = std::fs::create_dir_all(&findings);
+            let _ = std::fs::write(root.join("target/fuzz/last-heif-input.bin"), &input);
+        }
         for allow_truncated in [false, true] {
             let opts = DecodeOptions {
                 apply_exif_orientation: true,
@@ -304,12 +341,16 @@ fn main() {
             };
             let base = IN_USE.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
+            let rss_base = (heif && reset_rss_peak()).then(rss_peak).flatten();
             started_ms.store(t0.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
             let start = Instant::now();
             let result = decode_rgb_with(&input, &opts);
             let took = start.elapsed().as_secs_f64();
             started_ms.store(0, Ordering::Relaxed);
-            let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+            let mut peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+            if let (Some(before), Some(after)) = (rss_base, rss_peak()) {
+                peak = peak.max(after.saturating_sub(before));
+            }
             st.slowest = st.slowest.max(took);
             st.peak_max = st.peak_max.max(peak);
             let problem = st

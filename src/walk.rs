@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
+use crate::image::heif::sniff_heif;
 use crate::image::raw::sniff_raw;
 use crate::image::sniff_image_format;
 
@@ -38,7 +39,8 @@ pub struct WalkResult {
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "jpe", "jfif", "png", "gif", "webp", "bmp", "tif", "tiff", // camera RAW:
+    "jpg", "jpeg", "jpe", "jfif", "png", "gif", "webp", "bmp", "tif", "tiff", // HEIF family:
+    "heic", "heif", "heics", "heifs", "hif", "avif", "avifs", // camera RAW:
     "dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw",
 ];
 
@@ -61,7 +63,7 @@ fn parent_name(path: &Path) -> Option<String> {
 
 /// Whether the file's content starts like a supported image.
 fn sniff(path: &Path) -> std::io::Result<bool> {
-    let mut head = [0u8; 32];
+    let mut head = [0u8; 64];
     let mut f = File::open(path)?;
     let mut n = 0;
     while n < head.len() {
@@ -71,7 +73,10 @@ fn sniff(path: &Path) -> std::io::Result<bool> {
         }
         n += got;
     }
-    Ok(sniff_image_format(&head[..n]).is_some() || sniff_raw(&head[..n]).is_some())
+    let head = &head[..n];
+    Ok(sniff_image_format(head).is_some()
+        || sniff_raw(head).is_some()
+        || sniff_heif(head).is_some())
 }
 
 /// Walks `roots` and returns the images found, in a stable order (roots as given, then by name), all
@@ -196,6 +201,30 @@ mod tests {
         assert_eq!(r.skipped, 1);
         assert_eq!(r.problems.len(), 1);
         assert!(r.problems[0].0.ends_with("fake.jpg"));
+    }
+
+    /// HEIC and AVIF files are taken by content (with the feature or without it: decoding says
+    /// why it cannot read one), and `.heic`/`.avif` names that are not are reported.
+    #[test]
+    fn walks_heif_files_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let heif = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heif/files");
+        let heic = std::fs::read(heif.join("heic_8bit.heic")).unwrap();
+        let avif = std::fs::read(heif.join("avif_8bit.avif")).unwrap();
+        std::fs::write(d.join("IMG_0001.HEIC"), &heic).unwrap();
+        std::fs::write(d.join("photo.avif"), &avif).unwrap();
+        std::fs::write(d.join("renamed.bin"), &heic).unwrap(); // HEIC by content
+        std::fs::write(d.join("fake.heic"), b"hello").unwrap(); // says HEIC, is not
+        std::fs::write(d.join("fake.avif"), b"hello").unwrap();
+        let r = find_images(&[d.to_path_buf()]);
+        let names: Vec<_> = r
+            .images
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["IMG_0001.HEIC", "photo.avif", "renamed.bin"]);
+        assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
     }
 
     #[test]

@@ -255,3 +255,34 @@ fn truncated_files_fail_unless_allowed() {
     assert_eq!(summary["indexed"], 1);
     assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(1));
 }
+
+/// A folder of phone photos (HEIC, AVIF, a damaged HEIC): with `--features heif` they embed and
+/// the damaged one is named with its reason; without it each is named with how to get support,
+/// never as "not an image".
+#[test]
+fn heic_and_avif_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let heif = fixtures().join("heif/files");
+    std::fs::copy(heif.join("heic_orient6.heic"), d.join("IMG_0001.HEIC")).unwrap();
+    std::fs::copy(heif.join("avif_8bit.avif"), d.join("IMG_0002.avif")).unwrap();
+    std::fs::copy(heif.join("trunc_heic_data.heic"), d.join("IMG_0003.heic")).unwrap();
+    let out = imgvec(&["embed", d.to_str().unwrap(), "--json"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(!err.contains("not an image"), "{err}");
+    let lines = json_lines(&stdout(&out));
+    if cfg!(feature = "heif") {
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(
+            err.contains("IMG_0003.heic") && err.contains("cannot read HEIC file: truncated"),
+            "{err}"
+        );
+    } else {
+        assert!(lines.is_empty(), "{err}");
+        for name in ["IMG_0001.HEIC", "IMG_0002.avif", "IMG_0003.heic"] {
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        assert!(err.contains("--features heif"), "{err}");
+    }
+}

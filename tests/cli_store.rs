@@ -393,8 +393,12 @@ backend_test! {
         assert_eq!(precisions.first(), Some(&"f32"), "{v}");
         assert!(precisions.iter().all(|p| ["f32", "bf16", "int8"].contains(p)), "{v}");
         assert!(v["raw_formats"].as_array().is_some_and(|f| f.contains(&json!("CR3"))), "{v}");
+        assert_eq!(v["heif"]["formats"], json!(["HEIC", "HEIF", "AVIF"]), "{v}");
+        assert_eq!(v["heif"]["supported"], json!(cfg!(feature = "heif")), "{v}");
+        assert_eq!(v["heif"]["libheif"].is_string(), cfg!(feature = "heif"), "{v}");
         let human = ok(&idx, &idx.run(&["info"]));
         assert!(human.contains("formats: JPEG, PNG") && human.contains("DNG"), "{human}");
+        assert!(human.contains("HEIC, HEIF, AVIF"), "{human}");
         assert!(human.contains(&format!("cpu: linear layers on {linear}")), "{human}");
         assert!(
             human.contains(&format!("--precision {}", precisions.join(", "))),

@@ -3,6 +3,8 @@
 #
 #   bash tests/run.sh [cargo test args...]
 #
+# Built with `--features heif` when pkg-config finds libheif >= 1.15.
+#
 # With IMGVEC_TEST_ES_URL already set (a real Elasticsearch 8.12+/9.x, say), no server is started and
 # the same tests run against that one. The test server is noida-db 0.2.3 from PyPI, installed into
 # target/es-test/venv on first use, listening on 127.0.0.1 only.
@@ -18,8 +20,16 @@ fi
 export IMGVEC_TEST_ES_URL
 log="$(mktemp)"
 trap 'rm -f "$log"; [ -z "${state_started:-}" ] || bash .ci/es-server.sh stop "$state" >/dev/null 2>&1 || true' EXIT
+# HEIC/AVIF (`--features heif`) wherever libheif is installed: its tests are skipped, not passed,
+# without it.
+features=()
+if command -v pkg-config >/dev/null && pkg-config --atleast-version=1.15 libheif 2>/dev/null; then
+    features=(--features heif)
+else
+    echo "tests/run.sh: libheif >= 1.15 not found (apt install libheif-dev): the HEIC/AVIF tests are skipped" >&2
+fi
 set +e
-cargo test --locked "$@" 2>&1 | tee "$log"
+cargo test --locked "${features[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One total over every test binary, as the last line.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{locate_model, open_store, runtime};
 use crate::cli::InfoArgs;
-use crate::image::{FORMATS, RAW_FORMATS};
+use crate::image::{heif, FORMATS, HEIF_FORMATS, RAW_FORMATS};
 use crate::store::StoreError;
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
@@ -52,13 +52,23 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             rayon::current_num_threads(),
             crate::clip::dense::cpu_precisions(),
         );
+        let libheif = heif::libheif_version();
+        let heif_line = match &libheif {
+            Some(v) => format!("{} through libheif {v}", HEIF_FORMATS.join(", ")),
+            None => format!(
+                "{}: not in this build (rebuild with `--features heif`, docs/formats.md)",
+                HEIF_FORMATS.join(", ")
+            ),
+        };
         if args.json {
             println!(
                 "{}",
                 json!({"store": store.describe(), "index": index, "dims": dims,
                        "documents": count, "model": model_json,
                        "cpu": {"linear_layers": linear, "threads": threads, "precisions": precisions},
-                       "formats": FORMATS, "raw_formats": RAW_FORMATS})
+                       "formats": FORMATS, "raw_formats": RAW_FORMATS,
+                       "heif": {"formats": HEIF_FORMATS, "supported": heif::SUPPORTED,
+                                "libheif": libheif}})
             );
         } else {
             println!("{model_line}");
@@ -69,7 +79,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
                 precisions.join(", ")
             );
             println!(
-                "formats: {}; camera RAW by its embedded preview: {}",
+                "formats: {}; {heif_line}; camera RAW by its embedded preview: {}",
                 FORMATS.join(", "),
                 RAW_FORMATS.join(", ")
             );

@@ -24,7 +24,7 @@ use super::convert::to_rgb_like_pil;
 use super::limits::{check_size, decoder_limits, limit_exceeded, MAX_DECODE_BYTES};
 use super::raw::{self, Preview, RawKind};
 use super::sniff::sniff_image_format;
-use super::{bmp, jpeg, tiff, DecodeError, DecodedImage};
+use super::{bmp, heif, jpeg, tiff, DecodeError, DecodedImage};
 
 /// Decodes an image and converts it to RGB exactly as PIL's `convert_to_rgb` path does.
 /// `apply_exif_orientation` rotates/flips the image upright per its EXIF tag (transformers does
@@ -72,6 +72,15 @@ pub fn decode_rgb_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImag
             })
         });
     }
+    if let Some(kind) = heif::sniff_heif(bytes) {
+        let decoded = catch_unwind(AssertUnwindSafe(|| decode_heif(bytes, kind, opts)));
+        return decoded.unwrap_or_else(|_| {
+            Err(DecodeError::Heif {
+                kind: kind.name(),
+                reason: PANICKED.to_string(),
+            })
+        });
+    }
     let format = sniff_image_format(bytes).ok_or(DecodeError::UnknownFormat)?;
     match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, format, opts))) {
         Ok(result) => result,
@@ -111,6 +120,35 @@ fn decode_raw(
     }
     decoded.raw_preview = Some((kind.name(), preview.width, preview.height));
     Ok(decoded)
+}
+
+/// A HEIC/HEIF or AVIF file through libheif (`heif.rs` says what is applied): HEIC's
+/// transformations always (as pillow-heif applies them on load), AVIF's `irot`/`imir` as its EXIF
+/// orientation. Truncated files are refused as such; `allow_truncated` does not apply (libheif
+/// decodes whole images only).
+fn decode_heif(
+    bytes: &[u8],
+    kind: heif::HeifKind,
+    opts: &DecodeOptions,
+) -> Result<DecodedImage, DecodeError> {
+    let img = heif::decode(bytes, kind)?;
+    let orientation = if opts.apply_exif_orientation {
+        img.orientation
+    } else {
+        Orientation::NoTransforms
+    };
+    let rgb = orient(img.rgb, orientation);
+    let (original_width, original_height) = rgb.dimensions();
+    Ok(DecodedImage {
+        rgb,
+        original_width,
+        original_height,
+        format: ImageFormat::Avif,
+        heif: Some(kind.name()),
+        orientation,
+        truncated: false,
+        raw_preview: None,
+    })
 }
 
 /// The reason [`decode_rgb`] gives when a decoder panicked.
@@ -177,6 +215,7 @@ fn decode_inner(
         original_width,
         original_height,
         format,
+        heif: None,
         orientation,
         truncated: stored.truncated,
         raw_preview: None,

@@ -5,6 +5,8 @@
 //! - [`sniff`]: which format a file is in, from its first bytes (also what `walk` uses to pick
 //!   image files).
 //! - [`raw`]: a camera RAW file's largest embedded preview JPEG, and its orientation.
+//! - [`heif`]: HEIC/HEIF and AVIF, recognised always, decoded through the system's libheif with
+//!   the cargo feature `heif` (else refused with that reason).
 //! - [`limits`]: the decompression-bomb limits, checked before any pixel buffer is allocated.
 //! - [`decode`]: [`decode_rgb`], the entry point: format dispatch, EXIF orientation, truncation,
 //!   panics turned into errors. JPEG goes through our libjpeg-turbo-exact decoder (`jpeg`), TIFF
@@ -22,6 +24,7 @@ use ::image::{ImageFormat, RgbImage};
 mod bmp;
 pub mod convert;
 pub mod decode;
+pub mod heif;
 mod jpeg;
 pub mod limits;
 pub mod raw;
@@ -38,6 +41,8 @@ pub use sniff::sniff_image_format;
 
 /// The image formats read (by content, whatever the file's name), as `imgvec info` lists them.
 pub const FORMATS: &[&str] = &["JPEG", "PNG", "GIF", "WebP", "BMP", "TIFF"];
+/// The HEIF-family formats read with the cargo feature `heif` (through libheif).
+pub const HEIF_FORMATS: &[&str] = &["HEIC", "HEIF", "AVIF"];
 /// The camera RAW containers read, by their embedded preview.
 pub const RAW_FORMATS: &[&str] = &[
     "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "PEF", "SRW",
@@ -47,9 +52,13 @@ pub const RAW_FORMATS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error(
-        "not an image in a supported format (PNG, JPEG, GIF, WebP, BMP, TIFF, or a camera RAW file's preview)"
+        "not an image in a supported format (PNG, JPEG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF, or a camera RAW file's preview)"
     )]
     UnknownFormat,
+    /// A HEIC/HEIF or AVIF file that cannot be decoded (corrupt, truncated, a codec libheif
+    /// lacks, or a build without the `heif` feature).
+    #[error("cannot read {kind} file: {reason}")]
+    Heif { kind: &'static str, reason: String },
     /// A camera RAW file without a usable preview.
     #[error("cannot read {kind} file: {reason}")]
     Raw { kind: &'static str, reason: String },
@@ -74,8 +83,11 @@ pub struct DecodedImage {
     /// equal to `rgb.dimensions()`).
     pub original_width: u32,
     pub original_height: u32,
-    /// The container format found by content sniffing.
+    /// The container format found by content sniffing. HEIC/HEIF and AVIF files all report
+    /// `ImageFormat::Avif` (the `image` crate has no HEIF format); [`Self::heif`] says which.
     pub format: ImageFormat,
+    /// A HEIF-family file: which (`HEIC`, `HEIF`, `AVIF`).
+    pub heif: Option<&'static str>,
     /// The EXIF orientation that was applied (`NoTransforms` when none, or when disabled).
     pub orientation: Orientation,
     /// The file was truncated and decoded as far as its data goes (only with

@@ -2,7 +2,8 @@
 //! name. Used by `walk` to pick image files and by [`super::decode_rgb`] to choose a decoder.
 //!
 //! Not for: checking that the rest of the file decodes (a file that sniffs as an image can still
-//! fail in [`super::decode_rgb`]), or formats this build does not decode (PNM, AVIF, …).
+//! fail in [`super::decode_rgb`]), HEIC/HEIF and AVIF (`heif.rs` recognises them by their brands),
+//! or formats imgvec does not decode (PNM, JPEG XL, …).
 
 use ::image::ImageFormat;
 

@@ -17,14 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::api::{ApiError, DupesResponse, InfoResponse, SearchResponse};
+use super::api::{run_blocking, ApiError, DupesResponse, InfoResponse, SearchResponse};
 use super::query::{
     check_k, clean_label, combine, cut_off, read_search, DupesParams, SearchRequest, SimilarParams,
     FORM_OVERHEAD,
 };
 use super::state::AppState;
-use super::thumbs::{is_doc_id, mime, read_original};
+use super::thumbs::{heif_as_jpeg, is_doc_id, mime, read_original};
 use crate::dupes::{find, Options, DEFAULT_MAX_DISTANCE};
+use crate::image::heif::sniff_heif;
 use crate::store::MAX_NUM_CANDIDATES;
 use crate::store::{within, ImageDoc, KnnQuery};
 
@@ -226,6 +227,24 @@ async fn thumb(State(state): Shared, Path(id): Path<String>) -> Result<Response,
 async fn original(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     let doc = find_doc(&state, &id).await?;
     let file = read_original(&doc.id, &doc.path).await?;
+    // HEIC/AVIF, which most browsers cannot show: a JPEG of the image.
+    if sniff_heif(&file.bytes).is_some() {
+        let path = doc.path.clone();
+        let jpeg = run_blocking(move || {
+            heif_as_jpeg(&file.bytes).map_err(|why| {
+                ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{path}: cannot show it: {why}"),
+                )
+            })
+        })
+        .await?;
+        return Ok((
+            [(CONTENT_TYPE, "image/jpeg"), (CACHE_CONTROL, IMMUTABLE)],
+            jpeg,
+        )
+            .into_response());
+    }
     Ok((
         [
             (CONTENT_TYPE, mime(file.format)),

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::api::{run_blocking, ApiError};
 use super::lru::Lru;
+use crate::image::heif::sniff_heif;
 use crate::image::raw::raw_preview;
 use crate::image::{decode_rgb, sniff_image_format};
 use crate::pipeline::sha256_hex;
@@ -128,9 +129,30 @@ pub async fn read_original(id: &str, path: &str) -> Result<Original, ApiError> {
             format: ImageFormat::Jpeg,
         });
     }
+    // HEIC/AVIF: kept as they are here (a thumbnail decodes them); `original` converts them
+    // with [`as_jpeg`], since most browsers show neither.
+    if sniff_heif(&bytes).is_some() {
+        return Ok(Original {
+            bytes,
+            format: ImageFormat::Avif,
+        });
+    }
     let format = sniff_image_format(&bytes)
         .ok_or_else(|| gone("the file is not an image any more".into()))?;
     Ok(Original { bytes, format })
+}
+
+/// Quality of a HEIC/AVIF file shown full size as JPEG.
+const FULL_QUALITY: u8 = 90;
+
+/// A HEIC/HEIF or AVIF file as the page shows it full size: a JPEG of the decoded image, upright.
+pub fn heif_as_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let decoded = decode_rgb(bytes, true).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, FULL_QUALITY)
+        .encode_image(&decoded.rgb)
+        .map_err(|e| format!("cannot encode it as JPEG: {e}"))?;
+    Ok(out)
 }
 
 /// A JPEG of the image scaled to fit `side`×`side` (never enlarged), upright per its EXIF tag.
@@ -197,6 +219,23 @@ pub fn file_name(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A HEIC is shown upright as a JPEG, full size and as a thumbnail.
+    #[test]
+    #[cfg_attr(not(feature = "heif"), ignore = "needs --features heif")]
+    fn heic_is_shown_as_jpeg() {
+        let heic = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/heif/files/heic_orient6.heic"),
+        )
+        .unwrap();
+        let jpeg = heif_as_jpeg(&heic).unwrap();
+        assert_eq!(sniff_image_format(&jpeg), Some(ImageFormat::Jpeg));
+        let shown = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((shown.width(), shown.height()), (48, 64));
+        let thumb = image::load_from_memory(&make_thumbnail(&heic, 32).unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (24, 32));
+    }
 
     #[test]
     fn thumbnails_fit_the_square_and_keep_the_shape() {

@@ -25,6 +25,8 @@ impl<'a> Decoder<'a> {
             .map(|(c, p)| Upsampler::new(p, c, frame.max_h, frame.max_v, w))
             .collect::<Result<_>>()?;
         let kind = self.color_kind(&frame)?;
+        // In a TIFF strip (libtiff's set-up), Pillow reads libjpeg's CMYK as stored ("CMYK").
+        let cmyk_as_stored = self.force_ycc.is_some();
         let t = YccTables::new();
         let mut rgb = vec![0u8; w * h * 3];
         let mut bufs: Vec<(Vec<u8>, Vec<u16>)> = ups
@@ -36,7 +38,7 @@ impl<'a> Decoder<'a> {
             for ((u, buf), r) in ups.iter().zip(bufs.iter_mut()).zip(rows.iter_mut()) {
                 *r = u.row(y, &mut buf.0, &mut buf.1);
             }
-            convert_row(kind, &t, &rows, out);
+            convert_row(kind, &t, &rows, out, cmyk_as_stored);
         }
         RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| "buffer size".to_string())
     }
@@ -92,8 +94,15 @@ fn idct_planes(frame: &mut Frame) -> Result<Vec<Vec<u8>>> {
     Ok(planes)
 }
 
-/// One output row of interleaved RGB from the components' upsampled `rows`.
-fn convert_row(kind: ColorKind, t: &YccTables, rows: &[&[u8]; 4], out: &mut [u8]) {
+/// One output row of interleaved RGB from the components' upsampled `rows`. `cmyk_as_stored`:
+/// libjpeg's CMYK output is read as Pillow's TIFF plugin reads libtiff's ("CMYK", not inverted).
+fn convert_row(
+    kind: ColorKind,
+    t: &YccTables,
+    rows: &[&[u8]; 4],
+    out: &mut [u8],
+    cmyk_as_stored: bool,
+) {
     match kind {
         ColorKind::Gray => {
             for (o, &v) in out.chunks_exact_mut(3).zip(rows[0]) {
@@ -117,10 +126,15 @@ fn convert_row(kind: ColorKind, t: &YccTables, rows: &[&[u8]; 4], out: &mut [u8]
                 } else {
                     [c0, c1, c2]
                 };
-                // Pillow reads libjpeg's CMYK as "CMYK;I" (inverted) and converts
-                // with cmyk2rgb; that equals round(c·k/255) of libjpeg's values.
+                // Pillow's JPEG plugin reads libjpeg's CMYK as "CMYK;I" (inverted) and
+                // converts with cmyk2rgb; that equals round(c·k/255) of libjpeg's values. Its
+                // TIFF plugin reads it as "CMYK": the same of the inverted values.
                 for (oc, &c) in o.iter_mut().zip(&cmy) {
-                    *oc = cmyk_channel(c, k);
+                    *oc = if cmyk_as_stored {
+                        cmyk_channel(255 - c, 255 - k)
+                    } else {
+                        cmyk_channel(c, k)
+                    };
                 }
             }
         }

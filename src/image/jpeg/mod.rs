@@ -152,7 +152,8 @@ struct Decoder<'a> {
     block_visits: u64,
     exif: Option<&'a [u8]>,
     /// Three components are YCbCr (`true`) or stored as they are (`false`), whatever the
-    /// markers say: how libtiff sets up libjpeg for a JPEG strip.
+    /// markers say: how libtiff sets up libjpeg for a JPEG strip. `Some` also means a TIFF's
+    /// CMYK, which Pillow reads as stored where a JPEG file's is read inverted.
     force_ycc: Option<bool>,
 }
 

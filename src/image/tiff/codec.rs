@@ -214,7 +214,8 @@ fn lzma(raw: &[u8], expected: usize) -> Result<Vec<u8>, Error> {
 }
 
 /// A JPEG strip or tile: the JPEGTables stream (without its EOI) then the chunk (without its
-/// SOI), decoded with the colour handling libtiff asks libjpeg for. Samples out: 1 or 3.
+/// SOI), decoded with the colour handling libtiff asks libjpeg for. Samples out: 1 or 3 (CMYK:
+/// RGB in the strip's 4 or more).
 fn jpeg_chunk(raw: &[u8], l: &Layout) -> Result<Vec<u8>, Error> {
     let mut stream = Vec::with_capacity(raw.len() + l.jpeg_tables.len());
     match (l.jpeg_tables.len() >= 4, raw.starts_with(&[0xFF, 0xD8])) {
@@ -238,6 +239,16 @@ fn jpeg_chunk(raw: &[u8], l: &Layout) -> Result<Vec<u8>, Error> {
         })?;
     let spp = if l.planar { 1 } else { l.spp.min(3) };
     let rgb = img.rgb.into_raw();
+    if !l.planar && l.photometric == 5 && l.spp > 3 {
+        // CMYK, converted to RGB by the JPEG decoder as Pillow converts it (`pixels.rs` reads
+        // it as RGB): laid out in the strip's `spp` samples a pixel, the rest zero.
+        let mut out = Vec::with_capacity(rgb.len() / 3 * l.spp);
+        for p in rgb.chunks_exact(3) {
+            out.extend_from_slice(p);
+            out.resize(out.len() + l.spp - 3, 0);
+        }
+        return Ok(out);
+    }
     Ok(if spp == 3 {
         rgb
     } else {

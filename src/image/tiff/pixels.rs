@@ -54,7 +54,7 @@ fn mode(l: &Layout) -> Result<Mode, Error> {
         return unsupported(format!("sample format {}", l.sample_format));
     }
     let bits_ok = match l.photometric {
-        0 | 1 => matches!(l.bps, 1 | 2 | 4 | 8 | 16),
+        0 | 1 => matches!(l.bps, 1 | 2 | 4 | 8 | 16) || (l.bps == 12 && l.photometric == 1),
         3 => matches!(l.bps, 1 | 2 | 4 | 8),
         _ => matches!(l.bps, 8 | 16),
     };
@@ -68,8 +68,13 @@ fn mode(l: &Layout) -> Result<Mode, Error> {
         (0 | 1, 1) if l.bps == 1 => Mode::Bilevel {
             invert: l.photometric == 0,
         },
-        // Pillow reads 16-bit gray as I;16 and ignores WhiteIsZero for it.
-        (0 | 1, 1 | 2) => Mode::Gray {
+        // Pillow reads 16-bit gray as I;16 and ignores WhiteIsZero for it; 12-bit (BlackIsZero,
+        // one sample) as I;12 → I;16.
+        (1, 1) if l.bps == 12 => Mode::Gray {
+            invert: false,
+            alpha: false,
+        },
+        (0 | 1, 1 | 2) if l.bps != 12 => Mode::Gray {
             invert: l.photometric == 0 && l.bps != 16,
             alpha: l.spp == 2 && extra.is_some(),
         },
@@ -82,6 +87,11 @@ fn mode(l: &Layout) -> Result<Mode, Error> {
                 _ => Alpha::None,
             },
         },
+        // Chunky JPEG-compressed CMYK comes out of our libjpeg as RGB (cmyk2rgb applied); as
+        // separate planes, each is a one-component JPEG of stored samples.
+        (5, 4..) if l.bps == 8 && l.compression == 7 && !l.planar => {
+            Mode::Rgb { alpha: Alpha::None }
+        }
         (5, 4..) if l.bps == 8 => Mode::Cmyk,
         // Pillow reads uncompressed YCbCr itself (chunky only), the rest through libtiff's
         // RGBA interface (planar only when not subsampled); old-style JPEG is neither.
@@ -125,6 +135,16 @@ impl Samples<'_> {
                     u16::from_le_bytes(b)
                 }
             }
+            // Packed big-endian bit order, two samples in three bytes (Pillow's "I;12").
+            12 => {
+                let bit = index * 12;
+                let (hi, lo) = (row[bit / 8], row[bit / 8 + 1]);
+                if bit % 8 == 0 {
+                    (u16::from(hi) << 4) | u16::from(lo >> 4)
+                } else {
+                    (u16::from(hi & 0x0F) << 8) | u16::from(lo)
+                }
+            }
             bps => {
                 let bit = index * bps;
                 let byte = row[bit / 8];
@@ -133,12 +153,14 @@ impl Samples<'_> {
         }
     }
 
-    /// Sample `s` as 8 bits: the high byte of a 16-bit one, a sub-byte one scaled to 0..255.
+    /// Sample `s` as 8 bits: the high byte of a 16-bit one (the high 8 bits of a 12-bit one), a
+    /// sub-byte one scaled to 0..255.
     #[inline]
     fn get8(&self, x: usize, y: usize, s: usize) -> u8 {
         let v = self.get(x, y, s);
         match self.l.bps {
             16 => (v >> 8) as u8,
+            12 => (v >> 4) as u8,
             8 => v as u8,
             4 => (v * 17) as u8,
             2 => (v * 85) as u8,
