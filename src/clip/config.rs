@@ -17,8 +17,12 @@ pub enum Activation {
     #[serde(rename = "quick_gelu")]
     QuickGelu,
     /// Exact (erf) GELU.
-    #[serde(rename = "gelu")]
+    #[serde(rename = "gelu", alias = "gelu_python")]
     Gelu,
+    /// GELU's tanh approximation, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`: transformers'
+    /// `gelu_new`, `gelu_pytorch_tanh` and `gelu_fast` (the same function).
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
 }
 
 /// Vision tower shape (`vision_config` in `config.json`).
@@ -57,11 +61,51 @@ pub struct TextConfig {
     /// `argmax(input_ids)` (the first end-of-text token) instead of searching for this id.
     #[serde(default = "default_eos")]
     pub eos_token_id: i64,
+    /// Chinese-CLIP (BERT) only: rows of `token_type_embeddings`.
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// Chinese-CLIP (BERT) only: the padding id.
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
 }
 
-/// A CLIP checkpoint's `config.json`, the parts imgvec needs.
+/// The model families imgvec reads, told apart by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// `CLIPModel` (`model_type` "clip", or none): OpenAI, LAION, MetaCLIP, DFN checkpoints.
+    #[default]
+    Clip,
+    /// `ChineseCLIPModel` (`model_type` "chinese_clip"): CLIP's vision tower with a Chinese
+    /// RoBERTa (BERT-shaped) text tower and its WordPiece tokenizer.
+    ChineseClip,
+}
+
+impl Family {
+    /// The `model_type` value, also what an index records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Clip => "clip",
+            Family::ChineseClip => "chinese_clip",
+        }
+    }
+
+    fn from_model_type(t: Option<&str>) -> Result<Self, String> {
+        match t {
+            None | Some("clip") => Ok(Family::Clip),
+            Some("chinese_clip") => Ok(Family::ChineseClip),
+            Some(t) => Err(format!(
+                "model_type is \"{t}\": imgvec reads \"clip\" (CLIPModel) and \"chinese_clip\" (ChineseCLIPModel) checkpoints (see docs/models.md)"
+            )),
+        }
+    }
+}
+
+/// A checkpoint's `config.json`, the parts imgvec needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClipConfig {
+    /// Which architecture (from `model_type`; set by [`ClipConfig::from_json`]).
+    #[serde(skip)]
+    pub family: Family,
     #[serde(default)]
     pub model_type: Option<String>,
     pub projection_dim: usize,
@@ -99,6 +143,46 @@ impl VisionConfig {
     }
 }
 
+/// `config.json` with what it leaves out filled in from the family's config classes in
+/// transformers (`CLIPTextConfig`, `CLIPVisionConfig`, `ChineseCLIPTextConfig`, ...), as
+/// transformers reads it: a key absent from the file takes the class's default.
+fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Value {
+    use serde_json::json;
+    let vision = json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+        "num_hidden_layers": 12, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5});
+    let (top, text) = match family {
+        Family::Clip => (
+            json!({"projection_dim": 512}),
+            json!({"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8,
+                "num_hidden_layers": 12, "vocab_size": 49408, "max_position_embeddings": 77,
+                "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
+        ),
+        Family::ChineseClip => (
+            json!({"projection_dim": 512}),
+            json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                "num_hidden_layers": 12, "vocab_size": 30522, "max_position_embeddings": 512,
+                "hidden_act": "gelu", "layer_norm_eps": 1e-12, "type_vocab_size": 2,
+                "pad_token_id": 0}),
+        ),
+    };
+    let fill = |into: Option<&mut serde_json::Value>, defaults: &serde_json::Value| {
+        if let (Some(serde_json::Value::Object(into)), serde_json::Value::Object(d)) =
+            (into, defaults)
+        {
+            for (k, v) in d {
+                if into.get(k).is_none_or(serde_json::Value::is_null) {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    };
+    fill(Some(&mut value), &top);
+    fill(value.get_mut("vision_config"), &vision);
+    fill(value.get_mut("text_config"), &text);
+    value
+}
+
 impl ClipConfig {
     /// Reads and checks `config.json`; the error names the file and what is wrong with it.
     pub fn from_file(path: &Path) -> Result<Self, ClipError> {
@@ -113,19 +197,14 @@ impl ClipConfig {
     pub fn from_json(text: &str) -> Result<Self, String> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let model_type = value.get("model_type").and_then(|v| v.as_str());
-        if let Some(t) = model_type {
-            if t != "clip" {
-                return Err(format!(
-                    "model_type is \"{t}\", not \"clip\": imgvec needs a CLIP checkpoint"
-                ));
-            }
-        }
+        let family = Family::from_model_type(value.get("model_type").and_then(|v| v.as_str()))?;
         if value.get("vision_config").is_none() || value.get("text_config").is_none() {
             return Err("no vision_config/text_config: this is not a CLIP model config".into());
         }
-        let cfg: ClipConfig =
+        let value = with_defaults(value, family);
+        let mut cfg: ClipConfig =
             serde_json::from_value(value).map_err(|e| format!("not a CLIP config: {e}"))?;
+        cfg.family = family;
         cfg.check()?;
         Ok(cfg)
     }

@@ -268,6 +268,7 @@ impl Mlp {
         let h = match self.act {
             Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
             Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
+            Activation::GeluTanh => ln.then(&self.fc1, x, Epilogue::None)?.gelu()?,
         };
         self.fc2.forward_add(&h, x)
     }

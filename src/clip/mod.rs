@@ -237,6 +237,21 @@ impl ModelDir {
         Ok(value)
     }
 
+    /// The fingerprint of `model.safetensors` ([`weights::fingerprint`]); `None` when the
+    /// directory has no weights file (commands that read only `config.json` work without one).
+    pub fn fingerprint(&self) -> Result<Option<String>, ClipError> {
+        let path = self.dir.join("model.safetensors");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        weights::fingerprint(&path).map(Some)
+    }
+
+    /// The architecture family: `clip`, `chinese_clip`.
+    pub fn family(&self) -> &'static str {
+        self.config.family.name()
+    }
+
     fn weights(&self, device: &Device, dtype: DType) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
