@@ -170,8 +170,10 @@ fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Va
         if let (Some(serde_json::Value::Object(into)), serde_json::Value::Object(d)) =
             (into, defaults)
         {
+            // `null` is "not set" (transformers writes `"eos_token_id": null`).
+            into.retain(|_, v| !v.is_null());
             for (k, v) in d {
-                if into.get(k).is_none_or(serde_json::Value::is_null) {
+                if !into.contains_key(k) {
                     into.insert(k.clone(), v.clone());
                 }
             }

@@ -28,11 +28,14 @@ use crate::clip::ModelDir;
 use crate::model_source::{self, check_repo_id, hub_cache};
 
 /// The files imgvec reads, and whether each is required (the tokenizer only for text queries; CLIP's
-/// preprocessing defaults apply without `preprocessor_config.json`).
+/// preprocessing defaults apply without `preprocessor_config.json`; Chinese-CLIP's tokenizer is
+/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` where there is no `tokenizer.json`).
 pub const FILES: &[(&str, bool)] = &[
     ("config.json", true),
     ("preprocessor_config.json", false),
     ("tokenizer.json", false),
+    ("tokenizer_config.json", false),
+    ("vocab.txt", false),
     ("model.safetensors", true),
 ];
 
