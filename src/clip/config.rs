@@ -280,4 +280,72 @@ mod tests {
             .unwrap_err()
             .contains("multiple"));
     }
+
+    #[test]
+    fn keys_left_out_take_transformers_defaults() {
+        // A LAION-style config that states only what differs from CLIPTextConfig/CLIPVisionConfig.
+        let sparse = r#"{"model_type": "clip", "projection_dim": 1024,
+          "vision_config": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+            "intermediate_size": 5120, "patch_size": 14, "hidden_act": "gelu"},
+          "text_config": {"hidden_size": 1024, "num_attention_heads": 16, "num_hidden_layers": 24,
+            "intermediate_size": 4096, "hidden_act": "gelu", "eos_token_id": null}}"#;
+        let c = ClipConfig::from_json(sparse).unwrap();
+        assert_eq!(c.family, Family::Clip);
+        assert_eq!(c.vision_config.image_size, 224);
+        assert_eq!(c.vision_config.hidden_act, Activation::Gelu);
+        assert_eq!(c.text_config.vocab_size, 49408);
+        assert_eq!(c.text_config.max_position_embeddings, 77);
+        assert_eq!(c.text_config.eos_token_id, 2, "null is not set");
+        let bare = r#"{"vision_config": {}, "text_config": {}}"#;
+        let c = ClipConfig::from_json(bare).unwrap();
+        assert_eq!((c.projection_dim, c.vision_config.patch_size), (512, 32));
+        assert_eq!(c.text_config.hidden_size, 512);
+    }
+
+    #[test]
+    fn activations_by_their_transformers_names() {
+        for (name, act) in [
+            ("quick_gelu", Activation::QuickGelu),
+            ("gelu", Activation::Gelu),
+            ("gelu_python", Activation::Gelu),
+            ("gelu_new", Activation::GeluTanh),
+            ("gelu_pytorch_tanh", Activation::GeluTanh),
+            ("gelu_fast", Activation::GeluTanh),
+        ] {
+            let cfg = TINY.replace(
+                "\"hidden_act\": \"quick_gelu\"",
+                &format!("\"hidden_act\": \"{name}\""),
+            );
+            assert_eq!(
+                ClipConfig::from_json(&cfg)
+                    .unwrap()
+                    .vision_config
+                    .hidden_act,
+                act
+            );
+        }
+        let relu = TINY.replace("quick_gelu", "relu");
+        assert!(ClipConfig::from_json(&relu).unwrap_err().contains("relu"));
+    }
+
+    #[test]
+    fn chinese_clip_takes_bert_defaults() {
+        let cfg = r#"{"model_type": "chinese_clip", "projection_dim": 512,
+          "vision_config": {"hidden_size": 768, "patch_size": 16},
+          "text_config": {"vocab_size": 21128, "hidden_size": 768, "eos_token_id": null}}"#;
+        let c = ClipConfig::from_json(cfg).unwrap();
+        assert_eq!(c.family, Family::ChineseClip);
+        assert_eq!(c.family.name(), "chinese_clip");
+        assert_eq!(c.text_config.hidden_act, Activation::Gelu);
+        assert_eq!(c.text_config.layer_norm_eps, 1e-12);
+        assert_eq!(c.text_config.type_vocab_size, 2);
+        assert_eq!(c.text_config.max_position_embeddings, 512);
+        assert_eq!(c.vision_config.hidden_act, Activation::QuickGelu);
+        let siglip = r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#;
+        let err = ClipConfig::from_json(siglip).unwrap_err();
+        assert!(
+            err.contains("siglip") && err.contains("chinese_clip"),
+            "{err}"
+        );
+    }
 }
