@@ -257,10 +257,17 @@ impl ModelDir {
     fn weights(&self, device: &Device, dtype: DType) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
-            return Err(ClipError::Weights {
-                path,
-                reason: format!("missing. {GET_MODEL_HINT}"),
-            });
+            let reason = if self.dir.join("pytorch_model.bin").is_file() {
+                // The OFA-Sys Chinese-CLIP repositories publish only PyTorch's pickle format.
+                format!(
+                    "missing; the directory has pytorch_model.bin, which imgvec does not read: convert it once where transformers is installed, `python -c \"from transformers import AutoModel as M; M.from_pretrained('{}').save_pretrained('{}')\"` (writes model.safetensors; see docs/model.md)",
+                    self.dir.display(),
+                    self.dir.display()
+                )
+            } else {
+                format!("missing. {GET_MODEL_HINT}")
+            };
+            return Err(ClipError::Weights { path, reason });
         }
         Weights::open(&path, device, dtype)
     }
