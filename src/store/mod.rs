@@ -112,7 +112,8 @@ impl ModelRecord {
         let weights = self
             .fingerprint
             .as_deref()
-            .map(|f| format!(", weights {}", &f[..f.len().min(12)]))
+            // From the index (a server's `_meta` may hold anything): by characters, never a panic.
+            .map(|f| format!(", weights {}", f.chars().take(12).collect::<String>()))
             .unwrap_or_default();
         format!("{} ({}, {}-d{weights})", self.name, self.family, self.dims)
     }
@@ -585,5 +586,12 @@ mod tests {
             a.describe(),
             "clip-vit-large-patch14 (clip, 768-d, weights 0123456789ab)"
         );
+        let odd = ModelRecord {
+            fingerprint: Some("é".repeat(20)),
+            ..a.clone()
+        };
+        assert!(odd
+            .describe()
+            .ends_with(&format!("weights {})", "é".repeat(12))));
     }
 }
