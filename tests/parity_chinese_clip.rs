@@ -199,3 +199,47 @@ fn search_with_a_chinese_query_end_to_end() {
     assert_eq!(v["index_model"]["family"], "chinese_clip", "{v}");
     assert_eq!(v["index_model"]["dims"], 24);
 }
+
+/// A checkpoint published as `pytorch_model.bin` (the OFA-Sys repositories) is read as it is: the
+/// vision tower from it gives the embeddings of the safetensors one bit for bit, the index's
+/// fingerprint comes from it, and a tensor it lacks is named.
+#[test]
+fn pytorch_model_bin_is_read_like_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(
+        fixtures().join("chinese-clip-tiny-vision.pytorch.bin"),
+        dir.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let from_bin = ModelDir::open(dir.path()).unwrap();
+    let from_safetensors = ModelDir::open(&model_dir()).unwrap();
+    let a = ImageEncoder::load(&from_bin, &Device::Cpu).unwrap();
+    let b = ImageEncoder::load(&from_safetensors, &Device::Cpu).unwrap();
+    let bytes = std::fs::read(fixtures().join("images/chelsea.png")).unwrap();
+    let pixels = preprocess_rgb(
+        &decode_rgb(&bytes, true).unwrap().rgb,
+        a.preprocess_config(),
+    );
+    assert_eq!(
+        a.embed_pixels(&[&pixels]).unwrap(),
+        b.embed_pixels(&[&pixels]).unwrap()
+    );
+    let fp = from_bin.fingerprint().unwrap().unwrap();
+    assert_eq!(fp.len(), 64);
+    assert_ne!(Some(fp), from_safetensors.fingerprint().unwrap());
+    // The file holds the vision tower only: the text tower names what is missing.
+    let err = TextEncoder::load(&from_bin, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("text_model."),
+        "{err}"
+    );
+}

@@ -239,14 +239,17 @@ impl ModelDir {
         Ok(value)
     }
 
-    /// The fingerprint of `model.safetensors` ([`weights::fingerprint`]); `None` when the
-    /// directory has no weights file (commands that read only `config.json` work without one).
+    /// The fingerprint of `model.safetensors` (else `pytorch_model.bin`; [`weights::fingerprint`]);
+    /// `None` when the directory has no weights file (commands that read only `config.json` work
+    /// without one).
     pub fn fingerprint(&self) -> Result<Option<String>, ClipError> {
-        let path = self.dir.join("model.safetensors");
-        if !path.is_file() {
-            return Ok(None);
+        for name in ["model.safetensors", "pytorch_model.bin"] {
+            let path = self.dir.join(name);
+            if path.is_file() {
+                return weights::fingerprint(&path).map(Some);
+            }
         }
-        weights::fingerprint(&path).map(Some)
+        Ok(None)
     }
 
     /// The architecture family: `clip`, `chinese_clip`.
@@ -257,17 +260,15 @@ impl ModelDir {
     fn weights(&self, device: &Device, dtype: DType) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
-            let reason = if self.dir.join("pytorch_model.bin").is_file() {
-                // The OFA-Sys Chinese-CLIP repositories publish only PyTorch's pickle format.
-                format!(
-                    "missing; the directory has pytorch_model.bin, which imgvec does not read: convert it once where transformers is installed, `python -c \"from transformers import AutoModel as M; M.from_pretrained('{}').save_pretrained('{}')\"` (writes model.safetensors; see docs/model.md)",
-                    self.dir.display(),
-                    self.dir.display()
-                )
-            } else {
-                format!("missing. {GET_MODEL_HINT}")
-            };
-            return Err(ClipError::Weights { path, reason });
+            // The OFA-Sys Chinese-CLIP repositories publish only PyTorch's format.
+            let pytorch = self.dir.join("pytorch_model.bin");
+            if pytorch.is_file() {
+                return Weights::open_pytorch(&pytorch, device, dtype);
+            }
+            return Err(ClipError::Weights {
+                path,
+                reason: format!("missing. {GET_MODEL_HINT}"),
+            });
         }
         Weights::open(&path, device, dtype)
     }
