@@ -254,7 +254,10 @@ fn top_k_agreement(vectors: &[Vec<f32>], reference: &[Vec<f32>], k: usize) -> Op
     let shared: usize = (0..vectors.len())
         .map(|q| {
             let want = nearest(reference, q);
-            nearest(vectors, q).iter().filter(|j| want.contains(j)).count()
+            nearest(vectors, q)
+                .iter()
+                .filter(|j| want.contains(j))
+                .count()
         })
         .sum();
     Some(shared as f64 / (vectors.len() * k) as f64)

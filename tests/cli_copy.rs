@@ -190,6 +190,15 @@ fn embedded_to_embedded_keeps_every_document_bit_for_bit() {
     let v = ok(&imgvec(&args));
     assert_eq!(v["written"], 5, "{v}");
     assert_same_docs(&read_all(&store, "src"), &read_all(&target, "src"));
+    // The target remembers the model that filled the source.
+    let rt = runtime();
+    let model = |dir: &Path| {
+        rt.block_on(LocalStore::open(dir, "src").unwrap().index_model())
+            .unwrap()
+    };
+    let recorded = model(&store);
+    assert_eq!(recorded.as_ref().map(|m| m.dims), Some(32), "{recorded:?}");
+    assert_eq!(model(&target), recorded, "copy carries the model record");
     let same = imgvec(&[
         "copy",
         "--store",

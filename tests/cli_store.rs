@@ -456,3 +456,61 @@ backend_test! {
         assert_eq!(bad.status.code(), Some(2), "a bad --shard is a usage error");
     }
 }
+
+/// The tiny model with other weights (one byte of the first tensor changed), same config and size.
+fn other_tiny_model() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("clip-tiny-other");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(tiny_model_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let weights = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    (tmp, dir)
+}
+
+backend_test! {
+    fn index_remembers_its_model_and_refuses_another(idx) {
+        let img = fixtures().join("images/chelsea.png");
+        ok(&idx, &idx.run(&["ingest", s(&img), "--label", "cat"]));
+        let info = idx.run(&["info", "--json"]);
+        let v: Value = serde_json::from_str(stdout(&info).trim()).unwrap();
+        let model = &v["index_model"];
+        assert_eq!(model["family"], "clip", "[{}] {v}", idx.kind());
+        assert_eq!(model["dims"], 32);
+        assert!(model["name"].as_str().unwrap().starts_with("clip-tiny"), "{model}");
+        let fingerprint = model["fingerprint"].as_str().unwrap().to_string();
+        assert_eq!(fingerprint.len(), 64);
+        let text = stdout(&idx.run(&["info"]));
+        assert!(text.contains("filled by model clip-tiny"), "{text}");
+
+        // The same weights in another directory are the same model.
+        let (_same_tmp, same) = other_tiny_model();
+        std::fs::copy(tiny_model_dir().join("model.safetensors"), same.join("model.safetensors")).unwrap();
+        let out = idx.run(&["search", "--text", "a cat", "--model-dir", s(&same)]);
+        ok(&idx, &out);
+
+        // Other weights, same size: refused by ingest and search, naming both models.
+        let (_tmp, other) = other_tiny_model();
+        for args in [
+            vec!["ingest", s(&fixtures().join("images/coffee.png")), "--label", "cup"],
+            vec!["search", "--text", "a cat"],
+            vec!["search", s(&img)],
+        ] {
+            let mut args = args.clone();
+            args.extend(["--model-dir", s(&other)]);
+            let out = idx.run(&args);
+            assert!(!out.status.success(), "[{}] {args:?} should be refused", idx.kind());
+            let err = stderr(&out);
+            assert!(err.contains("was filled by model clip-tiny"), "{err}");
+            assert!(err.contains(&fingerprint[..12]), "names the index's model: {err}");
+            assert!(err.contains("clip-tiny-other"), "names the command's model: {err}");
+        }
+        assert_eq!(idx.count(), 1, "[{}] nothing was written", idx.kind());
+    }
+}

@@ -554,3 +554,67 @@ async fn python_pipeline_search_finds_stored_docs() {
     assert_eq!(hits[0]["_source"]["name"], target.label.as_str(), "{body}");
     assert_eq!(hits[0]["_source"]["path"], target.path.as_str(), "{body}");
 }
+
+#[tokio::test]
+#[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
+async fn the_index_remembers_its_model_in_the_mapping_meta() {
+    let t = TestIndex::new("model_meta").await;
+    let a = imgvec::store::ModelRecord {
+        name: "model-a".into(),
+        family: "clip".into(),
+        dims: 12,
+        fingerprint: Some("aa".into()),
+    };
+    let b = imgvec::store::ModelRecord {
+        name: "model-b".into(),
+        fingerprint: Some("bb".into()),
+        ..a.clone()
+    };
+    t.store
+        .ensure_index(&IndexSpec::for_model(&a))
+        .await
+        .unwrap();
+    let (status, body) = raw(
+        &t.store,
+        Method::Get,
+        &format!("/{}/_mapping", t.store.index()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let meta = &body[t.store.index()]["mappings"]["_meta"]["imgvec"]["model"];
+    assert_eq!(meta["name"], "model-a", "{body}");
+    assert_eq!(meta["dims"], 12, "{body}");
+    assert_eq!(t.store.index_model().await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        t.store.adopt_model(&b).await.unwrap(),
+        a,
+        "the first record stays"
+    );
+
+    // An index made without a record (an older imgvec) adopts one, its other _meta kept.
+    t.store.recreate_index(&spec(12)).await.unwrap();
+    assert_eq!(t.store.index_model().await.unwrap(), None);
+    let (status, body) = raw(
+        &t.store,
+        Method::Put,
+        &format!("/{}/_mapping", t.store.index()),
+        Some(json!({"_meta": {"owner": "someone"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(t.store.adopt_model(&b).await.unwrap(), b);
+    assert_eq!(t.store.index_model().await.unwrap(), Some(b));
+    let (_, body) = raw(
+        &t.store,
+        Method::Get,
+        &format!("/{}/_mapping", t.store.index()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        body[t.store.index()]["mappings"]["_meta"]["owner"],
+        "someone",
+        "{body}"
+    );
+}

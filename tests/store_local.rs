@@ -1297,3 +1297,41 @@ async fn child_process_helper() {
         other => panic!("unknown child mode {other:?}"),
     }
 }
+
+fn record(name: &str, fingerprint: &str) -> imgvec::store::ModelRecord {
+    imgvec::store::ModelRecord {
+        name: name.into(),
+        family: "clip".into(),
+        dims: 12,
+        fingerprint: Some(fingerprint.into()),
+    }
+}
+
+#[tokio::test]
+async fn the_index_remembers_its_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = record("model-a", "aa");
+    {
+        let store = open(config(tmp.path()));
+        assert!(matches!(
+            store.index_model().await,
+            Err(StoreError::IndexMissing { .. })
+        ));
+        store.ensure_index(&IndexSpec::for_model(&a)).await.unwrap();
+        assert_eq!(store.index_model().await.unwrap(), Some(a.clone()));
+        // Another model cannot take its place: the record in force is returned.
+        assert_eq!(
+            store.adopt_model(&record("model-b", "bb")).await.unwrap(),
+            a
+        );
+    }
+    // Kept in the database: another process sees it.
+    let store = open(config(tmp.path()));
+    assert_eq!(store.index_model().await.unwrap(), Some(a.clone()));
+    // An index made without a record (as before imgvec kept one) adopts the first model offered.
+    store.recreate_index(&spec(12)).await.unwrap();
+    assert_eq!(store.index_model().await.unwrap(), None);
+    let b = record("model-b", "bb");
+    assert_eq!(store.adopt_model(&b).await.unwrap(), b);
+    assert_eq!(store.index_model().await.unwrap(), Some(b));
+}

@@ -70,9 +70,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Copy every document, vectors included, to another store or index (no model needed).
     Copy(CopyArgs),
-    /// Show where the index is and how many images it holds.
+    /// Show where the index is, how many images it holds and the model that filled it.
     Info(InfoArgs),
-    /// Download a CLIP checkpoint from the Hugging Face hub into the Hugging Face cache.
+    /// Download a checkpoint (CLIP, Chinese-CLIP) from the Hugging Face hub into the Hugging Face cache.
     FetchModel(FetchModelArgs),
     /// Serve a search page and a JSON API (text, example image, "more like this").
     Serve(ServeArgs),

@@ -8,7 +8,12 @@ use crate::model_source::DEFAULT_REPO;
 
 #[derive(Debug, Args)]
 pub struct FetchModelArgs {
-    /// Hugging Face repository of a CLIP checkpoint.
+    /// Hugging Face repository of a checkpoint. Families read (docs/model.md): CLIP (`CLIPModel`:
+    /// openai/clip-vit-base-patch32 512-d ≈0.6 GB, openai/clip-vit-large-patch14 768-d ≈1.7 GB,
+    /// -336 768-d, laion/CLIP-ViT-H-14-laion2B-s32B-b79K 1024-d ≈3.9 GB, facebook/metaclip-*) and
+    /// Chinese-CLIP (`ChineseCLIPModel`: OFA-Sys/chinese-clip-vit-base-patch16 512-d ≈0.75 GB,
+    /// -large-patch14 768-d ≈1.6 GB, -large-patch14-336px 768-d, -huge-patch14 1024-d ≈3.8 GB;
+    /// their pytorch_model.bin is fetched where there is no model.safetensors).
     #[arg(value_name = "REPO", env = "IMGVEC_MODEL", default_value = DEFAULT_REPO)]
     pub repo: String,
     /// Hub address (a mirror, say).

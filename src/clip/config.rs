@@ -17,8 +17,12 @@ pub enum Activation {
     #[serde(rename = "quick_gelu")]
     QuickGelu,
     /// Exact (erf) GELU.
-    #[serde(rename = "gelu")]
+    #[serde(rename = "gelu", alias = "gelu_python")]
     Gelu,
+    /// GELU's tanh approximation, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`: transformers'
+    /// `gelu_new`, `gelu_pytorch_tanh` and `gelu_fast` (the same function).
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
 }
 
 /// Vision tower shape (`vision_config` in `config.json`).
@@ -57,11 +61,51 @@ pub struct TextConfig {
     /// `argmax(input_ids)` (the first end-of-text token) instead of searching for this id.
     #[serde(default = "default_eos")]
     pub eos_token_id: i64,
+    /// Chinese-CLIP (BERT) only: rows of `token_type_embeddings`.
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// Chinese-CLIP (BERT) only: the padding id.
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
 }
 
-/// A CLIP checkpoint's `config.json`, the parts imgvec needs.
+/// The model families imgvec reads, told apart by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// `CLIPModel` (`model_type` "clip", or none): OpenAI, LAION, MetaCLIP, DFN checkpoints.
+    #[default]
+    Clip,
+    /// `ChineseCLIPModel` (`model_type` "chinese_clip"): CLIP's vision tower with a Chinese
+    /// RoBERTa (BERT-shaped) text tower and its WordPiece tokenizer.
+    ChineseClip,
+}
+
+impl Family {
+    /// The `model_type` value, also what an index records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Clip => "clip",
+            Family::ChineseClip => "chinese_clip",
+        }
+    }
+
+    fn from_model_type(t: Option<&str>) -> Result<Self, String> {
+        match t {
+            None | Some("clip") => Ok(Family::Clip),
+            Some("chinese_clip") => Ok(Family::ChineseClip),
+            Some(t) => Err(format!(
+                "model_type is \"{t}\": imgvec reads \"clip\" (CLIPModel) and \"chinese_clip\" (ChineseCLIPModel) checkpoints (see docs/models.md)"
+            )),
+        }
+    }
+}
+
+/// A checkpoint's `config.json`, the parts imgvec needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClipConfig {
+    /// Which architecture (from `model_type`; set by [`ClipConfig::from_json`]).
+    #[serde(skip)]
+    pub family: Family,
     #[serde(default)]
     pub model_type: Option<String>,
     pub projection_dim: usize,
@@ -99,6 +143,48 @@ impl VisionConfig {
     }
 }
 
+/// `config.json` with what it leaves out filled in from the family's config classes in
+/// transformers (`CLIPTextConfig`, `CLIPVisionConfig`, `ChineseCLIPTextConfig`, ...), as
+/// transformers reads it: a key absent from the file takes the class's default.
+fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Value {
+    use serde_json::json;
+    let vision = json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+        "num_hidden_layers": 12, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5});
+    let (top, text) = match family {
+        Family::Clip => (
+            json!({"projection_dim": 512}),
+            json!({"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8,
+                "num_hidden_layers": 12, "vocab_size": 49408, "max_position_embeddings": 77,
+                "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
+        ),
+        Family::ChineseClip => (
+            json!({"projection_dim": 512}),
+            json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                "num_hidden_layers": 12, "vocab_size": 30522, "max_position_embeddings": 512,
+                "hidden_act": "gelu", "layer_norm_eps": 1e-12, "type_vocab_size": 2,
+                "pad_token_id": 0}),
+        ),
+    };
+    let fill = |into: Option<&mut serde_json::Value>, defaults: &serde_json::Value| {
+        if let (Some(serde_json::Value::Object(into)), serde_json::Value::Object(d)) =
+            (into, defaults)
+        {
+            // `null` is "not set" (transformers writes `"eos_token_id": null`).
+            into.retain(|_, v| !v.is_null());
+            for (k, v) in d {
+                if !into.contains_key(k) {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    };
+    fill(Some(&mut value), &top);
+    fill(value.get_mut("vision_config"), &vision);
+    fill(value.get_mut("text_config"), &text);
+    value
+}
+
 impl ClipConfig {
     /// Reads and checks `config.json`; the error names the file and what is wrong with it.
     pub fn from_file(path: &Path) -> Result<Self, ClipError> {
@@ -113,19 +199,14 @@ impl ClipConfig {
     pub fn from_json(text: &str) -> Result<Self, String> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let model_type = value.get("model_type").and_then(|v| v.as_str());
-        if let Some(t) = model_type {
-            if t != "clip" {
-                return Err(format!(
-                    "model_type is \"{t}\", not \"clip\": imgvec needs a CLIP checkpoint"
-                ));
-            }
-        }
+        let family = Family::from_model_type(value.get("model_type").and_then(|v| v.as_str()))?;
         if value.get("vision_config").is_none() || value.get("text_config").is_none() {
             return Err("no vision_config/text_config: this is not a CLIP model config".into());
         }
-        let cfg: ClipConfig =
+        let value = with_defaults(value, family);
+        let mut cfg: ClipConfig =
             serde_json::from_value(value).map_err(|e| format!("not a CLIP config: {e}"))?;
+        cfg.family = family;
         cfg.check()?;
         Ok(cfg)
     }
@@ -198,5 +279,73 @@ mod tests {
         assert!(ClipConfig::from_json(&bad_heads)
             .unwrap_err()
             .contains("multiple"));
+    }
+
+    #[test]
+    fn keys_left_out_take_transformers_defaults() {
+        // A LAION-style config that states only what differs from CLIPTextConfig/CLIPVisionConfig.
+        let sparse = r#"{"model_type": "clip", "projection_dim": 1024,
+          "vision_config": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+            "intermediate_size": 5120, "patch_size": 14, "hidden_act": "gelu"},
+          "text_config": {"hidden_size": 1024, "num_attention_heads": 16, "num_hidden_layers": 24,
+            "intermediate_size": 4096, "hidden_act": "gelu", "eos_token_id": null}}"#;
+        let c = ClipConfig::from_json(sparse).unwrap();
+        assert_eq!(c.family, Family::Clip);
+        assert_eq!(c.vision_config.image_size, 224);
+        assert_eq!(c.vision_config.hidden_act, Activation::Gelu);
+        assert_eq!(c.text_config.vocab_size, 49408);
+        assert_eq!(c.text_config.max_position_embeddings, 77);
+        assert_eq!(c.text_config.eos_token_id, 2, "null is not set");
+        let bare = r#"{"vision_config": {}, "text_config": {}}"#;
+        let c = ClipConfig::from_json(bare).unwrap();
+        assert_eq!((c.projection_dim, c.vision_config.patch_size), (512, 32));
+        assert_eq!(c.text_config.hidden_size, 512);
+    }
+
+    #[test]
+    fn activations_by_their_transformers_names() {
+        for (name, act) in [
+            ("quick_gelu", Activation::QuickGelu),
+            ("gelu", Activation::Gelu),
+            ("gelu_python", Activation::Gelu),
+            ("gelu_new", Activation::GeluTanh),
+            ("gelu_pytorch_tanh", Activation::GeluTanh),
+            ("gelu_fast", Activation::GeluTanh),
+        ] {
+            let cfg = TINY.replace(
+                "\"hidden_act\": \"quick_gelu\"",
+                &format!("\"hidden_act\": \"{name}\""),
+            );
+            assert_eq!(
+                ClipConfig::from_json(&cfg)
+                    .unwrap()
+                    .vision_config
+                    .hidden_act,
+                act
+            );
+        }
+        let relu = TINY.replace("quick_gelu", "relu");
+        assert!(ClipConfig::from_json(&relu).unwrap_err().contains("relu"));
+    }
+
+    #[test]
+    fn chinese_clip_takes_bert_defaults() {
+        let cfg = r#"{"model_type": "chinese_clip", "projection_dim": 512,
+          "vision_config": {"hidden_size": 768, "patch_size": 16},
+          "text_config": {"vocab_size": 21128, "hidden_size": 768, "eos_token_id": null}}"#;
+        let c = ClipConfig::from_json(cfg).unwrap();
+        assert_eq!(c.family, Family::ChineseClip);
+        assert_eq!(c.family.name(), "chinese_clip");
+        assert_eq!(c.text_config.hidden_act, Activation::Gelu);
+        assert_eq!(c.text_config.layer_norm_eps, 1e-12);
+        assert_eq!(c.text_config.type_vocab_size, 2);
+        assert_eq!(c.text_config.max_position_embeddings, 512);
+        assert_eq!(c.vision_config.hidden_act, Activation::QuickGelu);
+        let siglip = r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#;
+        let err = ClipConfig::from_json(siglip).unwrap_err();
+        assert!(
+            err.contains("siglip") && err.contains("chinese_clip"),
+            "{err}"
+        );
     }
 }

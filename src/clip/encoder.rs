@@ -152,35 +152,71 @@ struct Attention {
     heads: usize,
 }
 
+/// The Hugging Face names of one attention block's linear layers, each a prefix of `.weight` and
+/// `.bias`.
+pub struct AttentionNames<'a> {
+    pub q: &'a str,
+    pub k: &'a str,
+    pub v: &'a str,
+    pub out: &'a str,
+}
+
 impl Attention {
     fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self, ClipError> {
+        let name = |n: &str| format!("{prefix}.{n}");
+        let (q, k, v, out) = (
+            name("q_proj"),
+            name("k_proj"),
+            name("v_proj"),
+            name("out_proj"),
+        );
+        let names = AttentionNames {
+            q: &q,
+            k: &k,
+            v: &v,
+            out: &out,
+        };
+        Self::load_named(w, prefix, &names, s)
+    }
+
+    /// The block from its layers' names; `prefix` names it in errors.
+    fn load_named(
+        w: &Weights,
+        prefix: &str,
+        names: &AttentionNames<'_>,
+        s: &EncoderShape,
+    ) -> Result<Self, ClipError> {
         let d = s.hidden;
         let head_dim = d / s.heads;
         let scale = (head_dim as f64).powf(-0.5);
-        let get = |name: &str, shape: &[usize]| w.get(&format!("{prefix}.{name}"), shape);
+        let get = |name: &str, part: &str, shape: &[usize]| w.get(&format!("{name}.{part}"), shape);
         let wrap = |e: candle_core::Error| ClipError::Weights {
             path: w.path().to_path_buf(),
             reason: format!("{prefix}: {e}"),
         };
-        let q_w = (get("q_proj.weight", &[d, d])? * scale).map_err(wrap)?;
-        let q_b = (get("q_proj.bias", &[d])? * scale).map_err(wrap)?;
+        let q_w = (get(names.q, "weight", &[d, d])? * scale).map_err(wrap)?;
+        let q_b = (get(names.q, "bias", &[d])? * scale).map_err(wrap)?;
         let qkv_w = Tensor::cat(
             &[
                 &q_w,
-                &get("k_proj.weight", &[d, d])?,
-                &get("v_proj.weight", &[d, d])?,
+                &get(names.k, "weight", &[d, d])?,
+                &get(names.v, "weight", &[d, d])?,
             ],
             0,
         )
         .map_err(wrap)?;
         let qkv_b = Tensor::cat(
-            &[&q_b, &get("k_proj.bias", &[d])?, &get("v_proj.bias", &[d])?],
+            &[
+                &q_b,
+                &get(names.k, "bias", &[d])?,
+                &get(names.v, "bias", &[d])?,
+            ],
             0,
         )
         .map_err(wrap)?;
         Ok(Self {
             qkv: dense(w, &format!("{prefix}.qkv"), qkv_w, Some(qkv_b))?,
-            out_proj: load_linear(w, &format!("{prefix}.out_proj"), d, d, true)?,
+            out_proj: load_linear(w, names.out, d, d, true)?,
             heads: s.heads,
         })
     }
@@ -196,14 +232,31 @@ impl Attention {
         at: Option<&[usize]>,
     ) -> CResult<Tensor> {
         let qkv = ln.then(&self.qkv, x, Epilogue::None)?;
+        self.finish(&qkv, x, causal, at)
+    }
+
+    /// `x + attention(x)`, no LayerNorm before it (post-LayerNorm blocks: BERT).
+    fn forward_plain(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
+        let qkv = self.qkv.forward_with(x, Epilogue::None)?;
+        self.finish(&qkv, x, causal, None)
+    }
+
+    /// `x + out_proj(context)` from the q/k/v product of (a normalization of) `x`.
+    fn finish(
+        &self,
+        qkv: &Tensor,
+        x: &Tensor,
+        causal: bool,
+        at: Option<&[usize]>,
+    ) -> CResult<Tensor> {
         let x = match at {
             Some(at) => pick_rows(x, at)?,
             None => x.clone(),
         };
-        let ctx = match attention_from_qkv(&qkv, self.heads, causal, at)? {
+        let ctx = match attention_from_qkv(qkv, self.heads, causal, at)? {
             Some(ctx) => ctx,
             None => {
-                let ctx = self.context(&qkv, causal)?;
+                let ctx = self.context(qkv, causal)?;
                 match at {
                     Some(at) => pick_rows(&ctx, at)?,
                     None => ctx,
@@ -268,6 +321,7 @@ impl Mlp {
         let h = match self.act {
             Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
             Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
+            Activation::GeluTanh => ln.then(&self.fc1, x, Epilogue::None)?.gelu()?,
         };
         self.fc2.forward_add(&h, x)
     }
@@ -331,6 +385,56 @@ impl Encoder {
             x = layer.mlp.forward(&layer.ln2, &x)?;
         }
         Ok(x)
+    }
+}
+
+/// One post-LayerNorm transformer block (BERT's: `x = ln1(x + attention(x))`,
+/// `x = ln2(x + fc2(act(fc1(x))))`), on the same fused attention and dense layers as CLIP's
+/// pre-LayerNorm blocks. The names of its tensors are the caller's (`bert.rs`).
+pub struct PostNormLayer {
+    attn: Attention,
+    ln1: LayerNorm,
+    fc1: Dense,
+    fc2: Dense,
+    ln2: LayerNorm,
+    act: Activation,
+}
+
+/// The names of a [`PostNormLayer`]'s tensors.
+pub struct PostNormNames<'a> {
+    pub attention: AttentionNames<'a>,
+    pub ln1: &'a str,
+    pub fc1: &'a str,
+    pub fc2: &'a str,
+    pub ln2: &'a str,
+}
+
+impl PostNormLayer {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        names: &PostNormNames<'_>,
+        s: &EncoderShape,
+    ) -> Result<Self, ClipError> {
+        Ok(Self {
+            attn: Attention::load_named(w, prefix, &names.attention, s)?,
+            ln1: LayerNorm::load(w, names.ln1, s.hidden, s.eps)?,
+            fc1: load_linear(w, names.fc1, s.intermediate, s.hidden, true)?,
+            fc2: load_linear(w, names.fc2, s.hidden, s.intermediate, true)?,
+            ln2: LayerNorm::load(w, names.ln2, s.hidden, s.eps)?,
+            act: s.act,
+        })
+    }
+
+    /// `[batch, tokens, hidden]` → the same shape; every token attends to every other one.
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let x = self.ln1.forward(&self.attn.forward_plain(x, false)?)?;
+        let h = match self.act {
+            Activation::QuickGelu => self.fc1.forward_with(&x, Epilogue::QuickGelu)?,
+            Activation::Gelu => self.fc1.forward_with(&x, Epilogue::None)?.gelu_erf()?,
+            Activation::GeluTanh => self.fc1.forward_with(&x, Epilogue::None)?.gelu()?,
+        };
+        self.ln2.forward(&self.fc2.forward_add(&h, &x)?)
     }
 }
 

@@ -54,6 +54,7 @@ macro_rules! dispatch {
     }};
 }
 
+pub mod bert;
 pub mod config;
 pub mod dense;
 pub mod encoder;
@@ -68,7 +69,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use config::ClipConfig;
+use bert::BertTextTower;
+use config::{ClipConfig, Family};
 use preprocess::PreprocessConfig;
 use text::TextTower;
 use tokenizer::ClipTokenizer;
@@ -253,9 +255,32 @@ impl ModelDir {
         Ok(value)
     }
 
+    /// The fingerprint of `model.safetensors` (else `pytorch_model.bin`; [`weights::fingerprint`]);
+    /// `None` when the directory has no weights file (commands that read only `config.json` work
+    /// without one).
+    pub fn fingerprint(&self) -> Result<Option<String>, ClipError> {
+        for name in ["model.safetensors", "pytorch_model.bin"] {
+            let path = self.dir.join(name);
+            if path.is_file() {
+                return weights::fingerprint(&path).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The architecture family: `clip`, `chinese_clip`.
+    pub fn family(&self) -> &'static str {
+        self.config.family.name()
+    }
+
     fn weights(&self, device: &Device, dtype: DType) -> Result<Weights, ClipError> {
         let path = self.dir.join("model.safetensors");
         if !path.is_file() {
+            // The OFA-Sys Chinese-CLIP repositories publish only PyTorch's format.
+            let pytorch = self.dir.join("pytorch_model.bin");
+            if pytorch.is_file() {
+                return Ok(Weights::open_pytorch(&pytorch, device, dtype)?.with_linear(self.linear));
+            }
             return Err(ClipError::Weights {
                 path,
                 reason: format!("missing. {GET_MODEL_HINT}"),
@@ -333,10 +358,20 @@ impl ImageEncoder {
     }
 }
 
+/// Chinese-CLIP's context length (`cn_clip`'s `context_length`, what its text tower was trained
+/// on): longer texts are cut, as `truncation=True, max_length=52` does in transformers.
+pub const CHINESE_CLIP_CONTEXT: usize = 52;
+
 /// Text → embeddings: the text tower plus the tokenizer.
 pub struct TextEncoder {
-    tower: TextTower,
+    tower: AnyTextTower,
     tokenizer: ClipTokenizer,
+}
+
+/// The text tower of the checkpoint's family.
+enum AnyTextTower {
+    Clip(TextTower),
+    Bert(BertTextTower),
 }
 
 /// A text embedding and how the text was tokenized.
@@ -349,15 +384,43 @@ pub struct TextEmbedding {
 }
 
 impl TextEncoder {
-    /// Loads `text_model.*`, `text_projection` and `tokenizer.json`.
+    /// Loads `text_model.*`, `text_projection` and the tokenizer (`tokenizer.json`; for
+    /// Chinese-CLIP, `vocab.txt` where there is no `tokenizer.json`).
     pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
         let cfg = model.config();
-        let tokenizer = ClipTokenizer::from_file(
-            &model.path().join("tokenizer.json"),
-            cfg.text_config.max_position_embeddings,
-        )?;
+        let dir = model.path();
+        let tokenizer = match cfg.family {
+            Family::Clip => ClipTokenizer::from_file(
+                &dir.join("tokenizer.json"),
+                cfg.text_config.max_position_embeddings,
+            )?,
+            Family::ChineseClip => {
+                let max_len = CHINESE_CLIP_CONTEXT.min(cfg.text_config.max_position_embeddings);
+                let json = dir.join("tokenizer.json");
+                if json.is_file() {
+                    ClipTokenizer::from_file(&json, max_len)?
+                } else {
+                    ClipTokenizer::from_wordpiece_vocab(
+                        &dir.join("vocab.txt"),
+                        lower_cases(dir)?,
+                        max_len,
+                    )?
+                }
+            }
+        };
         let weights = model.weights(device, model.dtype())?;
-        let tower = TextTower::load(&weights, &cfg.text_config, cfg.projection_dim)?;
+        let tower = match cfg.family {
+            Family::Clip => AnyTextTower::Clip(TextTower::load(
+                &weights,
+                &cfg.text_config,
+                cfg.projection_dim,
+            )?),
+            Family::ChineseClip => AnyTextTower::Bert(BertTextTower::load(
+                &weights,
+                &cfg.text_config,
+                cfg.projection_dim,
+            )?),
+        };
         Ok(Self { tower, tokenizer })
     }
 
@@ -367,13 +430,36 @@ impl TextEncoder {
 
     pub fn embed(&self, text: &str) -> Result<TextEmbedding, ClipError> {
         let tokens = self.tokenizer.encode(text)?;
-        let vector = self.tower.forward(&tokens.ids)?.to_vec1::<f32>()?;
+        let vector = match &self.tower {
+            AnyTextTower::Clip(t) => t.forward(&tokens.ids)?,
+            AnyTextTower::Bert(t) => t.forward(&tokens.ids)?,
+        }
+        .to_vec1::<f32>()?;
         Ok(TextEmbedding {
             vector,
             input_ids: tokens.ids,
             truncated: tokens.truncated,
         })
     }
+}
+
+/// `do_lower_case` of the directory's `tokenizer_config.json` (transformers' `BertTokenizer`
+/// default, true, when the file or the key is absent).
+fn lower_cases(dir: &Path) -> Result<bool, ClipError> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(true);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ClipError::io(&path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ClipError::Tokenizer {
+            path: path.clone(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+    Ok(value
+        .get("do_lower_case")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true))
 }
 
 /// L2-normalizes a vector in place; a zero vector stays zero.

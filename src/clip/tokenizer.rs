@@ -1,10 +1,17 @@
-//! CLIP's BPE tokenizer, from the checkpoint's `tokenizer.json` (Hugging Face `tokenizers`).
+//! The text towers' tokenizers, over Hugging Face `tokenizers`: CLIP's BPE from the checkpoint's
+//! `tokenizer.json`, and Chinese-CLIP's BERT WordPiece from `tokenizer.json` or, as the real
+//! checkpoints ship it, from `vocab.txt` alone (built as transformers' `BertTokenizer` builds it).
 //!
-//! Adds `<|startoftext|>`/`<|endoftext|>` as transformers' `CLIPTokenizer` does, and truncates like
-//! `truncation=True` at the model's context length (77), reporting that it did. Not for: embeddings.
+//! Adds the special tokens as transformers does (`<|startoftext|>`/`<|endoftext|>`, `[CLS]`/`[SEP]`),
+//! and truncates like `truncation=True` at the model's context length (CLIP 77, Chinese-CLIP 52),
+//! reporting that it did. Not for: embeddings.
 
 use std::path::{Path, PathBuf};
 
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::ClipError;
@@ -31,10 +38,59 @@ impl ClipTokenizer {
                 reason: "missing: text search needs the checkpoint's tokenizer.json".into(),
             });
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| ClipError::Tokenizer {
+        let inner = Tokenizer::from_file(path).map_err(|e| ClipError::Tokenizer {
             path: path.to_path_buf(),
             reason: format!("not a readable tokenizer.json: {e}"),
         })?;
+        Self::with_limit(inner, path, max_len)
+    }
+
+    /// BERT's WordPiece tokenizer from a `vocab.txt` (one token a line, its id the line number), as
+    /// transformers' `BertTokenizer` builds it: clean text, CJK characters split apart, lower-cased
+    /// with accents stripped when `lowercase`, `[UNK]` for unknown words, `[CLS] … [SEP]`.
+    pub fn from_wordpiece_vocab(
+        path: &Path,
+        lowercase: bool,
+        max_len: usize,
+    ) -> Result<Self, ClipError> {
+        let bad = |reason: String| ClipError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad(
+                "missing: text search needs the checkpoint's tokenizer.json or vocab.txt".into(),
+            ));
+        }
+        let vocab = WordPiece::read_file(&path.to_string_lossy())
+            .map_err(|e| bad(format!("not a readable vocab.txt: {e}")))?;
+        let id = |token: &str| {
+            vocab
+                .get(token)
+                .copied()
+                .ok_or_else(|| bad(format!("has no {token} token")))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[UNK]")?;
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| bad(format!("not a usable vocabulary: {e}")))?;
+        let mut inner = Tokenizer::new(model);
+        inner
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .map_err(|e| bad(e.to_string()))?;
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+        Self::with_limit(inner, path, max_len)
+    }
+
+    /// Truncation at `max_len` tokens (special tokens included), no padding.
+    fn with_limit(mut inner: Tokenizer, path: &Path, max_len: usize) -> Result<Self, ClipError> {
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,

@@ -1,4 +1,5 @@
-//! Checked access to a memory-mapped `model.safetensors`.
+//! Checked access to a checkpoint's tensors: a memory-mapped `model.safetensors`, or a PyTorch
+//! `pytorch_model.bin` (what some repositories, OFA-Sys' Chinese-CLIP among them, publish instead).
 //!
 //! Every tensor is fetched by its Hugging Face name and its shape is checked against what the config
 //! says; a missing or mis-shaped tensor is an error naming the file and the tensor. There is no
@@ -8,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
 use memmap2::{Mmap, UncheckedAdvice};
@@ -22,14 +24,70 @@ use super::ClipError;
 /// size of its weights (≈1.2 GB) instead of twice that, and the text tower's pages are never touched.
 pub struct Weights {
     path: PathBuf,
-    map: Mmap,
-    /// Where the tensor data starts in the file (after the 8-byte length and the JSON header).
-    data_start: usize,
-    tensors: HashMap<String, TensorInfo>,
+    source: Source,
     device: Device,
     dtype: DType,
     /// How the linear layers are packed on the CPU.
     linear: super::dense::LinearPrecision,
+}
+
+/// Where the tensors come from.
+enum Source {
+    /// `model.safetensors`, memory-mapped.
+    Safetensors {
+        map: Mmap,
+        /// Where the tensor data starts in the file (after the 8-byte length and the JSON header).
+        data_start: usize,
+        tensors: HashMap<String, TensorInfo>,
+    },
+    /// `pytorch_model.bin` (PyTorch's zip of pickles; what the OFA-Sys Chinese-CLIP repositories
+    /// publish), read a tensor at a time by candle's reader (no code in the pickle is run).
+    Pytorch(PthTensors),
+}
+
+/// A fingerprint of a safetensors file without reading all of it: hex SHA-256 over the file's
+/// length, its header (names, shapes, offsets) and 16 samples of 4 KiB spread evenly over the
+/// tensor data. Two checkpoints with different weights differ in every sample in practice
+/// (random or trained, even fine-tunes), whatever their directories are called; reading ≈64 KiB
+/// keeps it instant for a 1.7 GB file.
+pub fn fingerprint(path: &Path) -> Result<String, ClipError> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLES: u64 = 16;
+    const SAMPLE: u64 = 4096;
+    let io = |e| ClipError::io(path, e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut hash = Sha256::new();
+    hash.update(len.to_le_bytes());
+    // A PyTorch zip has no header of ours to read: its samples alone.
+    let pytorch = path.extension().is_some_and(|e| e == "bin");
+    let mut n = [0u8; 8];
+    if !pytorch {
+        file.read_exact(&mut n).map_err(io)?;
+    }
+    let header_len = u64::from_le_bytes(n);
+    if !pytorch && (header_len > len.saturating_sub(8) || header_len > 100 << 20) {
+        return Err(ClipError::Weights {
+            path: path.to_path_buf(),
+            reason: "not a readable safetensors file (truncated or corrupt?): bad header length"
+                .into(),
+        });
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    hash.update(&header);
+    let start = if pytorch { 0 } else { 8 + header_len };
+    let data = len - start;
+    let mut buf = vec![0u8; SAMPLE as usize];
+    for i in 0..SAMPLES {
+        let at = start + data.saturating_sub(SAMPLE) * i / (SAMPLES - 1);
+        file.seek(SeekFrom::Start(at)).map_err(io)?;
+        let take = SAMPLE.min(len - at) as usize;
+        file.read_exact(&mut buf[..take]).map_err(io)?;
+        hash.update(&buf[..take]);
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl Weights {
@@ -61,9 +119,27 @@ impl Weights {
             .collect();
         Ok(Self {
             path: path.to_path_buf(),
-            map,
-            data_start: 8 + header_len,
-            tensors,
+            source: Source::Safetensors {
+                map,
+                data_start: 8 + header_len,
+                tensors,
+            },
+            device: device.clone(),
+            dtype,
+            linear: super::dense::LinearPrecision::F32,
+        })
+    }
+
+    /// Reads the tensor index of a PyTorch `pytorch_model.bin`; a file that is not one is an error
+    /// naming it.
+    pub fn open_pytorch(path: &Path, device: &Device, dtype: DType) -> Result<Self, ClipError> {
+        let pth = PthTensors::new(path, None).map_err(|e| ClipError::Weights {
+            path: path.to_path_buf(),
+            reason: format!("not a readable PyTorch checkpoint (zip of pickles): {e}"),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            source: Source::Pytorch(pth),
             device: device.clone(),
             dtype,
             linear: super::dense::LinearPrecision::F32,
@@ -91,14 +167,19 @@ impl Weights {
 
     /// The tensor `name`, which must have exactly `shape`, converted to the model's dtype and device.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ClipError> {
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| ClipError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                expected: shape.to_vec(),
-            })?;
+        let (map, data_start, tensors) = match &self.source {
+            Source::Safetensors {
+                map,
+                data_start,
+                tensors,
+            } => (map, *data_start, tensors),
+            Source::Pytorch(pth) => return self.get_pytorch(pth, name, shape),
+        };
+        let info = tensors.get(name).ok_or_else(|| ClipError::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+        })?;
         if info.shape != shape {
             return Err(ClipError::TensorShape {
                 path: self.path.clone(),
@@ -108,10 +189,10 @@ impl Weights {
             });
         }
         let (start, end) = (
-            self.data_start + info.data_offsets.0,
-            self.data_start + info.data_offsets.1,
+            data_start + info.data_offsets.0,
+            data_start + info.data_offsets.1,
         );
-        let bytes = &self.map[start..end]; // in bounds: read_metadata checked the offsets
+        let bytes = &map[start..end]; // in bounds: read_metadata checked the offsets
         let wrap = |e: candle_core::Error| ClipError::Weights {
             path: self.path.clone(),
             reason: format!("tensor {name}: {e}"),
@@ -146,15 +227,62 @@ impl Weights {
         // SAFETY: the mapping is private and read-only and nothing borrows these pages any more (the
         // data was copied above); after MADV_DONTNEED a later read would fault the file's pages back in.
         unsafe {
-            let _ = self
-                .map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
+            let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
         }
         tensor.to_dtype(self.dtype).map_err(wrap)
     }
 
+    /// [`Self::get`] from a PyTorch checkpoint: the same checks of name, shape and dtype.
+    fn get_pytorch(
+        &self,
+        pth: &PthTensors,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Tensor, ClipError> {
+        let missing = || ClipError::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+        };
+        let info = pth.tensor_infos().get(name).ok_or_else(missing)?;
+        let found = info.layout.shape().dims().to_vec();
+        if found != shape {
+            return Err(ClipError::TensorShape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        if !matches!(
+            info.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64
+        ) {
+            return Err(ClipError::Weights {
+                path: self.path.clone(),
+                reason: format!(
+                    "tensor {name} has dtype {:?}; floating-point weights expected",
+                    info.dtype
+                ),
+            });
+        }
+        let wrap = |e: candle_core::Error| ClipError::Weights {
+            path: self.path.clone(),
+            reason: format!("tensor {name}: {e}"),
+        };
+        let tensor = pth.get(name).map_err(wrap)?.ok_or_else(missing)?;
+        tensor
+            .contiguous()
+            .and_then(|t| t.to_device(&self.device))
+            .and_then(|t| t.to_dtype(self.dtype))
+            .map_err(wrap)
+    }
+
     /// Whether the file holds a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        match &self.source {
+            Source::Safetensors { tensors, .. } => tensors.contains_key(name),
+            Source::Pytorch(pth) => pth.tensor_infos().contains_key(name),
+        }
     }
 }

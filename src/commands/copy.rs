@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::{exit, open_store_as, runtime, PARTIAL_FAILURE};
 use crate::cli::{CopyArgs, StoreArgs};
 use crate::progress::Progress;
-use crate::store::{EnsureOutcome, ImageDoc, IndexSpec, StoreError, VectorStore};
+use crate::store::{EnsureOutcome, ImageDoc, IndexSpec, ModelRecord, StoreError, VectorStore};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -173,7 +173,8 @@ pub async fn copy_index(
         source_documents: source.count().await.context("source")?,
         ..CopyReport::default()
     };
-    report.created_index = prepare_target(target, dims).await?;
+    let model = source.index_model().await.context("source")?;
+    report.created_index = prepare_target(target, dims, model.as_ref()).await?;
     report.target_before = target.count().await.context("target")?;
     let target_model = first_model(target).await.context("target")?;
     let mut scan = source
@@ -200,23 +201,46 @@ pub async fn copy_index(
     Ok(report)
 }
 
-/// Creates the target index for `dims`-d vectors, or checks the existing one; whether it was made.
-async fn prepare_target(target: &dyn VectorStore, dims: usize) -> Result<bool> {
-    match target.index_dims().await {
+/// Creates the target index for `dims`-d vectors (recording the source's model, if it has one),
+/// or checks the existing one, which must not remember another model; whether it was made.
+async fn prepare_target(
+    target: &dyn VectorStore,
+    dims: usize,
+    model: Option<&ModelRecord>,
+) -> Result<bool> {
+    let spec = IndexSpec {
+        model: model.cloned(),
+        ..IndexSpec::for_dims(dims)
+    };
+    let created = match target.index_dims().await {
         Ok(d) if d != dims => bail!(
             "target {} holds {d}-d vectors and the source {dims}-d ones: copy to another index",
             target.describe()
         ),
         Ok(_) => {
-            target.ensure_index(&IndexSpec::for_dims(dims)).await?;
-            Ok(false)
+            target.ensure_index(&spec).await?;
+            false
         }
-        Err(StoreError::IndexMissing { .. }) => Ok(matches!(
-            target.ensure_index(&IndexSpec::for_dims(dims)).await?,
-            EnsureOutcome::Created
-        )),
-        Err(e) => Err(anyhow::Error::new(e).context("target")),
+        Err(StoreError::IndexMissing { .. }) => {
+            matches!(target.ensure_index(&spec).await?, EnsureOutcome::Created)
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("target")),
+    };
+    if let Some(model) = model {
+        let recorded = match target.index_model().await.context("target")? {
+            Some(r) => r,
+            None => target.adopt_model(model).await.context("target")?,
+        };
+        if !recorded.same_model(model) {
+            bail!(
+                "target {} was filled by model {} and the source by model {}: their vectors are not comparable; copy to another index",
+                target.describe(),
+                recorded.describe(),
+                model.describe()
+            );
+        }
     }
+    Ok(created)
 }
 
 /// The model of the first document of `store`, if it has any.

@@ -15,8 +15,10 @@ use crate::store::{EnsureOutcome, IndexSpec};
 pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
     // Only config.json is read: the index's vector size is the checkpoint's projection_dim.
     let model = find_model(&args.model.location)?;
+    let record = super::model_record(&model)?;
     let spec = IndexSpec {
         dims: model.dims(),
+        model: Some(record.clone()),
         hnsw_m: args.hnsw_m,
         hnsw_ef_construction: args.hnsw_ef_construction,
         shards: args.shards,
@@ -55,6 +57,7 @@ pub fn run(args: &CreateIndexArgs) -> Result<ExitCode> {
                 EnsureOutcome::Created => println!("created index '{index}': {what}"),
                 EnsureOutcome::AlreadyExists => {
                     let check = store.check_index(&spec).await?;
+                    super::ensure_index(store.as_ref(), index, &record, true).await?;
                     println!(
                         "index '{index}' already exists with a compatible mapping: {}-d {} l2_norm vectors ({})",
                         spec.dims,

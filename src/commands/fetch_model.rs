@@ -28,13 +28,19 @@ use crate::clip::ModelDir;
 use crate::model_source::{self, check_repo_id, hub_cache};
 
 /// The files imgvec reads, and whether each is required (the tokenizer only for text queries; CLIP's
-/// preprocessing defaults apply without `preprocessor_config.json`).
+/// preprocessing defaults apply without `preprocessor_config.json`; Chinese-CLIP's tokenizer is
+/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` where there is no `tokenizer.json`).
 pub const FILES: &[(&str, bool)] = &[
     ("config.json", true),
     ("preprocessor_config.json", false),
     ("tokenizer.json", false),
+    ("tokenizer_config.json", false),
+    ("vocab.txt", false),
     ("model.safetensors", true),
 ];
+
+/// The weights in PyTorch's format, fetched where a repository has no `model.safetensors`.
+pub const PYTORCH_WEIGHTS: &str = "pytorch_model.bin";
 
 /// How long a download may go without receiving anything (connecting included) before it is given up.
 pub const STALL: Duration = Duration::from_secs(30);
@@ -68,13 +74,28 @@ pub fn run(args: &FetchModelArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     for (name, required) in FILES {
         if !args.force {
-            if let Some(path) = cached.get(name) {
-                eprintln!("imgvec: {name}: in the cache already ({})", path.display());
+            let cached_name = [*name, PYTORCH_WEIGHTS]
+                .into_iter()
+                .take(if *name == "model.safetensors" { 2 } else { 1 })
+                .find_map(|n| cached.get(n).map(|p| (n, p)));
+            if let Some((n, path)) = cached_name {
+                eprintln!("imgvec: {n}: in the cache already ({})", path.display());
                 continue;
             }
         }
         match rt.block_on(fetch(&repo, name, !args.quiet)) {
             Ok(path) => eprintln!("imgvec: {name}: {}", path.display()),
+            Err(Failure::Api(e)) if *name == "model.safetensors" && status(&e) == Some(404) => {
+                // The OFA-Sys Chinese-CLIP repositories publish only PyTorch's format.
+                eprintln!(
+                    "imgvec: {} has no {name}; fetching {PYTORCH_WEIGHTS} instead",
+                    args.repo
+                );
+                match rt.block_on(fetch(&repo, PYTORCH_WEIGHTS, !args.quiet)) {
+                    Ok(path) => eprintln!("imgvec: {PYTORCH_WEIGHTS}: {}", path.display()),
+                    Err(f) => bail!("{}", explain(&f, &endpoint, &args.repo, PYTORCH_WEIGHTS)),
+                }
+            }
             Err(Failure::Api(e)) if !required && status(&e) == Some(404) => {
                 eprintln!("imgvec: {} has no {name} (optional), skipped", args.repo)
             }
@@ -84,8 +105,9 @@ pub fn run(args: &FetchModelArgs) -> Result<ExitCode> {
     let found = model_source::resolve(None, &args.repo, &env)?;
     let model = ModelDir::open(&found.dir)?;
     println!(
-        "{}: CLIP checkpoint ready in {} ({}-d embeddings)",
+        "{}: {} checkpoint ready in {} ({}-d embeddings)",
         args.repo,
+        model.family(),
         found.dir.display(),
         model.dims()
     );

@@ -1,5 +1,5 @@
 //! `imgvec info`: which model and store the flags and environment point at (and why), the index's
-//! vector size and how many images it holds, what the CPU runs the model's layers on, and which
+//! vector size, how many images it holds and the model that filled it, what the CPU runs the model's layers on, and which
 //! image formats are read.
 //!
 //! A model that cannot be found, or an index not created yet, is reported in its line, not as an
@@ -31,19 +31,26 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
     rt.block_on(async {
         let store = open_store(&args.store)?;
         let index = &args.store.index;
-        let (index_line, dims, count) = match store.index_dims().await {
+        let (index_line, dims, count, index_model) = match store.index_dims().await {
             Ok(dims) => {
                 let count = store.count().await?;
+                let model = store.index_model().await?;
+                let filled_by = match &model {
+                    Some(m) => format!("filled by model {}", m.describe()),
+                    None => "no model recorded (made by an older imgvec)".to_string(),
+                };
                 (
-                    format!("index '{index}': {count} image(s), {dims}-d vectors"),
+                    format!("index '{index}': {count} image(s), {dims}-d vectors, {filled_by}"),
                     Value::from(dims),
                     Value::from(count),
+                    serde_json::to_value(&model)?,
                 )
             }
             Err(StoreError::IndexMissing { .. }) => (
                 format!("index '{index}': not created yet (ingest or create-index creates it)"),
                 Value::Null,
                 Value::from(0),
+                Value::Null,
             ),
             Err(e) => return Err(e.into()),
         };
@@ -64,7 +71,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             println!(
                 "{}",
                 json!({"store": store.describe(), "index": index, "dims": dims,
-                       "documents": count, "model": model_json,
+                       "documents": count, "model": model_json, "index_model": index_model,
                        "cpu": {"linear_layers": linear, "threads": threads, "precisions": precisions},
                        "formats": FORMATS, "raw_formats": RAW_FORMATS,
                        "heif": {"formats": HEIF_FORMATS, "supported": heif::SUPPORTED,

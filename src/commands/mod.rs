@@ -32,7 +32,7 @@ use crate::clip::ModelDir;
 use crate::model_source::{self, Resolved};
 use crate::store::elastic::{sends_credentials_in_clear, ElasticConfig, ElasticStore};
 use crate::store::local::{LocalConfig, LocalStore, WaitHook, WaitNotice};
-use crate::store::{IndexSpec, StoreError, VectorStore};
+use crate::store::{IndexSpec, ModelRecord, StoreError, VectorStore};
 
 /// Exit status when the command ran but some inputs failed.
 pub const PARTIAL_FAILURE: u8 = 1;
@@ -170,55 +170,107 @@ use https (Elasticsearch 8 turns TLS on by default)",
     Ok(Box::new(ElasticStore::connect(cfg)?))
 }
 
-/// Fails unless the index exists and holds vectors of the model's size (checked before any weights load).
-pub async fn check_dims(store: &dyn VectorStore, index: &str, model_dims: usize) -> Result<()> {
+/// What an index records of `model` (see [`ModelRecord`]): its name, family, size and the
+/// fingerprint of its weights (≈64 KiB read).
+pub fn model_record(model: &ModelDir) -> Result<ModelRecord> {
+    Ok(ModelRecord {
+        name: model.name(),
+        family: model.family().to_string(),
+        dims: model.dims(),
+        fingerprint: model.fingerprint()?,
+    })
+}
+
+/// Fails unless the index exists, holds vectors of the model's size and, where it remembers the
+/// model that filled it, was filled by this one (checked before any weights load). Returns the
+/// recorded model (`None` for an index made before imgvec recorded one).
+pub async fn check_model(
+    store: &dyn VectorStore,
+    index: &str,
+    model: &ModelRecord,
+) -> Result<Option<ModelRecord>> {
     let index_dims = store.index_dims().await?;
-    if index_dims != model_dims {
+    if index_dims != model.dims {
         return Err(StoreError::DimsMismatch {
             index: index.to_string(),
             index_dims,
-            model_dims,
+            model_dims: model.dims,
         }
         .into());
     }
-    Ok(())
+    let recorded = store.index_model().await?;
+    refuse_other_model(index, recorded.as_ref(), model)?;
+    Ok(recorded)
+}
+
+/// [`StoreError::ModelMismatch`] unless `recorded` is absent or the same model as `model`.
+pub fn refuse_other_model(
+    index: &str,
+    recorded: Option<&ModelRecord>,
+    model: &ModelRecord,
+) -> Result<(), StoreError> {
+    match recorded {
+        Some(r) if !r.same_model(model) => Err(StoreError::ModelMismatch {
+            index: index.to_string(),
+            recorded: r.describe(),
+            model: model.describe(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Makes sure the index exists for the model: creates a missing one with exactly the mapping
-/// `create-index` would (saying so in one line unless quiet), else checks its vector size.
+/// `create-index` would, the model recorded in it (saying so in one line unless quiet), else
+/// checks it as [`check_model`] does, and records the model in an index made before imgvec
+/// recorded one (a store that refuses that is only warned about).
 pub async fn ensure_index(
     store: &dyn VectorStore,
     index: &str,
-    model_dims: usize,
+    model: &ModelRecord,
     quiet: bool,
 ) -> Result<()> {
-    match check_dims(store, index, model_dims).await {
+    match check_model(store, index, model).await {
         Err(e) if matches!(e.downcast_ref(), Some(StoreError::IndexMissing { .. })) => {
-            store.ensure_index(&IndexSpec::for_dims(model_dims)).await?;
+            store.ensure_index(&IndexSpec::for_model(model)).await?;
+            // Created by another process meanwhile, perhaps for another model.
+            let recorded = store.index_model().await?;
+            refuse_other_model(index, recorded.as_ref(), model)?;
             if !quiet {
                 eprintln!(
-                    "imgvec: created index '{index}' for {model_dims}-d vectors ({})",
+                    "imgvec: created index '{index}' for {} ({})",
+                    model.describe(),
                     store.describe()
                 );
             }
             Ok(())
         }
-        other => other,
+        Ok(None) => {
+            match store.adopt_model(model).await {
+                Ok(recorded) => refuse_other_model(index, Some(&recorded), model)?,
+                Err(e) => eprintln!(
+                    "imgvec: warning: index '{index}' records no model (made by an older imgvec) and recording {} failed: {e}",
+                    model.describe()
+                ),
+            }
+            Ok(())
+        }
+        Ok(Some(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 /// What every command that writes does first: opens the store (`tune` adjusting the Elasticsearch
-/// settings) and makes sure its index exists for vectors of `dims`.
+/// settings) and makes sure its index exists for `model`'s vectors.
 pub fn open_index(
     rt: &tokio::runtime::Runtime,
     args: &StoreArgs,
-    dims: usize,
+    model: &ModelRecord,
     quiet: bool,
     tune: impl FnOnce(&mut ElasticConfig),
 ) -> Result<std::sync::Arc<dyn VectorStore>> {
     let store: std::sync::Arc<dyn VectorStore> =
         std::sync::Arc::from(rt.block_on(async { open_store_with(args, "", tune) })?);
-    rt.block_on(ensure_index(store.as_ref(), &args.index, dims, quiet))?;
+    rt.block_on(ensure_index(store.as_ref(), &args.index, model, quiet))?;
     Ok(store)
 }
 

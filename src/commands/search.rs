@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{check_dims, open_model, open_store, runtime};
+use super::{check_model, model_record, open_model, open_store, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
@@ -30,7 +30,11 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     };
     let rt = runtime()?;
     let store = rt.block_on(async { open_store(&args.store) })?;
-    rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
+    rt.block_on(check_model(
+        store.as_ref(),
+        &args.store.index,
+        &model_record(&model)?,
+    ))?;
 
     let mut parts: Vec<(Vec<f32>, f32)> = Vec::new();
     if let Some(image) = &args.image {

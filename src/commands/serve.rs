@@ -22,7 +22,7 @@ use crate::serve::guard::GuardConfig;
 use crate::serve::state::{AppState, Model};
 use crate::serve::thumbs::Thumbs;
 use crate::serve::tls::{load_config, TlsListener};
-use crate::store::{StoreError, VectorStore};
+use crate::store::{ModelRecord, StoreError, VectorStore};
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     check_addr(args)?;
@@ -38,7 +38,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     rt.block_on(async {
         let store = open_store(&args.store)?;
         let model = load_model(&args.model)?;
-        check_index(store.as_ref(), &args.store.index, model.dims()).await?;
+        check_index(store.as_ref(), &args.store.index, model.record().as_ref()).await?;
         let backend = match args.store.elastic_url()? {
             Some(_) => "elasticsearch",
             None => "embedded",
@@ -206,18 +206,27 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
     Ok(Model::new(Ok(dir), device, image, apply_exif))
 }
 
-/// A vector-size mismatch is an error; a missing index or an unreachable store is only reported
-/// (the page says so, and the server answers once it is fixed).
-async fn check_index(store: &dyn VectorStore, index: &str, dims: Option<usize>) -> Result<()> {
+/// A vector-size mismatch, or an index that remembers another model, is an error; a missing index
+/// or an unreachable store is only reported (the page says so, and the server answers once it is
+/// fixed).
+async fn check_index(
+    store: &dyn VectorStore,
+    index: &str,
+    model: Option<&ModelRecord>,
+) -> Result<()> {
     match store.index_dims().await {
         Ok(index_dims) => {
-            if let Some(model_dims) = dims.filter(|d| *d != index_dims) {
-                return Err(StoreError::DimsMismatch {
-                    index: index.to_string(),
-                    index_dims,
-                    model_dims,
+            if let Some(model) = model {
+                if model.dims != index_dims {
+                    return Err(StoreError::DimsMismatch {
+                        index: index.to_string(),
+                        index_dims,
+                        model_dims: model.dims,
+                    }
+                    .into());
                 }
-                .into());
+                let recorded = store.index_model().await?;
+                super::refuse_other_model(index, recorded.as_ref(), model)?;
             }
             if let Ok(n) = store.count().await {
                 eprintln!("imgvec: index '{index}': {n} image(s), {index_dims}-d vectors");

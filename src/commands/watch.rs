@@ -24,7 +24,7 @@ use serde_json::json;
 use super::ingest::{jobs_of, EncoderSlot, Engine, Summary, Work};
 use super::prune::check::{roots, Root};
 use super::prune::{check_all, docs_under, remove_paths};
-use super::{exit, open_index, open_model, runtime, INTERRUPTED};
+use super::{exit, model_record, open_index, open_model, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
 use crate::walk::{find_changed_images, find_images};
 use crate::watch::{Change, Follower, Notice};
@@ -51,7 +51,7 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
     }
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
-    let store = open_index(&rt, &args.store, model.dims(), args.quiet, |_| {})?;
+    let store = open_index(&rt, &args.store, &model_record(&model)?, args.quiet, |_| {})?;
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(&rt, &stop, &interrupted);
@@ -420,7 +420,7 @@ pub fn spawn_for_serve(
             let run = || -> Result<()> {
                 let (model, device) = open_model(&model_args, true)?;
                 let rt = runtime()?;
-                let store = open_index(&rt, &store_args, model.dims(), true, |_| {})?;
+                let store = open_index(&rt, &store_args, &model_record(&model)?, true, |_| {})?;
                 let slot = encoder.map(EncoderSlot::with).unwrap_or_default();
                 let follow = Follow {
                     opts: &opts,

@@ -175,6 +175,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::IndexMissing { .. }
             | StoreError::DimsMismatch { .. }
+            | StoreError::ModelMismatch { .. }
             | StoreError::Incompatible { .. } => ApiError::unavailable(e.to_string()),
             StoreError::Server { status, .. } => {
                 log(&e);

@@ -25,7 +25,7 @@ use super::lru::Lru;
 use super::thumbs::Thumbs;
 use crate::clip::{ImageEncoder, ModelDir, TextEncoder};
 use crate::pipeline::{prepare_bytes, sha256_hex};
-use crate::store::{StoreError, VectorStore};
+use crate::store::{ModelRecord, StoreError, VectorStore};
 
 /// Model calls of one lane running at once; more wait their turn (each one already uses every core).
 const LANE_PERMITS: usize = 2;
@@ -90,15 +90,18 @@ impl AppState {
         self.dims_ok
             .get_or_try_init(|| async {
                 let index_dims = self.store.index_dims().await?;
-                if index_dims == dims {
-                    Ok(())
-                } else {
-                    Err(ApiError::from(StoreError::DimsMismatch {
+                if index_dims != dims {
+                    return Err(ApiError::from(StoreError::DimsMismatch {
                         index: self.index.clone(),
                         index_dims,
                         model_dims: dims,
-                    }))
+                    }));
                 }
+                if let Some(model) = self.model.record() {
+                    let recorded = self.store.index_model().await?;
+                    crate::commands::refuse_other_model(&self.index, recorded.as_ref(), &model)?;
+                }
+                Ok(())
             })
             .await
             .copied()
@@ -152,6 +155,18 @@ impl Model {
 
     pub fn dims(&self) -> Option<usize> {
         self.dir.as_ref().ok().map(ModelDir::dims)
+    }
+
+    /// What an index records of this model; a weights file that cannot be read for the
+    /// fingerprint leaves it out (the name is compared then).
+    pub fn record(&self) -> Option<ModelRecord> {
+        let dir = self.dir.as_ref().ok()?;
+        Some(ModelRecord {
+            name: dir.name(),
+            family: dir.family().to_string(),
+            dims: dir.dims(),
+            fingerprint: dir.fingerprint().ok().flatten(),
+        })
     }
 
     /// The loaded vision tower, to share (`serve --watch` embeds new images with it).

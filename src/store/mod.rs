@@ -77,11 +77,55 @@ pub struct DocFile {
     pub indexed_at_ms: u64,
 }
 
+/// The model that fills an index, as the index remembers it (Elasticsearch: the mapping's `_meta`;
+/// the embedded store: its own table), so that vectors of two models that share a dimension are
+/// never mixed. Plain data made by the model side (`clip::ModelDir::record`); the store only keeps
+/// it and hands it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The model's short name (the hub repository, else the directory's name).
+    pub name: String,
+    /// The architecture family: `clip`, `chinese_clip`, ...
+    pub family: String,
+    /// The embedding dimension.
+    pub dims: usize,
+    /// Hex SHA-256 over the weights file's header and samples of its bytes: tells two checkpoints
+    /// apart whatever their directories are called. `None` when the weights were not at hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl ModelRecord {
+    /// Whether vectors of `other` may share an index with this model's: same family and size, and
+    /// the same weights (by fingerprint where both have one, else by name).
+    pub fn same_model(&self, other: &ModelRecord) -> bool {
+        self.family == other.family
+            && self.dims == other.dims
+            && match (&self.fingerprint, &other.fingerprint) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.name == other.name,
+            }
+    }
+
+    /// For people: `name (family, N-d, weights 0123456789ab)`.
+    pub fn describe(&self) -> String {
+        let weights = self
+            .fingerprint
+            .as_deref()
+            // From the index (a server's `_meta` may hold anything): by characters, never a panic.
+            .map(|f| format!(", weights {}", f.chars().take(12).collect::<String>()))
+            .unwrap_or_default();
+        format!("{} ({}, {}-d{weights})", self.name, self.family, self.dims)
+    }
+}
+
 /// What the index must look like: the vector size comes from the model's config, never from a constant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexSpec {
     /// Embedding dimension (the checkpoint's `projection_dim`).
     pub dims: usize,
+    /// The model recorded in a new index (`None`: none recorded, as before imgvec kept one).
+    pub model: Option<ModelRecord>,
     /// HNSW graph degree (`m`); `None` leaves the server's default.
     pub hnsw_m: Option<u32>,
     /// HNSW `ef_construction`; `None` leaves the server's default.
@@ -98,10 +142,19 @@ impl IndexSpec {
     pub fn for_dims(dims: usize) -> Self {
         Self {
             dims,
+            model: None,
             hnsw_m: None,
             hnsw_ef_construction: None,
             shards: None,
             replicas: None,
+        }
+    }
+
+    /// The index for `model`'s vectors, the model recorded in it.
+    pub fn for_model(model: &ModelRecord) -> Self {
+        Self {
+            model: Some(model.clone()),
+            ..Self::for_dims(model.dims)
         }
     }
 }
@@ -253,6 +306,15 @@ pub enum StoreError {
         index_dims: usize,
         model_dims: usize,
     },
+    /// The index remembers another model than the one this command uses.
+    #[error("index '{index}' was filled by model {recorded} but this command uses model {model}: their vectors are not comparable. Use the model the index was built with (--model-dir / --repo), or another --index")]
+    ModelMismatch {
+        index: String,
+        /// The recorded model, described ([`ModelRecord::describe`]).
+        recorded: String,
+        /// The command's model, described.
+        model: String,
+    },
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("server error {status}: {body}")]
@@ -285,6 +347,22 @@ pub trait VectorStore: Send + Sync {
 
     /// Vector dims of the existing index; `Err(IndexMissing)` if there is none.
     async fn index_dims(&self) -> Result<usize, StoreError>;
+
+    /// The model the index remembers (see [`ModelRecord`]); `None` for an index made before
+    /// imgvec recorded one. `Err(IndexMissing)` if there is no index.
+    async fn index_model(&self) -> Result<Option<ModelRecord>, StoreError> {
+        self.index_dims().await.map(|_| None)
+    }
+
+    /// Records `model` in an existing index that has none yet, and returns the record in force
+    /// afterwards (another one, if someone recorded one first).
+    async fn adopt_model(&self, model: &ModelRecord) -> Result<ModelRecord, StoreError> {
+        let _ = model;
+        Err(StoreError::Other(format!(
+            "{}: recording the model is not supported",
+            self.describe()
+        )))
+    }
 
     /// Which of `ids` are already stored (asked in batches, whatever the number of ids).
     async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError>;
@@ -474,5 +552,46 @@ mod tests {
         assert_eq!(ids(within(hits.clone(), Some(0.2))), ["a", "b"]);
         assert_eq!(ids(within(hits.clone(), None)).len(), 4);
         assert!(within(hits, Some(0.0)).len() == 1);
+    }
+
+    #[test]
+    fn a_model_is_the_same_by_its_weights_else_by_its_name() {
+        let a = ModelRecord {
+            name: "clip-vit-large-patch14".into(),
+            family: "clip".into(),
+            dims: 768,
+            fingerprint: Some("0123456789abcdef".into()),
+        };
+        let moved = ModelRecord {
+            name: "my-copy".into(),
+            ..a.clone()
+        };
+        assert!(a.same_model(&moved), "same weights elsewhere");
+        let retrained = ModelRecord {
+            fingerprint: Some("ffff".into()),
+            ..a.clone()
+        };
+        assert!(!a.same_model(&retrained), "same name, other weights");
+        let unknown = ModelRecord {
+            fingerprint: None,
+            ..a.clone()
+        };
+        assert!(a.same_model(&unknown) && !moved.same_model(&unknown));
+        let chinese = ModelRecord {
+            family: "chinese_clip".into(),
+            ..a.clone()
+        };
+        assert!(!a.same_model(&chinese));
+        assert_eq!(
+            a.describe(),
+            "clip-vit-large-patch14 (clip, 768-d, weights 0123456789ab)"
+        );
+        let odd = ModelRecord {
+            fingerprint: Some("é".repeat(20)),
+            ..a.clone()
+        };
+        assert!(odd
+            .describe()
+            .ends_with(&format!("weights {})", "é".repeat(12))));
     }
 }

@@ -22,23 +22,25 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
 /// The tiny CLIP checkpoint as a model directory (tokenizer unpacked), made once per test binary.
 pub fn tiny_model_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let src = fixtures().join("clip-tiny");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("clip-tiny-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(&src).unwrap() {
-            let p = entry.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".gz") {
-                std::fs::write(dir.join(stem), gunzip(&p)).unwrap();
-            } else {
-                std::fs::copy(&p, dir.join(&name)).unwrap();
-            }
+    DIR.get_or_init(|| unpack_model("clip-tiny")).clone()
+}
+
+/// The fixture checkpoint `tests/fixtures/NAME` as a model directory in cargo's target tmp dir,
+/// its `.gz` files unpacked.
+pub fn unpack_model(name: &str) -> PathBuf {
+    let src = fixtures().join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".gz") {
+            std::fs::write(dir.join(stem), gunzip(&p)).unwrap();
+        } else {
+            std::fs::copy(&p, dir.join(&name)).unwrap();
         }
-        dir
-    })
-    .clone()
+    }
+    dir
 }
 
 pub fn expected() -> serde_json::Value {

@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use super::super::classify::embed_options;
 use super::super::images::{self, TrueLabels};
-use super::super::{check_dims, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
+use super::super::{
+    check_model, exit, model_record, open_model, open_store, runtime, PARTIAL_FAILURE,
+};
 use crate::cli::EvalArgs;
 use crate::eval::recall::{sample_positions, RecallSetting, RecallTally};
 use crate::progress::Progress;
@@ -71,7 +73,11 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode> {
         (q, what)
     } else {
         let (model, device) = open_model(&args.model, quiet)?;
-        rt.block_on(check_dims(store.as_ref(), &args.store.index, model.dims()))?;
+        rt.block_on(check_model(
+            store.as_ref(),
+            &args.store.index,
+            &model_record(&model)?,
+        ))?;
         let found = images::find(&args.paths, TrueLabels::None);
         let opts = embed_options(&args.options, &args.model, quiet);
         let embedded = images::embed(found.jobs, &model, &device, &opts)?;

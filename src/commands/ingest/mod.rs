@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::{exit, open_index, open_model, runtime, INTERRUPTED, PARTIAL_FAILURE};
+use super::{exit, model_record, open_index, open_model, runtime, INTERRUPTED, PARTIAL_FAILURE};
 use crate::cli::IngestArgs;
 use crate::clip::{ImageEncoder, ModelDir};
 use crate::pipeline::{
@@ -43,9 +43,13 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
-    let store = open_index(&rt, &args.store, model.dims(), args.quiet, |cfg| {
-        cfg.bulk_concurrency = args.bulk_concurrency
-    })?;
+    let store = open_index(
+        &rt,
+        &args.store,
+        &model_record(&model)?,
+        args.quiet,
+        |cfg| cfg.bulk_concurrency = args.bulk_concurrency,
+    )?;
     let slot = Slot::default();
     let (stop, interrupted) = watch_ctrl_c(&rt, &slot);
 

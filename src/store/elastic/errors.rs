@@ -42,6 +42,8 @@ pub(super) enum Op {
     Settings,
     /// `_forcemerge`.
     ForceMerge,
+    /// `PUT /index/_mapping` with `_meta` (recording the model in an older index).
+    PutMeta,
 }
 
 impl Op {
@@ -59,6 +61,7 @@ impl Op {
             Op::Refresh => ("refresh the index", "maintenance"),
             Op::Settings => ("change the index's settings", "manage"),
             Op::ForceMerge => ("force-merge the index", "maintenance"),
+            Op::PutMeta => ("record the model in the index's mapping", "manage"),
         }
     }
 }

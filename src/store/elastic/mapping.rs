@@ -16,7 +16,10 @@ use super::fields::written_fields;
 
 use super::errors::{error_type, unexpected, Op};
 use super::{ElasticStore, MTIME_MAPPED, MTIME_UNKNOWN, MTIME_UNMAPPED};
-use crate::store::{IndexSpec, StoreError};
+use crate::store::{IndexSpec, ModelRecord, StoreError};
+
+/// Where in the mapping's `_meta` the model is recorded: `_meta.imgvec.model`.
+const META_KEY: &str = "imgvec";
 
 /// The index mapping and settings, with `IFV.dims` left out: [`index_body`] fills it in.
 pub const MAPPING_TEMPLATE: &str = include_str!("../../../mappings/image-index.json");
@@ -157,6 +160,60 @@ impl ElasticStore {
         dims.ok_or_else(|| self.index_missing())
     }
 
+    /// The model recorded in the `_meta` of the concrete indices behind the name; an error when
+    /// they record different models.
+    pub(super) async fn recorded_model(&self) -> Result<Option<ModelRecord>, StoreError> {
+        let mappings = self.mappings().await?;
+        let mut found: Option<(String, ModelRecord)> = None;
+        for (name, mapping) in &mappings {
+            let Some(record) = model_record(mapping)
+                .map_err(|e| self.incompatible(vec![format!("{name}: {e}")]))?
+            else {
+                continue;
+            };
+            match &found {
+                Some((first, prev)) if *prev != record => {
+                    return Err(self.incompatible(vec![format!(
+                        "{first} was filled by model {} and {name} by model {}",
+                        prev.describe(),
+                        record.describe()
+                    )]))
+                }
+                Some(_) => {}
+                None => found = Some((name.clone(), record)),
+            }
+        }
+        Ok(found.map(|(_, r)| r))
+    }
+
+    /// Records `model` in the mapping's `_meta` (kept otherwise) unless a model is recorded
+    /// already; the record in force after. `PUT /index/_mapping` replaces `_meta` whole, so the
+    /// first concrete index's other `_meta` keys are sent along.
+    pub(super) async fn record_model(
+        &self,
+        model: &ModelRecord,
+    ) -> Result<ModelRecord, StoreError> {
+        if let Some(recorded) = self.recorded_model().await? {
+            return Ok(recorded);
+        }
+        let mappings = self.mappings().await?;
+        let mut meta = mappings
+            .first()
+            .and_then(|(_, m)| m.get("_meta"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        meta.insert(META_KEY.into(), meta_value(model));
+        let body = json!({ "_meta": meta }).to_string();
+        let reply = self
+            .send(Method::Put, "_mapping", None, Some(&body))
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.error_for(Op::PutMeta, &reply));
+        }
+        Ok(model.clone())
+    }
+
     fn incompatible(&self, differences: Vec<String>) -> StoreError {
         StoreError::Incompatible {
             index: self.index.clone(),
@@ -190,6 +247,9 @@ pub fn index_body(spec: &IndexSpec) -> Value {
             }
         }
     }
+    if let (Some(model), Some(mappings)) = (&spec.model, body.get_mut("mappings")) {
+        mappings["_meta"] = json!({ META_KEY: meta_value(model) });
+    }
     let mut settings = Map::new();
     if let Some(shards) = spec.shards {
         settings.insert("number_of_shards".into(), json!(shards));
@@ -213,6 +273,22 @@ pub fn vector_dims(mappings: &Value) -> Option<usize> {
         .get("dims")
         .and_then(Value::as_u64)
         .and_then(|d| usize::try_from(d).ok())
+}
+
+/// `_meta.imgvec`'s value for `model`.
+fn meta_value(model: &ModelRecord) -> Value {
+    json!({ "model": model })
+}
+
+/// The model recorded in an index's `mappings` object (`_meta.imgvec.model`); `Ok(None)` when
+/// there is none, an error when it is there but unreadable.
+pub fn model_record(mappings: &Value) -> Result<Option<ModelRecord>, String> {
+    let Some(value) = mappings.pointer(&format!("/_meta/{META_KEY}/model")) else {
+        return Ok(None);
+    };
+    serde_json::from_value(value.clone())
+        .map(Some)
+        .map_err(|e| format!("the model recorded in _meta.{META_KEY}.model is unreadable ({e})"))
 }
 
 /// Whether a document may carry `field`: it is mapped, or the mapping is not `dynamic: strict`.

@@ -256,3 +256,23 @@ fn an_unmapped_or_text_label_is_an_error_and_a_text_path_a_warning() {
     assert_eq!(check.warnings.len(), 1, "{:?}", check.warnings);
     assert!(check.warnings[0].starts_with("path is text, not keyword"));
 }
+
+#[test]
+fn the_model_is_recorded_in_meta_and_read_back() {
+    let model = crate::store::ModelRecord {
+        name: "m".into(),
+        family: "chinese_clip".into(),
+        dims: 512,
+        fingerprint: Some("ab".into()),
+    };
+    let body = index_body(&IndexSpec::for_model(&model));
+    assert_eq!(
+        body["mappings"]["_meta"]["imgvec"]["model"]["family"],
+        "chinese_clip"
+    );
+    assert_eq!(body["mappings"]["properties"]["IFV"]["dims"], 512);
+    assert_eq!(model_record(&body["mappings"]), Ok(Some(model)));
+    assert_eq!(model_record(&json!({"properties": {}})), Ok(None));
+    let bad = json!({"_meta": {"imgvec": {"model": {"name": 3}}}});
+    assert!(model_record(&bad).unwrap_err().contains("unreadable"));
+}

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 use super::{
     DocFile, DocPath, DocScan, EnsureOutcome, Hit, ImageDoc, IndexCheck, IndexSpec, KnnQuery,
-    LabelCount, PathsRemoved, SavedSettings, StoreError, UpsertReport, VectorStore,
+    LabelCount, ModelRecord, PathsRemoved, SavedSettings, StoreError, UpsertReport, VectorStore,
 };
 pub use browse::parse_doc;
 pub use bulk::{bulk_lines, classify_bulk_item, doc_source, BulkItemOutcome};
@@ -221,6 +221,14 @@ impl VectorStore for ElasticStore {
 
     async fn index_dims(&self) -> Result<usize, StoreError> {
         self.shared_vector_dims().await
+    }
+
+    async fn index_model(&self) -> Result<Option<ModelRecord>, StoreError> {
+        self.recorded_model().await
+    }
+
+    async fn adopt_model(&self, model: &ModelRecord) -> Result<ModelRecord, StoreError> {
+        self.record_model(model).await
     }
 
     async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, SIMILARITY};
-use crate::store::{ImageDoc, IndexSpec, StoreError};
+use crate::store::{ImageDoc, IndexSpec, ModelRecord, StoreError};
 
 /// `PRAGMA application_id` of an imgvec store database ("imgv"): tells it from other SQLite files.
 const APPLICATION_ID: i32 = 0x696d_6776;
@@ -89,6 +89,15 @@ CREATE TABLE doc_paths (
     PRIMARY KEY (index_id, key, path)
 ) WITHOUT ROWID;
 CREATE INDEX doc_paths_by_path ON doc_paths(index_id, path);
+";
+
+/// The model that filled each index (`ModelRecord` as JSON). Additive like `docs.mtime_ms`, so
+/// the schema version stays: stores made before it get the table, empty, when opened.
+const INDEX_MODELS: &str = "
+CREATE TABLE IF NOT EXISTS index_models (
+    index_id INTEGER PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 /// What a version-1 store gets to become version 2 (see [`SCHEMA_VERSION`]), besides
@@ -173,10 +182,14 @@ fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreErr
                 return create_or_check_schema(conn, path);
             }
         }
-        (APPLICATION_ID, SCHEMA_VERSION) => add_mtime_column(conn, path)?,
+        (APPLICATION_ID, SCHEMA_VERSION) => {
+            add_mtime_column(conn, path)?;
+            add_models_table(conn, path)?;
+        }
         (APPLICATION_ID, 1 | 2) => {
             add_mtime_column(conn, path)?;
             upgrade(conn, path)?;
+            add_models_table(conn, path)?;
         }
         (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Other(format!(
@@ -219,6 +232,23 @@ fn add_mtime_column(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Stores made before `index_models` existed get the table (see [`INDEX_MODELS`]).
+fn add_models_table(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'index_models'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(|e| db_error(path, e))?
+        > 0;
+    if !has {
+        conn.execute_batch(INDEX_MODELS)
+            .map_err(|e| db_error(path, e))?;
+    }
+    Ok(())
+}
+
 /// Creates the schema in an empty database, under SQLite's write lock; `false` if the database
 /// was no longer empty once the lock was had (another process opening a new store at the same
 /// moment made it).
@@ -230,7 +260,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     let created = match objects {
         Ok(0) => conn
             .execute_batch(&format!(
-                "{SCHEMA} {TOMBSTONES} {DOC_PATHS} PRAGMA application_id = {APPLICATION_ID};
+                "{SCHEMA} {TOMBSTONES} {DOC_PATHS} {INDEX_MODELS} PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map(|()| true),
@@ -350,7 +380,54 @@ pub(super) fn insert_index(
             now
         ],
     )?;
+    if let Some(model) = &spec.model {
+        let index_id = conn.last_insert_rowid();
+        insert_model(conn, index_id, model)?;
+    }
     Ok(())
+}
+
+/// Records `model` for the index `index_id` unless one is recorded already.
+pub(super) fn insert_model(
+    conn: &Connection,
+    index_id: i64,
+    model: &ModelRecord,
+) -> rusqlite::Result<()> {
+    let record = serde_json::to_string(model)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.execute(
+        "INSERT INTO index_models (index_id, record) VALUES (?1, ?2)
+         ON CONFLICT (index_id) DO NOTHING",
+        params![index_id, record],
+    )?;
+    Ok(())
+}
+
+/// The model recorded for the index `index_id`, if any; a record that does not parse is an error
+/// naming the database.
+pub(super) fn find_model(
+    conn: &Connection,
+    db_path: &Path,
+    index_id: i64,
+) -> Result<Option<ModelRecord>, StoreError> {
+    let record: Option<String> = conn
+        .query_row(
+            "SELECT record FROM index_models WHERE index_id = ?1",
+            params![index_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| db_error(db_path, e))?;
+    record
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                StoreError::Other(format!(
+                    "store database {}: the model recorded for index {index_id} is unreadable ({e}): recreate the index",
+                    db_path.display()
+                ))
+            })
+        })
+        .transpose()
 }
 
 pub(super) fn delete_index_rows(conn: &Connection, index_id: i64) -> rusqlite::Result<()> {
@@ -365,6 +442,10 @@ pub(super) fn delete_index_rows(conn: &Connection, index_id: i64) -> rusqlite::R
     )?;
     conn.execute(
         "DELETE FROM ann_cache WHERE index_id = ?1",
+        params![index_id],
+    )?;
+    conn.execute(
+        "DELETE FROM index_models WHERE index_id = ?1",
         params![index_id],
     )?;
     conn.execute("DELETE FROM indexes WHERE id = ?1", params![index_id])?;

@@ -60,7 +60,7 @@ use rusqlite::Connection;
 
 use super::{
     DocFile, DocPath, DocScan, EnsureOutcome, Hit, ImageDoc, IndexSpec, KnnQuery, LabelCount,
-    PathsRemoved, StoreError, UpsertReport, VectorStore,
+    ModelRecord, PathsRemoved, StoreError, UpsertReport, VectorStore,
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
@@ -309,6 +309,16 @@ impl VectorStore for LocalStore {
 
     async fn index_dims(&self) -> Result<usize, StoreError> {
         self.run(|shared, state| shared.index_dims(state)).await
+    }
+
+    async fn index_model(&self) -> Result<Option<ModelRecord>, StoreError> {
+        self.run(|shared, state| shared.index_model(state)).await
+    }
+
+    async fn adopt_model(&self, model: &ModelRecord) -> Result<ModelRecord, StoreError> {
+        let model = model.clone();
+        self.run(move |shared, state| shared.adopt_model(state, &model))
+            .await
     }
 
     async fn existing_ids(&self, ids: &[String]) -> Result<HashSet<String>, StoreError> {

@@ -11,10 +11,12 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::db::{db_error, delete_index_rows, insert_index, vector_to_blob, IndexRow};
+use super::db::{
+    db_error, delete_index_rows, find_model, insert_index, insert_model, vector_to_blob, IndexRow,
+};
 use super::graph_file::remove_ann_file;
 use super::{Shared, State, SIMILARITY};
-use crate::store::{EnsureOutcome, ImageDoc, IndexSpec, StoreError, UpsertReport};
+use crate::store::{EnsureOutcome, ImageDoc, IndexSpec, ModelRecord, StoreError, UpsertReport};
 
 impl Shared {
     pub(super) fn ensure_index(
@@ -224,6 +226,29 @@ impl Shared {
 
     pub(super) fn index_dims(&self, state: &mut State) -> Result<usize, StoreError> {
         Ok(self.index_row(&state.conn)?.dims)
+    }
+
+    pub(super) fn index_model(&self, state: &mut State) -> Result<Option<ModelRecord>, StoreError> {
+        let row = self.index_row(&state.conn)?;
+        find_model(&state.conn, &self.db_path, row.id)
+    }
+
+    /// Records `model` unless the index has a model already; the record in force after.
+    pub(super) fn adopt_model(
+        &self,
+        state: &mut State,
+        model: &ModelRecord,
+    ) -> Result<ModelRecord, StoreError> {
+        let _lock = self.lock_for_writing()?;
+        let tx = state
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let row = self.index_row(&tx)?;
+        insert_model(&tx, row.id, model).map_err(|e| self.db(e))?;
+        let recorded = find_model(&tx, &self.db_path, row.id)?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(recorded.unwrap_or_else(|| model.clone()))
     }
 }
 
