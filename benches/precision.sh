@@ -5,7 +5,8 @@
 #
 #   bash benches/precision.sh            (env: PY (with torch, transformers, pillow, onnx, onnxscript,
 #                                          onnxruntime, openvino), THREADS=2, MIN_SECONDS=20,
-#                                          PHOTOS=200, SKIP_RUNTIMES=1 for imgvec alone)
+#                                          PHOTOS=200, SKIP_RUNTIMES=1 for imgvec alone,
+#                                          SKIP_FIDELITY=1 for the speed part alone)
 #
 # Fidelity, on ViT-L/14 with random weights, seed 7: each precision's embedding against imgvec f32's
 # (= transformers' to 1e-6), min and mean cosine over the 13 reference images and over PHOTOS
@@ -48,6 +49,7 @@ precisions="f32 $("$encoder" --model target/ckpt/vit-l-14-seed1 --images tests/f
     >/dev/null 2>&1 && echo int8)"
 echo "imgvec precisions on this CPU: $precisions"
 
+[ -n "${SKIP_FIDELITY:-}" ] || {
 echo "== fidelity (seed 7)"
 for set in tests/fixtures/images "$photos"; do
     tag="$(basename "$set")"
@@ -63,6 +65,7 @@ if [ -z "${SKIP_RUNTIMES:-}" ]; then
     "$PY" benches/cpu_runtimes.py --model target/ckpt/vit-l-14-seed7 --batch-sizes "" \
         --threads "$THREADS" 2>/dev/null | grep runtime_cosine
 fi
+}
 
 echo "== speed (seed 1), model forward only"
 for bs in 1 8; do
