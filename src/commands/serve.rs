@@ -22,7 +22,7 @@ use crate::serve::guard::GuardConfig;
 use crate::serve::state::{AppState, Model};
 use crate::serve::thumbs::Thumbs;
 use crate::serve::tls::{load_config, TlsListener};
-use crate::store::{ModelRecord, StoreError, VectorStore};
+use crate::store::{ModelRecord, VectorStore};
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     check_addr(args)?;
@@ -217,16 +217,7 @@ async fn check_index(
     match store.index_dims().await {
         Ok(index_dims) => {
             if let Some(model) = model {
-                if model.dims != index_dims {
-                    return Err(StoreError::DimsMismatch {
-                        index: index.to_string(),
-                        index_dims,
-                        model_dims: model.dims,
-                    }
-                    .into());
-                }
-                let recorded = store.index_model().await?;
-                super::refuse_other_model(index, recorded.as_ref(), model)?;
+                super::check_model(store, index, model).await?;
             }
             if let Ok(n) = store.count().await {
                 eprintln!("imgvec: index '{index}': {n} image(s), {index_dims}-d vectors");

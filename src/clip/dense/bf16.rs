@@ -43,14 +43,11 @@ pub fn available() -> bool {
 
 /// Why [`available`] is false, for the refusal of `--precision bf16`.
 pub fn unavailable_reason() -> String {
-    if Simd::get() != Simd::Avx512 {
-        format!(
-            "the CPU's linear layers run on {} here, and the bf16 layers need AVX-512 with AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later)",
-            Simd::get().name()
-        )
-    } else {
-        "this CPU has AVX-512 but not AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later have it)".to_string()
-    }
+    super::missing_instructions(
+        "bf16",
+        "AVX512_BF16",
+        "AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later",
+    )
 }
 
 /// `x` rounded to the nearest bf16, ties to even, as its 16 bits (NaN stays NaN; f32 subnormals

@@ -48,14 +48,11 @@ pub fn available() -> bool {
 
 /// Why [`available`] is false, for the refusal of `--precision int8`.
 pub fn unavailable_reason() -> String {
-    if Simd::get() != Simd::Avx512 {
-        format!(
-            "the CPU's linear layers run on {} here, and the int8 layers need AVX-512 with VNNI (Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later)",
-            Simd::get().name()
-        )
-    } else {
-        "this CPU has AVX-512 but not AVX-512 VNNI (Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later have it)".to_string()
-    }
+    super::missing_instructions(
+        "int8",
+        "AVX-512 VNNI",
+        "Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later",
+    )
 }
 
 /// The scale of a row: max |v| / 127 (0 for a zero row).

@@ -116,6 +116,19 @@ pub fn cpu_precisions() -> Vec<&'static str> {
     p
 }
 
+/// Why the `layers` kernels (bf16, int8) do not run here: no AVX-512 kernels, or AVX-512 without
+/// `instructions` (which `cpus` have).
+fn missing_instructions(layers: &str, instructions: &str, cpus: &str) -> String {
+    if Simd::get() != Simd::Avx512 {
+        format!(
+            "the CPU's linear layers run on {} here, and the {layers} layers need AVX-512 with {instructions} ({cpus})",
+            Simd::get().name()
+        )
+    } else {
+        format!("this CPU has AVX-512 but not {instructions} ({cpus} have it)")
+    }
+}
+
 fn detect() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
