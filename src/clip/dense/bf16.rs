@@ -20,7 +20,7 @@
 //! activations and weights are nowhere near). Not for: AMX-BF16 (its tiles would serve this
 //! layout's arithmetic too; not written: no machine here has AMX), or int8.
 
-use super::pack::{pack_rows as pack_f32_rows, pack_weight_rows, Line};
+use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
 use super::{HostNorm, Simd};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -134,18 +134,10 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let kp = k.div_ceil(2);
-    let mut pairs = vec![0f32; m * kp];
-    pairs.par_chunks_mut(kp).zip(x.par_chunks(k)).for_each_init(
-        Vec::new,
-        |tmp: &mut Vec<f32>, (d, s)| match norm {
-            Some(norm) => {
-                tmp.resize(k, 0.0);
-                norm.apply(norm.stats(s), s, 0, tmp);
-                to_pairs(tmp, d);
-            }
-            None => to_pairs(s, d),
-        },
-    );
+    let (pairs, _) = convert_rows(x, m, k, kp, norm, |row, dst| {
+        to_pairs(row, dst);
+        0.0
+    });
     pack_f32_rows(Simd::Avx512, &pairs, m, kp, kp, mr, None, true, out);
 }
 

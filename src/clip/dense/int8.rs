@@ -23,7 +23,7 @@
 //! cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AVX-VNNI (the VEX form on
 //! AVX2-only CPUs; no machine here has it) or AMX-INT8.
 
-use super::pack::{pack_rows as pack_f32_rows, pack_weight_rows, Line};
+use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
 use super::{HostNorm, Simd};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -144,24 +144,11 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let kq = k.div_ceil(4);
-    let mut words = vec![0f32; m * kq];
-    let mut scales = vec![0f32; m];
-    words
-        .par_chunks_mut(kq)
-        .zip(x.par_chunks(k))
-        .zip(scales.par_iter_mut())
-        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, ((dst, row), s)| {
-            let row = match norm {
-                Some(norm) => {
-                    tmp.resize(k, 0.0);
-                    norm.apply(norm.stats(row), row, 0, tmp);
-                    &tmp[..]
-                }
-                None => row,
-            };
-            *s = scale(row);
-            quantize_row(row, *s, dst);
-        });
+    let (words, scales) = convert_rows(x, m, k, kq, norm, |row, dst| {
+        let s = scale(row);
+        quantize_row(row, s, dst);
+        s
+    });
     pack_f32_rows(Simd::Avx512, &words, m, kq, kq, mr, None, true, out);
     let at = scales_at(m, k);
     out.resize(rows_lines(m, k, mr), Line([0.0; 16]));

@@ -520,4 +520,6 @@ mod pool {
 }
 
 #[cfg(test)]
+mod reduced_tests;
+#[cfg(test)]
 mod tests;

@@ -105,6 +105,37 @@ impl HostNorm<'_> {
     }
 }
 
+/// Each of the `m` rows of `k` floats in `x`, normalized by `norm` first if given, through `convert`
+/// into `width` words of its own (the rows in parallel): the words, and the value `convert` returns
+/// for each row (int8's scale). How the bf16 and int8 layers make their rows before packing them.
+pub(super) fn convert_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    width: usize,
+    norm: Option<HostNorm<'_>>,
+    convert: impl Fn(&[f32], &mut [f32]) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut words = vec![0f32; m * width];
+    let mut per_row = vec![0f32; m];
+    words
+        .par_chunks_mut(width)
+        .zip(x.par_chunks(k))
+        .zip(per_row.par_iter_mut())
+        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, ((dst, row), v)| {
+            let row = match norm {
+                Some(norm) => {
+                    tmp.resize(k, 0.0);
+                    norm.apply(norm.stats(row), row, 0, tmp);
+                    &tmp[..]
+                }
+                None => row,
+            };
+            *v = convert(row, dst);
+        });
+    (words, per_row)
+}
+
 /// Columns of k packed per pass over a panel's rows: the panel's share (PB × MR floats) stays in
 /// L1 while the rows are read, where a whole panel (k × MR) would not.
 const PB: usize = 64;

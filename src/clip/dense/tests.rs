@@ -22,7 +22,7 @@ fn levels() -> Vec<Simd> {
 }
 
 /// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
+pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -34,7 +34,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn reference(
+pub(super) fn reference(
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
@@ -216,7 +216,7 @@ fn wrong_input_width_is_an_error() -> Result<()> {
 
 /// The fused MLP against fc1 then fc2 one by one (norm, quick-GELU, residual x), bit for bit, twice:
 /// the second call reuses the first's buffers (stale contents included).
-fn check_mlp_bits(
+pub(super) fn check_mlp_bits(
     fc1: &PackedWeight,
     fc2: &PackedWeight,
     x: &[f32],
@@ -432,244 +432,5 @@ fn interleave_matches_its_definition() {
                 }
             }
         }
-    }
-}
-
-/// Layers in bf16 as [`PackedWeight::new_bf16`] packs them on this CPU, which has AVX512_BF16 (the
-/// tests that call this are ignored elsewhere: `cpu_avx512_bf16` from build.rs).
-fn bf16_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
-    assert!(
-        bf16::available(),
-        "build.rs found AVX512_BF16 on this CPU but imgvec does not use it (IMGVEC_SIMD set now?)"
-    );
-    PackedWeight::new_bf16(w, n, k, b).expect("packable")
-}
-
-#[test]
-#[cfg_attr(
-    not(cpu_avx512_bf16),
-    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
-)]
-fn bf16_pairs_round_to_nearest_even_as_the_scalar_rounding() {
-    // Ties (exactly half a bf16 step) both ways, carries into the exponent, the largest finite
-    // values, signs, zeros, and random values; lengths under, at and past a vector's 32 values.
-    let mut v = vec![
-        1.0 + 1.0 / 256.0,
-        1.0 + 3.0 / 256.0,
-        -(1.0 + 1.0 / 256.0),
-        1.999_999_9,
-        f32::MAX,
-        -f32::MAX,
-        0.0,
-        -0.0,
-        1e-30,
-        65504.0,
-    ];
-    v.extend(values(200, 31).iter().map(|x| x * 1e3));
-    for len in [1, 2, 31, 32, 33, 64, 65, v.len()] {
-        let src = &v[..len];
-        let mut got = vec![0f32; len.div_ceil(2)];
-        bf16::to_pairs(src, &mut got);
-        for (p, g) in got.iter().enumerate() {
-            let lo = bf16::round(src[2 * p]);
-            let hi = src.get(2 * p + 1).map_or(0, |&x| bf16::round(x));
-            assert_eq!(
-                g.to_bits(),
-                lo as u32 | (hi as u32) << 16,
-                "len {len}, pair {p}: {:?}",
-                &src[2 * p..(2 * p + 2).min(len)]
-            );
-        }
-    }
-    assert_eq!(
-        bf16::round(1.0 + 1.0 / 256.0),
-        0x3f80,
-        "a tie rounds to even (down)"
-    );
-    assert_eq!(
-        bf16::round(1.0 + 3.0 / 256.0),
-        0x3f82,
-        "a tie rounds to even (up)"
-    );
-}
-
-#[test]
-#[cfg_attr(
-    not(cpu_avx512_bf16),
-    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
-)]
-fn bf16_layer_equals_its_scalar_reference_bit_for_bit() {
-    // Odd k (a pair half zero), k across k blocks (256 pairs), rows past a tile and a row block,
-    // columns cut inside a panel; the kernel's arithmetic is the reference's, so the same bits.
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (1, 32, 64),
-        (5, 17, 3),
-        (7, 33, 255),
-        (13, 100, 513),
-        (15, 64, 1030),
-        (257, 64, 600),
-        (600, 40, 300),
-    ] {
-        for (bias, residual) in [(false, false), (true, true), (false, true)] {
-            let x = values(m * k, 41 + m as u64);
-            let w = values(n * k, 42 + n as u64);
-            let b = bias.then(|| values(n, 43));
-            let r = residual.then(|| values(m * n, 44));
-            let p = bf16_layer(&w, n, k, b.as_deref());
-            let mut y = vec![f32::NAN; m * n];
-            p.matmul(&x, m, r.as_deref(), &mut y);
-            let kp = k.div_ceil(2);
-            let kc = kp.div_ceil(kp.div_ceil(256));
-            let nr = Simd::Avx512.tile().1;
-            let want = bf16::reference(&x, &w, (b.as_deref(), r.as_deref()), (m, n, k), (kc, nr));
-            for (i, (g, w)) in y.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "m={m} n={n} k={k} bias={bias} residual={residual}: y[{i}] = {g}, want {w}"
-                );
-            }
-            // And near the f32 product: bf16 keeps 8 bits, so each term is within 2⁻⁸ relative.
-            let exact = reference(&x, &w, b.as_deref(), r.as_deref(), m, n, k);
-            for (g, e) in y.iter().zip(&exact) {
-                assert!((*g as f64 - e).abs() <= 1e-2 * (k as f64).sqrt() + 1e-6);
-            }
-        }
-    }
-}
-
-#[test]
-#[cfg_attr(
-    not(cpu_avx512_bf16),
-    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
-)]
-fn bf16_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
-    for &(m, k, inner) in &[(1, 8, 32), (257, 64, 200), (30, 300, 96), (20, 64, 33)] {
-        let x = values(m * k, 51);
-        // LayerNorm while packing = LayerNorm on the host, then the layer.
-        let (weight, bias) = (values(k, 52), values(k, 53));
-        let norm = HostNorm {
-            weight: &weight,
-            bias: &bias,
-            eps: 1e-5,
-        };
-        let fc1 = bf16_layer(&values(inner * k, 54), inner, k, Some(&values(inner, 55)));
-        let normed: Vec<f32> = x
-            .chunks(k)
-            .flat_map(|row| {
-                let mut out = vec![0f32; k];
-                norm.apply(norm.stats(row), row, 0, &mut out);
-                out
-            })
-            .collect();
-        let a = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::None);
-        let b = fc1.matmul_vec(&normed, m, None, None, Epilogue::None);
-        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
-        // fc1's tiles rounded straight into fc2's packed pairs (an odd inner width: one by one).
-        let fc2 = bf16_layer(&values(k * inner, 56), k, inner, Some(&values(k, 57)));
-        check_mlp_bits(
-            &fc1,
-            &fc2,
-            &x,
-            m,
-            58,
-            &format!("bf16 m={m} k={k} inner={inner}"),
-        );
-    }
-}
-
-/// Layers in int8 as [`PackedWeight::new_int8`] packs them on this CPU, which has AVX-512 VNNI (the
-/// tests that call this are ignored elsewhere: `cpu_avx512_vnni` from build.rs).
-fn int8_layer(w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
-    assert!(
-        int8::available(),
-        "build.rs found AVX-512 VNNI on this CPU but imgvec does not use it (IMGVEC_SIMD set now?)"
-    );
-    PackedWeight::new_int8(w, n, k, b).expect("packable")
-}
-
-#[test]
-#[cfg_attr(
-    not(cpu_avx512_vnni),
-    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
-)]
-fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
-    // k not a multiple of 4 (a quad's tail zero), k across k blocks (256 quads), a zero row, rows
-    // past a tile and a row block, columns cut inside a panel.
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (1, 32, 64),
-        (5, 17, 3),
-        (7, 33, 255),
-        (13, 100, 1030),
-        (15, 64, 2050),
-        (257, 64, 600),
-        (600, 40, 300),
-    ] {
-        for (bias, residual) in [(false, false), (true, true), (false, true)] {
-            let mut x = values(m * k, 61 + m as u64);
-            x[..k].fill(0.0);
-            let w = values(n * k, 62 + n as u64);
-            let b = bias.then(|| values(n, 63));
-            let r = residual.then(|| values(m * n, 64));
-            let p = int8_layer(&w, n, k, b.as_deref());
-            let mut y = vec![f32::NAN; m * n];
-            p.matmul(&x, m, r.as_deref(), &mut y);
-            let kq = k.div_ceil(4);
-            let kc = kq.div_ceil(kq.div_ceil(256));
-            let want = int8::reference(&x, &w, (b.as_deref(), r.as_deref()), (m, n, k), kc);
-            for (i, (g, w)) in y.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "m={m} n={n} k={k} bias={bias} residual={residual}: y[{i}] = {g}, want {w}"
-                );
-            }
-            // And near the f32 product: each operand within half a step of 1/127 of its row's
-            // largest value.
-            let exact = reference(&x, &w, b.as_deref(), r.as_deref(), m, n, k);
-            for (g, e) in y.iter().zip(&exact) {
-                assert!((*g as f64 - e).abs() <= 2e-2 * (k as f64).sqrt() + 1e-6);
-            }
-        }
-    }
-}
-
-#[test]
-#[cfg_attr(
-    not(cpu_avx512_vnni),
-    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
-)]
-fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
-    for &(m, k, inner) in &[(1, 8, 32), (257, 64, 200), (30, 300, 96)] {
-        let x = values(m * k, 71);
-        let (weight, bias) = (values(k, 72), values(k, 73));
-        let norm = HostNorm {
-            weight: &weight,
-            bias: &bias,
-            eps: 1e-5,
-        };
-        let fc1 = int8_layer(&values(inner * k, 74), inner, k, Some(&values(inner, 75)));
-        let normed: Vec<f32> = x
-            .chunks(k)
-            .flat_map(|row| {
-                let mut out = vec![0f32; k];
-                norm.apply(norm.stats(row), row, 0, &mut out);
-                out
-            })
-            .collect();
-        let a = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::None);
-        let b = fc1.matmul_vec(&normed, m, None, None, Epilogue::None);
-        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
-        let fc2 = int8_layer(&values(k * inner, 76), k, inner, Some(&values(k, 77)));
-        check_mlp_bits(
-            &fc1,
-            &fc2,
-            &x,
-            m,
-            78,
-            &format!("int8 m={m} k={k} inner={inner}"),
-        );
     }
 }

@@ -1,0 +1,254 @@
+//! The bf16 and int8 layers (`bf16.rs`, `int8.rs`): each kernel bit for bit against the scalar
+//! reference of its arithmetic and near the exact product, at sizes that hit every edge; rows
+//! normalized while packed equal rows normalized first; the MLP equals its layers one by one; the
+//! bf16 rounding equals the scalar rounding. Each test is ignored (skipped) where the CPU lacks the
+//! instruction (`cpu_avx512_bf16`, `cpu_avx512_vnni` from build.rs).
+
+use super::tests::{check_mlp_bits, reference, values};
+use super::*;
+
+/// A layer in `precision` as this CPU packs it (the tests that call this are ignored on CPUs
+/// without the instruction).
+fn layer(
+    precision: LinearPrecision,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    b: Option<&[f32]>,
+) -> PackedWeight {
+    let packed = match precision {
+        LinearPrecision::Bf16 => PackedWeight::new_bf16(w, n, k, b),
+        LinearPrecision::Int8 => PackedWeight::new_int8(w, n, k, b),
+        LinearPrecision::F32 => PackedWeight::new(w, n, k, b),
+    };
+    packed.unwrap_or_else(|| {
+        panic!("build.rs found the instructions for {precision:?} on this CPU but imgvec does not use them (IMGVEC_SIMD set now?)")
+    })
+}
+
+/// The sizes the kernels are checked at: odd k (a pair's or a quad's tail zero), k across k blocks
+/// (256 slots), rows past a tile and a row block, columns cut inside a panel.
+const EDGES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (1, 32, 64),
+    (5, 17, 3),
+    (7, 33, 255),
+    (13, 100, 513),
+    (15, 64, 1030),
+    (257, 64, 600),
+    (600, 40, 300),
+];
+
+/// For each size and bias/residual choice: the layer in `precision` equals `scalar` (the reference
+/// of its arithmetic, given x, w, bias, residual, sizes and the k block in slots) bit for bit, and
+/// lies within `tol(k)` of the exact product. `per_slot` k values share a 32-bit slot; `seed` picks
+/// the values; `zero_row` zeroes the first row of x.
+#[allow(clippy::type_complexity)]
+fn check_bits(
+    precision: LinearPrecision,
+    edges: &[(usize, usize, usize)],
+    (seed, zero_row, per_slot): (u64, bool, usize),
+    scalar: impl Fn(
+        &[f32],
+        &[f32],
+        (Option<&[f32]>, Option<&[f32]>),
+        (usize, usize, usize),
+        usize,
+    ) -> Vec<f32>,
+    tol: impl Fn(usize) -> f64,
+) {
+    for &(m, n, k) in edges {
+        for (bias, residual) in [(false, false), (true, true), (false, true)] {
+            let mut x = values(m * k, seed + m as u64);
+            if zero_row {
+                x[..k].fill(0.0);
+            }
+            let w = values(n * k, seed + 1 + n as u64);
+            let b = bias.then(|| values(n, seed + 2));
+            let r = residual.then(|| values(m * n, seed + 3));
+            let p = layer(precision, &w, n, k, b.as_deref());
+            let mut y = vec![f32::NAN; m * n];
+            p.matmul(&x, m, r.as_deref(), &mut y);
+            let slots = k.div_ceil(per_slot);
+            let kc = slots.div_ceil(slots.div_ceil(256));
+            let want = scalar(&x, &w, (b.as_deref(), r.as_deref()), (m, n, k), kc);
+            for (i, (g, w)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{precision:?} m={m} n={n} k={k} bias={bias} residual={residual}: y[{i}] = {g}, want {w}"
+                );
+            }
+            let exact = reference(&x, &w, b.as_deref(), r.as_deref(), m, n, k);
+            for (g, e) in y.iter().zip(&exact) {
+                assert!((*g as f64 - e).abs() <= tol(k));
+            }
+        }
+    }
+}
+
+/// LayerNorm while packing equals LayerNorm on the host, then the layer, bit for bit; and the MLP
+/// equals its layers one by one (`check_mlp_bits`), for each (m, k, inner); values from `seed`.
+fn check_normed_and_mlp(precision: LinearPrecision, sizes: &[(usize, usize, usize)], seed: u64) {
+    for &(m, k, inner) in sizes {
+        let x = values(m * k, seed);
+        let (weight, bias) = (values(k, seed + 1), values(k, seed + 2));
+        let norm = HostNorm {
+            weight: &weight,
+            bias: &bias,
+            eps: 1e-5,
+        };
+        let fc1 = layer(
+            precision,
+            &values(inner * k, seed + 3),
+            inner,
+            k,
+            Some(&values(inner, seed + 4)),
+        );
+        let normed: Vec<f32> = x
+            .chunks(k)
+            .flat_map(|row| {
+                let mut out = vec![0f32; k];
+                norm.apply(norm.stats(row), row, 0, &mut out);
+                out
+            })
+            .collect();
+        let a = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::None);
+        let b = fc1.matmul_vec(&normed, m, None, None, Epilogue::None);
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let fc2 = layer(
+            precision,
+            &values(k * inner, seed + 5),
+            k,
+            inner,
+            Some(&values(k, seed + 6)),
+        );
+        check_mlp_bits(
+            &fc1,
+            &fc2,
+            &x,
+            m,
+            seed + 7,
+            &format!("{precision:?} m={m} k={k} inner={inner}"),
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_bf16),
+    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn bf16_pairs_round_to_nearest_even_as_the_scalar_rounding() {
+    // Ties (exactly half a bf16 step) both ways, carries into the exponent, the largest finite
+    // values, signs, zeros, and random values; lengths under, at and past a vector's 32 values.
+    let mut v = vec![
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        -(1.0 + 1.0 / 256.0),
+        1.999_999_9,
+        f32::MAX,
+        -f32::MAX,
+        0.0,
+        -0.0,
+        1e-30,
+        65504.0,
+    ];
+    v.extend(values(200, 31).iter().map(|x| x * 1e3));
+    for len in [1, 2, 31, 32, 33, 64, 65, v.len()] {
+        let src = &v[..len];
+        let mut got = vec![0f32; len.div_ceil(2)];
+        bf16::to_pairs(src, &mut got);
+        for (p, g) in got.iter().enumerate() {
+            let lo = bf16::round(src[2 * p]);
+            let hi = src.get(2 * p + 1).map_or(0, |&x| bf16::round(x));
+            assert_eq!(
+                g.to_bits(),
+                lo as u32 | (hi as u32) << 16,
+                "len {len}, pair {p}: {:?}",
+                &src[2 * p..(2 * p + 2).min(len)]
+            );
+        }
+    }
+    assert_eq!(
+        bf16::round(1.0 + 1.0 / 256.0),
+        0x3f80,
+        "a tie rounds to even (down)"
+    );
+    assert_eq!(
+        bf16::round(1.0 + 3.0 / 256.0),
+        0x3f82,
+        "a tie rounds to even (up)"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_bf16),
+    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn bf16_layer_equals_its_scalar_reference_bit_for_bit() {
+    let nr = Simd::Avx512.tile().1;
+    check_bits(
+        LinearPrecision::Bf16,
+        &EDGES,
+        (41, false, 2),
+        |x, w, br, sizes, kc| bf16::reference(x, w, br, sizes, (kc, nr)),
+        // bf16 keeps 8 bits, so each term is within 2⁻⁸ relative.
+        |k| 1e-2 * (k as f64).sqrt() + 1e-6,
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_bf16),
+    ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn bf16_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
+    // fc1's tiles rounded straight into fc2's packed pairs (an odd inner width: one by one).
+    check_normed_and_mlp(
+        LinearPrecision::Bf16,
+        &[(1, 8, 32), (257, 64, 200), (30, 300, 96), (20, 64, 33)],
+        51,
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_vnni),
+    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
+    // And a zero row (scale 0).
+    let edges = [
+        (1, 1, 1),
+        (1, 32, 64),
+        (5, 17, 3),
+        (7, 33, 255),
+        (13, 100, 1030),
+        (15, 64, 2050),
+        (257, 64, 600),
+        (600, 40, 300),
+    ];
+    check_bits(
+        LinearPrecision::Int8,
+        &edges,
+        (61, true, 4),
+        int8::reference,
+        // Each operand within half a step of 1/127 of its row's largest value.
+        |k| 2e-2 * (k as f64).sqrt() + 1e-6,
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_avx512_vnni),
+    ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+)]
+fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
+    check_normed_and_mlp(
+        LinearPrecision::Int8,
+        &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
+        71,
+    );
+}
