@@ -191,16 +191,20 @@ mod tests {
         std::fs::write(d.join("cats/notes.txt"), b"hello").unwrap(); // not an image
         std::fs::write(d.join("cats/fake.jpg"), b"hello").unwrap(); // says image, is not
         let r = find_images(&[d.to_path_buf()]);
-        let names: Vec<_> = r
-            .images
-            .iter()
-            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names = file_names(&r);
         assert_eq!(names, ["a.dat", "b.png"]);
         assert_eq!(r.images[0].parent_name.as_deref(), Some("cats"));
         assert_eq!(r.skipped, 1);
         assert_eq!(r.problems.len(), 1);
         assert!(r.problems[0].0.ends_with("fake.jpg"));
+    }
+
+    /// The file names of the images a walk found, in its order.
+    fn file_names(r: &WalkResult) -> Vec<String> {
+        r.images
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
     }
 
     /// HEIC and AVIF files are taken by content (with the feature or without it: decoding says
@@ -218,11 +222,7 @@ mod tests {
         std::fs::write(d.join("fake.heic"), b"hello").unwrap(); // says HEIC, is not
         std::fs::write(d.join("fake.avif"), b"hello").unwrap();
         let r = find_images(&[d.to_path_buf()]);
-        let names: Vec<_> = r
-            .images
-            .iter()
-            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names = file_names(&r);
         assert_eq!(names, ["IMG_0001.HEIC", "photo.avif", "renamed.bin"]);
         assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
     }
