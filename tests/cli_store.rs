@@ -514,3 +514,42 @@ backend_test! {
         assert_eq!(idx.count(), 1, "[{}] nothing was written", idx.kind());
     }
 }
+
+/// The precision besides f32 that this build's CPU runs (build.rs's cfgs), if any.
+const REDUCED_PRECISION: Option<&str> = if cfg!(cpu_avx512_bf16) {
+    Some("bf16")
+} else if cfg!(cpu_avx512_vnni) {
+    Some("int8")
+} else {
+    None
+};
+
+backend_test! {
+    fn index_records_the_precisions_that_filled_it(idx) {
+        let precisions = |idx: &TestIndex| -> Value {
+            let info = idx.run(&["info", "--json"]);
+            let v: Value = serde_json::from_str(ok(idx, &info).trim()).unwrap();
+            v["index_model"]["precisions"].clone()
+        };
+        let chelsea = fixtures().join("images/chelsea.png");
+        ok(&idx, &idx.run(&["ingest", s(&chelsea), "--label", "cat"]));
+        assert_eq!(precisions(&idx), json!(["f32"]), "[{}]", idx.kind());
+        assert!(stdout(&idx.run(&["info"])).contains("vectors in f32"));
+        // Another precision of the same model is allowed, said once, and recorded after f32;
+        // where this CPU runs none, a second f32 run leaves the record as it was.
+        let p = REDUCED_PRECISION.unwrap_or("f32");
+        let coffee = fixtures().join("images/coffee.png");
+        let out = idx.run(&["ingest", s(&coffee), "--label", "cup", "--precision", p]);
+        ok(&idx, &out);
+        let noted = stderr(&out).contains("holds f32 vectors; this run adds");
+        assert_eq!(noted, p != "f32", "[{}] {}", idx.kind(), stderr(&out));
+        let want = if p == "f32" { json!(["f32"]) } else { json!(["f32", p]) };
+        assert_eq!(precisions(&idx), want, "[{}]", idx.kind());
+        let info = stdout(&idx.run(&["info"]));
+        assert!(info.contains(&format!("vectors in {}", want.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect::<Vec<_>>().join("+"))), "{info}");
+        // Searches see both.
+        let out = idx.run(&["search", "--text", "a cup", "-k", "5", "--json"]);
+        assert_eq!(json_lines(ok(&idx, &out).trim()).len(), 2, "[{}]", idx.kind());
+        assert_eq!(idx.count(), 2);
+    }
+}

@@ -564,6 +564,7 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
         family: "clip".into(),
         dims: 12,
         fingerprint: Some("aa".into()),
+        precisions: vec!["f32".into()],
     };
     let b = imgvec::store::ModelRecord {
         name: "model-b".into(),
@@ -604,7 +605,7 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(t.store.adopt_model(&b).await.unwrap(), b);
-    assert_eq!(t.store.index_model().await.unwrap(), Some(b));
+    assert_eq!(t.store.index_model().await.unwrap(), Some(b.clone()));
     let (_, body) = raw(
         &t.store,
         Method::Get,
@@ -615,6 +616,36 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
     assert_eq!(
         body[t.store.index()]["mappings"]["_meta"]["owner"],
         "someone",
+        "{body}"
+    );
+
+    // The same model in another precision is added to the record (mixing is allowed), the other
+    // _meta still kept; another model's precisions are not.
+    let b_bf16 = imgvec::store::ModelRecord {
+        precisions: vec!["bf16".into()],
+        ..b.clone()
+    };
+    let mixed = t.store.adopt_model(&b_bf16).await.unwrap();
+    assert_eq!(mixed.precisions, ["f32", "bf16"]);
+    assert_eq!(t.store.index_model().await.unwrap(), Some(mixed.clone()));
+    assert_eq!(t.store.adopt_model(&b).await.unwrap(), mixed);
+    let a_int8 = imgvec::store::ModelRecord {
+        precisions: vec!["int8".into()],
+        ..a
+    };
+    assert_eq!(t.store.adopt_model(&a_int8).await.unwrap(), mixed);
+    let (_, body) = raw(
+        &t.store,
+        Method::Get,
+        &format!("/{}/_mapping", t.store.index()),
+        None,
+    )
+    .await;
+    let meta = &body[t.store.index()]["mappings"]["_meta"];
+    assert_eq!(meta["owner"], "someone", "{body}");
+    assert_eq!(
+        meta["imgvec"]["model"]["precisions"],
+        json!(["f32", "bf16"]),
         "{body}"
     );
 }

@@ -1304,6 +1304,7 @@ fn record(name: &str, fingerprint: &str) -> imgvec::store::ModelRecord {
         family: "clip".into(),
         dims: 12,
         fingerprint: Some(fingerprint.into()),
+        precisions: vec!["f32".into()],
     }
 }
 
@@ -1333,5 +1334,25 @@ async fn the_index_remembers_its_model() {
     assert_eq!(store.index_model().await.unwrap(), None);
     let b = record("model-b", "bb");
     assert_eq!(store.adopt_model(&b).await.unwrap(), b);
-    assert_eq!(store.index_model().await.unwrap(), Some(b));
+    assert_eq!(store.index_model().await.unwrap(), Some(b.clone()));
+    // The same model in another precision is added to the record (mixing is allowed), once.
+    let b_int8 = imgvec::store::ModelRecord {
+        precisions: vec!["int8".into()],
+        ..b.clone()
+    };
+    let mixed = store.adopt_model(&b_int8).await.unwrap();
+    assert_eq!(mixed.precisions, ["f32", "int8"]);
+    assert_eq!(store.adopt_model(&b_int8).await.unwrap(), mixed);
+    assert_eq!(store.adopt_model(&b).await.unwrap(), mixed);
+    let store = open(config(tmp.path()));
+    assert_eq!(store.index_model().await.unwrap(), Some(mixed));
+    // Another model's precisions are not.
+    let other = imgvec::store::ModelRecord {
+        precisions: vec!["bf16".into()],
+        ..a
+    };
+    assert_eq!(
+        store.adopt_model(&other).await.unwrap().precisions,
+        ["f32", "int8"]
+    );
 }

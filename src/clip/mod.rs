@@ -191,6 +191,16 @@ impl ModelDir {
         self.linear
     }
 
+    /// The precision the vectors are made in, as `--precision` spells it: `int8` or `bf16` where
+    /// the CPU's linear layers run so, else the towers' dtype (`f32`, `f16`, `bf16`).
+    pub fn precision_name(&self) -> &'static str {
+        match self.linear {
+            dense::LinearPrecision::Int8 => "int8",
+            dense::LinearPrecision::Bf16 => "bf16",
+            dense::LinearPrecision::F32 => self.dtype.as_str(),
+        }
+    }
+
     /// The same directory under another short name (see [`Self::name`]).
     pub fn with_name(mut self, name: String) -> Self {
         self.name = Some(name);

@@ -227,9 +227,11 @@ async fn prepare_target(
         Err(e) => return Err(anyhow::Error::new(e).context("target")),
     };
     if let Some(model) = model {
+        // A target without a record takes the source's; the same model's record gains the
+        // source's precisions.
         let recorded = match target.index_model().await.context("target")? {
-            Some(r) => r,
-            None => target.adopt_model(model).await.context("target")?,
+            Some(r) if !r.same_model(model) || r.new_precisions(model).is_empty() => r,
+            _ => target.adopt_model(model).await.context("target")?,
         };
         if !recorded.same_model(model) {
             bail!(

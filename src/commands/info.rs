@@ -36,7 +36,11 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
                 let count = store.count().await?;
                 let model = store.index_model().await?;
                 let filled_by = match &model {
-                    Some(m) => format!("filled by model {}", m.describe()),
+                    Some(m) => format!(
+                        "filled by model {}, vectors in {}",
+                        m.describe(),
+                        m.describe_precisions()
+                    ),
                     None => "no model recorded (made by an older imgvec)".to_string(),
                 };
                 (

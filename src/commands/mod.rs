@@ -170,14 +170,15 @@ use https (Elasticsearch 8 turns TLS on by default)",
     Ok(Box::new(ElasticStore::connect(cfg)?))
 }
 
-/// What an index records of `model` (see [`ModelRecord`]): its name, family, size and the
-/// fingerprint of its weights (≈64 KiB read).
+/// What an index records of `model` (see [`ModelRecord`]): its name, family, size, the
+/// fingerprint of its weights (≈64 KiB read) and the precision this run makes vectors in.
 pub fn model_record(model: &ModelDir) -> Result<ModelRecord> {
     Ok(ModelRecord {
         name: model.name(),
         family: model.family().to_string(),
         dims: model.dims(),
         fingerprint: model.fingerprint()?,
+        precisions: vec![model.precision_name().to_string()],
     })
 }
 
@@ -221,8 +222,10 @@ pub fn refuse_other_model(
 
 /// Makes sure the index exists for the model: creates a missing one with exactly the mapping
 /// `create-index` would, the model recorded in it (saying so in one line unless quiet), else
-/// checks it as [`check_model`] does, and records the model in an index made before imgvec
-/// recorded one (a store that refuses that is only warned about).
+/// checks it as [`check_model`] does, records the model in an index made before imgvec
+/// recorded one, and adds this run's precision to the record when the index holds vectors of
+/// other precisions only (saying so unless quiet: mixing is allowed). A store that refuses a
+/// record is only warned about.
 pub async fn ensure_index(
     store: &dyn VectorStore,
     index: &str,
@@ -251,6 +254,23 @@ pub async fn ensure_index(
                     "imgvec: warning: index '{index}' records no model (made by an older imgvec) and recording {} failed: {e}",
                     model.describe()
                 ),
+            }
+            Ok(())
+        }
+        Ok(Some(recorded)) if !recorded.new_precisions(model).is_empty() => {
+            if !quiet && !recorded.precisions.is_empty() {
+                eprintln!(
+                    "imgvec: note: index '{index}' holds {} vectors; this run adds {} ones (allowed: \
+searches see both, ranked within the small difference docs/performance.md measures)",
+                    recorded.describe_precisions(),
+                    recorded.new_precisions(model).join("+")
+                );
+            }
+            if let Err(e) = store.adopt_model(model).await {
+                eprintln!(
+                    "imgvec: warning: index '{index}': recording precision {} failed: {e}",
+                    model.describe_precisions()
+                );
             }
             Ok(())
         }

@@ -166,6 +166,7 @@ impl Model {
             family: dir.family().to_string(),
             dims: dir.dims(),
             fingerprint: dir.fingerprint().ok().flatten(),
+            precisions: vec![dir.precision_name().to_string()],
         })
     }
 

@@ -93,6 +93,12 @@ pub struct ModelRecord {
     /// apart whatever their directories are called. `None` when the weights were not at hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// The precisions the index's vectors were made in (`f32`, `bf16`, `f16`, `int8`), in the order
+    /// first written; more than one when runs of several precisions filled it, which is allowed
+    /// (docs/performance.md says what it costs). Empty in an index filled before imgvec recorded
+    /// them. Not part of [`Self::same_model`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub precisions: Vec<String>,
 }
 
 impl ModelRecord {
@@ -105,6 +111,34 @@ impl ModelRecord {
                 (Some(a), Some(b)) => a == b,
                 _ => self.name == other.name,
             }
+    }
+
+    /// `other`'s precisions that this record lacks (what a writer of `other` adds to the index).
+    pub fn new_precisions<'a>(&self, other: &'a ModelRecord) -> Vec<&'a str> {
+        other
+            .precisions
+            .iter()
+            .filter(|p| !self.precisions.contains(p))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// This record with `other`'s missing precisions appended.
+    pub fn with_precisions_of(&self, other: &ModelRecord) -> ModelRecord {
+        let mut merged = self.clone();
+        merged
+            .precisions
+            .extend(self.new_precisions(other).into_iter().map(str::to_string));
+        merged
+    }
+
+    /// For people: the precisions joined by `+` (`f32+int8`), or "not recorded".
+    pub fn describe_precisions(&self) -> String {
+        if self.precisions.is_empty() {
+            "not recorded".to_string()
+        } else {
+            self.precisions.join("+")
+        }
     }
 
     /// For people: `name (family, N-d, weights 0123456789ab)`.
@@ -354,8 +388,9 @@ pub trait VectorStore: Send + Sync {
         self.index_dims().await.map(|_| None)
     }
 
-    /// Records `model` in an existing index that has none yet, and returns the record in force
-    /// afterwards (another one, if someone recorded one first).
+    /// Records `model` in an existing index that has none yet, or, where the index records the
+    /// same model, adds `model`'s precisions the record lacks; returns the record in force
+    /// afterwards (another model's, if someone recorded one first).
     async fn adopt_model(&self, model: &ModelRecord) -> Result<ModelRecord, StoreError> {
         let _ = model;
         Err(StoreError::Other(format!(
@@ -561,6 +596,7 @@ mod tests {
             family: "clip".into(),
             dims: 768,
             fingerprint: Some("0123456789abcdef".into()),
+            precisions: vec!["f32".into()],
         };
         let moved = ModelRecord {
             name: "my-copy".into(),
@@ -582,6 +618,12 @@ mod tests {
             ..a.clone()
         };
         assert!(!a.same_model(&chinese));
+        let int8 = ModelRecord {
+            precisions: vec!["int8".into()],
+            ..a.clone()
+        };
+        assert!(a.same_model(&int8), "another precision is the same model");
+        assert_eq!(a.describe(), int8.describe());
         assert_eq!(
             a.describe(),
             "clip-vit-large-patch14 (clip, 768-d, weights 0123456789ab)"
@@ -593,5 +635,29 @@ mod tests {
         assert!(odd
             .describe()
             .ends_with(&format!("weights {})", "é".repeat(12))));
+    }
+
+    #[test]
+    fn precisions_are_merged_in_the_order_first_written() {
+        let record = |p: &[&str]| ModelRecord {
+            name: "m".into(),
+            family: "clip".into(),
+            dims: 4,
+            fingerprint: None,
+            precisions: p.iter().map(|s| s.to_string()).collect(),
+        };
+        let f32 = record(&["f32"]);
+        assert_eq!(f32.new_precisions(&record(&["f32"])), Vec::<&str>::new());
+        assert_eq!(f32.new_precisions(&record(&["int8"])), ["int8"]);
+        let mixed = f32.with_precisions_of(&record(&["int8"]));
+        assert_eq!(mixed.precisions, ["f32", "int8"]);
+        assert_eq!(mixed.with_precisions_of(&record(&["f32"])), mixed);
+        assert_eq!(mixed.describe_precisions(), "f32+int8");
+        assert_eq!(record(&[]).describe_precisions(), "not recorded");
+        // An index filled before precisions were recorded: its JSON has none, and says so.
+        let old: ModelRecord =
+            serde_json::from_str(r#"{"name":"m","family":"clip","dims":4}"#).unwrap();
+        assert!(old.precisions.is_empty());
+        assert!(!serde_json::to_string(&old).unwrap().contains("precisions"));
     }
 }

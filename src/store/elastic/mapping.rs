@@ -187,15 +187,24 @@ impl ElasticStore {
     }
 
     /// Records `model` in the mapping's `_meta` (kept otherwise) unless a model is recorded
-    /// already; the record in force after. `PUT /index/_mapping` replaces `_meta` whole, so the
-    /// first concrete index's other `_meta` keys are sent along.
+    /// already, or adds its precisions to the same model's record; the record in force after.
+    /// `PUT /index/_mapping` replaces `_meta` whole, so the first concrete index's other `_meta`
+    /// keys are sent along. Two writers adding precisions at one moment may keep only one of
+    /// them: the record is for people, and no check depends on it.
     pub(super) async fn record_model(
         &self,
         model: &ModelRecord,
     ) -> Result<ModelRecord, StoreError> {
-        if let Some(recorded) = self.recorded_model().await? {
-            return Ok(recorded);
-        }
+        let model = match self.recorded_model().await? {
+            Some(recorded)
+                if recorded.same_model(model) && !recorded.new_precisions(model).is_empty() =>
+            {
+                recorded.with_precisions_of(model)
+            }
+            Some(recorded) => return Ok(recorded),
+            None => model.clone(),
+        };
+        let model = &model;
         let mappings = self.mappings().await?;
         let mut meta = mappings
             .first()

@@ -264,6 +264,7 @@ fn the_model_is_recorded_in_meta_and_read_back() {
         family: "chinese_clip".into(),
         dims: 512,
         fingerprint: Some("ab".into()),
+        precisions: vec!["f32".into(), "int8".into()],
     };
     let body = index_body(&IndexSpec::for_model(&model));
     assert_eq!(

@@ -393,11 +393,36 @@ pub(super) fn insert_model(
     index_id: i64,
     model: &ModelRecord,
 ) -> rusqlite::Result<()> {
+    write_model(conn, index_id, model, "DO NOTHING")
+}
+
+/// Records `model` for the index `index_id`, in place of any record there.
+pub(super) fn replace_model(
+    conn: &Connection,
+    index_id: i64,
+    model: &ModelRecord,
+) -> rusqlite::Result<()> {
+    write_model(
+        conn,
+        index_id,
+        model,
+        "DO UPDATE SET record = excluded.record",
+    )
+}
+
+fn write_model(
+    conn: &Connection,
+    index_id: i64,
+    model: &ModelRecord,
+    on_conflict: &str,
+) -> rusqlite::Result<()> {
     let record = serde_json::to_string(model)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.execute(
-        "INSERT INTO index_models (index_id, record) VALUES (?1, ?2)
-         ON CONFLICT (index_id) DO NOTHING",
+        &format!(
+            "INSERT INTO index_models (index_id, record) VALUES (?1, ?2)
+             ON CONFLICT (index_id) {on_conflict}"
+        ),
         params![index_id, record],
     )?;
     Ok(())

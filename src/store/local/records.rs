@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::db::{
-    db_error, delete_index_rows, find_model, insert_index, insert_model, vector_to_blob, IndexRow,
+    db_error, delete_index_rows, find_model, insert_index, insert_model, replace_model,
+    vector_to_blob, IndexRow,
 };
 use super::graph_file::remove_ann_file;
 use super::{Shared, State, SIMILARITY};
@@ -233,7 +234,8 @@ impl Shared {
         find_model(&state.conn, &self.db_path, row.id)
     }
 
-    /// Records `model` unless the index has a model already; the record in force after.
+    /// Records `model` unless the index has a model already, or adds its precisions to the same
+    /// model's record; the record in force after.
     pub(super) fn adopt_model(
         &self,
         state: &mut State,
@@ -245,10 +247,20 @@ impl Shared {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.db(e))?;
         let row = self.index_row(&tx)?;
-        insert_model(&tx, row.id, model).map_err(|e| self.db(e))?;
-        let recorded = find_model(&tx, &self.db_path, row.id)?;
+        let recorded = match find_model(&tx, &self.db_path, row.id)? {
+            Some(r) if r.same_model(model) && !r.new_precisions(model).is_empty() => {
+                let merged = r.with_precisions_of(model);
+                replace_model(&tx, row.id, &merged).map_err(|e| self.db(e))?;
+                merged
+            }
+            Some(r) => r,
+            None => {
+                insert_model(&tx, row.id, model).map_err(|e| self.db(e))?;
+                model.clone()
+            }
+        };
         tx.commit().map_err(|e| self.db(e))?;
-        Ok(recorded.unwrap_or_else(|| model.clone()))
+        Ok(recorded)
     }
 }
 
