@@ -6,16 +6,20 @@
 #   bash benches/raw_decode.sh PYTHON FILE...   (PYTHON: a python with rawpy and Pillow)
 # Files with ~12-MP previews: `PYTHON tests/fixtures/raw/make_raw.py --bench DIR`.
 # Each side decodes every file RUNS times (default 7) and reports the minimum and the median.
-# CARGO_TARGET_DIR picks the build directory (default target/), PROFILE the cargo profile (bench).
+# CARGO_TARGET_DIR picks the build directory (default target/), PROFILE the cargo profile (bench);
+# DECODE_TIMING=PATH uses a decode_timing binary built before instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="$1"; shift
 runs="${RUNS:-7}"
 profile="${PROFILE:-bench}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --profile "$profile" --example decode_timing >&2
+# Cargo puts the bench profile's output (it inherits release) in release/.
+case "$profile" in bench|release) dir=release ;; *) dir="$profile" ;; esac
+timing="${DECODE_TIMING:-$target/$dir/examples/decode_timing}"
+[ -n "${DECODE_TIMING:-}" ] || cargo build --profile "$profile" --example decode_timing >&2
 for f in "$@"; do
-    "$target/$profile/examples/decode_timing" --runs "$runs" --no-orientation "$f"
+    "$timing" --runs "$runs" --no-orientation "$f"
     "$py" - "$f" "$runs" <<'PY'
 import io, sys, time
 import PIL, rawpy
