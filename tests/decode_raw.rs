@@ -87,7 +87,11 @@ fn raw_previews_are_the_bytes_rawpy_extracts() {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(sha, entry["preview_sha256"].as_str().unwrap_or(""), "{name}");
+        assert_eq!(
+            sha,
+            entry["preview_sha256"].as_str().unwrap_or(""),
+            "{name}"
+        );
         let size = &entry["size"];
         assert_eq!(
             (u64::from(preview.width), u64::from(preview.height)),

@@ -325,6 +325,14 @@ impl<'a> Tiff<'a> {
         }
     }
 
+    /// The first value of the entry with `tag` among `entries`.
+    fn tag_value(&self, entries: &[Entry], tag: u16) -> Option<u64> {
+        entries
+            .iter()
+            .find(|e| e.tag == tag)
+            .and_then(|e| self.value(e, 0))
+    }
+
     /// `len` bytes at `offset`, if the file holds them.
     fn slice(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
         let start = usize::try_from(offset).ok()?;

@@ -46,7 +46,13 @@ pub(super) fn collect<'a>(tiff: &Tiff<'a>, exif: usize, found: &mut Found<'a>) {
             olympus(&own, found);
         }
     } else if note.starts_with(b"OLYMP\0") {
-        olympus(&Tiff { first: at + 8, ..*tiff }, found);
+        olympus(
+            &Tiff {
+                first: at + 8,
+                ..*tiff
+            },
+            found,
+        );
     }
 }
 
@@ -55,16 +61,12 @@ fn nikon<'a>(t: &Tiff<'a>, found: &mut Found<'a>) {
     let Some((entries, _)) = t.ifd(t.first) else {
         return;
     };
-    let Some(preview_ifd) = entries
-        .iter()
-        .find(|e| e.tag == 0x0011)
-        .and_then(|e| t.value(e, 0))
-    else {
+    let Some(preview_ifd) = t.tag_value(&entries, 0x0011) else {
         return;
     };
     if let Some((entries, _)) = usize::try_from(preview_ifd).ok().and_then(|at| t.ifd(at)) {
-        let get = |tag: u16| entries.iter().find(|e| e.tag == tag).and_then(|e| t.value(e, 0));
-        if let (Some(start), Some(len)) = (get(0x0201), get(0x0202)) {
+        let (start, len) = (t.tag_value(&entries, 0x0201), t.tag_value(&entries, 0x0202));
+        if let (Some(start), Some(len)) = (start, len) {
             found.offer(t.slice(start, len));
         }
     }
@@ -89,11 +91,11 @@ fn olympus<'a>(t: &Tiff<'a>, found: &mut Found<'a>) {
     let Some((entries, _)) = settings.and_then(|at| t.ifd(at)) else {
         return;
     };
-    let get = |tag: u16| entries.iter().find(|e| e.tag == tag).and_then(|e| t.value(e, 0));
-    if get(0x0100) == Some(0) {
+    if t.tag_value(&entries, 0x0100) == Some(0) {
         return; // PreviewImageValid: no
     }
-    if let (Some(start), Some(len)) = (get(0x0101), get(0x0102)) {
+    let (start, len) = (t.tag_value(&entries, 0x0101), t.tag_value(&entries, 0x0102));
+    if let (Some(start), Some(len)) = (start, len) {
         found.offer(t.slice(start, len));
     }
 }

@@ -55,7 +55,13 @@ pub(super) fn decode(raw: &[u8], width: usize, rows: usize, scheme: Scheme) -> V
             }
         };
         let ended = if two_d {
-            row_2d(&mut bits, width, &reference, &mut current, scheme == Scheme::Group4)
+            row_2d(
+                &mut bits,
+                width,
+                &reference,
+                &mut current,
+                scheme == Scheme::Group4,
+            )
         } else {
             row_1d(&mut bits, width, &mut current)
         };

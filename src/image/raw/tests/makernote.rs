@@ -90,7 +90,12 @@ pub(super) fn with_makernote(
 fn a_nef_gives_the_makernote_preview_when_it_is_the_largest() {
     let (big, small) = (jpeg(160, 120), jpeg(48, 32));
     let sub = vec![(513, Value::Blob(small.clone(), Some(514)))];
-    let file = with_makernote(*b"II*\0", "NIKON CORPORATION", vec![sub.clone()], nikon_note(&big));
+    let file = with_makernote(
+        *b"II*\0",
+        "NIKON CORPORATION",
+        vec![sub.clone()],
+        nikon_note(&big),
+    );
     let p = largest_preview(&file, RawKind::Tiff).unwrap();
     assert_eq!((p.jpeg, p.width, p.height), (&big[..], 160, 120));
     assert_eq!(
@@ -104,25 +109,44 @@ fn a_nef_gives_the_makernote_preview_when_it_is_the_largest() {
         vec![vec![(513, Value::Blob(big.clone(), Some(514)))]],
         nikon_note(&small),
     );
-    assert_eq!(largest_preview(&file, RawKind::Tiff).unwrap().jpeg, &big[..]);
+    assert_eq!(
+        largest_preview(&file, RawKind::Tiff).unwrap().jpeg,
+        &big[..]
+    );
     // Without the makernote's preview (another signature): the SubIFD's.
     let mut note = nikon_note(&big);
     note[6] = 1;
     let file = with_makernote(*b"II*\0", "NIKON CORPORATION", vec![sub], note);
-    assert_eq!(largest_preview(&file, RawKind::Tiff).unwrap().jpeg, &small[..]);
+    assert_eq!(
+        largest_preview(&file, RawKind::Tiff).unwrap().jpeg,
+        &small[..]
+    );
 }
 
 #[test]
 fn an_orf_gives_the_preview_in_its_camera_settings() {
     let preview = jpeg(128, 96);
-    let file = with_makernote(*b"IIRO", "OLYMPUS CORPORATION", vec![], olympus_note(&preview, 1));
+    let file = with_makernote(
+        *b"IIRO",
+        "OLYMPUS CORPORATION",
+        vec![],
+        olympus_note(&preview, 1),
+    );
     assert_eq!(raw_kind(&file), Some(RawKind::Orf));
     let p = largest_preview(&file, RawKind::Orf).unwrap();
     assert_eq!((p.jpeg, p.width, p.height), (&preview[..], 128, 96));
     // PreviewImageValid 0: no preview, said so.
-    let file = with_makernote(*b"IIRO", "OLYMPUS CORPORATION", vec![], olympus_note(&preview, 0));
+    let file = with_makernote(
+        *b"IIRO",
+        "OLYMPUS CORPORATION",
+        vec![],
+        olympus_note(&preview, 0),
+    );
     let err = decode_rgb(&file, true).unwrap_err().to_string();
-    assert!(err.contains("ORF") && err.contains("no embedded JPEG preview"), "{err}");
+    assert!(
+        err.contains("ORF") && err.contains("no embedded JPEG preview"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,7 +168,11 @@ fn damaged_makernotes_give_no_preview_and_no_panic() {
             bad[at] ^= 0xFF;
             let file = with_makernote(magic, make, vec![], bad);
             if let Ok(p) = largest_preview(&file, raw_kind(&file).expect("RAW")) {
-                assert_eq!(jpeg_size(p.jpeg), Some((p.width, p.height)), "{make}: byte {at}");
+                assert_eq!(
+                    jpeg_size(p.jpeg),
+                    Some((p.width, p.height)),
+                    "{make}: byte {at}"
+                );
             }
         }
     }
