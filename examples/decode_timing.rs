@@ -1,8 +1,10 @@
 //! Decode time per file through imgvec's decoder (`decode_rgb`, as `embed`/`ingest` decode): for
 //! each file given, the minimum and median over `--runs N` (default 5) decodes, in milliseconds.
 //!
-//! Usage: `cargo run --release --example decode_timing [--features heif] -- [--runs N] FILE...`
-//! (`benches/heif_decode.sh` compares it with pillow-heif on the same files).
+//! Usage: `cargo run --release --example decode_timing [--features heif] -- [--runs N]
+//! [--no-orientation] FILE...` (`benches/heif_decode.sh` compares it with pillow-heif on the same
+//! files, `benches/raw_decode.sh` with rawpy; `--no-orientation` leaves the pixels as stored, as
+//! `--ignore-exif-orientation` does).
 
 use std::time::Instant;
 
@@ -13,6 +15,13 @@ fn main() {
         runs = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(runs);
         args.drain(i..(i + 2).min(args.len()));
     }
+    let upright = match args.iter().position(|a| a == "--no-orientation") {
+        Some(i) => {
+            args.remove(i);
+            false
+        }
+        None => true,
+    };
     for path in &args {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -25,7 +34,7 @@ fn main() {
         let mut size = (0, 0);
         for _ in 0..runs.max(1) {
             let t = Instant::now();
-            match imgvec::image::decode_rgb(&bytes, true) {
+            match imgvec::image::decode_rgb(&bytes, upright) {
                 Ok(img) => size = img.rgb.dimensions(),
                 Err(e) => {
                     eprintln!("{path}: {e}");

@@ -174,6 +174,7 @@ fn load_seeds(root: &Path, only: Option<&str>) -> Vec<Vec<u8>> {
         "tests/fixtures/odd/files",
         "tests/fixtures/fuzz",
         "tests/fixtures/raw",
+        "tests/fixtures/raw/parity/files",
         "tests/fixtures/heif/files",
     ];
     let mut seeds = Vec::new();
@@ -187,7 +188,7 @@ fn load_seeds(root: &Path, only: Option<&str>) -> Vec<Vec<u8>> {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for p in paths {
-            if p.extension().is_some_and(|e| e == "md") {
+            if p.extension().is_some_and(|e| e == "md" || e == "py") {
                 continue;
             }
             if let Ok(bytes) = std::fs::read(&p) {

@@ -12,7 +12,7 @@ use imgvec::image::{decode_rgb, decode_rgb_with, DecodeError, DecodeOptions};
 
 /// Files whose decoding paths have no other file in the corpus: each must stay in the manifest
 /// as a file Pillow reads (so the pixel comparison above covers that path).
-const MUST_COVER: [&str; 15] = [
+const MUST_COVER: [&str; 17] = [
     "tif_cmyk_jpeg_strips.tif", // CMYK JPEG in TIFF: stored CMYK, not Adobe-inverted
     "tif_cmyk_jpeg_tiles.tif",  // the same in tiles
     "tif_gray12.tif",           // 12-bit grayscale (its high 8 bits, deliberately)
@@ -28,6 +28,8 @@ const MUST_COVER: [&str; 15] = [
     "tif_ycbcr_12_coefficients.tif", // 1×2 with YCbCrCoefficients
     "tif_ycbcr_42.tif",         // 4×2
     "tif_ycbcr_raw.tif",        // uncompressed: Pillow's own YCbCr → RGB
+    "tif_g4_crash_eol.tif",     // Pillow's G4 crash case: runs past the row, an EOL ends the strip
+    "tif_g4_crash_width.tif",   // Pillow's G4 crash case: runs past the row's end are dropped
 ];
 
 fn odd() -> PathBuf {

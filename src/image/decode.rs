@@ -271,7 +271,9 @@ fn decode_tiff(bytes: &[u8]) -> Result<Result<Stored, String>, DecodeError> {
         Err(tiff::Error::Unsupported(what)) => Ok(Err(what)),
         Err(tiff::Error::Truncated) => Err(DecodeError::Truncated { format }),
         Err(tiff::Error::TooLarge(e)) => Err(e),
-        Err(tiff::Error::Corrupt(reason)) => Err(DecodeError::Decode { format, reason }),
+        Err(tiff::Error::Corrupt(reason) | tiff::Error::Refused(reason)) => {
+            Err(DecodeError::Decode { format, reason })
+        }
     }
 }
 

@@ -5,9 +5,10 @@
 //! Containers: TIFF-based ones (DNG, CR2, NEF, ARW, PEF, SRW… with the magic 42; ORF's `IIRO`/`IIRS`/
 //! `MMOR`; RW2's `IIU\0`) through IFD0's chain and every SubIFD: `JPEGInterchangeFormat`/`Length`,
 //! single-strip JPEG-compressed images that are not raw data (CFA or LinearRaw, or a lossless JPEG),
-//! and RW2's `JpgFromRaw` tag; CR3 (ISO-BMFF, brand `crx `) through its preview box (`PRVW`), its
-//! thumbnail (`THMB`) and the full-size JPEG of its first track (`trak`/`stsz`/`co64`), its
-//! orientation from the `CMT1` TIFF block; RAF through the JPEG offset and length in its header.
+//! RW2's `JpgFromRaw` tag, and the previews in Nikon's and Olympus' makernotes (`makernote`); CR3
+//! (ISO-BMFF, brand `crx `) through its preview box (`PRVW`), its thumbnail (`THMB`) and the
+//! full-size JPEG of its first track (`trak`/`stsz`/`co64`), its orientation from the `CMT1` TIFF
+//! block; RAF through the JPEG offset and length in its header.
 //! Each candidate's size is read from its JPEG frame header; the one with most pixels wins.
 //!
 //! Not for: decoding the JPEG (`jpeg`), or recognising files that are plain images (`sniff`).
@@ -214,6 +215,7 @@ const MAX_IFDS: usize = 64;
 const MAX_ENTRIES: usize = 1_000;
 
 /// A classic TIFF structure (any magic) over `data`.
+#[derive(Clone, Copy)]
 struct Tiff<'a> {
     data: &'a [u8],
     big_endian: bool,
@@ -243,6 +245,21 @@ impl<'a> Tiff<'a> {
         };
         let first = t.u32(4)? as usize;
         Some(Tiff { first, ..t })
+    }
+
+    /// A TIFF-like structure without a TIFF header (a makernote's): the byte order ("II"/"MM") at
+    /// `order`, the first directory at `first`, offsets from the start of `data`.
+    fn at(data: &'a [u8], order: usize, first: usize) -> Option<Tiff<'a>> {
+        let big_endian = match data.get(order..order + 2)? {
+            b"II" => false,
+            b"MM" => true,
+            _ => return None,
+        };
+        Some(Tiff {
+            data,
+            big_endian,
+            first,
+        })
     }
 
     fn u16(&self, at: usize) -> Option<u16> {
@@ -308,6 +325,14 @@ impl<'a> Tiff<'a> {
         }
     }
 
+    /// The first value of the entry with `tag` among `entries`.
+    fn tag_value(&self, entries: &[Entry], tag: u16) -> Option<u64> {
+        entries
+            .iter()
+            .find(|e| e.tag == tag)
+            .and_then(|e| self.value(e, 0))
+    }
+
     /// `len` bytes at `offset`, if the file holds them.
     fn slice(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
         let start = usize::try_from(offset).ok()?;
@@ -338,6 +363,9 @@ impl<'a> Tiff<'a> {
                 }
                 if get(tag::DNG_VERSION).is_some() {
                     found.raw_data = true;
+                }
+                if let Some(exif) = first(makernote::EXIF_IFD) {
+                    makernote::collect(self, exif as usize, found);
                 }
             }
             if let Some(subs) = get(tag::SUB_IFDS) {
@@ -533,5 +561,6 @@ fn raf<'a>(data: &'a [u8], found: &mut Found<'a>) {
     }
 }
 
+mod makernote;
 #[cfg(test)]
 mod tests;

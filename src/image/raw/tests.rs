@@ -8,6 +8,8 @@ use crate::image::{decode_rgb, DecodeError};
 use ::image::codecs::jpeg::JpegEncoder;
 use ::image::RgbImage;
 
+mod makernote;
+
 /// The kind of RAW file `data` is, if it is one.
 fn raw_kind(data: &[u8]) -> Option<RawKind> {
     raw_preview(data).map(|(kind, _)| kind)
@@ -480,10 +482,24 @@ fn the_raw_fixtures_are_the_built_samples() {
         vec![(513, Value::Blob(jpeg(24, 16), Some(514)))],
     ]);
     let rw2 = rw2(&jpeg(64, 48));
+    let nef = makernote::with_makernote(
+        *b"II*\0",
+        "NIKON CORPORATION",
+        vec![vec![(513, Value::Blob(jpeg(32, 24), Some(514)))]],
+        makernote::nikon_note(&jpeg(80, 60)),
+    );
+    let orf = makernote::with_makernote(
+        *b"IIRO",
+        "OLYMPUS CORPORATION",
+        vec![],
+        makernote::olympus_note(&jpeg(72, 48), 1),
+    );
     let samples = [
         ("sample.dng", dng(&jpeg(96, 64), 6)),
         ("sample.cr2", cr2),
         ("sample.rw2", rw2),
+        ("sample.nef", nef),
+        ("sample.orf", orf),
         ("sample.raf", raf_file(&jpeg(80, 60))),
         (
             "sample.cr3",

@@ -8,7 +8,9 @@
 //! which libtiff does not write. Its code tables are sound, so the run-length and mode codes are
 //! read with `fax::maps` and the rest (framing, EOL search, the 2-D reference-line rules of
 //! T.4 §4.2) is here. Like libtiff, a row that ends early (bad code, EOL, end of data) is filled
-//! with white, and decoding stops at the end of the data; the rows not reached stay white.
+//! with white, a row whose runs add up to more than its width loses the runs past the end (white
+//! from the last change that fits, libtiff's "line length mismatch"; they are not clipped), and
+//! decoding stops at the end of the data; the rows not reached stay white.
 //!
 //! Output: `rows` rows of `ceil(width / 8)` bytes, a black pixel as a 1 bit (as libtiff gives
 //! them; what 1 means is the Photometric tag's business, in `pixels.rs`).
@@ -53,7 +55,13 @@ pub(super) fn decode(raw: &[u8], width: usize, rows: usize, scheme: Scheme) -> V
             }
         };
         let ended = if two_d {
-            row_2d(&mut bits, width, &reference, &mut current)
+            row_2d(
+                &mut bits,
+                width,
+                &reference,
+                &mut current,
+                scheme == Scheme::Group4,
+            )
         } else {
             row_1d(&mut bits, width, &mut current)
         };
@@ -74,7 +82,7 @@ pub(super) fn decode(raw: &[u8], width: usize, rows: usize, scheme: Scheme) -> V
 enum RowEnd {
     /// Complete, or cut short by a bad code or an EOL: the next row can follow.
     Done,
-    /// The data ran out.
+    /// The data ran out, or (Group 4) an EOL ended the strip.
     OutOfData,
 }
 
@@ -171,9 +179,17 @@ impl BitReader for Bits<'_> {
     }
 }
 
-/// Where the row stopped, for the caller; a row cut short keeps its last colour to `width`
-/// only if that colour is white, as libtiff's cleanup pads with white.
+/// Where the row stopped, for the caller, after libtiff's cleanup (`CLEANUP_RUNS`): runs that
+/// went past the row's end are dropped (not clipped) until the row fits again, and a row cut short
+/// (or left short by that) is padded with white to `width`.
 fn end_of_row(bits: &Bits, current: &mut Vec<usize>, a0: usize, width: usize) -> RowEnd {
+    let mut a0 = a0;
+    if a0 > width {
+        while current.last().is_some_and(|&c| c > width) {
+            current.pop();
+        }
+        a0 = current.last().copied().unwrap_or(0);
+    }
     if a0 < width && current.len() % 2 == 1 {
         // Cut short inside a black run: white from here.
         current.push(a0);
@@ -193,7 +209,7 @@ fn row_1d(bits: &mut Bits, width: usize, current: &mut Vec<usize>) -> RowEnd {
         let Some(run) = bits.run(black) else {
             return end_of_row(bits, current, a0, width);
         };
-        a0 = (a0 + run).min(width);
+        a0 += run;
         current.push(a0);
         black = !black;
     }
@@ -201,7 +217,15 @@ fn row_1d(bits: &mut Bits, width: usize, current: &mut Vec<usize>) -> RowEnd {
 }
 
 /// A 2-D coded row against `reference` (T.4 §4.2.1.3): pass, horizontal and vertical modes.
-fn row_2d(bits: &mut Bits, width: usize, reference: &[usize], current: &mut Vec<usize>) -> RowEnd {
+/// `group4`: seven zero bits where a mode code belongs are an EOL, which ends the strip (libtiff's
+/// Fax4Decode takes it for the end-of-facsimile block, whatever follows).
+fn row_2d(
+    bits: &mut Bits,
+    width: usize,
+    reference: &[usize],
+    current: &mut Vec<usize>,
+    group4: bool,
+) -> RowEnd {
     // a0 starts on an imaginary white pixel before the row.
     let mut a0: Option<usize> = None;
     let mut black = false;
@@ -209,6 +233,17 @@ fn row_2d(bits: &mut Bits, width: usize, reference: &[usize], current: &mut Vec<
         let at = a0.unwrap_or(0);
         if a0.is_some() && at >= width {
             return end_of_row(bits, current, at, width);
+        }
+        if group4 && !bits.exhausted() && bits.bits(7) == 0 {
+            // libtiff (EXPAND2D's S_EOL) ends the row with a run of the current colour from where
+            // the last change was written: a pending pass-mode run is left out of it, and the
+            // opposite colour fills as many pixels at the end of the row.
+            let last = current.last().copied().unwrap_or(0).min(at);
+            current.push(width - (at - last));
+            if current.len() % 2 == 1 {
+                current.push(width);
+            }
+            return RowEnd::OutOfData;
         }
         if bits.eol_ahead() || bits.exhausted() {
             return end_of_row(bits, current, at, width);
@@ -227,18 +262,20 @@ fn row_2d(bits: &mut Bits, width: usize, reference: &[usize], current: &mut Vec<
                 if current.len() > 2 * width + 4 {
                     return end_of_row(bits, current, at, width);
                 }
-                let a1 = (at + r1).min(width);
-                let a2 = (a1 + r2).min(width);
+                // Not clipped to the row: a run past its end is dropped at the end of the row.
+                let a1 = at + r1;
+                let a2 = a1 + r2;
                 current.extend([a1, a2]);
                 a0 = Some(a2);
             }
             Mode::Vertical(d) => {
-                // Left of a0 is an error (libtiff's "unexpected VL"); right of the row is clipped.
+                // Left of a0 is an error (libtiff's "unexpected VL"); right of the row's end, the
+                // change is dropped at the end of the row.
                 let a1 = b1 as isize + isize::from(d);
                 if a1 < at as isize || current.len() > 2 * width + 4 {
                     return end_of_row(bits, current, at, width);
                 }
-                let a1 = (a1 as usize).min(width);
+                let a1 = a1 as usize;
                 current.push(a1);
                 a0 = Some(a1);
                 black = !black;
@@ -316,6 +353,28 @@ mod tests {
         let data = pack("000000000001 1 1000 0011");
         let out = decode(&data, 8, 3, Scheme::Group3 { two_d: true });
         assert_eq!(out, vec![0b0001_1111, 0, 0]);
+    }
+
+    #[test]
+    fn group4_runs_past_the_row_are_dropped_as_libtiff_drops_them() {
+        // Width 8: H, white 3 (1000), black 6 (0010) is 9 pixels, so libtiff drops the black
+        // run (white to the end) rather than clipping it (black from 3).
+        let data = pack("001 1000 0010");
+        assert_eq!(decode(&data, 8, 1, Scheme::Group4), vec![0]);
+        // White 3, black 5 fits: kept.
+        let data = pack("001 1000 0011");
+        assert_eq!(decode(&data, 8, 1, Scheme::Group4), vec![0b0001_1111]);
+    }
+
+    #[test]
+    fn a_group4_eol_ends_the_row_in_its_colour_and_the_strip() {
+        // Row 1: H, white 3, black 5 (0011). Row 2: V0 (black from 3), then seven zero bits: an
+        // EOL, so black to the end of the row; row 3's V0 codes after it are never read.
+        let data = pack("001 1000 0011  1 0000000 1000  1 1 1");
+        assert_eq!(
+            decode(&data, 8, 3, Scheme::Group4),
+            vec![0b0001_1111, 0b0001_1111, 0]
+        );
     }
 
     #[test]

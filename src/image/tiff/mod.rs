@@ -35,6 +35,8 @@ use super::MAX_DECODE_BYTES;
 pub(crate) enum Error {
     /// A feature this decoder does not have: the caller may try another.
     Unsupported(String),
+    /// What the reference pipeline refuses too (no Pillow mode reads it): no other decoder tries.
+    Refused(String),
     Corrupt(String),
     Truncated,
     TooLarge(DecodeError),
@@ -187,11 +189,18 @@ fn layout(dir: &ifd::Ifd) -> Result<Layout, Error> {
     })
 }
 
-/// Samples per pixel and bits per sample, refusing what cannot be decoded (mixed sample sizes).
+/// Samples per pixel and bits per sample, refusing what cannot be decoded (mixed sample sizes)
+/// and what Pillow has no mode for (32-bit samples beyond one per pixel: it reads 32-bit
+/// grayscale only).
 fn samples(dir: &ifd::Ifd) -> Result<(usize, usize), Error> {
     let spp = dir.uint(tag::SAMPLES_PER_PIXEL, 1)? as usize;
     let bps_all = dir.uints(tag::BITS_PER_SAMPLE, 64)?.unwrap_or(vec![1]);
     let bps = bps_all.first().copied().unwrap_or(1) as usize;
+    if bps == 32 && spp > 1 && bps_all.iter().all(|&b| b == 32) {
+        return Err(Error::Refused(format!(
+            "{spp} samples of 32 bits (Pillow has no mode for them)"
+        )));
+    }
     if !(1..=16).contains(&spp)
         || !(1..=32).contains(&bps)
         || bps_all.iter().any(|&b| b as usize != bps)
