@@ -4,7 +4,9 @@
 //!
 //! Adds the special tokens as transformers does (`<|startoftext|>`/`<|endoftext|>`, `[CLS]`/`[SEP]`),
 //! and truncates like `truncation=True` at the model's context length (CLIP 77, Chinese-CLIP 52),
-//! reporting that it did. Not for: embeddings.
+//! reporting that it did. SigLIP's (a SigLIP 2 Gemma `tokenizer.json`) is padded to the context
+//! length as its processor is called (`padding="max_length"`), on the side and with the token
+//! `tokenizer_config.json` names ([`ClipTokenizer::padded`]). Not for: embeddings.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,11 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
 
 use super::ClipError;
 
@@ -108,6 +114,70 @@ impl ClipTokenizer {
             path: path.to_path_buf(),
             max_len,
         })
+    }
+
+    /// Every text padded to `max_len` tokens, as SigLIP's processor is called
+    /// (`padding="max_length"`), reading from `config` (`tokenizer_config.json`) what transformers
+    /// reads: `pad_token` (default `<pad>`), `padding_side` (default the tokenizer class's:
+    /// `left` for `GemmaTokenizer` and `Siglip2Tokenizer`, `right` otherwise), and
+    /// `tokenizer_class` (`Siglip2Tokenizer` lower-cases the text before Gemma's normalizer).
+    pub fn padded(mut self, config: &Path) -> Result<Self, ClipError> {
+        let bad = |reason: String| ClipError::Tokenizer {
+            path: config.to_path_buf(),
+            reason,
+        };
+        let value: serde_json::Value = if config.is_file() {
+            let text = std::fs::read_to_string(config).map_err(|e| ClipError::io(config, e))?;
+            serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?
+        } else {
+            serde_json::Value::Null
+        };
+        let class = value
+            .get("tokenizer_class")
+            .and_then(|v| v.as_str())
+            .unwrap_or("GemmaTokenizer");
+        let pad_token = match value.get("pad_token") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("pad_token is {v}, not a token")))?,
+            None => "<pad>".to_string(),
+        };
+        let left = match value.get("padding_side").and_then(|v| v.as_str()) {
+            Some("left") => true,
+            Some("right") => false,
+            Some(other) => return Err(bad(format!("padding_side is {other:?}, not left or right"))),
+            None => matches!(class, "GemmaTokenizer" | "GemmaTokenizerFast" | "Siglip2Tokenizer"),
+        };
+        let pad_id = self.inner.token_to_id(&pad_token).ok_or_else(|| ClipError::Tokenizer {
+            path: self.path.clone(),
+            reason: format!("has no {pad_token} token (the pad_token of {})", config.display()),
+        })?;
+        if class == "Siglip2Tokenizer" {
+            let lower = NormalizerWrapper::from(Lowercase);
+            let normalizer = match self.inner.get_normalizer().cloned() {
+                Some(n) => NormalizerWrapper::from(Sequence::new(vec![lower, n])),
+                None => lower,
+            };
+            self.inner
+                .with_normalizer(Some(normalizer))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        self.inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(self.max_len),
+            direction: if left {
+                PaddingDirection::Left
+            } else {
+                PaddingDirection::Right
+            },
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(self)
     }
 
     pub fn max_len(&self) -> usize {
