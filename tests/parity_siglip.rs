@@ -107,7 +107,10 @@ fn a_batch_is_its_images_one_by_one() {
         .iter()
         .map(|f| {
             let bytes = std::fs::read(fixtures().join("images").join(f)).unwrap();
-            preprocess_rgb(&decode_rgb(&bytes, true).unwrap().rgb, enc.preprocess_config())
+            preprocess_rgb(
+                &decode_rgb(&bytes, true).unwrap().rgb,
+                enc.preprocess_config(),
+            )
         })
         .collect();
     let refs: Vec<&[f32]> = pixels.iter().map(Vec::as_slice).collect();
@@ -150,4 +153,160 @@ fn texts_ids_and_embeddings() {
         worst = worst.max(d);
     }
     eprintln!("siglip-tiny texts: worst 1 − cos {worst:.2e}");
+}
+
+/// Zero-shot: every image's score against each label prompt is transformers'
+/// `torch.sigmoid(SiglipModel(...).logits_per_image)`, with the checkpoint's `logit_scale` and
+/// `logit_bias` (4.7 and −12.9, the real checkpoints' magnitudes: a softmax or a missing bias
+/// would be far off).
+#[test]
+fn zero_shot_scores_are_transformers_sigmoids() {
+    use imgvec::eval::zero_shot;
+    let model = ModelDir::open(&model_dir()).unwrap();
+    let exp = reference();
+    let scoring = zero_shot::Scoring {
+        logit_scale: model.logit_scale().unwrap(),
+        logit_bias: model.logit_bias().unwrap(),
+    };
+    assert!((f64::from(scoring.logit_scale) - exp["logit_scale"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(
+        scoring.logit_bias.map(f64::from),
+        exp["logit_bias"].as_f64().map(|b| b as f32 as f64)
+    );
+    let zs = &exp["zero_shot"];
+    let labels: Vec<String> = zs["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let text = TextEncoder::load(&model, &Device::Cpu).unwrap();
+    let template = zs["template"].as_str().unwrap();
+    let texts: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|l| {
+            let prompt = zero_shot::prompt(template, l).unwrap();
+            text.embed(&prompt).unwrap().vector
+        })
+        .collect();
+    let images = ImageEncoder::load(&model, &Device::Cpu).unwrap();
+    let mut worst = 0f64;
+    let bias = f64::from(scoring.logit_bias.unwrap());
+    for (i, img) in exp["images"].as_array().unwrap().iter().enumerate() {
+        let name = img["file"].as_str().unwrap();
+        let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
+        let pixels = preprocess_rgb(
+            &decode_rgb(&bytes, true).unwrap().rgb,
+            images.preprocess_config(),
+        );
+        let v = images.embed_pixels(&[&pixels]).unwrap().remove(0);
+        let scores = scoring.scores(&v, &texts);
+        let logits = zero_shot::logits(&v, &texts, scoring.logit_scale);
+        let want_logits = floats(&zs["logits_per_image"][i]);
+        let want = floats(&zs["probabilities"][i]);
+        for j in 0..labels.len() {
+            // exp(4.7) ≈ 110 times the cosine: f32's 1e-7 on a cosine is ~1e-5 on a logit, and
+            // the same relative difference on a small sigmoid.
+            let diff = (logits[j] + bias - f64::from(want_logits[j])).abs();
+            worst = worst.max(diff);
+            assert!(
+                diff <= 1e-4,
+                "{name}, {}: logit {} vs transformers' {}",
+                labels[j],
+                logits[j] + bias,
+                want_logits[j]
+            );
+            let rel = (scores[j] - f64::from(want[j])).abs() / f64::from(want[j]);
+            assert!(
+                rel <= 1e-4,
+                "{name}, {}: {} vs {}",
+                labels[j],
+                scores[j],
+                want[j]
+            );
+        }
+        let best = (0..want.len())
+            .max_by(|&a, &b| want[a].total_cmp(&want[b]))
+            .unwrap();
+        let p = zero_shot::classify(&v, &labels, &texts, scoring).unwrap();
+        assert_eq!(p.label, labels[best], "{name}");
+    }
+    eprintln!("siglip-tiny zero-shot: largest logit difference {worst:.2e}");
+}
+
+/// End to end on the embedded store: ingest records the SigLIP model, `search --text` ranks as
+/// transformers' embeddings do, and `classify --zero-shot` reports the sigmoid score of the best
+/// label (the labels are the index's).
+#[test]
+fn ingest_search_and_zero_shot_classify_end_to_end() {
+    let store = tempfile::tempdir().unwrap();
+    let dir = model_dir();
+    let run = |args: &[&str]| {
+        imgvec_command(args)
+            .env("IMGVEC_MODEL_DIR", &dir)
+            .env("IMGVEC_STORE", store.path())
+            .output()
+            .unwrap()
+    };
+    let images = fixtures().join("images");
+    let files = ["chelsea.png", "coffee.png", "astronaut.png"];
+    let labels = ["cat", "coffee", "astronaut"];
+    for (f, l) in files.iter().zip(labels) {
+        let out = run(&["ingest", images.join(f).to_str().unwrap(), "--label", l]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let exp = reference();
+    let emb = |file: &str| {
+        let img = exp["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["file"] == file)
+            .unwrap();
+        floats(&img["embedding"])
+    };
+    let query = exp["texts"][2]["text"].as_str().unwrap();
+    let out = run(&["search", "--text", query, "-k", "3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hits = json_lines(&stdout(&out));
+    let qv = floats(&exp["texts"][2]["embedding"]);
+    let mut want: Vec<(f64, &str)> = files
+        .iter()
+        .zip(labels)
+        .map(|(f, l)| (cosine(&qv, &emb(f)), l))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let got: Vec<&str> = hits.iter().map(|h| h["label"].as_str().unwrap()).collect();
+    assert_eq!(got, want.iter().map(|w| w.1).collect::<Vec<_>>());
+
+    let out = run(&[
+        "classify",
+        images.join("chelsea.png").to_str().unwrap(),
+        "--zero-shot",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = &json_lines(&stdout(&out))[0];
+    // transformers' sigmoid scores for chelsea.png over the index's labels.
+    let zs = &exp["zero_shot"];
+    let all: Vec<&str> = zs["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let row = floats(&zs["probabilities"][0]);
+    let (best, score) = labels
+        .iter()
+        .map(|l| (*l, f64::from(row[all.iter().position(|a| a == l).unwrap()])))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(line["label"], best, "{line}");
+    let conf = line["confidence"].as_f64().unwrap();
+    assert!((conf - score).abs() <= 1e-4 * score, "{conf} vs {score}");
+
+    let info = run(&["info", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&info).trim()).unwrap();
+    assert_eq!(v["index_model"]["family"], "siglip", "{v}");
+    assert_eq!(v["index_model"]["dims"], 64);
 }

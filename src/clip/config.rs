@@ -149,7 +149,8 @@ fn default_true() -> bool {
 }
 
 impl VisionConfig {
-    /// Patches per side of the image grid.
+    /// Patches per side of the image grid (the convolution's: pixels past the last whole patch
+    /// are left out).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
@@ -276,8 +277,10 @@ impl ClipConfig {
         if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err("text hidden_size is not a multiple of num_attention_heads".into());
         }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            return Err("vision image_size is not a multiple of patch_size".into());
+        // A size that is not a multiple of the patch (SigLIP so400m: 384 px, 14-px patches) leaves
+        // the last rows and columns out, as the "valid" convolution does (27×27 patches there).
+        if v.image_size < v.patch_size {
+            return Err("vision image_size is smaller than patch_size".into());
         }
         if self.family == Family::Siglip {
             if !v.vision_use_head {
@@ -390,7 +393,10 @@ mod tests {
         assert_eq!(c.vision_config.hidden_act, Activation::QuickGelu);
         let naflex = r#"{"model_type": "siglip2", "vision_config": {}, "text_config": {}}"#;
         let err = ClipConfig::from_json(naflex).unwrap_err();
-        assert!(err.contains("NaFlex") && err.contains("\"siglip\""), "{err}");
+        assert!(
+            err.contains("NaFlex") && err.contains("\"siglip\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -409,11 +415,27 @@ mod tests {
         assert_eq!(c.vision_config.layer_norm_eps, 1e-6);
         assert_eq!(c.text_config.max_position_embeddings, 64);
         assert_eq!(c.text_config.vocab_size, 32000);
-        let bare = ClipConfig::from_json(r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#).unwrap();
-        assert_eq!((bare.projection_dim, bare.vision_config.patch_size), (768, 16));
-        let odd = cfg.replace("\"num_hidden_layers\": 27}}", "\"num_hidden_layers\": 27, \"projection_size\": 768}}");
-        assert!(ClipConfig::from_json(&odd).unwrap_err().contains("projection_size"));
-        let headless = cfg.replace("\"patch_size\": 14}", "\"patch_size\": 14, \"vision_use_head\": false}");
-        assert!(ClipConfig::from_json(&headless).unwrap_err().contains("vision_use_head"));
+        let bare = ClipConfig::from_json(
+            r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (bare.projection_dim, bare.vision_config.patch_size),
+            (768, 16)
+        );
+        let odd = cfg.replace(
+            "\"num_hidden_layers\": 27}}",
+            "\"num_hidden_layers\": 27, \"projection_size\": 768}}",
+        );
+        assert!(ClipConfig::from_json(&odd)
+            .unwrap_err()
+            .contains("projection_size"));
+        let headless = cfg.replace(
+            "\"patch_size\": 14}",
+            "\"patch_size\": 14, \"vision_use_head\": false}",
+        );
+        assert!(ClipConfig::from_json(&headless)
+            .unwrap_err()
+            .contains("vision_use_head"));
     }
 }

@@ -232,12 +232,13 @@ impl ModelDir {
             Family::Siglip => PreprocessConfig::siglip_default(size),
             Family::Clip | Family::ChineseClip => PreprocessConfig::clip_default(size),
         };
-        let preprocess = PreprocessConfig::from_model_dir_over(&self.dir, defaults).map_err(|e| {
-            ClipError::Config {
-                path: path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let preprocess =
+            PreprocessConfig::from_model_dir_over(&self.dir, defaults).map_err(|e| {
+                ClipError::Config {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         let (h, w) = preprocess.output_size();
         if (h, w) != (size, size) {
             return Err(ClipError::Config {
@@ -308,7 +309,11 @@ impl ModelDir {
 
 /// The one value of the tensor `name` (shape `shape`: `[]` or `[1]`), which must be finite.
 fn scalar(weights: &Weights, name: &str, shape: &[usize]) -> Result<f32, ClipError> {
-    let value = weights.get(name, shape)?.flatten_all()?.get(0)?.to_scalar::<f32>()?;
+    let value = weights
+        .get(name, shape)?
+        .flatten_all()?
+        .get(0)?
+        .to_scalar::<f32>()?;
     if !value.is_finite() {
         return Err(ClipError::Weights {
             path: weights.path().to_path_buf(),

@@ -127,7 +127,10 @@ impl PoolingHead {
         let kv = kv.reshape((b, n, 2, h, hd))?.permute((2, 0, 3, 1, 4))?; // [2, b, h, n, hd]
         let k = kv.get(0)?.contiguous()?;
         let v = kv.get(1)?.contiguous()?;
-        let q = self.query.to_dtype(x.dtype())?.broadcast_as((b, h, 1, hd))?;
+        let q = self
+            .query
+            .to_dtype(x.dtype())?
+            .broadcast_as((b, h, 1, hd))?;
         let scores = q.contiguous()?.matmul(&k.t()?)?; // [b, h, 1, n]
         let ctx = softmax_last_dim(&scores)?.matmul(&v)?; // [b, h, 1, hd]
         let ctx = ctx.reshape((b, 1, d))?;

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
     TruncationParams, TruncationStrategy,
@@ -148,13 +148,24 @@ impl ClipTokenizer {
         let left = match value.get("padding_side").and_then(|v| v.as_str()) {
             Some("left") => true,
             Some("right") => false,
-            Some(other) => return Err(bad(format!("padding_side is {other:?}, not left or right"))),
-            None => matches!(class, "GemmaTokenizer" | "GemmaTokenizerFast" | "Siglip2Tokenizer"),
+            Some(other) => {
+                return Err(bad(format!("padding_side is {other:?}, not left or right")))
+            }
+            None => matches!(
+                class,
+                "GemmaTokenizer" | "GemmaTokenizerFast" | "Siglip2Tokenizer"
+            ),
         };
-        let pad_id = self.inner.token_to_id(&pad_token).ok_or_else(|| ClipError::Tokenizer {
-            path: self.path.clone(),
-            reason: format!("has no {pad_token} token (the pad_token of {})", config.display()),
-        })?;
+        let pad_id = self
+            .inner
+            .token_to_id(&pad_token)
+            .ok_or_else(|| ClipError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!(
+                    "has no {pad_token} token (the pad_token of {})",
+                    config.display()
+                ),
+            })?;
         if class == "Siglip2Tokenizer" {
             let lower = NormalizerWrapper::from(Lowercase);
             let normalizer = match self.inner.get_normalizer().cloned() {

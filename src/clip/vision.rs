@@ -104,6 +104,15 @@ pub fn patch_embed(pixels: &Tensor, weight: &Tensor, cfg: &VisionConfig) -> CRes
             cfg.image_size
         );
     }
+    // The "valid" convolution leaves out what is past the last whole patch (384 px, 14-px patches).
+    let pixels = if g * p == hgt {
+        pixels.clone()
+    } else {
+        pixels
+            .narrow(2, 0, g * p)?
+            .narrow(3, 0, g * p)?
+            .contiguous()?
+    };
     // Unfold into non-overlapping patches: [b, c, g, p, g, p] → [b, g, g, c, p, p] → [b·g², c·p·p].
     let patches = pixels
         .reshape((b, c, g, p, g, p))?

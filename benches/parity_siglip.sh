@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Full-size SigLIP parity and speed: imgvec vs Hugging Face transformers on the architecture of
+# google/siglip-base-patch16-224 (ViT-B/16 vision with the attention-pooling head, 12-layer 768-d
+# text; `so400m` as the second argument: google/siglip-so400m-patch14-384, 1152-d, 27 layers, 16
+# heads of 72, MLP 4304, 384 px in 14-px patches). Random weights, seed 1, written and computed by
+# transformers with tests/fixtures/make_siglip_tiny.py --config base|so400m (the text tower's
+# vocabulary is the fixture's small Gemma-style one, 1024 ids, not the real 32,000 or 256,000: the
+# embedding table's size does not change the arithmetic). Prints every 1 − cos, pixel equality,
+# the worst of each kind, then the vision tower's img/s at batch 1 and 8 for imgvec and PyTorch.
+#
+#   PY=/path/to/python-with-torch-transformers bash benches/parity_siglip.sh [base|so400m] [CHECKPOINT_DIR]
+# (pip install torch transformers tokenizers safetensors pillow numpy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PY:-python3}"
+config="${1:-base}"
+ckpt="${2:-target/ckpt/siglip-$config-seed1}"
+expected="$ckpt.expected.json"
+if [ ! -f "$expected" ]; then
+    "$py" tests/fixtures/make_siglip_tiny.py --config "$config" --seed 1 \
+        --out "$ckpt" --expected "$expected"
+fi
+cargo bench --bench parity -- --model "$ckpt" --reference tests/fixtures --expected "$expected"
+"$py" - "$ckpt" <<'PYEOF'
+import json, os, sys, time, torch
+from transformers import SiglipModel
+m = SiglipModel.from_pretrained(sys.argv[1]).eval()
+size = m.config.vision_config.image_size
+for batch in (1, 8):
+    px = torch.full((batch, 3, size, size), 0.1)
+    with torch.inference_mode():
+        m.get_image_features(pixel_values=px)
+        t, n = time.perf_counter(), 0
+        while time.perf_counter() - t < 3.0:
+            m.get_image_features(pixel_values=px)
+            n += batch
+    print(f"SPEED PyTorch {torch.__version__} vision tower batch {batch}: {n / (time.perf_counter() - t):.2f} img/s ({torch.get_num_threads()} threads)")
+PYEOF
