@@ -310,3 +310,43 @@ fn ingest_search_and_zero_shot_classify_end_to_end() {
     assert_eq!(v["index_model"]["family"], "siglip", "{v}");
     assert_eq!(v["index_model"]["dims"], 64);
 }
+
+/// SigLIP (v1) ships only SentencePiece's `spiece.model`: the same checkpoint with that tokenizer
+/// (a unigram model with an NFKC character map, `do_lower_case`) gives the ids of transformers'
+/// `SiglipTokenizer` (canonicalized text, `</s>` appended, padded on the right with `</s>` to
+/// 64, cut there), then its embeddings.
+#[test]
+fn siglip_v1_spiece_model_ids_and_embeddings() {
+    let dir = unpack_model("siglip-tiny-spiece");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(model_dir().join(f), dir.join(f)).unwrap();
+    }
+    let model = ModelDir::open(&dir).unwrap();
+    let enc = TextEncoder::load(&model, &Device::Cpu).unwrap();
+    let exp = reference();
+    let texts = exp["spiece_texts"].as_array().unwrap();
+    assert!(texts.len() >= 10);
+    let mut worst = 0f64;
+    for t in texts {
+        let text = t["text"].as_str().unwrap();
+        let got = enc.embed(text).unwrap();
+        assert_eq!(got.input_ids, ids(&t["input_ids"]), "input_ids of {text:?}");
+        assert_eq!(
+            got.truncated,
+            ids(&t["unpadded_ids"]).len() > 64,
+            "{text:?}"
+        );
+        let d = 1.0 - cosine(&got.vector, &floats(&t["embedding"]));
+        let d64 = 1.0 - cosine(&got.vector, &floats(&t["embedding_f64"]));
+        assert!(
+            d <= 1e-6 && d64 <= 1e-6,
+            "{text:?}: 1 − cos {d:e} (f64 {d64:e})"
+        );
+        worst = worst.max(d);
+    }
+    eprintln!("siglip-tiny spiece.model texts: worst 1 − cos {worst:.2e}");
+}

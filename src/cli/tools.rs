@@ -16,7 +16,7 @@ pub struct FetchModelArgs {
     /// their pytorch_model.bin is fetched where there is no model.safetensors) and SigLIP
     /// (`SiglipModel`: google/siglip2-base-patch16-224 768-d ≈1.5 GB, google/siglip2-so400m-patch14-384
     /// 1152-d ≈4.5 GB; google/siglip-base-patch16-224 768-d ≈0.8 GB, google/siglip-so400m-patch14-384
-    /// 1152-d ≈3.5 GB, whose spiece.model text tokenizer imgvec does not read yet).
+    /// 1152-d ≈3.5 GB, whose tokenizer is spiece.model).
     #[arg(value_name = "REPO", env = "IMGVEC_MODEL", default_value = DEFAULT_REPO)]
     pub repo: String,
     /// Hub address (a mirror, say).

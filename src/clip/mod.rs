@@ -61,6 +61,7 @@ pub mod encoder;
 pub mod kernels;
 pub mod preprocess;
 pub mod siglip;
+pub mod spiece;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
@@ -455,11 +456,22 @@ impl TextEncoder {
                 &dir.join("tokenizer.json"),
                 cfg.text_config.max_position_embeddings,
             )?,
-            Family::Siglip => ClipTokenizer::from_file(
-                &dir.join("tokenizer.json"),
-                cfg.text_config.max_position_embeddings,
-            )?
-            .padded(&dir.join("tokenizer_config.json"))?,
+            Family::Siglip => {
+                let max_len = cfg.text_config.max_position_embeddings;
+                let json = dir.join("tokenizer.json");
+                let config = dir.join("tokenizer_config.json");
+                // SigLIP 2 ships a Gemma tokenizer.json, SigLIP (v1) only spiece.model.
+                if json.is_file() || !dir.join("spiece.model").is_file() {
+                    ClipTokenizer::from_file(&json, max_len)?.padded(&config, "GemmaTokenizer")?
+                } else {
+                    ClipTokenizer::from_spiece(
+                        &dir.join("spiece.model"),
+                        lower_cases(dir)?,
+                        max_len,
+                    )?
+                    .padded(&config, "SiglipTokenizer")?
+                }
+            }
             Family::ChineseClip => {
                 let max_len = CHINESE_CLIP_CONTEXT.min(cfg.text_config.max_position_embeddings);
                 let json = dir.join("tokenizer.json");
@@ -513,7 +525,7 @@ impl TextEncoder {
 }
 
 /// `do_lower_case` of the directory's `tokenizer_config.json` (transformers' `BertTokenizer`
-/// default, true, when the file or the key is absent).
+/// and `SiglipTokenizer` default, true, when the file or the key is absent).
 fn lower_cases(dir: &Path) -> Result<bool, ClipError> {
     let path = dir.join("tokenizer_config.json");
     if !path.is_file() {

@@ -26,6 +26,9 @@ pub struct ClipTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_len: usize,
+    /// SigLIP (v1): texts go through `SiglipTokenizer.canonicalize_text` first (lower-cased when
+    /// set, `Some(true)`).
+    canonicalize: Option<bool>,
 }
 
 /// Token ids of one text.
@@ -113,15 +116,39 @@ impl ClipTokenizer {
             inner,
             path: path.to_path_buf(),
             max_len,
+            canonicalize: None,
         })
+    }
+
+    /// SigLIP (v1)'s tokenizer from its SentencePiece `spiece.model` (see `spiece.rs`): the text
+    /// canonicalized (lower-cased when `lowercase`, `tokenizer_config.json`'s `do_lower_case`,
+    /// punctuation removed), SentencePiece's pieces, `</s>` appended; cut at `max_len`.
+    pub fn from_spiece(path: &Path, lowercase: bool, max_len: usize) -> Result<Self, ClipError> {
+        let bad = |reason: String| ClipError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad(
+                "missing: text search needs the checkpoint's tokenizer.json or spiece.model".into(),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
+        let model = super::spiece::read_model(&bytes)
+            .map_err(|e| bad(format!("not a readable SentencePiece model: {e}")))?;
+        let inner = super::spiece::tokenizer(&model, "</s>").map_err(bad)?;
+        let mut tok = Self::with_limit(inner, path, max_len)?;
+        tok.canonicalize = Some(lowercase);
+        Ok(tok)
     }
 
     /// Every text padded to `max_len` tokens, as SigLIP's processor is called
     /// (`padding="max_length"`), reading from `config` (`tokenizer_config.json`) what transformers
-    /// reads: `pad_token` (default `<pad>`), `padding_side` (default the tokenizer class's:
+    /// reads: `pad_token` (default `<pad>`; `SiglipTokenizer`: `</s>`), `padding_side` (default the
+    /// tokenizer class's, `default_class` where the file names none:
     /// `left` for `GemmaTokenizer` and `Siglip2Tokenizer`, `right` otherwise), and
     /// `tokenizer_class` (`Siglip2Tokenizer` lower-cases the text before Gemma's normalizer).
-    pub fn padded(mut self, config: &Path) -> Result<Self, ClipError> {
+    pub fn padded(mut self, config: &Path, default_class: &str) -> Result<Self, ClipError> {
         let bad = |reason: String| ClipError::Tokenizer {
             path: config.to_path_buf(),
             reason,
@@ -135,7 +162,7 @@ impl ClipTokenizer {
         let class = value
             .get("tokenizer_class")
             .and_then(|v| v.as_str())
-            .unwrap_or("GemmaTokenizer");
+            .unwrap_or(default_class);
         let pad_token = match value.get("pad_token") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(v) => v
@@ -143,6 +170,8 @@ impl ClipTokenizer {
                 .and_then(|c| c.as_str())
                 .map(str::to_string)
                 .ok_or_else(|| bad(format!("pad_token is {v}, not a token")))?,
+            // SiglipTokenizer pads with its end-of-text token.
+            None if class == "SiglipTokenizer" => "</s>".to_string(),
             None => "<pad>".to_string(),
         };
         let left = match value.get("padding_side").and_then(|v| v.as_str()) {
@@ -196,6 +225,14 @@ impl ClipTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Tokens, ClipError> {
+        let canonical;
+        let text = match self.canonicalize {
+            Some(lowercase) => {
+                canonical = super::spiece::canonicalize(text, lowercase);
+                canonical.as_str()
+            }
+            None => text,
+        };
         let enc = self
             .inner
             .encode(text, true)
