@@ -322,15 +322,19 @@ impl Mlp {
 
     /// `x + mlp(ln(x))`.
     pub fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
-        if let (Activation::QuickGelu, Some(norm)) = (self.act, ln.host()) {
-            if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, Epilogue::QuickGelu)? {
+        let fused = match self.act {
+            Activation::QuickGelu => Some(Epilogue::QuickGelu),
+            Activation::GeluTanh => Some(Epilogue::GeluTanh),
+            Activation::Gelu => None,
+        };
+        if let (Some(epilogue), Some(norm)) = (fused, ln.host()) {
+            if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, epilogue)? {
                 return Ok(y);
             }
         }
-        let h = match self.act {
-            Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
-            Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
-            Activation::GeluTanh => ln.then(&self.fc1, x, Epilogue::None)?.gelu()?,
+        let h = match fused {
+            Some(epilogue) => ln.then(&self.fc1, x, epilogue)?,
+            None => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
         };
         self.fc2.forward_add(&h, x)
     }

@@ -152,9 +152,7 @@ unsafe fn finish_rows(
             }
         }
         let done = &mut buf[..width];
-        if out.epilogue == Epilogue::QuickGelu {
-            crate::clip::kernels::quick_gelu_in_place(done);
-        }
+        out.epilogue.apply(done);
         match out.packed {
             // SAFETY: row `row` < m, columns col0..col0 + width ≤ n of y, m rows of at least n
             // floats ldy apart that only this task writes there (the contract); from the local buf.
