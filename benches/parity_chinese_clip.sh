@@ -19,17 +19,4 @@ if [ ! -f "$expected" ]; then
         --out "$ckpt" --expected "$expected"
 fi
 cargo bench --bench parity -- --model "$ckpt" --reference tests/fixtures --expected "$expected"
-"$py" - "$ckpt" <<'PYEOF'
-import sys, time, torch
-from transformers import ChineseCLIPModel
-m = ChineseCLIPModel.from_pretrained(sys.argv[1]).eval()
-for batch in (1, 8):
-    px = torch.full((batch, 3, 224, 224), 0.1)
-    with torch.inference_mode():
-        m.get_image_features(pixel_values=px)
-        t, n = time.perf_counter(), 0
-        while time.perf_counter() - t < 3.0:
-            m.get_image_features(pixel_values=px)
-            n += batch
-    print(f"SPEED PyTorch {torch.__version__} vision tower batch {batch}: {n / (time.perf_counter() - t):.2f} img/s ({torch.get_num_threads()} threads)")
-PYEOF
+"$py" benches/pytorch_vision_speed.py ChineseCLIPModel "$ckpt"

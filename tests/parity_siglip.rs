@@ -7,12 +7,15 @@
 //! German, with emoji, and one over the 64-token context.
 
 mod common;
+#[path = "common/family.rs"]
+mod family;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::Device;
 use common::*;
+use family::{check_images, check_texts, hex, ids};
 use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
 use imgvec::image::decode_rgb;
@@ -24,20 +27,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures().join("expected-siglip-tiny.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    family::reference("expected-siglip-tiny.json")
 }
 
 #[test]
@@ -64,38 +54,8 @@ fn images_pixels_exact_and_embeddings() {
     assert_eq!(exp["image_processor"], "SiglipImageProcessorPil");
     let images = exp["images"].as_array().unwrap();
     assert_eq!(images.len(), 13);
-    let mut report = Vec::new();
-    let mut worst = 0f64;
-    for img in images {
-        let name = img["file"].as_str().unwrap();
-        let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
-        let decoded = decode_rgb(&bytes, true).unwrap();
-        let pixels = preprocess_rgb(&decoded.rgb, enc.preprocess_config());
-        assert_eq!(pixels.len(), 3 * 224 * 224, "{name}");
-        let raw: Vec<u8> = pixels.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let sum: f64 = pixels.iter().map(|&x| f64::from(x)).sum();
-        assert_eq!(
-            hex(&Sha256::digest(&raw)),
-            img["pixels_sha256"].as_str().unwrap(),
-            "{name}: pixels differ from transformers' (sum {sum}, theirs {})",
-            img["pixels_sum"]
-        );
-        let got = &enc.embed_pixels(&[&pixels]).unwrap()[0];
-        assert_eq!(got.len(), 64);
-        let d = 1.0 - cosine(got, &floats(&img["embedding"]));
-        let d64 = 1.0 - cosine(got, &floats(&img["embedding_f64"]));
-        assert!(
-            d <= 1e-6 && d64 <= 1e-6,
-            "{name}: 1 − cos {d:e} (f64 {d64:e})"
-        );
-        assert!((norm(got) - 1.0).abs() < 1e-5);
-        worst = worst.max(d);
-        report.push(format!("{name:>18}  pixels equal  1 − cos {d:.2e}"));
-    }
-    eprintln!(
-        "siglip-tiny images: worst 1 − cos {worst:.2e}\n{}",
-        report.join("\n")
-    );
+    assert_eq!(enc.pixels_len(), 3 * 224 * 224);
+    check_images(&enc, images, 64, "siglip-tiny");
 }
 
 /// A batch gives each image's embedding alone (the head's attention is per image).
@@ -132,27 +92,10 @@ fn texts_ids_and_embeddings() {
     let exp = reference();
     let texts = exp["texts"].as_array().unwrap();
     assert!(texts.len() >= 8);
-    let mut worst = 0f64;
-    for t in texts {
-        let text = t["text"].as_str().unwrap();
-        let want = ids(&t["input_ids"]);
-        assert_eq!(want.len(), 64);
-        let got = enc.embed(text).unwrap();
-        assert_eq!(got.input_ids, want, "input_ids of {text:?}");
-        assert_eq!(
-            got.truncated,
-            ids(&t["unpadded_ids"]).len() > 64,
-            "{text:?}"
-        );
-        let d = 1.0 - cosine(&got.vector, &floats(&t["embedding"]));
-        let d64 = 1.0 - cosine(&got.vector, &floats(&t["embedding_f64"]));
-        assert!(
-            d <= 1e-6 && d64 <= 1e-6,
-            "{text:?}: 1 − cos {d:e} (f64 {d64:e})"
-        );
-        worst = worst.max(d);
-    }
-    eprintln!("siglip-tiny texts: worst 1 − cos {worst:.2e}");
+    assert!(texts.iter().all(|t| ids(&t["input_ids"]).len() == 64));
+    check_texts(&enc, texts, "siglip-tiny", |t| {
+        ids(&t["unpadded_ids"]).len() > 64
+    });
 }
 
 /// Zero-shot: every image's score against each label prompt is transformers'
@@ -330,23 +273,7 @@ fn siglip_v1_spiece_model_ids_and_embeddings() {
     let exp = reference();
     let texts = exp["spiece_texts"].as_array().unwrap();
     assert!(texts.len() >= 10);
-    let mut worst = 0f64;
-    for t in texts {
-        let text = t["text"].as_str().unwrap();
-        let got = enc.embed(text).unwrap();
-        assert_eq!(got.input_ids, ids(&t["input_ids"]), "input_ids of {text:?}");
-        assert_eq!(
-            got.truncated,
-            ids(&t["unpadded_ids"]).len() > 64,
-            "{text:?}"
-        );
-        let d = 1.0 - cosine(&got.vector, &floats(&t["embedding"]));
-        let d64 = 1.0 - cosine(&got.vector, &floats(&t["embedding_f64"]));
-        assert!(
-            d <= 1e-6 && d64 <= 1e-6,
-            "{text:?}: 1 − cos {d:e} (f64 {d64:e})"
-        );
-        worst = worst.max(d);
-    }
-    eprintln!("siglip-tiny spiece.model texts: worst 1 − cos {worst:.2e}");
+    check_texts(&enc, texts, "siglip-tiny spiece.model", |t| {
+        ids(&t["unpadded_ids"]).len() > 64
+    });
 }

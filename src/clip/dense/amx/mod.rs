@@ -33,7 +33,7 @@ mod pack;
 mod tile;
 
 use super::pack::Line;
-use super::tiles::{Epilogue, Out};
+use super::tiles::Out;
 use pack::split_row;
 pub(super) use pack::{pack_rows, rows_lines, AmxWeight};
 use tile::{k16x32, k32x32, release, Config};
