@@ -106,7 +106,7 @@ fn gelu_tanh_in_place_generic(buf: &mut [f32]) {
 #[inline(always)]
 fn gelu_tanh_one(x: f32) -> f32 {
     // 2·√(2/π)
-    const C: f32 = 1.595_769_1;
+    const C: f32 = 1.595_769_2;
     x / (1.0 + exp(-C * (x + 0.044_715 * x * x * x)))
 }
 

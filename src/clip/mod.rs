@@ -339,14 +339,13 @@ impl ImageEncoder {
         let cfg = model.config();
         let weights = model.weights(device, model.dtype())?;
         let tower = match cfg.family {
-            Family::Clip | Family::ChineseClip => AnyVisionTower::Clip(VisionTower::load(
+            Family::Clip | Family::ChineseClip => AnyVisionTower::Clip(Box::new(
+                VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?,
+            )),
+            Family::Siglip => AnyVisionTower::Siglip(Box::new(SiglipVisionTower::load(
                 &weights,
                 &cfg.vision_config,
-                cfg.projection_dim,
-            )?),
-            Family::Siglip => {
-                AnyVisionTower::Siglip(SiglipVisionTower::load(&weights, &cfg.vision_config)?)
-            }
+            )?)),
         };
         let preprocess = model.preprocess_config()?;
         Ok(Self {
@@ -405,10 +404,11 @@ impl ImageEncoder {
     }
 }
 
-/// The vision tower of the checkpoint's family.
+/// The vision tower of the checkpoint's family (boxed: one is made per encoder, and the two
+/// differ in size).
 enum AnyVisionTower {
-    Clip(VisionTower),
-    Siglip(SiglipVisionTower),
+    Clip(Box<VisionTower>),
+    Siglip(Box<SiglipVisionTower>),
 }
 
 impl AnyVisionTower {
