@@ -251,6 +251,8 @@ fn ingest_search_and_zero_shot_classify_end_to_end() {
     let info = run(&["info", "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&info).trim()).unwrap();
     assert_eq!(v["index_model"]["family"], "siglip", "{v}");
+    assert_eq!(v["model"]["family"], "siglip", "{v}");
+    assert_eq!(v["model"]["dims"], 64, "{v}");
     assert_eq!(v["index_model"]["dims"], 64);
 }
 
