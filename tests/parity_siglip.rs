@@ -279,3 +279,43 @@ fn siglip_v1_spiece_model_ids_and_embeddings() {
         ids(&t["unpadded_ids"]).len() > 64
     });
 }
+
+/// In f16 and bf16 (`--precision`, candle's ops: what a GPU runs, here on the CPU) both towers,
+/// the pooling head included, give the f32 embeddings to a cosine of 0.99.
+#[test]
+fn half_precision_towers_match_f32() {
+    use candle_core::DType;
+    let model = |dtype| ModelDir::open(&model_dir()).unwrap().with_dtype(dtype);
+    let exp = reference();
+    let f32_images = ImageEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
+    let pixels: Vec<Vec<f32>> = ["chelsea.png", "synth_tall.png"]
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(fixtures().join("images").join(f)).unwrap();
+            preprocess_rgb(
+                &decode_rgb(&bytes, true).unwrap().rgb,
+                f32_images.preprocess_config(),
+            )
+        })
+        .collect();
+    let refs: Vec<&[f32]> = pixels.iter().map(Vec::as_slice).collect();
+    let want = f32_images.embed_pixels(&refs).unwrap();
+    let f32_text = TextEncoder::load(&model(DType::F32), &Device::Cpu).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let enc = ImageEncoder::load(&model(dtype), &Device::Cpu).unwrap();
+        for (g, w) in enc.embed_pixels(&refs).unwrap().iter().zip(&want) {
+            assert!((norm(g) - 1.0).abs() < 1e-5);
+            let c = cosine(g, w);
+            assert!(c >= 0.99, "{dtype:?}: image cosine to f32 {c}");
+        }
+        let text = TextEncoder::load(&model(dtype), &Device::Cpu).unwrap();
+        for t in exp["texts"].as_array().unwrap().iter().take(3) {
+            let t = t["text"].as_str().unwrap();
+            let c = cosine(
+                &text.embed(t).unwrap().vector,
+                &f32_text.embed(t).unwrap().vector,
+            );
+            assert!(c >= 0.99, "{dtype:?} {t:?}: text cosine to f32 {c}");
+        }
+    }
+}
