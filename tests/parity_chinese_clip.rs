@@ -14,11 +14,10 @@ use std::sync::OnceLock;
 
 use candle_core::Device;
 use common::*;
-use family::{check_images, check_texts, hex, ids};
+use family::{check_images, check_texts, ids};
 use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
 use imgvec::image::decode_rgb;
-use sha2::{Digest, Sha256};
 
 fn model_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -32,14 +31,7 @@ fn reference() -> serde_json::Value {
 
 #[test]
 fn the_fixture_is_the_checkpoint_the_reference_was_computed_from() {
-    let weights = std::fs::read(model_dir().join("model.safetensors")).unwrap();
-    assert_eq!(
-        hex(&Sha256::digest(&weights)),
-        reference()["model_sha256"].as_str().unwrap()
-    );
-    let model = ModelDir::open(&model_dir()).unwrap();
-    assert_eq!(model.family(), "chinese_clip");
-    assert_eq!(model.dims(), 24);
+    family::check_fixture(&model_dir(), &reference(), "chinese_clip", 24);
 }
 
 /// Every image through imgvec's decoding and preprocessing (a square resize without crop, as

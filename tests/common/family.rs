@@ -31,6 +31,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The fixture checkpoint in `dir` is the one `reference` was computed from (its
+/// `model_sha256`), read as `family` with `dims`-long embeddings.
+pub fn check_fixture(dir: &std::path::Path, reference: &Value, family: &str, dims: usize) {
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert_eq!(
+        hex(&Sha256::digest(&weights)),
+        reference["model_sha256"].as_str().unwrap()
+    );
+    let model = imgvec::clip::ModelDir::open(dir).unwrap();
+    assert_eq!(model.family(), family);
+    assert_eq!(model.dims(), dims);
+}
+
 /// Each entry of `images` (`file`, `pixels_sha256`, `embedding`, `embedding_f64`) from its file
 /// in `tests/fixtures/images`: equal pixels, then a `dims`-long unit embedding within 1e-6.
 pub fn check_images(enc: &ImageEncoder, images: &[Value], dims: usize, label: &str) {
