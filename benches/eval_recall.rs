@@ -160,7 +160,14 @@ fn zero_shot_throughput(queries: &[RecallQuery], dims: usize) {
     let mut n = 0usize;
     for _ in 0..rounds {
         for q in queries {
-            if zero_shot::classify(&q.vector, &labels, &texts, 100f32.ln()).is_some() {
+            if zero_shot::classify(
+                &q.vector,
+                &labels,
+                &texts,
+                zero_shot::Scoring::softmax(100f32.ln()),
+            )
+            .is_some()
+            {
                 n += 1;
             }
         }

@@ -6,16 +6,18 @@
 //! for texts in Chinese, English, German, Japanese and mixed.
 
 mod common;
+#[path = "common/family.rs"]
+mod family;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::Device;
 use common::*;
+use family::{check_images, check_texts, ids};
 use imgvec::clip::preprocess::preprocess_rgb;
 use imgvec::clip::{ImageEncoder, ModelDir, TextEncoder};
 use imgvec::image::decode_rgb;
-use sha2::{Digest, Sha256};
 
 fn model_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -24,32 +26,12 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures().join("expected-chinese-clip-tiny.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    family::reference("expected-chinese-clip-tiny.json")
 }
 
 #[test]
 fn the_fixture_is_the_checkpoint_the_reference_was_computed_from() {
-    let weights = std::fs::read(model_dir().join("model.safetensors")).unwrap();
-    assert_eq!(
-        hex(&Sha256::digest(&weights)),
-        reference()["model_sha256"].as_str().unwrap()
-    );
-    let model = ModelDir::open(&model_dir()).unwrap();
-    assert_eq!(model.family(), "chinese_clip");
-    assert_eq!(model.dims(), 24);
+    family::check_fixture(&model_dir(), &reference(), "chinese_clip", 24);
 }
 
 /// Every image through imgvec's decoding and preprocessing (a square resize without crop, as
@@ -62,38 +44,8 @@ fn images_pixels_exact_and_embeddings() {
     let exp = reference();
     let images = exp["images"].as_array().unwrap();
     assert_eq!(images.len(), 13);
-    let mut report = Vec::new();
-    let mut worst = 0f64;
-    for img in images {
-        let name = img["file"].as_str().unwrap();
-        let bytes = std::fs::read(fixtures().join("images").join(name)).unwrap();
-        let decoded = decode_rgb(&bytes, true).unwrap();
-        let pixels = preprocess_rgb(&decoded.rgb, enc.preprocess_config());
-        assert_eq!(pixels.len(), 3 * 224 * 224, "{name}");
-        let raw: Vec<u8> = pixels.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let sum: f64 = pixels.iter().map(|&x| f64::from(x)).sum();
-        assert_eq!(
-            hex(&Sha256::digest(&raw)),
-            img["pixels_sha256"].as_str().unwrap(),
-            "{name}: pixels differ from transformers' (sum {sum}, theirs {})",
-            img["pixels_sum"]
-        );
-        let got = &enc.embed_pixels(&[&pixels]).unwrap()[0];
-        assert_eq!(got.len(), 24);
-        let d = 1.0 - cosine(got, &floats(&img["embedding"]));
-        let d64 = 1.0 - cosine(got, &floats(&img["embedding_f64"]));
-        assert!(
-            d <= 1e-6 && d64 <= 1e-6,
-            "{name}: 1 − cos {d:e} (f64 {d64:e})"
-        );
-        assert!((norm(got) - 1.0).abs() < 1e-5);
-        worst = worst.max(d);
-        report.push(format!("{name:>18}  pixels equal  1 − cos {d:.2e}"));
-    }
-    eprintln!(
-        "chinese-clip-tiny images: worst 1 − cos {worst:.2e}\n{}",
-        report.join("\n")
-    );
+    assert_eq!(enc.pixels_len(), 3 * 224 * 224);
+    check_images(&enc, images, 24, "chinese-clip-tiny");
 }
 
 /// The tokenizer from `vocab.txt` alone (what the real checkpoints ship) and from the
@@ -116,31 +68,12 @@ fn texts_ids_and_embeddings_from_vocab_txt_and_tokenizer_json() {
         let model = ModelDir::open(dir).unwrap();
         let enc = TextEncoder::load(&model, &Device::Cpu).unwrap();
         assert_eq!(enc.tokenizer().max_len(), 52);
-        let mut worst = 0f64;
-        for t in texts {
-            let text = t["text"].as_str().unwrap();
-            let want = ids(&t["input_ids"]);
-            assert!(ids(&t["token_type_ids"]).iter().all(|&x| x == 0));
-            let got = enc.embed(text).unwrap();
-            assert_eq!(
-                got.input_ids,
-                want,
-                "input_ids of {text:?} ({})",
-                dir.display()
-            );
-            assert_eq!(got.truncated, want.len() == 52, "{text:?}");
-            let d = 1.0 - cosine(&got.vector, &floats(&t["embedding"]));
-            let d64 = 1.0 - cosine(&got.vector, &floats(&t["embedding_f64"]));
-            assert!(
-                d <= 1e-6 && d64 <= 1e-6,
-                "{text:?}: 1 − cos {d:e} (f64 {d64:e})"
-            );
-            worst = worst.max(d);
-        }
-        eprintln!(
-            "chinese-clip-tiny texts ({}): worst 1 − cos {worst:.2e}",
-            dir.display()
-        );
+        assert!(texts
+            .iter()
+            .all(|t| ids(&t["token_type_ids"]).iter().all(|&x| x == 0)));
+        check_texts(&enc, texts, &dir.display().to_string(), |t| {
+            ids(&t["input_ids"]).len() == 52
+        });
     }
 }
 

@@ -99,7 +99,13 @@ fn check_case(dir: &Path, case: &Value, reference: &Value) {
         let best = (0..expected.len())
             .max_by(|&a, &b| expected[a].total_cmp(&expected[b]))
             .unwrap();
-        let prediction = zero_shot::classify(&v, &labels, &texts, logit_scale).unwrap();
+        let prediction = zero_shot::classify(
+            &v,
+            &labels,
+            &texts,
+            zero_shot::Scoring::softmax(logit_scale),
+        )
+        .unwrap();
         assert_eq!(prediction.label, labels[best], "{file}");
         assert!((prediction.confidence - f64::from(expected[best])).abs() < TOLERANCE);
     }

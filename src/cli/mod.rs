@@ -72,7 +72,7 @@ pub enum Command {
     Copy(CopyArgs),
     /// Show where the index is, how many images it holds and the model that filled it.
     Info(InfoArgs),
-    /// Download a checkpoint (CLIP, Chinese-CLIP) from the Hugging Face hub into the Hugging Face cache.
+    /// Download a checkpoint (CLIP, Chinese-CLIP, SigLIP) from the Hugging Face hub into the Hugging Face cache.
     FetchModel(FetchModelArgs),
     /// Serve a search page and a JSON API (text, example image, "more like this").
     Serve(ServeArgs),

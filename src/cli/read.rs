@@ -143,7 +143,8 @@ pub struct DupesArgs {
 imgvec classify ./unsorted --zero-shot --template \"a photo of my {label}\"\n\n\
 kNN: the k nearest indexed images vote, each with weight 1/(1+d²); the largest total wins (a tie goes \
 to the nearest neighbour's label); confidence = winning weight / total weight. Zero-shot: softmax over \
-exp(logit_scale)·cos(image, prompt) for one prompt per label in the index, logit_scale from the checkpoint."
+exp(logit_scale)·cos(image, prompt) for one prompt per label in the index, logit_scale from the checkpoint; \
+SigLIP: each label's own sigmoid(exp(logit_scale)·cos + logit_bias), with the checkpoint's logit_bias."
 )]
 pub struct ClassifyArgs {
     /// Image files or folders (recursed).

@@ -13,7 +13,10 @@ pub struct FetchModelArgs {
     /// -336 768-d, laion/CLIP-ViT-H-14-laion2B-s32B-b79K 1024-d ≈3.9 GB, facebook/metaclip-*) and
     /// Chinese-CLIP (`ChineseCLIPModel`: OFA-Sys/chinese-clip-vit-base-patch16 512-d ≈0.75 GB,
     /// -large-patch14 768-d ≈1.6 GB, -large-patch14-336px 768-d, -huge-patch14 1024-d ≈3.8 GB;
-    /// their pytorch_model.bin is fetched where there is no model.safetensors).
+    /// their pytorch_model.bin is fetched where there is no model.safetensors) and SigLIP
+    /// (`SiglipModel`: google/siglip2-base-patch16-224 768-d ≈1.5 GB, google/siglip2-so400m-patch14-384
+    /// 1152-d ≈4.5 GB; google/siglip-base-patch16-224 768-d ≈0.8 GB, google/siglip-so400m-patch14-384
+    /// 1152-d ≈3.5 GB, whose tokenizer is spiece.model).
     #[arg(value_name = "REPO", env = "IMGVEC_MODEL", default_value = DEFAULT_REPO)]
     pub repo: String,
     /// Hub address (a mirror, say).

@@ -40,6 +40,9 @@ pub struct VisionConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "default_act")]
     pub hidden_act: Activation,
+    /// SigLIP only: whether the attention-pooling head is there (what the image embedding is).
+    #[serde(default = "default_true")]
+    pub vision_use_head: bool,
 }
 
 /// Text tower shape (`text_config` in `config.json`).
@@ -67,6 +70,9 @@ pub struct TextConfig {
     /// Chinese-CLIP (BERT) only: the padding id.
     #[serde(default)]
     pub pad_token_id: Option<i64>,
+    /// SigLIP only: the width of the text head's output (the embedding; `hidden_size` when unset).
+    #[serde(default)]
+    pub projection_size: Option<usize>,
 }
 
 /// The model families imgvec reads, told apart by `config.json`'s `model_type`.
@@ -78,6 +84,10 @@ pub enum Family {
     /// `ChineseCLIPModel` (`model_type` "chinese_clip"): CLIP's vision tower with a Chinese
     /// RoBERTa (BERT-shaped) text tower and its WordPiece tokenizer.
     ChineseClip,
+    /// `SiglipModel` (`model_type` "siglip"): SigLIP and the fixed-resolution SigLIP 2
+    /// checkpoints; no class token, an attention-pooling head, a last-token text head, sigmoid
+    /// zero-shot scores.
+    Siglip,
 }
 
 impl Family {
@@ -86,6 +96,7 @@ impl Family {
         match self {
             Family::Clip => "clip",
             Family::ChineseClip => "chinese_clip",
+            Family::Siglip => "siglip",
         }
     }
 
@@ -93,8 +104,10 @@ impl Family {
         match t {
             None | Some("clip") => Ok(Family::Clip),
             Some("chinese_clip") => Ok(Family::ChineseClip),
+            Some("siglip") => Ok(Family::Siglip),
+            Some("siglip2") => Err("model_type is \"siglip2\": that is SigLIP 2's variable-resolution (NaFlex) Siglip2Model, which imgvec does not read; the fixed-resolution SigLIP 2 checkpoints (google/siglip2-base-patch16-224, ...) are \"siglip\" and work (see docs/model.md)".into()),
             Some(t) => Err(format!(
-                "model_type is \"{t}\": imgvec reads \"clip\" (CLIPModel) and \"chinese_clip\" (ChineseCLIPModel) checkpoints (see docs/models.md)"
+                "model_type is \"{t}\": imgvec reads \"clip\" (CLIPModel), \"chinese_clip\" (ChineseCLIPModel) and \"siglip\" (SiglipModel) checkpoints (see docs/model.md)"
             )),
         }
     }
@@ -131,15 +144,23 @@ fn default_max_pos() -> usize {
 fn default_eos() -> i64 {
     2
 }
+fn default_true() -> bool {
+    true
+}
 
 impl VisionConfig {
-    /// Patches per side of the image grid.
+    /// Patches per side of the image grid (the convolution's: pixels past the last whole patch
+    /// are left out).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
-    /// Tokens the encoder sees: one per patch plus the class token.
+    /// Tokens the encoder sees: one per patch plus CLIP's class token.
     pub fn num_positions(&self) -> usize {
         self.grid() * self.grid() + 1
+    }
+    /// Patches in the image grid (SigLIP's tokens: it has no class token).
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
     }
 }
 
@@ -148,9 +169,14 @@ impl VisionConfig {
 /// transformers reads it: a key absent from the file takes the class's default.
 fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Value {
     use serde_json::json;
-    let vision = json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-        "num_hidden_layers": 12, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu",
-        "layer_norm_eps": 1e-5});
+    let vision = match family {
+        Family::Siglip => json!({"hidden_size": 768, "intermediate_size": 3072,
+            "num_attention_heads": 12, "num_hidden_layers": 12, "image_size": 224, "patch_size": 16,
+            "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}),
+        _ => json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+            "num_hidden_layers": 12, "image_size": 224, "patch_size": 32,
+            "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
+    };
     let (top, text) = match family {
         Family::Clip => (
             json!({"projection_dim": 512}),
@@ -164,6 +190,13 @@ fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Va
                 "num_hidden_layers": 12, "vocab_size": 30522, "max_position_embeddings": 512,
                 "hidden_act": "gelu", "layer_norm_eps": 1e-12, "type_vocab_size": 2,
                 "pad_token_id": 0}),
+        ),
+        // SiglipConfig has no projection_dim: the embedding is the vision tower's width (set below).
+        Family::Siglip => (
+            json!({}),
+            json!({"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                "num_hidden_layers": 12, "vocab_size": 32000, "max_position_embeddings": 64,
+                "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "pad_token_id": 1}),
         ),
     };
     let fill = |into: Option<&mut serde_json::Value>, defaults: &serde_json::Value| {
@@ -182,6 +215,12 @@ fn with_defaults(mut value: serde_json::Value, family: Family) -> serde_json::Va
     fill(Some(&mut value), &top);
     fill(value.get_mut("vision_config"), &vision);
     fill(value.get_mut("text_config"), &text);
+    if family == Family::Siglip {
+        let width = value.pointer("/vision_config/hidden_size").cloned();
+        if let (Some(serde_json::Value::Object(top)), Some(width)) = (Some(&mut value), width) {
+            top.insert("projection_dim".into(), width);
+        }
+    }
     value
 }
 
@@ -238,8 +277,19 @@ impl ClipConfig {
         if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err("text hidden_size is not a multiple of num_attention_heads".into());
         }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            return Err("vision image_size is not a multiple of patch_size".into());
+        // A size that is not a multiple of the patch (SigLIP so400m: 384 px, 14-px patches) leaves
+        // the last rows and columns out, as the "valid" convolution does (27×27 patches there).
+        if v.image_size < v.patch_size {
+            return Err("vision image_size is smaller than patch_size".into());
+        }
+        if self.family == Family::Siglip {
+            if !v.vision_use_head {
+                return Err("vision_config.vision_use_head is false: without its attention-pooling head a SigLIP vision tower has no image embedding".into());
+            }
+            let text = t.projection_size.unwrap_or(t.hidden_size);
+            if text != v.hidden_size {
+                return Err(format!("text_config.projection_size is {text} but vision_config.hidden_size is {}: image and text embeddings must have the same size", v.hidden_size));
+            }
         }
         Ok(())
     }
@@ -341,11 +391,51 @@ mod tests {
         assert_eq!(c.text_config.type_vocab_size, 2);
         assert_eq!(c.text_config.max_position_embeddings, 512);
         assert_eq!(c.vision_config.hidden_act, Activation::QuickGelu);
-        let siglip = r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#;
-        let err = ClipConfig::from_json(siglip).unwrap_err();
+        let naflex = r#"{"model_type": "siglip2", "vision_config": {}, "text_config": {}}"#;
+        let err = ClipConfig::from_json(naflex).unwrap_err();
         assert!(
-            err.contains("siglip") && err.contains("chinese_clip"),
+            err.contains("NaFlex") && err.contains("\"siglip\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn siglip_takes_siglip_defaults_and_its_embedding_is_the_vision_width() {
+        // google/siglip-so400m-patch14-384's config states only what differs.
+        let cfg = r#"{"model_type": "siglip",
+          "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16,
+            "num_hidden_layers": 27, "image_size": 384, "patch_size": 14},
+          "text_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16,
+            "num_hidden_layers": 27}}"#;
+        let c = ClipConfig::from_json(cfg).unwrap();
+        assert_eq!(c.family, Family::Siglip);
+        assert_eq!(c.projection_dim, 1152);
+        assert_eq!(c.vision_config.num_patches(), 27 * 27);
+        assert_eq!(c.vision_config.hidden_act, Activation::GeluTanh);
+        assert_eq!(c.vision_config.layer_norm_eps, 1e-6);
+        assert_eq!(c.text_config.max_position_embeddings, 64);
+        assert_eq!(c.text_config.vocab_size, 32000);
+        let bare = ClipConfig::from_json(
+            r#"{"model_type": "siglip", "vision_config": {}, "text_config": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (bare.projection_dim, bare.vision_config.patch_size),
+            (768, 16)
+        );
+        let odd = cfg.replace(
+            "\"num_hidden_layers\": 27}}",
+            "\"num_hidden_layers\": 27, \"projection_size\": 768}}",
+        );
+        assert!(ClipConfig::from_json(&odd)
+            .unwrap_err()
+            .contains("projection_size"));
+        let headless = cfg.replace(
+            "\"patch_size\": 14}",
+            "\"patch_size\": 14, \"vision_use_head\": false}",
+        );
+        assert!(ClipConfig::from_json(&headless)
+            .unwrap_err()
+            .contains("vision_use_head"));
     }
 }

@@ -99,7 +99,7 @@ pub fn load_linear(
 }
 
 /// A [`Dense`] layer, its packing errors named after the tensor.
-fn dense(
+pub fn dense(
     w: &Weights,
     prefix: &str,
     weight: Tensor,
@@ -304,24 +304,37 @@ fn pick_rows(x: &Tensor, at: &[usize]) -> CResult<Tensor> {
         .reshape((b, 1, d))
 }
 
-struct Mlp {
+/// The MLP of a pre-LayerNorm block (`{prefix}.fc1`, `{prefix}.fc2`).
+pub struct Mlp {
     fc1: Dense,
     fc2: Dense,
     act: Activation,
 }
 
 impl Mlp {
+    pub fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self, ClipError> {
+        Ok(Self {
+            fc1: load_linear(w, &format!("{prefix}.fc1"), s.intermediate, s.hidden, true)?,
+            fc2: load_linear(w, &format!("{prefix}.fc2"), s.hidden, s.intermediate, true)?,
+            act: s.act,
+        })
+    }
+
     /// `x + mlp(ln(x))`.
-    fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
-        if let (Activation::QuickGelu, Some(norm)) = (self.act, ln.host()) {
-            if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, Epilogue::QuickGelu)? {
+    pub fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
+        let fused = match self.act {
+            Activation::QuickGelu => Some(Epilogue::QuickGelu),
+            Activation::GeluTanh => Some(Epilogue::GeluTanh),
+            Activation::Gelu => None,
+        };
+        if let (Some(epilogue), Some(norm)) = (fused, ln.host()) {
+            if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, epilogue)? {
                 return Ok(y);
             }
         }
-        let h = match self.act {
-            Activation::QuickGelu => ln.then(&self.fc1, x, Epilogue::QuickGelu)?,
-            Activation::Gelu => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
-            Activation::GeluTanh => ln.then(&self.fc1, x, Epilogue::None)?.gelu()?,
+        let h = match fused {
+            Some(epilogue) => ln.then(&self.fc1, x, epilogue)?,
+            None => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
         };
         self.fc2.forward_add(&h, x)
     }
@@ -348,11 +361,7 @@ impl Encoder {
                 ln1: LayerNorm::load(w, &format!("{p}.layer_norm1"), s.hidden, s.eps)?,
                 attn: Attention::load(w, &format!("{p}.self_attn"), s)?,
                 ln2: LayerNorm::load(w, &format!("{p}.layer_norm2"), s.hidden, s.eps)?,
-                mlp: Mlp {
-                    fc1: load_linear(w, &format!("{p}.mlp.fc1"), s.intermediate, s.hidden, true)?,
-                    fc2: load_linear(w, &format!("{p}.mlp.fc2"), s.hidden, s.intermediate, true)?,
-                    act: s.act,
-                },
+                mlp: Mlp::load(w, &format!("{p}.mlp"), s)?,
             });
         }
         Ok(Self { layers })

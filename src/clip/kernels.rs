@@ -93,6 +93,23 @@ fn quick_gelu_one(x: f32) -> f32 {
     x / (1.0 + exp(-1.702 * x))
 }
 
+#[inline(always)]
+fn gelu_tanh_in_place_generic(buf: &mut [f32]) {
+    for x in buf.iter_mut() {
+        *x = gelu_tanh_one(*x);
+    }
+}
+
+/// GELU's tanh approximation (`gelu_pytorch_tanh`, SigLIP's activation),
+/// `0.5 x (1 + tanh(u))` with `u = √(2/π) (x + 0.044715 x³)`, written as `x · sigmoid(2u)` (the
+/// same function: `1 + tanh(u) = 2 sigmoid(2u)`), quick-GELU's shape.
+#[inline(always)]
+fn gelu_tanh_one(x: f32) -> f32 {
+    // 2·√(2/π)
+    const C: f32 = 1.595_769_2;
+    x / (1.0 + exp(-C * (x + 0.044_715 * x * x * x)))
+}
+
 /// Softmax of each row of `n` values, in place.
 #[inline(always)]
 fn softmax_rows_generic(buf: &mut [f32], n: usize) {
@@ -154,6 +171,7 @@ fn softmax_columns_of<const W: usize>(buf: &mut [f32]) {
 
 dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
 dispatch!(pub(super) quick_gelu_in_place => quick_gelu_in_place_generic(buf: &mut [f32]));
+dispatch!(pub(super) gelu_tanh_in_place => gelu_tanh_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
 dispatch!(pub(super) softmax_columns => softmax_columns_generic(buf: &mut [f32], width: usize));
 

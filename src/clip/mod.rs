@@ -60,6 +60,8 @@ pub mod dense;
 pub mod encoder;
 pub mod kernels;
 pub mod preprocess;
+pub mod siglip;
+pub mod spiece;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
@@ -72,6 +74,7 @@ use candle_core::{DType, Device, Tensor};
 use bert::BertTextTower;
 use config::{ClipConfig, Family};
 use preprocess::PreprocessConfig;
+use siglip::SiglipVisionTower;
 use text::TextTower;
 use tokenizer::ClipTokenizer;
 use vision::VisionTower;
@@ -236,10 +239,16 @@ impl ModelDir {
     pub fn preprocess_config(&self) -> Result<PreprocessConfig, ClipError> {
         let path = self.dir.join("preprocessor_config.json");
         let size = self.config.vision_config.image_size as u32;
+        let defaults = match self.config.family {
+            Family::Siglip => PreprocessConfig::siglip_default(size),
+            Family::Clip | Family::ChineseClip => PreprocessConfig::clip_default(size),
+        };
         let preprocess =
-            PreprocessConfig::from_model_dir(&self.dir, size).map_err(|e| ClipError::Config {
-                path: path.clone(),
-                reason: e.to_string(),
+            PreprocessConfig::from_model_dir_over(&self.dir, defaults).map_err(|e| {
+                ClipError::Config {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
             })?;
         let (h, w) = preprocess.output_size();
         if (h, w) != (size, size) {
@@ -255,14 +264,23 @@ impl ModelDir {
     /// zero-shot logits are `exp(logit_scale) · cos(image, text)`. Reads that one tensor only.
     pub fn logit_scale(&self) -> Result<f32, ClipError> {
         let weights = self.weights(&Device::Cpu, DType::F32)?;
-        let value = weights.get("logit_scale", &[])?.to_scalar::<f32>()?;
-        if !value.is_finite() {
-            return Err(ClipError::Weights {
-                path: weights.path().to_path_buf(),
-                reason: format!("tensor logit_scale is {value}, not a finite number"),
-            });
+        // CLIP's is a scalar, SigLIP's a tensor of one value.
+        let shape: &[usize] = match self.config.family {
+            Family::Siglip => &[1],
+            Family::Clip | Family::ChineseClip => &[],
+        };
+        scalar(&weights, "logit_scale", shape)
+    }
+
+    /// SigLIP's learned bias, `logit_bias` of `model.safetensors`: its zero-shot score is
+    /// `sigmoid(exp(logit_scale) · cos(image, text) + logit_bias)`. `None` for the softmax
+    /// families (CLIP, Chinese-CLIP), which have none.
+    pub fn logit_bias(&self) -> Result<Option<f32>, ClipError> {
+        if self.config.family != Family::Siglip {
+            return Ok(None);
         }
-        Ok(value)
+        let weights = self.weights(&Device::Cpu, DType::F32)?;
+        scalar(&weights, "logit_bias", &[1]).map(Some)
     }
 
     /// The fingerprint of `model.safetensors` (else `pytorch_model.bin`; [`weights::fingerprint`]);
@@ -278,7 +296,7 @@ impl ModelDir {
         Ok(None)
     }
 
-    /// The architecture family: `clip`, `chinese_clip`.
+    /// The architecture family: `clip`, `chinese_clip`, `siglip`.
     pub fn family(&self) -> &'static str {
         self.config.family.name()
     }
@@ -300,9 +318,25 @@ impl ModelDir {
     }
 }
 
+/// The one value of the tensor `name` (shape `shape`: `[]` or `[1]`), which must be finite.
+fn scalar(weights: &Weights, name: &str, shape: &[usize]) -> Result<f32, ClipError> {
+    let value = weights
+        .get(name, shape)?
+        .flatten_all()?
+        .get(0)?
+        .to_scalar::<f32>()?;
+    if !value.is_finite() {
+        return Err(ClipError::Weights {
+            path: weights.path().to_path_buf(),
+            reason: format!("tensor {name} is {value}, not a finite number"),
+        });
+    }
+    Ok(value)
+}
+
 /// Images → embeddings: the vision tower plus the checkpoint's preprocessing parameters.
 pub struct ImageEncoder {
-    tower: VisionTower,
+    tower: AnyVisionTower,
     preprocess: PreprocessConfig,
     device: Device,
     dtype: DType,
@@ -314,7 +348,15 @@ impl ImageEncoder {
     pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
         let cfg = model.config();
         let weights = model.weights(device, model.dtype())?;
-        let tower = VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?;
+        let tower = match cfg.family {
+            Family::Clip | Family::ChineseClip => AnyVisionTower::Clip(Box::new(
+                VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?,
+            )),
+            Family::Siglip => AnyVisionTower::Siglip(Box::new(SiglipVisionTower::load(
+                &weights,
+                &cfg.vision_config,
+            )?)),
+        };
         let preprocess = model.preprocess_config()?;
         Ok(Self {
             tower,
@@ -364,7 +406,27 @@ impl ImageEncoder {
         let pixels =
             Tensor::from_vec(flat, (images.len(), ch, s, s), &self.device)?.to_dtype(self.dtype)?;
         // The tower's output is f32 already (converted before the normalisation): the one copy back.
-        Ok(self.tower.forward(&pixels)?.to_vec2::<f32>()?)
+        let embeddings = match &self.tower {
+            AnyVisionTower::Clip(t) => t.forward(&pixels)?,
+            AnyVisionTower::Siglip(t) => t.forward(&pixels)?,
+        };
+        Ok(embeddings.to_vec2::<f32>()?)
+    }
+}
+
+/// The vision tower of the checkpoint's family (boxed: one is made per encoder, and the two
+/// differ in size).
+enum AnyVisionTower {
+    Clip(Box<VisionTower>),
+    Siglip(Box<SiglipVisionTower>),
+}
+
+impl AnyVisionTower {
+    fn config(&self) -> &config::VisionConfig {
+        match self {
+            AnyVisionTower::Clip(t) => t.config(),
+            AnyVisionTower::Siglip(t) => t.config(),
+        }
     }
 }
 
@@ -404,6 +466,22 @@ impl TextEncoder {
                 &dir.join("tokenizer.json"),
                 cfg.text_config.max_position_embeddings,
             )?,
+            Family::Siglip => {
+                let max_len = cfg.text_config.max_position_embeddings;
+                let json = dir.join("tokenizer.json");
+                let config = dir.join("tokenizer_config.json");
+                // SigLIP 2 ships a Gemma tokenizer.json, SigLIP (v1) only spiece.model.
+                if json.is_file() || !dir.join("spiece.model").is_file() {
+                    ClipTokenizer::from_file(&json, max_len)?.padded(&config, "GemmaTokenizer")?
+                } else {
+                    ClipTokenizer::from_spiece(
+                        &dir.join("spiece.model"),
+                        lower_cases(dir)?,
+                        max_len,
+                    )?
+                    .padded(&config, "SiglipTokenizer")?
+                }
+            }
             Family::ChineseClip => {
                 let max_len = CHINESE_CLIP_CONTEXT.min(cfg.text_config.max_position_embeddings);
                 let json = dir.join("tokenizer.json");
@@ -430,6 +508,9 @@ impl TextEncoder {
                 &cfg.text_config,
                 cfg.projection_dim,
             )?),
+            Family::Siglip => {
+                AnyTextTower::Clip(TextTower::load_siglip(&weights, &cfg.text_config)?)
+            }
         };
         Ok(Self { tower, tokenizer })
     }
@@ -454,7 +535,7 @@ impl TextEncoder {
 }
 
 /// `do_lower_case` of the directory's `tokenizer_config.json` (transformers' `BertTokenizer`
-/// default, true, when the file or the key is absent).
+/// and `SiglipTokenizer` default, true, when the file or the key is absent).
 fn lower_cases(dir: &Path) -> Result<bool, ClipError> {
     let path = dir.join("tokenizer_config.json");
     if !path.is_file() {

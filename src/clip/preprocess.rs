@@ -120,22 +120,49 @@ impl PreprocessConfig {
         }
     }
 
+    /// transformers' `SiglipImageProcessor` for `image_size`-pixel inputs: a square resize to
+    /// `image_size`×`image_size` without crop (the aspect ratio is not kept), bicubic, ×1/255,
+    /// mean and std 0.5 (`IMAGENET_STANDARD_MEAN`/`_STD`).
+    pub fn siglip_default(image_size: u32) -> Self {
+        Self {
+            size: ResizeTarget::Exact {
+                height: image_size,
+                width: image_size,
+            },
+            do_center_crop: false,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            ..Self::clip_default(image_size)
+        }
+    }
+
     /// Reads `dir/preprocessor_config.json` when present, else [`Self::clip_default`]. Keys the
     /// file leaves out take their `clip_default(image_size)` values.
     pub fn from_model_dir(dir: &Path, image_size: u32) -> Result<Self, PreprocessError> {
+        Self::from_model_dir_over(dir, Self::clip_default(image_size))
+    }
+
+    /// Reads `dir/preprocessor_config.json` when present, else `defaults` (the family's image
+    /// processor's class defaults); keys the file leaves out keep their `defaults` values.
+    pub fn from_model_dir_over(dir: &Path, defaults: Self) -> Result<Self, PreprocessError> {
         let path = dir.join("preprocessor_config.json");
         if !path.is_file() {
-            return Ok(Self::clip_default(image_size));
+            return Ok(defaults);
         }
         let text = std::fs::read_to_string(&path)?;
-        Self::from_json(&text, image_size)
+        Self::from_json_over(&text, defaults)
     }
 
     /// Parses the text of a `preprocessor_config.json` (see [`Self::from_model_dir`]).
     pub fn from_json(text: &str, image_size: u32) -> Result<Self, PreprocessError> {
+        Self::from_json_over(text, Self::clip_default(image_size))
+    }
+
+    /// Parses the text of a `preprocessor_config.json` over `defaults`.
+    pub fn from_json_over(text: &str, defaults: Self) -> Result<Self, PreprocessError> {
         let raw: RawConfig = serde_json::from_str(text)
             .map_err(|e| PreprocessError::Config(format!("invalid JSON: {e}")))?;
-        let mut cfg = Self::clip_default(image_size);
+        let mut cfg = defaults;
         if let Some(v) = raw.do_convert_rgb {
             cfg.do_convert_rgb = v;
         }

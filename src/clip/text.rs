@@ -4,6 +4,9 @@
 //! `text_projection.weight`. Causal self-attention; the pooled token follows the checkpoint's
 //! `eos_token_id` as transformers does: with the legacy value 2 (the real OpenAI checkpoints) it is the
 //! first occurrence of the largest id (`<|endoftext|>`), otherwise the first `eos_token_id`.
+//! SigLIP's `SiglipTextTransformer` + `head` is the same stack with three differences
+//! ([`TextTower::load_siglip`]): attention is not causal, the pooled token is the last position
+//! (the texts are padded to the context length, so it may be padding), and the head has a bias.
 //! Not for: tokenizing (`tokenizer.rs`).
 
 use candle_core::{DType, Device, Result as CResult, Tensor};
@@ -21,10 +24,30 @@ pub struct TextTower {
     final_layer_norm: LayerNorm,
     projection: super::dense::Dense,
     device: Device,
+    /// SigLIP's tower: bidirectional attention, the last position pooled.
+    siglip: bool,
 }
 
 impl TextTower {
     pub fn load(w: &Weights, cfg: &TextConfig, projection_dim: usize) -> Result<Self, ClipError> {
+        let projection = load_linear(w, "text_projection", projection_dim, cfg.hidden_size, false)?;
+        Self::load_with(w, cfg, projection, false)
+    }
+
+    /// SigLIP's text tower (`text_model.*`, its `text_model.head` giving `projection_size` values).
+    pub fn load_siglip(w: &Weights, cfg: &TextConfig) -> Result<Self, ClipError> {
+        let d = cfg.hidden_size;
+        let out = cfg.projection_size.unwrap_or(d);
+        let head = load_linear(w, "text_model.head", out, d, true)?;
+        Self::load_with(w, cfg, head, true)
+    }
+
+    fn load_with(
+        w: &Weights,
+        cfg: &TextConfig,
+        projection: super::dense::Dense,
+        siglip: bool,
+    ) -> Result<Self, ClipError> {
         let d = cfg.hidden_size;
         let shape = EncoderShape::text(cfg);
         let e = "text_model.embeddings";
@@ -42,8 +65,9 @@ impl TextTower {
                 d,
                 cfg.layer_norm_eps,
             )?,
-            projection: load_linear(w, "text_projection", projection_dim, d, false)?,
+            projection,
             device: w.device().clone(),
+            siglip,
         })
     }
 
@@ -53,7 +77,9 @@ impl TextTower {
 
     /// Index of the token whose state is pooled, as transformers chooses it.
     pub fn pooled_index(&self, ids: &[u32]) -> usize {
-        if self.cfg.eos_token_id == 2 {
+        if self.siglip {
+            ids.len().saturating_sub(1)
+        } else if self.cfg.eos_token_id == 2 {
             let max = ids.iter().copied().max().unwrap_or(0);
             ids.iter().position(|&t| t == max).unwrap_or(0)
         } else {
@@ -77,7 +103,7 @@ impl TextTower {
         // Only the pooled token's state is read: the last layer computes only that row.
         let pooled = self
             .encoder
-            .forward_at(&x, true, &[self.pooled_index(ids)])?;
+            .forward_at(&x, !self.siglip, &[self.pooled_index(ids)])?;
         let pooled = self.final_layer_norm.forward(&pooled)?;
         l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)?.squeeze(0)
     }

@@ -4,15 +4,21 @@
 //!
 //! Adds the special tokens as transformers does (`<|startoftext|>`/`<|endoftext|>`, `[CLS]`/`[SEP]`),
 //! and truncates like `truncation=True` at the model's context length (CLIP 77, Chinese-CLIP 52),
-//! reporting that it did. Not for: embeddings.
+//! reporting that it did. SigLIP's (a SigLIP 2 Gemma `tokenizer.json`) is padded to the context
+//! length as its processor is called (`padding="max_length"`), on the side and with the token
+//! `tokenizer_config.json` names ([`ClipTokenizer::padded`]). Not for: embeddings.
 
 use std::path::{Path, PathBuf};
 
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
 
 use super::ClipError;
 
@@ -20,6 +26,9 @@ pub struct ClipTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_len: usize,
+    /// SigLIP (v1): texts go through `SiglipTokenizer.canonicalize_text` first (lower-cased when
+    /// set, `Some(true)`).
+    canonicalize: Option<bool>,
 }
 
 /// Token ids of one text.
@@ -107,7 +116,108 @@ impl ClipTokenizer {
             inner,
             path: path.to_path_buf(),
             max_len,
+            canonicalize: None,
         })
+    }
+
+    /// SigLIP (v1)'s tokenizer from its SentencePiece `spiece.model` (see `spiece.rs`): the text
+    /// canonicalized (lower-cased when `lowercase`, `tokenizer_config.json`'s `do_lower_case`,
+    /// punctuation removed), SentencePiece's pieces, `</s>` appended; cut at `max_len`.
+    pub fn from_spiece(path: &Path, lowercase: bool, max_len: usize) -> Result<Self, ClipError> {
+        let bad = |reason: String| ClipError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad(
+                "missing: text search needs the checkpoint's tokenizer.json or spiece.model".into(),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
+        let model = super::spiece::read_model(&bytes)
+            .map_err(|e| bad(format!("not a readable SentencePiece model: {e}")))?;
+        let inner = super::spiece::tokenizer(&model, "</s>").map_err(bad)?;
+        let mut tok = Self::with_limit(inner, path, max_len)?;
+        tok.canonicalize = Some(lowercase);
+        Ok(tok)
+    }
+
+    /// Every text padded to `max_len` tokens, as SigLIP's processor is called
+    /// (`padding="max_length"`), reading from `config` (`tokenizer_config.json`) what transformers
+    /// reads: `pad_token` (default `<pad>`; `SiglipTokenizer`: `</s>`), `padding_side` (default the
+    /// tokenizer class's, `default_class` where the file names none:
+    /// `left` for `GemmaTokenizer` and `Siglip2Tokenizer`, `right` otherwise), and
+    /// `tokenizer_class` (`Siglip2Tokenizer` lower-cases the text before Gemma's normalizer).
+    pub fn padded(mut self, config: &Path, default_class: &str) -> Result<Self, ClipError> {
+        let bad = |reason: String| ClipError::Tokenizer {
+            path: config.to_path_buf(),
+            reason,
+        };
+        let value: serde_json::Value = if config.is_file() {
+            let text = std::fs::read_to_string(config).map_err(|e| ClipError::io(config, e))?;
+            serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?
+        } else {
+            serde_json::Value::Null
+        };
+        let class = value
+            .get("tokenizer_class")
+            .and_then(|v| v.as_str())
+            .unwrap_or(default_class);
+        let pad_token = match value.get("pad_token") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("pad_token is {v}, not a token")))?,
+            // SiglipTokenizer pads with its end-of-text token.
+            None if class == "SiglipTokenizer" => "</s>".to_string(),
+            None => "<pad>".to_string(),
+        };
+        let left = match value.get("padding_side").and_then(|v| v.as_str()) {
+            Some("left") => true,
+            Some("right") => false,
+            Some(other) => {
+                return Err(bad(format!("padding_side is {other:?}, not left or right")))
+            }
+            None => matches!(
+                class,
+                "GemmaTokenizer" | "GemmaTokenizerFast" | "Siglip2Tokenizer"
+            ),
+        };
+        let pad_id = self
+            .inner
+            .token_to_id(&pad_token)
+            .ok_or_else(|| ClipError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!(
+                    "has no {pad_token} token (the pad_token of {})",
+                    config.display()
+                ),
+            })?;
+        if class == "Siglip2Tokenizer" {
+            let lower = NormalizerWrapper::from(Lowercase);
+            let normalizer = match self.inner.get_normalizer().cloned() {
+                Some(n) => NormalizerWrapper::from(Sequence::new(vec![lower, n])),
+                None => lower,
+            };
+            self.inner
+                .with_normalizer(Some(normalizer))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        self.inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(self.max_len),
+            direction: if left {
+                PaddingDirection::Left
+            } else {
+                PaddingDirection::Right
+            },
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(self)
     }
 
     pub fn max_len(&self) -> usize {
@@ -115,6 +225,14 @@ impl ClipTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Tokens, ClipError> {
+        let canonical;
+        let text = match self.canonicalize {
+            Some(lowercase) => {
+                canonical = super::spiece::canonicalize(text, lowercase);
+                canonical.as_str()
+            }
+            None => text,
+        };
         let enc = self
             .inner
             .encode(text, true)

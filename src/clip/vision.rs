@@ -27,15 +27,8 @@ pub struct VisionTower {
 impl VisionTower {
     pub fn load(w: &Weights, cfg: &VisionConfig, projection_dim: usize) -> Result<Self, ClipError> {
         let d = cfg.hidden_size;
-        let (c, p) = (cfg.num_channels, cfg.patch_size);
         let e = "vision_model.embeddings";
-        let patch_weight = w
-            .get(&format!("{e}.patch_embedding.weight"), &[d, c, p, p])?
-            .reshape((d, c * p * p))
-            .map_err(|err| ClipError::Weights {
-                path: w.path().to_path_buf(),
-                reason: err.to_string(),
-            })?;
+        let patch_weight = load_patch_weight(w, cfg)?;
         let shape = EncoderShape::vision(cfg);
         Ok(Self {
             cfg: cfg.clone(),
@@ -65,27 +58,8 @@ impl VisionTower {
     /// `pixels`: `[batch, channels, image_size, image_size]`, in the weights' dtype →
     /// `[batch, projection_dim]`, unit rows, always f32 (converted before the normalisation).
     pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let (b, c, hgt, wid) = pixels.dims4()?;
-        let p = self.cfg.patch_size;
-        let g = self.cfg.grid();
-        if c != self.cfg.num_channels || hgt != self.cfg.image_size || wid != self.cfg.image_size {
-            candle_core::bail!(
-                "pixels are {c}×{hgt}×{wid}, the model wants {}×{}×{}",
-                self.cfg.num_channels,
-                self.cfg.image_size,
-                self.cfg.image_size
-            );
-        }
-        let d = self.cfg.hidden_size;
-        // Unfold into non-overlapping patches: [b, c, g, p, g, p] → [b, g, g, c, p, p] → [b·g², c·p·p].
-        let patches = pixels
-            .reshape((b, c, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, c * p * p))?;
-        let x = patches
-            .matmul(&self.patch_weight.t()?)?
-            .reshape((b, g * g, d))?;
+        let x = patch_embed(pixels, &self.patch_weight, &self.cfg)?;
+        let (b, d) = (x.dim(0)?, self.cfg.hidden_size);
         let cls = self
             .class_embedding
             .reshape((1, 1, d))?
@@ -98,4 +72,54 @@ impl VisionTower {
         let pooled = self.post_layernorm.forward(&cls)?;
         l2_normalize_rows(&self.projection.forward(&pooled)?.to_dtype(DType::F32)?)
     }
+}
+
+/// The patch embedding's convolution kernel, `{vision_model.embeddings}.patch_embedding.weight`,
+/// flattened to `[hidden, channels·patch·patch]`.
+pub fn load_patch_weight(w: &Weights, cfg: &VisionConfig) -> Result<Tensor, ClipError> {
+    let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
+    w.get(
+        "vision_model.embeddings.patch_embedding.weight",
+        &[d, c, p, p],
+    )?
+    .reshape((d, c * p * p))
+    .map_err(|err| ClipError::Weights {
+        path: w.path().to_path_buf(),
+        reason: err.to_string(),
+    })
+}
+
+/// The patch embedding, a convolution whose stride equals its kernel, as one matmul over the
+/// unfolded patches: `pixels` `[batch, channels, image_size, image_size]` → `[batch, grid², hidden]`
+/// (no bias; the caller adds SigLIP's).
+pub fn patch_embed(pixels: &Tensor, weight: &Tensor, cfg: &VisionConfig) -> CResult<Tensor> {
+    let (b, c, hgt, wid) = pixels.dims4()?;
+    let p = cfg.patch_size;
+    let g = cfg.grid();
+    if c != cfg.num_channels || hgt != cfg.image_size || wid != cfg.image_size {
+        candle_core::bail!(
+            "pixels are {c}×{hgt}×{wid}, the model wants {}×{}×{}",
+            cfg.num_channels,
+            cfg.image_size,
+            cfg.image_size
+        );
+    }
+    // The "valid" convolution leaves out what is past the last whole patch (384 px, 14-px patches).
+    let pixels = if g * p == hgt {
+        pixels.clone()
+    } else {
+        pixels
+            .narrow(2, 0, g * p)?
+            .narrow(3, 0, g * p)?
+            .contiguous()?
+    };
+    // Unfold into non-overlapping patches: [b, c, g, p, g, p] → [b, g, g, c, p, p] → [b·g², c·p·p].
+    let patches = pixels
+        .reshape((b, c, g, p, g, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b * g * g, c * p * p))?;
+    patches
+        .matmul(&weight.t()?)?
+        .reshape((b, g * g, cfg.hidden_size))
 }

@@ -152,15 +152,16 @@ impl KnnClassifier<'_> {
     }
 }
 
-/// CLIP's zero-shot classifier over a fixed set of labels (see `crate::eval::zero_shot`).
+/// The model's zero-shot classifier over a fixed set of labels (see `crate::eval::zero_shot`).
 pub struct ZeroShotClassifier {
     labels: Vec<String>,
     texts: Vec<Vec<f32>>,
-    logit_scale: f32,
+    scoring: zero_shot::Scoring,
 }
 
 impl ZeroShotClassifier {
-    /// Embeds one prompt per label with the text tower; `logit_scale` comes from the checkpoint.
+    /// Embeds one prompt per label with the text tower; `logit_scale` (and SigLIP's `logit_bias`)
+    /// come from the checkpoint.
     pub fn load(
         model: &ModelDir,
         device: &Device,
@@ -172,7 +173,10 @@ impl ZeroShotClassifier {
             .map(|l| zero_shot::prompt(template, l))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
-        let logit_scale = model.logit_scale()?;
+        let scoring = zero_shot::Scoring {
+            logit_scale: model.logit_scale()?,
+            logit_bias: model.logit_bias()?,
+        };
         let encoder = TextEncoder::load(model, device)?;
         let mut texts = Vec::with_capacity(prompts.len());
         for p in &prompts {
@@ -187,12 +191,12 @@ impl ZeroShotClassifier {
         Ok(Self {
             labels,
             texts,
-            logit_scale,
+            scoring,
         })
     }
 
     pub fn classify(&self, vector: &[f32]) -> Option<Prediction> {
-        zero_shot::classify(vector, &self.labels, &self.texts, self.logit_scale)
+        zero_shot::classify(vector, &self.labels, &self.texts, self.scoring)
     }
 }
 

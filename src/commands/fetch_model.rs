@@ -29,13 +29,15 @@ use crate::model_source::{self, check_repo_id, hub_cache};
 
 /// The files imgvec reads, and whether each is required (the tokenizer only for text queries; CLIP's
 /// preprocessing defaults apply without `preprocessor_config.json`; Chinese-CLIP's tokenizer is
-/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` where there is no `tokenizer.json`).
+/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` where there is no `tokenizer.json`;
+/// SigLIP (v1)'s is `spiece.model`).
 pub const FILES: &[(&str, bool)] = &[
     ("config.json", true),
     ("preprocessor_config.json", false),
     ("tokenizer.json", false),
     ("tokenizer_config.json", false),
     ("vocab.txt", false),
+    ("spiece.model", false),
     ("model.safetensors", true),
 ];
 

@@ -17,11 +17,24 @@ use crate::store::StoreError;
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
     let (model_line, model_json) = match locate_model(&args.model) {
-        Ok(found) => (
-            format!("model {} from {}", found.dir.display(), found.source),
-            json!({"found": true, "dir": found.dir, "source": found.source.kind(),
-                   "name": found.name, "from": found.source.to_string()}),
-        ),
+        Ok(found) => {
+            // The family and embedding size from config.json (a file that cannot be read says
+            // so in the line; the commands that load the model give the full error).
+            let (shape, family, dims) = match crate::clip::ModelDir::open(&found.dir) {
+                Ok(m) => (
+                    format!(" ({}, {}-d)", m.family(), m.dims()),
+                    Value::from(m.family()),
+                    Value::from(m.dims()),
+                ),
+                Err(e) => (format!(" ({e})"), Value::Null, Value::Null),
+            };
+            (
+                format!("model {} from {}{shape}", found.dir.display(), found.source),
+                json!({"found": true, "dir": found.dir, "source": found.source.kind(),
+                       "name": found.name, "from": found.source.to_string(),
+                       "family": family, "dims": dims}),
+            )
+        }
         Err(e) => (
             format!("model: {e:#}"),
             json!({"found": false, "error": format!("{e:#}")}),

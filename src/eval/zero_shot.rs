@@ -1,9 +1,12 @@
-//! Zero-shot classification: CLIP's own classifier, with no indexed neighbours.
+//! Zero-shot classification: the model's own classifier, with no indexed neighbours.
 //!
-//! One prompt per label (`"a photo of a {label}"` by default); the probabilities are the softmax over
-//! `exp(logit_scale) · cos(image, text)`, with `logit_scale` read from the checkpoint — the numbers
-//! transformers' `CLIPModel(...).logits_per_image.softmax(-1)` gives. Not for: embedding the image
-//! or the prompts (`clip` does that) or finding the labels (the store does).
+//! One prompt per label (`"a photo of a {label}"` by default). CLIP and Chinese-CLIP: the
+//! probabilities are the softmax over `exp(logit_scale) · cos(image, text)`, with `logit_scale`
+//! read from the checkpoint — the numbers transformers' `CLIPModel(...).logits_per_image.softmax(-1)`
+//! gives. SigLIP: each label's score is its own `sigmoid(exp(logit_scale) · cos + logit_bias)`
+//! (they need not sum to 1), transformers' `torch.sigmoid(SiglipModel(...).logits_per_image)`.
+//! Not for: embedding the image or the prompts (`clip` does that) or finding the labels (the
+//! store does).
 
 use super::Prediction;
 
@@ -44,18 +47,53 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
+/// The logistic function, `1 / (1 + e^-x)`.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// How a checkpoint turns cosines into label scores, from its learned parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scoring {
+    pub logit_scale: f32,
+    /// SigLIP's `logit_bias`: scores are sigmoids of the biased logits. `None`: a softmax.
+    pub logit_bias: Option<f32>,
+}
+
+impl Scoring {
+    /// CLIP's softmax with this `logit_scale`.
+    pub fn softmax(logit_scale: f32) -> Self {
+        Self {
+            logit_scale,
+            logit_bias: None,
+        }
+    }
+
+    /// The score of each text for `image`: softmax probabilities, or SigLIP's sigmoids.
+    pub fn scores(&self, image: &[f32], texts: &[Vec<f32>]) -> Vec<f64> {
+        let logits = logits(image, texts, self.logit_scale);
+        match self.logit_bias {
+            None => softmax(&logits),
+            Some(bias) => logits
+                .into_iter()
+                .map(|l| sigmoid(l + f64::from(bias)))
+                .collect(),
+        }
+    }
+}
+
 /// The label of `image` among `labels` (whose prompt embeddings are `texts`, in the same order);
 /// `None` when there are no labels.
 pub fn classify(
     image: &[f32],
     labels: &[String],
     texts: &[Vec<f32>],
-    logit_scale: f32,
+    scoring: Scoring,
 ) -> Option<Prediction> {
     if labels.is_empty() || labels.len() != texts.len() {
         return None;
     }
-    let probs = softmax(&logits(image, texts, logit_scale));
+    let probs = scoring.scores(image, texts);
     let mut scores: Vec<(String, f64)> = labels.iter().cloned().zip(probs).collect();
     // Stable: equal probabilities keep the labels' order.
     scores.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -106,11 +144,30 @@ mod tests {
     fn the_most_probable_label_wins() {
         let labels = vec!["cat".to_string(), "dog".to_string()];
         let texts = vec![vec![0.0f32, 1.0], vec![1.0, 0.0]];
-        let p = classify(&[0.8, 0.6], &labels, &texts, 1f32.ln()).unwrap();
+        let p = classify(&[0.8, 0.6], &labels, &texts, Scoring::softmax(1f32.ln())).unwrap();
         assert_eq!(p.label, "dog");
         let expect = 0.8f64.exp() / (0.8f64.exp() + 0.6f64.exp());
         assert!((p.confidence - expect).abs() < 1e-7);
         assert_eq!(p.scores[1].0, "cat");
-        assert!(classify(&[1.0], &[], &[], 1.0).is_none());
+        assert!(classify(&[1.0], &[], &[], Scoring::softmax(1.0)).is_none());
+    }
+
+    #[test]
+    fn siglip_scores_are_independent_sigmoids() {
+        let labels = vec!["cat".to_string(), "dog".to_string()];
+        let texts = vec![vec![0.0f32, 1.0], vec![1.0, 0.0]];
+        let scoring = Scoring {
+            logit_scale: 10f32.ln(),
+            logit_bias: Some(-5.0),
+        };
+        let p = classify(&[0.8, 0.6], &labels, &texts, scoring).unwrap();
+        assert_eq!(p.label, "dog");
+        assert!((p.confidence - sigmoid(10.0 * 0.8 - 5.0)).abs() < 1e-6);
+        assert!((p.scores[1].1 - sigmoid(10.0 * 0.6 - 5.0)).abs() < 1e-6);
+        assert!(
+            p.scores.iter().map(|s| s.1).sum::<f64>() > 1.0,
+            "not a softmax"
+        );
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-15);
     }
 }

@@ -83,6 +83,7 @@ impl Dense {
                 ..Op::new(p)
             }),
             (_, Epilogue::QuickGelu) => crate::clip::kernels::quick_gelu(&self.forward(x)?),
+            (_, Epilogue::GeluTanh) => self.forward(x)?.gelu(),
         }
     }
 

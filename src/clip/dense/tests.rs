@@ -160,6 +160,26 @@ fn quick_gelu_epilogue_equals_the_separate_kernel() -> Result<()> {
     Ok(())
 }
 
+/// The tanh-GELU epilogue (SigLIP's activation, as `x · sigmoid(2u)`) is candle's `gelu` (the
+/// tanh form) of the layer's output to float rounding, also where the tiles cut a panel.
+#[test]
+fn gelu_tanh_epilogue_equals_the_tanh_formula() -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    for (m, n, k) in [(3, 40, 70), (257, 100, 600)] {
+        let w = Tensor::from_vec(values(n * k, 21), (n, k), &dev)?;
+        let b = Tensor::from_vec(values(n, 22), n, &dev)?;
+        let x = (Tensor::from_vec(values(m * k, 23), (m, k), &dev)? * 4.0)?;
+        let dense = Dense::new(w, Some(b))?;
+        let plain = dense.forward(&x)?;
+        let want = plain.gelu()?;
+        let got = dense.forward_with(&x, Epilogue::GeluTanh)?;
+        let scale = plain.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff <= 1e-6 * scale, "m={m} n={n} k={k}: differs by {diff}");
+    }
+    Ok(())
+}
+
 /// Rows normalized while packed give candle's `layer_norm` then the layer (to float rounding),
 /// for row counts that are not whole tiles, k past a packing block, with the activation too.
 #[test]
@@ -182,7 +202,7 @@ fn normed_rows_equal_layer_norm_then_the_layer() -> Result<()> {
             bias: &beta,
             eps: 1e-5,
         };
-        for epilogue in [Epilogue::None, Epilogue::QuickGelu] {
+        for epilogue in [Epilogue::None, Epilogue::QuickGelu, Epilogue::GeluTanh] {
             let want = dense.forward_with(&normed, epilogue)?;
             let Some(got) = dense.forward_normed(&x, norm, epilogue)? else {
                 assert_eq!(detect(), Simd::None, "a packed layer takes the norm");

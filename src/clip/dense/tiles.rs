@@ -26,6 +26,20 @@ pub enum Epilogue {
     None,
     /// `x · sigmoid(1.702 x)` (OpenAI CLIP's activation), the same arithmetic as the separate kernel.
     QuickGelu,
+    /// GELU's tanh approximation (SigLIP's `gelu_pytorch_tanh`), as `x · sigmoid(2·√(2/π)·(x +
+    /// 0.044715 x³))`.
+    GeluTanh,
+}
+
+impl Epilogue {
+    /// Applies the activation to a finished row of outputs, in place.
+    pub(super) fn apply(self, row: &mut [f32]) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::QuickGelu => crate::clip::kernels::quick_gelu_in_place(row),
+            Epilogue::GeluTanh => crate::clip::kernels::gelu_tanh_in_place(row),
+        }
+    }
 }
 
 /// A raw output pointer that rayon tasks may share.
@@ -372,12 +386,12 @@ impl Panels<'_> {
         cols: usize,
     ) {
         let ldy = out.ldy;
-        if out.epilogue == Epilogue::QuickGelu {
+        if out.epilogue != Epilogue::None {
             for r in 0..tile_rows {
                 // SAFETY: row r of the finished tile: `cols` initialized floats that only this
                 // task touches and nothing else borrows meanwhile (the contract).
                 let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldy), cols) };
-                crate::clip::kernels::quick_gelu_in_place(row);
+                out.epilogue.apply(row);
             }
         }
         if let Some((ry, rld)) = out.to_y {

@@ -33,7 +33,7 @@ mod pack;
 mod tile;
 
 use super::pack::Line;
-use super::tiles::{Epilogue, Out};
+use super::tiles::Out;
 use pack::split_row;
 pub(super) use pack::{pack_rows, rows_lines, AmxWeight};
 use tile::{k16x32, k32x32, release, Config};
@@ -152,9 +152,7 @@ unsafe fn finish_rows(
             }
         }
         let done = &mut buf[..width];
-        if out.epilogue == Epilogue::QuickGelu {
-            crate::clip::kernels::quick_gelu_in_place(done);
-        }
+        out.epilogue.apply(done);
         match out.packed {
             // SAFETY: row `row` < m, columns col0..col0 + width ≤ n of y, m rows of at least n
             // floats ldy apart that only this task writes there (the contract); from the local buf.
