@@ -16,7 +16,9 @@
 //! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir],
 //! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
-//! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters).
+//! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
+//! `IMGVEC_BENCH_RESCORE` [500,1000,2000,4000] (how many of a label's documents its sign-code scan
+//! keeps for the int8 ranking, each measured on every label).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -394,6 +396,33 @@ async fn searches_only(
     }
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;
+    drop(store);
+    rescore_curve(dir, n, queries, label_truth).await
+}
+
+/// Every label filter answered by the scan of the label's sign codes, keeping each count of
+/// `IMGVEC_BENCH_RESCORE` [500,1000,2000,4000] for the int8 ranking.
+async fn rescore_curve(
+    dir: &Path,
+    n: usize,
+    queries: &[Vec<f32>],
+    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
+) -> Result<(), String> {
+    let counts =
+        std::env::var("IMGVEC_BENCH_RESCORE").unwrap_or_else(|_| "500,1000,2000,4000".into());
+    for rescore in counts
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        let cfg = LocalConfig {
+            filtered_scan_rows: usize::MAX,
+            filtered_rescore_rows: rescore,
+            ..LocalConfig::new(dir, "bench")
+        };
+        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
+        let how = format!(", sign scan keeping {rescore} forced");
+        label_knn(&store, &how, n, queries, label_truth).await;
+    }
     Ok(())
 }
 
@@ -510,22 +539,22 @@ async fn store_bench(
         .await;
     }
     // Each way of answering a filter on every label, to choose where one gives way to the other:
-    // the graph walk at several widths, the scan of the label's codes.
+    // the graph walk at several widths, the scan of the label's sign codes keeping several counts.
     let ways = [
-        (0, 256, "graph walk, ef 256"),
-        (0, 512, "graph walk, ef 512"),
-        (0, 1024, "graph walk, ef 1024"),
-        (usize::MAX, 0, "code scan"),
+        (0, 256, 0, "graph walk, ef 256"),
+        (0, 1024, 0, "graph walk, ef 1024"),
     ];
-    for (scan_rows, ef, how) in ways {
+    for (scan_rows, ef, rescore, how) in ways {
         let cfg = LocalConfig {
             filtered_scan_rows: scan_rows,
             filtered_min_ef: ef,
+            filtered_rescore_rows: rescore,
             ..cfg.clone()
         };
         let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
         label_knn(&store, &format!(", {how} forced"), n, queries, label_truth).await;
     }
+    rescore_curve(dir, n, queries, label_truth).await?;
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
 //! it is answered by rebuilding it.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::labels::Labels;
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::{Shared, State};
 use crate::store::StoreError;
@@ -132,8 +133,8 @@ impl Ann {
         Ok(best.into_sorted_vec().into_iter().map(|(_, k)| k).collect())
     }
 
-    /// Adds (or replaces) `key` with `vector`, making room if needed.
-    fn put(&mut self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
+    /// Adds (or replaces) `key` with `vector` of `label`, making room if needed.
+    fn put(&mut self, key: u64, label: String, vector: &[f32]) -> Result<(), StoreError> {
         if self.index.contains(key) {
             self.index.remove(key).map_err(|e| ann_error("remove", e))?;
         }
@@ -141,9 +142,12 @@ impl Ann {
             let want = (self.index.capacity() * 2).max(self.index.size() + 1_024);
             reserve(&self.index, want, 1)?;
         }
+        let code = self.quant.code(vector);
         self.index
-            .add(key, &self.quant.code(vector))
-            .map_err(|e| ann_error("add", e))
+            .add(key, &code)
+            .map_err(|e| ann_error("add", e))?;
+        self.labels.set(key, label, &code);
+        Ok(())
     }
 
     /// Whether its codes were calibrated on a guess or a handful of rows while it now holds many:
@@ -157,61 +161,6 @@ impl Ann {
         self.index_id == row.id
             && self.generation <= row.generation
             && self.generation >= row.tombstones_after
-    }
-}
-
-/// The label of each key, as small numbers the filter predicate compares, and the keys of each
-/// label (their count, and what a filtered search scans when the label is small).
-#[derive(Default)]
-pub(super) struct Labels {
-    of_key: HashMap<u64, u32>,
-    numbers: HashMap<String, u32>,
-    members: HashMap<u32, HashSet<u64>>,
-}
-
-impl Labels {
-    /// Records that `key` has `label` (it may have had another before).
-    pub(super) fn set(&mut self, key: u64, label: String) {
-        let next = self.numbers.len() as u32;
-        let number = *self.numbers.entry(label).or_insert(next);
-        if let Some(old) = self.of_key.insert(key, number) {
-            if old != number {
-                self.forget(key, old);
-            }
-        }
-        self.members.entry(number).or_default().insert(key);
-    }
-
-    /// Forgets `key` (its document was deleted).
-    pub(super) fn remove(&mut self, key: u64) {
-        if let Some(old) = self.of_key.remove(&key) {
-            self.forget(key, old);
-        }
-    }
-
-    fn forget(&mut self, key: u64, number: u32) {
-        if let Some(keys) = self.members.get_mut(&number) {
-            keys.remove(&key);
-        }
-    }
-
-    /// The keys of label `number`.
-    pub(super) fn keys_of(&self, number: u32) -> impl Iterator<Item = u64> + '_ {
-        self.members.get(&number).into_iter().flatten().copied()
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.of_key.len()
-    }
-
-    /// The number and document count of `label`.
-    pub(super) fn get(&self, label: &str) -> Option<(u32, usize)> {
-        let number = *self.numbers.get(label)?;
-        Some((number, self.members.get(&number).map_or(0, HashSet::len)))
-    }
-
-    pub(super) fn has(&self, key: u64, number: u32) -> bool {
-        self.of_key.get(&key) == Some(&number)
     }
 }
 
@@ -449,21 +398,28 @@ impl Shared {
         done.handle.join().ok()?.ok()
     }
 
-    /// The label of every document of the index.
+    /// The label of every document of the index, with the sign code of its int8 code in `index`
+    /// (zeros for a key not there: written after the graph, it is caught up with its row).
     pub(super) fn read_labels(
         &self,
         conn: &Connection,
         index_id: i64,
+        index: &Index,
     ) -> Result<Labels, StoreError> {
         let db = |e| db_error(&self.db_path, e);
         let mut stmt = conn
             .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
             .map_err(db)?;
         let mut rows = stmt.query(params![index_id]).map_err(db)?;
-        let mut labels = Labels::default();
+        let mut labels = Labels::new(index.dimensions());
+        let mut code = vec![0i8; index.dimensions()];
         while let Some(r) = rows.next().map_err(db)? {
-            let key: i64 = r.get(0).map_err(db)?;
-            labels.set(key as u64, r.get(1).map_err(db)?);
+            let key = r.get::<_, i64>(0).map_err(db)? as u64;
+            let found = index.get(key, &mut code).map_err(|e| ann_error("get", e))?;
+            if found == 0 {
+                code.fill(0);
+            }
+            labels.set(key, r.get(1).map_err(db)?, &code);
         }
         Ok(labels)
     }
@@ -506,8 +462,7 @@ impl Shared {
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-            graph.put(key, &vector)?;
-            graph.labels.set(key, label);
+            graph.put(key, label, &vector)?;
             graph.unsaved += 1;
             stats.caught_up_rows += 1;
         }
@@ -530,12 +485,12 @@ fn build_graph(
     let index = Index::new(&ann_options(row, min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
     reserve(&index, total + 1, 1)?;
-    let mut labels = Labels::default();
+    let mut labels = Labels::new(row.dims);
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;
     let mut rows = stmt.query(params![row.id]).map_err(db)?;
-    let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
+    let mut chunk: Vec<(u64, String, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
     let mut quant = None;
     let mut done = false;
     while !done {
@@ -551,18 +506,17 @@ fn build_graph(
                 break;
             };
             let (key, label, vector) = vector_row(db_path, r, row.dims)?;
-            labels.set(key, label);
-            chunk.push((key, vector));
+            chunk.push((key, label, vector));
         }
         let quant = quant
-            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, v)| &v[..])));
+            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, _, v)| &v[..])));
         if index.size() + chunk.len() >= index.capacity() {
             reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
         }
-        for (key, vector) in &chunk {
-            index
-                .add(*key, &quant.code(vector))
-                .map_err(|e| ann_error("add", e))?;
+        for (key, label, vector) in chunk.drain(..) {
+            let code = quant.code(&vector);
+            index.add(key, &code).map_err(|e| ann_error("add", e))?;
+            labels.set(key, label, &code);
         }
     }
     Ok(Ann {
@@ -590,36 +544,4 @@ fn code_distance(a: &[i8], b: &[i8]) -> i32 {
 fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relabelling_a_key_moves_its_count_to_the_new_label() {
-        let mut labels = Labels::default();
-        labels.set(1, "cat".into());
-        labels.set(2, "cat".into());
-        labels.set(3, "dog".into());
-        let (cat, _) = labels.get("cat").unwrap();
-        let (dog, _) = labels.get("dog").unwrap();
-        assert_eq!(labels.get("cat").unwrap().1, 2);
-        labels.set(2, "dog".into());
-        assert_eq!(labels.len(), 3);
-        assert_eq!(labels.get("cat").unwrap().1, 1);
-        assert_eq!(labels.get("dog").unwrap().1, 2);
-        assert!(labels.has(1, cat) && !labels.has(2, cat) && labels.has(2, dog));
-        assert!(labels.get("owl").is_none());
-        // Set again with the same label, removed: the keys of each label follow.
-        labels.set(1, "cat".into());
-        labels.remove(3);
-        let keys = |n| {
-            let mut k: Vec<u64> = labels.keys_of(n).collect();
-            k.sort_unstable();
-            k
-        };
-        assert_eq!((keys(cat), keys(dog)), (vec![1], vec![2]));
-        assert_eq!(labels.get("dog").unwrap().1, 1);
-    }
 }

@@ -169,7 +169,19 @@ impl Shared {
         }
         let labels = &graph.labels;
         let found = if count <= self.cfg.filtered_scan_rows {
-            graph.scan_codes(s.vector, labels.keys_of(number), s.candidates)?
+            // The label's sign codes pick the few to rank by their int8 codes.
+            let rescore = self.cfg.filtered_rescore_rows.max(s.candidates);
+            if count <= rescore {
+                graph.scan_codes(
+                    s.vector,
+                    labels.keys_of(number).iter().copied(),
+                    s.candidates,
+                )?
+            } else {
+                let code = graph.quant.code(s.vector);
+                let short = labels.nearest(number, &code, rescore);
+                graph.scan_codes(s.vector, short.into_iter(), s.candidates)?
+            }
         } else {
             // Most of the graph walked is of other labels: search wider.
             let ef = s.candidates.max(self.cfg.filtered_min_ef);
