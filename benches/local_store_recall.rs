@@ -17,8 +17,9 @@
 //! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
 //! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
-//! `IMGVEC_BENCH_RESCORE` [500,1000,2000,4000] (how many of a label's documents its sign-code scan
-//! keeps for the int8 ranking, each measured on every label).
+//! `IMGVEC_BENCH_WAYS` [a full run: 256,1024,scan; with REUSE: scan,1024,2048,4096] (each filter
+//! way forced on every label: `scan` the label's codes in memory, a number the graph walk at that
+//! `ef`).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -397,58 +398,34 @@ async fn searches_only(
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;
     drop(store);
-    rescore_curve(dir, n, queries, label_truth).await
+    filter_ways(dir, n, queries, label_truth, "scan,1024,2048,4096").await
 }
 
-/// Every label filter answered by the scan of the label's sign codes, keeping each count of
-/// `IMGVEC_BENCH_RESCORE` [500,1000,2000,4000] for the int8 ranking.
-async fn rescore_curve(
+/// Every label filter answered by each forced way of `IMGVEC_BENCH_WAYS` [`default`]: `scan`
+/// the label's codes in memory (all kept), a number the graph walk at that `ef`.
+async fn filter_ways(
     dir: &Path,
     n: usize,
     queries: &[Vec<f32>],
     label_truth: &[(&str, usize, Vec<Vec<u64>>)],
+    default: &str,
 ) -> Result<(), String> {
-    let counts =
-        std::env::var("IMGVEC_BENCH_RESCORE").unwrap_or_else(|_| "500,1000,2000,4000".into());
-    for rescore in counts
-        .split(',')
-        .filter_map(|c| c.trim().parse::<usize>().ok())
-    {
+    let ways = std::env::var("IMGVEC_BENCH_WAYS").unwrap_or_else(|_| default.into());
+    for way in ways.split(',').map(str::trim) {
+        let (scan_rows, ef, how) = match way.parse::<usize>() {
+            Ok(ef) => (0, ef, format!(", graph walk, ef {ef} forced")),
+            Err(_) => (usize::MAX, 0, ", code scan forced".to_string()),
+        };
         let cfg = LocalConfig {
-            filtered_scan_rows: usize::MAX,
-            filtered_rescore_rows: rescore,
+            filtered_scan_rows: scan_rows,
+            filtered_code_bytes: usize::MAX,
+            filtered_min_ef: ef,
             ..LocalConfig::new(dir, "bench")
         };
         let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
-        let how = format!(", sign scan keeping {rescore} forced");
         label_knn(&store, &how, n, queries, label_truth).await;
     }
     Ok(())
-}
-
-/// recall@10 and latency of the store's knn with each label filter of `label_truth`.
-async fn label_knn(
-    store: &LocalStore,
-    how: &str,
-    n: usize,
-    queries: &[Vec<f32>],
-    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
-) {
-    for (label, count, truth) in label_truth {
-        let what = format!(
-            "label filter '{label}' ({count} docs, 1 in {:.0}{how})",
-            n as f64 / *count as f64
-        );
-        store_knn(
-            store,
-            &what,
-            &queries[..truth.len()],
-            Some(label),
-            truth,
-            100,
-        )
-        .await;
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -539,22 +516,8 @@ async fn store_bench(
         .await;
     }
     // Each way of answering a filter on every label, to choose where one gives way to the other:
-    // the graph walk at several widths, the scan of the label's sign codes keeping several counts.
-    let ways = [
-        (0, 256, 0, "graph walk, ef 256"),
-        (0, 1024, 0, "graph walk, ef 1024"),
-    ];
-    for (scan_rows, ef, rescore, how) in ways {
-        let cfg = LocalConfig {
-            filtered_scan_rows: scan_rows,
-            filtered_min_ef: ef,
-            filtered_rescore_rows: rescore,
-            ..cfg.clone()
-        };
-        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
-        label_knn(&store, &format!(", {how} forced"), n, queries, label_truth).await;
-    }
-    rescore_curve(dir, n, queries, label_truth).await?;
+    // the graph walk at several widths, the scan of the label's codes in memory (all kept).
+    filter_ways(dir, n, queries, label_truth, "256,1024,scan").await?;
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

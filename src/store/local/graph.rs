@@ -9,7 +9,6 @@
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
 //! it is answered by rebuilding it.
 
-use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
@@ -18,8 +17,9 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
-use super::labels::Labels;
+use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
+use super::LocalConfig;
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -101,36 +101,6 @@ impl Ann {
             Some(keep) => self.index.filtered_search(&code, count, keep),
         };
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
-    }
-
-    /// The `count` keys of `keys` whose codes are nearest `query`'s: an exact scan of the codes
-    /// in memory, for a filter too selective for the graph.
-    pub(super) fn scan_codes(
-        &self,
-        query: &[f32],
-        keys: impl Iterator<Item = u64>,
-        count: usize,
-    ) -> Result<Vec<u64>, StoreError> {
-        let code = self.quant.code(query);
-        let mut other = vec![0i8; code.len()];
-        let mut best: BinaryHeap<(i32, u64)> = BinaryHeap::with_capacity(count + 1);
-        for key in keys {
-            let found = self
-                .index
-                .get(key, &mut other)
-                .map_err(|e| ann_error("get", e))?;
-            if found == 0 {
-                continue;
-            }
-            let d = code_distance(&code, &other);
-            if best.len() < count {
-                best.push((d, key));
-            } else if best.peek().is_some_and(|&(worst, _)| d < worst) {
-                best.pop();
-                best.push((d, key));
-            }
-        }
-        Ok(best.into_sorted_vec().into_iter().map(|(_, k)| k).collect())
     }
 
     /// Adds (or replaces) `key` with `vector` of `label`, making room if needed.
@@ -331,7 +301,7 @@ impl Shared {
         stats: &mut AnnStats,
     ) -> Result<Ann, StoreError> {
         stats.rebuilt += 1;
-        build_graph(tx, &self.db_path, self.cfg.min_ef_search, row)
+        build_graph(tx, &self.db_path, &self.cfg, row)
     }
 
     /// Whether `graph` is more than `catch_up_rows` rows behind `row` while the cache file holds
@@ -365,11 +335,7 @@ impl Shared {
         if building.is_some() {
             return;
         }
-        let (db_path, index, min_ef) = (
-            self.db_path.clone(),
-            self.cfg.index.clone(),
-            self.cfg.min_ef_search,
-        );
+        let (db_path, cfg) = (self.db_path.clone(), self.cfg.clone());
         let thread = std::thread::Builder::new()
             .name("imgvec-hnsw-build".into())
             .spawn(move || {
@@ -377,9 +343,10 @@ impl Shared {
                 let tx = conn
                     .unchecked_transaction()
                     .map_err(|e| db_error(&db_path, e))?;
+                let index = cfg.index.clone();
                 let row = find_index_by_name(&tx, &db_path, &index)?
                     .ok_or(StoreError::IndexMissing { index })?;
-                build_graph(&tx, &db_path, min_ef, &row)
+                build_graph(&tx, &db_path, &cfg, &row)
             });
         // Could not start a thread: the next search tries again (and scans meanwhile).
         if let Ok(handle) = thread {
@@ -411,7 +378,7 @@ impl Shared {
             .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
             .map_err(db)?;
         let mut rows = stmt.query(params![index_id]).map_err(db)?;
-        let mut labels = Labels::new(index.dimensions());
+        let mut labels = Labels::new(index.dimensions(), Limits::of(&self.cfg));
         let mut code = vec![0i8; index.dimensions()];
         while let Some(r) = rows.next().map_err(db)? {
             let key = r.get::<_, i64>(0).map_err(db)? as u64;
@@ -478,14 +445,15 @@ impl Shared {
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
-    min_ef_search: usize,
+    cfg: &LocalConfig,
     row: &IndexRow,
 ) -> Result<Ann, StoreError> {
     let db = |e| db_error(db_path, e);
-    let index = Index::new(&ann_options(row, min_ef_search)).map_err(|e| ann_error("create", e))?;
+    let index =
+        Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
     reserve(&index, total + 1, 1)?;
-    let mut labels = Labels::new(row.dims);
+    let mut labels = Labels::new(row.dims, Limits::of(cfg));
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;
@@ -527,17 +495,6 @@ fn build_graph(
         labels,
         quant: quant.unwrap_or_else(|| Quantizer::unit(row.dims)),
     })
-}
-
-/// Squared L2 distance of two codes (exact in i32: 768 × 254² < 2³¹).
-fn code_distance(a: &[i8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| {
-            let d = i32::from(x) - i32::from(y);
-            d * d
-        })
-        .sum()
 }
 
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).

@@ -36,6 +36,7 @@
 
 mod batch;
 mod browse;
+mod codes;
 mod config;
 mod db;
 mod delete;
@@ -50,7 +51,6 @@ mod quant;
 mod records;
 mod scan;
 mod search;
-mod signs;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -66,8 +66,8 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_MIN_EF,
-    DEFAULT_FILTERED_RESCORE_ROWS, DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE_BYTES,
+    DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION,
     DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
 use db::{db_error, find_index_by_name, open_db, IndexRow};

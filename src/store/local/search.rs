@@ -168,20 +168,10 @@ impl Shared {
             return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
         }
         let labels = &graph.labels;
-        let found = if count <= self.cfg.filtered_scan_rows {
-            // The label's sign codes pick the few to rank by their int8 codes.
-            let rescore = self.cfg.filtered_rescore_rows.max(s.candidates);
-            if count <= rescore {
-                graph.scan_codes(
-                    s.vector,
-                    labels.keys_of(number).iter().copied(),
-                    s.candidates,
-                )?
-            } else {
-                let code = graph.quant.code(s.vector);
-                let short = labels.nearest(number, &code, rescore);
-                graph.scan_codes(s.vector, short.into_iter(), s.candidates)?
-            }
+        let code = graph.quant.code(s.vector);
+        let found = if let Some(found) = labels.nearest(number, &code, s.candidates) {
+            // The label's codes, kept in memory: scanned.
+            found
         } else {
             // Most of the graph walked is of other labels: search wider.
             let ef = s.candidates.max(self.cfg.filtered_min_ef);
