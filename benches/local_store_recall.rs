@@ -428,6 +428,31 @@ async fn filter_ways(
     Ok(())
 }
 
+/// recall@10 and latency of the store's knn with each label filter of `label_truth`.
+async fn label_knn(
+    store: &LocalStore,
+    how: &str,
+    n: usize,
+    queries: &[Vec<f32>],
+    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
+) {
+    for (label, count, truth) in label_truth {
+        let what = format!(
+            "label filter '{label}' ({count} docs, 1 in {:.0}{how})",
+            n as f64 / *count as f64
+        );
+        store_knn(
+            store,
+            &what,
+            &queries[..truth.len()],
+            Some(label),
+            truth,
+            100,
+        )
+        .await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn store_bench(
     dir: &Path,

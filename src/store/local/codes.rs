@@ -85,15 +85,21 @@ impl Kernel {
 /// The reference: each code's squared L2 distance to `query`, a component at a time.
 fn distances_portable(query: &[i8], codes: &[i8], out: &mut [i32]) {
     for (code, d) in codes.chunks_exact(query.len().max(1)).zip(out.iter_mut()) {
-        *d = code
-            .iter()
-            .zip(query)
-            .map(|(&a, &b)| {
-                let x = i32::from(a) - i32::from(b);
-                x * x
-            })
-            .sum();
+        *d = squared_from(code, query, 0);
     }
+}
+
+/// The squared L2 distance of components `from..` of `code` and `query`, a component at a time.
+#[inline(always)]
+fn squared_from(code: &[i8], query: &[i8], from: usize) -> i32 {
+    code[from..]
+        .iter()
+        .zip(&query[from..])
+        .map(|(&a, &b)| {
+            let x = i32::from(a) - i32::from(b);
+            x * x
+        })
+        .sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -106,8 +112,7 @@ mod x86 {
     pub(super) fn distances_avx512(query: &[i8], codes: &[i8], out: &mut [i32]) {
         let dims = query.len();
         if dims == 0 {
-            out.iter_mut().for_each(|d| *d = 0);
-            return;
+            return super::distances_portable(query, codes, out);
         }
         let steps = dims / 32;
         for (code, d) in codes.chunks_exact(dims).zip(out.iter_mut()) {
@@ -123,12 +128,7 @@ mod x86 {
                 let diff = _mm512_sub_epi16(_mm512_cvtepi8_epi16(c), _mm512_cvtepi8_epi16(q));
                 acc = _mm512_add_epi32(acc, _mm512_madd_epi16(diff, diff));
             }
-            let mut sum = _mm512_reduce_add_epi32(acc);
-            for i in steps * 32..dims {
-                let x = i32::from(code[i]) - i32::from(query[i]);
-                sum += x * x;
-            }
-            *d = sum;
+            *d = _mm512_reduce_add_epi32(acc) + super::squared_from(code, query, steps * 32);
         }
     }
 
@@ -137,8 +137,7 @@ mod x86 {
     pub(super) fn distances_avx2(query: &[i8], codes: &[i8], out: &mut [i32]) {
         let dims = query.len();
         if dims == 0 {
-            out.iter_mut().for_each(|d| *d = 0);
-            return;
+            return super::distances_portable(query, codes, out);
         }
         let steps = dims / 16;
         for (code, d) in codes.chunks_exact(dims).zip(out.iter_mut()) {
@@ -157,12 +156,7 @@ mod x86 {
             let mut lanes = [0i32; 8];
             // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            let mut sum: i32 = lanes.iter().sum();
-            for i in steps * 16..dims {
-                let x = i32::from(code[i]) - i32::from(query[i]);
-                sum += x * x;
-            }
-            *d = sum;
+            *d = lanes.iter().sum::<i32>() + super::squared_from(code, query, steps * 16);
         }
     }
 }
