@@ -16,7 +16,10 @@
 //! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir],
 //! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
-//! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters).
+//! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
+//! `IMGVEC_BENCH_WAYS` [a full run: 256,1024,scan; with REUSE: scan,1024,2048,4096] (each filter
+//! way forced on every label: `scan` the label's codes in memory, a number the graph walk at that
+//! `ef`).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -394,6 +397,34 @@ async fn searches_only(
     }
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;
+    drop(store);
+    filter_ways(dir, n, queries, label_truth, "scan,1024,2048,4096").await
+}
+
+/// Every label filter answered by each forced way of `IMGVEC_BENCH_WAYS` [`default`]: `scan`
+/// the label's codes in memory (all kept), a number the graph walk at that `ef`.
+async fn filter_ways(
+    dir: &Path,
+    n: usize,
+    queries: &[Vec<f32>],
+    label_truth: &[(&str, usize, Vec<Vec<u64>>)],
+    default: &str,
+) -> Result<(), String> {
+    let ways = std::env::var("IMGVEC_BENCH_WAYS").unwrap_or_else(|_| default.into());
+    for way in ways.split(',').map(str::trim) {
+        let (scan_rows, ef, how) = match way.parse::<usize>() {
+            Ok(ef) => (0, ef, format!(", graph walk, ef {ef} forced")),
+            Err(_) => (usize::MAX, 0, ", code scan forced".to_string()),
+        };
+        let cfg = LocalConfig {
+            filtered_scan_rows: scan_rows,
+            filtered_code_bytes: usize::MAX,
+            filtered_min_ef: ef,
+            ..LocalConfig::new(dir, "bench")
+        };
+        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
+        label_knn(&store, &how, n, queries, label_truth).await;
+    }
     Ok(())
 }
 
@@ -510,22 +541,8 @@ async fn store_bench(
         .await;
     }
     // Each way of answering a filter on every label, to choose where one gives way to the other:
-    // the graph walk at several widths, the scan of the label's codes.
-    let ways = [
-        (0, 256, "graph walk, ef 256"),
-        (0, 512, "graph walk, ef 512"),
-        (0, 1024, "graph walk, ef 1024"),
-        (usize::MAX, 0, "code scan"),
-    ];
-    for (scan_rows, ef, how) in ways {
-        let cfg = LocalConfig {
-            filtered_scan_rows: scan_rows,
-            filtered_min_ef: ef,
-            ..cfg.clone()
-        };
-        let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
-        label_knn(&store, &format!(", {how} forced"), n, queries, label_truth).await;
-    }
+    // the graph walk at several widths, the scan of the label's codes in memory (all kept).
+    filter_ways(dir, n, queries, label_truth, "256,1024,scan").await?;
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

@@ -25,7 +25,8 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 /// Defaults of [`LocalConfig::new`].
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
-pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 50_000;
+pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
+pub const DEFAULT_FILTERED_CODE_BYTES: usize = 256 << 20;
 pub const DEFAULT_FILTERED_MIN_EF: usize = 1_024;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 512;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
@@ -48,10 +49,13 @@ pub struct LocalConfig {
     /// Searches over at most this many vectors (all, or those of the filtered label) are exact
     /// scans over the f32 vectors instead of HNSW searches.
     pub exact_scan_rows: usize,
-    /// A label-filtered search over a label of at most this many documents scans the label's
-    /// int8 codes in memory for its candidates instead of walking the graph (which, for a small
-    /// label, mostly walks documents of other labels).
+    /// A label of at most this many documents keeps its int8 codes in memory, side by side, and
+    /// a search within it scans them for its candidates instead of walking the graph (which, for
+    /// a small label, mostly walks documents of other labels). 0: every filter walks the graph.
     pub filtered_scan_rows: usize,
+    /// All labels' codes kept for that take at most this many bytes (over it, the label with the
+    /// most lets them go, and is walked): they are a second copy of the graph's codes.
+    pub filtered_code_bytes: usize,
     /// The least `ef` of a label-filtered graph walk (most of what it walks is of other labels).
     pub filtered_min_ef: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
@@ -78,6 +82,7 @@ impl LocalConfig {
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             filtered_scan_rows: DEFAULT_FILTERED_SCAN_ROWS,
+            filtered_code_bytes: DEFAULT_FILTERED_CODE_BYTES,
             filtered_min_ef: DEFAULT_FILTERED_MIN_EF,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,

@@ -9,7 +9,6 @@
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
 //! it is answered by rebuilding it.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
@@ -18,7 +17,9 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
+use super::LocalConfig;
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -102,38 +103,8 @@ impl Ann {
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
     }
 
-    /// The `count` keys of `keys` whose codes are nearest `query`'s: an exact scan of the codes
-    /// in memory, for a filter too selective for the graph.
-    pub(super) fn scan_codes(
-        &self,
-        query: &[f32],
-        keys: impl Iterator<Item = u64>,
-        count: usize,
-    ) -> Result<Vec<u64>, StoreError> {
-        let code = self.quant.code(query);
-        let mut other = vec![0i8; code.len()];
-        let mut best: BinaryHeap<(i32, u64)> = BinaryHeap::with_capacity(count + 1);
-        for key in keys {
-            let found = self
-                .index
-                .get(key, &mut other)
-                .map_err(|e| ann_error("get", e))?;
-            if found == 0 {
-                continue;
-            }
-            let d = code_distance(&code, &other);
-            if best.len() < count {
-                best.push((d, key));
-            } else if best.peek().is_some_and(|&(worst, _)| d < worst) {
-                best.pop();
-                best.push((d, key));
-            }
-        }
-        Ok(best.into_sorted_vec().into_iter().map(|(_, k)| k).collect())
-    }
-
-    /// Adds (or replaces) `key` with `vector`, making room if needed.
-    fn put(&mut self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
+    /// Adds (or replaces) `key` with `vector` of `label`, making room if needed.
+    fn put(&mut self, key: u64, label: String, vector: &[f32]) -> Result<(), StoreError> {
         if self.index.contains(key) {
             self.index.remove(key).map_err(|e| ann_error("remove", e))?;
         }
@@ -141,9 +112,12 @@ impl Ann {
             let want = (self.index.capacity() * 2).max(self.index.size() + 1_024);
             reserve(&self.index, want, 1)?;
         }
+        let code = self.quant.code(vector);
         self.index
-            .add(key, &self.quant.code(vector))
-            .map_err(|e| ann_error("add", e))
+            .add(key, &code)
+            .map_err(|e| ann_error("add", e))?;
+        self.labels.set(key, label, &code);
+        Ok(())
     }
 
     /// Whether its codes were calibrated on a guess or a handful of rows while it now holds many:
@@ -157,61 +131,6 @@ impl Ann {
         self.index_id == row.id
             && self.generation <= row.generation
             && self.generation >= row.tombstones_after
-    }
-}
-
-/// The label of each key, as small numbers the filter predicate compares, and the keys of each
-/// label (their count, and what a filtered search scans when the label is small).
-#[derive(Default)]
-pub(super) struct Labels {
-    of_key: HashMap<u64, u32>,
-    numbers: HashMap<String, u32>,
-    members: HashMap<u32, HashSet<u64>>,
-}
-
-impl Labels {
-    /// Records that `key` has `label` (it may have had another before).
-    pub(super) fn set(&mut self, key: u64, label: String) {
-        let next = self.numbers.len() as u32;
-        let number = *self.numbers.entry(label).or_insert(next);
-        if let Some(old) = self.of_key.insert(key, number) {
-            if old != number {
-                self.forget(key, old);
-            }
-        }
-        self.members.entry(number).or_default().insert(key);
-    }
-
-    /// Forgets `key` (its document was deleted).
-    pub(super) fn remove(&mut self, key: u64) {
-        if let Some(old) = self.of_key.remove(&key) {
-            self.forget(key, old);
-        }
-    }
-
-    fn forget(&mut self, key: u64, number: u32) {
-        if let Some(keys) = self.members.get_mut(&number) {
-            keys.remove(&key);
-        }
-    }
-
-    /// The keys of label `number`.
-    pub(super) fn keys_of(&self, number: u32) -> impl Iterator<Item = u64> + '_ {
-        self.members.get(&number).into_iter().flatten().copied()
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.of_key.len()
-    }
-
-    /// The number and document count of `label`.
-    pub(super) fn get(&self, label: &str) -> Option<(u32, usize)> {
-        let number = *self.numbers.get(label)?;
-        Some((number, self.members.get(&number).map_or(0, HashSet::len)))
-    }
-
-    pub(super) fn has(&self, key: u64, number: u32) -> bool {
-        self.of_key.get(&key) == Some(&number)
     }
 }
 
@@ -382,7 +301,7 @@ impl Shared {
         stats: &mut AnnStats,
     ) -> Result<Ann, StoreError> {
         stats.rebuilt += 1;
-        build_graph(tx, &self.db_path, self.cfg.min_ef_search, row)
+        build_graph(tx, &self.db_path, &self.cfg, row)
     }
 
     /// Whether `graph` is more than `catch_up_rows` rows behind `row` while the cache file holds
@@ -416,11 +335,7 @@ impl Shared {
         if building.is_some() {
             return;
         }
-        let (db_path, index, min_ef) = (
-            self.db_path.clone(),
-            self.cfg.index.clone(),
-            self.cfg.min_ef_search,
-        );
+        let (db_path, cfg) = (self.db_path.clone(), self.cfg.clone());
         let thread = std::thread::Builder::new()
             .name("imgvec-hnsw-build".into())
             .spawn(move || {
@@ -428,9 +343,10 @@ impl Shared {
                 let tx = conn
                     .unchecked_transaction()
                     .map_err(|e| db_error(&db_path, e))?;
+                let index = cfg.index.clone();
                 let row = find_index_by_name(&tx, &db_path, &index)?
                     .ok_or(StoreError::IndexMissing { index })?;
-                build_graph(&tx, &db_path, min_ef, &row)
+                build_graph(&tx, &db_path, &cfg, &row)
             });
         // Could not start a thread: the next search tries again (and scans meanwhile).
         if let Ok(handle) = thread {
@@ -449,21 +365,28 @@ impl Shared {
         done.handle.join().ok()?.ok()
     }
 
-    /// The label of every document of the index.
+    /// The label of every document of the index, with the sign code of its int8 code in `index`
+    /// (zeros for a key not there: written after the graph, it is caught up with its row).
     pub(super) fn read_labels(
         &self,
         conn: &Connection,
         index_id: i64,
+        index: &Index,
     ) -> Result<Labels, StoreError> {
         let db = |e| db_error(&self.db_path, e);
         let mut stmt = conn
             .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
             .map_err(db)?;
         let mut rows = stmt.query(params![index_id]).map_err(db)?;
-        let mut labels = Labels::default();
+        let mut labels = Labels::new(index.dimensions(), Limits::of(&self.cfg));
+        let mut code = vec![0i8; index.dimensions()];
         while let Some(r) = rows.next().map_err(db)? {
-            let key: i64 = r.get(0).map_err(db)?;
-            labels.set(key as u64, r.get(1).map_err(db)?);
+            let key = r.get::<_, i64>(0).map_err(db)? as u64;
+            let found = index.get(key, &mut code).map_err(|e| ann_error("get", e))?;
+            if found == 0 {
+                code.fill(0);
+            }
+            labels.set(key, r.get(1).map_err(db)?, &code);
         }
         Ok(labels)
     }
@@ -506,8 +429,7 @@ impl Shared {
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-            graph.put(key, &vector)?;
-            graph.labels.set(key, label);
+            graph.put(key, label, &vector)?;
             graph.unsaved += 1;
             stats.caught_up_rows += 1;
         }
@@ -523,19 +445,20 @@ impl Shared {
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
-    min_ef_search: usize,
+    cfg: &LocalConfig,
     row: &IndexRow,
 ) -> Result<Ann, StoreError> {
     let db = |e| db_error(db_path, e);
-    let index = Index::new(&ann_options(row, min_ef_search)).map_err(|e| ann_error("create", e))?;
+    let index =
+        Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
     reserve(&index, total + 1, 1)?;
-    let mut labels = Labels::default();
+    let mut labels = Labels::new(row.dims, Limits::of(cfg));
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;
     let mut rows = stmt.query(params![row.id]).map_err(db)?;
-    let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
+    let mut chunk: Vec<(u64, String, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
     let mut quant = None;
     let mut done = false;
     while !done {
@@ -551,18 +474,17 @@ fn build_graph(
                 break;
             };
             let (key, label, vector) = vector_row(db_path, r, row.dims)?;
-            labels.set(key, label);
-            chunk.push((key, vector));
+            chunk.push((key, label, vector));
         }
         let quant = quant
-            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, v)| &v[..])));
+            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, _, v)| &v[..])));
         if index.size() + chunk.len() >= index.capacity() {
             reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
         }
-        for (key, vector) in &chunk {
-            index
-                .add(*key, &quant.code(vector))
-                .map_err(|e| ann_error("add", e))?;
+        for (key, label, vector) in chunk.drain(..) {
+            let code = quant.code(&vector);
+            index.add(key, &code).map_err(|e| ann_error("add", e))?;
+            labels.set(key, label, &code);
         }
     }
     Ok(Ann {
@@ -575,51 +497,8 @@ fn build_graph(
     })
 }
 
-/// Squared L2 distance of two codes (exact in i32: 768 × 254² < 2³¹).
-fn code_distance(a: &[i8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| {
-            let d = i32::from(x) - i32::from(y);
-            d * d
-        })
-        .sum()
-}
-
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).
 fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relabelling_a_key_moves_its_count_to_the_new_label() {
-        let mut labels = Labels::default();
-        labels.set(1, "cat".into());
-        labels.set(2, "cat".into());
-        labels.set(3, "dog".into());
-        let (cat, _) = labels.get("cat").unwrap();
-        let (dog, _) = labels.get("dog").unwrap();
-        assert_eq!(labels.get("cat").unwrap().1, 2);
-        labels.set(2, "dog".into());
-        assert_eq!(labels.len(), 3);
-        assert_eq!(labels.get("cat").unwrap().1, 1);
-        assert_eq!(labels.get("dog").unwrap().1, 2);
-        assert!(labels.has(1, cat) && !labels.has(2, cat) && labels.has(2, dog));
-        assert!(labels.get("owl").is_none());
-        // Set again with the same label, removed: the keys of each label follow.
-        labels.set(1, "cat".into());
-        labels.remove(3);
-        let keys = |n| {
-            let mut k: Vec<u64> = labels.keys_of(n).collect();
-            k.sort_unstable();
-            k
-        };
-        assert_eq!((keys(cat), keys(dog)), (vec![1], vec![2]));
-        assert_eq!(labels.get("dog").unwrap().1, 1);
-    }
 }

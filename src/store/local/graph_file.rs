@@ -227,7 +227,7 @@ impl Shared {
         {
             return None;
         }
-        let labels = self.read_labels(conn, row.id).ok()?;
+        let labels = self.read_labels(conn, row.id, &index).ok()?;
         reserve(&index, index.size() + 1, 1).ok()?;
         Some(Ann {
             index_id: row.id,

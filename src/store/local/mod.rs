@@ -36,6 +36,7 @@
 
 mod batch;
 mod browse;
+mod codes;
 mod config;
 mod db;
 mod delete;
@@ -43,6 +44,7 @@ mod exact;
 mod fsutil;
 mod graph;
 mod graph_file;
+mod labels;
 mod lock;
 mod paths;
 mod quant;
@@ -64,9 +66,9 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_MIN_EF,
-    DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
-    DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE_BYTES,
+    DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
 use db::{db_error, find_index_by_name, open_db, IndexRow};
 use graph::Ann;

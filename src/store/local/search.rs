@@ -168,8 +168,10 @@ impl Shared {
             return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
         }
         let labels = &graph.labels;
-        let found = if count <= self.cfg.filtered_scan_rows {
-            graph.scan_codes(s.vector, labels.keys_of(number), s.candidates)?
+        let code = graph.quant.code(s.vector);
+        let found = if let Some(found) = labels.nearest(number, &code, s.candidates) {
+            // The label's codes, kept in memory: scanned.
+            found
         } else {
             // Most of the graph walked is of other labels: search wider.
             let ef = s.candidates.max(self.cfg.filtered_min_ef);

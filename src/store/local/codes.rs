@@ -1,0 +1,245 @@
+//! The scan of a label's int8 codes kept side by side in memory: the candidates of a
+//! label-filtered search, ranked by the same codes the graph holds (`quant`).
+//!
+//! What it is for: a label searched exactly (up to the codes' rounding), fast. The codes are one
+//! block per label (`labels`), so a scan reads memory at full speed instead of asking usearch for
+//! each key's code (about 1 µs a key, the cost of the old scan); a large label is split across
+//! every core. The squared L2 distance of two codes is computed with AVX-512BW where the CPU has it
+//! (32 components a step, widened to i16 and multiplied-and-added to i32), else AVX2 (16 a step),
+//! else portable code; all three are exact in i32 (768 × 254² < 2³¹) and give the same numbers
+//! (tested).
+//!
+//! What it is not for: scores (the exact re-rank gives those) or deciding which labels keep codes
+//! (`labels`).
+
+use rayon::prelude::*;
+
+/// Documents scanned by one task of a parallel scan (a label smaller than this is one task).
+const TASK_ROWS: usize = 8_192;
+
+/// The positions (in `codes`, one code of `query.len()` components after another) of the `count`
+/// codes nearest `query`, nearest first (ties by position). All positions if there are at most
+/// `count`.
+pub(super) fn nearest(query: &[i8], codes: &[i8], count: usize) -> Vec<usize> {
+    let dims = query.len().max(1);
+    let rows = codes.len() / dims;
+    let mut dist = vec![0i32; rows];
+    let kernel = Kernel::get();
+    if rows <= TASK_ROWS {
+        kernel.distances(query, codes, &mut dist);
+    } else {
+        dist.par_chunks_mut(TASK_ROWS)
+            .zip(codes.par_chunks(TASK_ROWS * dims))
+            .for_each(|(out, codes)| kernel.distances(query, codes, out));
+    }
+    let mut order: Vec<(i32, usize)> = dist.into_iter().zip(0..).collect();
+    if order.len() > count && count > 0 {
+        order.select_nth_unstable(count - 1);
+        order.truncate(count);
+    } else if count == 0 {
+        order.clear();
+    }
+    order.sort_unstable();
+    order.into_iter().map(|(_, at)| at).collect()
+}
+
+/// How the distances are computed on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn get() -> Kernel {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512bw") {
+                    return Kernel::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Kernel::Avx2;
+                }
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// The squared L2 distance of each code of `codes` to `query`, into `out` (one per code).
+    fn distances(self, query: &[i8], codes: &[i8], out: &mut [i32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `get` chose this kernel only where the CPU has AVX-512BW (and so AVX-512F).
+            Kernel::Avx512 => unsafe { x86::distances_avx512(query, codes, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `get` chose this kernel only where the CPU has AVX2.
+            Kernel::Avx2 => unsafe { x86::distances_avx2(query, codes, out) },
+            _ => distances_portable(query, codes, out),
+        }
+    }
+}
+
+/// The reference: each code's squared L2 distance to `query`, a component at a time.
+fn distances_portable(query: &[i8], codes: &[i8], out: &mut [i32]) {
+    for (code, d) in codes.chunks_exact(query.len().max(1)).zip(out.iter_mut()) {
+        *d = squared_from(code, query, 0);
+    }
+}
+
+/// The squared L2 distance of components `from..` of `code` and `query`, a component at a time.
+#[inline(always)]
+fn squared_from(code: &[i8], query: &[i8], from: usize) -> i32 {
+    code[from..]
+        .iter()
+        .zip(&query[from..])
+        .map(|(&a, &b)| {
+            let x = i32::from(a) - i32::from(b);
+            x * x
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::distances_portable`] 32 components a step: both widened to i16, subtracted,
+    /// `VPMADDWD` (squares summed in pairs to i32), summed in lanes; the rest portable.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn distances_avx512(query: &[i8], codes: &[i8], out: &mut [i32]) {
+        let dims = query.len();
+        if dims == 0 {
+            return super::distances_portable(query, codes, out);
+        }
+        let steps = dims / 32;
+        for (code, d) in codes.chunks_exact(dims).zip(out.iter_mut()) {
+            let mut acc = _mm512_setzero_si512();
+            for s in 0..steps {
+                // SAFETY: `s * 32 + 32 <= dims`, the length of both `code` and `query`.
+                let (c, q) = unsafe {
+                    (
+                        _mm256_loadu_si256(code.as_ptr().add(s * 32).cast()),
+                        _mm256_loadu_si256(query.as_ptr().add(s * 32).cast()),
+                    )
+                };
+                let diff = _mm512_sub_epi16(_mm512_cvtepi8_epi16(c), _mm512_cvtepi8_epi16(q));
+                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(diff, diff));
+            }
+            *d = _mm512_reduce_add_epi32(acc) + super::squared_from(code, query, steps * 32);
+        }
+    }
+
+    /// [`super::distances_portable`] 16 components a step with AVX2, as above.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn distances_avx2(query: &[i8], codes: &[i8], out: &mut [i32]) {
+        let dims = query.len();
+        if dims == 0 {
+            return super::distances_portable(query, codes, out);
+        }
+        let steps = dims / 16;
+        for (code, d) in codes.chunks_exact(dims).zip(out.iter_mut()) {
+            let mut acc = _mm256_setzero_si256();
+            for s in 0..steps {
+                // SAFETY: `s * 16 + 16 <= dims`, the length of both `code` and `query`.
+                let (c, q) = unsafe {
+                    (
+                        _mm_loadu_si128(code.as_ptr().add(s * 16).cast()),
+                        _mm_loadu_si128(query.as_ptr().add(s * 16).cast()),
+                    )
+                };
+                let diff = _mm256_sub_epi16(_mm256_cvtepi8_epi16(c), _mm256_cvtepi8_epi16(q));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(diff, diff));
+            }
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+            *d = lanes.iter().sum::<i32>() + super::squared_from(code, query, steps * 16);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream of codes, the extremes included.
+    fn codes_from(seed: u64, n: usize) -> Vec<i8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match i % 97 {
+                    0 => 127,
+                    1 => -127,
+                    _ => (x % 255) as i64 as i8,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_gives_the_reference_distances() {
+        // Below, at and above a step of 16 and 32, and CLIP's 512 and 768.
+        for dims in [1, 15, 16, 17, 31, 32, 33, 100, 512, 768] {
+            let query = codes_from(dims as u64, dims);
+            let codes = codes_from(7 + dims as u64, dims * 50);
+            let mut want = vec![0i32; 50];
+            distances_portable(&query, &codes, &mut want);
+            let naive: Vec<i32> = codes
+                .chunks(dims)
+                .map(|c| {
+                    c.iter()
+                        .zip(&query)
+                        .map(|(&a, &b)| (i64::from(a) - i64::from(b)).pow(2))
+                        .sum::<i64>() as i32
+                })
+                .collect();
+            assert_eq!(want, naive, "{dims} dims");
+            let mut kernels = vec![Kernel::Portable, Kernel::get()];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            for k in kernels {
+                let mut got = vec![i32::MIN; 50];
+                k.distances(&query, &codes, &mut got);
+                assert_eq!(got, want, "{k:?}, {dims} dims");
+            }
+        }
+    }
+
+    #[test]
+    fn the_extremes_do_not_overflow() {
+        let query = vec![127i8; 768];
+        let codes = vec![-127i8; 768 * 3];
+        let mut got = vec![0i32; 3];
+        Kernel::get().distances(&query, &codes, &mut got);
+        assert_eq!(got, vec![768 * 254 * 254; 3]);
+    }
+
+    #[test]
+    fn nearest_is_the_count_closest_in_order_in_any_scan() {
+        let dims = 24;
+        // Large enough for the parallel scan.
+        let rows = TASK_ROWS * 2 + 5;
+        let query = codes_from(1, dims);
+        let codes = codes_from(2, dims * rows);
+        let mut dist = vec![0i32; rows];
+        distances_portable(&query, &codes, &mut dist);
+        let mut want: Vec<(i32, usize)> = dist.iter().copied().zip(0..).collect();
+        want.sort_unstable();
+        let want: Vec<usize> = want.into_iter().take(100).map(|(_, at)| at).collect();
+        assert_eq!(nearest(&query, &codes, 100), want);
+        // Fewer codes than asked: all of them, nearest first.
+        let three = nearest(&query, &codes[..dims * 3], 10);
+        let mut sorted = three.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert!(nearest(&query, &codes, 0).is_empty());
+    }
+}

@@ -1,0 +1,324 @@
+//! The label of each key of the graph, and each label's keys with their int8 codes side by side:
+//! what a label-filtered search needs (its count, to plan; its codes, to scan; a key's label, for
+//! the filtered graph walk).
+//!
+//! What it is for: keeping those right through every change the graph sees — a key added, its
+//! vector replaced, its label changed (an upsert that relabels a path), the key removed. Each
+//! label's keys and codes are two arrays in the same order; a key leaves its label by a swap with
+//! the label's last key, so both stay dense and a scan reads one contiguous block.
+//!
+//! The codes are a second copy of what the graph holds (768 bytes a document at 768-d), so they
+//! are bounded ([`Limits`]): a label keeps codes while it has at most `rows` documents, and all
+//! labels' codes together take at most `bytes` (over it, the label with the most codes lets them
+//! go). A label without codes is searched by the filtered graph walk; it gets codes again when the
+//! graph is next loaded or built.
+//!
+//! What it is not for: the truth (the rows are; `graph` builds and catches this up from them) or
+//! the scan itself (`codes`).
+
+use std::collections::HashMap;
+
+use super::codes;
+
+/// How many codes the labels keep (see the module's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// A label with more documents keeps no codes.
+    pub(super) rows: usize,
+    /// All labels' codes together, in bytes.
+    pub(super) bytes: usize,
+}
+
+impl Limits {
+    /// The limits `cfg` sets.
+    pub(super) fn of(cfg: &super::LocalConfig) -> Limits {
+        Limits {
+            rows: cfg.filtered_scan_rows,
+            bytes: cfg.filtered_code_bytes,
+        }
+    }
+}
+
+/// The keys of one label and, unless it let them go, their codes (`dims` each, in the keys' order).
+struct Members {
+    keys: Vec<u64>,
+    codes: Option<Vec<i8>>,
+}
+
+/// The label of each key, as small numbers the filter predicate compares, and the keys and codes
+/// of each label.
+pub(super) struct Labels {
+    dims: usize,
+    limits: Limits,
+    /// Bytes of all labels' codes.
+    code_bytes: usize,
+    /// Each key's label number and its place among that label's members.
+    of_key: HashMap<u64, (u32, usize)>,
+    numbers: HashMap<String, u32>,
+    /// Indexed by label number.
+    members: Vec<Members>,
+}
+
+impl Labels {
+    /// No keys yet, for codes of `dims` components.
+    pub(super) fn new(dims: usize, limits: Limits) -> Labels {
+        Labels {
+            dims,
+            limits,
+            code_bytes: 0,
+            of_key: HashMap::new(),
+            numbers: HashMap::new(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Records that `key` has `label` and the int8 code `code` (it may have had another label or
+    /// code before).
+    pub(super) fn set(&mut self, key: u64, label: String, code: &[i8]) {
+        let next = self.numbers.len() as u32;
+        let number = *self.numbers.entry(label).or_insert(next);
+        if number as usize == self.members.len() {
+            self.members.push(Members {
+                keys: Vec::new(),
+                codes: Some(Vec::new()),
+            });
+        }
+        let dims = self.dims;
+        if code.len() != dims {
+            // Not a code of this index's size: nothing a search could compare it with.
+            self.remove(key);
+            return;
+        }
+        match self.of_key.get(&key).copied() {
+            Some((old, at)) if old == number => {
+                if let Some(codes) = self.members[number as usize].codes.as_mut() {
+                    codes[at * dims..(at + 1) * dims].copy_from_slice(code);
+                }
+                return;
+            }
+            Some((old, at)) => self.take_out(old, at),
+            None => {}
+        }
+        let members = &mut self.members[number as usize];
+        self.of_key.insert(key, (number, members.keys.len()));
+        members.keys.push(key);
+        if members.keys.len() > self.limits.rows {
+            self.let_go(number);
+        } else if let Some(codes) = members.codes.as_mut() {
+            codes.extend_from_slice(code);
+            self.code_bytes += dims;
+            self.keep_to_budget();
+        }
+    }
+
+    /// Forgets `key` (its document was deleted).
+    pub(super) fn remove(&mut self, key: u64) {
+        if let Some((old, at)) = self.of_key.remove(&key) {
+            self.take_out(old, at);
+        }
+    }
+
+    /// Takes the member at `at` out of label `number`: the label's last member takes its place.
+    fn take_out(&mut self, number: u32, at: usize) {
+        let dims = self.dims;
+        let Some(members) = self.members.get_mut(number as usize) else {
+            return;
+        };
+        let last = members.keys.len() - 1;
+        members.keys.swap_remove(at);
+        if let Some(codes) = members.codes.as_mut() {
+            if at != last {
+                codes.copy_within(last * dims..(last + 1) * dims, at * dims);
+            }
+            codes.truncate(last * dims);
+            self.code_bytes -= dims;
+        }
+        if at != last {
+            let moved = members.keys[at];
+            self.of_key.insert(moved, (number, at));
+        }
+    }
+
+    /// Label `number` keeps no codes from now on.
+    fn let_go(&mut self, number: u32) {
+        if let Some(codes) = self.members[number as usize].codes.take() {
+            self.code_bytes -= codes.len();
+        }
+    }
+
+    /// While the codes take more than the budget, the label with the most lets them go.
+    fn keep_to_budget(&mut self) {
+        while self.code_bytes > self.limits.bytes {
+            let largest = (0..self.members.len())
+                .filter_map(|n| Some((self.members[n].codes.as_ref()?.len(), n)))
+                .max();
+            let Some((_, number)) = largest else {
+                return;
+            };
+            self.let_go(number as u32);
+        }
+    }
+
+    /// The keys of label `number`.
+    pub(super) fn keys_of(&self, number: u32) -> &[u64] {
+        self.members
+            .get(number as usize)
+            .map_or(&[], |m| m.keys.as_slice())
+    }
+
+    /// The `count` keys of label `number` whose codes are nearest the code `query`, nearest
+    /// first; `None` if the label keeps no codes.
+    pub(super) fn nearest(&self, number: u32, query: &[i8], count: usize) -> Option<Vec<u64>> {
+        let members = self.members.get(number as usize)?;
+        let codes = members.codes.as_ref()?;
+        if query.len() != self.dims {
+            return None;
+        }
+        let found = codes::nearest(query, codes, count);
+        Some(found.into_iter().map(|at| members.keys[at]).collect())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.of_key.len()
+    }
+
+    /// The number and document count of `label`.
+    pub(super) fn get(&self, label: &str) -> Option<(u32, usize)> {
+        let number = *self.numbers.get(label)?;
+        Some((number, self.keys_of(number).len()))
+    }
+
+    pub(super) fn has(&self, key: u64, number: u32) -> bool {
+        self.of_key.get(&key).map(|&(n, _)| n) == Some(number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIMS: usize = 4;
+    const ROOMY: Limits = Limits {
+        rows: usize::MAX,
+        bytes: usize::MAX,
+    };
+
+    /// A code whose first component tells its key (mod 128) apart.
+    fn code(key: u64) -> Vec<i8> {
+        vec![(key % 128) as i8, 1, 2, 3]
+    }
+
+    /// Each key's code is where its key is, in every label keeping codes; the byte count is right.
+    fn check_aligned(labels: &Labels) {
+        let mut bytes = 0;
+        for members in &labels.members {
+            for (at, &key) in members.keys.iter().enumerate() {
+                let (number, place) = labels.of_key[&key];
+                assert_eq!(place, at);
+                assert_eq!(labels.keys_of(number)[at], key);
+            }
+            if let Some(codes) = &members.codes {
+                assert_eq!(codes.len(), members.keys.len() * DIMS);
+                bytes += codes.len();
+                for (at, &key) in members.keys.iter().enumerate() {
+                    assert_eq!(codes[at * DIMS], (key % 128) as i8, "code of {key}");
+                }
+            }
+        }
+        assert_eq!(bytes, labels.code_bytes);
+        let members: usize = labels.members.iter().map(|m| m.keys.len()).sum();
+        assert_eq!(members, labels.len());
+    }
+
+    #[test]
+    fn relabelling_a_key_moves_its_count_and_code_to_the_new_label() {
+        let mut labels = Labels::new(DIMS, ROOMY);
+        labels.set(1, "cat".into(), &code(1));
+        labels.set(2, "cat".into(), &code(2));
+        labels.set(3, "dog".into(), &code(3));
+        check_aligned(&labels);
+        let (cat, _) = labels.get("cat").unwrap();
+        let (dog, _) = labels.get("dog").unwrap();
+        assert_eq!(labels.get("cat").unwrap().1, 2);
+        labels.set(2, "dog".into(), &code(2));
+        check_aligned(&labels);
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels.get("cat").unwrap().1, 1);
+        assert_eq!(labels.get("dog").unwrap().1, 2);
+        assert!(labels.has(1, cat) && !labels.has(2, cat) && labels.has(2, dog));
+        assert!(labels.get("owl").is_none());
+        // Set again with the same label, removed: the keys of each label follow.
+        labels.set(1, "cat".into(), &code(1));
+        labels.remove(3);
+        check_aligned(&labels);
+        let keys = |n| {
+            let mut k: Vec<u64> = labels.keys_of(n).to_vec();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!((keys(cat), keys(dog)), (vec![1], vec![2]));
+        assert_eq!(labels.get("dog").unwrap().1, 1);
+    }
+
+    #[test]
+    fn codes_follow_their_keys_through_removals_and_replacements() {
+        let mut labels = Labels::new(DIMS, ROOMY);
+        for key in 1..=50u64 {
+            labels.set(key, if key % 3 == 0 { "a" } else { "b" }.into(), &code(key));
+        }
+        for key in (1..=50u64).filter(|k| k % 4 == 0) {
+            labels.remove(key);
+            check_aligned(&labels);
+        }
+        for key in (1..=50u64).filter(|k| k % 5 == 0) {
+            labels.set(key, "c".into(), &code(key));
+            check_aligned(&labels);
+        }
+        // The nearest of label `c` to key 10's code is key 10 itself.
+        let (c, _) = labels.get("c").unwrap();
+        assert_eq!(labels.nearest(c, &code(10), 1), Some(vec![10]));
+        // A code of another size is not kept.
+        labels.set(99, "c".into(), &[1, 2, 3]);
+        assert!(!labels.has(99, c));
+        check_aligned(&labels);
+        // A replaced vector: the new code, in place.
+        labels.set(7, "b".into(), &[100, 0, 0, 0]);
+        let (b, _) = labels.get("b").unwrap();
+        assert_eq!(labels.nearest(b, &[100, 0, 0, 0], 1), Some(vec![7]));
+    }
+
+    #[test]
+    fn labels_over_the_limits_let_their_codes_go_and_keep_their_keys() {
+        // At most 10 codes a label, 15 in all.
+        let limits = Limits {
+            rows: 10,
+            bytes: 15 * DIMS,
+        };
+        let mut labels = Labels::new(DIMS, limits);
+        for key in 0..11u64 {
+            labels.set(key, "big".into(), &code(key));
+        }
+        let (big, count) = labels.get("big").unwrap();
+        assert_eq!(count, 11);
+        assert_eq!(labels.nearest(big, &code(3), 1), None);
+        check_aligned(&labels);
+        // Two labels of 8: 16 codes is over the budget, the larger (first of equals) lets go.
+        for key in 100..108u64 {
+            labels.set(key, "a".into(), &code(key));
+        }
+        for key in 200..208u64 {
+            labels.set(key, "b".into(), &code(key));
+        }
+        check_aligned(&labels);
+        assert!(labels.code_bytes <= limits.bytes);
+        let (a, _) = labels.get("a").unwrap();
+        let (b, _) = labels.get("b").unwrap();
+        let kept = [a, b].map(|n| labels.nearest(n, &code(0), 1).is_some());
+        assert_eq!(kept.iter().filter(|&&k| k).count(), 1, "{kept:?}");
+        // Without codes, a label still moves and removes its keys right.
+        labels.remove(3);
+        labels.set(4, "a".into(), &code(4));
+        check_aligned(&labels);
+        assert_eq!(labels.get("big").unwrap().1, 9);
+    }
+}

@@ -1,0 +1,199 @@
+//! Label-filtered search of the embedded store through the scan of each label's int8 codes kept
+//! in memory (`src/store/local/labels.rs`, `codes.rs`): right after every kind of write — documents added,
+//! their vectors replaced, their label changed, deleted — and after the store is opened again with
+//! its graph file there, stale, or gone (as after a crash).
+//!
+//! Every check asks for each document's own vector within its label: it must come first (its code
+//! is the query's), and the hits must agree with the exact search ([`VectorStore::exact_knn`]) for
+//! nearly all of the top ten. A label over the limits lets its codes go and is walked: checked too.
+
+#[path = "common/docs.rs"]
+mod docs;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use docs::{docs, spec, Rng};
+use imgvec::store::local::{LocalConfig, LocalStore};
+use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
+
+const DIMS: usize = 128;
+
+/// Searches through the graph's structures (no exact scan for small sets), every label's codes
+/// kept (the corpus's labels have about 500 documents each).
+fn config(dir: &Path) -> LocalConfig {
+    let mut cfg = LocalConfig::new(dir, "imgvec");
+    cfg.lock_wait = Some(Duration::from_millis(200));
+    cfg.exact_scan_rows = 0;
+    cfg
+}
+
+fn open(dir: &Path) -> LocalStore {
+    LocalStore::open_with(config(dir)).expect("open")
+}
+
+/// As [`config`], but a label of more than 400 documents lets its codes go (and is walked).
+fn open_small_limit(dir: &Path) -> LocalStore {
+    let mut cfg = config(dir);
+    cfg.filtered_scan_rows = 400;
+    LocalStore::open_with(cfg).expect("open")
+}
+
+fn query(doc: &ImageDoc, label: &str) -> KnnQuery {
+    KnnQuery {
+        vector: doc.vector.clone(),
+        k: 10,
+        num_candidates: 20,
+        label: Some(label.to_string()),
+    }
+}
+
+async fn write(store: &LocalStore, docs: &[ImageDoc]) {
+    let report = store.upsert(docs, true).await.expect("upsert");
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+}
+
+/// Each of `docs` (every 7th, to keep it short) is found first within its label, the hits all of
+/// that label and, over them all, at least 90% of the exact top ten.
+async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
+    let (mut agree, mut total) = (0, 0);
+    for doc in docs.iter().step_by(7) {
+        let q = query(doc, &doc.label);
+        let hits = store.knn(&q).await.expect("knn");
+        assert_eq!(hits.len(), 10, "{}: {hits:?}", doc.id);
+        assert_eq!(hits[0].id, doc.id, "{hits:?}");
+        assert!(hits.iter().all(|h| h.label == doc.label), "{hits:?}");
+        let exact: HashSet<String> = store
+            .exact_knn(&q)
+            .await
+            .expect("exact")
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        agree += hits.iter().filter(|h| exact.contains(&h.id)).count();
+        total += 10;
+    }
+    assert!(agree * 100 >= total * 97, "{agree} of {total} exact hits");
+}
+
+/// `doc`'s vector within `label` does not find it.
+async fn check_absent(store: &LocalStore, doc: &ImageDoc, label: &str) {
+    let hits = store.knn(&query(doc, label)).await.expect("knn");
+    assert_eq!(hits.len(), 10, "{hits:?}");
+    assert!(
+        hits.iter().all(|h| h.id != doc.id && h.label == label),
+        "{hits:?}"
+    );
+}
+
+fn corpus() -> Vec<ImageDoc> {
+    docs(&mut Rng(35), 1_500, DIMS, &["cat", "dog", "owl"], "f")
+}
+
+#[tokio::test]
+async fn filtered_search_follows_writes_replacements_relabels_and_deletes() {
+    follows_every_write(open).await;
+}
+
+#[tokio::test]
+async fn labels_that_let_their_codes_go_follow_every_write_too() {
+    follows_every_write(open_small_limit).await;
+}
+
+async fn follows_every_write(open: fn(&Path) -> LocalStore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    store.ensure_index(&spec(DIMS)).await.unwrap();
+    let mut all = corpus();
+    for chunk in all.chunks(300) {
+        write(&store, chunk).await;
+    }
+    check_found(&store, &all).await;
+
+    // New vectors for some documents (same ids): found by the new one.
+    let mut rng = Rng(7);
+    for doc in all.iter_mut().step_by(11) {
+        doc.vector = rng.unit_vector(DIMS);
+    }
+    let replaced: Vec<ImageDoc> = all.iter().step_by(11).cloned().collect();
+    write(&store, &replaced).await;
+    check_found(&store, &replaced).await;
+
+    // Relabelled: found in the new label, not in the old one.
+    let mut moved = Vec::new();
+    for doc in all.iter_mut().skip(3).step_by(13) {
+        let old = doc.label.clone();
+        doc.label = if old == "cat" { "dog" } else { "cat" }.to_string();
+        moved.push((doc.clone(), old));
+    }
+    let docs_moved: Vec<ImageDoc> = moved.iter().map(|(d, _)| d.clone()).collect();
+    write(&store, &docs_moved).await;
+    check_found(&store, &docs_moved).await;
+    for (doc, old) in moved.iter().step_by(5) {
+        check_absent(&store, doc, old).await;
+    }
+
+    // Deleted: no longer found in their label.
+    let gone: Vec<ImageDoc> = all.iter().skip(5).step_by(17).cloned().collect();
+    let ids: Vec<String> = gone.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(store.delete(&ids).await.unwrap(), ids.len() as u64);
+    for doc in gone.iter().step_by(4) {
+        check_absent(&store, doc, &doc.label).await;
+    }
+    let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !ids.contains(&d.id)).collect();
+    check_found(&store, &kept).await;
+
+    // The same from the graph file in a new process's view, and with the file gone.
+    store.refresh().await.unwrap();
+    drop(store);
+    let again = open(tmp.path());
+    check_found(&again, &kept).await;
+    assert_eq!(again.ann_stats().loaded_from_file, 1);
+    let file = again.ann_path().unwrap().expect("a graph file");
+    drop(again);
+    std::fs::remove_file(&file).unwrap();
+    let rebuilt = open(tmp.path());
+    check_found(&rebuilt, &kept).await;
+    assert_eq!(rebuilt.ann_stats().rebuilt, 1);
+}
+
+#[tokio::test]
+async fn a_graph_loaded_from_a_stale_file_catches_up_its_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut all = corpus();
+    let writer = open(tmp.path());
+    writer.ensure_index(&spec(DIMS)).await.unwrap();
+    write(&writer, &all[..1_200]).await;
+    writer.refresh().await.unwrap();
+    let file = writer.ann_path().unwrap().expect("a graph file");
+    let saved = std::fs::read(&file).unwrap();
+    // Written after the file: new documents, some relabelled, some deleted.
+    write(&writer, &all[1_200..]).await;
+    for doc in all.iter_mut().take(1_200).step_by(9) {
+        doc.label = "owl".into();
+    }
+    let relabelled: Vec<ImageDoc> = all.iter().take(1_200).step_by(9).cloned().collect();
+    write(&writer, &relabelled).await;
+    let gone: Vec<String> = all
+        .iter()
+        .skip(1)
+        .step_by(19)
+        .map(|d| d.id.clone())
+        .collect();
+    writer.delete(&gone).await.unwrap();
+    drop(writer);
+    // As after a crash before the next save: the older file is what there is.
+    std::fs::write(&file, saved).unwrap();
+    let reader = open(tmp.path());
+    let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !gone.contains(&d.id)).collect();
+    check_found(&reader, &kept).await;
+    let relabelled: Vec<ImageDoc> = relabelled
+        .into_iter()
+        .filter(|d| !gone.contains(&d.id))
+        .collect();
+    check_found(&reader, &relabelled).await;
+    let stats = reader.ann_stats();
+    assert_eq!((stats.loaded_from_file, stats.rebuilt), (1, 0), "{stats:?}");
+    assert!(stats.caught_up_rows >= 300, "{stats:?}");
+}
