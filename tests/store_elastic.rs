@@ -123,6 +123,17 @@ async fn raw(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// The index's `GET /INDEX/_mapping` answer: status and body.
+async fn mapping(store: &ElasticStore) -> (u16, Value) {
+    raw(
+        store,
+        Method::Get,
+        &format!("/{}/_mapping", store.index()),
+        None,
+    )
+    .await
+}
+
 async fn upsert_all(store: &ElasticStore, docs: &[ImageDoc]) {
     let report = store.upsert(docs, false).await.expect("upsert");
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
@@ -145,13 +156,7 @@ async fn mapping_as_created_reads_back() {
         EnsureOutcome::Created
     );
 
-    let (status, body) = raw(
-        &t.store,
-        Method::Get,
-        &format!("/{}/_mapping", t.store.index()),
-        None,
-    )
-    .await;
+    let (status, body) = mapping(&t.store).await;
     assert_eq!(status, 200, "{body}");
     let props = &body[t.store.index()]["mappings"]["properties"];
     let ifv = &props["IFV"];
@@ -575,13 +580,7 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
         .ensure_index(&IndexSpec::for_model(&a))
         .await
         .unwrap();
-    let (status, body) = raw(
-        &t.store,
-        Method::Get,
-        &format!("/{}/_mapping", t.store.index()),
-        None,
-    )
-    .await;
+    let (status, body) = mapping(&t.store).await;
     assert_eq!(status, 200, "{body}");
     let meta = &body[t.store.index()]["mappings"]["_meta"]["imgvec"]["model"];
     assert_eq!(meta["name"], "model-a", "{body}");
@@ -606,13 +605,7 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(t.store.adopt_model(&b).await.unwrap(), b);
     assert_eq!(t.store.index_model().await.unwrap(), Some(b.clone()));
-    let (_, body) = raw(
-        &t.store,
-        Method::Get,
-        &format!("/{}/_mapping", t.store.index()),
-        None,
-    )
-    .await;
+    let (_, body) = mapping(&t.store).await;
     assert_eq!(
         body[t.store.index()]["mappings"]["_meta"]["owner"],
         "someone",
@@ -634,13 +627,7 @@ async fn the_index_remembers_its_model_in_the_mapping_meta() {
         ..a
     };
     assert_eq!(t.store.adopt_model(&a_int8).await.unwrap(), mixed);
-    let (_, body) = raw(
-        &t.store,
-        Method::Get,
-        &format!("/{}/_mapping", t.store.index()),
-        None,
-    )
-    .await;
+    let (_, body) = mapping(&t.store).await;
     let meta = &body[t.store.index()]["mappings"]["_meta"];
     assert_eq!(meta["owner"], "someone", "{body}");
     assert_eq!(
