@@ -322,20 +322,13 @@ impl Mlp {
 
     /// `x + mlp(ln(x))`.
     pub fn forward(&self, ln: &LayerNorm, x: &Tensor) -> CResult<Tensor> {
-        let fused = match self.act {
-            Activation::QuickGelu => Some(Epilogue::QuickGelu),
-            Activation::GeluTanh => Some(Epilogue::GeluTanh),
-            Activation::Gelu => None,
-        };
-        if let (Some(epilogue), Some(norm)) = (fused, ln.host()) {
+        let epilogue = epilogue(self.act);
+        if let Some(norm) = ln.host() {
             if let Some(y) = Dense::mlp(&self.fc1, &self.fc2, x, norm, epilogue)? {
                 return Ok(y);
             }
         }
-        let h = match fused {
-            Some(epilogue) => ln.then(&self.fc1, x, epilogue)?,
-            None => ln.then(&self.fc1, x, Epilogue::None)?.gelu_erf()?,
-        };
+        let h = ln.then(&self.fc1, x, epilogue)?;
         self.fc2.forward_add(&h, x)
     }
 }
@@ -438,12 +431,17 @@ impl PostNormLayer {
     /// `[batch, tokens, hidden]` → the same shape; every token attends to every other one.
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let x = self.ln1.forward(&self.attn.forward_plain(x, false)?)?;
-        let h = match self.act {
-            Activation::QuickGelu => self.fc1.forward_with(&x, Epilogue::QuickGelu)?,
-            Activation::Gelu => self.fc1.forward_with(&x, Epilogue::None)?.gelu_erf()?,
-            Activation::GeluTanh => self.fc1.forward_with(&x, Epilogue::None)?.gelu()?,
-        };
+        let h = self.fc1.forward_with(&x, epilogue(self.act))?;
         self.ln2.forward(&self.fc2.forward_add(&h, &x)?)
+    }
+}
+
+/// The MLP's activation as the epilogue fc1's tiles get as they are written.
+fn epilogue(act: Activation) -> Epilogue {
+    match act {
+        Activation::QuickGelu => Epilogue::QuickGelu,
+        Activation::Gelu => Epilogue::GeluErf,
+        Activation::GeluTanh => Epilogue::GeluTanh,
     }
 }
 

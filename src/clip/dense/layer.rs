@@ -84,6 +84,7 @@ impl Dense {
             }),
             (_, Epilogue::QuickGelu) => crate::clip::kernels::quick_gelu(&self.forward(x)?),
             (_, Epilogue::GeluTanh) => self.forward(x)?.gelu(),
+            (_, Epilogue::GeluErf) => self.forward(x)?.gelu_erf(),
         }
     }
 

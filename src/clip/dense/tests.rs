@@ -180,6 +180,48 @@ fn gelu_tanh_epilogue_equals_the_tanh_formula() -> Result<()> {
     Ok(())
 }
 
+/// The exact-GELU epilogue is candle's `gelu_erf` (an f64 erf) of the layer's output to within
+/// its erf's 1.5·10⁻⁷ (plus float rounding), also where the tiles cut a panel, and as its own pass.
+#[test]
+fn gelu_erf_epilogue_equals_the_erf_formula() -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    for (m, n, k) in [(3, 40, 70), (257, 100, 600)] {
+        let w = Tensor::from_vec(values(n * k, 24), (n, k), &dev)?;
+        let b = Tensor::from_vec(values(n, 25), n, &dev)?;
+        let x = (Tensor::from_vec(values(m * k, 26), (m, k), &dev)? * 4.0)?;
+        let dense = Dense::new(w, Some(b))?;
+        let plain = dense.forward(&x)?;
+        let want = plain.gelu_erf()?;
+        let got = dense.forward_with(&x, Epilogue::GeluErf)?;
+        let scale = plain.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff <= 4e-7 * scale, "m={m} n={n} k={k}: differs by {diff}");
+        // Not the tanh form (which differs from erf's by up to ~5·10⁻⁴ of x): the test can tell.
+        let tanh = (plain.gelu()? - &want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(
+            tanh > 10.0 * diff,
+            "m={m} n={n} k={k}: tanh {tanh}, erf {diff}"
+        );
+    }
+    let edges = Tensor::new(
+        &[-30f32, -6.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 6.0, 30.0],
+        &dev,
+    )?;
+    let mut got: Vec<f32> = edges.to_vec1()?;
+    crate::clip::kernels::gelu_erf_in_place(&mut got);
+    let want: Vec<f32> = edges.gelu_erf()?.to_vec1()?;
+    for ((g, w), x) in got.iter().zip(&want).zip(edges.to_vec1::<f32>()?) {
+        assert!(
+            (g - w).abs() <= 2e-7 * x.abs().max(1.0),
+            "gelu({x}): {g} against {w}"
+        );
+    }
+    Ok(())
+}
+
 /// Rows normalized while packed give candle's `layer_norm` then the layer (to float rounding),
 /// for row counts that are not whole tiles, k past a packing block, with the activation too.
 #[test]
@@ -202,7 +244,12 @@ fn normed_rows_equal_layer_norm_then_the_layer() -> Result<()> {
             bias: &beta,
             eps: 1e-5,
         };
-        for epilogue in [Epilogue::None, Epilogue::QuickGelu, Epilogue::GeluTanh] {
+        for epilogue in [
+            Epilogue::None,
+            Epilogue::QuickGelu,
+            Epilogue::GeluTanh,
+            Epilogue::GeluErf,
+        ] {
             let want = dense.forward_with(&normed, epilogue)?;
             let Some(got) = dense.forward_normed(&x, norm, epilogue)? else {
                 assert_eq!(detect(), Simd::None, "a packed layer takes the norm");

@@ -29,6 +29,8 @@ pub enum Epilogue {
     /// GELU's tanh approximation (SigLIP's `gelu_pytorch_tanh`), as `x · sigmoid(2·√(2/π)·(x +
     /// 0.044715 x³))`.
     GeluTanh,
+    /// Exact GELU (`gelu`), `0.5 x (1 + erf(x/√2))`, erf to 1.5·10⁻⁷ (`kernels::gelu_erf_one`).
+    GeluErf,
 }
 
 impl Epilogue {
@@ -38,6 +40,7 @@ impl Epilogue {
             Epilogue::None => {}
             Epilogue::QuickGelu => crate::clip::kernels::quick_gelu_in_place(row),
             Epilogue::GeluTanh => crate::clip::kernels::gelu_tanh_in_place(row),
+            Epilogue::GeluErf => crate::clip::kernels::gelu_erf_in_place(row),
         }
     }
 }
