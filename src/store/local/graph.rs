@@ -365,8 +365,9 @@ impl Shared {
         done.handle.join().ok()?.ok()
     }
 
-    /// The label of every document of the index, with the sign code of its int8 code in `index`
-    /// (zeros for a key not there: written after the graph, it is caught up with its row).
+    /// The label of every document of the index, with its int8 code from `index` where its label
+    /// keeps codes (zeros for a key not there: written after the graph, it is caught up with its
+    /// row). A label past the size limit keeps none, so its keys' codes are not fetched.
     pub(super) fn read_labels(
         &self,
         conn: &Connection,
@@ -382,11 +383,16 @@ impl Shared {
         let mut code = vec![0i8; index.dimensions()];
         while let Some(r) = rows.next().map_err(db)? {
             let key = r.get::<_, i64>(0).map_err(db)? as u64;
-            let found = index.get(key, &mut code).map_err(|e| ann_error("get", e))?;
+            let label: String = r.get(1).map_err(db)?;
+            let found = if labels.keeps_code(&label) {
+                index.get(key, &mut code).map_err(|e| ann_error("get", e))?
+            } else {
+                0
+            };
             if found == 0 {
                 code.fill(0);
             }
-            labels.set(key, r.get(1).map_err(db)?, &code);
+            labels.set(key, label, &code);
         }
         Ok(labels)
     }

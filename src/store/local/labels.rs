@@ -111,6 +111,19 @@ impl Labels {
         }
     }
 
+    /// Whether a new key of `label` would keep its code: false for a label that has let its codes
+    /// go or that one more key takes past the size limit (then [`Self::set`] ignores the code, and
+    /// a caller need not fetch it).
+    pub(super) fn keeps_code(&self, label: &str) -> bool {
+        match self.numbers.get(label) {
+            Some(&n) => {
+                let members = &self.members[n as usize];
+                members.codes.is_some() && members.keys.len() < self.limits.rows
+            }
+            None => self.limits.rows > 0,
+        }
+    }
+
     /// Forgets `key` (its document was deleted).
     pub(super) fn remove(&mut self, key: u64) {
         if let Some((old, at)) = self.of_key.remove(&key) {
@@ -206,6 +219,40 @@ mod tests {
     /// A code whose first component tells its key (mod 128) apart.
     fn code(key: u64) -> Vec<i8> {
         vec![(key % 128) as i8, 1, 2, 3]
+    }
+
+    /// `keeps_code` says beforehand what `set` does with a key's code: kept up to the row limit,
+    /// not for the key that takes a label past it, nor after.
+    #[test]
+    fn keeps_code_says_whether_set_keeps_the_code() {
+        let mut labels = Labels::new(
+            DIMS,
+            Limits {
+                rows: 2,
+                bytes: usize::MAX,
+            },
+        );
+        for key in 1..=4 {
+            let keeps = labels.keeps_code("cat");
+            labels.set(key, "cat".into(), &code(key));
+            let number = labels.get("cat").map(|(n, _)| n).unwrap();
+            assert_eq!(
+                keeps,
+                labels.nearest(number, &code(key), 1).is_some(),
+                "key {key}"
+            );
+            check_aligned(&labels);
+        }
+        assert!(!labels.keeps_code("cat"));
+        assert!(labels.keeps_code("dog"), "a new label keeps codes");
+        assert!(!Labels::new(
+            DIMS,
+            Limits {
+                rows: 0,
+                bytes: usize::MAX
+            }
+        )
+        .keeps_code("dog"));
     }
 
     /// Each key's code is where its key is, in every label keeping codes; the byte count is right.
