@@ -27,12 +27,19 @@ impl Shared {
             for q in queries {
                 self.check_query(&row, q)?;
             }
+            let candidates =
+                |q: &KnnQuery| q.num_candidates.clamp(q.k, MAX_NUM_CANDIDATES.max(q.k));
+            if let Some(graph) = ann.as_mut().filter(|_| ready) {
+                for q in queries {
+                    if let Some(label) = q.label.as_deref() {
+                        self.prepare_filter(graph, label, candidates(q));
+                    }
+                }
+            }
             match ann.as_ref() {
                 Some(graph) if ready && graph.index.size() > self.cfg.exact_scan_rows => {
                     let threads = rayon::current_num_threads();
                     reserve(&graph.index, graph.index.capacity(), threads)?;
-                    let candidates =
-                        |q: &KnnQuery| q.num_candidates.clamp(q.k, MAX_NUM_CANDIDATES.max(q.k));
                     let ef = queries
                         .iter()
                         .map(|q| candidates(q).max(self.cfg.min_ef_search))

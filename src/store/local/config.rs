@@ -27,6 +27,10 @@ pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
 pub const DEFAULT_FILTERED_CODE_BYTES: usize = 256 << 20;
+/// 192 MiB: the 4-bit codes of a label of up to 524,288 documents at 768-d (half of a 1,000,000
+/// document store fits, within 1.5 GB for the whole `search` process).
+pub const DEFAULT_FILTERED_CODE4_BYTES: usize = 192 << 20;
+pub const DEFAULT_FILTERED_CODE4_CANDIDATES: usize = 1_000;
 pub const DEFAULT_FILTERED_MIN_EF: usize = 1_024;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 512;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
@@ -56,6 +60,15 @@ pub struct LocalConfig {
     /// All labels' codes kept for that take at most this many bytes (over it, the label with the
     /// most lets them go, and is walked): they are a second copy of the graph's codes.
     pub filtered_code_bytes: usize,
+    /// A label without int8 codes kept is scanned through 4-bit codes (half their size), made on
+    /// its first search, while all labels' 4-bit codes take at most this many bytes (the labels
+    /// searched least recently let theirs go to make room; a label larger than this is walked).
+    /// 0: never.
+    pub filtered_code4_bytes: usize,
+    /// How many candidates the 4-bit scan gives: they are re-scored with their int8 codes from the
+    /// graph down to `num_candidates`, which the f32 rows re-rank. At most `num_candidates`: no
+    /// int8 step, the scan's `num_candidates` best go straight to the f32 re-rank.
+    pub filtered_code4_candidates: usize,
     /// The least `ef` of a label-filtered graph walk (most of what it walks is of other labels).
     pub filtered_min_ef: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
@@ -83,6 +96,8 @@ impl LocalConfig {
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             filtered_scan_rows: DEFAULT_FILTERED_SCAN_ROWS,
             filtered_code_bytes: DEFAULT_FILTERED_CODE_BYTES,
+            filtered_code4_bytes: DEFAULT_FILTERED_CODE4_BYTES,
+            filtered_code4_candidates: DEFAULT_FILTERED_CODE4_CANDIDATES,
             filtered_min_ef: DEFAULT_FILTERED_MIN_EF,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,

@@ -13,12 +13,21 @@
 //! go). A label without codes is searched by the filtered graph walk; it gets codes again when the
 //! graph is next loaded or built.
 //!
+//! A label without int8 codes (too large, or let go for the budget) can keep 4-bit codes instead
+//! (`codes4`, 384 bytes a document at 768-d), under a budget of their own (`Limits::bytes4`).
+//! They are made from the graph's codes on the label's first filtered search
+//! ([`Labels::prepare_codes4`], about 1 µs a document), not at load: a process keeps them only
+//! for the labels it searches. Labels compete for that budget by use: when one that fits is
+//! searched, the labels searched least recently let theirs go until it fits; a label larger than
+//! the whole budget gets none (and is walked). Once made, they follow every change as the int8
+//! codes do, until the graph is next loaded or built.
+//!
 //! What it is not for: the truth (the rows are; `graph` builds and catches this up from them) or
-//! the scan itself (`codes`).
+//! the scans themselves (`codes`, `codes4`).
 
 use std::collections::HashMap;
 
-use super::codes;
+use super::{codes, codes4};
 
 /// How many codes the labels keep (see the module's text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +36,8 @@ pub(super) struct Limits {
     pub(super) rows: usize,
     /// All labels' codes together, in bytes.
     pub(super) bytes: usize,
+    /// All labels' 4-bit codes together, in bytes.
+    pub(super) bytes4: usize,
 }
 
 impl Limits {
@@ -35,14 +46,19 @@ impl Limits {
         Limits {
             rows: cfg.filtered_scan_rows,
             bytes: cfg.filtered_code_bytes,
+            bytes4: cfg.filtered_code4_bytes,
         }
     }
 }
 
-/// The keys of one label and, unless it let them go, their codes (`dims` each, in the keys' order).
+/// The keys of one label and, unless it let them go, their codes (`dims` each, in the keys' order);
+/// their 4-bit codes if made (`code4_size` bytes each, in the keys' order).
 struct Members {
     keys: Vec<u64>,
     codes: Option<Vec<i8>>,
+    codes4: Option<Vec<u8>>,
+    /// When the label was last searched through its 4-bit codes (a tick of [`Labels::tick`]).
+    used: u64,
 }
 
 /// The label of each key, as small numbers the filter predicate compares, and the keys and codes
@@ -52,6 +68,11 @@ pub(super) struct Labels {
     limits: Limits,
     /// Bytes of all labels' codes.
     code_bytes: usize,
+    /// Bytes of one 4-bit code, and of all labels' 4-bit codes.
+    code4_size: usize,
+    code4_bytes: usize,
+    /// Counts searches through 4-bit codes (which label was searched least recently).
+    tick: u64,
     /// Each key's label number and its place among that label's members.
     of_key: HashMap<u64, (u32, usize)>,
     numbers: HashMap<String, u32>,
@@ -66,6 +87,9 @@ impl Labels {
             dims,
             limits,
             code_bytes: 0,
+            code4_size: codes4::bytes_for(dims),
+            code4_bytes: 0,
+            tick: 0,
             of_key: HashMap::new(),
             numbers: HashMap::new(),
             members: Vec::new(),
@@ -81,6 +105,8 @@ impl Labels {
             self.members.push(Members {
                 keys: Vec::new(),
                 codes: Some(Vec::new()),
+                codes4: None,
+                used: 0,
             });
         }
         let dims = self.dims;
@@ -91,8 +117,15 @@ impl Labels {
         }
         match self.of_key.get(&key).copied() {
             Some((old, at)) if old == number => {
-                if let Some(codes) = self.members[number as usize].codes.as_mut() {
+                let members = &mut self.members[number as usize];
+                if let Some(codes) = members.codes.as_mut() {
                     codes[at * dims..(at + 1) * dims].copy_from_slice(code);
+                }
+                if let Some(codes4) = members.codes4.as_mut() {
+                    let size = self.code4_size;
+                    let mut packed = Vec::with_capacity(size);
+                    codes4::pack_into(code, &mut packed);
+                    codes4[at * size..(at + 1) * size].copy_from_slice(&packed);
                 }
                 return;
             }
@@ -102,6 +135,12 @@ impl Labels {
         let members = &mut self.members[number as usize];
         self.of_key.insert(key, (number, members.keys.len()));
         members.keys.push(key);
+        if let Some(codes4) = members.codes4.as_mut() {
+            codes4::pack_into(code, codes4);
+            self.code4_bytes += self.code4_size;
+            self.keep4_to_budget();
+        }
+        let members = &mut self.members[number as usize];
         if members.keys.len() > self.limits.rows {
             self.let_go(number);
         } else if let Some(codes) = members.codes.as_mut() {
@@ -146,6 +185,14 @@ impl Labels {
             codes.truncate(last * dims);
             self.code_bytes -= dims;
         }
+        if let Some(codes4) = members.codes4.as_mut() {
+            let size = self.code4_size;
+            if at != last {
+                codes4.copy_within(last * size..(last + 1) * size, at * size);
+            }
+            codes4.truncate(last * size);
+            self.code4_bytes -= size;
+        }
         if at != last {
             let moved = members.keys[at];
             self.of_key.insert(moved, (number, at));
@@ -170,6 +217,90 @@ impl Labels {
             };
             self.let_go(number as u32);
         }
+    }
+
+    /// Label `number` keeps no 4-bit codes from now on.
+    fn let_go4(&mut self, number: usize) {
+        if let Some(codes4) = self.members[number].codes4.take() {
+            self.code4_bytes -= codes4.len();
+        }
+    }
+
+    /// While the 4-bit codes take more than their budget, the label searched least recently lets
+    /// them go.
+    fn keep4_to_budget(&mut self) {
+        self.free4(0);
+    }
+
+    /// Lets the 4-bit codes of the labels searched least recently go until `more` bytes fit the
+    /// budget; whether they do.
+    fn free4(&mut self, more: usize) -> bool {
+        while self.code4_bytes + more > self.limits.bytes4 {
+            let oldest = (0..self.members.len())
+                .filter(|&n| self.members[n].codes4.is_some())
+                .min_by_key(|&n| self.members[n].used);
+            let Some(number) = oldest else {
+                return false;
+            };
+            self.let_go4(number);
+        }
+        true
+    }
+
+    /// Readies label `number` for a search through its 4-bit codes: whether it has them now.
+    /// A label keeping int8 codes needs none; one that lacks them and fits the budget has them
+    /// made from each key's int8 code (`get` fills it, false if the key has none: then none are
+    /// made), the labels searched least recently letting theirs go to make room.
+    pub(super) fn prepare_codes4(
+        &mut self,
+        number: u32,
+        mut get: impl FnMut(u64, &mut [i8]) -> bool,
+    ) -> bool {
+        let number = number as usize;
+        let Some(members) = self.members.get(number) else {
+            return false;
+        };
+        if members.codes.is_some() || self.dims == 0 {
+            return false;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        if members.codes4.is_some() {
+            self.members[number].used = tick;
+            return true;
+        }
+        let need = members.keys.len() * self.code4_size;
+        if need > self.limits.bytes4 {
+            return false;
+        }
+        self.members[number].used = tick;
+        // Room first, so that the budget holds throughout.
+        if !self.free4(need) {
+            return false;
+        }
+        let mut code = vec![0i8; self.dims];
+        let mut codes4 = Vec::with_capacity(need);
+        for &key in &self.members[number].keys {
+            if !get(key, &mut code) {
+                return false;
+            }
+            codes4::pack_into(&code, &mut codes4);
+        }
+        self.members[number].codes4 = Some(codes4);
+        self.code4_bytes += need;
+        true
+    }
+
+    /// The `count` keys of label `number` whose 4-bit codes are nearest the int8 code `query`,
+    /// nearest first; `None` if the label has no 4-bit codes.
+    pub(super) fn nearest4(&self, number: u32, query: &[i8], count: usize) -> Option<Vec<u64>> {
+        let members = self.members.get(number as usize)?;
+        let codes4 = members.codes4.as_ref()?;
+        if query.len() != self.dims {
+            return None;
+        }
+        let found = codes4::nearest(query, codes4, count);
+        Some(found.into_iter().map(|at| members.keys[at]).collect())
     }
 
     /// The keys of label `number`.
@@ -214,6 +345,7 @@ mod tests {
     const ROOMY: Limits = Limits {
         rows: usize::MAX,
         bytes: usize::MAX,
+        bytes4: usize::MAX,
     };
 
     /// A code whose first component tells its key (mod 128) apart.
@@ -230,6 +362,7 @@ mod tests {
             Limits {
                 rows: 2,
                 bytes: usize::MAX,
+                bytes4: 0,
             },
         );
         for key in 1..=4 {
@@ -249,7 +382,8 @@ mod tests {
             DIMS,
             Limits {
                 rows: 0,
-                bytes: usize::MAX
+                bytes: usize::MAX,
+                bytes4: 0,
             }
         )
         .keeps_code("dog"));
@@ -340,6 +474,7 @@ mod tests {
         let limits = Limits {
             rows: 10,
             bytes: 15 * DIMS,
+            bytes4: 0,
         };
         let mut labels = Labels::new(DIMS, limits);
         for key in 0..11u64 {

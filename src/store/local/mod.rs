@@ -26,7 +26,8 @@
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
 //! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
-//! (the in-memory HNSW graph and its catching up), `graph_file` (its cache file), `search` (kNN and
+//! (the in-memory HNSW graph and its catching up), `graph_file` (its cache file), `labels` (each
+//! label's keys and codes), `codes` / `codes4` (scans of a label's int8 / 4-bit codes), `search` (kNN and
 //! re-ranking), `browse` (labels, documents by id), `lock` (the write lock), `fsutil` (store
 //! directory, atomic writes).
 //!
@@ -37,6 +38,7 @@
 mod batch;
 mod browse;
 mod codes;
+mod codes4;
 mod config;
 mod db;
 mod delete;
@@ -66,9 +68,10 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE_BYTES,
-    DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION,
-    DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE4_BYTES,
+    DEFAULT_FILTERED_CODE4_CANDIDATES, DEFAULT_FILTERED_CODE_BYTES, DEFAULT_FILTERED_MIN_EF,
+    DEFAULT_FILTERED_SCAN_ROWS, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M,
+    DEFAULT_MIN_EF_SEARCH, LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
 use db::{db_error, find_index_by_name, open_db, IndexRow};
 use graph::Ann;

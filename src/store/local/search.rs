@@ -12,6 +12,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::codes;
 use super::db::{db_error, split_paths, IndexRow};
 use super::graph::Ann;
 use super::{Shared, State, MAX_NUM_CANDIDATES};
@@ -43,6 +44,9 @@ impl Shared {
             // No graph yet (being built aside): the exact answer, slower but at once.
             let hits = self.exact_scan(&tx, row.id, &query.vector, query.label.as_deref(), k)?;
             return self.with_other_paths(&tx, row.id, hits);
+        }
+        if let (Some(label), Some(graph)) = (query.label.as_deref(), ann.as_mut()) {
+            self.prepare_filter(graph, label, candidates);
         }
         let Some(graph) = ann.as_ref() else {
             return Err(StoreError::Other(
@@ -153,8 +157,55 @@ impl Shared {
         Ok(hits)
     }
 
-    /// The best `k` of `label`'s vectors: an exact scan if there are few, else a filtered graph
-    /// search re-ranked (and an exact scan should it come back short or with another label).
+    /// Readies what a search of `label` for `candidates` will scan: the label's 4-bit codes if it
+    /// keeps no int8 codes and is not scanned exactly (`labels`: made on first use, within budget).
+    pub(super) fn prepare_filter(&self, graph: &mut Ann, label: &str, candidates: usize) {
+        let Some((number, count)) = graph.labels.get(label) else {
+            return;
+        };
+        if count <= self.cfg.exact_scan_rows || count <= candidates {
+            return;
+        }
+        let Ann { labels, index, .. } = graph;
+        labels.prepare_codes4(number, |key, code| {
+            index.get(key, code).is_ok_and(|found| found > 0)
+        });
+    }
+
+    /// The candidates of a search of label `number` from its 4-bit codes (`None` if it has none):
+    /// the scan's best [`LocalConfig::filtered_code4_candidates`] re-scored with their int8 codes
+    /// from the graph, the best `candidates` of those.
+    ///
+    /// [`LocalConfig::filtered_code4_candidates`]: super::LocalConfig::filtered_code4_candidates
+    fn code4_candidates(
+        &self,
+        graph: &Ann,
+        number: u32,
+        code: &[i8],
+        candidates: usize,
+    ) -> Option<Vec<u64>> {
+        let wide = self.cfg.filtered_code4_candidates.max(candidates);
+        let found = graph.labels.nearest4(number, code, wide)?;
+        if wide == candidates {
+            return Some(found);
+        }
+        let dims = code.len();
+        let mut gathered = vec![0i8; found.len() * dims];
+        let mut keys = Vec::with_capacity(found.len());
+        for key in found {
+            let at = keys.len() * dims;
+            if let Ok(1..) = graph.index.get(key, &mut gathered[at..at + dims]) {
+                keys.push(key);
+            }
+        }
+        gathered.truncate(keys.len() * dims);
+        let best = codes::nearest(code, &gathered, candidates);
+        Some(best.into_iter().map(|at| keys[at]).collect())
+    }
+
+    /// The best `k` of `label`'s vectors: an exact scan if there are few, else the candidates of
+    /// its int8 codes, of its 4-bit codes or of a filtered graph walk, re-ranked (and an exact
+    /// scan should they come back short or with another label).
     pub(super) fn filtered_knn(
         &self,
         graph: &Ann,
@@ -171,6 +222,8 @@ impl Shared {
         let code = graph.quant.code(s.vector);
         let found = if let Some(found) = labels.nearest(number, &code, s.candidates) {
             // The label's codes, kept in memory: scanned.
+            found
+        } else if let Some(found) = self.code4_candidates(graph, number, &code, s.candidates) {
             found
         } else {
             // Most of the graph walked is of other labels: search wider.

@@ -1,0 +1,337 @@
+//! 4-bit codes: half the memory of the int8 codes again, for a label too large to keep those
+//! (`labels`). A scan of them gives a label-filtered search its candidates; the graph's int8
+//! codes and then the f32 rows re-rank them (`search`).
+//!
+//! A component's 4-bit level comes from its int8 code `c` (the graph's, so the same per-dimension
+//! centring and scale, `quant`): `(c + 64) >> 3` clamped to 0..=15, i.e. 16 steps of 8 int8 units
+//! over ±64 (±3 standard deviations of a component; beyond is clipped). Level `u` stands for the
+//! int8 value `8u - 60`, the middle of its step. A step of 8 units is 0.38 of a standard deviation,
+//! near the best uniform 16-level quantizer of a Gaussian (0.34); the plain `c >> 4` would use
+//! only about 8 of its 16 levels on such data.
+//!
+//! The distance is asymmetric: the query keeps its int8 code and is compared with each level's
+//! value, `Σ ((c + 60) - 8u)²`, exact in i32 (|c + 60 - 8u| ≤ 187; 768 × 187² < 2³¹).
+//!
+//! Layout: components in blocks of 64 (the last padded with level 0, matched by a query value 0,
+//! so padding adds nothing); byte `j` of a block's 32 holds component `j` in its low nibble and
+//! component `j + 32` in its high one, so a kernel unpacks 32 components with one mask and one
+//! shift. Computed with AVX-512BW where the CPU has it, else AVX2, else portable code; the same
+//! numbers from each (tested).
+//!
+//! What it is not for: deciding which labels keep these codes (`labels`) or the int8 scan (`codes`).
+
+use rayon::prelude::*;
+
+/// Components a block packs (into half as many bytes).
+const BLOCK: usize = 64;
+/// Documents scanned by one task of a parallel scan.
+const TASK_ROWS: usize = 8_192;
+/// What the query's int8 code is offset by, so that level `u` compares with `8u`.
+const OFFSET: i16 = 60;
+
+/// Bytes of the packed code of `dims` components.
+pub(super) fn bytes_for(dims: usize) -> usize {
+    dims.div_ceil(BLOCK) * BLOCK / 2
+}
+
+/// The 4-bit level of the int8 component `c`.
+fn level(c: i8) -> u8 {
+    ((i16::from(c) + 64) >> 3).clamp(0, 15) as u8
+}
+
+/// The packed 4-bit code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
+pub(super) fn pack_into(code: &[i8], out: &mut Vec<u8>) {
+    for block in code.chunks(BLOCK) {
+        let at = |j: usize| block.get(j).map_or(0, |&c| level(c));
+        out.extend((0..BLOCK / 2).map(|j| at(j) | (at(j + BLOCK / 2) << 4)));
+    }
+}
+
+/// The query's int8 code as a kernel reads it: offset, widened, padded to whole blocks with 0.
+fn prepared(query: &[i8]) -> Vec<i16> {
+    let mut q: Vec<i16> = query.iter().map(|&c| i16::from(c) + OFFSET).collect();
+    q.resize(bytes_for(query.len()) * 2, 0);
+    q
+}
+
+/// The positions (in `codes`, one packed code of `query.len()` components after another) of the
+/// `count` codes nearest the int8 code `query`, nearest first (ties by position).
+pub(super) fn nearest(query: &[i8], codes: &[u8], count: usize) -> Vec<usize> {
+    let q = prepared(query);
+    let size = bytes_for(query.len()).max(1);
+    let rows = codes.len() / size;
+    let mut dist = vec![0i32; rows];
+    let kernel = Kernel::get();
+    if rows <= TASK_ROWS {
+        kernel.distances(&q, codes, &mut dist);
+    } else {
+        dist.par_chunks_mut(TASK_ROWS)
+            .zip(codes.par_chunks(TASK_ROWS * size))
+            .for_each(|(out, codes)| kernel.distances(&q, codes, out));
+    }
+    let mut order: Vec<(i32, usize)> = dist.into_iter().zip(0..).collect();
+    if count == 0 {
+        order.clear();
+    } else if order.len() > count {
+        order.select_nth_unstable(count - 1);
+        order.truncate(count);
+    }
+    order.sort_unstable();
+    order.into_iter().map(|(_, at)| at).collect()
+}
+
+/// How the distances are computed on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn get() -> Kernel {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512bw") {
+                    return Kernel::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Kernel::Avx2;
+                }
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// The distance of each packed code of `codes` to the prepared query `q`, into `out`.
+    fn distances(self, q: &[i16], codes: &[u8], out: &mut [i32]) {
+        if q.is_empty() {
+            return out.fill(0);
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `get` chose this kernel only where the CPU has AVX-512BW (and so AVX-512F).
+            Kernel::Avx512 => unsafe { x86::distances_avx512(q, codes, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `get` chose this kernel only where the CPU has AVX2.
+            Kernel::Avx2 => unsafe { x86::distances_avx2(q, codes, out) },
+            _ => distances_portable(q, codes, out),
+        }
+    }
+}
+
+/// The reference: a component at a time. `q` has a whole number of blocks.
+fn distances_portable(q: &[i16], codes: &[u8], out: &mut [i32]) {
+    for (code, d) in codes.chunks_exact(q.len() / 2).zip(out.iter_mut()) {
+        let mut sum = 0i32;
+        for (qb, cb) in q.chunks_exact(BLOCK).zip(code.chunks_exact(BLOCK / 2)) {
+            for (j, &byte) in cb.iter().enumerate() {
+                let lo = i32::from(qb[j]) - 8 * i32::from(byte & 0x0F);
+                let hi = i32::from(qb[j + BLOCK / 2]) - 8 * i32::from(byte >> 4);
+                sum += lo * lo + hi * hi;
+            }
+        }
+        *d = sum;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::distances_portable`] a block (64 components, 32 bytes) a step: the bytes widened
+    /// to i16, the low nibbles masked and the high ones shifted down, each times 8 subtracted from
+    /// the query's i16 and `VPMADDWD`ed (squares summed in pairs to i32).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn distances_avx512(q: &[i16], codes: &[u8], out: &mut [i32]) {
+        let size = q.len() / 2;
+        let blocks = size / 32;
+        let mask = _mm512_set1_epi16(0x0F);
+        for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
+            let mut acc = _mm512_setzero_si512();
+            for b in 0..blocks {
+                // SAFETY: block `b` is bytes `32b..32b + 32` of `code` (`size` = 32 × blocks) and
+                // components `64b..64b + 64` of `q` (2 × `size` long).
+                let (c, qlo, qhi) = unsafe {
+                    (
+                        _mm256_loadu_si256(code.as_ptr().add(b * 32).cast()),
+                        _mm512_loadu_si512(q.as_ptr().add(b * 64).cast()),
+                        _mm512_loadu_si512(q.as_ptr().add(b * 64 + 32).cast()),
+                    )
+                };
+                let w = _mm512_cvtepu8_epi16(c);
+                let lo = _mm512_slli_epi16::<3>(_mm512_and_si512(w, mask));
+                let hi = _mm512_slli_epi16::<3>(_mm512_srli_epi16::<4>(w));
+                let dlo = _mm512_sub_epi16(qlo, lo);
+                let dhi = _mm512_sub_epi16(qhi, hi);
+                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(dlo, dlo));
+                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(dhi, dhi));
+            }
+            *d = _mm512_reduce_add_epi32(acc);
+        }
+    }
+
+    /// As above with AVX2, half a block (16 bytes: components `j` and `j + 32`) a step.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn distances_avx2(q: &[i16], codes: &[u8], out: &mut [i32]) {
+        let size = q.len() / 2;
+        let halves = size / 16;
+        let mask = _mm256_set1_epi16(0x0F);
+        for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
+            let mut acc = _mm256_setzero_si256();
+            for h in 0..halves {
+                // Bytes 16h..16h + 16: block b = h / 2, components 64b + o.. and 64b + 32 + o..
+                let at = (h / 2) * 64 + (h % 2) * 16;
+                // SAFETY: `16h + 16 <= size` bytes of `code`; `at + 32 + 16 <= 2 × size` of `q`.
+                let (c, qlo, qhi) = unsafe {
+                    (
+                        _mm_loadu_si128(code.as_ptr().add(h * 16).cast()),
+                        _mm256_loadu_si256(q.as_ptr().add(at).cast()),
+                        _mm256_loadu_si256(q.as_ptr().add(at + 32).cast()),
+                    )
+                };
+                let w = _mm256_cvtepu8_epi16(c);
+                let lo = _mm256_slli_epi16::<3>(_mm256_and_si256(w, mask));
+                let hi = _mm256_slli_epi16::<3>(_mm256_srli_epi16::<4>(w));
+                let dlo = _mm256_sub_epi16(qlo, lo);
+                let dhi = _mm256_sub_epi16(qhi, hi);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(dlo, dlo));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(dhi, dhi));
+            }
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+            *d = lanes.iter().sum();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream of int8 codes, the extremes included.
+    fn codes_from(seed: u64, n: usize) -> Vec<i8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match i % 89 {
+                    0 => 127,
+                    1 => -127,
+                    2 => -128,
+                    3 => 63,
+                    4 => -64,
+                    _ => (x % 256) as u8 as i8,
+                }
+            })
+            .collect()
+    }
+
+    /// The distance straight from the definition: the query's int8 code against each level's
+    /// int8 value `8u - 60`.
+    fn naive(query: &[i8], code: &[i8]) -> i32 {
+        query
+            .iter()
+            .zip(code)
+            .map(|(&x, &c)| {
+                let value = 8 * i64::from(level(c)) - 60;
+                (i64::from(x) - value).pow(2)
+            })
+            .sum::<i64>() as i32
+    }
+
+    fn packed(codes: &[i8], dims: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        codes.chunks(dims).for_each(|c| pack_into(c, &mut out));
+        out
+    }
+
+    #[test]
+    fn levels_are_steps_of_eight_over_plus_minus_64_clipped_beyond() {
+        assert_eq!(level(-128), 0);
+        assert_eq!(level(-64), 0);
+        assert_eq!(level(-57), 0);
+        assert_eq!(level(-56), 1);
+        assert_eq!(level(0), 8);
+        assert_eq!(level(63), 15);
+        assert_eq!(level(127), 15);
+        assert_eq!(bytes_for(768), 384);
+        assert_eq!(bytes_for(512), 256);
+        assert_eq!(bytes_for(1), 32);
+        assert_eq!(bytes_for(0), 0);
+    }
+
+    #[test]
+    fn every_kernel_gives_the_reference_distances() {
+        for dims in [1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 512, 768] {
+            let query = codes_from(dims as u64, dims);
+            let raw = codes_from(7 + dims as u64, dims * 50);
+            let codes = packed(&raw, dims);
+            assert_eq!(codes.len(), 50 * bytes_for(dims));
+            let q = prepared(&query);
+            let mut want = vec![0i32; 50];
+            distances_portable(&q, &codes, &mut want);
+            let direct: Vec<i32> = raw.chunks(dims).map(|c| naive(&query, c)).collect();
+            assert_eq!(want, direct, "{dims} dims");
+            let mut kernels = vec![Kernel::Portable, Kernel::get()];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            for k in kernels {
+                let mut got = vec![i32::MIN; 50];
+                k.distances(&q, &codes, &mut got);
+                assert_eq!(got, want, "{k:?}, {dims} dims");
+            }
+        }
+    }
+
+    #[test]
+    fn the_extremes_do_not_overflow() {
+        // The farthest a component can be: query 127 against level 0 (value -60): 187.
+        let query = vec![127i8; 768];
+        let codes = packed(&vec![-128i8; 768 * 3], 768);
+        let q = prepared(&query);
+        let mut kernels = vec![Kernel::Portable, Kernel::get()];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            kernels.push(Kernel::Avx2);
+        }
+        for k in kernels {
+            let mut got = vec![0i32; 3];
+            k.distances(&q, &codes, &mut got);
+            assert_eq!(got, vec![768 * 187 * 187; 3], "{k:?}");
+        }
+    }
+
+    #[test]
+    fn nearest_is_the_count_closest_in_order_in_any_scan() {
+        let dims = 40;
+        let rows = TASK_ROWS * 2 + 5;
+        let query = codes_from(1, dims);
+        let raw = codes_from(2, dims * rows);
+        let codes = packed(&raw, dims);
+        let mut want: Vec<(i32, usize)> = raw
+            .chunks(dims)
+            .map(|c| naive(&query, c))
+            .zip(0..)
+            .collect();
+        want.sort_unstable();
+        let want: Vec<usize> = want.into_iter().take(100).map(|(_, at)| at).collect();
+        assert_eq!(nearest(&query, &codes, 100), want);
+        let three = nearest(&query, &codes[..bytes_for(dims) * 3], 10);
+        let mut sorted = three.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert!(nearest(&query, &codes, 0).is_empty());
+        // A code's own query finds it first among distinct codes.
+        let own = nearest(&raw[dims * 5..dims * 6], &codes, 1);
+        let d = |at: usize| naive(&raw[dims * 5..dims * 6], &raw[at * dims..(at + 1) * dims]);
+        assert_eq!(d(own[0]), d(5));
+    }
+}
