@@ -659,9 +659,10 @@ fn main() {
                 continue;
             }
         };
-        // One build thread, as in the store (usearch issue #735: concurrent adds can strand nodes).
+        // Built on every core, as the store builds (vendor/usearch/PATCHED.md).
         let quant = quant.as_ref();
-        raw_bench(name, kind, quant, &flat, dims, &queries, &truth, m, efc, 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        raw_bench(name, kind, quant, &flat, dims, &queries, &truth, m, efc, cores);
     }
 
     if env_usize("IMGVEC_BENCH_STORE", 1) == 0 {

@@ -29,8 +29,7 @@ impl Shared {
             }
             match ann.as_ref() {
                 Some(graph) if ready && graph.index.size() > self.cfg.exact_scan_rows => {
-                    let threads = rayon::current_num_threads();
-                    reserve(&graph.index, graph.index.capacity(), threads)?;
+                    reserve(&graph.index, graph.index.capacity())?;
                     let candidates =
                         |q: &KnnQuery| q.num_candidates.clamp(q.k, MAX_NUM_CANDIDATES.max(q.k));
                     let ef = queries

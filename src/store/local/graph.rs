@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -25,6 +26,9 @@ use crate::store::StoreError;
 
 /// Rows read per step when (re)building the HNSW graph.
 const BUILD_CHUNK: usize = 2_048;
+
+/// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
+const PARALLEL_ADDS_FROM: usize = 2;
 
 /// A process that only read saves the cache file when it closes only if its graph differs from
 /// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
@@ -103,20 +107,19 @@ impl Ann {
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
     }
 
-    /// Adds (or replaces) `key` with `vector` of `label`, making room if needed.
-    fn put(&mut self, key: u64, label: String, vector: &[f32]) -> Result<(), StoreError> {
-        if self.index.contains(key) {
-            self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+    /// Adds (or replaces) each `(key, label, vector)` of `rows` (distinct keys), on every core.
+    fn put_all(&mut self, rows: Vec<(u64, String, Vec<f32>)>) -> Result<(), StoreError> {
+        let mut coded = Vec::with_capacity(rows.len());
+        for (key, label, vector) in rows {
+            if self.index.contains(key) {
+                self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+            }
+            coded.push((key, label, self.quant.code(&vector)));
         }
-        if self.index.size() + 1 >= self.index.capacity() {
-            let want = (self.index.capacity() * 2).max(self.index.size() + 1_024);
-            reserve(&self.index, want, 1)?;
+        add_all(&self.index, &coded)?;
+        for (key, label, code) in coded {
+            self.labels.set(key, label, &code);
         }
-        let code = self.quant.code(vector);
-        self.index
-            .add(key, &code)
-            .map_err(|e| ann_error("add", e))?;
-        self.labels.set(key, label, &code);
         Ok(())
     }
 
@@ -146,12 +149,32 @@ pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
     }
 }
 
-/// Room for `capacity` vectors and `threads` concurrent callers (always 1 here: the store's mutex
-/// serializes every call into the graph).
-pub(super) fn reserve(index: &Index, capacity: usize, threads: usize) -> Result<(), StoreError> {
+/// Room for `capacity` vectors and as many concurrent callers as rayon has threads: the graph is
+/// built, caught up and batch-searched on every core (the store's mutex keeps anything else out).
+pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
     index
-        .reserve_capacity_and_threads(capacity.max(1), threads.max(1))
+        .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1))
         .map_err(|e| ann_error("reserve", e))
+}
+
+/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
+/// room first. Safe with the vendored usearch (vendor/usearch/PATCHED.md: upstream 2.26.6 could
+/// strand nodes when `add` ran on several threads at once, usearch issue #735).
+fn add_all<L: Sync>(index: &Index, coded: &[(u64, L, Vec<i8>)]) -> Result<(), StoreError> {
+    if index.size() + coded.len() >= index.capacity() {
+        let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
+        reserve(index, want)?;
+    }
+    if coded.len() < 2 * PARALLEL_ADDS_FROM {
+        for (key, _, code) in coded {
+            index.add(*key, code).map_err(|e| ann_error("add", e))?;
+        }
+        return Ok(());
+    }
+    coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .try_for_each(|(key, _, code)| index.add(*key, code).map_err(|e| ann_error("add", e)))
 }
 
 pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -433,11 +456,21 @@ impl Shared {
             )
             .map_err(db)?;
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
-        while let Some(r) = rows.next().map_err(db)? {
-            let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-            graph.put(key, label, &vector)?;
-            graph.unsaved += 1;
-            stats.caught_up_rows += 1;
+        let mut chunk = Vec::with_capacity(BUILD_CHUNK);
+        loop {
+            let next = rows.next().map_err(db)?;
+            if let Some(r) = next {
+                chunk.push(vector_row(&self.db_path, r, row.dims)?);
+            }
+            if chunk.len() == BUILD_CHUNK || (next.is_none() && !chunk.is_empty()) {
+                let added = chunk.len() as u64;
+                graph.put_all(std::mem::take(&mut chunk))?;
+                graph.unsaved += added;
+                stats.caught_up_rows += added;
+            }
+            if next.is_none() {
+                break;
+            }
         }
         graph.generation = row.generation;
         Ok(())
@@ -445,9 +478,8 @@ impl Shared {
 }
 
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
-/// (the rows come in key order, which is the content hash: a fair sample), on this one thread:
-/// usearch 2.26 can leave nodes unreachable by search when `add` runs on several threads at once
-/// (usearch issue #735; measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
+/// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
+/// core ([`add_all`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -458,7 +490,7 @@ fn build_graph(
     let index =
         Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
-    reserve(&index, total + 1, 1)?;
+    reserve(&index, total + 1)?;
     let mut labels = Labels::new(row.dims, Limits::of(cfg));
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
@@ -484,12 +516,12 @@ fn build_graph(
         }
         let quant = quant
             .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, _, v)| &v[..])));
-        if index.size() + chunk.len() >= index.capacity() {
-            reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
-        }
-        for (key, label, vector) in chunk.drain(..) {
-            let code = quant.code(&vector);
-            index.add(key, &code).map_err(|e| ann_error("add", e))?;
+        let coded: Vec<_> = chunk
+            .drain(..)
+            .map(|(key, label, vector)| (key, label, quant.code(&vector)))
+            .collect();
+        add_all(&index, &coded)?;
+        for (key, label, code) in coded {
             labels.set(key, label, &code);
         }
     }
