@@ -290,7 +290,7 @@ fn raw_bench(
             recall(&found, truth)
         );
     }
-    for (ef, candidates) in [(128usize, 100usize), (128, 40)] {
+    for (ef, candidates) in [(128usize, 100usize), (256, 100), (512, 100), (1024, 100), (128, 40)] {
         index.change_expansion_search(ef);
         let mut found = Vec::with_capacity(queries.len());
         let mut times = Vec::with_capacity(queries.len());

@@ -30,6 +30,11 @@ const BUILD_CHUNK: usize = 2_048;
 /// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
 const PARALLEL_ADDS_FROM: usize = 2;
 
+/// The search width and result count of the check that a node inserted alongside others can be
+/// found ([`add_all`]).
+const CHECK_EF: usize = 64;
+const CHECK_K: usize = 10;
+
 /// A process that only read saves the cache file when it closes only if its graph differs from
 /// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
 /// large graph for a handful of rows would cost more than catching them up again.
@@ -158,23 +163,45 @@ pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> 
 }
 
 /// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
-/// room first. Safe with the vendored usearch (vendor/usearch/PATCHED.md: upstream 2.26.6 could
-/// strand nodes when `add` ran on several threads at once, usearch issue #735).
+/// room first, then checks that each can be found: one found by a self-search at [`CHECK_EF`] is
+/// reachable; one that is not is added again alone.
+///
+/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
+/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
+/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
+/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
 fn add_all<L: Sync>(index: &Index, coded: &[(u64, L, Vec<i8>)]) -> Result<(), StoreError> {
     if index.size() + coded.len() >= index.capacity() {
         let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
         reserve(index, want)?;
     }
-    if coded.len() < 2 * PARALLEL_ADDS_FROM {
-        for (key, _, code) in coded {
-            index.add(*key, code).map_err(|e| ann_error("add", e))?;
-        }
-        return Ok(());
+    let add = |(key, _, code): &(u64, L, Vec<i8>)| {
+        index.add(*key, code).map_err(|e| ann_error("add", e))
+    };
+    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
+        return coded.iter().try_for_each(add);
     }
     coded
         .par_iter()
         .with_min_len(PARALLEL_ADDS_FROM)
-        .try_for_each(|(key, _, code)| index.add(*key, code).map_err(|e| ann_error("add", e)))
+        .try_for_each(add)?;
+    let ef = index.expansion_search();
+    index.change_expansion_search(CHECK_EF);
+    let hidden: Result<Vec<&(u64, L, Vec<i8>)>, StoreError> = coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .filter_map(|item| match index.search(&item.2, CHECK_K) {
+            Ok(found) if found.keys.contains(&item.0) => None,
+            Ok(_) => Some(Ok(item)),
+            Err(e) => Some(Err(ann_error("search", e))),
+        })
+        .collect();
+    index.change_expansion_search(ef);
+    for item in hidden? {
+        index.remove(item.0).map_err(|e| ann_error("remove", e))?;
+        add(item)?;
+    }
+    Ok(())
 }
 
 pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -540,3 +567,6 @@ fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
 }
+
+#[cfg(test)]
+mod add_all_tests;

@@ -3419,6 +3419,16 @@ class index_gt {
         node_t updated_node = node_at_(updated_slot);
         level_t updated_node_level = updated_node.level();
 
+        // imgvec patch (usearch issue #735): forward links of every level before any reverse link,
+        // as in `add`; they are kept here between the two passes.
+        std::size_t const links_per_level = config_.connectivity;
+        std::unique_ptr<candidate_t[]> forward_links(
+            new (std::nothrow) candidate_t[(static_cast<std::size_t>(updated_node_level) + 1) * links_per_level]);
+        std::unique_ptr<std::size_t[]> forward_counts(
+            new (std::nothrow) std::size_t[static_cast<std::size_t>(updated_node_level) + 1]);
+        if (!forward_links || !forward_counts)
+            return result.failed("Out of memory!");
+
         // Copy entry coordinates under locks
         level_t max_level_copy;
         compressed_slot_t entry_slot_copy;
@@ -3443,23 +3453,32 @@ class index_gt {
                       value, metric, prefetch, //
                       entry_slot_copy, max_level_copy, updated_node_level, context);
 
-        // From `updated_node_level` down - perform proper extensive search
-        for (level_t level = (std::min)(updated_node_level, max_level_copy); level >= 0; --level) {
+        // From `updated_node_level` down - perform proper extensive search.
+        // imgvec patch (usearch issue #735): two passes, forward links then reverse links (see `add`).
+        level_t const top_level = (std::min)(updated_node_level, max_level_copy);
+        for (level_t level = top_level; level >= 0; --level) {
+            forward_counts[static_cast<std::size_t>(level)] = 0;
             if (!search_to_update_(value, metric, prefetch, closest_slot, updated_slot, level, config.expansion,
                                    context))
                 return result.failed("Out of memory!");
 
-            candidates_view_t closest_view;
-            {
-                node_lock_t updated_lock = node_lock_(updated_slot);
-                // TODO: Go through existing neighbors removing reverse links
-                // for (compressed_slot_t slot : neighbors_(updated_node, level))
-                //     remove_link_(slot, updated_slot, level);
-                neighbors_(updated_node, level).clear();
-                closest_view = form_links_to_closest_(metric, updated_slot, level, context);
-                if (closest_view.size())
-                    closest_slot = closest_view[0].slot;
-            }
+            node_lock_t updated_lock = node_lock_(updated_slot);
+            // TODO: Go through existing neighbors removing reverse links
+            // for (compressed_slot_t slot : neighbors_(updated_node, level))
+            //     remove_link_(slot, updated_slot, level);
+            neighbors_(updated_node, level).clear();
+            candidates_view_t closest_view = form_links_to_closest_(metric, updated_slot, level, context);
+            if (closest_view.size())
+                closest_slot = closest_view[0].slot;
+            std::size_t const kept = (std::min)(closest_view.size(), links_per_level);
+            candidate_t* links = forward_links.get() + static_cast<std::size_t>(level) * links_per_level;
+            for (std::size_t idx = 0; idx != kept; ++idx)
+                links[idx] = closest_view[idx];
+            forward_counts[static_cast<std::size_t>(level)] = kept;
+        }
+        for (level_t level = top_level; level >= 0; --level) {
+            candidate_t* links = forward_links.get() + static_cast<std::size_t>(level) * links_per_level;
+            candidates_view_t closest_view{links, forward_counts[static_cast<std::size_t>(level)]};
             form_reverse_links_(metric, updated_slot, closest_view, value, level, context);
         }
         if (static_cast<vector_key_t>(updated_node.key()) != key)

@@ -455,6 +455,29 @@ class index_dense_gt {
         inline distance_t f(byte_t const* a, byte_t const* b) const noexcept { return index_->metric_(a, b); }
     };
 
+    /// imgvec patch: a search step hands this the candidates it is about to measure, and their
+    /// vectors are fetched into the cache ahead of the distance loop, which otherwise waits on
+    /// memory once the vectors outgrow the cache (most of an insert's time at 1M 768-byte codes).
+    struct prefetch_proxy_t {
+        index_dense_gt const* index_;
+
+      public:
+        prefetch_proxy_t(index_dense_gt const& index) noexcept : index_(&index) {}
+
+        template <typename iterator_at> void operator()(iterator_at begin, iterator_at end) const noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+            std::size_t const bytes = index_->metric_.bytes_per_vector();
+            for (; begin != end; ++begin) {
+                byte_t const* vector = index_->vectors_lookup_[get_slot(begin)];
+                for (std::size_t offset = 0; offset < bytes; offset += 64)
+                    __builtin_prefetch(vector + offset, 0, 3);
+            }
+#else
+            (void)begin, (void)end;
+#endif
+        }
+    };
+
     index_dense_config_t config_;
     index_t* typed_ = nullptr;
 
@@ -2231,8 +2254,9 @@ class index_dense_gt {
         metric_proxy_t metric{*this};
         add_result_t result =
             reuse_node //
-                ? typed_->update(typed_->iterator_at(free_slot), key, vector_data, metric, update_config, on_success)
-                : typed_->add(key, vector_data, metric, update_config, on_success);
+                ? typed_->update(typed_->iterator_at(free_slot), key, vector_data, metric, update_config, on_success,
+                                 prefetch_proxy_t{*this})
+                : typed_->add(key, vector_data, metric, update_config, on_success, prefetch_proxy_t{*this});
         if (result && !key_mapped)
             return result.failed("Failed to map the key to its slot");
         return result;
@@ -2264,13 +2288,15 @@ class index_dense_gt {
             auto allow = [free_key_copy](member_cref_t const& member) noexcept {
                 return (vector_key_t)member.key != free_key_copy;
             };
-            auto typed_result = typed_->search(vector_data, wanted, metric_proxy_t{*this}, search_config, allow);
+            auto typed_result = typed_->search(vector_data, wanted, metric_proxy_t{*this}, search_config, allow,
+                                               prefetch_proxy_t{*this});
             return search_result_t{std::move(typed_result), std::move(lock)};
         } else {
             auto allow = [free_key_copy, &predicate](member_cref_t const& member) noexcept {
                 return (vector_key_t)member.key != free_key_copy && predicate(member.key);
             };
-            auto typed_result = typed_->search(vector_data, wanted, metric_proxy_t{*this}, search_config, allow);
+            auto typed_result = typed_->search(vector_data, wanted, metric_proxy_t{*this}, search_config, allow,
+                                               prefetch_proxy_t{*this});
             return search_result_t{std::move(typed_result), std::move(lock)};
         }
     }
