@@ -162,6 +162,9 @@ pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> 
         .map_err(|e| ann_error("reserve", e))
 }
 
+/// A key with its label (or anything else that goes along) and its int8 code.
+type Coded<L> = (u64, L, Vec<i8>);
+
 /// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
 /// room first, then checks that each can be found: one found by a self-search at [`CHECK_EF`] is
 /// reachable; one that is not is added again alone.
@@ -170,12 +173,12 @@ pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> 
 /// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
 /// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
-fn add_all<L: Sync>(index: &Index, coded: &[(u64, L, Vec<i8>)]) -> Result<(), StoreError> {
+fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
     if index.size() + coded.len() >= index.capacity() {
         let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
         reserve(index, want)?;
     }
-    let add = |(key, _, code): &(u64, L, Vec<i8>)| {
+    let add = |(key, _, code): &Coded<L>| {
         index.add(*key, code).map_err(|e| ann_error("add", e))
     };
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
@@ -187,7 +190,7 @@ fn add_all<L: Sync>(index: &Index, coded: &[(u64, L, Vec<i8>)]) -> Result<(), St
         .try_for_each(add)?;
     let ef = index.expansion_search();
     index.change_expansion_search(CHECK_EF);
-    let hidden: Result<Vec<&(u64, L, Vec<i8>)>, StoreError> = coded
+    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
         .par_iter()
         .with_min_len(PARALLEL_ADDS_FROM)
         .filter_map(|item| match index.search(&item.2, CHECK_K) {
