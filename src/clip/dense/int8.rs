@@ -6,24 +6,29 @@
 //! weights to read); each k block's sum scaled back to f32 (`sx · sw`) and added to the output.
 //! Bias, residual, LayerNorm, GELU, softmax and attention stay f32.
 //!
-//! `vpdpbusd` multiplies unsigned bytes by signed ones, so the activations go in offset by 128
-//! (1..255) and each output column's sum carries `128 · Σ q_w` too much: that is taken off exactly,
-//! in integers, by starting the first k block's sums at `−128 · Σ q_w` (`comp`).
+//! `vpdpbusd` multiplies unsigned bytes (its register operand) by signed ones (its last operand,
+//! which can be a word broadcast from memory): the weights go in offset by 128 (1..255), the
+//! activations as they are, each row's word the broadcast operand (`microkernel_int8.rs`). Each of
+//! a row's sums then carries `128 · Σ q_x` over the k block too much: that is taken off exactly, in
+//! integers, by starting the block's sums at `−128 · Σ q_x` (`comp`, one integer per row and k
+//! block, computed as the rows are packed). Each block's sum is then exactly `Σ q_x · q_w`, at most
+//! 1,024 · 127² < 2²⁴ in size (a k block is at most 256 words), so it also converts to f32 exactly;
+//! on the way the sums stay within ±(255 + 128) · 127 · 1,024 ≈ 5·10⁷, far inside an i32.
 //!
 //! The layout is the f32 kernels' with k quartered: four consecutive k's bytes fill one f32 slot.
 //! The blocked loop (`tiles.rs`), its threads, prefetching and the packing transposes run unchanged
-//! on ⌈k / 4⌉ "floats"; the row scales travel after the packed rows, the column scales and `comp`
-//! with the weights. Unlike f32 and bf16, fc1's output is not written straight into fc2's packed
-//! rows: a row's scale needs the whole row, which no one task computes.
+//! on ⌈k / 4⌉ "floats"; the row scales and compensations travel after the packed rows, the column
+//! scales with the weights. Unlike f32 and bf16, fc1's output is not written straight into fc2's
+//! packed rows: a row's scale needs the whole row, which no one task computes.
 //!
 //! Arithmetic, exactly (checked bit for bit by the tests against [`reference`]): `q = clamp(round(v
 //! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0); at the end
-//! of each k block `out = base + (sum as f32) · (sx · sw)`, `base` the bias plus the residual for
-//! the first block, the output so far for later ones. Measured on random-weight ViT-L/14 (seed 7):
-//! cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AVX-VNNI (the VEX form on
-//! AVX2-only CPUs; no machine here has it) or AMX-INT8.
+//! of each k block `out = base + (Σ q_x · q_w as f32) · (sx · sw)`, `base` the bias plus the
+//! residual for the first block, the output so far for later ones. Measured on random-weight
+//! ViT-L/14 (seed 7): cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AMX-INT8.
 
 use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
+use super::tiles::k_block;
 use super::{HostNorm, Simd};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -77,13 +82,11 @@ fn quantize(v: f32, inv: f32) -> i8 {
 pub(super) struct Weights {
     /// Per output column (padded to whole panels with zeros): `sw`.
     pub(super) scale: Vec<f32>,
-    /// Per output column (padded likewise): `−128 · Σ_k q_w`.
-    pub(super) comp: Vec<i32>,
 }
 
 /// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as the f32 kernels' panels
-/// of ⌈k / 4⌉ words (four signed bytes each, k = 4p first), replacing `out`'s contents; the scales
-/// and compensations padded to `padded` columns.
+/// of ⌈k / 4⌉ words (four bytes each, `q + 128`, k = 4p first; a quad's missing bytes 128, a
+/// zero), replacing `out`'s contents; the scales padded to `padded` columns.
 pub(super) fn pack_weight(
     w: &[f32],
     n: usize,
@@ -94,47 +97,48 @@ pub(super) fn pack_weight(
     let kq = k.div_ceil(4);
     let mut words = vec![0f32; n * kq];
     let mut scales = vec![0f32; padded];
-    let mut comp = vec![0i32; padded];
     words
         .par_chunks_mut(kq)
         .zip(w.par_chunks(k))
-        .zip(scales.par_iter_mut().zip(comp.par_iter_mut()))
-        .for_each(|((dst, row), (s, c))| {
+        .zip(scales.par_iter_mut())
+        .for_each(|((dst, row), s)| {
             *s = scale(row);
             let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
-            let mut bytes = vec![0u8; kq * 4];
-            let mut sum = 0i32;
+            let mut bytes = vec![128u8; kq * 4];
             for (b, &v) in bytes.iter_mut().zip(row) {
-                let q = quantize(v, inv);
-                sum += q as i32;
-                *b = q as u8;
+                *b = (quantize(v, inv) as i32 + 128) as u8;
             }
-            *c = -128 * sum;
             for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
                 *d = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             }
         });
     pack_weight_rows(Simd::Avx512, &words, n, kq, kq, out);
-    Weights {
-        scale: scales,
-        comp,
-    }
+    Weights { scale: scales }
 }
 
-/// Lines the packed rows take, scales included (see [`pack_rows`]).
+/// Lines the packed rows take, scales and compensations included (see [`pack_rows`]).
 pub(super) fn rows_lines(m: usize, k: usize, mr: usize) -> usize {
     debug_assert_eq!(mr, Simd::Avx512.tile().0);
-    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) + m.div_ceil(16)
+    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) + extras(m, k).div_ceil(16)
 }
 
-/// Where the row scales start in rows packed by [`pack_rows`] (in floats).
+/// Where the rows' scales start in rows packed by [`pack_rows`] (in floats); the compensations
+/// follow them (see [`pack_rows`]).
 pub(super) fn scales_at(m: usize, k: usize) -> usize {
     super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) * 16
 }
 
+/// The floats after the packed rows: m scales, then m compensations for each k block.
+pub(super) fn extras(m: usize, k: usize) -> usize {
+    let kq = k.div_ceil(4);
+    m + m * kq.div_ceil(k_block(kq))
+}
+
 /// `m` rows of `k` floats (normalized by `norm` first if given), each quantized with its own
-/// scale and offset by 128, packed in panels of `mr` rows of ⌈k / 4⌉ words, then the rows' scales
-/// (one float a row, from [`scales_at`]), replacing `out`'s contents.
+/// scale (signed bytes), packed in panels of `mr` rows of ⌈k / 4⌉ words, then (from [`scales_at`])
+/// the rows' scales, one float a row, then for each k block (of [`k_block`] words) the rows'
+/// compensations `−128 · Σ q_x` over the block, one i32 a row (its bits in a float), replacing
+/// `out`'s contents.
 pub(super) fn pack_rows(
     x: &[f32],
     m: usize,
@@ -152,11 +156,28 @@ pub(super) fn pack_rows(
     pack_f32_rows(Simd::Avx512, &words, m, kq, kq, mr, None, true, out);
     let at = scales_at(m, k);
     out.resize(rows_lines(m, k, mr), Line([0.0; 16]));
-    super::pack::lines_as_floats_mut(out)[at..at + m].copy_from_slice(&scales);
+    let extra = &mut super::pack::lines_as_floats_mut(out)[at..at + extras(m, k)];
+    let (s, comps) = extra.split_at_mut(m);
+    s.copy_from_slice(&scales);
+    // Block b's compensations at comps[b · m..]: for each row, its bytes' sum over the block.
+    let kb = k_block(kq);
+    comps
+        .par_chunks_mut(m)
+        .enumerate()
+        .for_each(|(blk, c)| {
+            let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
+            for (i, c) in c.iter_mut().enumerate() {
+                let sum: i32 = words[i * kq + p0..i * kq + p1]
+                    .iter()
+                    .map(|w| w.to_bits().to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>())
+                    .sum();
+                *c = f32::from_bits((-128 * sum) as u32);
+            }
+        });
 }
 
-/// One row quantized with scale `s` and offset by 128, four bytes a word, into `dst` (⌈len / 4⌉
-/// words; missing bytes are 128, a zero).
+/// One row quantized with scale `s`, four signed bytes a word, into `dst` (⌈len / 4⌉ words;
+/// missing bytes are 0).
 fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
     let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
     let mut done = 0;
@@ -166,10 +187,8 @@ fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
         done = unsafe { quantize_avx512(row, inv, dst) };
     }
     for (w, d) in dst.iter_mut().enumerate().skip(done / 4) {
-        let b: [u8; 4] = std::array::from_fn(|i| {
-            row.get(4 * w + i)
-                .map_or(128, |&v| (quantize(v, inv) as i32 + 128) as u8)
-        });
+        let b: [u8; 4] =
+            std::array::from_fn(|i| row.get(4 * w + i).map_or(0, |&v| quantize(v, inv) as u8));
         *d = f32::from_bits(u32::from_le_bytes(b));
     }
 }
@@ -183,11 +202,10 @@ fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
 unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let whole = row.len() / 16 * 16;
-    let (scale, lo, hi, offset) = (
+    let (scale, lo, hi) = (
         _mm512_set1_ps(inv),
         _mm512_set1_ps(-127.0),
         _mm512_set1_ps(127.0),
-        _mm512_set1_epi32(128),
     );
     for i in (0..whole).step_by(16) {
         // SAFETY: i + 16 ≤ row.len(); dst has (i + 16) / 4 words (the contract); unaligned.
@@ -197,7 +215,8 @@ unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
             // first, on the floats, as there.
             let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
             let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
-            let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, offset));
+            // The low byte of each (truncation): the signed byte, two's complement.
+            let bytes = _mm512_cvtepi32_epi8(q);
             _mm_storeu_si128(dst.as_mut_ptr().add(i / 4).cast(), bytes);
         }
     }
@@ -234,13 +253,10 @@ pub(super) fn reference(
     for i in 0..m {
         for j in 0..n {
             let mut out = b.map_or(0.0, |b| b[j]) + r.map_or(0.0, |r| r[i * n + j]);
-            for (blk, p0) in (0..kq * 4).step_by(kc * 4).enumerate() {
+            for p0 in (0..kq * 4).step_by(kc * 4) {
                 let mut sum: i32 = 0;
-                if blk == 0 {
-                    sum = -128 * (0..k).map(|p| qw[j * k + p]).sum::<i32>();
-                }
                 for p in p0..(p0 + kc * 4).min(k) {
-                    sum += (qx[i * k + p] + 128) * qw[j * k + p];
+                    sum += qx[i * k + p] * qw[j * k + p];
                 }
                 out += sum as f32 * (sx[i] * sw[j]);
             }

@@ -25,6 +25,7 @@ pub mod bf16;
 pub mod int8;
 mod layer;
 mod microkernel;
+mod microkernel_int8;
 mod pack;
 mod tiles;
 
@@ -247,10 +248,7 @@ impl PackedWeight {
         Panels {
             simd: self.simd,
             elems: match (&self.int8, self.precision) {
-                (Some(q), _) => Elems::Int8 {
-                    scale: &q.scale,
-                    comp: &q.comp,
-                },
+                (Some(q), _) => Elems::Int8 { scale: &q.scale },
                 (None, LinearPrecision::Bf16) => Elems::Bf16,
                 (None, _) => Elems::F32,
             },
@@ -381,11 +379,11 @@ impl PackedWeight {
             return unsafe { amx::matmul(w, &self.bias, a, m, out) };
         }
         let a = lines_as_floats(a);
-        // int8 rows: their scales after the panels.
+        // int8 rows: their scales and compensations after the panels.
         let (a, scales) = match self.precision {
             LinearPrecision::Int8 => {
                 let (a, s) = a.split_at(int8::scales_at(m, self.k));
-                (a, Some(&s[..m]))
+                (a, Some(&s[..int8::extras(m, self.k)]))
             }
             _ => (a, None),
         };
