@@ -156,7 +156,7 @@ pub(super) enum Elems<'a> {
     F32,
     /// Two bf16 (`super::bf16`): `k` counts pairs; the tiles run `vdpbf16ps` (AVX-512 only).
     Bf16,
-    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (AVX-512 only), with
+    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (zmm or ymm), with
     /// the columns' scales (whole panels) and the rows' scales and compensations ([`Rows`]).
     Int8 { scale: &'a [f32] },
 }
@@ -504,8 +504,8 @@ impl Panels<'_> {
         // SAFETY: the caller's contract is the microkernels' (valid pointers for `rows` rows, `b`
         // aligned for either level's loads); `self.simd` says the CPU has the level's features
         // (AVX-512F, or AVX2 and FMA; AVX512_BF16 or VNNI too for bf16 or int8 panels, packed
-        // only where `super::bf16::available` or `super::int8::available`; int8 rows carry their
-        // scales, the panels theirs, as `Elems::Int8` says).
+        // only where `super::bf16::available` or `super::int8::runs_at` the level; int8 rows
+        // carry their scales, the panels theirs, as `Elems::Int8` says).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match self.simd {
@@ -514,7 +514,10 @@ impl Panels<'_> {
                     Elems::Bf16 => microkernel::avx512::run_bf16(rows, tile),
                     Elems::Int8 { .. } => microkernel_int8::avx512::run(rows, tile),
                 },
-                Simd::Avx2 => microkernel::avx2::run(rows, tile),
+                Simd::Avx2 => match self.elems {
+                    Elems::Int8 { .. } => microkernel_int8::avx2::run(rows, tile),
+                    _ => microkernel::avx2::run(rows, tile),
+                },
                 Simd::None => unreachable!("no panels are packed for Simd::None"),
             }
         }
