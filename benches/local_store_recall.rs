@@ -567,7 +567,7 @@ async fn store_bench(
     let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
     store.knn(&first).await.map_err(|e| e.to_string())?;
     println!(
-        "store rebuild from SQLite rows (cache file deleted) + first knn: {:.1} s (rebuilt: {}, 1 thread)",
+        "store rebuild from SQLite rows (cache file deleted) + first knn: {:.1} s (rebuilt: {}; the graph is built aside, on every core)",
         t.elapsed().as_secs_f64(),
         store.ann_stats().rebuilt,
     );
