@@ -30,7 +30,7 @@ fn is_own_checkout() -> bool {
 }
 
 /// Marks what this machine's CPU can run, for the kernel tests that need it: `cpu_avx2` (AVX2+FMA:
-/// the packed f32 kernels), `cpu_avx512_bf16` (AVX-512 with AVX512_BF16: the bf16 layers), `cpu_avx512_vnni` (the int8 ones) and `cpu_amx` (AMX-TILE and AMX-BF16, and `IMGVEC_SIMD` unset so imgvec
+/// the packed f32 kernels), `cpu_avx512_bf16` (AVX-512 with AVX512_BF16: the bf16 layers), `cpu_avx512_vnni` (the int8 ones), `cpu_int8_avx2` (int8's 256-bit tiles: AVX-VNNI or AVX-512 VNNI and VL) and `cpu_amx` (AMX-TILE and AMX-BF16, and `IMGVEC_SIMD` unset so imgvec
 /// would use them). A test for a path the CPU lacks is then marked ignored — counted as skipped —
 /// instead of passing without checking anything. The tests are built and run on one machine (as
 /// `tests/run.sh` and CI do).
@@ -39,6 +39,7 @@ fn cpu_cfgs() {
     println!("cargo::rustc-check-cfg=cfg(cpu_amx)");
     println!("cargo::rustc-check-cfg=cfg(cpu_avx512_bf16)");
     println!("cargo::rustc-check-cfg=cfg(cpu_avx512_vnni)");
+    println!("cargo::rustc-check-cfg=cfg(cpu_int8_avx2)");
     println!("cargo::rerun-if-env-changed=IMGVEC_SIMD");
     let simd = std::env::var("IMGVEC_SIMD")
         .unwrap_or_default()
@@ -66,6 +67,10 @@ fn cpu_cfgs() {
         let avx512 = avx2 && has("avx512f") && has("avx512bw");
         if avx512 && has("avx512_vnni") && (simd.is_empty() || simd == "avx512") {
             println!("cargo::rustc-cfg=cpu_avx512_vnni");
+        }
+        // int8's 256-bit tiles: AVX-VNNI, or its EVEX twin (AVX-512 VNNI and VL).
+        if avx2 && simd != "none" && (has("avx_vnni") || (avx512 && has("avx512_vnni") && has("avx512vl"))) {
+            println!("cargo::rustc-cfg=cpu_int8_avx2");
         }
         if avx2 && has("amx_tile") && has("amx_bf16") && simd.is_empty() {
             println!("cargo::rustc-cfg=cpu_amx");

@@ -16,7 +16,7 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
-    /// The CPU's int8 linear layers (AVX-512 VNNI); f32 elsewhere in the model.
+    /// The CPU's int8 linear layers (AVX-512 VNNI or AVX-VNNI); f32 elsewhere in the model.
     Int8,
 }
 
@@ -46,7 +46,7 @@ impl Precision {
 /// speed, CLIP's range fits it (OpenAI's own CLIP runs in fp16 on CUDA, and LayerNorm, softmax and the
 /// GEMMs accumulate in f32), and candle's bf16 kernels need compute capability 8.0 (Ampere) while f16
 /// runs on every GPU candle supports. On the CPU: f32 (exact parity with transformers), or bf16 where
-/// the CPU has AVX512_BF16, or int8 where it has AVX-512 VNNI — imgvec's own linear layers in that
+/// the CPU has AVX512_BF16, or int8 where it has AVX-512 VNNI or AVX-VNNI — imgvec's own linear layers in that
 /// arithmetic, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`); f16, and bf16 or
 /// int8 without the instruction, would run candle's slower kernels and are refused with the reason.
 pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision, String> {
@@ -77,7 +77,7 @@ pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision,
         ),
         Some(p) if p != Precision::F32 && device.is_cpu() => Err(format!(
             "--precision {} needs a GPU (--device cuda or metal), and the model runs on the CPU here: \
-on the CPU imgvec computes in f32, bf16 (AVX512_BF16) or int8 (AVX-512 VNNI); leave --precision out or give --precision f32",
+on the CPU imgvec computes in f32, bf16 (AVX512_BF16) or int8 (AVX-512 VNNI or AVX-VNNI); leave --precision out or give --precision f32",
             p.name()
         )),
         Some(p) => Ok(p),

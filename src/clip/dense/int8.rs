@@ -1,58 +1,92 @@
 //! The linear layers in 8-bit integers (`--precision int8` on the CPU): each weight row (output
 //! channel) quantized symmetrically once, at load (`w ≈ sw · q`, q in −127..127); each activation
 //! row (token) quantized likewise as the layer packs it (`x ≈ sx · q`), after its LayerNorm;
-//! products summed exactly in 32-bit integers by AVX-512 VNNI's `vpdpbusd` (64 byte products
-//! into 16 sums an instruction: four times an f32 FMA's multiply-adds, a quarter of the bytes of
-//! weights to read); each k block's sum scaled back to f32 (`sx · sw`) and added to the output.
-//! Bias, residual, LayerNorm, GELU, softmax and attention stay f32.
+//! products summed exactly in 32-bit integers by `vpdpbusd` (AVX-512 VNNI: 64 byte products into
+//! 16 sums an instruction, four times an f32 FMA's multiply-adds, a quarter of the bytes of weights
+//! to read; or AVX-VNNI's 256-bit form on AVX2-only CPUs, in the AVX2 kernels' 6 × 16 tiles); each k
+//! block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
+//! GELU, softmax and attention stay f32.
 //!
-//! `vpdpbusd` multiplies unsigned bytes by signed ones, so the activations go in offset by 128
-//! (1..255) and each output column's sum carries `128 · Σ q_w` too much: that is taken off exactly,
-//! in integers, by starting the first k block's sums at `−128 · Σ q_w` (`comp`).
+//! `vpdpbusd` multiplies unsigned bytes (its register operand) by signed ones (its last operand,
+//! which can be a word broadcast from memory): the weights go in offset by 128 (1..255), the
+//! activations as they are, each row's word the broadcast operand (`microkernel_int8.rs`). Each of
+//! a row's sums then carries `128 · Σ q_x` over the k block too much: that is taken off exactly, in
+//! integers, by starting the block's sums at `−128 · Σ q_x` (`comp`, one integer per row and k
+//! block, computed as the rows are packed). Each block's sum is then exactly `Σ q_x · q_w`, at most
+//! 1,024 · 127² < 2²⁴ in size (a k block is at most 256 words), so it also converts to f32 exactly;
+//! on the way the sums stay within ±(255 + 128) · 127 · 1,024 ≈ 5·10⁷, far inside an i32.
 //!
 //! The layout is the f32 kernels' with k quartered: four consecutive k's bytes fill one f32 slot.
 //! The blocked loop (`tiles.rs`), its threads, prefetching and the packing transposes run unchanged
-//! on ⌈k / 4⌉ "floats"; the row scales travel after the packed rows, the column scales and `comp`
-//! with the weights. Unlike f32 and bf16, fc1's output is not written straight into fc2's packed
-//! rows: a row's scale needs the whole row, which no one task computes.
+//! on ⌈k / 4⌉ "floats"; the row scales and compensations travel after the packed rows, the column
+//! scales with the weights. Unlike f32 and bf16, fc1's output is not written straight into fc2's
+//! packed rows: a row's scale needs the whole row, which no one task computes.
 //!
 //! Arithmetic, exactly (checked bit for bit by the tests against [`reference`]): `q = clamp(round(v
 //! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0); at the end
-//! of each k block `out = base + (sum as f32) · (sx · sw)`, `base` the bias plus the residual for
-//! the first block, the output so far for later ones. Measured on random-weight ViT-L/14 (seed 7):
-//! cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AVX-VNNI (the VEX form on
-//! AVX2-only CPUs; no machine here has it) or AMX-INT8.
+//! of each k block `out = base + (Σ q_x · q_w as f32) · (sx · sw)`, `base` the bias plus the
+//! residual for the first block, the output so far for later ones. Measured on random-weight
+//! ViT-L/14 (seed 7): cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AMX-INT8.
 
 use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
+use super::tiles::k_block;
 use super::{HostNorm, Simd};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// Whether this CPU runs the int8 layers: AVX-512 kernels (not lowered by `IMGVEC_SIMD`) with
-/// AVX-512 VNNI and BW.
+/// Whether this CPU runs the int8 layers ([`level`]).
 pub fn available() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            Simd::get() == Simd::Avx512
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+    level().is_some()
+}
+
+/// The kernels the int8 layers run on here: AVX-512 (14 × 32 tiles) with AVX-512 VNNI and BW;
+/// else AVX2's 6 × 16 tiles with AVX-VNNI (AVX2-only CPUs: Intel since Alder Lake, Sierra Forest),
+/// or where `IMGVEC_SIMD=avx2` lowered an AVX-512 VNNI CPU (the same tile in EVEX encoding); else
+/// none.
+pub(super) fn level() -> Option<Simd> {
+    static LEVEL: OnceLock<Option<Simd>> = OnceLock::new();
+    *LEVEL.get_or_init(|| match Simd::get() {
+        Simd::Avx512 if runs_at(Simd::Avx512) => Some(Simd::Avx512),
+        Simd::Avx512 | Simd::Avx2 if runs_at(Simd::Avx2) => Some(Simd::Avx2),
+        _ => None,
     })
+}
+
+/// Whether this CPU has the instructions of the int8 tiles at `simd`: AVX-512F, BW and VNNI; or
+/// AVX2, FMA and AVX-VNNI (or AVX-512 VNNI and VL, the 256-bit tile's EVEX twin).
+pub(super) fn runs_at(simd: Simd) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        match simd {
+            Simd::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+            Simd::Avx2 => {
+                has!("avx2")
+                    && has!("fma")
+                    && (has!("avxvnni") || (has!("avx512vnni") && has!("avx512vl")))
+            }
+            Simd::None => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = simd;
+        false
+    }
 }
 
 /// Why [`available`] is false, for the refusal of `--precision int8`.
 pub fn unavailable_reason() -> String {
-    super::missing_instructions(
-        "int8",
-        "AVX-512 VNNI",
-        "Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later",
-    )
+    let cpus = "AVX-512 VNNI: Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later; AVX-VNNI: \
+Intel since Alder Lake (AVX2-only) and Sapphire Rapids";
+    match Simd::get() {
+        Simd::None => format!(
+            "the CPU's linear layers run on {} here, and the int8 layers need AVX2 or AVX-512 with \
+VNNI ({cpus})",
+            Simd::None.name()
+        ),
+        _ => format!("this CPU has neither AVX-512 VNNI nor AVX-VNNI ({cpus})"),
+    }
 }
 
 /// The scale of a row: max |v| / 127 (0 for a zero row).
@@ -77,14 +111,13 @@ fn quantize(v: f32, inv: f32) -> i8 {
 pub(super) struct Weights {
     /// Per output column (padded to whole panels with zeros): `sw`.
     pub(super) scale: Vec<f32>,
-    /// Per output column (padded likewise): `−128 · Σ_k q_w`.
-    pub(super) comp: Vec<i32>,
 }
 
-/// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as the f32 kernels' panels
-/// of ⌈k / 4⌉ words (four signed bytes each, k = 4p first), replacing `out`'s contents; the scales
-/// and compensations padded to `padded` columns.
+/// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as `simd`'s f32 kernels' panels
+/// of ⌈k / 4⌉ words (four bytes each, `q + 128`, k = 4p first; a quad's missing bytes 128, a
+/// zero), replacing `out`'s contents; the scales padded to `padded` columns.
 pub(super) fn pack_weight(
+    simd: Simd,
     w: &[f32],
     n: usize,
     k: usize,
@@ -94,52 +127,51 @@ pub(super) fn pack_weight(
     let kq = k.div_ceil(4);
     let mut words = vec![0f32; n * kq];
     let mut scales = vec![0f32; padded];
-    let mut comp = vec![0i32; padded];
     words
         .par_chunks_mut(kq)
         .zip(w.par_chunks(k))
-        .zip(scales.par_iter_mut().zip(comp.par_iter_mut()))
-        .for_each(|((dst, row), (s, c))| {
+        .zip(scales.par_iter_mut())
+        .for_each(|((dst, row), s)| {
             *s = scale(row);
-            let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
-            let mut bytes = vec![0u8; kq * 4];
-            let mut sum = 0i32;
-            for (b, &v) in bytes.iter_mut().zip(row) {
-                let q = quantize(v, inv);
-                sum += q as i32;
-                *b = q as u8;
-            }
-            *c = -128 * sum;
-            for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
-                *d = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was
+            // 1.4 s of ViT-L/14's), then + 128 each: for q in −127..127 that is flipping the top
+            // bit (missing bytes 0 become 128, a zero too).
+            quantize_row(row, *s, dst);
+            for d in dst.iter_mut() {
+                *d = f32::from_bits(d.to_bits() ^ 0x8080_8080);
             }
         });
-    pack_weight_rows(Simd::Avx512, &words, n, kq, kq, out);
-    Weights {
-        scale: scales,
-        comp,
-    }
+    pack_weight_rows(simd, &words, n, kq, kq, out);
+    Weights { scale: scales }
 }
 
-/// Lines the packed rows take, scales included (see [`pack_rows`]).
-pub(super) fn rows_lines(m: usize, k: usize, mr: usize) -> usize {
-    debug_assert_eq!(mr, Simd::Avx512.tile().0);
-    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) + m.div_ceil(16)
+/// Lines the packed rows take, scales and compensations included (see [`pack_rows`]).
+pub(super) fn rows_lines(simd: Simd, m: usize, k: usize) -> usize {
+    super::pack::rows_lines(simd, m, k.div_ceil(4)) + extras(m, k).div_ceil(16)
 }
 
-/// Where the row scales start in rows packed by [`pack_rows`] (in floats).
-pub(super) fn scales_at(m: usize, k: usize) -> usize {
-    super::pack::rows_lines(Simd::Avx512, m, k.div_ceil(4)) * 16
+/// Where the rows' scales start in rows packed by [`pack_rows`] (in floats); the compensations
+/// follow them (see [`pack_rows`]).
+pub(super) fn scales_at(simd: Simd, m: usize, k: usize) -> usize {
+    super::pack::rows_lines(simd, m, k.div_ceil(4)) * 16
+}
+
+/// The floats after the packed rows: m scales, then m compensations for each k block.
+pub(super) fn extras(m: usize, k: usize) -> usize {
+    let kq = k.div_ceil(4);
+    m + m * kq.div_ceil(k_block(kq))
 }
 
 /// `m` rows of `k` floats (normalized by `norm` first if given), each quantized with its own
-/// scale and offset by 128, packed in panels of `mr` rows of ⌈k / 4⌉ words, then the rows' scales
-/// (one float a row, from [`scales_at`]), replacing `out`'s contents.
+/// scale (signed bytes), packed in `simd`'s panels of MR rows of ⌈k / 4⌉ words, then (from [`scales_at`])
+/// the rows' scales, one float a row, then for each k block (of [`k_block`] words) the rows'
+/// compensations `−128 · Σ q_x` over the block, one i32 a row (its bits in a float), replacing
+/// `out`'s contents.
 pub(super) fn pack_rows(
+    simd: Simd,
     x: &[f32],
     m: usize,
     k: usize,
-    mr: usize,
     norm: Option<HostNorm<'_>>,
     out: &mut Vec<Line>,
 ) {
@@ -149,27 +181,51 @@ pub(super) fn pack_rows(
         quantize_row(row, s, dst);
         s
     });
-    pack_f32_rows(Simd::Avx512, &words, m, kq, kq, mr, None, true, out);
-    let at = scales_at(m, k);
-    out.resize(rows_lines(m, k, mr), Line([0.0; 16]));
-    super::pack::lines_as_floats_mut(out)[at..at + m].copy_from_slice(&scales);
+    pack_f32_rows(simd, &words, m, kq, kq, simd.tile().0, None, true, out);
+    let at = scales_at(simd, m, k);
+    out.resize(rows_lines(simd, m, k), Line([0.0; 16]));
+    if m == 0 {
+        return;
+    }
+    let extra = &mut super::pack::lines_as_floats_mut(out)[at..at + extras(m, k)];
+    let (s, comps) = extra.split_at_mut(m);
+    s.copy_from_slice(&scales);
+    // Block b's compensations at comps[b · m..]: for each row, its bytes' sum over the block.
+    let kb = k_block(kq);
+    comps
+        .par_chunks_mut(m)
+        .enumerate()
+        .for_each(|(blk, c)| {
+            let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
+            for (i, c) in c.iter_mut().enumerate() {
+                let sum: i32 = words[i * kq + p0..i * kq + p1]
+                    .iter()
+                    .map(|w| w.to_bits().to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>())
+                    .sum();
+                *c = f32::from_bits((-128 * sum) as u32);
+            }
+        });
 }
 
-/// One row quantized with scale `s` and offset by 128, four bytes a word, into `dst` (⌈len / 4⌉
-/// words; missing bytes are 128, a zero).
+/// One row quantized with scale `s`, four signed bytes a word, into `dst` (⌈len / 4⌉ words;
+/// missing bytes are 0).
 fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
     let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: AVX-512F and BW present (available); dst holds ⌈len / 4⌉ ≥ len / 4 words.
-        done = unsafe { quantize_avx512(row, inv, dst) };
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") {
+            // SAFETY: AVX-512F and BW present; dst holds ⌈len / 4⌉ ≥ len / 4 words.
+            done = unsafe { quantize_avx512(row, inv, dst) };
+        } else if has!("avx2") {
+            // SAFETY: AVX2 present; dst holds ⌈len / 4⌉ ≥ len / 4 words.
+            done = unsafe { quantize_avx2(row, inv, dst) };
+        }
     }
     for (w, d) in dst.iter_mut().enumerate().skip(done / 4) {
-        let b: [u8; 4] = std::array::from_fn(|i| {
-            row.get(4 * w + i)
-                .map_or(128, |&v| (quantize(v, inv) as i32 + 128) as u8)
-        });
+        let b: [u8; 4] =
+            std::array::from_fn(|i| row.get(4 * w + i).map_or(0, |&v| quantize(v, inv) as u8));
         *d = f32::from_bits(u32::from_le_bytes(b));
     }
 }
@@ -183,11 +239,10 @@ fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
 unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let whole = row.len() / 16 * 16;
-    let (scale, lo, hi, offset) = (
+    let (scale, lo, hi) = (
         _mm512_set1_ps(inv),
         _mm512_set1_ps(-127.0),
         _mm512_set1_ps(127.0),
-        _mm512_set1_epi32(128),
     );
     for i in (0..whole).step_by(16) {
         // SAFETY: i + 16 ≤ row.len(); dst has (i + 16) / 4 words (the contract); unaligned.
@@ -197,8 +252,38 @@ unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
             // first, on the floats, as there.
             let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
             let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
-            let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, offset));
+            // The low byte of each (truncation): the signed byte, two's complement.
+            let bytes = _mm512_cvtepi32_epi8(q);
             _mm_storeu_si128(dst.as_mut_ptr().add(i / 4).cast(), bytes);
+        }
+    }
+    whole
+}
+
+/// [`quantize_row`] for whole groups of 8 values, as [`quantize_avx512`] does; returns how many it
+/// did.
+///
+/// # Safety
+/// The CPU has AVX2; `dst` holds at least `row.len() / 4` words.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = row.len() / 8 * 8;
+    let (scale, lo, hi) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(-127.0),
+        _mm256_set1_ps(127.0),
+    );
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 ≤ row.len(); dst has (i + 8) / 4 words (the contract); unaligned.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(i)), scale);
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            // Within ±127, so the saturating packs keep each value: 8 × i32 -> i16 -> i8.
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            _mm_storel_epi64(dst.as_mut_ptr().add(i / 4).cast(), _mm_packs_epi16(w, w));
         }
     }
     whole
@@ -234,13 +319,10 @@ pub(super) fn reference(
     for i in 0..m {
         for j in 0..n {
             let mut out = b.map_or(0.0, |b| b[j]) + r.map_or(0.0, |r| r[i * n + j]);
-            for (blk, p0) in (0..kq * 4).step_by(kc * 4).enumerate() {
+            for p0 in (0..kq * 4).step_by(kc * 4) {
                 let mut sum: i32 = 0;
-                if blk == 0 {
-                    sum = -128 * (0..k).map(|p| qw[j * k + p]).sum::<i32>();
-                }
                 for p in p0..(p0 + kc * 4).min(k) {
-                    sum += (qx[i * k + p] + 128) * qw[j * k + p];
+                    sum += qx[i * k + p] * qw[j * k + p];
                 }
                 out += sum as f32 * (sx[i] * sw[j]);
             }
@@ -248,4 +330,31 @@ pub(super) fn reference(
         }
     }
     y
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::{quantize, quantize_avx2};
+
+    /// AVX2's quantizer (what AVX-VNNI CPUs pack rows with; AVX-512 ones use the AVX-512 one, which
+    /// the layer tests check) equals the scalar one byte for byte: ties both ways, the clamp, signs.
+    #[test]
+    #[cfg_attr(not(cpu_avx2), ignore = "no AVX2 on this CPU")]
+    fn avx2_quantizer_equals_the_scalar_one() {
+        let mut row = vec![
+            0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 127.4, 127.5, 128.0, -200.0, 0.0, -0.0,
+            3.49, -3.51,
+        ];
+        row.extend((0..40).map(|i| ((i * 37 % 101) as f32 - 50.0) * 2.7));
+        for inv in [1.0, 0.5, 1.0 / 3.0] {
+            let mut dst = vec![0f32; row.len() / 4];
+            // SAFETY: AVX2 present (the test is ignored elsewhere); dst holds len / 4 words.
+            let done = unsafe { quantize_avx2(&row, inv, &mut dst) };
+            assert_eq!(done, row.len() / 8 * 8);
+            for (i, &v) in row[..done].iter().enumerate() {
+                let got = dst[i / 4].to_bits().to_le_bytes()[i % 4];
+                assert_eq!(got, quantize(v, inv) as u8, "{v} · {inv}");
+            }
+        }
+    }
 }

@@ -49,9 +49,9 @@ pub struct Tile {
     pub quant: Quant,
 }
 
-/// What the int8 kernel needs besides (`super::int8`): the tile's rows' scales (R floats), its
-/// columns' scales (NR floats) and, in the first k block only, its columns' compensations (NR
-/// integers; null in later blocks).
+/// What the int8 kernels need besides (`super::int8`, `super::microkernel_int8`): the tile's rows'
+/// scales (R floats), its columns' scales (NR floats) and its rows' compensations for the k block
+/// (R integers).
 #[derive(Clone, Copy)]
 pub struct Quant {
     pub rows: *const f32,
@@ -73,7 +73,7 @@ impl Quant {
 const A_AHEAD: usize = 8;
 
 #[inline(always)]
-fn prefetch_next_rows(t: &Tile) {
+pub(super) fn prefetch_next_rows(t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     if !t.a_next.is_null() {
         for l in 0..A_AHEAD {
@@ -124,7 +124,7 @@ impl Prefetch {
 /// Runs `step()` kc times, UNROLL at a time (one countdown and one loop branch per UNROLL steps),
 /// issuing one of the tile's prefetches every `kc / UNROLL / lines` groups.
 #[inline(always)]
-fn k_loop<const UNROLL: usize>(t: &Tile, mut step: impl FnMut()) {
+pub(super) fn k_loop<const UNROLL: usize>(t: &Tile, mut step: impl FnMut()) {
     let lines = t.prefetch[0].lines + t.prefetch[1].lines;
     let groups = t.kc / UNROLL;
     // The prefetch a countdown's branch; with nothing to fetch the countdown never runs out.
@@ -400,92 +400,6 @@ pub mod avx512 {
         |x, b, acc| _mm512_dpbf16_ps(acc, x, unsafe { std::mem::transmute::<__m512, __m512bh>(b) })
     );
 
-    /// [`tile`] over int8 quads (`super::super::int8`): each of `a`'s "floats" is four unsigned
-    /// bytes (activations offset by 128), each of `b`'s NR per step four signed ones, summed in
-    /// 32-bit integers by `vpdpbusd` (from `t.quant.comp` in the first k block, else from zero);
-    /// at the end each sum becomes `base + (sum as f32) · (row scale · column scale)`, `base` the
-    /// bias plus the residual (`Init::Start`) or C (`Init::Accumulate`).
-    ///
-    /// # Safety
-    /// As [`tile`], the CPU has AVX-512 VNNI, and `t.quant` holds R row scales, NR column scales
-    /// and (where non-null) NR compensations.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn tile_int8<const R: usize>(t: &Tile) {
-        let q = t.quant;
-        let mut acc = [[_mm512_setzero_si512(); 2]; R];
-        if !q.comp.is_null() {
-            // SAFETY: a non-null comp holds NR = 32 integers (the contract): both halves.
-            let c = unsafe {
-                [
-                    _mm512_loadu_si512(q.comp.cast()),
-                    _mm512_loadu_si512(q.comp.add(16).cast()),
-                ]
-            };
-            acc = [c; R];
-        }
-        if let Init::Accumulate = t.init {
-            for r in 0..R {
-                // SAFETY: as in [`tile`]: row r < R of C; prefetches never fault.
-                unsafe {
-                    let c = t.c.add(r * t.ldc);
-                    _mm_prefetch::<_MM_HINT_T0>(c.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(NR - 1).cast());
-                }
-            }
-        }
-        super::prefetch_next_rows(t);
-        let (mut a, mut b) = (t.a.cast::<i32>(), t.b.cast::<__m512i>());
-        super::k_loop::<1>(t, || {
-            // SAFETY: as in [`tile`]: step s < kc reads the panel's NR words at `b` (64-byte
-            // aligned) and the tile's R words at `a`.
-            let (b0, b1) = unsafe { (_mm512_load_si512(b), _mm512_load_si512(b.add(1))) };
-            for r in 0..R {
-                // SAFETY: as in [`tile`]: the step's first R words are the tile's rows'.
-                let x = _mm512_set1_epi32(unsafe { *a.add(r) });
-                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, b0);
-                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, b1);
-            }
-            a = a.wrapping_add(t.a_step);
-            // SAFETY: as in [`tile`]: at most one past the kc × NR words.
-            unsafe {
-                b = b.add(2);
-            }
-        });
-        // SAFETY: the column scales hold NR floats (the contract).
-        let cs = unsafe { [_mm512_loadu_ps(q.cols), _mm512_loadu_ps(q.cols.add(16))] };
-        for r in 0..R {
-            // SAFETY: the row scales hold R floats (the contract); row r < R of C (and of the
-            // residual, where given), NR floats; a non-null bias holds NR floats.
-            unsafe {
-                let s = _mm512_set1_ps(*q.rows.add(r));
-                let c = t.c.add(r * t.ldc);
-                for h in 0..2 {
-                    let base = match t.init {
-                        Init::Accumulate => _mm512_loadu_ps(c.add(16 * h)),
-                        Init::Start {
-                            bias,
-                            residual,
-                            ldr,
-                        } => {
-                            let v = if bias.is_null() {
-                                _mm512_setzero_ps()
-                            } else {
-                                _mm512_loadu_ps(bias.add(16 * h))
-                            };
-                            if residual.is_null() {
-                                v
-                            } else {
-                                _mm512_add_ps(v, _mm512_loadu_ps(residual.add(r * ldr + 16 * h)))
-                            }
-                        }
-                    };
-                    let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][h]), _mm512_mul_ps(s, cs[h]));
-                    _mm512_storeu_ps(c.add(16 * h), _mm512_add_ps(base, f));
-                }
-            }
-        }
-    }
-
     /// `tile::<rows>` for 1 ≤ rows ≤ MR.
     ///
     /// # Safety
@@ -536,34 +450,6 @@ pub mod avx512 {
                 3 => tile_bf16::<3>(t),
                 2 => tile_bf16::<2>(t),
                 _ => tile_bf16::<1>(t),
-            }
-        }
-    }
-
-    /// `tile_int8::<rows>` for 1 ≤ rows ≤ MR.
-    ///
-    /// # Safety
-    /// As [`tile_int8`] with R = `rows`, and 1 ≤ `rows` ≤ MR (0 would run one row).
-    pub unsafe fn run_int8(rows: usize, t: &Tile) {
-        // SAFETY: the caller's contract is `tile_int8`'s (AVX-512F and VNNI present, `t`'s
-        // pointers and scales valid for `rows` rows, `b` 64-byte aligned) with 1 ≤ rows ≤ MR:
-        // each arm runs `rows` rows.
-        unsafe {
-            match rows {
-                14 => tile_int8::<14>(t),
-                13 => tile_int8::<13>(t),
-                12 => tile_int8::<12>(t),
-                11 => tile_int8::<11>(t),
-                10 => tile_int8::<10>(t),
-                9 => tile_int8::<9>(t),
-                8 => tile_int8::<8>(t),
-                7 => tile_int8::<7>(t),
-                6 => tile_int8::<6>(t),
-                5 => tile_int8::<5>(t),
-                4 => tile_int8::<4>(t),
-                3 => tile_int8::<3>(t),
-                2 => tile_int8::<2>(t),
-                _ => tile_int8::<1>(t),
             }
         }
     }

@@ -25,6 +25,7 @@ pub mod bf16;
 pub mod int8;
 mod layer;
 mod microkernel;
+mod microkernel_int8;
 mod pack;
 mod tiles;
 
@@ -104,7 +105,7 @@ pub fn linear_kernels() -> &'static str {
 }
 
 /// The `--precision` values this CPU runs on its own kernels: f32 always (where there are kernels
-/// at all), bf16 with AVX512_BF16, int8 with AVX-512 VNNI.
+/// at all), bf16 with AVX512_BF16, int8 with AVX-512 VNNI or AVX-VNNI.
 pub fn cpu_precisions() -> Vec<&'static str> {
     let mut p = vec!["f32"];
     if bf16::available() {
@@ -190,18 +191,24 @@ impl PackedWeight {
         Some(p)
     }
 
-    /// As [`Self::new`], the weights quantized to int8 per output column (see `int8.rs`); `None`
-    /// where the CPU has no int8 kernel ([`int8::available`]).
+    /// As [`Self::new`], the weights quantized to int8 per output column (see `int8.rs`), for the
+    /// int8 tiles of [`int8::level`]; `None` where the CPU has no int8 kernel.
     pub fn new_int8(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if !int8::available() || !Self::valid(w, n, k, bias) {
+        Self::int8_at(int8::level()?, w, n, k, bias)
+    }
+
+    /// As [`Self::new_int8`] for the int8 tiles of `simd`, if this CPU runs them
+    /// ([`int8::runs_at`]): the tests check both levels where both run.
+    fn int8_at(simd: Simd, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if !int8::runs_at(simd) || !Self::valid(w, n, k, bias) {
             return None;
         }
         let mut p = Self {
             precision: LinearPrecision::Int8,
-            ..Self::without_weights(Simd::Avx512, n, k, bias)
+            ..Self::without_weights(simd, n, k, bias)
         };
         let padded = p.bias.len();
-        p.int8 = Some(int8::pack_weight(w, n, k, padded, &mut p.data));
+        p.int8 = Some(int8::pack_weight(simd, w, n, k, padded, &mut p.data));
         Some(p)
     }
 
@@ -247,10 +254,7 @@ impl PackedWeight {
         Panels {
             simd: self.simd,
             elems: match (&self.int8, self.precision) {
-                (Some(q), _) => Elems::Int8 {
-                    scale: &q.scale,
-                    comp: &q.comp,
-                },
+                (Some(q), _) => Elems::Int8 { scale: &q.scale },
                 (None, LinearPrecision::Bf16) => Elems::Bf16,
                 (None, _) => Elems::F32,
             },
@@ -345,7 +349,7 @@ impl PackedWeight {
                 bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
             }
             None if self.precision == LinearPrecision::Int8 => {
-                int8::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
+                int8::pack_rows(self.simd, x, m, self.k, norm, out)
             }
             None => {
                 let mr = self.simd.tile().0;
@@ -358,9 +362,7 @@ impl PackedWeight {
     fn input_lines(&self, m: usize) -> usize {
         match self.amx {
             Some(_) => amx::rows_lines(m, self.k),
-            None if self.precision == LinearPrecision::Int8 => {
-                int8::rows_lines(m, self.k, self.simd.tile().0)
-            }
+            None if self.precision == LinearPrecision::Int8 => int8::rows_lines(self.simd, m, self.k),
             None => rows_lines(self.simd, m, self.depth()),
         }
     }
@@ -381,11 +383,11 @@ impl PackedWeight {
             return unsafe { amx::matmul(w, &self.bias, a, m, out) };
         }
         let a = lines_as_floats(a);
-        // int8 rows: their scales after the panels.
+        // int8 rows: their scales and compensations after the panels.
         let (a, scales) = match self.precision {
             LinearPrecision::Int8 => {
-                let (a, s) = a.split_at(int8::scales_at(m, self.k));
-                (a, Some(&s[..m]))
+                let (a, s) = a.split_at(int8::scales_at(self.simd, m, self.k));
+                (a, Some(&s[..int8::extras(m, self.k)]))
             }
             _ => (a, None),
         };

@@ -1,25 +1,30 @@
 //! The bf16 and int8 layers (`bf16.rs`, `int8.rs`): each kernel bit for bit against the scalar
 //! reference of its arithmetic and near the exact product, at sizes that hit every edge; rows
 //! normalized while packed equal rows normalized first; the MLP equals its layers one by one; the
-//! bf16 rounding equals the scalar rounding. Each test is ignored (skipped) where the CPU lacks the
-//! instruction (`cpu_avx512_bf16`, `cpu_avx512_vnni` from build.rs).
+//! bf16 rounding equals the scalar rounding. int8 is checked on both its tiles: AVX-512's and the
+//! 256-bit one of AVX2-only CPUs (AVX-VNNI; here its EVEX twin, the same body). Each test is ignored
+//! (skipped) where the CPU lacks the instruction (`cpu_avx512_bf16`, `cpu_avx512_vnni`,
+//! `cpu_int8_avx2` from build.rs).
 
 use super::tests::{check_mlp_bits, reference, values};
 use super::*;
 
-/// A layer in `precision` as this CPU packs it (the tests that call this are ignored on CPUs
+/// The layers a test checks: bf16 or int8 as this CPU runs them, or int8 on the 256-bit tiles
+/// (AVX2's shape).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Bf16,
+    Int8,
+    Int8Avx2,
+}
+
+/// A layer of `precision` as this CPU packs it (the tests that call this are ignored on CPUs
 /// without the instruction).
-fn layer(
-    precision: LinearPrecision,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    b: Option<&[f32]>,
-) -> PackedWeight {
+fn layer(precision: Kind, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
     let packed = match precision {
-        LinearPrecision::Bf16 => PackedWeight::new_bf16(w, n, k, b),
-        LinearPrecision::Int8 => PackedWeight::new_int8(w, n, k, b),
-        LinearPrecision::F32 => PackedWeight::new(w, n, k, b),
+        Kind::Bf16 => PackedWeight::new_bf16(w, n, k, b),
+        Kind::Int8 => PackedWeight::new_int8(w, n, k, b),
+        Kind::Int8Avx2 => PackedWeight::int8_at(Simd::Avx2, w, n, k, b),
     };
     packed.unwrap_or_else(|| {
         panic!("build.rs found the instructions for {precision:?} on this CPU but imgvec does not use them (IMGVEC_SIMD set now?)")
@@ -45,7 +50,7 @@ const EDGES: [(usize, usize, usize); 8] = [
 /// the values; `zero_row` zeroes the first row of x.
 #[allow(clippy::type_complexity)]
 fn check_bits(
-    precision: LinearPrecision,
+    precision: Kind,
     edges: &[(usize, usize, usize)],
     (seed, zero_row, per_slot): (u64, bool, usize),
     scalar: impl Fn(
@@ -89,7 +94,7 @@ fn check_bits(
 
 /// LayerNorm while packing equals LayerNorm on the host, then the layer, bit for bit; and the MLP
 /// equals its layers one by one (`check_mlp_bits`), for each (m, k, inner); values from `seed`.
-fn check_normed_and_mlp(precision: LinearPrecision, sizes: &[(usize, usize, usize)], seed: u64) {
+fn check_normed_and_mlp(precision: Kind, sizes: &[(usize, usize, usize)], seed: u64) {
     for &(m, k, inner) in sizes {
         let x = values(m * k, seed);
         let (weight, bias) = (values(k, seed + 1), values(k, seed + 2));
@@ -190,7 +195,7 @@ fn bf16_pairs_round_to_nearest_even_as_the_scalar_rounding() {
 fn bf16_layer_equals_its_scalar_reference_bit_for_bit() {
     let nr = Simd::Avx512.tile().1;
     check_bits(
-        LinearPrecision::Bf16,
+        Kind::Bf16,
         &EDGES,
         (41, false, 2),
         |x, w, br, sizes, kc| bf16::reference(x, w, br, sizes, (kc, nr)),
@@ -207,7 +212,7 @@ fn bf16_layer_equals_its_scalar_reference_bit_for_bit() {
 fn bf16_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
     // fc1's tiles rounded straight into fc2's packed pairs (an odd inner width: one by one).
     check_normed_and_mlp(
-        LinearPrecision::Bf16,
+        Kind::Bf16,
         &[(1, 8, 32), (257, 64, 200), (30, 300, 96), (20, 64, 33)],
         51,
     );
@@ -219,6 +224,25 @@ fn bf16_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
     ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
 )]
 fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
+    check_int8(Kind::Int8);
+}
+
+#[test]
+#[cfg_attr(
+    not(cpu_int8_avx2),
+    ignore = "neither AVX-VNNI nor AVX-512 VNNI and VL on this CPU (or IMGVEC_SIMD=none when the tests were built)"
+)]
+fn int8_256_bit_tiles_equal_the_scalar_reference_bit_for_bit() {
+    check_int8(Kind::Int8Avx2);
+    check_normed_and_mlp(
+        Kind::Int8Avx2,
+        &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
+        73,
+    );
+}
+
+/// The int8 layers of `kind` against [`int8::reference`] at the edges, and a zero row.
+fn check_int8(kind: Kind) {
     // And a zero row (scale 0).
     let edges = [
         (1, 1, 1),
@@ -231,7 +255,7 @@ fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
         (600, 40, 300),
     ];
     check_bits(
-        LinearPrecision::Int8,
+        kind,
         &edges,
         (61, true, 4),
         int8::reference,
@@ -247,7 +271,7 @@ fn int8_layer_equals_its_scalar_reference_bit_for_bit() {
 )]
 fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
     check_normed_and_mlp(
-        LinearPrecision::Int8,
+        Kind::Int8,
         &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
         71,
     );

@@ -6,11 +6,18 @@
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
 use super::microkernel::{self, Init, Prefetch, Quant, Tile};
+use super::microkernel_int8;
 use super::pack::interleave;
 use super::Simd;
 
 /// Depth of one k block: one weight panel's slice (KC × NR) stays in L1.
 const KC: usize = 256;
+
+/// The depth of the k blocks for depth `k`: at most KC, as even as whole steps allow (k = 257: one
+/// block, not 256 and 1).
+pub(super) fn k_block(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
+}
 
 /// Rows of one block of activations, at most: MC × KC floats (180 KiB) stay in L2, with the
 /// block's output tiles for a task's columns. AVX-512 (14-row tiles): 100–180 measured alike; 264:
@@ -126,7 +133,8 @@ pub(super) struct Rows<'a> {
     /// `Some(w)`: one block of up to `w` rows, each k's `w` values adjacent (attention's
     /// probabilities, shaped like one weight panel), read in place and not prefetched.
     pub(super) width: Option<usize>,
-    /// Each row's scale, for int8 rows ([`Elems::Int8`]).
+    /// For int8 rows ([`Elems::Int8`]): m scales, then for each k block m compensations (i32
+    /// bits; `super::int8::pack_rows`).
     pub(super) scales: Option<&'a [f32]>,
 }
 
@@ -148,12 +156,9 @@ pub(super) enum Elems<'a> {
     F32,
     /// Two bf16 (`super::bf16`): `k` counts pairs; the tiles run `vdpbf16ps` (AVX-512 only).
     Bf16,
-    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (AVX-512 only), with
-    /// the columns' scales and compensations (whole panels) and the rows' scales ([`Rows`]).
-    Int8 {
-        scale: &'a [f32],
-        comp: &'a [i32],
-    },
+    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (zmm or ymm), with
+    /// the columns' scales (whole panels) and the rows' scales and compensations ([`Rows`]).
+    Int8 { scale: &'a [f32] },
 }
 
 /// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole
@@ -196,7 +201,7 @@ impl Panels<'_> {
         // Row blocks of at most MC rows and k blocks of at most KC, each as even as whole tiles
         // allow (257 rows: one block; k = 257: one block, not 256 and 1).
         let mc = block_rows(m, self.simd);
-        let kb = k.div_ceil(k.div_ceil(KC));
+        let kb = k_block(k);
         // SAFETY: called only with a panel j in `range` and a k block's start pc < k (below), so
         // the offset lies inside `data`, ⌈n / NR⌉ panels of k × NR floats (the contract).
         let slice = |j: usize, pc: usize| unsafe { data.as_ptr().add(j * k * nr + pc * nr) };
@@ -302,7 +307,7 @@ impl Panels<'_> {
                                 rows_prefetch(t, jj),
                             ],
                             a_next,
-                            quant: self.quant(rows, i0, col, pc),
+                            quant: self.quant(rows, i0, col, pc / kb),
                         };
                         // SAFETY: `tile` is valid as `Tile` says for tile_rows ≤ MR rows: `a` at
                         // row i0, its values first in each of kc steps k_step apart (packed: all
@@ -333,22 +338,20 @@ impl Panels<'_> {
         }
     }
 
-    /// The int8 kernel's scales for tile (row i0, column col) at k block pc (the compensations in
-    /// the first block only); none for other panels.
-    fn quant(&self, rows: Rows<'_>, i0: usize, col: usize, pc: usize) -> Quant {
-        match self.elems {
-            // wrapping_add: only computed here; the kernel reads R row scales from i0 < m and NR
-            // column scales and compensations from col, a panel's start (whole panels: `Elems`).
-            Elems::Int8 { scale, comp } => Quant {
-                rows: rows
-                    .scales
-                    .map_or(std::ptr::null(), |s| s.as_ptr().wrapping_add(i0)),
+    /// The int8 kernel's scales and compensations for tile (row i0, column col) in k block
+    /// `blk`; none for other panels.
+    fn quant(&self, rows: Rows<'_>, i0: usize, col: usize, blk: usize) -> Quant {
+        match (self.elems, rows.scales) {
+            // wrapping_add: only computed here; the kernel reads R row scales and compensations
+            // from i0 < m (block blk's m compensations after the m scales: `Rows`) and NR column
+            // scales from col, a panel's start (whole panels: `Elems`).
+            (Elems::Int8 { scale }, Some(s)) => Quant {
+                rows: s.as_ptr().wrapping_add(i0),
                 cols: scale.as_ptr().wrapping_add(col),
-                comp: if pc == 0 {
-                    comp.as_ptr().wrapping_add(col)
-                } else {
-                    std::ptr::null()
-                },
+                comp: s
+                    .as_ptr()
+                    .wrapping_add(rows.m * (1 + blk) + i0)
+                    .cast::<i32>(),
             },
             _ => Quant::NONE,
         }
@@ -501,17 +504,20 @@ impl Panels<'_> {
         // SAFETY: the caller's contract is the microkernels' (valid pointers for `rows` rows, `b`
         // aligned for either level's loads); `self.simd` says the CPU has the level's features
         // (AVX-512F, or AVX2 and FMA; AVX512_BF16 or VNNI too for bf16 or int8 panels, packed
-        // only where `super::bf16::available` or `super::int8::available`; int8 rows carry their
-        // scales, the panels theirs, as `Elems::Int8` says).
+        // only where `super::bf16::available` or `super::int8::runs_at` the level; int8 rows
+        // carry their scales, the panels theirs, as `Elems::Int8` says).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match self.simd {
                 Simd::Avx512 => match self.elems {
                     Elems::F32 => microkernel::avx512::run(rows, tile),
                     Elems::Bf16 => microkernel::avx512::run_bf16(rows, tile),
-                    Elems::Int8 { .. } => microkernel::avx512::run_int8(rows, tile),
+                    Elems::Int8 { .. } => microkernel_int8::avx512::run(rows, tile),
                 },
-                Simd::Avx2 => microkernel::avx2::run(rows, tile),
+                Simd::Avx2 => match self.elems {
+                    Elems::Int8 { .. } => microkernel_int8::avx2::run(rows, tile),
+                    _ => microkernel::avx2::run(rows, tile),
+                },
                 Simd::None => unreachable!("no panels are packed for Simd::None"),
             }
         }

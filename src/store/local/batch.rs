@@ -38,8 +38,7 @@ impl Shared {
             }
             match ann.as_ref() {
                 Some(graph) if ready && graph.index.size() > self.cfg.exact_scan_rows => {
-                    let threads = rayon::current_num_threads();
-                    reserve(&graph.index, graph.index.capacity(), threads)?;
+                    reserve(&graph.index, graph.index.capacity())?;
                     let ef = queries
                         .iter()
                         .map(|q| candidates(q).max(self.cfg.min_ef_search))

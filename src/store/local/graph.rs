@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -25,6 +26,14 @@ use crate::store::StoreError;
 
 /// Rows read per step when (re)building the HNSW graph.
 const BUILD_CHUNK: usize = 2_048;
+
+/// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
+const PARALLEL_ADDS_FROM: usize = 2;
+
+/// The search width and result count of the check that a node inserted alongside others can be
+/// found ([`add_all`]).
+const CHECK_EF: usize = 64;
+const CHECK_K: usize = 10;
 
 /// A process that only read saves the cache file when it closes only if its graph differs from
 /// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
@@ -103,20 +112,19 @@ impl Ann {
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
     }
 
-    /// Adds (or replaces) `key` with `vector` of `label`, making room if needed.
-    fn put(&mut self, key: u64, label: String, vector: &[f32]) -> Result<(), StoreError> {
-        if self.index.contains(key) {
-            self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+    /// Adds (or replaces) each `(key, label, vector)` of `rows` (distinct keys), on every core.
+    fn put_all(&mut self, rows: Vec<(u64, String, Vec<f32>)>) -> Result<(), StoreError> {
+        let mut coded = Vec::with_capacity(rows.len());
+        for (key, label, vector) in rows {
+            if self.index.contains(key) {
+                self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+            }
+            coded.push((key, label, self.quant.code(&vector)));
         }
-        if self.index.size() + 1 >= self.index.capacity() {
-            let want = (self.index.capacity() * 2).max(self.index.size() + 1_024);
-            reserve(&self.index, want, 1)?;
+        add_all(&self.index, &coded)?;
+        for (key, label, code) in coded {
+            self.labels.set(key, label, &code);
         }
-        let code = self.quant.code(vector);
-        self.index
-            .add(key, &code)
-            .map_err(|e| ann_error("add", e))?;
-        self.labels.set(key, label, &code);
         Ok(())
     }
 
@@ -146,12 +154,57 @@ pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
     }
 }
 
-/// Room for `capacity` vectors and `threads` concurrent callers (always 1 here: the store's mutex
-/// serializes every call into the graph).
-pub(super) fn reserve(index: &Index, capacity: usize, threads: usize) -> Result<(), StoreError> {
+/// Room for `capacity` vectors and as many concurrent callers as rayon has threads: the graph is
+/// built, caught up and batch-searched on every core (the store's mutex keeps anything else out).
+pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
     index
-        .reserve_capacity_and_threads(capacity.max(1), threads.max(1))
+        .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1))
         .map_err(|e| ann_error("reserve", e))
+}
+
+/// A key with its label (or anything else that goes along) and its int8 code.
+type Coded<L> = (u64, L, Vec<i8>);
+
+/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
+/// room first, then checks that each can be found: one found by a self-search at [`CHECK_EF`] is
+/// reachable; one that is not is added again alone.
+///
+/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
+/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
+/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
+/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    if index.size() + coded.len() >= index.capacity() {
+        let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
+        reserve(index, want)?;
+    }
+    let add = |(key, _, code): &Coded<L>| {
+        index.add(*key, code).map_err(|e| ann_error("add", e))
+    };
+    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
+        return coded.iter().try_for_each(add);
+    }
+    coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .try_for_each(add)?;
+    let ef = index.expansion_search();
+    index.change_expansion_search(CHECK_EF);
+    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .filter_map(|item| match index.search(&item.2, CHECK_K) {
+            Ok(found) if found.keys.contains(&item.0) => None,
+            Ok(_) => Some(Ok(item)),
+            Err(e) => Some(Err(ann_error("search", e))),
+        })
+        .collect();
+    index.change_expansion_search(ef);
+    for item in hidden? {
+        index.remove(item.0).map_err(|e| ann_error("remove", e))?;
+        add(item)?;
+    }
+    Ok(())
 }
 
 pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -433,11 +486,21 @@ impl Shared {
             )
             .map_err(db)?;
         let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
-        while let Some(r) = rows.next().map_err(db)? {
-            let (key, label, vector) = vector_row(&self.db_path, r, row.dims)?;
-            graph.put(key, label, &vector)?;
-            graph.unsaved += 1;
-            stats.caught_up_rows += 1;
+        let mut chunk = Vec::with_capacity(BUILD_CHUNK);
+        loop {
+            let next = rows.next().map_err(db)?;
+            if let Some(r) = next {
+                chunk.push(vector_row(&self.db_path, r, row.dims)?);
+            }
+            if chunk.len() == BUILD_CHUNK || (next.is_none() && !chunk.is_empty()) {
+                let added = chunk.len() as u64;
+                graph.put_all(std::mem::take(&mut chunk))?;
+                graph.unsaved += added;
+                stats.caught_up_rows += added;
+            }
+            if next.is_none() {
+                break;
+            }
         }
         graph.generation = row.generation;
         Ok(())
@@ -445,9 +508,8 @@ impl Shared {
 }
 
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
-/// (the rows come in key order, which is the content hash: a fair sample), on this one thread:
-/// usearch 2.26 can leave nodes unreachable by search when `add` runs on several threads at once
-/// (usearch issue #735; measured here: 1 to 3 per build of 3,000 vectors on 2 threads, none on 1).
+/// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
+/// core ([`add_all`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -458,7 +520,7 @@ fn build_graph(
     let index =
         Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
-    reserve(&index, total + 1, 1)?;
+    reserve(&index, total + 1)?;
     let mut labels = Labels::new(row.dims, Limits::of(cfg));
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
@@ -484,12 +546,12 @@ fn build_graph(
         }
         let quant = quant
             .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, _, v)| &v[..])));
-        if index.size() + chunk.len() >= index.capacity() {
-            reserve(&index, (index.size() + chunk.len()) * 2, 1)?;
-        }
-        for (key, label, vector) in chunk.drain(..) {
-            let code = quant.code(&vector);
-            index.add(key, &code).map_err(|e| ann_error("add", e))?;
+        let coded: Vec<_> = chunk
+            .drain(..)
+            .map(|(key, label, vector)| (key, label, quant.code(&vector)))
+            .collect();
+        add_all(&index, &coded)?;
+        for (key, label, code) in coded {
             labels.set(key, label, &code);
         }
     }
@@ -508,3 +570,6 @@ fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
 }
+
+#[cfg(test)]
+mod add_all_tests;

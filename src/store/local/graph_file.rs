@@ -228,7 +228,7 @@ impl Shared {
             return None;
         }
         let labels = self.read_labels(conn, row.id, &index).ok()?;
-        reserve(&index, index.size() + 1, 1).ok()?;
+        reserve(&index, index.size() + 1).ok()?;
         Some(Ann {
             index_id: row.id,
             index,
