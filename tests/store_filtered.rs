@@ -33,10 +33,27 @@ fn open(dir: &Path) -> LocalStore {
     LocalStore::open_with(config(dir)).expect("open")
 }
 
-/// As [`config`], but a label of more than 400 documents lets its codes go (and is walked).
+/// As [`config`], but a label of more than 400 documents keeps no int8 codes: it is searched
+/// through its 4-bit codes (made on its first search), re-scored by int8 codes from the graph.
 fn open_small_limit(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
     cfg.filtered_scan_rows = 400;
+    LocalStore::open_with(cfg).expect("open")
+}
+
+/// As [`open_small_limit`], with the 4-bit scan's candidates going straight to the f32 re-rank.
+fn open_small_limit_few_candidates(dir: &Path) -> LocalStore {
+    let mut cfg = config(dir);
+    cfg.filtered_scan_rows = 400;
+    cfg.filtered_code4_candidates = 10;
+    LocalStore::open_with(cfg).expect("open")
+}
+
+/// As [`open_small_limit`], but without 4-bit codes either: a label over 400 documents is walked.
+fn open_walk_only(dir: &Path) -> LocalStore {
+    let mut cfg = config(dir);
+    cfg.filtered_scan_rows = 400;
+    cfg.filtered_code4_bytes = 0;
     LocalStore::open_with(cfg).expect("open")
 }
 
@@ -97,8 +114,18 @@ async fn filtered_search_follows_writes_replacements_relabels_and_deletes() {
 }
 
 #[tokio::test]
-async fn labels_that_let_their_codes_go_follow_every_write_too() {
+async fn labels_searched_by_their_4bit_codes_follow_every_write_too() {
     follows_every_write(open_small_limit).await;
+}
+
+#[tokio::test]
+async fn labels_searched_by_their_4bit_codes_alone_follow_every_write_too() {
+    follows_every_write(open_small_limit_few_candidates).await;
+}
+
+#[tokio::test]
+async fn labels_that_are_walked_follow_every_write_too() {
+    follows_every_write(open_walk_only).await;
 }
 
 async fn follows_every_write(open: fn(&Path) -> LocalStore) {
@@ -160,6 +187,15 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
 
 #[tokio::test]
 async fn a_graph_loaded_from_a_stale_file_catches_up_its_labels() {
+    stale_file_caught_up(open).await;
+}
+
+#[tokio::test]
+async fn a_graph_loaded_from_a_stale_file_catches_up_its_4bit_labels() {
+    stale_file_caught_up(open_small_limit).await;
+}
+
+async fn stale_file_caught_up(open: fn(&Path) -> LocalStore) {
     let tmp = tempfile::tempdir().unwrap();
     let mut all = corpus();
     let writer = open(tmp.path());
