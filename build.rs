@@ -69,7 +69,10 @@ fn cpu_cfgs() {
             println!("cargo::rustc-cfg=cpu_avx512_vnni");
         }
         // int8's 256-bit tiles: AVX-VNNI, or its EVEX twin (AVX-512 VNNI and VL).
-        if avx2 && simd != "none" && (has("avx_vnni") || (avx512 && has("avx512_vnni") && has("avx512vl"))) {
+        if avx2
+            && simd != "none"
+            && (has("avx_vnni") || (avx512 && has("avx512_vnni") && has("avx512vl")))
+        {
             println!("cargo::rustc-cfg=cpu_int8_avx2");
         }
         if avx2 && has("amx_tile") && has("amx_bf16") && simd.is_empty() {

@@ -290,7 +290,13 @@ fn raw_bench(
             recall(&found, truth)
         );
     }
-    for (ef, candidates) in [(128usize, 100usize), (256, 100), (512, 100), (1024, 100), (128, 40)] {
+    for (ef, candidates) in [
+        (128usize, 100usize),
+        (256, 100),
+        (512, 100),
+        (1024, 100),
+        (128, 40),
+    ] {
         index.change_expansion_search(ef);
         let mut found = Vec::with_capacity(queries.len());
         let mut times = Vec::with_capacity(queries.len());
@@ -662,7 +668,9 @@ fn main() {
         // Built on every core, as the store builds (vendor/usearch/PATCHED.md).
         let quant = quant.as_ref();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        raw_bench(name, kind, quant, &flat, dims, &queries, &truth, m, efc, cores);
+        raw_bench(
+            name, kind, quant, &flat, dims, &queries, &truth, m, efc, cores,
+        );
     }
 
     if env_usize("IMGVEC_BENCH_STORE", 1) == 0 {

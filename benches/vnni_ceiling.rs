@@ -16,14 +16,14 @@ mod x86 {
     macro_rules! per_acc {
         ($pre:literal, $post:literal) => {
             concat!(
-                $pre, "0", $post, "\n", $pre, "1", $post, "\n", $pre, "2", $post, "\n",
-                $pre, "3", $post, "\n", $pre, "4", $post, "\n", $pre, "5", $post, "\n",
-                $pre, "6", $post, "\n", $pre, "7", $post, "\n", $pre, "8", $post, "\n",
-                $pre, "9", $post, "\n", $pre, "10", $post, "\n", $pre, "11", $post, "\n",
-                $pre, "12", $post, "\n", $pre, "13", $post, "\n", $pre, "14", $post, "\n",
-                $pre, "15", $post, "\n", $pre, "16", $post, "\n", $pre, "17", $post, "\n",
-                $pre, "18", $post, "\n", $pre, "19", $post, "\n", $pre, "20", $post, "\n",
-                $pre, "21", $post, "\n", $pre, "22", $post, "\n", $pre, "23", $post, "\n",
+                $pre, "0", $post, "\n", $pre, "1", $post, "\n", $pre, "2", $post, "\n", $pre, "3",
+                $post, "\n", $pre, "4", $post, "\n", $pre, "5", $post, "\n", $pre, "6", $post,
+                "\n", $pre, "7", $post, "\n", $pre, "8", $post, "\n", $pre, "9", $post, "\n", $pre,
+                "10", $post, "\n", $pre, "11", $post, "\n", $pre, "12", $post, "\n", $pre, "13",
+                $post, "\n", $pre, "14", $post, "\n", $pre, "15", $post, "\n", $pre, "16", $post,
+                "\n", $pre, "17", $post, "\n", $pre, "18", $post, "\n", $pre, "19", $post, "\n",
+                $pre, "20", $post, "\n", $pre, "21", $post, "\n", $pre, "22", $post, "\n", $pre,
+                "23", $post, "\n",
             )
         };
     }
@@ -60,7 +60,10 @@ mod x86 {
     }
 
     kernel!(dpbusd_reg, per_acc!("vpdpbusd zmm", ", zmm24, zmm25"));
-    kernel!(dpbusd_bcst, per_acc!("vpdpbusd zmm", ", zmm24, dword ptr [{p}]{{1to16}}"));
+    kernel!(
+        dpbusd_bcst,
+        per_acc!("vpdpbusd zmm", ", zmm24, dword ptr [{p}]{{1to16}}")
+    );
     // One vpbroadcastd per two vpdpbusd, as the old tile (x = set1(a[r]); two columns).
     kernel!(
         dpbusd_pbroadcast,
@@ -92,9 +95,15 @@ mod x86 {
         )
     );
     kernel!(dpbf16_reg, per_acc!("vdpbf16ps zmm", ", zmm24, zmm25"));
-    kernel!(dpbf16_bcst, per_acc!("vdpbf16ps zmm", ", zmm24, dword ptr [{p}]{{1to16}}"));
+    kernel!(
+        dpbf16_bcst,
+        per_acc!("vdpbf16ps zmm", ", zmm24, dword ptr [{p}]{{1to16}}")
+    );
     kernel!(fma_reg, per_acc!("vfmadd231ps zmm", ", zmm24, zmm25"));
-    kernel!(fma_bcst, per_acc!("vfmadd231ps zmm", ", zmm24, dword ptr [{p}]{{1to16}}"));
+    kernel!(
+        fma_bcst,
+        per_acc!("vfmadd231ps zmm", ", zmm24, dword ptr [{p}]{{1to16}}")
+    );
 
     /// 96 dependent adds an iteration: one a cycle, whatever the clock.
     fn clock(iters: u64) -> u64 {
@@ -138,15 +147,21 @@ mod x86 {
         let p = buf.as_ptr();
         let iters = 2_000_000u64;
         let per_run = (iters * 96) as f64;
-        let ghz = per_run / best(|| {
-            std::hint::black_box(clock(std::hint::black_box(iters)));
-        }) / 1e9;
+        let ghz = per_run
+            / best(|| {
+                std::hint::black_box(clock(std::hint::black_box(iters)));
+            })
+            / 1e9;
         println!("core clock (dependent adds): {ghz:.2} GHz");
         type Kernel = unsafe fn(u64, *const u8);
         let cases: [(&str, Kernel, f64); 7] = [
             ("vpdpbusd zmm, zmm, zmm", dpbusd_reg, 64.0),
             ("vpdpbusd zmm, zmm, m32{1to16}", dpbusd_bcst, 64.0),
-            ("vpbroadcastd zmm, m32 + 2 vpdpbusd", dpbusd_pbroadcast, 64.0),
+            (
+                "vpbroadcastd zmm, m32 + 2 vpdpbusd",
+                dpbusd_pbroadcast,
+                64.0,
+            ),
             ("vdpbf16ps zmm, zmm, zmm", dpbf16_reg, 32.0),
             ("vdpbf16ps zmm, zmm, m32{1to16}", dpbf16_bcst, 32.0),
             ("vfmadd231ps zmm, zmm, zmm", fma_reg, 16.0),

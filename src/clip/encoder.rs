@@ -253,7 +253,7 @@ impl Attention {
             Some(at) => pick_rows(x, at)?,
             None => x.clone(),
         };
-        let ctx = match attention_from_qkv(qkv, self.heads, causal, at)? {
+        let ctx = match attention_from_qkv(qkv, self.heads, causal, at, self.qkv.precision())? {
             Some(ctx) => ctx,
             None => {
                 let ctx = self.context(qkv, causal)?;

@@ -7,8 +7,10 @@
 //! the softmax down the columns, and multiplies the probabilities, read in place, by the values,
 //! writing the panel's context rows straight into `[batch·tokens, hidden]`: the layout the output
 //! projection reads. So nothing is permuted or copied between the products, and each product runs on
-//! the same tiles as the linear layers. Not for: GPUs, other dtypes, or CPUs without AVX2+FMA
-//! (`kernels::attention` and candle's ops do those).
+//! the same tiles as the linear layers. Under `--precision bf16` or `int8`, on a CPU with
+//! AVX512_BF16, both products run in bf16 on the bf16 layers' tiles (keys, queries, probabilities
+//! and values rounded as they are packed, the sums and the softmax in f32). Not for: GPUs, other
+//! dtypes, or CPUs without AVX2+FMA (`kernels::attention` and candle's ops do those).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -17,11 +19,14 @@ use super::pack::{
     lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_cols, pack_weight_rows, Line,
 };
 use super::tiles::{Elems, Out, Panels, Rows, SendPtr};
-use super::Simd;
+use super::{LinearPrecision, Simd};
 
 /// Per-task buffers, reused across the heads a thread runs.
 #[derive(Default)]
 struct Scratch {
+    /// In bf16: one operand as pairs before packing; one panel's probabilities as pairs.
+    pairs: Vec<f32>,
+    probs_pairs: Vec<f32>,
     /// The head's keys, packed as rows.
     keys: Vec<Line>,
     /// The head's queries and values, packed as weight panels (their columns: queries; head dims).
@@ -41,6 +46,7 @@ pub fn attention_from_qkv(
     heads: usize,
     causal: bool,
     queries: Option<&[usize]>,
+    precision: LinearPrecision,
 ) -> Result<Option<Tensor>> {
     if !qkv.device().is_cpu() || qkv.dtype() != DType::F32 || Simd::get() == Simd::None {
         return Ok(None);
@@ -59,11 +65,14 @@ pub fn attention_from_qkv(
         heads,
         causal,
         queries: queries.map(<[usize]>::to_vec),
+        bf16: precision != LinearPrecision::F32 && super::bf16::available(),
     })?))
 }
 
 struct FromQkv {
     simd: Simd,
+    /// Both products in bf16 ([`Job::bf16`]).
+    bf16: bool,
     heads: usize,
     causal: bool,
     queries: Option<Vec<usize>>,
@@ -79,7 +88,7 @@ impl CustomOp1 for FromQkv {
         let (batch, n, d3) = l.shape().dims3()?;
         let (d, queries) = (d3 / 3, self.queries.as_deref());
         let out = attention(
-            self.simd,
+            (self.simd, self.bf16),
             qkv,
             batch,
             n,
@@ -104,7 +113,7 @@ impl CustomOp1 for FromQkv {
 /// exist for more than one panel (n × NR floats, in L1), and are neither packed nor transposed.
 #[allow(clippy::too_many_arguments)]
 fn attention(
-    simd: Simd,
+    (simd, bf16): (Simd, bool),
     qkv: &[f32],
     batch: usize,
     n: usize,
@@ -122,6 +131,7 @@ fn attention(
     let mut out: Vec<f32> = Vec::with_capacity(out_rows * d);
     let job = Job {
         simd,
+        bf16,
         qkv,
         n,
         d,
@@ -144,6 +154,10 @@ fn attention(
 /// One [`attention`] call's inputs, shared by its tasks.
 struct Job<'a> {
     simd: Simd,
+    /// Keys, queries, probabilities and values rounded to bf16 as they are packed, the products'
+    /// sums in f32 (`vdpbf16ps`, the bf16 layers' tiles: `bf16.rs`); the softmax in f32. Under
+    /// `--precision bf16` and `int8`, where the CPU has AVX512_BF16.
+    bf16: bool,
     qkv: &'a [f32],
     /// Tokens per image, model width, head width.
     n: usize,
@@ -168,9 +182,16 @@ impl Job<'_> {
             &rows[d + head * hd..],
             &rows[2 * d + head * hd..],
         );
-        pack_rows(simd, k, n, hd, d3, mr, None, false, &mut s.keys);
-        pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
-        pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
+        // Depth of the scores' product (head dims) and of the context's (keys), in slots.
+        let (elems, kq, kv) = if self.bf16 {
+            self.pack_bf16(s, (q, k, v), mr);
+            (Elems::Bf16, hd.div_ceil(2), n.div_ceil(2))
+        } else {
+            pack_rows(simd, k, n, hd, d3, mr, None, false, &mut s.keys);
+            pack_weight_rows(simd, q, n, hd, d3, &mut s.queries);
+            pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
+            (Elems::F32, hd, n)
+        };
         let lines = (n * nr).div_ceil(16);
         if s.probs.len() < lines {
             s.probs.resize(lines, Line([0.0; 16]));
@@ -179,10 +200,10 @@ impl Job<'_> {
         let keys = Rows::packed(lines_as_floats(&s.keys), n);
         let q_panels = lines_as_floats(&s.queries);
         let values = Panels {
-            elems: Elems::F32,
+            elems,
             simd,
             n: hd,
-            k: n,
+            k: kv,
             data: lines_as_floats(&s.values),
             bias: None,
         };
@@ -194,11 +215,11 @@ impl Job<'_> {
         for j in panels {
             // scoresⱼᵀ (n × NR) = k (n × hd) · qⱼᵀ: panel j of the queries is the "weight".
             let panel = Panels {
-                elems: Elems::F32,
+                elems,
                 simd,
                 n: nr,
-                k: hd,
-                data: &q_panels[j * hd * nr..(j + 1) * hd * nr],
+                k: kq,
+                data: &q_panels[j * kq * nr..(j + 1) * kq * nr],
                 bias: None,
             };
             // SAFETY: probs holds n rows of NR floats; keys and the panel were packed for these
@@ -215,8 +236,19 @@ impl Job<'_> {
                 None => (0, nr.min(n - j * nr), image * n + j * nr),
                 Some(q) => (q[image] % nr, 1, image),
             };
+            let p = if self.bf16 {
+                // Keys 2i and 2i + 1 of each query side by side: rows of pairs, NR words each.
+                s.probs_pairs.resize(kv * nr, 0.0);
+                for (i, dst) in s.probs_pairs.chunks_exact_mut(nr).enumerate() {
+                    let hi = (2 * i + 1 < n).then(|| &probs[(2 * i + 1) * nr..][..nr]);
+                    super::bf16::interleave_rows(&probs[2 * i * nr..][..nr], hi, dst);
+                }
+                &s.probs_pairs[first..]
+            } else {
+                &probs[first..]
+            };
             let p = Rows {
-                data: &probs[first..],
+                data: p,
                 m: count,
                 width: Some(nr),
                 scales: None,
@@ -229,6 +261,29 @@ impl Job<'_> {
                 values.block(p, &ctx, 0..hd.div_ceil(nr));
             }
         }
+    }
+
+    /// Packs one head's keys (as rows), queries and values (as weight panels) in bf16 pairs: the
+    /// keys and queries paired along the head dims, the values along the keys.
+    fn pack_bf16(&self, s: &mut Scratch, (q, k, v): (&[f32], &[f32], &[f32]), mr: usize) {
+        let (n, d3, hd) = (self.n, 3 * self.d, self.hd);
+        let (hp, np) = (hd.div_ceil(2), n.div_ceil(2));
+        let pairs = &mut s.pairs;
+        pairs.resize((n * hp).max(np * hd), 0.0);
+        let by_rows = |src: &[f32], pairs: &mut Vec<f32>| {
+            for (r, dst) in pairs[..n * hp].chunks_exact_mut(hp).enumerate() {
+                super::bf16::to_pairs(&src[r * d3..][..hd], dst);
+            }
+        };
+        by_rows(k, pairs);
+        pack_rows(Simd::Avx512, pairs, n, hp, hp, mr, None, false, &mut s.keys);
+        by_rows(q, pairs);
+        pack_weight_rows(Simd::Avx512, pairs, n, hp, hp, &mut s.queries);
+        for (i, dst) in pairs[..np * hd].chunks_exact_mut(hd).enumerate() {
+            let hi = (2 * i + 1 < n).then(|| &v[(2 * i + 1) * d3..][..hd]);
+            super::bf16::interleave_rows(&v[2 * i * d3..][..hd], hi, dst);
+        }
+        pack_weight_cols(Simd::Avx512, pairs, np, hd, hd, &mut s.values);
     }
 }
 
@@ -270,11 +325,20 @@ mod tests {
                 let d = heads * hd;
                 let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &dev)?;
                 let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
-                let got = attention(simd, &floats, batch, n, d, heads, causal, None);
+                let got = attention((simd, false), &floats, batch, n, d, heads, causal, None);
                 // One query per sequence (the first, the last, one inside a later panel): the
                 // same numbers as those rows of the whole result, to the bit.
                 let picks: Vec<usize> = (0..batch).map(|i| [0, n - 1, n / 2][i % 3]).collect();
-                let one = attention(simd, &floats, batch, n, d, heads, causal, Some(&picks));
+                let one = attention(
+                    (simd, false),
+                    &floats,
+                    batch,
+                    n,
+                    d,
+                    heads,
+                    causal,
+                    Some(&picks),
+                );
                 for (i, &t) in picks.iter().enumerate() {
                     let row = &got[(i * n + t) * d..][..d];
                     assert_eq!(&one[i * d..][..d], row, "{simd:?} n={n} query {t}");
@@ -307,6 +371,113 @@ mod tests {
                         (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
                         "{simd:?} batch={batch} n={n} heads={heads} hd={hd} causal={causal}: [{i}] = {g}, want {w}"
                     );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// In bf16, to the bit against the same arithmetic done plainly: both products by
+    /// `bf16::reference` (k rounded to pairs, sums in f32 in the tiles' order), the softmax by the
+    /// same column kernel. Image and text shapes, an odd number of tokens (the last key's pair
+    /// half zero), one query only.
+    #[test]
+    #[cfg_attr(
+        not(cpu_avx512_bf16),
+        ignore = "no AVX512_BF16 on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
+    )]
+    fn bf16_matches_its_reference() -> Result<()> {
+        assert!(
+            super::super::bf16::available(),
+            "build.rs found AVX512_BF16, imgvec does not use it"
+        );
+        let simd = Simd::Avx512;
+        let (_, nr) = simd.tile();
+        for &(batch, n, heads, hd, causal) in &[
+            (1, 257, 2, 64, false),
+            (2, 77, 2, 64, true),
+            (1, 40, 3, 16, false),
+        ] {
+            let d = heads * hd;
+            let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &Device::Cpu)?;
+            let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
+            let got = attention((simd, true), &floats, batch, n, d, heads, causal, None);
+            let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
+            let one = attention(
+                (simd, true),
+                &floats,
+                batch,
+                n,
+                d,
+                heads,
+                causal,
+                Some(&picks),
+            );
+            for (i, &t) in picks.iter().enumerate() {
+                assert_eq!(
+                    &one[i * d..][..d],
+                    &got[(i * n + t) * d..][..d],
+                    "query {t}"
+                );
+            }
+            for image in 0..batch {
+                for head in 0..heads {
+                    let part = |which: usize| -> Vec<f32> {
+                        (0..n)
+                            .flat_map(|t| {
+                                let at = (image * n + t) * 3 * d + which * d + head * hd;
+                                floats[at..at + hd].to_vec()
+                            })
+                            .collect()
+                    };
+                    let (q, k, v) = (part(0), part(1), part(2));
+                    let one_block = |depth: usize| super::super::tiles::k_block(depth);
+                    // scores[key][query] = k · q, then per query the softmax over the keys.
+                    let scores = super::super::bf16::reference(
+                        &k,
+                        &q,
+                        (None, None),
+                        (n, n, hd),
+                        (one_block(hd.div_ceil(2)), nr),
+                    );
+                    let mut probs = vec![0f32; n * n];
+                    for j in (0..n).step_by(nr) {
+                        let mut panel = vec![0f32; n * nr];
+                        for key in 0..n {
+                            for c in 0..nr.min(n - j) {
+                                let masked = causal && key > j + c;
+                                panel[key * nr + c] = if masked {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    scores[key * n + j + c]
+                                };
+                            }
+                        }
+                        crate::clip::kernels::softmax_columns(&mut panel, nr);
+                        for key in 0..n {
+                            for c in 0..nr.min(n - j) {
+                                probs[(j + c) * n + key] = panel[key * nr + c];
+                            }
+                        }
+                    }
+                    let vt: Vec<f32> = (0..hd)
+                        .flat_map(|c| (0..n).map(|t| v[t * hd + c]).collect::<Vec<_>>())
+                        .collect();
+                    let want = super::super::bf16::reference(
+                        &probs,
+                        &vt,
+                        (None, None),
+                        (n, hd, n),
+                        (one_block(n.div_ceil(2)), nr),
+                    );
+                    for t in 0..n {
+                        let row = &got[(image * n + t) * d + head * hd..][..hd];
+                        assert_eq!(
+                            row,
+                            &want[t * hd..][..hd],
+                            "n={n} image {image} head {head} query {t}"
+                        );
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! load; activations rounded to bf16 as each layer packs them; products accumulated in f32 by
 //! AVX512_BF16's `vdpbf16ps`, which multiplies 16 pairs of bf16 and adds both products to 16 f32
 //! sums in one instruction — twice the multiply-adds of an f32 FMA, and half the bytes of weights to
-//! read. Bias, residual, LayerNorm, GELU, softmax and attention stay f32.
+//! read. Bias, residual, LayerNorm, GELU and softmax stay f32; attention's products are bf16 too.
 //!
 //! The layout is the f32 kernels' with k halved: a bf16 pair (k = 2p in the low half, 2p + 1 in the
 //! high half, as `vdpbf16ps` reads them) fills the 32 bits of one f32 slot. So a weight panel holds,
@@ -17,7 +17,8 @@
 //! the high halves, then that of the low halves, each product exact and each add rounded to
 //! nearest even (as Intel's pseudo-code for `vdpbf16ps` says, and as Zen 4 was measured to do);
 //! inputs and outputs below f32's normal range are flushed to zero by the hardware (CLIP's
-//! activations and weights are nowhere near). Not for: AMX-BF16 (its tiles would serve this
+//! activations and weights are nowhere near). Attention's two products run in the same arithmetic
+//! under `--precision bf16` and `int8` (`attention.rs`). Not for: AMX-BF16 (its tiles would serve this
 //! layout's arithmetic too; not written: no machine here has AMX), or int8.
 
 use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
@@ -106,6 +107,46 @@ unsafe fn to_pairs_avx512(src: &[f32], dst: &mut [f32]) -> usize {
                 dst.as_mut_ptr().add(i / 2).cast(),
                 std::mem::transmute::<__m512bh, __m512i>(packed),
             );
+        }
+    }
+    whole
+}
+
+/// Two rows rounded to bf16 and interleaved into pairs: word c holds `lo[c]` in its low half and
+/// `hi[c]` (0 without `hi`) in its high half — consecutive k's of a column-major operand (attention's
+/// values and probabilities, whose k runs down the rows) as the pair layout wants them.
+pub(super) fn interleave_rows(lo: &[f32], hi: Option<&[f32]>, dst: &mut [f32]) {
+    debug_assert!(lo.len() == dst.len() && hi.is_none_or(|h| h.len() == lo.len()));
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(hi)) = (available(), hi) {
+        // SAFETY: AVX512_BF16 present (available); the three lengths equal.
+        done = unsafe { interleave_rows_avx512(lo, hi, dst) };
+    }
+    for c in done..dst.len() {
+        let h = hi.map_or(0, |h| round(h[c]));
+        dst[c] = f32::from_bits(round(lo[c]) as u32 | (h as u32) << 16);
+    }
+}
+
+/// [`interleave_rows`] for whole groups of 16 columns; returns how many it did.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX512_BF16; `lo`, `hi` and `dst` are equally long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn interleave_rows_avx512(lo: &[f32], hi: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = dst.len() / 16 * 16;
+    for c in (0..whole).step_by(16) {
+        // SAFETY: c + 16 ≤ the three lengths (the contract); unaligned loads and stores.
+        unsafe {
+            let l = _mm512_cvtneps_pbh(_mm512_loadu_ps(lo.as_ptr().add(c)));
+            let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(hi.as_ptr().add(c)));
+            let l = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(l));
+            let h = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(h));
+            let words = _mm512_or_si512(l, _mm512_slli_epi32::<16>(h));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(c).cast(), words);
         }
     }
     whole

@@ -5,7 +5,8 @@
 //! 16 sums an instruction, four times an f32 FMA's multiply-adds, a quarter of the bytes of weights
 //! to read; or AVX-VNNI's 256-bit form on AVX2-only CPUs, in the AVX2 kernels' 6 × 16 tiles); each k
 //! block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
-//! GELU, softmax and attention stay f32.
+//! GELU and softmax stay f32; attention's two products run in bf16 where the CPU has AVX512_BF16
+//! (`attention.rs`), in f32 elsewhere.
 //!
 //! `vpdpbusd` multiplies unsigned bytes (its register operand) by signed ones (its last operand,
 //! which can be a word broadcast from memory): the weights go in offset by 128 (1..255), the
@@ -192,19 +193,22 @@ pub(super) fn pack_rows(
     s.copy_from_slice(&scales);
     // Block b's compensations at comps[b · m..]: for each row, its bytes' sum over the block.
     let kb = k_block(kq);
-    comps
-        .par_chunks_mut(m)
-        .enumerate()
-        .for_each(|(blk, c)| {
-            let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
-            for (i, c) in c.iter_mut().enumerate() {
-                let sum: i32 = words[i * kq + p0..i * kq + p1]
-                    .iter()
-                    .map(|w| w.to_bits().to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>())
-                    .sum();
-                *c = f32::from_bits((-128 * sum) as u32);
-            }
-        });
+    comps.par_chunks_mut(m).enumerate().for_each(|(blk, c)| {
+        let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
+        for (i, c) in c.iter_mut().enumerate() {
+            let sum: i32 = words[i * kq + p0..i * kq + p1]
+                .iter()
+                .map(|w| {
+                    w.to_bits()
+                        .to_le_bytes()
+                        .iter()
+                        .map(|&b| b as i8 as i32)
+                        .sum::<i32>()
+                })
+                .sum();
+            *c = f32::from_bits((-128 * sum) as u32);
+        }
+    });
 }
 
 /// One row quantized with scale `s`, four signed bytes a word, into `dst` (⌈len / 4⌉ words;

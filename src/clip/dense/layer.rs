@@ -64,6 +64,14 @@ impl Dense {
         Ok(Dense::Candle(Linear::new(weight, bias)))
     }
 
+    /// The arithmetic of its products (f32 for candle's layer).
+    pub fn precision(&self) -> LinearPrecision {
+        match self {
+            Dense::Packed(p) => p.precision(),
+            Dense::Candle(_) => LinearPrecision::F32,
+        }
+    }
+
     /// `x · Wᵀ + b`, over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

@@ -362,7 +362,9 @@ impl PackedWeight {
     fn input_lines(&self, m: usize) -> usize {
         match self.amx {
             Some(_) => amx::rows_lines(m, self.k),
-            None if self.precision == LinearPrecision::Int8 => int8::rows_lines(self.simd, m, self.k),
+            None if self.precision == LinearPrecision::Int8 => {
+                int8::rows_lines(self.simd, m, self.k)
+            }
             None => rows_lines(self.simd, m, self.depth()),
         }
     }

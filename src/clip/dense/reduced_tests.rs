@@ -270,9 +270,5 @@ fn check_int8(kind: Kind) {
     ignore = "no AVX-512 VNNI on this CPU (or IMGVEC_SIMD lowered the level when the tests were built)"
 )]
 fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
-    check_normed_and_mlp(
-        Kind::Int8,
-        &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
-        71,
-    );
+    check_normed_and_mlp(Kind::Int8, &[(1, 8, 32), (257, 64, 200), (30, 300, 96)], 71);
 }

@@ -158,7 +158,9 @@ pub(super) enum Elems<'a> {
     Bf16,
     /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (zmm or ymm), with
     /// the columns' scales (whole panels) and the rows' scales and compensations ([`Rows`]).
-    Int8 { scale: &'a [f32] },
+    Int8 {
+        scale: &'a [f32],
+    },
 }
 
 /// A packed weight matrix, borrowed: `n × k` in panels of NR columns, the bias padded to whole

@@ -178,9 +178,7 @@ fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError>
         let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
         reserve(index, want)?;
     }
-    let add = |(key, _, code): &Coded<L>| {
-        index.add(*key, code).map_err(|e| ann_error("add", e))
-    };
+    let add = |(key, _, code): &Coded<L>| index.add(*key, code).map_err(|e| ann_error("add", e));
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
         return coded.iter().try_for_each(add);
     }

@@ -68,7 +68,11 @@ fn nodes_added_on_many_threads_are_all_reached() {
         let index = graph();
         on_threads(|| add_all(&index, &coded)).expect("add_all");
         assert_eq!(index.size(), VECTORS);
-        assert_eq!(unreachable(&index, &coded), Vec::<u64>::new(), "build {seed}");
+        assert_eq!(
+            unreachable(&index, &coded),
+            Vec::<u64>::new(),
+            "build {seed}"
+        );
     }
 }
 
@@ -77,7 +81,11 @@ fn nodes_added_again_into_freed_slots_are_all_reached() {
     let coded = vectors(7);
     let index = graph();
     on_threads(|| add_all(&index, &coded)).expect("add_all");
-    let again: Vec<_> = coded.iter().filter(|(k, _, _)| k % 3 == 0).cloned().collect();
+    let again: Vec<_> = coded
+        .iter()
+        .filter(|(k, _, _)| k % 3 == 0)
+        .cloned()
+        .collect();
     for (key, _, _) in &again {
         index.remove(*key).expect("remove");
     }
