@@ -8,6 +8,7 @@
 //! cargo bench --bench profile_ops [-- --dense-only | --attention-only [reps]]
 
 use candle_core::{DType, Device, Tensor};
+use imgvec::clip::dense::LinearPrecision;
 use std::time::Instant;
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -91,9 +92,11 @@ fn dense_layers() {
         // Self-attention straight from the q/k/v product (16 heads of 64), as in the model.
         let qkv = Tensor::randn(0f32, 1., (b, 257, 3072), &d).unwrap();
         let flop = 4.0 * (b * 257 * 257 * 1024) as f64;
-        t(&format!("b{b} attention_from_qkv"), flop, 10, || {
-            imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None).unwrap();
-        });
+        for p in attention_precisions() {
+            t(&format!("b{b} attention_from_qkv {p:?}"), flop, 10, || {
+                imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None, p).unwrap();
+            });
+        }
     }
 }
 
@@ -102,9 +105,20 @@ fn attention_only(reps: usize) {
     let d = Device::Cpu;
     let qkv = Tensor::randn(0f32, 1., (1, 257, 3072), &d).unwrap();
     let flop = 4.0 * (257 * 257 * 1024) as f64;
-    t("b1 attention_from_qkv", flop, reps, || {
-        imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None).unwrap();
-    });
+    for p in attention_precisions() {
+        t(&format!("b1 attention_from_qkv {p:?}"), flop, reps, || {
+            imgvec::clip::dense::attention_from_qkv(&qkv, 16, false, None, p).unwrap();
+        });
+    }
+}
+
+/// f32, and bf16 where this CPU runs attention in bf16 (the layers' precision int8 runs it the same).
+fn attention_precisions() -> Vec<LinearPrecision> {
+    let mut p = vec![LinearPrecision::F32];
+    if imgvec::clip::dense::bf16::available() {
+        p.push(LinearPrecision::Bf16);
+    }
+    p
 }
 
 fn main() {

@@ -7,15 +7,17 @@ pub fn enabled() -> bool {
     false
 }
 
-pub(super) struct AmxWeight;
+pub(super) struct AmxWeight {
+    pub(super) split: bool,
+}
 
 impl AmxWeight {
-    pub(super) fn pack(_w: &[f32], _n: usize, _k: usize) -> Option<Self> {
+    pub(super) fn pack(_w: &[f32], _n: usize, _k: usize, _split: bool) -> Option<Self> {
         None
     }
 }
 
-pub(super) fn rows_lines(_m: usize, _k: usize) -> usize {
+pub(super) fn rows_lines(_m: usize, _k: usize, _split: bool) -> usize {
     unreachable!("AMX is never enabled on this target")
 }
 
@@ -24,6 +26,7 @@ pub(super) fn pack_rows(
     _m: usize,
     _k: usize,
     _norm: Option<HostNorm<'_>>,
+    _split: bool,
     _out: &mut Vec<Line>,
 ) {
     unreachable!("AMX is never enabled on this target")

@@ -167,7 +167,7 @@ impl PackedWeight {
     /// Packs `w` (`n × k`, row-major) and `bias` (`n`); `None` when the CPU has no kernel for it.
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
         if Self::valid(w, n, k, bias) {
-            if let Some(t) = amx::AmxWeight::pack(w, n, k) {
+            if let Some(t) = amx::AmxWeight::pack(w, n, k, true) {
                 return Some(Self {
                     amx: Some(t),
                     ..Self::without_weights(Simd::get(), n, k, bias)
@@ -177,9 +177,25 @@ impl PackedWeight {
         Self::with_simd(Simd::get(), w, n, k, bias)
     }
 
-    /// As [`Self::new`], the weights rounded to bf16 (see `bf16.rs`); `None` where the CPU has no
-    /// bf16 kernel ([`bf16::available`]).
+    /// As [`Self::new`], the weights rounded to bf16: on AMX's tiles where it is [`amx::enabled`]
+    /// (one `tdpbf16ps` product where f32 takes three) and n is a multiple of 32, else on
+    /// AVX512_BF16 (see `bf16.rs`); `None` where the CPU has neither ([`bf16::available`]).
     pub fn new_bf16(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if !Self::valid(w, n, k, bias) {
+            return None;
+        }
+        if let Some(t) = amx::AmxWeight::pack(w, n, k, false) {
+            return Some(Self {
+                precision: LinearPrecision::Bf16,
+                amx: Some(t),
+                ..Self::without_weights(Simd::get(), n, k, bias)
+            });
+        }
+        Self::bf16_avx512(w, n, k, bias)
+    }
+
+    /// As [`Self::new_bf16`] on AVX512_BF16's kernels (`bf16.rs`), AMX or not.
+    fn bf16_avx512(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
         if !bf16::available() || !Self::valid(w, n, k, bias) {
             return None;
         }
@@ -343,8 +359,8 @@ impl PackedWeight {
 
     /// `m` rows of `x` (normalized by `norm` if given) packed as this layer reads them, into `out`.
     fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
-        match self.amx {
-            Some(_) => amx::pack_rows(x, m, self.k, norm, out),
+        match &self.amx {
+            Some(w) => amx::pack_rows(x, m, self.k, norm, w.split, out),
             None if self.precision == LinearPrecision::Bf16 => {
                 bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
             }
@@ -360,8 +376,8 @@ impl PackedWeight {
 
     /// Lines that `m` rows take packed as this layer reads them.
     fn input_lines(&self, m: usize) -> usize {
-        match self.amx {
-            Some(_) => amx::rows_lines(m, self.k),
+        match &self.amx {
+            Some(w) => amx::rows_lines(m, self.k, w.split),
             None if self.precision == LinearPrecision::Int8 => {
                 int8::rows_lines(self.simd, m, self.k)
             }

@@ -13,7 +13,10 @@ use super::*;
 /// (AVX2's shape).
 #[derive(Clone, Copy, Debug)]
 enum Kind {
+    /// bf16 on AVX512_BF16 (`bf16.rs`), AMX or not.
     Bf16,
+    /// bf16 as `--precision bf16` runs it where AMX is enabled: on the tiles (n a multiple of 32).
+    Bf16Amx,
     Int8,
     Int8Avx2,
 }
@@ -22,7 +25,14 @@ enum Kind {
 /// without the instruction).
 fn layer(precision: Kind, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> PackedWeight {
     let packed = match precision {
-        Kind::Bf16 => PackedWeight::new_bf16(w, n, k, b),
+        Kind::Bf16 => PackedWeight::bf16_avx512(w, n, k, b),
+        Kind::Bf16Amx => PackedWeight::new_bf16(w, n, k, b).inspect(|p| {
+            assert_eq!(
+                p.amx.is_some(),
+                n.is_multiple_of(32),
+                "n = {n}: AMX where a multiple of 32"
+            );
+        }),
         Kind::Int8 => PackedWeight::new_int8(w, n, k, b),
         Kind::Int8Avx2 => PackedWeight::int8_at(Simd::Avx2, w, n, k, b),
     };
@@ -271,4 +281,71 @@ fn check_int8(kind: Kind) {
 )]
 fn int8_normed_rows_and_mlp_equal_the_steps_one_by_one() {
     check_normed_and_mlp(Kind::Int8, &[(1, 8, 32), (257, 64, 200), (30, 300, 96)], 71);
+}
+
+/// Where AMX is the f32 layers' kernel, `--precision bf16` runs on its tiles (one product where
+/// f32 takes three). Checked against the exact (f64) sum of the bf16-rounded products, plus bias
+/// and residual: within f32's rounding of that sum (k + 2 roundings of 2⁻²⁴ of the sum of the
+/// terms' magnitudes), so the operands are rounded to bf16 (unrounded or split operands would be
+/// off by ~2⁻⁹) and every term is in its place. Not bit for bit: how `tdpbf16ps` orders and rounds
+/// its adds inside a tile product is not what Intel's pseudo-code says (one rounding per product,
+/// k order, matched 74% of the outputs here; one per 32-k tile, 62%). At the sizes that cross k
+/// tiles (32), k blocks (128), row groups (16), row pairs and row blocks (640).
+#[test]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD set when the tests were built)"
+)]
+fn bf16_on_amx_is_the_bf16_product_to_f32_rounding() {
+    let q = |v: f32| f64::from(f32::from_bits((bf16::round(v) as u32) << 16));
+    for &(m, n, k) in &[
+        (1, 32, 1),
+        (5, 32, 3),
+        (17, 64, 65),
+        (33, 96, 513),
+        (257, 64, 600),
+        (700, 32, 100),
+    ] {
+        for (bias, residual) in [(false, false), (true, true), (false, true)] {
+            let x = values(m * k, 43 + m as u64);
+            let w = values(n * k, 44 + n as u64);
+            let b = bias.then(|| values(n, 45));
+            let r = residual.then(|| values(m * n, 46));
+            let p = layer(Kind::Bf16Amx, &w, n, k, b.as_deref());
+            let mut y = vec![f32::NAN; m * n];
+            p.matmul(&x, m, r.as_deref(), &mut y);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms = (0..k).map(|c| q(x[i * k + c]) * q(w[j * k + c]));
+                    let extra = [
+                        b.as_ref().map_or(0.0, |b| f64::from(b[j])),
+                        r.as_ref().map_or(0.0, |r| f64::from(r[i * n + j])),
+                    ];
+                    let exact: f64 = terms.clone().sum::<f64>() + extra.iter().sum::<f64>();
+                    let size: f64 = terms.map(f64::abs).sum::<f64>()
+                        + extra.iter().map(|e| e.abs()).sum::<f64>();
+                    let got = f64::from(y[i * n + j]);
+                    assert!(
+                        (got - exact).abs() <= (k + 2) as f64 * size * 2f64.powi(-24) + 1e-30,
+                        "m={m} n={n} k={k} bias={bias} residual={residual}: y[{i}][{j}] = {got}, want {exact}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// On AMX, LayerNorm while packing and fc1's tiles rounded straight into fc2's bf16 tiles equal the
+/// steps one by one.
+#[test]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD set when the tests were built)"
+)]
+fn bf16_on_amx_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
+    check_normed_and_mlp(
+        Kind::Bf16Amx,
+        &[(5, 64, 128), (40, 96, 256), (257, 64, 64)],
+        47,
+    );
 }

@@ -36,7 +36,7 @@ use super::pack::Line;
 use super::tiles::Out;
 use pack::split_row;
 pub(super) use pack::{pack_rows, rows_lines, AmxWeight};
-use tile::{k16x32, k32x32, release, Config};
+use tile::{k16x32, k16x32_bf16, k32x32, k32x32_bf16, release, Config};
 
 /// k per tile (16 rows of pairs).
 const KT: usize = 32;
@@ -113,7 +113,7 @@ fn supported() -> bool {
 unsafe fn finish_rows(
     out: &Out,
     bias: &[f32],
-    n: usize,
+    (n, split): (usize, bool),
     acc: *const f32,
     gs: usize,
     rb: usize,
@@ -164,16 +164,23 @@ unsafe fn finish_rows(
                 )
             },
             Some(p) => {
+                let per = pack::terms(split);
+                let mut no_lo = [0u16; KT];
                 for (q, v) in done.chunks_exact(32).enumerate() {
                     let kt = pairs.start + q;
-                    let at = ((row / 16) * (n / KT) + kt) * 2 * 512 + (row % 16) * KT;
-                    // SAFETY: `packed` has room for m rows packed for k = n (the contract): row
-                    // group row / 16 of ⌈m / 16⌉, k tile kt < n / 32 of n / KT, its hi tile's row
-                    // row % 16 (32 u16) at `at`, the lo tile's 512 u16 on; AVX-512F and BW: the
-                    // contract.
+                    let at = ((row / 16) * (n / KT) + kt) * per * 512 + (row % 16) * KT;
+                    // SAFETY: `packed` has room for m rows packed for k = n, split as `split`
+                    // says (the contract): row group row / 16 of ⌈m / 16⌉, k tile kt < n / 32 of
+                    // n / KT, its hi tile's row row % 16 (32 u16) at `at`, the lo tile's (if
+                    // split) 512 u16 on, else the local no_lo; AVX-512F and BW: the contract.
                     unsafe {
                         let dst = p.get().cast::<u16>().add(at);
-                        split_row(v, dst, dst.add(512));
+                        let lo = if split {
+                            dst.add(512)
+                        } else {
+                            no_lo.as_mut_ptr()
+                        };
+                        split_row(v, dst, lo);
                     }
                 }
             }
@@ -195,8 +202,9 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
     let threads = rayon::current_num_threads().max(1);
     let per_task = pairs.div_ceil(2 * threads).clamp(1, MAX_PAIRS);
     let kts = w.k.div_ceil(KT);
-    let group = kts * 2 * TILE_LINES;
-    let a_tile = |g: usize, kt: usize| a[g * group + kt * 2 * TILE_LINES..].as_ptr().cast::<u8>();
+    let per = pack::terms(w.split);
+    let group = kts * per * TILE_LINES;
+    let a_tile = |g: usize, kt: usize| a[g * group + kt * per * TILE_LINES..].as_ptr().cast::<u8>();
     // A task's accumulators: row group by row group (of a row block), each its column tiles.
     let gs = 2 * per_task * TILE_LINES * 16;
     // Row blocks as even as whole row pairs allow (2,056 rows: four of 544 and the rest, not four
@@ -239,19 +247,18 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                             // pair q, inside `acc`'s capacity; read (`!first`) only after the
                             // first k block stored them.
                             unsafe {
-                                if g + 1 < whole {
-                                    k32x32(
-                                        a_tile(g0 + g, kt0),
-                                        a_tile(g0 + g + 1, kt0),
-                                        w0,
-                                        w1,
-                                        steps,
-                                        c.cast(),
-                                        gs * 4,
-                                        !first,
-                                    );
-                                } else {
-                                    k16x32(a_tile(g0 + g, kt0), w0, w1, steps, c.cast(), !first);
+                                let (a0, c) = (a_tile(g0 + g, kt0), c.cast());
+                                match (g + 1 < whole, w.split) {
+                                    (true, true) => {
+                                        let a1 = a_tile(g0 + g + 1, kt0);
+                                        k32x32(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                    }
+                                    (true, false) => {
+                                        let a1 = a_tile(g0 + g + 1, kt0);
+                                        k32x32_bf16(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                    }
+                                    (false, true) => k16x32(a0, w0, w1, steps, c, !first),
+                                    (false, false) => k16x32_bf16(a0, w0, w1, steps, c, !first),
                                 }
                             }
                         }
@@ -273,14 +280,13 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                         // group whole < mc / 16, pair q, inside `acc`'s capacity, read only after
                         // the first k block stored it.
                         unsafe {
-                            k16x32(
-                                a_tile(g0 + whole, kt0),
-                                w.tile(j, kt0),
-                                w.tile(j + 1, kt0),
-                                steps,
-                                c.cast(),
-                                !first,
-                            )
+                            let (a, w0, w1) =
+                                (a_tile(g0 + whole, kt0), w.tile(j, kt0), w.tile(j + 1, kt0));
+                            if w.split {
+                                k16x32(a, w0, w1, steps, c.cast(), !first)
+                            } else {
+                                k16x32_bf16(a, w0, w1, steps, c.cast(), !first)
+                            }
                         };
                     }
                     // SAFETY: AMX is enabled (the contract); 16 rows.
@@ -290,7 +296,7 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                 // was stored by the k blocks above; `cols` lies within 0..n / 32 and is at most
                 // per_task ≤ MAX_PAIRS long; `out` and `bias` as the contract says; AMX enabled
                 // implies AVX-512F and BW (`enabled`).
-                unsafe { finish_rows(out, bias, w.n, accp, gs, rb, rows, cols.clone()) };
+                unsafe { finish_rows(out, bias, (w.n, w.split), accp, gs, rb, rows, cols.clone()) };
             }
             // SAFETY: AMX is enabled (the contract); the accumulators are all stored.
             unsafe { release() };

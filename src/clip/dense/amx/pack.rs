@@ -1,5 +1,6 @@
 //! Packing for the AMX products: weights once at load, activations per call, each f32 split into
-//! two bfloat16 tiles (`hi`, `lo`) in the layouts the module doc of `amx` describes.
+//! two bfloat16 tiles (`hi`, `lo`), or only rounded to one (`hi`: `--precision bf16`), in the
+//! layouts the module doc of `amx` describes.
 
 use std::arch::x86_64::*;
 
@@ -17,21 +18,32 @@ fn tiles_as_u16_mut(v: &mut [Line]) -> &mut [u16] {
 pub(in crate::clip::dense) struct AmxWeight {
     pub(super) n: usize,
     pub(super) k: usize,
+    /// Each value as `hi + lo` (f32 to ~2⁻¹⁷, three products) or rounded to one bf16 (one).
+    pub(in crate::clip::dense) split: bool,
     data: Vec<Line>,
+}
+
+/// Tiles a k tile takes: hi and lo, or hi alone.
+pub(super) fn terms(split: bool) -> usize {
+    if split {
+        2
+    } else {
+        1
+    }
 }
 
 impl AmxWeight {
     /// `None` unless AMX is [`enabled`] and `n` is a multiple of 32 (the products are 32 columns
-    /// wide). `w` holds n rows of k floats.
-    pub(in crate::clip::dense) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
+    /// wide). `w` holds n rows of k floats; `split`: as `hi + lo` (f32), else rounded to bf16.
+    pub(in crate::clip::dense) fn pack(w: &[f32], n: usize, k: usize, split: bool) -> Option<Self> {
         if !enabled() || n == 0 || !n.is_multiple_of(32) {
             return None;
         }
         assert_eq!(w.len(), n * k, "amx: weight size");
-        let kts = k.div_ceil(KT);
-        let mut data = vec![Line([0.0; 16]); n / 16 * kts * 2 * TILE_LINES];
+        let (kts, per) = (k.div_ceil(KT), terms(split));
+        let mut data = vec![Line([0.0; 16]); n / 16 * kts * per * TILE_LINES];
         tiles_as_u16_mut(&mut data)
-            .par_chunks_mut(kts * 2 * 512)
+            .par_chunks_mut(kts * per * 512)
             .enumerate()
             .for_each(|(j, group)| {
                 let (mut hi, mut lo) = ([0u16; KT], [0u16; KT]);
@@ -43,63 +55,69 @@ impl AmxWeight {
                         unsafe { split_row(chunk, hi.as_mut_ptr(), lo.as_mut_ptr()) };
                         // Pair-interleaved: k = 2p and 2p + 1 of column c side by side in row p.
                         for q in 0..KT {
-                            let at = kt * 2 * 512 + (q / 2) * 32 + c * 2 + q % 2;
+                            let at = kt * per * 512 + (q / 2) * 32 + c * 2 + q % 2;
                             group[at] = hi[q];
-                            group[at + 512] = lo[q];
+                            if split {
+                                group[at + 512] = lo[q];
+                            }
                         }
                     }
                 }
             });
-        Some(Self { n, k, data })
+        Some(Self { n, k, split, data })
     }
 
     /// Tile (hi) of column group `j` (16 columns), k tile `kt`.
     pub(super) fn tile(&self, j: usize, kt: usize) -> *const u8 {
         let kts = self.k.div_ceil(KT);
-        self.data[(j * kts + kt) * 2 * TILE_LINES..].as_ptr().cast()
+        self.data[(j * kts + kt) * terms(self.split) * TILE_LINES..]
+            .as_ptr()
+            .cast()
     }
 }
 
-/// Lines (64 bytes) that `m` rows of `k` floats take in AMX tiles.
-pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize) -> usize {
-    m.div_ceil(16) * k.div_ceil(KT) * 2 * TILE_LINES
+/// Lines (64 bytes) that `m` rows of `k` floats take in AMX tiles (`split`: hi and lo).
+pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, split: bool) -> usize {
+    m.div_ceil(16) * k.div_ceil(KT) * terms(split) * TILE_LINES
 }
 
-/// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles, replacing `out`'s
-/// contents (the rows past m in the last group zero).
+/// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles, split (`hi + lo`) or
+/// rounded to bf16, replacing `out`'s contents (the rows past m in the last group zero).
 pub(in crate::clip::dense) fn pack_rows(
     x: &[f32],
     m: usize,
     k: usize,
     norm: Option<HostNorm<'_>>,
+    split: bool,
     out: &mut Vec<Line>,
 ) {
-    let lines = rows_lines(m, k);
+    let lines = rows_lines(m, k, split);
     // Every line is written below: no need to zero the old contents first.
     if out.len() < lines {
         out.resize(lines, Line([0.0; 16]));
     }
     out.truncate(lines);
     tiles_as_u16_mut(out)
-        .par_chunks_mut(k.div_ceil(KT) * 2 * 512)
+        .par_chunks_mut(k.div_ceil(KT) * terms(split) * 512)
         .enumerate()
         .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, tiles)| {
             // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (checked in `enabled`).
-            unsafe { pack_group(x, m, k, norm, g, tiles, buf) }
+            unsafe { pack_group(x, (m, k), norm, split, g, tiles, buf) }
         });
 }
 
-/// Row group `g` of [`pack_rows`] into `tiles` (its k tiles, hi then lo each).
+/// Row group `g` of [`pack_rows`] into `tiles` (its k tiles, hi then lo each, or hi alone).
 #[target_feature(enable = "avx512f,avx512bw")]
 fn pack_group(
     x: &[f32],
-    m: usize,
-    k: usize,
+    (m, k): (usize, usize),
     norm: Option<HostNorm<'_>>,
+    split: bool,
     g: usize,
     tiles: &mut [u16],
     buf: &mut Vec<f32>,
 ) {
+    let mut no_lo = [0u16; KT];
     for r in 0..16 {
         let i = g * 16 + r;
         let row: &[f32] = match norm {
@@ -116,14 +134,15 @@ fn pack_group(
             let chunk = row
                 .get(kt * KT..)
                 .map_or(&[][..], |c| &c[..KT.min(c.len())]);
-            let at = kt * 2 * 512 + r * KT;
-            // SAFETY: tiles holds this group's k tiles (hi, lo) of 512 u16 each.
+            let at = kt * terms(split) * 512 + r * KT;
+            // SAFETY: tiles holds this group's k tiles (hi, lo; or hi) of 512 u16 each; no_lo 32.
             unsafe {
-                split_row(
-                    chunk,
-                    tiles.as_mut_ptr().add(at),
-                    tiles.as_mut_ptr().add(at + 512),
-                )
+                let lo = if split {
+                    tiles.as_mut_ptr().add(at + 512)
+                } else {
+                    no_lo.as_mut_ptr()
+                };
+                split_row(chunk, tiles.as_mut_ptr().add(at), lo)
             };
         }
     }
