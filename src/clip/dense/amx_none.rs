@@ -7,17 +7,31 @@ pub fn enabled() -> bool {
     false
 }
 
+pub fn int8_enabled() -> bool {
+    false
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AmxKind {
+    Split,
+    Bf16,
+}
+
 pub(super) struct AmxWeight {
-    pub(super) split: bool,
+    pub(super) kind: AmxKind,
 }
 
 impl AmxWeight {
-    pub(super) fn pack(_w: &[f32], _n: usize, _k: usize, _split: bool) -> Option<Self> {
+    pub(super) fn pack(_w: &[f32], _n: usize, _k: usize, _kind: AmxKind) -> Option<Self> {
+        None
+    }
+
+    pub(super) fn pack_int8(_w: &[f32], _n: usize, _k: usize) -> Option<Self> {
         None
     }
 }
 
-pub(super) fn rows_lines(_m: usize, _k: usize, _split: bool) -> usize {
+pub(super) fn rows_lines(_m: usize, _k: usize, _kind: AmxKind) -> usize {
     unreachable!("AMX is never enabled on this target")
 }
 
@@ -26,7 +40,7 @@ pub(super) fn pack_rows(
     _m: usize,
     _k: usize,
     _norm: Option<HostNorm<'_>>,
-    _split: bool,
+    _kind: AmxKind,
     _out: &mut Vec<Line>,
 ) {
     unreachable!("AMX is never enabled on this target")

@@ -91,7 +91,7 @@ VNNI ({cpus})",
 }
 
 /// The scale of a row: max |v| / 127 (0 for a zero row).
-fn scale(row: &[f32]) -> f32 {
+pub(super) fn scale(row: &[f32]) -> f32 {
     let mut m = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {
@@ -104,7 +104,7 @@ fn scale(row: &[f32]) -> f32 {
 }
 
 /// `v / s` rounded to the nearest integer, ties to even, within ±127 (0 where s is 0).
-fn quantize(v: f32, inv: f32) -> i8 {
+pub(super) fn quantize(v: f32, inv: f32) -> i8 {
     (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8
 }
 
@@ -144,6 +144,26 @@ pub(super) fn pack_weight(
         });
     pack_weight_rows(simd, &words, n, kq, kq, out);
     Weights { scale: scales }
+}
+
+/// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed
+/// bytes, k = 4p first, missing bytes 0) and the n scales. AMX-INT8's weights (`amx/pack.rs`).
+pub(super) fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    quantize_rows_normed(w, n, k, None)
+}
+
+/// As [`quantize_rows`], each row normalized by `norm` first if given: AMX-INT8's rows.
+pub(super) fn quantize_rows_normed(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+) -> (Vec<f32>, Vec<f32>) {
+    convert_rows(x, m, k, k.div_ceil(4), norm, |row, dst| {
+        let s = scale(row);
+        quantize_row(row, s, dst);
+        s
+    })
 }
 
 /// Lines the packed rows take, scales and compensations included (see [`pack_rows`]).

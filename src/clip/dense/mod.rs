@@ -167,7 +167,7 @@ impl PackedWeight {
     /// Packs `w` (`n × k`, row-major) and `bias` (`n`); `None` when the CPU has no kernel for it.
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
         if Self::valid(w, n, k, bias) {
-            if let Some(t) = amx::AmxWeight::pack(w, n, k, true) {
+            if let Some(t) = amx::AmxWeight::pack(w, n, k, amx::AmxKind::Split) {
                 return Some(Self {
                     amx: Some(t),
                     ..Self::without_weights(Simd::get(), n, k, bias)
@@ -184,7 +184,7 @@ impl PackedWeight {
         if !Self::valid(w, n, k, bias) {
             return None;
         }
-        if let Some(t) = amx::AmxWeight::pack(w, n, k, false) {
+        if let Some(t) = amx::AmxWeight::pack(w, n, k, amx::AmxKind::Bf16) {
             return Some(Self {
                 precision: LinearPrecision::Bf16,
                 amx: Some(t),
@@ -209,7 +209,18 @@ impl PackedWeight {
 
     /// As [`Self::new`], the weights quantized to int8 per output column (see `int8.rs`), for the
     /// int8 tiles of [`int8::level`]; `None` where the CPU has no int8 kernel.
+    /// On AMX-INT8's tiles where [`amx::int8_enabled`] and n is a multiple of 32 (`tdpbssd`: 1,024
+    /// byte products a cycle, exact i32 sums over all of k, then one scaling), else on VNNI.
     pub fn new_int8(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        if Self::valid(w, n, k, bias) {
+            if let Some(t) = amx::AmxWeight::pack_int8(w, n, k) {
+                return Some(Self {
+                    precision: LinearPrecision::Int8,
+                    amx: Some(t),
+                    ..Self::without_weights(Simd::get(), n, k, bias)
+                });
+            }
+        }
         Self::int8_at(int8::level()?, w, n, k, bias)
     }
 
@@ -360,7 +371,7 @@ impl PackedWeight {
     /// `m` rows of `x` (normalized by `norm` if given) packed as this layer reads them, into `out`.
     fn pack_input(&self, x: &[f32], m: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
         match &self.amx {
-            Some(w) => amx::pack_rows(x, m, self.k, norm, w.split, out),
+            Some(w) => amx::pack_rows(x, m, self.k, norm, w.kind, out),
             None if self.precision == LinearPrecision::Bf16 => {
                 bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
             }
@@ -377,7 +388,7 @@ impl PackedWeight {
     /// Lines that `m` rows take packed as this layer reads them.
     fn input_lines(&self, m: usize) -> usize {
         match &self.amx {
-            Some(w) => amx::rows_lines(m, self.k, w.split),
+            Some(w) => amx::rows_lines(m, self.k, w.kind),
             None if self.precision == LinearPrecision::Int8 => {
                 int8::rows_lines(self.simd, m, self.k)
             }

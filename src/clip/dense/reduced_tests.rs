@@ -17,8 +17,11 @@ enum Kind {
     Bf16,
     /// bf16 as `--precision bf16` runs it where AMX is enabled: on the tiles (n a multiple of 32).
     Bf16Amx,
+    /// int8 on VNNI (AVX-512's tiles), AMX or not.
     Int8,
     Int8Avx2,
+    /// int8 as `--precision int8` runs it where AMX-INT8 is enabled: on the tiles.
+    Int8Amx,
 }
 
 /// A layer of `precision` as this CPU packs it (the tests that call this are ignored on CPUs
@@ -33,7 +36,14 @@ fn layer(precision: Kind, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> P
                 "n = {n}: AMX where a multiple of 32"
             );
         }),
-        Kind::Int8 => PackedWeight::new_int8(w, n, k, b),
+        Kind::Int8 => PackedWeight::int8_at(Simd::Avx512, w, n, k, b),
+        Kind::Int8Amx => PackedWeight::new_int8(w, n, k, b).inspect(|p| {
+            assert_eq!(
+                p.amx.is_some(),
+                n.is_multiple_of(32),
+                "n = {n}: AMX where a multiple of 32"
+            );
+        }),
         Kind::Int8Avx2 => PackedWeight::int8_at(Simd::Avx2, w, n, k, b),
     };
     packed.unwrap_or_else(|| {
@@ -347,5 +357,84 @@ fn bf16_on_amx_normed_rows_and_fused_mlp_equal_the_steps_one_by_one() {
         Kind::Bf16Amx,
         &[(5, 64, 128), (40, 96, 256), (257, 64, 64)],
         47,
+    );
+}
+
+/// The arithmetic of `--precision int8` on AMX, one output at a time: x per row and W per column
+/// quantized as `int8.rs` does, the byte products summed exactly (i32) over all of k, then
+/// `(sum · (sx · sw) + bias) + residual` in f32.
+fn amx_int8_reference(
+    x: &[f32],
+    w: &[f32],
+    (b, r): (Option<&[f32]>, Option<&[f32]>),
+    (m, n, k): (usize, usize, usize),
+    _kc: usize,
+) -> Vec<f32> {
+    let quant = |rows: &[f32], count: usize| -> (Vec<i32>, Vec<f32>) {
+        let s: Vec<f32> = rows.chunks(k).take(count).map(int8::scale).collect();
+        let q = rows
+            .chunks(k)
+            .zip(&s)
+            .flat_map(|(row, &s)| {
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                row.iter().map(move |&v| i32::from(int8::quantize(v, inv)))
+            })
+            .collect();
+        (q, s)
+    };
+    let ((qx, sx), (qw, sw)) = (quant(x, m), quant(w, n));
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let sum: i32 = (0..k).map(|c| qx[i * k + c] * qw[j * k + c]).sum();
+            let v = sum as f32 * (sx[i] * sw[j]) + b.map_or(0.0, |b| b[j]);
+            y[i * n + j] = v + r.map_or(0.0, |r| r[i * n + j]);
+        }
+    }
+    y
+}
+
+/// Where AMX-INT8 is there, `--precision int8` runs on its tiles (`tdpbssd`), bit for bit as the
+/// scalar reference of its arithmetic (integer sums are exact, whatever order the tile adds in),
+/// at sizes that cross k tiles (64), k blocks (256), row groups, row pairs and row blocks, a zero
+/// row included; widths not a multiple of 32 go to the VNNI kernels.
+#[test]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD set when the tests were built)"
+)]
+fn int8_on_amx_equals_its_scalar_reference_bit_for_bit() {
+    assert!(
+        amx::int8_enabled(),
+        "AMX-TILE and AMX-BF16 without AMX-INT8?"
+    );
+    check_bits(
+        Kind::Int8Amx,
+        &[
+            (1, 32, 1),
+            (5, 32, 3),
+            (17, 64, 65),
+            (33, 96, 513),
+            (257, 64, 600),
+            (700, 32, 100),
+        ],
+        (63, true, 4),
+        amx_int8_reference,
+        |k| 2e-2 * (k as f64).sqrt() + 1e-6,
+    );
+}
+
+/// On AMX-INT8, rows normalized while packed equal rows normalized first, and the MLP (its
+/// layers one by one: a row's scale needs the whole row) equals the steps.
+#[test]
+#[cfg_attr(
+    not(cpu_amx),
+    ignore = "no AMX on this CPU (or IMGVEC_SIMD set when the tests were built)"
+)]
+fn int8_on_amx_normed_rows_and_mlp_equal_the_steps_one_by_one() {
+    check_normed_and_mlp(
+        Kind::Int8Amx,
+        &[(5, 64, 128), (40, 96, 256), (257, 64, 64)],
+        73,
     );
 }

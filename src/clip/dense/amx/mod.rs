@@ -35,8 +35,9 @@ mod tile;
 use super::pack::Line;
 use super::tiles::Out;
 use pack::split_row;
-pub(super) use pack::{pack_rows, rows_lines, AmxWeight};
-use tile::{k16x32, k16x32_bf16, k32x32, k32x32_bf16, release, Config};
+use pack::Kind;
+pub(super) use pack::{pack_rows, rows_lines, AmxWeight, Kind as AmxKind};
+use tile::{k16x32_of, k32x32, k32x32_bf16, k32x32_int8, release, Config};
 
 /// k per tile (16 rows of pairs).
 const KT: usize = 32;
@@ -98,6 +99,12 @@ fn supported() -> bool {
     false
 }
 
+/// Whether `--precision int8` runs on the tiles: AMX is [`enabled`] and the CPU has AMX-INT8.
+pub fn int8_enabled() -> bool {
+    // Leaf 7 exists on every CPU with AVX-512 (enabled checks that first).
+    enabled() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+}
+
 /// A row block's finished accumulators (`rows` rows from row `rb`, the task's column pairs
 /// `pairs`; tiles as [`matmul`] lays them out, row groups `gs` floats apart) row by row: `bias`,
 /// residual, epilogue, then into y (each row's columns one contiguous run: y's rows 4–16 KiB
@@ -113,13 +120,18 @@ fn supported() -> bool {
 unsafe fn finish_rows(
     out: &Out,
     bias: &[f32],
-    (n, split): (usize, bool),
+    (n, kind): (usize, Kind),
+    scales: Option<(&[f32], &[f32])>,
     acc: *const f32,
     gs: usize,
     rb: usize,
     rows: usize,
     pairs: std::ops::Range<usize>,
 ) {
+    debug_assert!(
+        kind != Kind::Int8 || out.packed.is_none(),
+        "int8 rows need whole rows"
+    );
     let (col0, width) = (pairs.start * 32, pairs.len() * 32);
     let mut buf = [0f32; MAX_PAIRS * 32];
     for r in 0..rows {
@@ -131,9 +143,19 @@ unsafe fn finish_rows(
                 unsafe { acc.add((r / 16) * gs + q * 512 + (r % 16) * 16) },
                 col0 + q * 32,
             );
-            // SAFETY: that row of the pair's two tiles (the second 256 floats on): 16 floats each,
-            // finished (the contract).
+            // SAFETY: that row of the pair's two tiles (the second 256 floats on): 16 floats each
+            // (int8: i32 sums, scaled here by the row's and the columns' scales), finished (the
+            // contract).
             let mut v = unsafe { [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(256))] };
+            if let Some((rows_s, cols_s)) = scales {
+                let sx = _mm512_set1_ps(rows_s[row]);
+                for (h, v) in v.iter_mut().enumerate() {
+                    let sums = _mm512_cvtepi32_ps(_mm512_castps_si512(*v));
+                    // SAFETY: col + 16h + 16 ≤ n = cols_s.len() (the contract).
+                    let sw = unsafe { _mm512_loadu_ps(cols_s.as_ptr().add(col + 16 * h)) };
+                    *v = _mm512_mul_ps(sums, _mm512_mul_ps(sx, sw));
+                }
+            }
             for (h, v) in v.iter_mut().enumerate() {
                 // SAFETY: col + 16h + 16 ≤ pairs.end · 32 ≤ n ≤ bias.len() (the contract).
                 *v = _mm512_add_ps(*v, unsafe {
@@ -164,7 +186,7 @@ unsafe fn finish_rows(
                 )
             },
             Some(p) => {
-                let per = pack::terms(split);
+                let (split, per) = (kind == Kind::Split, kind.terms());
                 let mut no_lo = [0u16; KT];
                 for (q, v) in done.chunks_exact(32).enumerate() {
                     let kt = pairs.start + q;
@@ -201,8 +223,14 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
     let pairs = w.n / 32;
     let threads = rayon::current_num_threads().max(1);
     let per_task = pairs.div_ceil(2 * threads).clamp(1, MAX_PAIRS);
-    let kts = w.k.div_ceil(KT);
-    let per = pack::terms(w.split);
+    let kts = w.k.div_ceil(w.kind.k_tile());
+    let per = w.kind.terms();
+    // int8 rows: their scales after the tiles.
+    let row_scales = (w.kind == Kind::Int8).then(|| {
+        let tiles = m.div_ceil(16) * kts * TILE_LINES;
+        &super::pack::lines_as_floats(&a[tiles..])[..m]
+    });
+    let scales = row_scales.map(|r| (r, &w.scale[..]));
     let group = kts * per * TILE_LINES;
     let a_tile = |g: usize, kt: usize| a[g * group + kt * per * TILE_LINES..].as_ptr().cast::<u8>();
     // A task's accumulators: row group by row group (of a row block), each its column tiles.
@@ -248,17 +276,21 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                             // first k block stored them.
                             unsafe {
                                 let (a0, c) = (a_tile(g0 + g, kt0), c.cast());
-                                match (g + 1 < whole, w.split) {
-                                    (true, true) => {
-                                        let a1 = a_tile(g0 + g + 1, kt0);
-                                        k32x32(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                if g + 1 < whole {
+                                    let a1 = a_tile(g0 + g + 1, kt0);
+                                    match w.kind {
+                                        Kind::Split => {
+                                            k32x32(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                        }
+                                        Kind::Bf16 => {
+                                            k32x32_bf16(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                        }
+                                        Kind::Int8 => {
+                                            k32x32_int8(a0, a1, w0, w1, steps, c, gs * 4, !first)
+                                        }
                                     }
-                                    (true, false) => {
-                                        let a1 = a_tile(g0 + g + 1, kt0);
-                                        k32x32_bf16(a0, a1, w0, w1, steps, c, gs * 4, !first)
-                                    }
-                                    (false, true) => k16x32(a0, w0, w1, steps, c, !first),
-                                    (false, false) => k16x32_bf16(a0, w0, w1, steps, c, !first),
+                                } else {
+                                    k16x32_of(w.kind, a0, w0, w1, steps, c, !first)
                                 }
                             }
                         }
@@ -282,11 +314,7 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                         unsafe {
                             let (a, w0, w1) =
                                 (a_tile(g0 + whole, kt0), w.tile(j, kt0), w.tile(j + 1, kt0));
-                            if w.split {
-                                k16x32(a, w0, w1, steps, c.cast(), !first)
-                            } else {
-                                k16x32_bf16(a, w0, w1, steps, c.cast(), !first)
-                            }
+                            k16x32_of(w.kind, a, w0, w1, steps, c.cast(), !first)
                         };
                     }
                     // SAFETY: AMX is enabled (the contract); 16 rows.
@@ -296,7 +324,19 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                 // was stored by the k blocks above; `cols` lies within 0..n / 32 and is at most
                 // per_task ≤ MAX_PAIRS long; `out` and `bias` as the contract says; AMX enabled
                 // implies AVX-512F and BW (`enabled`).
-                unsafe { finish_rows(out, bias, (w.n, w.split), accp, gs, rb, rows, cols.clone()) };
+                unsafe {
+                    finish_rows(
+                        out,
+                        bias,
+                        (w.n, w.kind),
+                        scales,
+                        accp,
+                        gs,
+                        rb,
+                        rows,
+                        cols.clone(),
+                    )
+                };
             }
             // SAFETY: AMX is enabled (the contract); the accumulators are all stored.
             unsafe { release() };

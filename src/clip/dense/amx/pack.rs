@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::super::pack::{HostNorm, Line};
-use super::{enabled, KT, TILE_LINES};
+use super::{enabled, int8_enabled, KT, TILE_LINES};
 
 fn tiles_as_u16_mut(v: &mut [Line]) -> &mut [u16] {
     // SAFETY: a Line is 64 bytes with no padding, any bit pattern is a valid u16.
@@ -18,29 +18,60 @@ fn tiles_as_u16_mut(v: &mut [Line]) -> &mut [u16] {
 pub(in crate::clip::dense) struct AmxWeight {
     pub(super) n: usize,
     pub(super) k: usize,
-    /// Each value as `hi + lo` (f32 to ~2⁻¹⁷, three products) or rounded to one bf16 (one).
-    pub(in crate::clip::dense) split: bool,
+    /// What a tile holds, and so which product runs.
+    pub(in crate::clip::dense) kind: Kind,
     data: Vec<Line>,
+    /// int8: each output column's scale `sw` (n of them).
+    pub(super) scale: Vec<f32>,
 }
 
-/// Tiles a k tile takes: hi and lo, or hi alone.
-pub(super) fn terms(split: bool) -> usize {
-    if split {
-        2
-    } else {
-        1
+/// What the tiles of a product hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::clip::dense) enum Kind {
+    /// Each f32 as `hi + lo`, two bf16 tiles a k tile (f32 to ~2⁻¹⁷; three `tdpbf16ps`).
+    Split,
+    /// Each value rounded to one bf16 (`--precision bf16`; one `tdpbf16ps`).
+    Bf16,
+    /// Signed bytes, weights per column and rows per row scaled as `int8.rs` does (`--precision
+    /// int8`; one `tdpbssd`, exact i32 sums over all of k).
+    Int8,
+}
+
+impl Kind {
+    /// Tiles a k tile takes: hi and lo, or one.
+    pub(super) fn terms(self) -> usize {
+        if self == Kind::Split {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// k values a tile row holds: 32 bf16 pairs' worth, or 64 bytes.
+    pub(super) fn k_tile(self) -> usize {
+        if self == Kind::Int8 {
+            64
+        } else {
+            KT
+        }
+    }
+
+    fn split(self) -> bool {
+        self == Kind::Split
     }
 }
 
 impl AmxWeight {
     /// `None` unless AMX is [`enabled`] and `n` is a multiple of 32 (the products are 32 columns
-    /// wide). `w` holds n rows of k floats; `split`: as `hi + lo` (f32), else rounded to bf16.
-    pub(in crate::clip::dense) fn pack(w: &[f32], n: usize, k: usize, split: bool) -> Option<Self> {
-        if !enabled() || n == 0 || !n.is_multiple_of(32) {
+    /// wide). `w` holds n rows of k floats; `kind`: split (`hi + lo`, f32) or rounded to bf16
+    /// (int8: [`Self::pack_int8`]).
+    pub(in crate::clip::dense) fn pack(w: &[f32], n: usize, k: usize, kind: Kind) -> Option<Self> {
+        if !enabled() || n == 0 || !n.is_multiple_of(32) || kind == Kind::Int8 {
             return None;
         }
         assert_eq!(w.len(), n * k, "amx: weight size");
-        let (kts, per) = (k.div_ceil(KT), terms(split));
+        let split = kind.split();
+        let (kts, per) = (k.div_ceil(KT), kind.terms());
         let mut data = vec![Line([0.0; 16]); n / 16 * kts * per * TILE_LINES];
         tiles_as_u16_mut(&mut data)
             .par_chunks_mut(kts * per * 512)
@@ -64,41 +95,119 @@ impl AmxWeight {
                     }
                 }
             });
-        Some(Self { n, k, split, data })
+        Some(Self {
+            n,
+            k,
+            kind,
+            data,
+            scale: Vec::new(),
+        })
+    }
+
+    /// As [`Self::pack`] in signed bytes (`Kind::Int8`), where AMX-INT8 is [`int8_enabled`]: each
+    /// weight row (output column) quantized as `int8.rs` does (`q = round(w / sw)`, `sw = max |w| /
+    /// 127`), a tile row holding four consecutive k's of each of 16 columns.
+    pub(in crate::clip::dense) fn pack_int8(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !int8_enabled() || n == 0 || !n.is_multiple_of(32) {
+            return None;
+        }
+        assert_eq!(w.len(), n * k, "amx: weight size");
+        let (words, scale) = super::super::int8::quantize_rows(w, n, k);
+        let (kq, kts) = (k.div_ceil(4), k.div_ceil(64));
+        let mut data = vec![Line([0.0; 16]); n / 16 * kts * TILE_LINES];
+        data.par_chunks_mut(kts * TILE_LINES)
+            .enumerate()
+            .for_each(|(j, group)| {
+                // Tile row p of k tile kt: quad kt·16 + p of columns j·16..j·16 + 16.
+                for (line, dst) in group.iter_mut().enumerate() {
+                    let (kt, p) = (line / 16, line % 16);
+                    for (c, d) in dst.0.iter_mut().enumerate() {
+                        let quad = kt * 16 + p;
+                        if quad < kq {
+                            *d = words[(j * 16 + c) * kq + quad];
+                        }
+                    }
+                }
+            });
+        Some(Self {
+            n,
+            k,
+            kind: Kind::Int8,
+            data,
+            scale,
+        })
     }
 
     /// Tile (hi) of column group `j` (16 columns), k tile `kt`.
     pub(super) fn tile(&self, j: usize, kt: usize) -> *const u8 {
-        let kts = self.k.div_ceil(KT);
-        self.data[(j * kts + kt) * terms(self.split) * TILE_LINES..]
+        let kts = self.k.div_ceil(self.kind.k_tile());
+        self.data[(j * kts + kt) * self.kind.terms() * TILE_LINES..]
             .as_ptr()
             .cast()
     }
 }
 
-/// Lines (64 bytes) that `m` rows of `k` floats take in AMX tiles (`split`: hi and lo).
-pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, split: bool) -> usize {
-    m.div_ceil(16) * k.div_ceil(KT) * terms(split) * TILE_LINES
+/// Lines (64 bytes) that `m` rows of `k` floats take in AMX tiles of `kind` (int8: the rows'
+/// scales after the tiles).
+pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, kind: Kind) -> usize {
+    let tiles = m.div_ceil(16) * k.div_ceil(kind.k_tile()) * kind.terms() * TILE_LINES;
+    match kind {
+        Kind::Int8 => tiles + m.div_ceil(16),
+        _ => tiles,
+    }
 }
 
-/// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles, split (`hi + lo`) or
-/// rounded to bf16, replacing `out`'s contents (the rows past m in the last group zero).
+/// `m` rows of `k` floats (normalized by `norm` first if given) in signed-byte tiles, each row
+/// quantized with its own scale as `int8.rs` does, then the m scales (floats), replacing `out`'s
+/// contents.
+fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
+    let (kq, kts) = (k.div_ceil(4), k.div_ceil(64));
+    let (words, scales) = super::super::int8::quantize_rows_normed(x, m, k, norm);
+    let lines = rows_lines(m, k, Kind::Int8);
+    out.clear();
+    out.resize(lines, Line([0.0; 16]));
+    let tiles = m.div_ceil(16) * kts * TILE_LINES;
+    let (t, s) = out.split_at_mut(tiles);
+    t.par_chunks_mut(kts * TILE_LINES)
+        .enumerate()
+        .for_each(|(g, group)| {
+            // Tile kt's row r: row g·16 + r's quads kt·16..kt·16 + 16.
+            for (line, dst) in group.iter_mut().enumerate() {
+                let (kt, r) = (line / 16, line % 16);
+                let i = g * 16 + r;
+                if i < m {
+                    let from = (kt * 16).min(kq);
+                    let src = &words[i * kq + from..i * kq + (from + 16).min(kq)];
+                    dst.0[..src.len()].copy_from_slice(src);
+                }
+            }
+        });
+    super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales);
+}
+
+/// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles of `kind`: split
+/// (`hi + lo`), rounded to bf16, or quantized to bytes; replacing `out`'s contents (the rows past m
+/// in the last group zero).
 pub(in crate::clip::dense) fn pack_rows(
     x: &[f32],
     m: usize,
     k: usize,
     norm: Option<HostNorm<'_>>,
-    split: bool,
+    kind: Kind,
     out: &mut Vec<Line>,
 ) {
-    let lines = rows_lines(m, k, split);
+    if kind == Kind::Int8 {
+        return pack_rows_int8(x, m, k, norm, out);
+    }
+    let split = kind.split();
+    let lines = rows_lines(m, k, kind);
     // Every line is written below: no need to zero the old contents first.
     if out.len() < lines {
         out.resize(lines, Line([0.0; 16]));
     }
     out.truncate(lines);
     tiles_as_u16_mut(out)
-        .par_chunks_mut(k.div_ceil(KT) * terms(split) * 512)
+        .par_chunks_mut(k.div_ceil(KT) * kind.terms() * 512)
         .enumerate()
         .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, tiles)| {
             // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (checked in `enabled`).
@@ -134,7 +243,7 @@ fn pack_group(
             let chunk = row
                 .get(kt * KT..)
                 .map_or(&[][..], |c| &c[..KT.min(c.len())]);
-            let at = kt * terms(split) * 512 + r * KT;
+            let at = kt * if split { 2 } else { 1 } * 512 + r * KT;
             // SAFETY: tiles holds this group's k tiles (hi, lo; or hi) of 512 u16 each; no_lo 32.
             unsafe {
                 let lo = if split {

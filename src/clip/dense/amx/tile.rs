@@ -205,80 +205,146 @@ pub(super) unsafe fn k16x32(
     };
 }
 
-/// As [`k32x32`] with each operand one bf16 tile a k tile (`--precision bf16`): one product a
-/// pair of tiles, the next k tile 1 KiB on.
-///
-/// # Safety
-/// As [`k32x32`], with `a0`, `a1`, `w0`, `w1` valid for reads of `steps` k tiles 1 KiB apart.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(super) unsafe fn k32x32_bf16(
-    a0: *const u8,
-    a1: *const u8,
-    w0: *const u8,
-    w1: *const u8,
-    steps: usize,
-    c: *mut u8,
-    gs: usize,
-    load: bool,
-) {
-    // SAFETY: as in k32x32: the full configuration is loaded (the contract), so each
-    // TILELOADD/TILESTORED (stride 64) touches the 1 KiB from its address: C's four tiles, read
-    // only when `load`, and a0, a1, w0, w1 advanced 1 KiB a step for `steps` ≥ 1 steps, all
-    // inside what the contract makes valid; inout registers discarded; no stack.
-    unsafe {
-        asm!(
-            "test {load:e}, {load:e}",
-            "jz 2f",
-            "tileloadd tmm0, [{c0} + {s}*1]",
-            "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
-            "tileloadd tmm2, [{c1} + {s}*1]",
-            "tileloadd tmm3, [{c1} + {s}*1 + 1024]",
-            "jmp 3f",
-            "2:",
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "3:",
-            "tileloadd tmm4, [{a0} + {s}*1]",
-            "tileloadd tmm5, [{a1} + {s}*1]",
-            "tileloadd tmm6, [{w0} + {s}*1]",
-            "tileloadd tmm7, [{w1} + {s}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a0}, 1024",
-            "add {a1}, 1024",
-            "add {w0}, 1024",
-            "add {w1}, 1024",
-            "dec {steps}",
-            "jnz 3b",
-            "tilestored [{c0} + {s}*1], tmm0",
-            "tilestored [{c0} + {s}*1 + 1024], tmm1",
-            "tilestored [{c1} + {s}*1], tmm2",
-            "tilestored [{c1} + {s}*1 + 1024], tmm3",
-            load = in(reg) u32::from(load),
-            c0 = in(reg) c,
-            c1 = in(reg) c.add(gs),
-            a0 = inout(reg) a0 => _,
-            a1 = inout(reg) a1 => _,
-            w0 = inout(reg) w0 => _,
-            w1 = inout(reg) w1 => _,
-            steps = inout(reg) steps => _,
-            s = in(reg) 64usize,
-            options(nostack),
-        )
+/// The kernels of tiles holding one term a k tile (`--precision bf16`: `tdpbf16ps`; int8:
+/// `tdpbssd`, signed bytes into i32 sums): as [`k32x32`] and [`k16x32`], one product a pair of
+/// tiles, the next k tile 1 KiB on.
+macro_rules! one_term_kernels {
+    ($k32:ident, $k16:ident, $op:literal) => {
+        /// As [`k32x32`] with one tile a k tile, the product
+        #[doc = concat!("`", $op, "`.")]
+        ///
+        /// # Safety
+        /// As [`k32x32`], with `a0`, `a1`, `w0`, `w1` valid for reads of `steps` k tiles 1 KiB
+        /// apart.
+        #[allow(clippy::too_many_arguments)]
+        #[inline(always)]
+        pub(super) unsafe fn $k32(
+            a0: *const u8,
+            a1: *const u8,
+            w0: *const u8,
+            w1: *const u8,
+            steps: usize,
+            c: *mut u8,
+            gs: usize,
+            load: bool,
+        ) {
+            // SAFETY: as in k32x32: the full configuration is loaded (the contract), so each
+            // TILELOADD/TILESTORED (stride 64) touches the 1 KiB from its address: C's four tiles,
+            // read only when `load`, and a0, a1, w0, w1 advanced 1 KiB a step for `steps` ≥ 1
+            // steps, all inside what the contract makes valid; inout registers discarded; no
+            // stack.
+            unsafe {
+                asm!(
+                    "test {load:e}, {load:e}",
+                    "jz 2f",
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
+                    "tileloadd tmm2, [{c1} + {s}*1]",
+                    "tileloadd tmm3, [{c1} + {s}*1 + 1024]",
+                    "jmp 3f",
+                    "2:",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    "3:",
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tileloadd tmm6, [{w0} + {s}*1]",
+                    "tileloadd tmm7, [{w1} + {s}*1]",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    concat!($op, " tmm2, tmm5, tmm6"),
+                    concat!($op, " tmm3, tmm5, tmm7"),
+                    "add {a0}, 1024",
+                    "add {a1}, 1024",
+                    "add {w0}, 1024",
+                    "add {w1}, 1024",
+                    "dec {steps}",
+                    "jnz 3b",
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c0} + {s}*1 + 1024], tmm1",
+                    "tilestored [{c1} + {s}*1], tmm2",
+                    "tilestored [{c1} + {s}*1 + 1024], tmm3",
+                    load = in(reg) u32::from(load),
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(gs),
+                    a0 = inout(reg) a0 => _,
+                    a1 = inout(reg) a1 => _,
+                    w0 = inout(reg) w0 => _,
+                    w1 = inout(reg) w1 => _,
+                    steps = inout(reg) steps => _,
+                    s = in(reg) 64usize,
+                    options(nostack),
+                )
+            };
+        }
+
+        /// As [`k16x32`] with one tile a k tile, the product
+        #[doc = concat!("`", $op, "`.")]
+        ///
+        /// # Safety
+        /// As [`k16x32`], with `a`, `w0`, `w1` valid for reads of `steps` k tiles 1 KiB apart.
+        #[inline(always)]
+        pub(super) unsafe fn $k16(
+            a: *const u8,
+            w0: *const u8,
+            w1: *const u8,
+            steps: usize,
+            c: *mut u8,
+            load: bool,
+        ) {
+            // SAFETY: as in k16x32: a configuration is loaded (the contract), each
+            // TILELOADD/TILESTORED touches at most the 1 KiB from its address: C's two tiles, read
+            // only when `load`, and a, w0, w1 advanced 1 KiB a step for `steps` ≥ 1 steps; inout
+            // registers discarded; no stack.
+            unsafe {
+                asm!(
+                    "test {load:e}, {load:e}",
+                    "jz 2f",
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
+                    "jmp 3f",
+                    "2:",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "3:",
+                    "tileloadd tmm2, [{a} + {s}*1]",
+                    "tileloadd tmm4, [{w0} + {s}*1]",
+                    "tileloadd tmm5, [{w1} + {s}*1]",
+                    concat!($op, " tmm0, tmm2, tmm4"),
+                    concat!($op, " tmm1, tmm2, tmm5"),
+                    "add {a}, 1024",
+                    "add {w0}, 1024",
+                    "add {w1}, 1024",
+                    "dec {steps}",
+                    "jnz 3b",
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c0} + {s}*1 + 1024], tmm1",
+                    load = in(reg) u32::from(load),
+                    c0 = in(reg) c,
+                    a = inout(reg) a => _,
+                    w0 = inout(reg) w0 => _,
+                    w1 = inout(reg) w1 => _,
+                    steps = inout(reg) steps => _,
+                    s = in(reg) 64usize,
+                    options(nostack),
+                )
+            };
+        }
     };
 }
 
-/// As [`k16x32`] with one bf16 tile a k tile (`--precision bf16`).
+one_term_kernels!(k32x32_bf16, k16x32_bf16, "tdpbf16ps");
+one_term_kernels!(k32x32_int8, k16x32_int8, "tdpbssd");
+
+/// The one-row-group kernel for tiles of `kind`.
 ///
 /// # Safety
-/// As [`k16x32`], with `a`, `w0`, `w1` valid for reads of `steps` k tiles 1 KiB apart.
+/// As [`k16x32`] (split) or the one-term kernels say for `kind`'s tiles.
 #[inline(always)]
-pub(super) unsafe fn k16x32_bf16(
+pub(super) unsafe fn k16x32_of(
+    kind: super::Kind,
     a: *const u8,
     w0: *const u8,
     w1: *const u8,
@@ -286,40 +352,12 @@ pub(super) unsafe fn k16x32_bf16(
     c: *mut u8,
     load: bool,
 ) {
-    // SAFETY: as in k16x32: a configuration is loaded (the contract), each TILELOADD/TILESTORED
-    // touches at most the 1 KiB from its address: C's two tiles, read only when `load`, and a,
-    // w0, w1 advanced 1 KiB a step for `steps` ≥ 1 steps; inout registers discarded; no stack.
+    // SAFETY: the contract, passed on.
     unsafe {
-        asm!(
-            "test {load:e}, {load:e}",
-            "jz 2f",
-            "tileloadd tmm0, [{c0} + {s}*1]",
-            "tileloadd tmm1, [{c0} + {s}*1 + 1024]",
-            "jmp 3f",
-            "2:",
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "3:",
-            "tileloadd tmm2, [{a} + {s}*1]",
-            "tileloadd tmm4, [{w0} + {s}*1]",
-            "tileloadd tmm5, [{w1} + {s}*1]",
-            "tdpbf16ps tmm0, tmm2, tmm4",
-            "tdpbf16ps tmm1, tmm2, tmm5",
-            "add {a}, 1024",
-            "add {w0}, 1024",
-            "add {w1}, 1024",
-            "dec {steps}",
-            "jnz 3b",
-            "tilestored [{c0} + {s}*1], tmm0",
-            "tilestored [{c0} + {s}*1 + 1024], tmm1",
-            load = in(reg) u32::from(load),
-            c0 = in(reg) c,
-            a = inout(reg) a => _,
-            w0 = inout(reg) w0 => _,
-            w1 = inout(reg) w1 => _,
-            steps = inout(reg) steps => _,
-            s = in(reg) 64usize,
-            options(nostack),
-        )
-    };
+        match kind {
+            super::Kind::Split => k16x32(a, w0, w1, steps, c, load),
+            super::Kind::Bf16 => k16x32_bf16(a, w0, w1, steps, c, load),
+            super::Kind::Int8 => k16x32_int8(a, w0, w1, steps, c, load),
+        }
+    }
 }
