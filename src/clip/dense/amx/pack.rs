@@ -158,31 +158,49 @@ pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, kind: Kind) -> usiz
 }
 
 /// `m` rows of `k` floats (normalized by `norm` first if given) in signed-byte tiles, each row
-/// quantized with its own scale as `int8.rs` does, then the m scales (floats), replacing `out`'s
-/// contents.
+/// quantized with its own scale as `int8.rs` does (straight into its tile rows), then the m scales
+/// (floats), replacing `out`'s contents.
 fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
-    let (kq, kts) = (k.div_ceil(4), k.div_ceil(64));
-    let (words, scales) = super::super::int8::quantize_rows_normed(x, m, k, norm);
-    let lines = rows_lines(m, k, Kind::Int8);
-    out.clear();
-    out.resize(lines, Line([0.0; 16]));
+    use super::super::int8::{quantize_row, scale};
+    let kts = k.div_ceil(64);
     let tiles = m.div_ceil(16) * kts * TILE_LINES;
+    // Every tile line of the m rows is written below, and the scales; lines of rows past m (a
+    // last group's) must be zero.
+    out.resize(rows_lines(m, k, Kind::Int8), Line([0.0; 16]));
     let (t, s) = out.split_at_mut(tiles);
+    let mut scales = vec![0f32; m.div_ceil(16) * 16];
     t.par_chunks_mut(kts * TILE_LINES)
+        .zip(scales.par_chunks_mut(16))
         .enumerate()
-        .for_each(|(g, group)| {
-            // Tile kt's row r: row g·16 + r's quads kt·16..kt·16 + 16.
-            for (line, dst) in group.iter_mut().enumerate() {
-                let (kt, r) = (line / 16, line % 16);
+        .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, (group, sc))| {
+            for (r, sc) in sc.iter_mut().enumerate() {
                 let i = g * 16 + r;
-                if i < m {
-                    let from = (kt * 16).min(kq);
-                    let src = &words[i * kq + from..i * kq + (from + 16).min(kq)];
-                    dst.0[..src.len()].copy_from_slice(src);
+                let row: &[f32] = match norm {
+                    _ if i >= m => {
+                        for kt in 0..kts {
+                            group[kt * 16 + r] = Line([0.0; 16]);
+                        }
+                        continue;
+                    }
+                    None => &x[i * k..][..k],
+                    Some(norm) => {
+                        let row = &x[i * k..][..k];
+                        buf.resize(k, 0.0);
+                        norm.apply(norm.stats(row), row, 0, buf);
+                        buf
+                    }
+                };
+                *sc = scale(row);
+                // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
+                for (kt, chunk) in row.chunks(64).enumerate() {
+                    let line = &mut group[kt * 16 + r].0;
+                    let words = chunk.len().div_ceil(4);
+                    line[words..].fill(0.0);
+                    quantize_row(chunk, *sc, &mut line[..words]);
                 }
             }
         });
-    super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales);
+    super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales[..m]);
 }
 
 /// `m` rows of `k` floats (normalized by `norm` first if given) in AMX tiles of `kind`: split
