@@ -24,6 +24,8 @@ use super::{LinearPrecision, Simd};
 /// Per-task buffers, reused across the heads a thread runs.
 #[derive(Default)]
 struct Scratch {
+    #[cfg(target_arch = "x86_64")]
+    amx: super::amx::attention::Scratch,
     /// In bf16: one operand as pairs before packing; one panel's probabilities as pairs.
     pairs: Vec<f32>,
     probs_pairs: Vec<f32>,
@@ -65,18 +67,44 @@ pub fn attention_from_qkv(
         heads,
         causal,
         queries: queries.map(<[usize]>::to_vec),
-        // Not where the layers run on AMX: there (Sapphire Rapids) `vdpbf16ps` has one port to
-        // the FMA's two, and bf16 attention measured 3.39 against f32's 2.54 ms a layer.
-        bf16: precision != LinearPrecision::F32
-            && super::bf16::available()
-            && !super::amx::enabled(),
+        // Where the layers run on AMX, on its tiles (Sapphire Rapids: `vdpbf16ps` has one port
+        // to the FMA's two, and bf16 attention on it measured 3.39 against f32's 2.54 ms a layer).
+        mode: match precision {
+            LinearPrecision::F32 => Mode::F32,
+            _ if super::amx::enabled() => match qkv.dims3()?.2 / 3 / heads {
+                hd if amx_fits(hd) => Mode::Amx,
+                _ => Mode::F32,
+            },
+            _ if super::bf16::available() => Mode::Bf16,
+            _ => Mode::F32,
+        },
     })?))
+}
+
+/// The arithmetic of attention's two products.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    F32,
+    /// bf16 on the microkernel tiles (`vdpbf16ps`).
+    Bf16,
+    /// bf16 on AMX's tiles (`amx/attention.rs`).
+    Amx,
+}
+
+/// Whether AMX's attention takes heads of `hd` dims.
+#[cfg(target_arch = "x86_64")]
+fn amx_fits(hd: usize) -> bool {
+    super::amx::attention::fits(hd)
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn amx_fits(_hd: usize) -> bool {
+    false
 }
 
 struct FromQkv {
     simd: Simd,
-    /// Both products in bf16 ([`Job::bf16`]).
-    bf16: bool,
+    /// The products' arithmetic ([`Job::mode`]).
+    mode: Mode,
     heads: usize,
     causal: bool,
     queries: Option<Vec<usize>>,
@@ -92,7 +120,7 @@ impl CustomOp1 for FromQkv {
         let (batch, n, d3) = l.shape().dims3()?;
         let (d, queries) = (d3 / 3, self.queries.as_deref());
         let out = attention(
-            (self.simd, self.bf16),
+            (self.simd, self.mode),
             qkv,
             batch,
             n,
@@ -117,7 +145,7 @@ impl CustomOp1 for FromQkv {
 /// exist for more than one panel (n × NR floats, in L1), and are neither packed nor transposed.
 #[allow(clippy::too_many_arguments)]
 fn attention(
-    (simd, bf16): (Simd, bool),
+    (simd, mode): (Simd, Mode),
     qkv: &[f32],
     batch: usize,
     n: usize,
@@ -135,7 +163,7 @@ fn attention(
     let mut out: Vec<f32> = Vec::with_capacity(out_rows * d);
     let job = Job {
         simd,
-        bf16,
+        mode,
         qkv,
         n,
         d,
@@ -158,10 +186,11 @@ fn attention(
 /// One [`attention`] call's inputs, shared by its tasks.
 struct Job<'a> {
     simd: Simd,
-    /// Keys, queries, probabilities and values rounded to bf16 as they are packed, the products'
-    /// sums in f32 (`vdpbf16ps`, the bf16 layers' tiles: `bf16.rs`); the softmax in f32. Under
-    /// `--precision bf16` and `int8`, where the CPU has AVX512_BF16.
-    bf16: bool,
+    /// In bf16 (`Mode::Bf16`, `Mode::Amx`): keys, queries, probabilities and values rounded to
+    /// bf16 as they are packed, the products' sums in f32 (`vdpbf16ps` on the bf16 layers' tiles,
+    /// `bf16.rs`; or AMX's `tdpbf16ps`); the softmax in f32. Under `--precision bf16` and `int8`,
+    /// where the CPU has AVX512_BF16 (or AMX).
+    mode: Mode,
     qkv: &'a [f32],
     /// Tokens per image, model width, head width.
     n: usize,
@@ -177,6 +206,10 @@ impl Job<'_> {
     /// One image's head: packs its keys, queries and values from `qkv`, then runs its panels of
     /// queries into that head's columns of `out`.
     fn head(&self, s: &mut Scratch, image: usize, head: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self.mode == Mode::Amx {
+            return self.head_amx(&mut s.amx, image, head);
+        }
         let (simd, n, d, hd) = (self.simd, self.n, self.d, self.hd);
         let d3 = 3 * d;
         let (mr, nr) = simd.tile();
@@ -187,7 +220,7 @@ impl Job<'_> {
             &rows[2 * d + head * hd..],
         );
         // Depth of the scores' product (head dims) and of the context's (keys), in slots.
-        let (elems, kq, kv) = if self.bf16 {
+        let (elems, kq, kv) = if self.mode == Mode::Bf16 {
             self.pack_bf16(s, (q, k, v), mr);
             (Elems::Bf16, hd.div_ceil(2), n.div_ceil(2))
         } else {
@@ -240,7 +273,7 @@ impl Job<'_> {
                 None => (0, nr.min(n - j * nr), image * n + j * nr),
                 Some(q) => (q[image] % nr, 1, image),
             };
-            let p = if self.bf16 {
+            let p = if self.mode == Mode::Bf16 {
                 // Keys 2i and 2i + 1 of each query side by side: rows of pairs, NR words each.
                 s.probs_pairs.resize(kv * nr, 0.0);
                 for (i, dst) in s.probs_pairs.chunks_exact_mut(nr).enumerate() {
@@ -263,6 +296,49 @@ impl Job<'_> {
             unsafe {
                 let ctx = Out::rows(self.out.get().add(row * d + head * hd), d);
                 values.block(p, &ctx, 0..hd.div_ceil(nr));
+            }
+        }
+    }
+
+    /// [`Self::head`] on AMX's tiles (`amx/attention.rs`): the same panels of 32 queries, mask
+    /// and softmax.
+    #[cfg(target_arch = "x86_64")]
+    fn head_amx(&self, s: &mut super::amx::attention::Scratch, image: usize, head: usize) {
+        use super::amx::attention::{Head, PANEL};
+        let (n, d, hd) = (self.n, self.d, self.hd);
+        let d3 = 3 * d;
+        let rows = &self.qkv[image * n * d3..(image + 1) * n * d3];
+        let h = Head {
+            q: &rows[head * hd..],
+            k: &rows[d + head * hd..],
+            v: &rows[2 * d + head * hd..],
+            n,
+            hd,
+            d3,
+        };
+        s.pack(h);
+        let panels = match self.queries {
+            None => 0..n.div_ceil(PANEL),
+            Some(q) => q[image] / PANEL..q[image] / PANEL + 1,
+        };
+        for j in panels {
+            // SAFETY: this head was packed just above; j < ⌈n / 32⌉; AMX is enabled (Mode::Amx
+            // is chosen only then).
+            unsafe { s.scores(h, j) };
+            let probs = &mut s.probs[..n * PANEL];
+            if self.causal {
+                mask_causal(probs, PANEL, j);
+            }
+            crate::clip::kernels::softmax_columns(probs, PANEL);
+            let (first, count, row) = match self.queries {
+                None => (0, PANEL.min(n - j * PANEL), image * n + j * PANEL),
+                Some(q) => (q[image] % PANEL, 1, image),
+            };
+            // SAFETY: as in `head`: row `row`, this head's hd columns, `count` rows d apart, are
+            // this task's alone; first + count ≤ 32.
+            unsafe {
+                let ctx = self.out.get().add(row * d + head * hd);
+                s.context(h, (first, count), ctx, d);
             }
         }
     }
@@ -329,12 +405,12 @@ mod tests {
                 let d = heads * hd;
                 let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &dev)?;
                 let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
-                let got = attention((simd, false), &floats, batch, n, d, heads, causal, None);
+                let got = attention((simd, Mode::F32), &floats, batch, n, d, heads, causal, None);
                 // One query per sequence (the first, the last, one inside a later panel): the
                 // same numbers as those rows of the whole result, to the bit.
                 let picks: Vec<usize> = (0..batch).map(|i| [0, n - 1, n / 2][i % 3]).collect();
                 let one = attention(
-                    (simd, false),
+                    (simd, Mode::F32),
                     &floats,
                     batch,
                     n,
@@ -405,10 +481,19 @@ mod tests {
             let d = heads * hd;
             let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &Device::Cpu)?;
             let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
-            let got = attention((simd, true), &floats, batch, n, d, heads, causal, None);
+            let got = attention(
+                (simd, Mode::Bf16),
+                &floats,
+                batch,
+                n,
+                d,
+                heads,
+                causal,
+                None,
+            );
             let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
             let one = attention(
-                (simd, true),
+                (simd, Mode::Bf16),
                 &floats,
                 batch,
                 n,
@@ -485,6 +570,81 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// On AMX's tiles: the same arithmetic as the bf16 microkernel path (operands rounded alike, f32
+    /// sums) in another order of adds: the scores within a few f32 roundings, so a probability's
+    /// bf16 rounding now and then falls the other way (2^-8 of it: 2e-4 on one output seen, the
+    /// mean difference ~1e-7; a misplaced operand would put the mean near 0.1). One query alone
+    /// equals its row of the whole, to the bit. Image and text shapes, an odd token count, a head
+    /// of 32 dims.
+    #[test]
+    #[cfg_attr(
+        not(cpu_amx),
+        ignore = "no AMX on this CPU (or IMGVEC_SIMD set when the tests were built)"
+    )]
+    fn amx_matches_the_bf16_path() -> Result<()> {
+        assert!(
+            super::super::amx::enabled(),
+            "build.rs found AMX, imgvec does not use it"
+        );
+        let simd = Simd::Avx512;
+        let mut worst = 0f32;
+        for &(batch, n, heads, hd, causal) in &[
+            (2, 257, 2, 64, false),
+            (2, 77, 2, 64, true),
+            (1, 40, 3, 32, true),
+            (1, 5, 1, 64, false),
+        ] {
+            let d = heads * hd;
+            let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &Device::Cpu)?;
+            let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
+            let got = attention((simd, Mode::Amx), &floats, batch, n, d, heads, causal, None);
+            let want = attention(
+                (simd, Mode::Bf16),
+                &floats,
+                batch,
+                n,
+                d,
+                heads,
+                causal,
+                None,
+            );
+            let mut total = 0f64;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                worst = worst.max((g - w).abs());
+                total += f64::from((g - w).abs());
+                assert!(
+                    (g - w).abs() <= 4e-3 * (1.0 + w.abs()),
+                    "n={n} heads={heads} hd={hd} causal={causal}: [{i}] = {g}, want {w}"
+                );
+            }
+            let mean = total / got.len() as f64;
+            assert!(
+                mean <= 1e-6,
+                "n={n} heads={heads} hd={hd} causal={causal}: mean {mean}"
+            );
+            let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
+            let one = attention(
+                (simd, Mode::Amx),
+                &floats,
+                batch,
+                n,
+                d,
+                heads,
+                causal,
+                Some(&picks),
+            );
+            for (i, &t) in picks.iter().enumerate() {
+                assert_eq!(
+                    &one[i * d..][..d],
+                    &got[(i * n + t) * d..][..d],
+                    "query {t}"
+                );
+            }
+        }
+        eprintln!("AMX attention: largest difference from the bf16 path {worst:e}");
         Ok(())
     }
 }

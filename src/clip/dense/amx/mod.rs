@@ -29,6 +29,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+pub(super) mod attention;
 mod pack;
 mod tile;
 
