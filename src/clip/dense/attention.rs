@@ -481,34 +481,7 @@ mod tests {
             let d = heads * hd;
             let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &Device::Cpu)?;
             let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
-            let got = attention(
-                (simd, Mode::Bf16),
-                &floats,
-                batch,
-                n,
-                d,
-                heads,
-                causal,
-                None,
-            );
-            let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
-            let one = attention(
-                (simd, Mode::Bf16),
-                &floats,
-                batch,
-                n,
-                d,
-                heads,
-                causal,
-                Some(&picks),
-            );
-            for (i, &t) in picks.iter().enumerate() {
-                assert_eq!(
-                    &one[i * d..][..d],
-                    &got[(i * n + t) * d..][..d],
-                    "query {t}"
-                );
-            }
+            let got = whole_and_one((simd, Mode::Bf16), &floats, (batch, n, heads, causal));
             for image in 0..batch {
                 for head in 0..heads {
                     let part = |which: usize| -> Vec<f32> {
@@ -600,7 +573,7 @@ mod tests {
             let d = heads * hd;
             let qkv = Tensor::randn(0f32, 1., (batch, n, 3 * d), &Device::Cpu)?;
             let floats = qkv.flatten_all()?.to_vec1::<f32>()?;
-            let got = attention((simd, Mode::Amx), &floats, batch, n, d, heads, causal, None);
+            let got = whole_and_one((simd, Mode::Amx), &floats, (batch, n, heads, causal));
             let want = attention(
                 (simd, Mode::Bf16),
                 &floats,
@@ -625,26 +598,29 @@ mod tests {
                 mean <= 1e-6,
                 "n={n} heads={heads} hd={hd} causal={causal}: mean {mean}"
             );
-            let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
-            let one = attention(
-                (simd, Mode::Amx),
-                &floats,
-                batch,
-                n,
-                d,
-                heads,
-                causal,
-                Some(&picks),
-            );
-            for (i, &t) in picks.iter().enumerate() {
-                assert_eq!(
-                    &one[i * d..][..d],
-                    &got[(i * n + t) * d..][..d],
-                    "query {t}"
-                );
-            }
         }
         eprintln!("AMX attention: largest difference from the bf16 path {worst:e}");
         Ok(())
+    }
+
+    /// The whole attention in `mode`, checked against one query per image (the last, the middle)
+    /// computed alone: the same numbers, to the bit.
+    fn whole_and_one(
+        mode: (Simd, Mode),
+        floats: &[f32],
+        (batch, n, heads, causal): (usize, usize, usize, bool),
+    ) -> Vec<f32> {
+        let d = floats.len() / (batch * n * 3);
+        let got = attention(mode, floats, batch, n, d, heads, causal, None);
+        let picks: Vec<usize> = (0..batch).map(|i| [n - 1, n / 2][i % 2]).collect();
+        let one = attention(mode, floats, batch, n, d, heads, causal, Some(&picks));
+        for (i, &t) in picks.iter().enumerate() {
+            assert_eq!(
+                &one[i * d..][..d],
+                &got[(i * n + t) * d..][..d],
+                "{mode:?}: query {t}"
+            );
+        }
+        got
     }
 }

@@ -18,8 +18,8 @@
 //! nearest even (as Intel's pseudo-code for `vdpbf16ps` says, and as Zen 4 was measured to do);
 //! inputs and outputs below f32's normal range are flushed to zero by the hardware (CLIP's
 //! activations and weights are nowhere near). Attention's two products run in the same arithmetic
-//! under `--precision bf16` and `int8` (`attention.rs`). Not for: AMX-BF16 (its tiles would serve this
-//! layout's arithmetic too; not written: no machine here has AMX), or int8.
+//! under `--precision bf16` and `int8` (`attention.rs`). Not for: CPUs with AMX, where `--precision bf16`
+//! runs on the tiles (`amx/`, one `tdpbf16ps` product), or int8.
 
 use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
 use super::{HostNorm, Simd};

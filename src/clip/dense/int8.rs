@@ -27,7 +27,8 @@
 //! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0); at the end
 //! of each k block `out = base + (Σ q_x · q_w as f32) · (sx · sw)`, `base` the bias plus the
 //! residual for the first block, the output so far for later ones. Measured on random-weight
-//! ViT-L/14 (seed 7): cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: AMX-INT8.
+//! ViT-L/14 (seed 7): cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: CPUs with
+//! AMX-INT8, where the layers run on its tiles (`amx/`: `tdpbssd`, exact sums over all of k).
 
 use super::pack::{convert_rows, pack_rows as pack_f32_rows, pack_weight_rows, Line};
 use super::tiles::k_block;

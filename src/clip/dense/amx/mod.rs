@@ -1,6 +1,6 @@
 //! The linear layers on Intel's AMX tile unit (Sapphire Rapids and later Xeons), where the CPU has
 //! it: in the model about 2.7 times the f32 AVX-512 kernels' speed (~430 against ~160 GFLOP/s a
-//! core on a model-167 Xeon), with the f32 result to within f32's noise.
+//! core on a model-167 Xeon), with the f32 result to about 17 bits of each operand (below).
 //!
 //! AMX multiplies bfloat16 (8 significand bits) and accumulates in f32. Each f32 operand is split
 //! into two bf16, `x = hi + lo` (16 of f32's 24 significand bits, `lo` the rounded remainder), and
@@ -20,8 +20,11 @@
 //! re-loaded between k blocks; bias, residual and the epilogue added row by row once a row block is
 //! final (fc1's rows written straight as fc2's activation tiles). This file: whether AMX is there,
 //! the product (`matmul`) and its row-by-row finish; `pack` packs weights and activations into
-//! tiles, `tile` holds the tile configuration and the tile-product kernels. Not for: attention's per-head products (f32 on `tiles.rs`), outputs whose width is
-//! not a multiple of 32 (f32 panels).
+//! tiles, `tile` holds the tile configuration and the tile-product kernels. The same loop runs
+//! `--precision bf16` (one bf16 tile a k tile, one product) and `int8` (`tdpbssd` on signed-byte
+//! tiles, 64 k a tile row, exact i32 sums scaled once at the end); `attention` holds attention's
+//! per-head products in bf16 for those. Not for: attention in f32 (`tiles.rs`), outputs whose
+//! width is not a multiple of 32 (f32 panels).
 
 use std::arch::asm;
 use std::arch::x86_64::*;

@@ -175,21 +175,13 @@ fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out
         .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, (group, sc))| {
             for (r, sc) in sc.iter_mut().enumerate() {
                 let i = g * 16 + r;
-                let row: &[f32] = match norm {
-                    _ if i >= m => {
-                        for kt in 0..kts {
-                            group[kt * 16 + r] = Line([0.0; 16]);
-                        }
-                        continue;
+                if i >= m {
+                    for kt in 0..kts {
+                        group[kt * 16 + r] = Line([0.0; 16]);
                     }
-                    None => &x[i * k..][..k],
-                    Some(norm) => {
-                        let row = &x[i * k..][..k];
-                        buf.resize(k, 0.0);
-                        norm.apply(norm.stats(row), row, 0, buf);
-                        buf
-                    }
-                };
+                    continue;
+                }
+                let row = row_at(x, (i, k), norm, buf);
                 *sc = scale(row);
                 // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
                 for (kt, chunk) in row.chunks(64).enumerate() {
@@ -247,15 +239,10 @@ fn pack_group(
     let mut no_lo = [0u16; KT];
     for r in 0..16 {
         let i = g * 16 + r;
-        let row: &[f32] = match norm {
-            _ if i >= m => &[],
-            None => &x[i * k..][..k],
-            Some(norm) => {
-                let row = &x[i * k..][..k];
-                buf.resize(k, 0.0);
-                norm.apply(norm.stats(row), row, 0, buf);
-                buf
-            }
+        let row: &[f32] = if i < m {
+            row_at(x, (i, k), norm, buf)
+        } else {
+            &[]
         };
         for kt in 0..k.div_ceil(KT) {
             let chunk = row
@@ -271,6 +258,24 @@ fn pack_group(
                 };
                 split_row(chunk, tiles.as_mut_ptr().add(at), lo)
             };
+        }
+    }
+}
+
+/// Row i of `x` (rows of k), normalized by `norm` into `buf` if given.
+fn row_at<'a>(
+    x: &'a [f32],
+    (i, k): (usize, usize),
+    norm: Option<HostNorm<'_>>,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let row = &x[i * k..][..k];
+    match norm {
+        None => row,
+        Some(norm) => {
+            buf.resize(k, 0.0);
+            norm.apply(norm.stats(row), row, 0, buf);
+            buf
         }
     }
 }
