@@ -16,7 +16,8 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
-    /// The CPU's int8 linear layers (AVX-512 VNNI or AVX-VNNI); f32 elsewhere in the model.
+    /// The CPU's int8 linear layers (AMX-INT8, AVX-512 VNNI or AVX-VNNI), attention's products in
+    /// bf16 where the CPU has AVX512_BF16; f32 elsewhere in the model.
     Int8,
 }
 
@@ -47,7 +48,7 @@ impl Precision {
 /// GEMMs accumulate in f32), and candle's bf16 kernels need compute capability 8.0 (Ampere) while f16
 /// runs on every GPU candle supports. On the CPU: f32 (exact parity with transformers), or bf16 where
 /// the CPU has AVX512_BF16, or int8 where it has AVX-512 VNNI or AVX-VNNI — imgvec's own linear layers in that
-/// arithmetic, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`); f16, and bf16 or
+/// arithmetic (on AMX's tiles where the CPU has AMX), attention's products in bf16, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`); f16, and bf16 or
 /// int8 without the instruction, would run candle's slower kernels and are refused with the reason.
 pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision, String> {
     match asked {
