@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Peak memory of `imgvec serve` on a store (e.g. the 1M store `local_store_recall` keeps with
+# IMGVEC_BENCH_KEEP=1): 30 text searches, filtered ones (the first of each label timed by the
+# server: a large label builds its 4-bit codes then), a "more like this"; VmHWM from /proc after
+# each step.
+#
+#   bash benches/serve_rss.sh STORE_DIR MODEL_DIR [INDEX=bench] [LABELS="half tenth hundredth thousandth"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store="$1" model="$2" index="${3:-bench}" labels="${4:-half tenth hundredth thousandth}"
+port=18099
+cargo build --release --locked -q
+IMGVEC_STORE="$store" target/release/imgvec serve --index "$index" --model-dir "$model" \
+    --addr 127.0.0.1:$port -q >/dev/null 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do curl -s -o /dev/null "http://127.0.0.1:$port/api/info" && break; sleep 1; done
+peak() { echo "$1: $(grep -E 'VmHWM' /proc/$pid/status | xargs)"; }
+peak "started"
+q() { curl -s -X POST -H 'content-type: application/json' -d "$1" "http://127.0.0.1:$port/api/search"; }
+for i in $(seq 1 30); do q "{\"text\": \"a photo number $i of something\", \"k\": 10}" >/tmp/serve_rss.json; done
+peak "after 30 text searches"
+for l in $labels $labels; do
+    echo "label $l: took_ms $(q "{\"text\": \"a photo of $l\", \"k\": 10, \"label\": \"$l\"}" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin).get("took_ms"))')"
+done
+peak "after the filtered searches"
+id=$(python3 -c 'import json; print(json.load(open("/tmp/serve_rss.json"))["hits"][0]["id"])')
+curl -s -o /dev/null "http://127.0.0.1:$port/api/similar/$id"
+peak "after a more-like-this"
