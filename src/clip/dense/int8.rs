@@ -150,33 +150,26 @@ pub(super) fn pack_weight(
     out: &mut Vec<Line>,
 ) -> Weights {
     let kq = k.div_ceil(4);
-    let mut words = vec![0f32; n * kq];
-    let mut scales = vec![0f32; padded];
+    // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was 1.4 s of
+    // ViT-L/14's), then + 128 each: for q in −127..127 that is flipping the top bit (missing bytes
+    // 0 become 128, a zero too).
+    let (mut words, mut scales) = quantize_rows(w, n, k);
     words
-        .par_chunks_mut(kq)
-        .zip(w.par_chunks(k))
-        .zip(scales.par_iter_mut())
-        .for_each(|((dst, row), s)| {
-            *s = scale(row);
-            // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was
-            // 1.4 s of ViT-L/14's), then + 128 each: for q in −127..127 that is flipping the top
-            // bit (missing bytes 0 become 128, a zero too).
-            quantize_row(row, *s, dst);
-            for d in dst.iter_mut() {
-                *d = f32::from_bits(d.to_bits() ^ 0x8080_8080);
-            }
-        });
+        .par_iter_mut()
+        .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+    scales.resize(padded, 0.0);
     pack_weight_rows(simd, &words, n, kq, kq, out);
     Weights { scale: scales }
 }
 
 /// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed
-/// bytes, k = 4p first, missing bytes 0) and the n scales. AMX-INT8's weights (`amx/pack.rs`).
+/// bytes, k = 4p first, missing bytes 0) and the n scales. The weights, here and on AMX-INT8
+/// (`amx/pack.rs`).
 pub(super) fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
     quantize_rows_normed(w, n, k, None)
 }
 
-/// As [`quantize_rows`], each row normalized by `norm` first if given: AMX-INT8's rows.
+/// As [`quantize_rows`], each row normalized by `norm` first if given: the rows ([`pack_rows`]).
 pub(super) fn quantize_rows_normed(
     x: &[f32],
     m: usize,
@@ -221,11 +214,7 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let kq = k.div_ceil(4);
-    let (words, scales) = convert_rows(x, m, k, kq, norm, |row, dst| {
-        let s = scale(row);
-        quantize_row(row, s, dst);
-        s
-    });
+    let (words, scales) = quantize_rows_normed(x, m, k, norm);
     pack_f32_rows(simd, &words, m, kq, kq, simd.tile().0, None, true, out);
     let at = scales_at(simd, m, k);
     out.resize(rows_lines(simd, m, k), Line([0.0; 16]));

@@ -15,22 +15,35 @@
 use rayon::prelude::*;
 
 /// Documents scanned by one task of a parallel scan (a label smaller than this is one task).
-const TASK_ROWS: usize = 8_192;
+pub(super) const TASK_ROWS: usize = 8_192;
 
 /// The positions (in `codes`, one code of `query.len()` components after another) of the `count`
 /// codes nearest `query`, nearest first (ties by position). All positions if there are at most
 /// `count`.
 pub(super) fn nearest(query: &[i8], codes: &[i8], count: usize) -> Vec<usize> {
-    let dims = query.len().max(1);
-    let rows = codes.len() / dims;
-    let mut dist = vec![0i32; rows];
     let kernel = Kernel::get();
+    nearest_by(codes, query.len().max(1), count, |codes, out| {
+        kernel.distances(query, codes, out)
+    })
+}
+
+/// The positions of the `count` codes (of `size` elements each, one after another in `codes`)
+/// whose `distances` are smallest, smallest first (ties by position); the distances computed on
+/// every core, [`TASK_ROWS`] codes a task. The int8 scan's and the 4-bit scan's (`codes4`).
+pub(super) fn nearest_by<T: Sync>(
+    codes: &[T],
+    size: usize,
+    count: usize,
+    distances: impl Fn(&[T], &mut [i32]) + Sync,
+) -> Vec<usize> {
+    let rows = codes.len() / size;
+    let mut dist = vec![0i32; rows];
     if rows <= TASK_ROWS {
-        kernel.distances(query, codes, &mut dist);
+        distances(codes, &mut dist);
     } else {
         dist.par_chunks_mut(TASK_ROWS)
-            .zip(codes.par_chunks(TASK_ROWS * dims))
-            .for_each(|(out, codes)| kernel.distances(query, codes, out));
+            .zip(codes.par_chunks(TASK_ROWS * size))
+            .for_each(|(out, codes)| distances(codes, out));
     }
     let mut order: Vec<(i32, usize)> = dist.into_iter().zip(0..).collect();
     if order.len() > count && count > 0 {
@@ -43,16 +56,16 @@ pub(super) fn nearest(query: &[i8], codes: &[i8], count: usize) -> Vec<usize> {
     order.into_iter().map(|(_, at)| at).collect()
 }
 
-/// How the distances are computed on this CPU.
+/// How the distances are computed on this CPU (the 4-bit scan's too, `codes4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
+pub(super) enum Kernel {
     Avx512,
     Avx2,
     Portable,
 }
 
 impl Kernel {
-    fn get() -> Kernel {
+    pub(super) fn get() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]

@@ -20,12 +20,10 @@
 //!
 //! What it is not for: deciding which labels keep these codes (`labels`) or the int8 scan (`codes`).
 
-use rayon::prelude::*;
+use super::codes::Kernel;
 
 /// Components a block packs (into half as many bytes).
 const BLOCK: usize = 64;
-/// Documents scanned by one task of a parallel scan.
-const TASK_ROWS: usize = 8_192;
 /// What the query's int8 code is offset by, so that level `u` compares with `8u`.
 const OFFSET: i16 = 60;
 
@@ -58,67 +56,27 @@ fn prepared(query: &[i8]) -> Vec<i16> {
 /// `count` codes nearest the int8 code `query`, nearest first (ties by position).
 pub(super) fn nearest(query: &[i8], codes: &[u8], count: usize) -> Vec<usize> {
     let q = prepared(query);
-    let size = bytes_for(query.len()).max(1);
-    let rows = codes.len() / size;
-    let mut dist = vec![0i32; rows];
     let kernel = Kernel::get();
-    if rows <= TASK_ROWS {
-        kernel.distances(&q, codes, &mut dist);
-    } else {
-        dist.par_chunks_mut(TASK_ROWS)
-            .zip(codes.par_chunks(TASK_ROWS * size))
-            .for_each(|(out, codes)| kernel.distances(&q, codes, out));
-    }
-    let mut order: Vec<(i32, usize)> = dist.into_iter().zip(0..).collect();
-    if count == 0 {
-        order.clear();
-    } else if order.len() > count {
-        order.select_nth_unstable(count - 1);
-        order.truncate(count);
-    }
-    order.sort_unstable();
-    order.into_iter().map(|(_, at)| at).collect()
+    let size = bytes_for(query.len()).max(1);
+    super::codes::nearest_by(codes, size, count, |codes, out| {
+        distances(kernel, &q, codes, out)
+    })
 }
 
-/// How the distances are computed on this CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-impl Kernel {
-    fn get() -> Kernel {
-        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512bw") {
-                    return Kernel::Avx512;
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    return Kernel::Avx2;
-                }
-            }
-            Kernel::Portable
-        })
+/// The distance of each packed code of `codes` to the prepared query `q`, into `out`, by `kernel`.
+fn distances(kernel: Kernel, q: &[i16], codes: &[u8], out: &mut [i32]) {
+    if q.is_empty() {
+        return out.fill(0);
     }
-
-    /// The distance of each packed code of `codes` to the prepared query `q`, into `out`.
-    fn distances(self, q: &[i16], codes: &[u8], out: &mut [i32]) {
-        if q.is_empty() {
-            return out.fill(0);
-        }
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `get` chose this kernel only where the CPU has AVX-512BW (and so AVX-512F).
-            Kernel::Avx512 => unsafe { x86::distances_avx512(q, codes, out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `get` chose this kernel only where the CPU has AVX2.
-            Kernel::Avx2 => unsafe { x86::distances_avx2(q, codes, out) },
-            _ => distances_portable(q, codes, out),
-        }
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::get` chose this kernel only where the CPU has AVX-512BW (and so
+        // AVX-512F).
+        Kernel::Avx512 => unsafe { x86::distances_avx512(q, codes, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::get` chose this kernel only where the CPU has AVX2.
+        Kernel::Avx2 => unsafe { x86::distances_avx2(q, codes, out) },
+        _ => distances_portable(q, codes, out),
     }
 }
 
@@ -285,7 +243,7 @@ mod tests {
             }
             for k in kernels {
                 let mut got = vec![i32::MIN; 50];
-                k.distances(&q, &codes, &mut got);
+                distances(k, &q, &codes, &mut got);
                 assert_eq!(got, want, "{k:?}, {dims} dims");
             }
         }
@@ -304,7 +262,7 @@ mod tests {
         }
         for k in kernels {
             let mut got = vec![0i32; 3];
-            k.distances(&q, &codes, &mut got);
+            distances(k, &q, &codes, &mut got);
             assert_eq!(got, vec![768 * 187 * 187; 3], "{k:?}");
         }
     }
@@ -312,7 +270,7 @@ mod tests {
     #[test]
     fn nearest_is_the_count_closest_in_order_in_any_scan() {
         let dims = 40;
-        let rows = TASK_ROWS * 2 + 5;
+        let rows = super::super::codes::TASK_ROWS * 2 + 5;
         let query = codes_from(1, dims);
         let raw = codes_from(2, dims * rows);
         let codes = packed(&raw, dims);

@@ -41,7 +41,7 @@ use super::tiles::Out;
 use pack::split_row;
 use pack::Kind;
 pub(super) use pack::{pack_rows, rows_lines, AmxWeight, Kind as AmxKind};
-use tile::{k16x32_of, k32x32, k32x32_bf16, k32x32_int8, release, Config};
+use tile::{k16x32_of, k32x32_of, release, Config};
 
 /// k per tile (16 rows of pairs).
 const KT: usize = 32;
@@ -282,17 +282,7 @@ pub(super) unsafe fn matmul(w: &AmxWeight, bias: &[f32], a: &[Line], m: usize, o
                                 let (a0, c) = (a_tile(g0 + g, kt0), c.cast());
                                 if g + 1 < whole {
                                     let a1 = a_tile(g0 + g + 1, kt0);
-                                    match w.kind {
-                                        Kind::Split => {
-                                            k32x32(a0, a1, w0, w1, steps, c, gs * 4, !first)
-                                        }
-                                        Kind::Bf16 => {
-                                            k32x32_bf16(a0, a1, w0, w1, steps, c, gs * 4, !first)
-                                        }
-                                        Kind::Int8 => {
-                                            k32x32_int8(a0, a1, w0, w1, steps, c, gs * 4, !first)
-                                        }
-                                    }
+                                    k32x32_of(w.kind, (a0, a1), w0, w1, steps, c, gs * 4, !first)
                                 } else {
                                     k16x32_of(w.kind, a0, w0, w1, steps, c, !first)
                                 }

@@ -209,7 +209,6 @@ pub(in crate::clip::dense) fn pack_rows(
     if kind == Kind::Int8 {
         return pack_rows_int8(x, m, k, norm, out);
     }
-    let split = kind.split();
     let lines = rows_lines(m, k, kind);
     // Every line is written below: no need to zero the old contents first.
     if out.len() < lines {
@@ -221,7 +220,7 @@ pub(in crate::clip::dense) fn pack_rows(
         .enumerate()
         .for_each_init(Vec::new, |buf: &mut Vec<f32>, (g, tiles)| {
             // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (checked in `enabled`).
-            unsafe { pack_group(x, (m, k), norm, split, g, tiles, buf) }
+            unsafe { pack_group(x, (m, k), norm, kind, g, tiles, buf) }
         });
 }
 
@@ -231,7 +230,7 @@ fn pack_group(
     x: &[f32],
     (m, k): (usize, usize),
     norm: Option<HostNorm<'_>>,
-    split: bool,
+    kind: Kind,
     g: usize,
     tiles: &mut [u16],
     buf: &mut Vec<f32>,
@@ -248,10 +247,10 @@ fn pack_group(
             let chunk = row
                 .get(kt * KT..)
                 .map_or(&[][..], |c| &c[..KT.min(c.len())]);
-            let at = kt * if split { 2 } else { 1 } * 512 + r * KT;
+            let at = kt * kind.terms() * 512 + r * KT;
             // SAFETY: tiles holds this group's k tiles (hi, lo; or hi) of 512 u16 each; no_lo 32.
             unsafe {
-                let lo = if split {
+                let lo = if kind.split() {
                     tiles.as_mut_ptr().add(at + 512)
                 } else {
                     no_lo.as_mut_ptr()

@@ -338,6 +338,32 @@ macro_rules! one_term_kernels {
 one_term_kernels!(k32x32_bf16, k16x32_bf16, "tdpbf16ps");
 one_term_kernels!(k32x32_int8, k16x32_int8, "tdpbssd");
 
+/// The two-row-group kernel for tiles of `kind`.
+///
+/// # Safety
+/// As [`k32x32`] (split) or the one-term kernels say for `kind`'s tiles.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn k32x32_of(
+    kind: super::Kind,
+    (a0, a1): (*const u8, *const u8),
+    w0: *const u8,
+    w1: *const u8,
+    steps: usize,
+    c: *mut u8,
+    gs: usize,
+    load: bool,
+) {
+    // SAFETY: the contract, passed on.
+    unsafe {
+        match kind {
+            super::Kind::Split => k32x32(a0, a1, w0, w1, steps, c, gs, load),
+            super::Kind::Bf16 => k32x32_bf16(a0, a1, w0, w1, steps, c, gs, load),
+            super::Kind::Int8 => k32x32_int8(a0, a1, w0, w1, steps, c, gs, load),
+        }
+    }
+}
+
 /// The one-row-group kernel for tiles of `kind`.
 ///
 /// # Safety
