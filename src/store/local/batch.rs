@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::graph::reserve;
-use super::search::Search;
+use super::search::{with_tail, Search};
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 use crate::store::{Hit, KnnQuery, StoreError};
 
@@ -37,8 +37,15 @@ impl Shared {
                 }
             }
             match ann.as_ref() {
-                Some(graph) if ready && graph.index.size() > self.cfg.exact_scan_rows => {
-                    reserve(&graph.index, graph.index.capacity())?;
+                Some(graph) if ready && graph.rows() > self.cfg.exact_scan_rows => {
+                    if graph.tail.rows() > 0 {
+                        stats.tail_searches += queries.len() as u64;
+                    }
+                    if !graph.adding {
+                        // Room for as many searches at once as rayon has threads (a graph
+                        // being added to has it: `follow` made it).
+                        reserve(&graph.index, graph.index.capacity())?;
+                    }
                     let ef = queries
                         .iter()
                         .map(|q| candidates(q).max(self.cfg.min_ef_search))
@@ -65,7 +72,10 @@ impl Shared {
                             ef,
                         };
                         let hits = match (keys, q.label.as_deref()) {
-                            (Some(keys), _) => self.reranked(graph, &search, &keys)?,
+                            (Some(keys), _) => {
+                                let keys = with_tail(graph, &search, keys, None);
+                                self.reranked(graph, &search, &keys)?
+                            }
                             (None, Some(label)) => self.filtered_knn(graph, &search, label)?,
                             (None, None) => Vec::new(),
                         };

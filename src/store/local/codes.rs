@@ -36,6 +36,38 @@ pub(super) fn nearest_by<T: Sync>(
     count: usize,
     distances: impl Fn(&[T], &mut [i32]) + Sync,
 ) -> Vec<usize> {
+    let dist = all_distances(codes, size, distances);
+    smallest(dist.into_iter().zip(0..).collect(), count)
+}
+
+/// The positions of the `count` int8 codes nearest `query` among those `keep` accepts (by
+/// position), nearest first (ties by position): [`nearest`] with a mask, for codes kept side by
+/// side among which some are stale or of another label (the graph's tail, `tail`).
+pub(super) fn nearest_where(
+    query: &[i8],
+    codes: &[i8],
+    count: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let kernel = Kernel::get();
+    let dist = all_distances(codes, query.len().max(1), |codes, out| {
+        kernel.distances(query, codes, out)
+    });
+    let kept = dist
+        .into_iter()
+        .zip(0..)
+        .filter(|&(_, at)| keep(at))
+        .collect();
+    smallest(kept, count)
+}
+
+/// The distance of each code (of `size` elements each, one after another in `codes`), on every
+/// core, [`TASK_ROWS`] codes a task.
+fn all_distances<T: Sync>(
+    codes: &[T],
+    size: usize,
+    distances: impl Fn(&[T], &mut [i32]) + Sync,
+) -> Vec<i32> {
     let rows = codes.len() / size;
     let mut dist = vec![0i32; rows];
     if rows <= TASK_ROWS {
@@ -45,7 +77,11 @@ pub(super) fn nearest_by<T: Sync>(
             .zip(codes.par_chunks(TASK_ROWS * size))
             .for_each(|(out, codes)| distances(codes, out));
     }
-    let mut order: Vec<(i32, usize)> = dist.into_iter().zip(0..).collect();
+    dist
+}
+
+/// The positions of the `count` smallest `(distance, position)` pairs, smallest first.
+fn smallest(mut order: Vec<(i32, usize)>, count: usize) -> Vec<usize> {
     if order.len() > count && count > 0 {
         order.select_nth_unstable(count - 1);
         order.truncate(count);

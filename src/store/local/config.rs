@@ -84,6 +84,11 @@ pub struct LocalConfig {
     /// when a writer has saved a newer one, instead of adding every row itself (a reader that
     /// slept through a large `copy` or ingest).
     pub catch_up_rows: usize,
+    /// Rows written after the graph are moved into it by a thread of its own while searches scan
+    /// them beside the graph (true, the default). False leaves them to a search that finds at most
+    /// a few hundred, to `refresh` and to rebuilds: for tests and benchmarks that need to see the
+    /// tail as it is.
+    pub follow_in_background: bool,
 }
 
 impl LocalConfig {
@@ -104,6 +109,7 @@ impl LocalConfig {
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
             catch_up_rows: DEFAULT_CATCH_UP_ROWS,
+            follow_in_background: true,
         }
     }
 }

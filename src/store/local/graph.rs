@@ -10,7 +10,7 @@
 //! it is answered by rebuilding it.
 
 use std::path::Path;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -20,6 +20,7 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
+use super::tail::{Chunk, Tail};
 use super::LocalConfig;
 use super::{Shared, State};
 use crate::store::StoreError;
@@ -64,6 +65,9 @@ pub struct AnnStats {
     pub built_in_background: u64,
     /// Searches answered by an exact scan because the graph was being built.
     pub exact_while_building: u64,
+    /// Searches that scanned rows written after the graph's generation beside the graph (rows
+    /// its following thread had not moved in yet, `tail`).
+    pub tail_searches: u64,
     /// Times the cache file was written.
     pub saved: u64,
     /// Times writing it failed (searching goes on from memory; see
@@ -74,9 +78,17 @@ pub struct AnnStats {
 /// The in-memory HNSW graph of one index, with what filtering needs.
 pub(super) struct Ann {
     pub(super) index_id: i64,
-    pub(super) index: Index,
-    /// The index generation whose rows the graph holds.
+    /// Shared with the thread that adds the tail's rows while searches go on (`follow`).
+    pub(super) index: Arc<Index>,
+    /// The index generation whose rows the graph holds (see `tail` for what that means).
     pub(super) generation: i64,
+    /// The rows written after `generation`, not yet in the graph.
+    pub(super) tail: Tail,
+    /// A chunk of the tail is being added on another thread: nothing but searches may touch the
+    /// graph meanwhile (no removal, reserve or save).
+    pub(super) adding: bool,
+    /// The graph's size before that chunk (whose rows are counted in the tail until it is in).
+    size_before: usize,
     pub(super) labels: Labels,
     /// How vectors become the graph's int8 codes (queries too).
     pub(super) quant: Quantizer,
@@ -112,33 +124,123 @@ impl Ann {
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
     }
 
-    /// Adds (or replaces) each `(key, label, vector)` of `rows` (distinct keys), on every core.
-    fn put_all(&mut self, rows: Vec<(u64, String, Vec<f32>)>) -> Result<(), StoreError> {
-        let mut coded = Vec::with_capacity(rows.len());
-        for (key, label, vector) in rows {
+    /// A graph of `index` holding every row up to `generation`, with nothing after it yet.
+    pub(super) fn new(
+        index_id: i64,
+        index: Index,
+        generation: i64,
+        labels: Labels,
+        quant: Quantizer,
+        unsaved: u64,
+    ) -> Ann {
+        Ann {
+            index_id,
+            tail: Tail::new(index.dimensions(), generation),
+            index: Arc::new(index),
+            generation,
+            adding: false,
+            size_before: 0,
+            labels,
+            quant,
+            unsaved,
+        }
+    }
+
+    /// Every row: those in the graph and those in its tail.
+    pub(super) fn rows(&self) -> usize {
+        let held = if self.adding {
+            self.size_before
+        } else {
+            self.index.size()
+        };
+        held + self.tail.rows()
+    }
+
+    /// Marks the graph as being added to elsewhere (by `follow`, after [`Ann::prepare_chunk`])
+    /// or not any more.
+    pub(super) fn set_adding(&mut self, adding: bool) {
+        self.size_before = self.index.size();
+        self.adding = adding;
+    }
+
+    /// What must happen before `chunk`'s rows are added, and not beside a search's walk of the
+    /// same nodes: the keys deleted in its generations, and the older rows of the keys it
+    /// replaces, taken out; room made for it.
+    pub(super) fn prepare_chunk(
+        &mut self,
+        chunk: &Chunk,
+        stats: &mut AnnStats,
+    ) -> Result<(), StoreError> {
+        for &key in &chunk.removed {
             if self.index.contains(key) {
                 self.index.remove(key).map_err(|e| ann_error("remove", e))?;
+                self.labels.remove(key);
+                stats.caught_up_deletions += 1;
             }
-            coded.push((key, label, self.quant.code(&vector)));
         }
-        add_all(&self.index, &coded)?;
-        for (key, label, code) in coded {
-            self.labels.set(key, label, &code);
+        for (key, _, _) in &chunk.rows {
+            if self.index.contains(*key) {
+                self.index.remove(*key).map_err(|e| ann_error("remove", e))?;
+            }
+        }
+        self.unsaved += chunk.removed.len() as u64;
+        let wanted = self.index.size() + chunk.rows.len();
+        if wanted >= self.index.capacity() {
+            reserve(&self.index, (self.index.capacity() * 2).max(wanted + 1_024))?;
         }
         Ok(())
+    }
+
+    /// After `chunk`'s rows were added ([`add_rows`]): each checked to be reachable, their labels
+    /// and codes recorded, and the graph's generation moved to the chunk's.
+    pub(super) fn finish_chunk(
+        &mut self,
+        chunk: Chunk,
+        stats: &mut AnnStats,
+    ) -> Result<(), StoreError> {
+        recheck(&self.index, &chunk.rows)?;
+        let added = chunk.rows.len() as u64;
+        for (key, label, code) in chunk.rows {
+            self.labels.set(key, label, &code);
+        }
+        self.unsaved += added;
+        stats.caught_up_rows += added;
+        self.tail.done_through(chunk.through);
+        self.generation = chunk.through;
+        self.settle();
+        Ok(())
+    }
+
+    /// Adds the whole tail here and now (the caller holds the store's state; nothing is adding).
+    pub(super) fn take_in_tail(&mut self, stats: &mut AnnStats) -> Result<(), StoreError> {
+        while let Some(chunk) = self.tail.chunk(usize::MAX) {
+            self.prepare_chunk(&chunk, stats)?;
+            add_rows(&self.index, &chunk.rows)?;
+            self.finish_chunk(chunk, stats)?;
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// With nothing left in the tail (and nothing being added), the graph holds every row up to
+    /// the tail's generation.
+    pub(super) fn settle(&mut self) {
+        if self.tail.is_empty() && !self.adding {
+            self.generation = self.tail.generation;
+        }
     }
 
     /// Whether its codes were calibrated on a guess or a handful of rows while it now holds many:
     /// then it is rebuilt, and calibrated on them.
     fn needs_calibration(&self) -> bool {
-        self.quant.rows() < SETTLED_ROWS && self.index.size() as u64 >= SETTLED_ROWS
+        self.quant.rows() < SETTLED_ROWS && self.rows() as u64 >= SETTLED_ROWS
     }
 
     /// Whether it can be brought to `row` by catching up.
     fn can_catch_up_to(&self, row: &IndexRow) -> bool {
         self.index_id == row.id
-            && self.generation <= row.generation
-            && self.generation >= row.tombstones_after
+            && self.tail.generation <= row.generation
+            && self.tail.generation >= row.tombstones_after
     }
 }
 
@@ -154,11 +256,12 @@ pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
     }
 }
 
-/// Room for `capacity` vectors and as many concurrent callers as rayon has threads: the graph is
-/// built, caught up and batch-searched on every core (the store's mutex keeps anything else out).
+/// Room for `capacity` vectors and as many concurrent callers as rayon has threads, and two more:
+/// the graph is built, caught up and batch-searched on every core, and a search (or a batch's)
+/// may run beside the adding of a chunk of the tail (`follow`).
 pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
     index
-        .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1))
+        .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1) + 2)
         .map_err(|e| ann_error("reserve", e))
 }
 
@@ -166,18 +269,19 @@ pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> 
 type Coded<L> = (u64, L, Vec<i8>);
 
 /// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
-/// room first, then checks that each can be found: one found by a self-search at [`CHECK_EF`] is
-/// reachable; one that is not is added again alone.
-///
-/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
-/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
-/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
-/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+/// room first, then checks that each can be found ([`recheck`]).
 fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
     if index.size() + coded.len() >= index.capacity() {
         let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
         reserve(index, want)?;
     }
+    add_rows(index, coded)?;
+    recheck(index, coded)
+}
+
+/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct, room made) on every
+/// core. Safe beside searches (usearch locks the nodes it links), not beside a removal or reserve.
+pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
     let add = |(key, _, code): &Coded<L>| index.add(*key, code).map_err(|e| ann_error("add", e));
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
         return coded.iter().try_for_each(add);
@@ -185,7 +289,22 @@ fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError>
     coded
         .par_iter()
         .with_min_len(PARALLEL_ADDS_FROM)
-        .try_for_each(add)?;
+        .try_for_each(add)
+}
+
+/// Checks that each node of `coded`, added alongside others, can be found: one found by a
+/// self-search at [`CHECK_EF`] is reachable; one that is not is added again alone. It changes the
+/// graph's search width for a while, so nothing else may search meanwhile (the caller holds the
+/// store's state).
+///
+/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
+/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
+/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
+/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
+        return Ok(());
+    }
     let ef = index.expansion_search();
     index.change_expansion_search(CHECK_EF);
     let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
@@ -200,7 +319,9 @@ fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError>
     index.change_expansion_search(ef);
     for item in hidden? {
         index.remove(item.0).map_err(|e| ann_error("remove", e))?;
-        add(item)?;
+        index
+            .add(item.0, &item.2)
+            .map_err(|e| ann_error("add", e))?;
     }
     Ok(())
 }
@@ -232,7 +353,7 @@ impl Shared {
     }
 
     /// Brings the graph to the database's latest generation.
-    fn sync_graph_only(&self, state: &mut State) -> Result<(), StoreError> {
+    pub(super) fn sync_graph_only(&self, state: &mut State) -> Result<(), StoreError> {
         let State {
             conn, ann, stats, ..
         } = state;
@@ -254,7 +375,7 @@ impl Shared {
             save_error,
             ..
         } = state;
-        if let Some(graph) = ann.as_mut() {
+        if let Some(graph) = ann.as_mut().filter(|g| !g.adding) {
             if graph.dirty() && (save_now || last_save.elapsed() >= self.cfg.ann_save_interval) {
                 self.save_ann(conn, graph, stats, save_error);
                 *last_save = Instant::now();
@@ -306,7 +427,7 @@ impl Shared {
             }
             if slot.as_ref().is_some_and(|g| g.can_catch_up_to(&row)) {
                 if let Some(graph) = slot.as_mut() {
-                    match self.catch_up(&tx, graph, &row, stats) {
+                    match self.follow_to(&tx, graph, &row, stats, search_only) {
                         Ok(()) if graph.needs_calibration() => {
                             *slot = Some(self.rebuild(&tx, &row, stats)?);
                             return Ok((tx, row, true));
@@ -416,9 +537,10 @@ impl Shared {
         done.handle.join().ok()?.ok()
     }
 
-    /// The label of every document of the index, with its int8 code from `index` where its label
-    /// keeps codes (zeros for a key not there: written after the graph, it is caught up with its
-    /// row). A label past the size limit keeps none, so its keys' codes are not fetched.
+    /// The label of every document of the index that `index` holds, with its int8 code from
+    /// `index` where its label keeps codes. A document written after the graph is left to the
+    /// graph's tail (a label past the size limit keeps no codes, so its keys' codes are not
+    /// fetched).
     pub(super) fn read_labels(
         &self,
         conn: &Connection,
@@ -435,6 +557,9 @@ impl Shared {
         while let Some(r) = rows.next().map_err(db)? {
             let key = r.get::<_, i64>(0).map_err(db)? as u64;
             let label: String = r.get(1).map_err(db)?;
+            if !index.contains(key) {
+                continue;
+            }
             let found = if labels.keeps_code(&label) {
                 index.get(key, &mut code).map_err(|e| ann_error("get", e))?
             } else {
@@ -446,62 +571,6 @@ impl Shared {
             labels.set(key, label, &code);
         }
         Ok(labels)
-    }
-
-    /// Replays what was written after the graph's generation: the keys tombstoned since are
-    /// taken out, then the rows written since are added (or replace what the graph had for them).
-    /// The rows are the truth, so a key deleted and then reused comes back with its new row.
-    fn catch_up(
-        &self,
-        conn: &Connection,
-        graph: &mut Ann,
-        row: &IndexRow,
-        stats: &mut AnnStats,
-    ) -> Result<(), StoreError> {
-        if graph.generation == row.generation {
-            return Ok(());
-        }
-        let db = |e| db_error(&self.db_path, e);
-        let mut stmt = conn
-            .prepare_cached("SELECT key FROM tombstones WHERE index_id = ?1 AND generation > ?2")
-            .map_err(db)?;
-        let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
-        while let Some(r) = rows.next().map_err(db)? {
-            let key = r.get::<_, i64>(0).map_err(db)? as u64;
-            if graph.index.contains(key) {
-                graph
-                    .index
-                    .remove(key)
-                    .map_err(|e| ann_error("remove", e))?;
-                graph.labels.remove(key);
-                graph.unsaved += 1;
-                stats.caught_up_deletions += 1;
-            }
-        }
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT key, label, vector FROM docs WHERE index_id = ?1 AND generation > ?2",
-            )
-            .map_err(db)?;
-        let mut rows = stmt.query(params![row.id, graph.generation]).map_err(db)?;
-        let mut chunk = Vec::with_capacity(BUILD_CHUNK);
-        loop {
-            let next = rows.next().map_err(db)?;
-            if let Some(r) = next {
-                chunk.push(vector_row(&self.db_path, r, row.dims)?);
-            }
-            if chunk.len() == BUILD_CHUNK || (next.is_none() && !chunk.is_empty()) {
-                let added = chunk.len() as u64;
-                graph.put_all(std::mem::take(&mut chunk))?;
-                graph.unsaved += added;
-                stats.caught_up_rows += added;
-            }
-            if next.is_none() {
-                break;
-            }
-        }
-        graph.generation = row.generation;
-        Ok(())
     }
 }
 
@@ -553,18 +622,23 @@ fn build_graph(
             labels.set(key, label, &code);
         }
     }
-    Ok(Ann {
-        index_id: row.id,
-        unsaved: index.size().max(1) as u64,
+    let unsaved = index.size().max(1) as u64;
+    Ok(Ann::new(
+        row.id,
         index,
-        generation: row.generation,
+        row.generation,
         labels,
-        quant: quant.unwrap_or_else(|| Quantizer::unit(row.dims)),
-    })
+        quant.unwrap_or_else(|| Quantizer::unit(row.dims)),
+        unsaved,
+    ))
 }
 
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).
+/// Not knowable while rows wait in its tail or are being added: then true.
 fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
+    if !graph.tail.is_empty() || graph.adding {
+        return true;
+    }
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
 }

@@ -229,14 +229,7 @@ impl Shared {
         }
         let labels = self.read_labels(conn, row.id, &index).ok()?;
         reserve(&index, index.size() + 1).ok()?;
-        Some(Ann {
-            index_id: row.id,
-            index,
-            generation: header.generation,
-            labels,
-            quant,
-            unsaved: 0,
-        })
+        Some(Ann::new(row.id, index, header.generation, labels, quant, 0))
     }
 
     /// The generation the cache file of index `index_id` holds, from its header alone (not the
@@ -284,7 +277,7 @@ impl Shared {
         let Some(row) = find_index_by_name(conn, &self.db_path, &self.cfg.index)? else {
             return Ok(());
         };
-        if row.id != graph.index_id || row.generation != graph.generation {
+        if row.id != graph.index_id || graph.generation > row.generation || graph.adding {
             return Ok(());
         }
         // usearch writes its part straight from the graph (no copy of it in memory), then the
@@ -318,13 +311,18 @@ impl Shared {
         append_and_replace(&tmp, &trailer, &path)?;
         graph.unsaved = 0;
         stats.saved += 1;
-        self.drop_applied_tombstones(conn, &row)
+        self.drop_applied_tombstones(conn, &row, graph.generation)
     }
 
     /// Once more than [`TOMBSTONES_KEPT`] tombstones have gathered, drops those up to the saved
-    /// file's generation (which has applied them) and records that no graph older than it can be
-    /// caught up any more.
-    fn drop_applied_tombstones(&self, conn: &Connection, row: &IndexRow) -> Result<(), StoreError> {
+    /// file's generation `saved` (which has applied them) and records that no graph older than it
+    /// can be caught up any more.
+    fn drop_applied_tombstones(
+        &self,
+        conn: &Connection,
+        row: &IndexRow,
+        saved: i64,
+    ) -> Result<(), StoreError> {
         let db = |e| db_error(&self.db_path, e);
         let kept: i64 = conn
             .query_row(
@@ -339,12 +337,12 @@ impl Shared {
         let tx = conn.unchecked_transaction().map_err(db)?;
         tx.execute(
             "DELETE FROM tombstones WHERE index_id = ?1 AND generation <= ?2",
-            params![row.id, row.generation],
+            params![row.id, saved],
         )
         .map_err(db)?;
         tx.execute(
             "UPDATE indexes SET tombstones_after = max(tombstones_after, ?1) WHERE id = ?2",
-            params![row.generation, row.id],
+            params![saved, row.id],
         )
         .map_err(db)?;
         tx.commit().map_err(db)

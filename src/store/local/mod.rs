@@ -43,6 +43,7 @@ mod config;
 mod db;
 mod delete;
 mod exact;
+mod follow;
 mod fsutil;
 mod graph;
 mod graph_file;
@@ -53,10 +54,12 @@ mod quant;
 mod records;
 mod scan;
 mod search;
+mod tail;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -101,8 +104,18 @@ struct Shared {
     db_path: PathBuf,
     cfg: LocalConfig,
     state: Mutex<State>,
+    /// Signalled whenever the graph took in rows or the following thread ended (`follow`).
+    changed: Condvar,
     /// A graph being built on a thread of its own for searches (see `graph`).
     building: Mutex<Option<graph::Building>>,
+    /// The thread moving the graph's tail into it (`follow`), and whether it runs (changed only
+    /// with `state` locked).
+    follower: Mutex<Option<std::thread::JoinHandle<()>>>,
+    following: AtomicBool,
+    /// The store is closing: no following thread starts.
+    stopping: AtomicBool,
+    /// This, for starting the following thread.
+    me: Weak<Shared>,
 }
 
 /// What one call at a time may change: the database connection and the in-memory graph.
@@ -134,7 +147,7 @@ impl LocalStore {
         let db_path = dir.join(DB_FILE);
         let conn = open_db(&db_path)?;
         Ok(LocalStore {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|me| Shared {
                 dir,
                 db_path,
                 cfg,
@@ -146,7 +159,12 @@ impl LocalStore {
                     save_error: None,
                     wrote: false,
                 }),
+                changed: Condvar::new(),
                 building: Mutex::new(None),
+                follower: Mutex::new(None),
+                following: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                me: me.clone(),
             }),
         })
     }
@@ -267,6 +285,14 @@ impl Shared {
     }
 }
 
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // The graph's following thread holds the store too: stopped here, after its chunk, so
+        // that closing saves the graph as far as it got.
+        self.shared.stop_following();
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // Best effort: the cache file is not needed for correctness, only to open faster. Saved by
@@ -280,7 +306,7 @@ impl Drop for Shared {
             wrote,
             ..
         } = &mut *guard;
-        if let Some(graph) = ann.as_mut() {
+        if let Some(graph) = ann.as_mut().filter(|g| !g.adding) {
             if graph.worth_saving(*wrote) {
                 if let Some(_lock) = lock::try_lock_for_writing(&self.dir) {
                     let _ = self.save_graph(conn, graph, stats);
@@ -345,7 +371,15 @@ impl VectorStore for LocalStore {
     }
 
     async fn refresh(&self) -> Result<(), StoreError> {
-        self.run(|shared, state| shared.refresh(state)).await
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut state = shared.lock_state();
+            shared.sync_graph_only(&mut state)?;
+            let mut state = shared.wait_for_tail(state);
+            shared.refresh(&mut state)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("local store task failed: {e}")))?
     }
 
     async fn knn(&self, query: &KnnQuery) -> Result<Vec<Hit>, StoreError> {

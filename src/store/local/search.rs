@@ -53,7 +53,10 @@ impl Shared {
                 "the HNSW graph could not be set up".into(),
             ));
         };
-        if graph.index.size() == 0 {
+        if graph.tail.rows() > 0 {
+            stats.tail_searches += 1;
+        }
+        if graph.rows() == 0 {
             return Ok(Vec::new());
         }
         let search = Search {
@@ -135,11 +138,11 @@ impl Shared {
     /// The best `k` of all vectors: an exact scan if there are few, else the graph's candidates
     /// re-ranked (and an exact scan should the graph find fewer than `k`).
     fn graph_knn(&self, graph: &Ann, s: &Search<'_>) -> Result<Vec<Hit>, StoreError> {
-        let total = graph.index.size();
-        if total <= self.cfg.exact_scan_rows {
+        if graph.rows() <= self.cfg.exact_scan_rows {
             return self.exact_scan(s.conn, s.index_id, s.vector, None, s.k);
         }
         let found = graph.candidates(s.vector, s.candidates, None)?;
+        let found = with_tail(graph, s, found, None);
         self.reranked(graph, s, &found)
     }
 
@@ -151,7 +154,7 @@ impl Shared {
         keys: &[u64],
     ) -> Result<Vec<Hit>, StoreError> {
         let hits = self.rerank(s.conn, s.index_id, s.vector, keys, s.k)?;
-        if hits.len() < s.k.min(graph.index.size()) {
+        if hits.len() < s.k.min(graph.rows()) {
             return self.exact_scan(s.conn, s.index_id, s.vector, None, s.k);
         }
         Ok(hits)
@@ -212,18 +215,43 @@ impl Shared {
         s: &Search<'_>,
         label: &str,
     ) -> Result<Vec<Hit>, StoreError> {
-        let Some((number, count)) = graph.labels.get(label) else {
+        let in_graph = graph.labels.get(label);
+        let count = in_graph.map_or(0, |(_, count)| count) + graph.tail.rows_of(label);
+        if count == 0 {
             return Ok(Vec::new());
-        };
+        }
         if count <= self.cfg.exact_scan_rows || count <= s.candidates {
             return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
         }
-        let labels = &graph.labels;
         let code = graph.quant.code(s.vector);
-        let found = if let Some(found) = labels.nearest(number, &code, s.candidates) {
+        let found = if let Some((number, _)) = in_graph {
+            self.label_candidates(graph, s, number, &code)?
+        } else {
+            Vec::new()
+        };
+        let found = with_tail(graph, s, found, Some(label));
+        let hits = self.rerank(s.conn, s.index_id, s.vector, &found, s.k)?;
+        if hits.len() < s.k.min(count) || hits.iter().any(|h| h.label != label) {
+            // The graph search ran out of neighbours of that label: scan them all.
+            return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
+        }
+        Ok(hits)
+    }
+
+    /// The graph's candidates of a search of label `number` (`code`: the query's): from the
+    /// label's int8 codes, its 4-bit codes or a filtered graph walk.
+    fn label_candidates(
+        &self,
+        graph: &Ann,
+        s: &Search<'_>,
+        number: u32,
+        code: &[i8],
+    ) -> Result<Vec<u64>, StoreError> {
+        let labels = &graph.labels;
+        let found = if let Some(found) = labels.nearest(number, code, s.candidates) {
             // The label's codes, kept in memory: scanned.
             found
-        } else if let Some(found) = self.code4_candidates(graph, number, &code, s.candidates) {
+        } else if let Some(found) = self.code4_candidates(graph, number, code, s.candidates) {
             found
         } else {
             // Most of the graph walked is of other labels: search wider.
@@ -232,12 +260,7 @@ impl Shared {
             let keep = |key| labels.has(key, number);
             graph.candidates(s.vector, s.candidates, Some(&keep))?
         };
-        let hits = self.rerank(s.conn, s.index_id, s.vector, &found, s.k)?;
-        if hits.len() < s.k.min(count) || hits.iter().any(|h| h.label != label) {
-            // The graph search ran out of neighbours of that label: scan them all.
-            return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
-        }
-        Ok(hits)
+        Ok(found)
     }
 
     /// Scores `keys` with their exact f32 vectors; the best `k`, best first.
@@ -383,6 +406,22 @@ impl Ord for Scored {
 }
 
 /// The `k` smallest squared distances, best first, with their `l2_norm` scores filled in.
+/// `found` (the graph's candidates) and the `s.candidates` rows of the graph's tail nearest the
+/// query (of `label` only, if given): the rows written since the graph's generation, which the
+/// graph does not hold yet (`tail`).
+pub(super) fn with_tail(
+    graph: &Ann,
+    s: &Search<'_>,
+    mut found: Vec<u64>,
+    label: Option<&str>,
+) -> Vec<u64> {
+    if graph.tail.rows() > 0 {
+        let code = graph.quant.code(s.vector);
+        found.extend(graph.tail.nearest(&code, s.candidates, label));
+    }
+    found
+}
+
 fn best_k(mut scored: Vec<(f32, Hit)>, k: usize) -> Vec<Hit> {
     scored.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
     scored.truncate(k);

@@ -1,0 +1,203 @@
+//! The graph following the rows: a process brings its graph's tail to each snapshot, and a thread
+//! of its own moves the tail into the graph a chunk at a time, on every core, while searches go on.
+//!
+//! What it is for: writes that are done when their rows are committed (thousands a second at a
+//! million documents, where inserting into the graph allows about 1,500), and a graph file left
+//! far behind by a crash that is searchable at once. A chunk's removals and the room it needs are
+//! made under the store's state, its inserts outside it (usearch links nodes under its own locks,
+//! so searches walk the graph meanwhile and find the chunk's rows in the tail), and its reachability
+//! check and bookkeeping under the state again. A search that finds a small tail and nothing being
+//! added takes the tail in itself, so a quiet store's graph is whole.
+//!
+//! What it is not for: the tail's contents (`tail`) or building a graph from all rows (`graph`).
+
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::{Arc, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::db::IndexRow;
+use super::graph::{add_rows, Ann, AnnStats};
+use super::{Shared, State};
+use crate::store::StoreError;
+
+/// Rows a chunk moves into the graph (about a second of inserts on 2 cores at a million).
+const CHUNK_ROWS: usize = 2_048;
+
+/// A search takes in a tail of at most this many rows itself, before it searches.
+const SEARCH_TAKES_IN: usize = 256;
+
+/// How long the thread waits for more rows before it ends (a later write starts another).
+const IDLE: Duration = Duration::from_secs(2);
+
+impl Shared {
+    /// Brings `graph`'s tail to `row` (read in `conn`'s snapshot), then either takes the tail in
+    /// at once — a search's small tail, or a graph small enough to be scanned exactly — or leaves
+    /// it to the following thread, started if need be.
+    pub(super) fn follow_to(
+        &self,
+        conn: &Connection,
+        graph: &mut Ann,
+        row: &IndexRow,
+        stats: &mut AnnStats,
+        search_only: bool,
+    ) -> Result<(), StoreError> {
+        graph.tail.extend(conn, &self.db_path, row, &graph.quant)?;
+        graph.settle();
+        if graph.tail.is_empty() {
+            return Ok(());
+        }
+        let small = graph.rows() <= self.cfg.exact_scan_rows;
+        if !graph.adding && (small || search_only && graph.tail.rows() <= SEARCH_TAKES_IN) {
+            return graph.take_in_tail(stats);
+        }
+        self.start_following();
+        Ok(())
+    }
+
+    /// Wakes the following thread, or starts it. Called with the state locked (as the thread
+    /// decides to end with it locked, the two cannot miss each other).
+    fn start_following(&self) {
+        if self.stopping.load(Acquire) || !self.cfg.follow_in_background {
+            return;
+        }
+        if self.following.swap(true, AcqRel) {
+            self.changed.notify_all();
+            return;
+        }
+        let Some(shared) = self.me.upgrade() else {
+            self.following.store(false, Release);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("imgvec-hnsw-follow".into())
+            .spawn(move || follow(shared));
+        match spawned {
+            Ok(handle) => {
+                let mut slot = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
+                *slot = Some(handle);
+            }
+            // No thread: the tail is searched as it is, and the next write or search tries again.
+            Err(_) => self.following.store(false, Release),
+        }
+    }
+
+    /// Stops the following thread after the chunk it is adding (the graph is then whole enough to
+    /// save: what it holds up to its generation) and waits for it.
+    pub(super) fn stop_following(&self) {
+        self.stopping.store(true, Release);
+        self.changed.notify_all();
+        let handle = self
+            .follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Waits (letting other calls in) until the graph has taken in its whole tail, then returns
+    /// the state again: for a writer that is done, before it saves the graph file.
+    pub(super) fn wait_for_tail<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> MutexGuard<'a, State> {
+        loop {
+            let pending = state
+                .ann
+                .as_ref()
+                .is_some_and(|g| !g.tail.is_empty() || g.adding);
+            if !pending {
+                return state;
+            }
+            if !self.following.load(Acquire) {
+                // No thread (it could not start, or is stopping): take it in here.
+                let State { ann, stats, .. } = &mut *state;
+                if let Some(graph) = ann.as_mut().filter(|g| !g.adding) {
+                    if graph.take_in_tail(stats).is_err() {
+                        *ann = None;
+                    }
+                    continue;
+                }
+            }
+            state = self
+                .changed
+                .wait_timeout(state, IDLE)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// The following thread: moves the tail into the graph a chunk at a time until there has been
+/// nothing to move for [`IDLE`], or the store is closing.
+fn follow(shared: Arc<Shared>) {
+    let followed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| follow_tail(&shared)));
+    if followed.is_err() {
+        // A bug, not a state to keep: the next write or search starts another thread.
+        shared.following.store(false, Release);
+        shared.changed.notify_all();
+    }
+}
+
+fn follow_tail(shared: &Shared) {
+    let mut state = shared.lock_state();
+    loop {
+        if shared.stopping.load(Acquire) {
+            break;
+        }
+        let State { ann, stats, .. } = &mut *state;
+        let chunk = ann
+            .as_ref()
+            .filter(|g| !g.adding)
+            .and_then(|g| g.tail.chunk(CHUNK_ROWS));
+        let Some(chunk) = chunk else {
+            let (next, waited) = shared
+                .changed
+                .wait_timeout(state, IDLE)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            let idle = state
+                .ann
+                .as_ref()
+                .is_none_or(|g| g.adding || g.tail.is_empty());
+            if waited.timed_out() && idle {
+                break;
+            }
+            continue;
+        };
+        let Some(graph) = ann.as_mut() else { continue };
+        if graph.prepare_chunk(&chunk, stats).is_err() {
+            // The graph is a cache: dropped, it is loaded or rebuilt when next needed.
+            *ann = None;
+            continue;
+        }
+        graph.set_adding(true);
+        let index = Arc::clone(&graph.index);
+        drop(state);
+        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            add_rows(&index, &chunk.rows)
+        }));
+        state = shared.lock_state();
+        let State { ann, stats, .. } = &mut *state;
+        if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, &index)) {
+            graph.set_adding(false);
+            let done = match added {
+                Ok(Ok(())) => graph.finish_chunk(chunk, stats),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(StoreError::Other("adding to the HNSW graph panicked".into())),
+            };
+            if done.is_err() {
+                *ann = None;
+            }
+        }
+        shared.changed.notify_all();
+    }
+    shared.following.store(false, Release);
+    shared.changed.notify_all();
+    drop(state);
+}
