@@ -18,7 +18,8 @@
 //! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
 //! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
-//! `IMGVEC_BENCH_WAYS` [a full run: 256,1024,scan; with REUSE: scan,1024,2048,4096] (each filter
+//! `IMGVEC_BENCH_APPEND` [unset] (with REUSE: that many documents written into the kept store,
+//! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: 256,1024,scan; with REUSE: scan,1024,2048,4096] (each filter
 //! way forced on every label: `scan` the label's codes in memory, a number the graph walk at that
 //! `ef`).
 //!
@@ -408,6 +409,68 @@ async fn searches_only(
     filter_ways(dir, n, queries, label_truth, "scan,1024,2048,4096").await
 }
 
+/// Writes at the size of a kept store (`IMGVEC_BENCH_APPEND` documents more, new ids from
+/// `IMGVEC_BENCH_APPEND_FROM` [2000000], drawn from the same clusters) through `upsert` in batches
+/// of `IMGVEC_BENCH_BATCH` [8]: docs/s committed, the latency of a search right after, and the
+/// time until the graph holds every row and its file is written (`refresh`). For comparing
+/// versions on one store: each run adds its documents.
+async fn append_only(dir: &Path, data: &Data, count: usize) -> Result<(), String> {
+    let from = env_usize("IMGVEC_BENCH_APPEND_FROM", 2_000_000);
+    let per_call = env_usize("IMGVEC_BENCH_BATCH", 8).max(1);
+    let mut rng = Rng(from as u64);
+    let docs: Vec<ImageDoc> = (0..count)
+        .map(|i| {
+            let (v, c) = data.sample(&mut rng);
+            doc(from + i, &v, label_of(c, 1_000))
+        })
+        .collect();
+    let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    store.refresh().await.map_err(|e| e.to_string())?;
+    let before = store.count().await.map_err(|e| e.to_string())?;
+    println!(
+        "store opened at {before} docs: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    for batch in docs.chunks(per_call) {
+        let report = store.upsert(batch, false).await.map_err(|e| e.to_string())?;
+        if !report.failed.is_empty() {
+            return Err(format!("upsert failed: {:?}", report.failed.first()));
+        }
+    }
+    let ingest = started.elapsed();
+    println!(
+        "store append: {count} docs to {before} through upsert in batches of {per_call} in {:.1} s: {:.0} docs/s committed and searchable",
+        ingest.as_secs_f64(),
+        count as f64 / ingest.as_secs_f64()
+    );
+    let mut times = Vec::new();
+    for d in docs.iter().step_by((count / 20).max(1)).take(20) {
+        let q = KnnQuery {
+            vector: d.vector.clone(),
+            k: K,
+            num_candidates: 100,
+            label: None,
+        };
+        let t = Instant::now();
+        let hits = store.knn(&q).await.map_err(|e| e.to_string())?;
+        times.push(ms(t.elapsed()));
+        if hits.first().map(|h| h.id.as_str()) != Some(d.id.as_str()) {
+            println!("store append: a document just written was not found first by its own vector");
+        }
+    }
+    let (p50, p99) = latencies(times);
+    println!("store knn right after the append (a new document's own vector; found first): p50 {p50:.1} ms p99 {p99:.1} ms");
+    store.refresh().await.map_err(|e| e.to_string())?;
+    println!(
+        "store graph whole and its file written {:.1} s after the append: {:.0} docs/s from the first write",
+        started.elapsed().as_secs_f64() - ingest.as_secs_f64(),
+        count as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Every label filter answered by each forced way of `IMGVEC_BENCH_WAYS` [`default`]: `scan`
 /// the label's codes in memory (all kept), a number the graph walk at that `ef`.
 async fn filter_ways(
@@ -622,6 +685,16 @@ fn main() {
     let t = Instant::now();
     let mut rng = Rng(42);
     let data = Data::new(dims, n_clusters, &mut rng);
+    if let (Ok(dir), Some(count)) = (
+        std::env::var("IMGVEC_BENCH_REUSE"),
+        std::env::var("IMGVEC_BENCH_APPEND").ok().and_then(|v| v.parse::<usize>().ok()),
+    ) {
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        if let Err(e) = rt.block_on(append_only(Path::new(&dir), &data, count)) {
+            println!("store: failed: {e}");
+        }
+        return;
+    }
     let mut flat = Vec::with_capacity(n * dims);
     let mut clusters = Vec::with_capacity(n);
     for _ in 0..n {

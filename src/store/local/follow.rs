@@ -145,6 +145,17 @@ fn follow(shared: Arc<Shared>) {
 }
 
 fn follow_tail(shared: &Shared) {
+    // Its own threads, as many as rayon's: on rayon's pool a search's scan would queue behind a
+    // whole chunk of inserts (a pool thread finishes its own tasks first); here the two share the
+    // cores the way the OS shares them.
+    // Both at a lower priority than writes and searches: they catch up with what was left them.
+    background_priority();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads().max(1))
+        .thread_name(|i| format!("imgvec-hnsw-add-{i}"))
+        .start_handler(|_| background_priority())
+        .build()
+        .ok();
     let mut state = shared.lock_state();
     loop {
         if shared.stopping.load(Acquire) {
@@ -179,8 +190,9 @@ fn follow_tail(shared: &Shared) {
         graph.set_adding(true);
         let index = Arc::clone(&graph.index);
         drop(state);
-        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            add_rows(&index, &chunk.rows)
+        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &pool {
+            Some(pool) => pool.install(|| add_rows(&index, &chunk.rows)),
+            None => add_rows(&index, &chunk.rows),
         }));
         state = shared.lock_state();
         let State { ann, stats, .. } = &mut *state;
@@ -200,4 +212,16 @@ fn follow_tail(shared: &Shared) {
     shared.following.store(false, Release);
     shared.changed.notify_all();
     drop(state);
+}
+
+/// Lowers the calling thread's CPU priority to nice 10 (Linux; elsewhere nothing): the graph's
+/// inserts then take the cores a writer's commits and the searches leave. Measured at a million
+/// documents: see docs/performance.md.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only changes a scheduling attribute. With `who` 0 it is the calling
+    // thread's (a Linux thread is a task with its own nice value).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }

@@ -256,12 +256,14 @@ pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
     }
 }
 
-/// Room for `capacity` vectors and as many concurrent callers as rayon has threads, and two more:
-/// the graph is built, caught up and batch-searched on every core, and a search (or a batch's)
-/// may run beside the adding of a chunk of the tail (`follow`).
+/// Room for `capacity` vectors and as many concurrent callers as two pools of rayon's size, and
+/// two more: the graph is built, caught up and batch-searched on every core, and searches (a
+/// batch's on rayon's pool) may run beside the adding of a chunk of the tail on a pool of the
+/// same size (`follow`).
 pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
+    let threads = 2 * rayon::current_num_threads().max(1) + 2;
     index
-        .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1) + 2)
+        .reserve_capacity_and_threads(capacity.max(1), threads)
         .map_err(|e| ann_error("reserve", e))
 }
 
