@@ -10,11 +10,10 @@
 #[path = "common/docs.rs"]
 mod docs;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use docs::{docs, spec, Rng};
+use docs::{agreeing_with_exact, docs, spec, Rng};
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
@@ -81,14 +80,7 @@ async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
         assert_eq!(hits.len(), 10, "{}: {hits:?}", doc.id);
         assert_eq!(hits[0].id, doc.id, "{hits:?}");
         assert!(hits.iter().all(|h| h.label == doc.label), "{hits:?}");
-        let exact: HashSet<String> = store
-            .exact_knn(&q)
-            .await
-            .expect("exact")
-            .into_iter()
-            .map(|h| h.id)
-            .collect();
-        agree += hits.iter().filter(|h| exact.contains(&h.id)).count();
+        agree += agreeing_with_exact(store, &q, &hits).await;
         total += 10;
     }
     assert!(agree * 100 >= total * 97, "{agree} of {total} exact hits");

@@ -9,11 +9,10 @@
 #[path = "common/docs.rs"]
 mod docs;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use docs::{docs, spec, Rng};
+use docs::{agreeing_with_exact, docs, spec, Rng};
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
@@ -59,14 +58,7 @@ async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
             if let Some(label) = label {
                 assert!(hits.iter().all(|h| h.label == label), "{hits:?}");
             }
-            let exact: HashSet<String> = store
-                .exact_knn(&q)
-                .await
-                .expect("exact")
-                .into_iter()
-                .map(|h| h.id)
-                .collect();
-            agree += hits.iter().filter(|h| exact.contains(&h.id)).count();
+            agree += agreeing_with_exact(store, &q, &hits).await;
             total += 10;
         }
     }

@@ -108,3 +108,20 @@ pub fn bench_doc(i: usize, label: String, vector: Vec<f32>) -> ImageDoc {
         mtime_ms: None,
     }
 }
+
+/// How many of `hits` are among the exact answer to `query` (`VectorStore::exact_knn`): the
+/// agreement of an approximate search with the truth, for the store tests.
+pub async fn agreeing_with_exact(
+    store: &dyn imgvec::store::VectorStore,
+    query: &imgvec::store::KnnQuery,
+    hits: &[imgvec::store::Hit],
+) -> usize {
+    let exact: std::collections::HashSet<String> = store
+        .exact_knn(query)
+        .await
+        .expect("exact")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    hits.iter().filter(|h| exact.contains(&h.id)).count()
+}
