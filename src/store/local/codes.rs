@@ -36,8 +36,7 @@ pub(super) fn nearest_by<T: Sync>(
     count: usize,
     distances: impl Fn(&[T], &mut [i32]) + Sync,
 ) -> Vec<usize> {
-    let dist = all_distances(codes, size, distances);
-    smallest(dist.into_iter().zip(0..).collect(), count)
+    nearest_kept(codes, size, count, distances, |_| true)
 }
 
 /// The positions of the `count` int8 codes nearest `query` among those `keep` accepts (by
@@ -47,49 +46,63 @@ pub(super) fn nearest_where(
     query: &[i8],
     codes: &[i8],
     count: usize,
-    keep: impl Fn(usize) -> bool,
+    keep: impl Fn(usize) -> bool + Sync,
 ) -> Vec<usize> {
     let kernel = Kernel::get();
-    let dist = all_distances(codes, query.len().max(1), |codes, out| {
-        kernel.distances(query, codes, out)
-    });
-    let kept = dist
-        .into_iter()
-        .zip(0..)
-        .filter(|&(_, at)| keep(at))
-        .collect();
-    smallest(kept, count)
+    nearest_kept(
+        codes,
+        query.len().max(1),
+        count,
+        |codes, out| kernel.distances(query, codes, out),
+        keep,
+    )
 }
 
-/// The distance of each code (of `size` elements each, one after another in `codes`), on every
-/// core, [`TASK_ROWS`] codes a task.
-fn all_distances<T: Sync>(
+/// [`nearest_by`] of the positions `keep` accepts. Each task of [`TASK_ROWS`] codes keeps its own
+/// best `count` (in cache, on its core), and the best of those are the answer: the same as one
+/// selection over every distance, since `(distance, position)` orders them all.
+fn nearest_kept<T: Sync>(
     codes: &[T],
     size: usize,
+    count: usize,
     distances: impl Fn(&[T], &mut [i32]) + Sync,
-) -> Vec<i32> {
-    let rows = codes.len() / size;
-    let mut dist = vec![0i32; rows];
-    if rows <= TASK_ROWS {
+    keep: impl Fn(usize) -> bool + Sync,
+) -> Vec<usize> {
+    let best_of = |task: usize, codes: &[T]| {
+        let mut dist = vec![0i32; codes.len() / size];
         distances(codes, &mut dist);
+        let from = task * TASK_ROWS;
+        let kept = dist
+            .into_iter()
+            .zip(from..)
+            .filter(|&(_, at)| keep(at))
+            .collect();
+        smallest_unsorted(kept, count)
+    };
+    let rows = codes.len() / size;
+    let best = if rows <= TASK_ROWS {
+        best_of(0, codes)
     } else {
-        dist.par_chunks_mut(TASK_ROWS)
-            .zip(codes.par_chunks(TASK_ROWS * size))
-            .for_each(|(out, codes)| distances(codes, out));
-    }
-    dist
+        codes
+            .par_chunks(TASK_ROWS * size)
+            .enumerate()
+            .flat_map_iter(|(task, codes)| best_of(task, codes))
+            .collect()
+    };
+    let mut best = smallest_unsorted(best, count);
+    best.sort_unstable();
+    best.into_iter().map(|(_, at)| at).collect()
 }
 
-/// The positions of the `count` smallest `(distance, position)` pairs, smallest first.
-fn smallest(mut order: Vec<(i32, usize)>, count: usize) -> Vec<usize> {
-    if order.len() > count && count > 0 {
+/// The `count` smallest `(distance, position)` pairs of `order`, in no order.
+fn smallest_unsorted(mut order: Vec<(i32, usize)>, count: usize) -> Vec<(i32, usize)> {
+    if count == 0 {
+        order.clear();
+    } else if order.len() > count {
         order.select_nth_unstable(count - 1);
         order.truncate(count);
-    } else if count == 0 {
-        order.clear();
     }
-    order.sort_unstable();
-    order.into_iter().map(|(_, at)| at).collect()
+    order
 }
 
 /// How the distances are computed on this CPU (the 4-bit scan's too, `codes4`).
@@ -284,6 +297,14 @@ mod tests {
         want.sort_unstable();
         let want: Vec<usize> = want.into_iter().take(100).map(|(_, at)| at).collect();
         assert_eq!(nearest(&query, &codes, 100), want);
+        // Masked (every third position), across tasks: the nearest of those kept.
+        let kept: Vec<usize> = {
+            let mut d: Vec<(i32, usize)> = dist.iter().copied().zip(0..).collect();
+            d.retain(|&(_, at)| at % 3 == 0);
+            d.sort_unstable();
+            d.into_iter().take(100).map(|(_, at)| at).collect()
+        };
+        assert_eq!(nearest_where(&query, &codes, 100, |at| at % 3 == 0), kept);
         // Fewer codes than asked: all of them, nearest first.
         let three = nearest(&query, &codes[..dims * 3], 10);
         let mut sorted = three.clone();
