@@ -434,7 +434,10 @@ async fn append_only(dir: &Path, data: &Data, count: usize) -> Result<(), String
     );
     let started = Instant::now();
     for batch in docs.chunks(per_call) {
-        let report = store.upsert(batch, false).await.map_err(|e| e.to_string())?;
+        let report = store
+            .upsert(batch, false)
+            .await
+            .map_err(|e| e.to_string())?;
         if !report.failed.is_empty() {
             return Err(format!("upsert failed: {:?}", report.failed.first()));
         }
@@ -578,7 +581,15 @@ async fn store_bench(
         stats.caught_up_rows,
     );
     // A search while the graph is still taking the rows in: the tail scanned beside it.
-    store_knn(&store, "plain, right after the ingest", &queries[..queries.len().min(20)], None, &truth[..truth.len().min(20)], 100).await;
+    store_knn(
+        &store,
+        "plain, right after the ingest",
+        &queries[..queries.len().min(20)],
+        None,
+        &truth[..truth.len().min(20)],
+        100,
+    )
+    .await;
     let t = Instant::now();
     store.refresh().await.map_err(|e| e.to_string())?;
     println!(
@@ -687,7 +698,9 @@ fn main() {
     let data = Data::new(dims, n_clusters, &mut rng);
     if let (Ok(dir), Some(count)) = (
         std::env::var("IMGVEC_BENCH_REUSE"),
-        std::env::var("IMGVEC_BENCH_APPEND").ok().and_then(|v| v.parse::<usize>().ok()),
+        std::env::var("IMGVEC_BENCH_APPEND")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok()),
     ) {
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         if let Err(e) = rt.block_on(append_only(Path::new(&dir), &data, count)) {

@@ -83,7 +83,12 @@ async fn written_rows_are_found_at_once_before_the_graph_takes_them_in() {
     }
     let relabelled: Vec<ImageDoc> = all.iter().take(1_500).step_by(13).cloned().collect();
     write(&store, &relabelled).await;
-    let gone: Vec<String> = all.iter().skip(2).step_by(17).map(|d| d.id.clone()).collect();
+    let gone: Vec<String> = all
+        .iter()
+        .skip(2)
+        .step_by(17)
+        .map(|d| d.id.clone())
+        .collect();
     store.delete(&gone).await.unwrap();
     let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !gone.contains(&d.id)).collect();
     let relabelled: Vec<ImageDoc> = relabelled
@@ -162,7 +167,12 @@ async fn a_graph_file_far_behind_is_searched_with_the_rows_after_it_at_once() {
     }
     let relabelled: Vec<ImageDoc> = all.iter().take(1_200).step_by(7).cloned().collect();
     write(&writer, &relabelled).await;
-    let gone: Vec<String> = all.iter().skip(3).step_by(19).map(|d| d.id.clone()).collect();
+    let gone: Vec<String> = all
+        .iter()
+        .skip(3)
+        .step_by(19)
+        .map(|d| d.id.clone())
+        .collect();
     writer.delete(&gone).await.unwrap();
     drop(writer);
     // As after a crash before the next save: the older file is what there is.
@@ -177,6 +187,9 @@ async fn a_graph_file_far_behind_is_searched_with_the_rows_after_it_at_once() {
     check_found(&reader, &relabelled).await;
     let stats = reader.ann_stats();
     assert_eq!((stats.loaded_from_file, stats.rebuilt), (1, 0), "{stats:?}");
-    assert_eq!(stats.caught_up_rows, 0, "searched beside the graph: {stats:?}");
+    assert_eq!(
+        stats.caught_up_rows, 0,
+        "searched beside the graph: {stats:?}"
+    );
     assert!(stats.tail_searches > 0, "{stats:?}");
 }

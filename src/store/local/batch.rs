@@ -1,5 +1,5 @@
 //! Many kNN queries at once on the local store (`VectorStore::knn_batch`, what `dupes` asks):
-//! one read snapshot and one catch-up of the graph for all of them, the graph searches of the
+//! one read snapshot and one reading of the graph's tail for all of them, the graph searches of the
 //! unfiltered queries run on every core (usearch's index is searched from several threads once it
 //! has room for them), then each query's candidates re-ranked with the float vectors as `knn`
 //! does. Answers are what `knn` would give for each query in the same snapshot.

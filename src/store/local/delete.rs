@@ -2,7 +2,8 @@
 //!
 //! What it is for: [`VectorStore::delete`](crate::store::VectorStore::delete) — one transaction
 //! under the write lock that deletes the rows, records a tombstone for each key and bumps the
-//! index's generation, then the graph caught up (which takes the tombstoned keys out of it) — and
+//! index's generation, then the graph's tail read (the tombstoned keys leave searches at once,
+//! the graph with their generation) — and
 //! [`VectorStore::files_under`](crate::store::VectorStore::files_under), the path, size and times of
 //! the documents under some folders, without their vectors.
 //!

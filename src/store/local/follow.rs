@@ -201,7 +201,9 @@ fn follow_tail(shared: &Shared) {
             let done = match added {
                 Ok(Ok(())) => graph.finish_chunk(chunk, stats),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(StoreError::Other("adding to the HNSW graph panicked".into())),
+                Err(_) => Err(StoreError::Other(
+                    "adding to the HNSW graph panicked".into(),
+                )),
             };
             if done.is_err() {
                 *ann = None;

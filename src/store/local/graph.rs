@@ -2,8 +2,9 @@
 //!
 //! What it is for: holding one index's graph with the label of each key (for filtered search), and
 //! bringing it to a read snapshot of the database ([`Shared::snapshot`]) — loaded from the cache
-//! file, caught up with what was written since its generation (rows added or replaced, keys
-//! tombstoned), or rebuilt from all rows — in any process, reader or writer alike.
+//! file, followed by what was written since its generation (its `tail`: rows added or replaced,
+//! keys tombstoned, moved in by `follow`), or rebuilt from all rows — in any process, reader or
+//! writer alike.
 //!
 //! What it is not for: the cache file's format and bookkeeping (`graph_file`), running queries
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
@@ -180,7 +181,9 @@ impl Ann {
         }
         for (key, _, _) in &chunk.rows {
             if self.index.contains(*key) {
-                self.index.remove(*key).map_err(|e| ann_error("remove", e))?;
+                self.index
+                    .remove(*key)
+                    .map_err(|e| ann_error("remove", e))?;
             }
         }
         self.unsaved += chunk.removed.len() as u64;
@@ -387,8 +390,9 @@ impl Shared {
     }
 
     /// Opens a read transaction (a consistent snapshot of the database) and brings the graph in
-    /// `slot` to it: kept and caught up if it can be, else loaded from the cache file (outside the
-    /// snapshot, then caught up inside a new one: the file is never newer than what a snapshot
+    /// `slot` to it: kept, its tail read up to the snapshot, if it can be (`follow`), else loaded
+    /// from the cache file (outside the snapshot, then followed inside a new one: the file is
+    /// never newer than what a snapshot
     /// opened after reading it sees), else built from the snapshot's rows — or, for a search
     /// (`search_only`) over more than `background_build_rows` documents, built on a thread of its
     /// own while the search scans exactly. Returns the snapshot, the index's row in it and whether

@@ -14,19 +14,23 @@
 //! Many readers and writers at once, across processes, as SQLite's WAL mode promises: readers
 //! never wait. Each search runs in one read transaction (a consistent snapshot: a document is
 //! seen whole or not at all) and first brings its process's graph up to that snapshot — the rows
-//! written since the graph's generation are added, the keys tombstoned since are removed — so a
-//! running `serve` shows what an `ingest` in another process has just committed. Writes take
+//! written since join the graph's tail, which the search scans beside the graph and a thread of
+//! its own moves into it (`tail`, `follow`); the keys tombstoned since leave it — so a running
+//! `serve` shows what an `ingest` in another process has just committed, and a write is done once
+//! its rows are (it does not wait for the graph). Writes take
 //! `imgvec.lock` (an OS lock, see `lock`) for the length of one batch, so two writers take turns
 //! batch by batch; the graph's cache file is written atomically (temp file, fsync, rename) by a
 //! writer, with the generation it holds in its header, and any process whose graph is older or
-//! missing loads it and catches up from there. A missing, stale or damaged cache is caught up from
-//! the rows written since, or rebuilt from all rows.
+//! missing loads it and follows from there. A stale cache is loaded with the rows written since as
+//! its tail; a missing or damaged one is rebuilt from all rows.
 //!
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
 //! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
 //! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
-//! (the in-memory HNSW graph and its catching up), `graph_file` (its cache file), `labels` (each
+//! (the in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned
+//! until it has them), `follow` (moving them in, on a thread of its own), `graph_file` (its cache
+//! file), `labels` (each
 //! label's keys and codes), `codes` / `codes4` (scans of a label's int8 / 4-bit codes), `search` (kNN and
 //! re-ranking), `browse` (labels, documents by id), `lock` (the write lock), `fsutil` (store
 //! directory, atomic writes).

@@ -195,7 +195,11 @@ impl Tail {
             }
             through = self.gens[i];
             let code = self.codes[i * self.dims..(i + 1) * self.dims].to_vec();
-            rows.push((self.keys[i], self.names[self.labels[i] as usize].clone(), code));
+            rows.push((
+                self.keys[i],
+                self.names[self.labels[i] as usize].clone(),
+                code,
+            ));
         }
         if rows.len() < max_rows.max(1) {
             // Every live row taken: the chunk covers the whole tail, tombstone-only generations too.

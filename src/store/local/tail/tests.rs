@@ -29,7 +29,12 @@ fn filled(n: u64, per_generation: u64) -> Tail {
     let mut tail = Tail::new(DIMS, 0);
     for key in 0..n {
         let label = if key % 2 == 0 { "even" } else { "odd" };
-        tail.put(key, 1 + (key / per_generation) as i64, label.into(), &code(key));
+        tail.put(
+            key,
+            1 + (key / per_generation) as i64,
+            label.into(),
+            &code(key),
+        );
     }
     tail.generation = 1 + ((n - 1) / per_generation) as i64;
     tail
@@ -72,7 +77,10 @@ fn a_replaced_or_deleted_row_is_no_candidate_and_deletions_go_with_their_generat
     let first = tail.chunk(10).expect("rows");
     // Generation 1 has 8 live rows left: generation 2 is taken whole to make 10.
     assert_eq!((first.through, first.rows.len()), (2, 18));
-    assert!(first.removed.is_empty(), "deleted in generation 5, not 1 or 2");
+    assert!(
+        first.removed.is_empty(),
+        "deleted in generation 5, not 1 or 2"
+    );
     assert!(!first.rows.iter().any(|r| r.0 == 3 || r.0 == 4));
     tail.done_through(first.through);
     let rest = tail.chunk(usize::MAX).expect("rows");
