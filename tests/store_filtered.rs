@@ -13,7 +13,7 @@ mod docs;
 use std::path::Path;
 use std::time::Duration;
 
-use docs::{agreeing_with_exact, docs, spec, Rng};
+use docs::{agreeing_with_exact, crash_with_stale_graph_file, docs, spec, Rng};
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
@@ -189,37 +189,10 @@ async fn a_graph_loaded_from_a_stale_file_catches_up_its_4bit_labels() {
 
 async fn stale_file_caught_up(open: fn(&Path) -> LocalStore) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut all = corpus();
-    let writer = open(tmp.path());
-    writer.ensure_index(&spec(DIMS)).await.unwrap();
-    write(&writer, &all[..1_200]).await;
-    writer.refresh().await.unwrap();
-    let file = writer.ann_path().unwrap().expect("a graph file");
-    let saved = std::fs::read(&file).unwrap();
-    // Written after the file: new documents, some relabelled, some deleted.
-    write(&writer, &all[1_200..]).await;
-    for doc in all.iter_mut().take(1_200).step_by(9) {
-        doc.label = "owl".into();
-    }
-    let relabelled: Vec<ImageDoc> = all.iter().take(1_200).step_by(9).cloned().collect();
-    write(&writer, &relabelled).await;
-    let gone: Vec<String> = all
-        .iter()
-        .skip(1)
-        .step_by(19)
-        .map(|d| d.id.clone())
-        .collect();
-    writer.delete(&gone).await.unwrap();
-    drop(writer);
-    // As after a crash before the next save: the older file is what there is.
-    std::fs::write(&file, saved).unwrap();
+    let (kept, relabelled) =
+        crash_with_stale_graph_file(open(tmp.path()), corpus(), 1_200, (9, "owl"), (1, 19)).await;
     let reader = open(tmp.path());
-    let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !gone.contains(&d.id)).collect();
     check_found(&reader, &kept).await;
-    let relabelled: Vec<ImageDoc> = relabelled
-        .into_iter()
-        .filter(|d| !gone.contains(&d.id))
-        .collect();
     check_found(&reader, &relabelled).await;
     let stats = reader.ann_stats();
     assert_eq!((stats.loaded_from_file, stats.rebuilt), (1, 0), "{stats:?}");

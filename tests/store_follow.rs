@@ -12,7 +12,10 @@ mod docs;
 use std::path::Path;
 use std::time::Duration;
 
-use docs::{agreeing_with_exact, docs, spec, Rng};
+use docs::{
+    agreeing_with_exact, crash_with_stale_graph_file, docs, ids_every, relabel_every, spec,
+    without, Rng,
+};
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
@@ -78,23 +81,12 @@ async fn written_rows_are_found_at_once_before_the_graph_takes_them_in() {
     // More than a search takes in itself: they wait in the tail (no thread here).
     write(&store, &all[1_500..]).await;
     // Some of the first rows relabelled and some deleted, after the graph had them.
-    for doc in all.iter_mut().take(1_500).step_by(13) {
-        doc.label = "fox".into();
-    }
-    let relabelled: Vec<ImageDoc> = all.iter().take(1_500).step_by(13).cloned().collect();
+    let relabelled = relabel_every(&mut all, 1_500, 13, "fox");
     write(&store, &relabelled).await;
-    let gone: Vec<String> = all
-        .iter()
-        .skip(2)
-        .step_by(17)
-        .map(|d| d.id.clone())
-        .collect();
+    let gone = ids_every(&all, 2, 17);
     store.delete(&gone).await.unwrap();
-    let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !gone.contains(&d.id)).collect();
-    let relabelled: Vec<ImageDoc> = relabelled
-        .into_iter()
-        .filter(|d| !gone.contains(&d.id))
-        .collect();
+    let kept = without(all, &gone);
+    let relabelled = without(relabelled, &gone);
     check_found(&store, &kept).await;
     check_found(&store, &relabelled).await;
     let during = store.ann_stats();
@@ -153,36 +145,11 @@ async fn the_background_thread_takes_the_rows_in_while_searches_go_on() {
 #[tokio::test]
 async fn a_graph_file_far_behind_is_searched_with_the_rows_after_it_at_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut all = docs(&mut Rng(7), 3_000, DIMS, &["cat", "dog", "owl"], "r");
-    let writer = open(tmp.path(), true);
-    writer.ensure_index(&spec(DIMS)).await.unwrap();
-    write(&writer, &all[..1_200]).await;
-    // Over 1,024 rows: its codes are calibrated for good, so the stale file stays in use.
-    writer.refresh().await.unwrap();
-    let file = writer.ann_path().unwrap().expect("a graph file");
-    let saved = std::fs::read(&file).unwrap();
-    write(&writer, &all[1_200..]).await;
-    for doc in all.iter_mut().take(1_200).step_by(7) {
-        doc.label = "fox".into();
-    }
-    let relabelled: Vec<ImageDoc> = all.iter().take(1_200).step_by(7).cloned().collect();
-    write(&writer, &relabelled).await;
-    let gone: Vec<String> = all
-        .iter()
-        .skip(3)
-        .step_by(19)
-        .map(|d| d.id.clone())
-        .collect();
-    writer.delete(&gone).await.unwrap();
-    drop(writer);
-    // As after a crash before the next save: the older file is what there is.
-    std::fs::write(&file, saved).unwrap();
+    let all = docs(&mut Rng(7), 3_000, DIMS, &["cat", "dog", "owl"], "r");
+    // Over 1,024 rows in the file: its codes are calibrated for good, so it stays in use.
+    let (kept, relabelled) =
+        crash_with_stale_graph_file(open(tmp.path(), true), all, 1_200, (7, "fox"), (3, 19)).await;
     let reader = open(tmp.path(), false);
-    let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !gone.contains(&d.id)).collect();
-    let relabelled: Vec<ImageDoc> = relabelled
-        .into_iter()
-        .filter(|d| !gone.contains(&d.id))
-        .collect();
     check_found(&reader, &kept).await;
     check_found(&reader, &relabelled).await;
     let stats = reader.ann_stats();

@@ -125,3 +125,67 @@ pub async fn agreeing_with_exact(
         .collect();
     hits.iter().filter(|h| exact.contains(&h.id)).count()
 }
+
+/// Gives every `every`th of the first `first` of `all` the label `label`; those documents, as
+/// written again to relabel them.
+pub fn relabel_every(
+    all: &mut [ImageDoc],
+    first: usize,
+    every: usize,
+    label: &str,
+) -> Vec<ImageDoc> {
+    for doc in all.iter_mut().take(first).step_by(every) {
+        doc.label = label.into();
+    }
+    all.iter().take(first).step_by(every).cloned().collect()
+}
+
+/// The ids of every `every`th of `all` after the first `skip`: documents to delete.
+pub fn ids_every(all: &[ImageDoc], skip: usize, every: usize) -> Vec<String> {
+    all.iter()
+        .skip(skip)
+        .step_by(every)
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+/// `docs` but those whose id is in `gone`.
+pub fn without(docs: Vec<ImageDoc>, gone: &[String]) -> Vec<ImageDoc> {
+    docs.into_iter().filter(|d| !gone.contains(&d.id)).collect()
+}
+
+/// Leaves a store as after a crash before its graph was saved again, for the stale-file tests:
+/// `writer` writes `all[..first]` and saves its graph file, then writes the rest, relabels every
+/// `relabel.0`th of the first `first` to `relabel.1` and deletes every `gone.1`th after the first
+/// `gone.0`; it is dropped and the older graph file put back. Returns the documents left and the
+/// relabelled ones left, as the store should now find them.
+pub async fn crash_with_stale_graph_file(
+    writer: imgvec::store::local::LocalStore,
+    mut all: Vec<ImageDoc>,
+    first: usize,
+    relabel: (usize, &str),
+    gone: (usize, usize),
+) -> (Vec<ImageDoc>, Vec<ImageDoc>) {
+    use imgvec::store::VectorStore;
+    let write = |docs: Vec<ImageDoc>| {
+        let writer = &writer;
+        async move {
+            let report = writer.upsert(&docs, true).await.expect("upsert");
+            assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+        }
+    };
+    let dims = all.first().map_or(0, |d| d.vector.len());
+    writer.ensure_index(&spec(dims)).await.expect("index");
+    write(all[..first].to_vec()).await;
+    writer.refresh().await.expect("refresh");
+    let file = writer.ann_path().expect("path").expect("a graph file");
+    let saved = std::fs::read(&file).expect("read the graph file");
+    write(all[first..].to_vec()).await;
+    let relabelled = relabel_every(&mut all, first, relabel.0, relabel.1);
+    write(relabelled.clone()).await;
+    let gone = ids_every(&all, gone.0, gone.1);
+    writer.delete(&gone).await.expect("delete");
+    drop(writer);
+    std::fs::write(&file, saved).expect("put the older file back");
+    (without(all, &gone), without(relabelled, &gone))
+}

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::graph::reserve;
+use super::inserts::reserve;
 use super::search::{with_tail, Search};
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 use crate::store::{Hit, KnnQuery, StoreError};

@@ -18,7 +18,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::db::IndexRow;
-use super::graph::{add_rows, Ann, AnnStats};
+use super::graph::{Ann, AnnStats};
+use super::inserts::add_rows;
 use super::{Shared, State};
 use crate::store::StoreError;
 

@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::inserts::{add_all, add_rows, recheck, reserve};
 use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
@@ -28,14 +28,6 @@ use crate::store::StoreError;
 
 /// Rows read per step when (re)building the HNSW graph.
 const BUILD_CHUNK: usize = 2_048;
-
-/// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
-const PARALLEL_ADDS_FROM: usize = 2;
-
-/// The search width and result count of the check that a node inserted alongside others can be
-/// found ([`add_all`]).
-const CHECK_EF: usize = 64;
-const CHECK_K: usize = 10;
 
 /// A process that only read saves the cache file when it closes only if its graph differs from
 /// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
@@ -257,78 +249,6 @@ pub(super) fn ann_options(row: &IndexRow, ef_search: usize) -> IndexOptions {
         expansion_search: ef_search.max(1),
         multi: false,
     }
-}
-
-/// Room for `capacity` vectors and as many concurrent callers as two pools of rayon's size, and
-/// two more: the graph is built, caught up and batch-searched on every core, and searches (a
-/// batch's on rayon's pool) may run beside the adding of a chunk of the tail on a pool of the
-/// same size (`follow`).
-pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
-    let threads = 2 * rayon::current_num_threads().max(1) + 2;
-    index
-        .reserve_capacity_and_threads(capacity.max(1), threads)
-        .map_err(|e| ann_error("reserve", e))
-}
-
-/// A key with its label (or anything else that goes along) and its int8 code.
-type Coded<L> = (u64, L, Vec<i8>);
-
-/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
-/// room first, then checks that each can be found ([`recheck`]).
-fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
-    if index.size() + coded.len() >= index.capacity() {
-        let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
-        reserve(index, want)?;
-    }
-    add_rows(index, coded)?;
-    recheck(index, coded)
-}
-
-/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct, room made) on every
-/// core. Safe beside searches (usearch locks the nodes it links), not beside a removal or reserve.
-pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
-    let add = |(key, _, code): &Coded<L>| index.add(*key, code).map_err(|e| ann_error("add", e));
-    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
-        return coded.iter().try_for_each(add);
-    }
-    coded
-        .par_iter()
-        .with_min_len(PARALLEL_ADDS_FROM)
-        .try_for_each(add)
-}
-
-/// Checks that each node of `coded`, added alongside others, can be found: one found by a
-/// self-search at [`CHECK_EF`] is reachable; one that is not is added again alone. It changes the
-/// graph's search width for a while, so nothing else may search meanwhile (the caller holds the
-/// store's state).
-///
-/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
-/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
-/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
-/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
-fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
-    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
-        return Ok(());
-    }
-    let ef = index.expansion_search();
-    index.change_expansion_search(CHECK_EF);
-    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
-        .par_iter()
-        .with_min_len(PARALLEL_ADDS_FROM)
-        .filter_map(|item| match index.search(&item.2, CHECK_K) {
-            Ok(found) if found.keys.contains(&item.0) => None,
-            Ok(_) => Some(Ok(item)),
-            Err(e) => Some(Err(ann_error("search", e))),
-        })
-        .collect();
-    index.change_expansion_search(ef);
-    for item in hidden? {
-        index.remove(item.0).map_err(|e| ann_error("remove", e))?;
-        index
-            .add(item.0, &item.2)
-            .map_err(|e| ann_error("add", e))?;
-    }
-    Ok(())
 }
 
 pub(super) fn ann_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -648,6 +568,3 @@ fn graph_matches(graph: &Ann, row: &IndexRow) -> bool {
     i64::try_from(graph.index.size()).ok() == Some(row.doc_count)
         && graph.labels.len() as i64 == row.doc_count
 }
-
-#[cfg(test)]
-mod add_all_tests;

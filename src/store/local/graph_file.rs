@@ -20,7 +20,8 @@ use usearch::Index;
 
 use super::db::{db_error, find_index_by_name, IndexRow};
 use super::fsutil::{append_and_replace, temp_path};
-use super::graph::{ann_error, ann_options, reserve, Ann, AnnStats};
+use super::graph::{ann_error, ann_options, Ann, AnnStats};
+use super::inserts::reserve;
 use super::quant::Quantizer;
 use super::Shared;
 use crate::store::StoreError;
@@ -175,7 +176,7 @@ fn checksum64(bytes: &[u8]) -> u64 {
     sum.0
 }
 
-/// [`checksum64`] fed a piece at a time.
+/// `checksum64` fed a piece at a time.
 struct Checksum(u64);
 
 impl Checksum {

@@ -26,13 +26,13 @@
 //!
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
 //! blocking thread holding the store's state; the work is in the submodules, one job each:
-//! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records`
-//! (the operations' transactions), `delete` (deleting documents, listing them by path), `graph`
-//! (the in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned
-//! until it has them), `follow` (moving them in, on a thread of its own), `graph_file` (its cache
-//! file), `labels` (each
-//! label's keys and codes), `codes` / `codes4` (scans of a label's int8 / 4-bit codes), `search` (kNN and
-//! re-ranking), `browse` (labels, documents by id), `lock` (the write lock), `fsutil` (store
+//! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records` (the
+//! operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the
+//! in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned until
+//! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
+//! on every core), `graph_file` (its cache file), `labels` (each label's keys and codes), `codes`
+//! / `codes4` (scans of a label's int8 / 4-bit codes), `search` (kNN and re-ranking), `browse`
+//! (labels, documents by id), `lock` (the write lock), `fsutil` (store
 //! directory, atomic writes).
 //!
 //! What it is not for: sharing a store between machines (SQLite's locks need one machine's file
@@ -51,6 +51,7 @@ mod follow;
 mod fsutil;
 mod graph;
 mod graph_file;
+mod inserts;
 mod labels;
 mod lock;
 mod paths;

@@ -1,0 +1,96 @@
+//! Inserting into the HNSW graph on every core: room made, nodes added, each checked to be
+//! reachable.
+//!
+//! What it is for: the one way rows enter a graph, whether it is built from all rows (`graph`),
+//! takes in its tail here and now, or takes it in a chunk at a time beside searches (`follow`).
+//!
+//! What it is not for: which rows go in, or when (`graph`, `tail`, `follow`).
+
+use rayon::prelude::*;
+use usearch::Index;
+
+use super::graph::ann_error;
+use crate::store::StoreError;
+
+/// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
+const PARALLEL_ADDS_FROM: usize = 2;
+
+/// The search width and result count of the check that a node inserted alongside others can be
+/// found ([`add_all`]).
+const CHECK_EF: usize = 64;
+const CHECK_K: usize = 10;
+
+/// Room for `capacity` vectors and as many concurrent callers as two pools of rayon's size, and
+/// two more: the graph is built, caught up and batch-searched on every core, and searches (a
+/// batch's on rayon's pool) may run beside the adding of a chunk of the tail on a pool of the
+/// same size (`follow`).
+pub(super) fn reserve(index: &Index, capacity: usize) -> Result<(), StoreError> {
+    let threads = 2 * rayon::current_num_threads().max(1) + 2;
+    index
+        .reserve_capacity_and_threads(capacity.max(1), threads)
+        .map_err(|e| ann_error("reserve", e))
+}
+
+/// A key with its label (or anything else that goes along) and its int8 code.
+type Coded<L> = (u64, L, Vec<i8>);
+
+/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct) on every core, making
+/// room first, then checks that each can be found ([`recheck`]).
+pub(super) fn add_all<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    if index.size() + coded.len() >= index.capacity() {
+        let want = (index.capacity() * 2).max(index.size() + coded.len() + 1_024);
+        reserve(index, want)?;
+    }
+    add_rows(index, coded)?;
+    recheck(index, coded)
+}
+
+/// Adds each `(key, _, code)` of `coded` (keys not in the graph, distinct, room made) on every
+/// core. Safe beside searches (usearch locks the nodes it links), not beside a removal or reserve.
+pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    let add = |(key, _, code): &Coded<L>| index.add(*key, code).map_err(|e| ann_error("add", e));
+    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
+        return coded.iter().try_for_each(add);
+    }
+    coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .try_for_each(add)
+}
+
+/// Checks that each node of `coded`, added alongside others, can be found: one found by a
+/// self-search at [`CHECK_EF`] is reachable; one that is not is added again alone. It changes the
+/// graph's search width for a while, so nothing else may search meanwhile (the caller holds the
+/// store's state).
+///
+/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
+/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
+/// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
+/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+pub(super) fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
+        return Ok(());
+    }
+    let ef = index.expansion_search();
+    index.change_expansion_search(CHECK_EF);
+    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
+        .par_iter()
+        .with_min_len(PARALLEL_ADDS_FROM)
+        .filter_map(|item| match index.search(&item.2, CHECK_K) {
+            Ok(found) if found.keys.contains(&item.0) => None,
+            Ok(_) => Some(Ok(item)),
+            Err(e) => Some(Err(ann_error("search", e))),
+        })
+        .collect();
+    index.change_expansion_search(ef);
+    for item in hidden? {
+        index.remove(item.0).map_err(|e| ann_error("remove", e))?;
+        index
+            .add(item.0, &item.2)
+            .map_err(|e| ann_error("add", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod add_all_tests;
