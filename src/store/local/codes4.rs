@@ -9,14 +9,19 @@
 //! near the best uniform 16-level quantizer of a Gaussian (0.34); the plain `c >> 4` would use
 //! only about 8 of its 16 levels on such data.
 //!
-//! The distance is asymmetric: the query keeps its int8 code and is compared with each level's
-//! value, `Σ ((c + 60) - 8u)²`, exact in i32 (|c + 60 - 8u| ≤ 187; 768 × 187² < 2³¹).
+//! The distance is asymmetric: the query keeps its int8 code `c` and is compared with each level's
+//! value, `Σ ((c + 60) - 8u)²`, exact in i32 (|c + 60 - 8u| ≤ 187; 768 × 187² < 2³¹). Expanded,
+//! that is `Σ (c + 60)² + (64 Σ u² - 960 Σ u) - 16 Σ c·u`: a term of the query's, a term of the
+//! code's (stored after it, its *norm*) and a dot product of the code's levels, unsigned bytes,
+//! with the query's int8 code, which `VPMADDUBSW` computes 32 or 64 components an instruction. So
+//! a scan does a few instructions for each 64 bytes it reads and runs at the speed of memory.
 //!
-//! Layout: components in blocks of 64 (the last padded with level 0, matched by a query value 0,
-//! so padding adds nothing); byte `j` of a block's 32 holds component `j` in its low nibble and
-//! component `j + 32` in its high one, so a kernel unpacks 32 components with one mask and one
-//! shift. Computed with AVX-512BW where the CPU has it, else AVX2, else portable code; the same
-//! numbers from each (tested).
+//! Layout of a code: components in blocks of 64 (the last padded with level 0, matched by a query
+//! value 0, so padding adds nothing); byte `j` of a block's 32 holds component `j` in its low
+//! nibble and component `j + 32` in its high one, so a kernel unpacks 32 components with one mask
+//! and one shift. After the blocks, the code's norm (i32, little-endian). Computed with AVX-512BW
+//! where the CPU has it (two blocks a step), else AVX2 (one), else portable code; the same numbers
+//! from each (tested).
 //!
 //! What it is not for: deciding which labels keep these codes (`labels`) or the int8 scan (`codes`).
 
@@ -25,11 +30,18 @@ use super::codes::Kernel;
 /// Components a block packs (into half as many bytes).
 const BLOCK: usize = 64;
 /// What the query's int8 code is offset by, so that level `u` compares with `8u`.
-const OFFSET: i16 = 60;
+const OFFSET: i32 = 60;
+/// Bytes of a code's norm, after its blocks.
+const NORM: usize = 4;
 
-/// Bytes of the packed code of `dims` components.
-pub(super) fn bytes_for(dims: usize) -> usize {
+/// Bytes of the packed levels of `dims` components.
+fn packed_bytes(dims: usize) -> usize {
     dims.div_ceil(BLOCK) * BLOCK / 2
+}
+
+/// Bytes of the code of `dims` components: its packed levels and its norm.
+pub(super) fn bytes_for(dims: usize) -> usize {
+    packed_bytes(dims) + NORM
 }
 
 /// The 4-bit level of the int8 component `c`.
@@ -37,61 +49,87 @@ fn level(c: i8) -> u8 {
     ((i16::from(c) + 64) >> 3).clamp(0, 15) as u8
 }
 
-/// The packed 4-bit code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
+/// The code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
 pub(super) fn pack_into(code: &[i8], out: &mut Vec<u8>) {
+    let mut norm = 0i32;
     for block in code.chunks(BLOCK) {
         let at = |j: usize| block.get(j).map_or(0, |&c| level(c));
         out.extend((0..BLOCK / 2).map(|j| at(j) | (at(j + BLOCK / 2) << 4)));
     }
+    for &c in code {
+        let u = i32::from(level(c));
+        norm += 64 * u * u - 16 * OFFSET * u;
+    }
+    out.extend(norm.to_le_bytes());
 }
 
-/// The query's int8 code as a kernel reads it: offset, widened, padded to whole blocks with 0.
-fn prepared(query: &[i8]) -> Vec<i16> {
-    let mut q: Vec<i16> = query.iter().map(|&c| i16::from(c) + OFFSET).collect();
-    q.resize(bytes_for(query.len()) * 2, 0);
-    q
+/// The query as the kernels read it.
+struct Prepared {
+    /// The query's int8 code in the kernels' order, padded with 0 to whole pairs of blocks: for
+    /// each pair, the components its low nibbles hold (32 of each block), then its high ones.
+    code: Vec<i8>,
+    /// `Σ (c + 60)²` over the query's components: the distance's term of the query's.
+    square: i32,
 }
 
-/// The positions (in `codes`, one packed code of `query.len()` components after another) of the
+fn prepared(query: &[i8]) -> Prepared {
+    let blocks = query.len().div_ceil(BLOCK).max(1);
+    let mut code = vec![0i8; blocks.div_ceil(2) * 2 * BLOCK];
+    for (i, &c) in query.iter().enumerate() {
+        let (block, j) = (i / BLOCK, i % BLOCK);
+        let (half, j) = (j / (BLOCK / 2), j % (BLOCK / 2));
+        let pair = block / 2;
+        code[pair * 2 * BLOCK + half * BLOCK + (block % 2) * (BLOCK / 2) + j] = c;
+    }
+    let square = query.iter().map(|&c| (i32::from(c) + OFFSET).pow(2)).sum();
+    Prepared { code, square }
+}
+
+/// The positions (in `codes`, one code of `query.len()` components after another) of the
 /// `count` codes nearest the int8 code `query`, nearest first (ties by position).
 pub(super) fn nearest(query: &[i8], codes: &[u8], count: usize) -> Vec<usize> {
     let q = prepared(query);
     let kernel = Kernel::get();
-    let size = bytes_for(query.len()).max(1);
+    let size = bytes_for(query.len());
     super::codes::nearest_by(codes, size, count, |codes, out| {
-        distances(kernel, &q, codes, out)
+        distances(kernel, &q, size, codes, out)
     })
 }
 
-/// The distance of each packed code of `codes` to the prepared query `q`, into `out`, by `kernel`.
-fn distances(kernel: Kernel, q: &[i16], codes: &[u8], out: &mut [i32]) {
-    if q.is_empty() {
-        return out.fill(0);
-    }
+/// The distance of each code (`size` bytes) of `codes` to the prepared query `q`, into `out`, by
+/// `kernel`.
+fn distances(kernel: Kernel, q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Kernel::get` chose this kernel only where the CPU has AVX-512BW (and so
         // AVX-512F).
-        Kernel::Avx512 => unsafe { x86::distances_avx512(q, codes, out) },
+        Kernel::Avx512 => unsafe { x86::distances_avx512(q, size, codes, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Kernel::get` chose this kernel only where the CPU has AVX2.
-        Kernel::Avx2 => unsafe { x86::distances_avx2(q, codes, out) },
-        _ => distances_portable(q, codes, out),
+        Kernel::Avx2 => unsafe { x86::distances_avx2(q, size, codes, out) },
+        _ => distances_portable(q, size, codes, out),
     }
 }
 
-/// The reference: a component at a time. `q` has a whole number of blocks.
-fn distances_portable(q: &[i16], codes: &[u8], out: &mut [i32]) {
-    for (code, d) in codes.chunks_exact(q.len() / 2).zip(out.iter_mut()) {
-        let mut sum = 0i32;
-        for (qb, cb) in q.chunks_exact(BLOCK).zip(code.chunks_exact(BLOCK / 2)) {
-            for (j, &byte) in cb.iter().enumerate() {
-                let lo = i32::from(qb[j]) - 8 * i32::from(byte & 0x0F);
-                let hi = i32::from(qb[j + BLOCK / 2]) - 8 * i32::from(byte >> 4);
-                sum += lo * lo + hi * hi;
+/// The code's norm: the last [`NORM`] bytes of `code`.
+fn norm_of(code: &[u8]) -> i32 {
+    let mut bytes = [0u8; NORM];
+    bytes.copy_from_slice(&code[code.len() - NORM..]);
+    i32::from_le_bytes(bytes)
+}
+
+/// The reference: a component at a time, the dot product in the kernels' order.
+fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
+    for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
+        let mut dot = 0i32;
+        for (b, block) in code[..size - NORM].chunks_exact(BLOCK / 2).enumerate() {
+            let at = (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2);
+            for (j, &byte) in block.iter().enumerate() {
+                dot += i32::from(q.code[at + j]) * i32::from(byte & 0x0F);
+                dot += i32::from(q.code[at + BLOCK + j]) * i32::from(byte >> 4);
             }
         }
-        *d = sum;
+        *d = q.square + norm_of(code) - 16 * dot;
     }
 }
 
@@ -99,69 +137,72 @@ fn distances_portable(q: &[i16], codes: &[u8], out: &mut [i32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// [`super::distances_portable`] a block (64 components, 32 bytes) a step: the bytes widened
-    /// to i16, the low nibbles masked and the high ones shifted down, each times 8 subtracted from
-    /// the query's i16 and `VPMADDWD`ed (squares summed in pairs to i32).
+    use super::{norm_of, Prepared, BLOCK, NORM};
+
+    /// [`super::distances_portable`] two blocks (128 components, 64 bytes) a step: the low
+    /// nibbles masked and the high ones shifted down, each `VPMADDUBSW`ed (unsigned levels by the
+    /// query's signed code, pairs summed to i16: at most 2 × 15 × 128 each, so the two sums of a
+    /// step fit too), then `VPMADDWD`ed by 1 to i32. A lone last block is loaded under a mask.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn distances_avx512(q: &[i16], codes: &[u8], out: &mut [i32]) {
-        let size = q.len() / 2;
-        let blocks = size / 32;
-        let mask = _mm512_set1_epi16(0x0F);
+    pub(super) fn distances_avx512(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
+        let packed = size - NORM;
+        let steps = packed.div_ceil(BLOCK);
+        // The bytes of the last step: all 64, or the lone block's 32.
+        let last: __mmask64 = if packed % BLOCK == 0 { !0 } else { 0xFFFF_FFFF };
+        let mask = _mm512_set1_epi8(0x0F);
+        let ones = _mm512_set1_epi16(1);
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
             let mut acc = _mm512_setzero_si512();
-            for b in 0..blocks {
-                // SAFETY: block `b` is bytes `32b..32b + 32` of `code` (`size` = 32 × blocks) and
-                // components `64b..64b + 64` of `q` (2 × `size` long).
+            for s in 0..steps {
+                let keep = if s + 1 == steps { last } else { !0 };
+                // SAFETY: step `s` reads bytes `64s..` of `code` under `keep`, which covers only
+                // its packed levels; `q.code` holds 128 bytes a step (whole pairs of blocks).
                 let (c, qlo, qhi) = unsafe {
                     (
-                        _mm256_loadu_si256(code.as_ptr().add(b * 32).cast()),
-                        _mm512_loadu_si512(q.as_ptr().add(b * 64).cast()),
-                        _mm512_loadu_si512(q.as_ptr().add(b * 64 + 32).cast()),
+                        _mm512_maskz_loadu_epi8(keep, code.as_ptr().add(s * BLOCK).cast()),
+                        _mm512_loadu_si512(q.code.as_ptr().add(s * 2 * BLOCK).cast()),
+                        _mm512_loadu_si512(q.code.as_ptr().add(s * 2 * BLOCK + BLOCK).cast()),
                     )
                 };
-                let w = _mm512_cvtepu8_epi16(c);
-                let lo = _mm512_slli_epi16::<3>(_mm512_and_si512(w, mask));
-                let hi = _mm512_slli_epi16::<3>(_mm512_srli_epi16::<4>(w));
-                let dlo = _mm512_sub_epi16(qlo, lo);
-                let dhi = _mm512_sub_epi16(qhi, hi);
-                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(dlo, dlo));
-                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(dhi, dhi));
+                let lo = _mm512_and_si512(c, mask);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(c), mask);
+                let pairs =
+                    _mm512_add_epi16(_mm512_maddubs_epi16(lo, qlo), _mm512_maddubs_epi16(hi, qhi));
+                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, ones));
             }
-            *d = _mm512_reduce_add_epi32(acc);
+            *d = q.square + norm_of(code) - 16 * _mm512_reduce_add_epi32(acc);
         }
     }
 
-    /// As above with AVX2, half a block (16 bytes: components `j` and `j + 32`) a step.
+    /// As above with AVX2, one block (32 bytes) a step.
     #[target_feature(enable = "avx2")]
-    pub(super) fn distances_avx2(q: &[i16], codes: &[u8], out: &mut [i32]) {
-        let size = q.len() / 2;
-        let halves = size / 16;
-        let mask = _mm256_set1_epi16(0x0F);
+    pub(super) fn distances_avx2(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
+        let blocks = (size - NORM) / (BLOCK / 2);
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
             let mut acc = _mm256_setzero_si256();
-            for h in 0..halves {
-                // Bytes 16h..16h + 16: block b = h / 2, components 64b + o.. and 64b + 32 + o..
-                let at = (h / 2) * 64 + (h % 2) * 16;
-                // SAFETY: `16h + 16 <= size` bytes of `code`; `at + 32 + 16 <= 2 × size` of `q`.
+            for b in 0..blocks {
+                let at = (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2);
+                // SAFETY: block `b` is bytes `32b..32b + 32` of `code`'s packed levels; `q.code`
+                // holds whole pairs of blocks, so `at + BLOCK + 32` is within it.
                 let (c, qlo, qhi) = unsafe {
                     (
-                        _mm_loadu_si128(code.as_ptr().add(h * 16).cast()),
-                        _mm256_loadu_si256(q.as_ptr().add(at).cast()),
-                        _mm256_loadu_si256(q.as_ptr().add(at + 32).cast()),
+                        _mm256_loadu_si256(code.as_ptr().add(b * 32).cast()),
+                        _mm256_loadu_si256(q.code.as_ptr().add(at).cast()),
+                        _mm256_loadu_si256(q.code.as_ptr().add(at + BLOCK).cast()),
                     )
                 };
-                let w = _mm256_cvtepu8_epi16(c);
-                let lo = _mm256_slli_epi16::<3>(_mm256_and_si256(w, mask));
-                let hi = _mm256_slli_epi16::<3>(_mm256_srli_epi16::<4>(w));
-                let dlo = _mm256_sub_epi16(qlo, lo);
-                let dhi = _mm256_sub_epi16(qhi, hi);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(dlo, dlo));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(dhi, dhi));
+                let lo = _mm256_and_si256(c, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(c), mask);
+                let pairs =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, qlo), _mm256_maddubs_epi16(hi, qhi));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
             }
             let mut lanes = [0i32; 8];
             // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            *d = lanes.iter().sum();
+            *d = q.square + norm_of(code) - 16 * lanes.iter().sum::<i32>();
         }
     }
 }
@@ -218,22 +259,22 @@ mod tests {
         assert_eq!(level(0), 8);
         assert_eq!(level(63), 15);
         assert_eq!(level(127), 15);
-        assert_eq!(bytes_for(768), 384);
-        assert_eq!(bytes_for(512), 256);
-        assert_eq!(bytes_for(1), 32);
-        assert_eq!(bytes_for(0), 0);
+        assert_eq!(bytes_for(768), 384 + 4);
+        assert_eq!(bytes_for(512), 256 + 4);
+        assert_eq!(bytes_for(1), 32 + 4);
+        assert_eq!(bytes_for(0), 4);
     }
 
     #[test]
     fn every_kernel_gives_the_reference_distances() {
-        for dims in [1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 512, 768] {
+        for dims in [1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 200, 512, 576, 768] {
             let query = codes_from(dims as u64, dims);
             let raw = codes_from(7 + dims as u64, dims * 50);
             let codes = packed(&raw, dims);
             assert_eq!(codes.len(), 50 * bytes_for(dims));
             let q = prepared(&query);
             let mut want = vec![0i32; 50];
-            distances_portable(&q, &codes, &mut want);
+            distances_portable(&q, bytes_for(dims), &codes, &mut want);
             let direct: Vec<i32> = raw.chunks(dims).map(|c| naive(&query, c)).collect();
             assert_eq!(want, direct, "{dims} dims");
             let mut kernels = vec![Kernel::Portable, Kernel::get()];
@@ -243,7 +284,7 @@ mod tests {
             }
             for k in kernels {
                 let mut got = vec![i32::MIN; 50];
-                distances(k, &q, &codes, &mut got);
+                distances(k, &q, bytes_for(dims), &codes, &mut got);
                 assert_eq!(got, want, "{k:?}, {dims} dims");
             }
         }
@@ -262,7 +303,7 @@ mod tests {
         }
         for k in kernels {
             let mut got = vec![0i32; 3];
-            distances(k, &q, &codes, &mut got);
+            distances(k, &q, bytes_for(768), &codes, &mut got);
             assert_eq!(got, vec![768 * 187 * 187; 3], "{k:?}");
         }
     }

@@ -27,7 +27,7 @@ pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
 pub const DEFAULT_FILTERED_CODE_BYTES: usize = 256 << 20;
-/// 192 MiB: the 4-bit codes of a label of up to 524,288 documents at 768-d (half of a 1,000,000
+/// 192 MiB: the 4-bit codes of a label of up to 518,882 documents (388 bytes each) at 768-d (half of a 1,000,000
 /// document store fits, within 1.5 GB for the whole `search` process).
 pub const DEFAULT_FILTERED_CODE4_BYTES: usize = 192 << 20;
 pub const DEFAULT_FILTERED_CODE4_CANDIDATES: usize = 1_000;

@@ -14,7 +14,7 @@
 //! graph is next loaded or built.
 //!
 //! A label without int8 codes (too large, or let go for the budget) can keep 4-bit codes instead
-//! (`codes4`, 384 bytes a document at 768-d), under a budget of their own (`Limits::bytes4`).
+//! (`codes4`, 388 bytes a document at 768-d), under a budget of their own (`Limits::bytes4`).
 //! They are made from the graph's codes on the label's first filtered search
 //! ([`Labels::prepare_codes4`], about 1 µs a document), not at load: a process keeps them only
 //! for the labels it searches. Labels compete for that budget by use: when one that fits is
