@@ -5,12 +5,18 @@
 # each step.
 #
 #   bash benches/serve_rss.sh STORE_DIR MODEL_DIR [INDEX=bench] [LABELS="half tenth hundredth thousandth"]
+#
+# IMGVEC_BIN=path runs that build instead of building this checkout (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="$1" model="$2" index="${3:-bench}" labels="${4:-half tenth hundredth thousandth}"
 port=18099
-cargo build --release --locked -q
-IMGVEC_STORE="$store" target/release/imgvec serve --index "$index" --model-dir "$model" \
+bin="${IMGVEC_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release --locked -q
+    bin=target/release/imgvec
+fi
+IMGVEC_STORE="$store" "$bin" serve --index "$index" --model-dir "$model" \
     --addr 127.0.0.1:$port -q >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
@@ -28,3 +34,6 @@ peak "after the filtered searches"
 id=$(python3 -c 'import json; print(json.load(open("/tmp/serve_rss.json"))["hits"][0]["id"])')
 curl -s -o /dev/null "http://127.0.0.1:$port/api/similar/$id"
 peak "after a more-like-this"
+# An image search: the first loads the vision tower.
+curl -s -o /dev/null -F "image=@tests/fixtures/images/chelsea.png" -F k=10 "http://127.0.0.1:$port/api/search"
+peak "after an image search"

@@ -16,7 +16,6 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::{find_model, open_store, runtime};
 use crate::cli::{ModelArgs, ServeArgs};
-use crate::clip::ImageEncoder;
 use crate::serve::auth::{check_token, generate_token, AuthConfig};
 use crate::serve::guard::GuardConfig;
 use crate::serve::state::{AppState, Model};
@@ -62,7 +61,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 args.follow.clone(),
                 args.store.clone(),
                 args.model.clone(),
-                state.model.image_encoder(),
+                state.model.image_encoder().await,
                 Arc::clone(&watch_stop),
             )?)
         };
@@ -184,26 +183,16 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
         Err(e) => {
             let why = format!("{e:#}");
             eprintln!("imgvec: warning: no model, so no search by text or image: {why}");
-            return Ok(Model::new(Err(why.clone()), device, Err(why), apply_exif));
+            return Ok(Model::new(Err(why), device, apply_exif));
         }
     };
-    let started = std::time::Instant::now();
-    let image = ImageEncoder::load(&dir, &device).map_err(|e| {
-        eprintln!(
-            "imgvec: warning: cannot load the vision model, so no search by text or image: {e}"
-        );
-        e.to_string()
-    });
-    if image.is_ok() {
-        eprintln!(
-            "imgvec: model {} ({}-d) on {device_name}, precision {}, vision tower loaded in {:.1} s",
-            dir.path().display(),
-            dir.dims(),
-            precision.name(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(Model::new(Ok(dir), device, image, apply_exif))
+    eprintln!(
+        "imgvec: model {} ({}-d) on {device_name}, precision {}; each tower loads when first needed",
+        dir.path().display(),
+        dir.dims(),
+        precision.name(),
+    );
+    Ok(Model::new(Ok(dir), device, apply_exif))
 }
 
 /// A vector-size mismatch, or an index that remembers another model, is an error; a missing index

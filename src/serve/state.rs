@@ -113,7 +113,10 @@ pub struct Model {
     /// The checkpoint, or why it could not be opened.
     dir: Result<ModelDir, String>,
     device: Device,
-    image: Result<Arc<ImageEncoder>, String>,
+    /// The vision tower, loaded at the first call that needs it (about 1.2 GB for ViT-L/14 in
+    /// f32: a server used for text, browsing and more-like-this never holds it), or why it
+    /// could not be.
+    image: OnceCell<Result<Arc<ImageEncoder>, String>>,
     text: OnceCell<Arc<TextEncoder>>,
     apply_exif: bool,
     images: Lane,
@@ -122,18 +125,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model from a checkpoint and its loaded vision tower, or the reason there is none (the
-    /// server then answers everything but queries that need the model).
-    pub fn new(
-        dir: Result<ModelDir, String>,
-        device: Device,
-        image: Result<ImageEncoder, String>,
-        apply_exif: bool,
-    ) -> Self {
+    /// The model from a checkpoint, or the reason there is none (the server then answers
+    /// everything but queries that need the model). Its towers are loaded when first needed.
+    pub fn new(dir: Result<ModelDir, String>, device: Device, apply_exif: bool) -> Self {
         Self {
             dir,
             device,
-            image: image.map(Arc::new),
+            image: OnceCell::new(),
             text: OnceCell::new(),
             apply_exif,
             images: Lane::new("image", MODEL_QUEUE),
@@ -170,14 +168,51 @@ impl Model {
         })
     }
 
-    /// The loaded vision tower, to share (`serve --watch` embeds new images with it).
-    pub fn image_encoder(&self) -> Option<Arc<ImageEncoder>> {
-        self.image.as_ref().ok().map(Arc::clone)
+    /// The vision tower, loaded now if it was not (`serve --watch` embeds new images with it);
+    /// `None` if there is no checkpoint or it cannot be loaded ([`Self::error`] says why).
+    pub async fn image_encoder(&self) -> Option<Arc<ImageEncoder>> {
+        self.load_image().await.ok()
     }
 
-    /// Why image queries cannot run, if they cannot.
+    /// Why image queries cannot run, if they cannot: no checkpoint, or its vision tower failed
+    /// to load (known once a call needed it).
     pub fn error(&self) -> Option<&str> {
-        self.image.as_ref().err().map(String::as_str)
+        match &self.dir {
+            Err(why) => Some(why),
+            Ok(_) => self
+                .image
+                .get()
+                .and_then(|r| r.as_ref().err())
+                .map(String::as_str),
+        }
+    }
+
+    /// The vision tower, loaded on the first call (the calls meanwhile wait for it); the
+    /// reason, once, on stderr if it cannot be.
+    async fn load_image(&self) -> Result<Arc<ImageEncoder>, String> {
+        let dir = self.dir.as_ref()?;
+        self.image
+            .get_or_init(|| async {
+                let (dir, device) = (dir.clone(), self.device.clone());
+                let started = std::time::Instant::now();
+                let loaded = tokio::task::spawn_blocking(move || {
+                    ImageEncoder::load(&dir, &device).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("loading it failed: {e}")));
+                match &loaded {
+                    Ok(_) => eprintln!(
+                        "imgvec: serve: vision tower loaded in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                    Err(why) => eprintln!(
+                        "imgvec: serve: cannot load the vision model, so no search by image: {why}"
+                    ),
+                }
+                loaded.map(Arc::new)
+            })
+            .await
+            .clone()
     }
 
     /// Whether text queries can run: the checkpoint has a tokenizer.
@@ -196,7 +231,7 @@ impl Model {
 
     /// The embedding of an uploaded image, decoded under ingest's limits.
     pub async fn embed_image(&self, bytes: Bytes) -> Result<Arc<Vec<f32>>, ApiError> {
-        let encoder = self.image.clone().map_err(|_| self.missing())?;
+        let encoder = self.load_image().await.map_err(|_| self.missing())?;
         let key = format!("image:{}", sha256_hex(&bytes));
         let apply_exif = self.apply_exif;
         self.cached(key, &self.images, move || {
@@ -393,7 +428,7 @@ mod tests {
     /// `Retry-After`, while a text call runs at once; the queued ones still run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_answers_busy_and_texts_do_not_wait_behind_images() {
-        let model = Model::new(Err("none".into()), Device::Cpu, Err("none".into()), false);
+        let model = Model::new(Err("none".into()), Device::Cpu, false);
         let model = Arc::new(model.with_queue(2));
         let mut running = Vec::new();
         for i in 0..LANE_PERMITS + 2 {
@@ -440,5 +475,59 @@ mod tests {
         assert!(slots.take(b).is_ok(), "another client is not held up");
         drop(first);
         assert!(slots.take(a).is_ok(), "a slot given back is free again");
+    }
+
+    fn fixture(path: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path)
+    }
+
+    /// A server holds no vision tower until an image needs it: then it is loaded once and used.
+    #[tokio::test]
+    async fn the_vision_tower_loads_at_the_first_image_and_not_before() {
+        let dir = ModelDir::open(&fixture("clip-tiny")).expect("the tiny checkpoint");
+        let model = Model::new(Ok(dir), Device::Cpu, false);
+        assert!(model.image.get().is_none());
+        assert_eq!(model.error(), None);
+        let png = std::fs::read(fixture("images/chelsea.png")).expect("a fixture image");
+        let vector = model.embed_image(Bytes::from(png)).await.expect("embedded");
+        assert_eq!(Some(vector.len()), model.dims());
+        assert!(model.image.get().is_some_and(Result::is_ok));
+        let same = model.image_encoder().await.expect("the loaded tower");
+        assert!(Arc::ptr_eq(
+            &same,
+            &model.image_encoder().await.expect("again")
+        ));
+    }
+
+    /// A checkpoint whose weights cannot be read: the server starts, and the first image says
+    /// why (503), as does `error` from then on (the page shows it).
+    #[tokio::test]
+    async fn a_vision_tower_that_cannot_load_is_reported_at_the_first_image() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            fixture("clip-tiny/config.json"),
+            tmp.path().join("config.json"),
+        )
+        .expect("config");
+        std::fs::write(
+            tmp.path().join("model.safetensors"),
+            b"not a safetensors file",
+        )
+        .expect("weights");
+        let dir = ModelDir::open(tmp.path()).expect("a directory with a config");
+        let model = Model::new(Ok(dir), Device::Cpu, false);
+        assert_eq!(model.error(), None);
+        let png = std::fs::read(fixture("images/chelsea.png")).expect("a fixture image");
+        let err = model.embed_image(Bytes::from(png)).await.unwrap_err();
+        assert_eq!(
+            err.status,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "{err:?}"
+        );
+        let why = model.error().expect("the reason, once known");
+        assert!(why.contains("model.safetensors"), "{why}");
+        assert!(model.image_encoder().await.is_none());
     }
 }
