@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgvec::clip::{ImageEncoder, ModelDir};
+use imgvec::clip::ModelDir;
 use imgvec::serve::guard::GuardConfig;
 use imgvec::serve::state::{AppState, Model};
 use imgvec::serve::thumbs::Thumbs;
@@ -247,8 +247,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let encoder = ImageEncoder::load(&model_dir, &candle_core::Device::Cpu).unwrap();
-    let model = Model::new(Ok(model_dir), candle_core::Device::Cpu, Ok(encoder), true);
+    let model = Model::new(Ok(model_dir), candle_core::Device::Cpu, true);
+    // Loaded before the timings, as a server that has answered an image query has it.
+    rt.block_on(model.image_encoder())
+        .expect("the checkpoint's vision tower");
     let state = AppState::new(
         Box::new(store),
         "embedded",

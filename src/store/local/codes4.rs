@@ -148,7 +148,11 @@ mod x86 {
         let packed = size - NORM;
         let steps = packed.div_ceil(BLOCK);
         // The bytes of the last step: all 64, or the lone block's 32.
-        let last: __mmask64 = if packed % BLOCK == 0 { !0 } else { 0xFFFF_FFFF };
+        let last: __mmask64 = if packed.is_multiple_of(BLOCK) {
+            !0
+        } else {
+            0xFFFF_FFFF
+        };
         let mask = _mm512_set1_epi8(0x0F);
         let ones = _mm512_set1_epi16(1);
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
