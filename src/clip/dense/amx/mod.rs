@@ -37,7 +37,7 @@ mod pack;
 mod tile;
 
 use super::pack::Line;
-use super::tiles::Out;
+use super::tiles::{Epilogue, Out};
 use pack::split_row;
 use pack::Kind;
 pub(super) use pack::{pack_rows, rows_lines, AmxWeight, Kind as AmxKind};
@@ -137,6 +137,8 @@ unsafe fn finish_rows(
         "int8 rows need whole rows"
     );
     let (col0, width) = (pairs.start * 32, pairs.len() * 32);
+    // Rows with nothing left to do after the residual go straight from the registers to y.
+    let direct = out.packed.is_none() && out.epilogue == Epilogue::None;
     let mut buf = [0f32; MAX_PAIRS * 32];
     for r in 0..rows {
         let row = rb + r;
@@ -173,9 +175,19 @@ unsafe fn finish_rows(
                         *v = _mm512_add_ps(*v, _mm512_loadu_ps(p));
                     }
                 }
-                // SAFETY: q < pairs.len() ≤ MAX_PAIRS (the contract): inside the local `buf`.
-                unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(q * 32 + 16 * h), *v) };
+                if direct {
+                    // SAFETY: row `row` < m, columns col + 16h..col + 16h + 16 ≤ n of y, m rows
+                    // of at least n floats ldy apart that only this task writes there (the
+                    // contract).
+                    unsafe { _mm512_storeu_ps(out.y.get().add(row * out.ldy + col + 16 * h), *v) };
+                } else {
+                    // SAFETY: q < pairs.len() ≤ MAX_PAIRS (the contract): inside the local `buf`.
+                    unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(q * 32 + 16 * h), *v) };
+                }
             }
+        }
+        if direct {
+            continue;
         }
         let done = &mut buf[..width];
         out.epilogue.apply(done);
