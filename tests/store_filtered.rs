@@ -13,7 +13,7 @@ mod docs;
 use std::path::Path;
 use std::time::Duration;
 
-use docs::{agreeing_with_exact, crash_with_stale_graph_file, docs, spec, Rng};
+use docs::{agreeing_with_exact, crash_with_stale_graph_file, docs, spec, write, Rng};
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
@@ -63,11 +63,6 @@ fn query(doc: &ImageDoc, label: &str) -> KnnQuery {
         num_candidates: 20,
         label: Some(label.to_string()),
     }
-}
-
-async fn write(store: &LocalStore, docs: &[ImageDoc]) {
-    let report = store.upsert(docs, true).await.expect("upsert");
-    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
 
 /// Each of `docs` (every 7th, to keep it short) is found first within its label, the hits all of

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use docs::{
     agreeing_with_exact, crash_with_stale_graph_file, docs, ids_every, relabel_every, spec,
-    without, Rng,
+    without, write, Rng,
 };
 use imgvec::store::local::{LocalConfig, LocalStore};
 use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
@@ -41,11 +41,6 @@ fn query(doc: &ImageDoc, label: Option<&str>) -> KnnQuery {
         num_candidates: 30,
         label: label.map(str::to_string),
     }
-}
-
-async fn write(store: &LocalStore, docs: &[ImageDoc]) {
-    let report = store.upsert(docs, true).await.expect("upsert");
-    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }
 
 /// Each of `docs` (every 11th) is found first by its own vector, with and without its label, and

@@ -167,25 +167,24 @@ pub async fn crash_with_stale_graph_file(
     gone: (usize, usize),
 ) -> (Vec<ImageDoc>, Vec<ImageDoc>) {
     use imgvec::store::VectorStore;
-    let write = |docs: Vec<ImageDoc>| {
-        let writer = &writer;
-        async move {
-            let report = writer.upsert(&docs, true).await.expect("upsert");
-            assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
-        }
-    };
     let dims = all.first().map_or(0, |d| d.vector.len());
     writer.ensure_index(&spec(dims)).await.expect("index");
-    write(all[..first].to_vec()).await;
+    write(&writer, &all[..first]).await;
     writer.refresh().await.expect("refresh");
     let file = writer.ann_path().expect("path").expect("a graph file");
     let saved = std::fs::read(&file).expect("read the graph file");
-    write(all[first..].to_vec()).await;
+    write(&writer, &all[first..]).await;
     let relabelled = relabel_every(&mut all, first, relabel.0, relabel.1);
-    write(relabelled.clone()).await;
+    write(&writer, &relabelled).await;
     let gone = ids_every(&all, gone.0, gone.1);
     writer.delete(&gone).await.expect("delete");
     drop(writer);
     std::fs::write(&file, saved).expect("put the older file back");
     (without(all, &gone), without(relabelled, &gone))
+}
+
+/// Writes `docs` into `store` (waiting for the commit), none failing: the store tests' write.
+pub async fn write(store: &dyn imgvec::store::VectorStore, docs: &[ImageDoc]) {
+    let report = store.upsert(docs, true).await.expect("upsert");
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
 }

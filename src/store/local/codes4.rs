@@ -51,16 +51,33 @@ fn level(c: i8) -> u8 {
 
 /// The code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
 pub(super) fn pack_into(code: &[i8], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + bytes_for(code.len()), 0);
+    pack_to(code, &mut out[at..]);
+}
+
+/// The code of the int8 code `code` into `out` ([`bytes_for`] bytes), each level found once.
+pub(super) fn pack_to(code: &[i8], out: &mut [u8]) {
+    let (packed, norm_bytes) = out.split_at_mut(out.len() - NORM);
     let mut norm = 0i32;
-    for block in code.chunks(BLOCK) {
-        let at = |j: usize| block.get(j).map_or(0, |&c| level(c));
-        out.extend((0..BLOCK / 2).map(|j| at(j) | (at(j + BLOCK / 2) << 4)));
+    for (block, bytes) in code.chunks(BLOCK).zip(packed.chunks_exact_mut(BLOCK / 2)) {
+        let mut levels = [0u8; BLOCK];
+        for (l, &c) in levels.iter_mut().zip(block) {
+            *l = level(c);
+            let u = i32::from(*l);
+            norm += 64 * u * u - 16 * OFFSET * u;
+        }
+        for (j, byte) in bytes.iter_mut().enumerate() {
+            *byte = levels[j] | (levels[j + BLOCK / 2] << 4);
+        }
     }
-    for &c in code {
-        let u = i32::from(level(c));
-        norm += 64 * u * u - 16 * OFFSET * u;
-    }
-    out.extend(norm.to_le_bytes());
+    norm_bytes.copy_from_slice(&norm.to_le_bytes());
+}
+
+/// Where block `b`'s low-nibble components start in the prepared query (its high ones start
+/// [`BLOCK`] later): blocks go in pairs, the pair's 32 + 32 low components, then its high ones.
+fn query_at(b: usize) -> usize {
+    (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2)
 }
 
 /// The query as the kernels read it.
@@ -78,8 +95,7 @@ fn prepared(query: &[i8]) -> Prepared {
     for (i, &c) in query.iter().enumerate() {
         let (block, j) = (i / BLOCK, i % BLOCK);
         let (half, j) = (j / (BLOCK / 2), j % (BLOCK / 2));
-        let pair = block / 2;
-        code[pair * 2 * BLOCK + half * BLOCK + (block % 2) * (BLOCK / 2) + j] = c;
+        code[query_at(block) + half * BLOCK + j] = c;
     }
     let square = query.iter().map(|&c| (i32::from(c) + OFFSET).pow(2)).sum();
     Prepared { code, square }
@@ -123,7 +139,7 @@ fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) 
     for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
         let mut dot = 0i32;
         for (b, block) in code[..size - NORM].chunks_exact(BLOCK / 2).enumerate() {
-            let at = (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2);
+            let at = query_at(b);
             for (j, &byte) in block.iter().enumerate() {
                 dot += i32::from(q.code[at + j]) * i32::from(byte & 0x0F);
                 dot += i32::from(q.code[at + BLOCK + j]) * i32::from(byte >> 4);
@@ -137,7 +153,7 @@ fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) 
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{norm_of, Prepared, BLOCK, NORM};
+    use super::{norm_of, query_at, Prepared, BLOCK, NORM};
 
     /// [`super::distances_portable`] two blocks (128 components, 64 bytes) a step: the low
     /// nibbles masked and the high ones shifted down, each `VPMADDUBSW`ed (unsigned levels by the
@@ -187,7 +203,7 @@ mod x86 {
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
             let mut acc = _mm256_setzero_si256();
             for b in 0..blocks {
-                let at = (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2);
+                let at = query_at(b);
                 // SAFETY: block `b` is bytes `32b..32b + 32` of `code`'s packed levels; `q.code`
                 // holds whole pairs of blocks, so `at + BLOCK + 32` is within it.
                 let (c, qlo, qhi) = unsafe {

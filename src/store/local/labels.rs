@@ -125,9 +125,7 @@ impl Labels {
                 }
                 if let Some(codes4) = members.codes4.as_mut() {
                     let size = self.code4_size;
-                    let mut packed = Vec::with_capacity(size);
-                    codes4::pack_into(code, &mut packed);
-                    codes4[at * size..(at + 1) * size].copy_from_slice(&packed);
+                    codes4::pack_to(code, &mut codes4[at * size..(at + 1) * size]);
                 }
                 return;
             }
@@ -287,14 +285,12 @@ impl Labels {
             .par_chunks_mut(codes::TASK_ROWS * size)
             .zip(self.members[number].keys.par_chunks(codes::TASK_ROWS))
             .all(|(out, keys)| {
-                let (mut code, mut packed) = (vec![0i8; dims], Vec::with_capacity(size));
+                let mut code = vec![0i8; dims];
                 for (&key, out) in keys.iter().zip(out.chunks_exact_mut(size)) {
                     if !get(key, &mut code) {
                         return false;
                     }
-                    packed.clear();
-                    codes4::pack_into(&code, &mut packed);
-                    out.copy_from_slice(&packed);
+                    codes4::pack_to(&code, out);
                 }
                 true
             });
