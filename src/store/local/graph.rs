@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
-use super::inserts::{add_all, add_rows, recheck, reserve};
+use super::inserts::{add_rows, make_room, recheck, reconnect, reserve};
 use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
@@ -502,7 +502,7 @@ impl Shared {
 
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
 /// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
-/// core ([`add_all`]).
+/// core ([`add_rows`]), any node they left unreached added again at the end ([`reconnect`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -543,11 +543,14 @@ fn build_graph(
             .drain(..)
             .map(|(key, label, vector)| (key, label, quant.code(&vector)))
             .collect();
-        add_all(&index, &coded)?;
+        // Each chunk on every core; whether every node can be reached is checked once, at the end.
+        make_room(&index, coded.len())?;
+        add_rows(&index, &coded)?;
         for (key, label, code) in coded {
             labels.set(key, label, &code);
         }
     }
+    reconnect(&index)?;
     let unsaved = index.size().max(1) as u64;
     Ok(Ann::new(
         row.id,

@@ -234,6 +234,14 @@ std::unique_ptr<NeighborsCursor> NativeIndex::neighbors(vector_key_t key, size_t
     return std::unique_ptr<NeighborsCursor>(new NeighborsCursor(index_->neighbors(key, level)));
 }
 
+// imgvec patch: keys no walk from the entry point reaches (see index_dense.hpp).
+rust::Vec<NativeIndex::vector_key_t> NativeIndex::unreachable_keys() const {
+    rust::Vec<vector_key_t> keys;
+    for (vector_key_t key : index_->unreachable_keys())
+        keys.push_back(key);
+    return keys;
+}
+
 size_t NativeIndex::remove(vector_key_t key) const {
     labeling_result_t result = index_->remove(key);
     result.error.raise();

@@ -115,6 +115,8 @@ class NativeIndex {
 
     size_t level_of_key(vector_key_t key) const;
     std::unique_ptr<NeighborsCursor> neighbors(vector_key_t key, size_t level) const;
+    // imgvec patch: keys no walk from the entry point reaches (see index_dense.hpp).
+    rust::Vec<vector_key_t> unreachable_keys() const;
 
     void save(rust::Str path) const;
     void load(rust::Str path) const;

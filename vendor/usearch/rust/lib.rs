@@ -551,6 +551,9 @@ pub mod ffi {
         pub fn next_key(self: Pin<&mut NeighborsCursor>) -> u64;
         pub fn drain_into(self: Pin<&mut NeighborsCursor>, output: &mut [u64]) -> usize;
 
+        /// imgvec patch: the keys no walk along level-0 links from the entry point reaches.
+        pub fn unreachable_keys(self: &NativeIndex) -> Vec<u64>;
+
         pub fn save(self: &NativeIndex, path: &str) -> Result<()>;
         pub fn load(self: &NativeIndex, path: &str) -> Result<()>;
         pub fn view(self: &NativeIndex, path: &str) -> Result<()>;
@@ -1681,6 +1684,13 @@ impl Index {
     /// * `key` - The key to look up.
     pub fn level_of_key(self: &Index, key: Key) -> usize {
         self.inner.level_of_key(key)
+    }
+
+    /// imgvec patch: the keys of the vectors that no walk along the level-0 links from the entry
+    /// point reaches, found in one pass over the graph's links (a graph built on many threads can
+    /// strand a few: PATCHED.md). No add, update or removal may run meanwhile.
+    pub fn unreachable_keys(self: &Index) -> Vec<Key> {
+        self.inner.unreachable_keys()
     }
 
     /// Returns a streaming iterator over the keys of the neighbors of `key`

@@ -101,6 +101,7 @@
 #include <stdexcept> // `std::runtime_exception`
 #include <thread>    // `std::thread`
 #include <utility>   // `std::pair`
+#include <vector>    // `std::vector` (imgvec patch: `unreachable_slots`)
 
 // Helper macros for concatenation and stringification
 #define usearch_concat_helper_m(a, b) a##b
@@ -2823,6 +2824,36 @@ class index_gt {
         if (static_cast<level_t>(level) > node.level())
             return {};
         return {this, neighbors_(node, static_cast<level_t>(level))};
+    }
+
+    /**
+     *  imgvec patch: the slots that no walk along level-0 links from the entry point reaches (a
+     *  graph built on many threads can strand a few: PATCHED.md), found in one pass over the links
+     *  instead of a search per node. Hold no concurrent `add`/`update`/`remove` meanwhile.
+     */
+    std::vector<compressed_slot_t> unreachable_slots() const {
+        std::vector<compressed_slot_t> lost;
+        std::size_t const count = nodes_count_;
+        if (count == 0)
+            return lost;
+        std::vector<bool> seen(count, false);
+        std::vector<compressed_slot_t> stack;
+        std::size_t const entry = entry_slot_;
+        seen[entry] = true;
+        stack.push_back(static_cast<compressed_slot_t>(entry));
+        while (!stack.empty()) {
+            compressed_slot_t slot = stack.back();
+            stack.pop_back();
+            for (compressed_slot_t next : neighbors_base_(node_at_(slot)))
+                if (static_cast<std::size_t>(next) < count && !seen[next]) {
+                    seen[next] = true;
+                    stack.push_back(next);
+                }
+        }
+        for (std::size_t slot = 0; slot != count; ++slot)
+            if (!seen[slot])
+                lost.push_back(static_cast<compressed_slot_t>(slot));
+        return lost;
     }
 
     /**

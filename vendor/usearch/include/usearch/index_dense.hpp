@@ -823,6 +823,19 @@ class index_dense_gt {
         return typed_->neighbors(slot, level);
     }
 
+    /// imgvec patch: the keys of the vectors (not freed) that no walk along level-0 links from the
+    /// entry point reaches (`index_gt::unreachable_slots`). Hold no concurrent `add`/`update`/
+    /// `remove` meanwhile.
+    std::vector<vector_key_t> unreachable_keys() const {
+        std::vector<vector_key_t> keys;
+        for (compressed_slot_t slot : typed_->unreachable_slots()) {
+            vector_key_t key = typed_->at(slot).key;
+            if (key != free_key_)
+                keys.push_back(key);
+        }
+        return keys;
+    }
+
     /**
      *  @brief  Returns the top graph level at which @p key is present, or zero
      *          if the key is not in the index.
