@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
-use super::inserts::{add_rows, make_room, recheck, reconnect, reserve};
+use super::inserts::{add_rows, check_chunk, make_room, reconnect, reserve};
 use super::labels::{Labels, Limits};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
@@ -193,7 +193,7 @@ impl Ann {
         chunk: Chunk,
         stats: &mut AnnStats,
     ) -> Result<(), StoreError> {
-        recheck(&self.index, &chunk.rows)?;
+        check_chunk(&self.index, &chunk.rows)?;
         let added = chunk.rows.len() as u64;
         for (key, label, code) in chunk.rows {
             self.labels.set(key, label, &code);
@@ -550,7 +550,7 @@ fn build_graph(
             labels.set(key, label, &code);
         }
     }
-    reconnect(&index)?;
+    reconnect(&index, |_| true)?;
     let unsaved = index.size().max(1) as u64;
     Ok(Ann::new(
         row.id,

@@ -66,7 +66,7 @@ pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(),
 /// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
 /// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
-pub(super) fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
         return Ok(());
     }
@@ -91,21 +91,45 @@ pub(super) fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), 
     Ok(())
 }
 
-/// Rounds of [`reconnect`] at most: a node added alone is reached (the check's tests), so the
-/// second round finds none; the bound only keeps a pathological graph from looping.
+/// Rounds of [`reconnect`] at most: a node added alone is nearly always reached at once; the bound
+/// keeps a node that its neighbours' pruning leaves without a way in on level 0 (HNSW's own
+/// behaviour, rare) from being added again and again.
 const RECONNECT_ROUNDS: usize = 3;
 
-/// Finds the nodes no walk along the graph's links from its entry point reaches, in one pass
-/// over the links (`Index::unreachable_keys`, vendor/usearch), and adds each again alone; returns
-/// how many. For a graph built whole on every core ([`add_rows`] chunk after chunk): a self-search
-/// a node ([`recheck`]) was 29% of such a build (200,000 documents, 2 cores), the pass a fraction
-/// of a second at a million. Nothing else may add, remove or search meanwhile (the caller owns the
-/// graph).
-pub(super) fn reconnect(index: &Index) -> Result<usize, StoreError> {
+/// Graph nodes one walk over the links costs about as much as one self-search of [`recheck`]
+/// (measured at 200,000 documents, 2 cores: ~0.5 µs a node walked, ~107 µs a row searched; half
+/// that, for margin): a chunk is checked by a walk ([`check_chunk`]) while the graph holds at
+/// most this many nodes per row of the chunk.
+const WALK_NODES_PER_SEARCH: usize = 100;
+
+/// Checks that each node of `coded`, added alongside others ([`add_rows`]), can be reached, and
+/// adds any that cannot again alone: by a walk over the links ([`reconnect`]) where the graph is
+/// small beside the chunk, else by a self-search a node ([`recheck`]). The caller holds the
+/// store's state (nothing adds, removes or searches meanwhile).
+pub(super) fn check_chunk<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    if index.size() <= WALK_NODES_PER_SEARCH.saturating_mul(coded.len()) {
+        let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
+        reconnect(index, |key| keys.contains(&key)).map(|_| ())
+    } else {
+        recheck(index, coded)
+    }
+}
+
+/// Finds the nodes (of keys `within` takes) that no walk along the graph's links from its entry
+/// point reaches, in one pass over the links (`Index::unreachable_keys`, vendor/usearch), and adds
+/// each again alone; returns how many it added. For a graph built whole on every core
+/// ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node ([`recheck`])
+/// was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s. Nothing
+/// else may add, remove or search meanwhile (the caller owns the graph).
+pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<usize, StoreError> {
     let mut code = vec![0i8; index.dimensions()];
     let mut fixed = 0;
     for _ in 0..RECONNECT_ROUNDS {
-        let lost = index.unreachable_keys();
+        let lost: Vec<u64> = index
+            .unreachable_keys()
+            .into_iter()
+            .filter(|&k| within(k))
+            .collect();
         if lost.is_empty() {
             break;
         }

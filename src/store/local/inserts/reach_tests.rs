@@ -1,12 +1,13 @@
 //! Nodes inserted on many threads are all reached: after a chunk, by [`recheck`]'s self-search
-//! (fresh inserts and inserts into freed slots alike: usearch's `update` path, taken after
-//! removals); after a whole build, by [`reconnect`], whose pass over the links finds exactly the
-//! nodes that no search reaches.
+//! or [`check_chunk`]'s walk (fresh inserts and inserts into freed slots alike: usearch's `update`
+//! path, taken after removals); after a whole build, by [`reconnect`], whose pass over the links
+//! names every node that no search reaches.
 
 use rayon::ThreadPoolBuilder;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::{add_rows, make_room, recheck, reconnect};
+use super::{add_rows, check_chunk, make_room, recheck, reconnect};
+use crate::store::StoreError;
 
 const DIMS: usize = 32;
 const VECTORS: usize = 3_000;
@@ -69,28 +70,36 @@ fn on_threads<T: Send>(work: impl FnOnce() -> T + Send) -> T {
         .install(work)
 }
 
+/// A chunk's check: [`check_chunk`]'s choice, or a given one.
+type Check = fn(&Index, &[Coded]) -> Result<(), StoreError>;
+
 /// A chunk as the graph's tail takes it in: added on every core, then each node checked.
-fn add_checked(index: &Index, coded: &[Coded]) {
+fn add_checked(index: &Index, coded: &[Coded], check: Check) {
     on_threads(|| {
         make_room(index, coded.len())?;
         add_rows(index, coded)?;
-        recheck(index, coded)
+        check(index, coded)
     })
     .expect("add and check");
 }
 
+/// Both checks, the self-search a node and the walk over the links (which `check_chunk` picks
+/// for a chunk this large beside its graph), leave every node found.
 #[test]
 fn nodes_added_on_many_threads_are_all_reached() {
-    for seed in 1..=4 {
-        let coded = vectors(seed);
-        let index = graph(16);
-        add_checked(&index, &coded);
-        assert_eq!(index.size(), VECTORS);
-        assert_eq!(
-            unreachable(&index, &coded),
-            Vec::<u64>::new(),
-            "build {seed}"
-        );
+    let checks: [(&str, Check); 2] = [("recheck", recheck), ("check_chunk", check_chunk)];
+    for (name, check) in checks {
+        for seed in 1..=3 {
+            let coded = vectors(seed);
+            let index = graph(16);
+            add_checked(&index, &coded, check);
+            assert_eq!(index.size(), VECTORS);
+            assert_eq!(
+                unreachable(&index, &coded),
+                Vec::<u64>::new(),
+                "{name}, build {seed}"
+            );
+        }
     }
 }
 
@@ -98,7 +107,7 @@ fn nodes_added_on_many_threads_are_all_reached() {
 fn nodes_added_again_into_freed_slots_are_all_reached() {
     let coded = vectors(7);
     let index = graph(16);
-    add_checked(&index, &coded);
+    add_checked(&index, &coded, check_chunk);
     let again: Vec<_> = coded
         .iter()
         .filter(|(k, _, _)| k % 3 == 0)
@@ -108,7 +117,7 @@ fn nodes_added_again_into_freed_slots_are_all_reached() {
         index.remove(*key).expect("remove");
     }
     assert_eq!(index.size(), VECTORS - again.len());
-    add_checked(&index, &again);
+    add_checked(&index, &again, check_chunk);
     assert_eq!(index.size(), VECTORS);
     assert_eq!(unreachable(&index, &coded), Vec::<u64>::new());
 }
@@ -139,7 +148,7 @@ fn reconnect_finds_the_stranded_nodes_and_adds_them_again() {
             "build {seed}: no search finds {missed:?}, the pass names {found:?}"
         );
         stranded += missed.len();
-        let fixed = reconnect(&index).expect("reconnect");
+        let fixed = reconnect(&index, |_| true).expect("reconnect");
         assert!(fixed >= found.len(), "build {seed}: {fixed} re-added of {found:?}");
         assert_eq!(index.size(), VECTORS);
         assert_eq!(unreachable(&index, &coded), Vec::<u64>::new(), "build {seed}");
