@@ -83,12 +83,16 @@ fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError>
         .collect();
     index.change_expansion_search(ef);
     for item in hidden? {
-        index.remove(item.0).map_err(|e| ann_error("remove", e))?;
-        index
-            .add(item.0, &item.2)
-            .map_err(|e| ann_error("add", e))?;
+        add_again(index, item.0, &item.2)?;
     }
     Ok(())
+}
+
+/// Removes `key`'s node and adds it again alone, linked afresh: how both checks mend a node not
+/// reached.
+fn add_again(index: &Index, key: u64, code: &[i8]) -> Result<(), StoreError> {
+    index.remove(key).map_err(|e| ann_error("remove", e))?;
+    index.add(key, code).map_err(|e| ann_error("add", e))
 }
 
 /// Rounds of [`reconnect`] at most: a node added alone is nearly always reached at once; the bound
@@ -135,8 +139,7 @@ pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<u
         }
         for &key in &lost {
             index.get(key, &mut code).map_err(|e| ann_error("get", e))?;
-            index.remove(key).map_err(|e| ann_error("remove", e))?;
-            index.add(key, &code).map_err(|e| ann_error("add", e))?;
+            add_again(index, key, &code)?;
         }
         fixed += lost.len();
     }
