@@ -166,8 +166,10 @@ fn bf16_matches_its_reference() -> Result<()> {
 
 /// On AMX's tiles: the same arithmetic as the bf16 microkernel path (operands rounded alike, f32
 /// sums) in another order of adds: the scores within a few f32 roundings, so a probability's
-/// bf16 rounding now and then falls the other way (2^-8 of it: 2e-4 on one output seen, the
-/// mean difference ~1e-7; a misplaced operand would put the mean near 0.1). One query alone
+/// bf16 rounding now and then falls the other way (2^-8 of it: 2e-4 on one output seen). The
+/// mean difference is ~1e-7 but heavy-tailed, since one flip near a peaked probability moves a
+/// whole row: over 60 runs of random inputs at n = 257 the largest was 3.6e-6 (1e-6, the bound
+/// before, failed in CI). A misplaced operand would put the mean near 0.1. One query alone
 /// equals its row of the whole, to the bit. Image and text shapes, an odd token count, a head
 /// of 32 dims.
 #[test]
@@ -213,7 +215,7 @@ fn amx_matches_the_bf16_path() -> Result<()> {
         }
         let mean = total / got.len() as f64;
         assert!(
-            mean <= 1e-6,
+            mean <= 2e-5,
             "n={n} heads={heads} hd={hd} causal={causal}: mean {mean}"
         );
     }
