@@ -201,12 +201,50 @@ fn softmax_columns_of<const W: usize>(buf: &mut [f32]) {
     }
 }
 
+/// Softmax over the first `valid` values of `row`, in place, and zero from there to its end: one
+/// query's attention scores in a row, the keys it may not see (causal) or that are padding set to
+/// exactly zero. Sixteen lanes of maxima and sums, as [`softmax_columns_of`] keeps one a column.
+#[inline(always)]
+fn softmax_row_prefix_generic(row: &mut [f32], valid: usize) {
+    let (live, dead) = row.split_at_mut(valid);
+    dead.fill(0.0);
+    let larger = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = live.chunks_exact(16);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = larger(*m, v);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+    let max = lanes.iter().fold(tail, |m, &v| larger(m, v));
+    let mut sums = [0f32; 16];
+    let mut chunks = live.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (v, s) in c.iter_mut().zip(&mut sums) {
+            *v = exp_nonpositive_fma(*v - max);
+            *s += *v;
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive_fma(*v - max);
+        tail += *v;
+    }
+    let inv = 1.0 / (sums.iter().sum::<f32>() + tail);
+    live.iter_mut().for_each(|v| *v *= inv);
+}
+
 dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
 dispatch!(pub(super) quick_gelu_in_place => quick_gelu_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) gelu_tanh_in_place => gelu_tanh_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) gelu_erf_in_place => gelu_erf_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
 dispatch!(pub(super) softmax_columns => softmax_columns_generic(buf: &mut [f32], width: usize));
+dispatch!(pub(super) softmax_row_prefix => softmax_row_prefix_generic(row: &mut [f32], valid: usize));
 
 /// The contiguous f32 data of a CPU storage, or `None` (then the caller falls back to candle).
 pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {

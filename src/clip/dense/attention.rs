@@ -300,11 +300,11 @@ impl Job<'_> {
         }
     }
 
-    /// [`Self::head`] on AMX's tiles (`amx/attention.rs`): the same panels of 32 queries, mask
-    /// and softmax.
+    /// [`Self::head`] on AMX's tiles (`amx/attention.rs`): queries in blocks of 32 as rows, the
+    /// softmax along each one's row.
     #[cfg(target_arch = "x86_64")]
     fn head_amx(&self, s: &mut super::amx::attention::Scratch, image: usize, head: usize) {
-        use super::amx::attention::{Head, PANEL};
+        use super::amx::attention::{Context, Head};
         let (n, d, hd) = (self.n, self.d, self.hd);
         let d3 = 3 * d;
         let rows = &self.qkv[image * n * d3..(image + 1) * n * d3];
@@ -316,30 +316,25 @@ impl Job<'_> {
             hd,
             d3,
         };
-        s.pack(h);
-        let panels = match self.queries {
-            None => 0..n.div_ceil(PANEL),
-            Some(q) => q[image] / PANEL..q[image] / PANEL + 1,
+        let (first, count, row) = match self.queries {
+            None => (0, n, image * n),
+            Some(q) => (q[image], 1, image),
         };
-        for j in panels {
-            // SAFETY: this head was packed just above; j < ⌈n / 32⌉; AMX is enabled (Mode::Amx
-            // is chosen only then).
-            unsafe { s.scores(h, j) };
-            let probs = &mut s.probs[..n * PANEL];
-            if self.causal {
-                mask_causal(probs, PANEL, j);
-            }
-            crate::clip::kernels::softmax_columns(probs, PANEL);
-            let (first, count, row) = match self.queries {
-                None => (0, PANEL.min(n - j * PANEL), image * n + j * PANEL),
-                Some(q) => (q[image] % PANEL, 1, image),
-            };
-            // SAFETY: as in `head`: row `row`, this head's hd columns, `count` rows d apart, are
-            // this task's alone; first + count ≤ 32.
-            unsafe {
-                let ctx = self.out.get().add(row * d + head * hd);
-                s.context(h, (first, count), ctx, d);
-            }
+        // SAFETY: AMX is enabled (Mode::Amx is chosen only then, for heads it fits); the output
+        // rows from `row`, this head's hd columns, `count` rows d apart, are this task's alone,
+        // and first + count ≤ n.
+        unsafe {
+            let ptr = self.out.get().add(row * d + head * hd);
+            s.run(
+                h,
+                self.causal,
+                Context {
+                    ptr,
+                    ld: d,
+                    first,
+                    count,
+                },
+            );
         }
     }
 

@@ -1,46 +1,54 @@
-//! Attention's two per-head products on AMX's tiles, in bf16 (`--precision bf16` and `int8` where
-//! AMX is enabled; `attention.rs` drives it and runs everything else, the softmax included).
+//! Attention for one image's head on AMX's tiles, in bf16 (`--precision bf16` and `int8` where AMX
+//! is enabled; `attention.rs` hands each image's head here).
 //!
-//! For one image's head, on one thread: the keys are packed as row tiles (16 keys × 32 head dims),
-//! the queries as column tiles (16 head-dim pairs × 16 queries), the values transposed as row tiles
-//! (16 head dims × 32 keys). Then, a panel of 32 queries at a time: the scores `k qⱼᵀ` (keys as
-//! rows, the panel's queries as columns: the layout `softmax_columns` reads) by `tdpbf16ps` into
-//! f32, the mask and the softmax there (the caller's), the probabilities rounded into column tiles
-//! (16 key pairs × 16 queries), and the context transposed, `vᵀ pⱼ` (head dims × queries), written
-//! into the head's columns of the output. Every operand is rounded to bf16 (nearest even), every
-//! sum is f32: `bf16.rs`'s arithmetic, in the tile unit's order of adds. Keys and head dims past
-//! the real ones are zero, so they add nothing.
+//! The products run the way the rows lie, so that almost nothing is transposed. For a block of 32
+//! queries (two row tiles) at a time:
+//! - the scores `S = Q Kᵀ` (32 queries × the keys), queries as the A rows (each query's head dims
+//!   rounded to bf16 pairs where they lie), keys as B (the one transposing pack: a head-dim pair a
+//!   row, a key a word), stored as f32 rows;
+//! - each query's softmax along its row (the causal mask: the keys past the query count as zero),
+//!   the probabilities rounded into bf16 pairs in place of A rows;
+//! - the context `O = P V`, values as B (a key pair a row: two value rows interleaved, contiguous),
+//!   stored by the tile unit straight into the output rows (a block whose rows run past the
+//!   image's tokens goes through a scratch block).
+//!
+//! Every operand is rounded to bf16 (nearest even), every sum is f32: `bf16.rs`'s arithmetic in the
+//! tile unit's order of adds. Head dims and keys past the real ones are zero, so they add nothing.
 
 use std::arch::asm;
 
 use super::super::bf16::{interleave_rows, to_pairs};
-use super::super::pack::Line;
+use super::super::pack::{lines_as_floats_mut, Line};
 use super::tile::{release, Config};
 
-/// Queries a panel: two column tiles.
-pub(in crate::clip::dense) const PANEL: usize = 32;
+/// Queries a block: two row tiles.
+const BLOCK: usize = 32;
 
 /// Head widths this path takes: whole k tiles of head dims (32).
 pub(in crate::clip::dense) fn fits(hd: usize) -> bool {
     hd > 0 && hd.is_multiple_of(32)
 }
 
-/// One task's tiles and buffers, reused across the heads it runs.
+/// One task's buffers, reused across the heads it runs (64-byte lines, so every row the tiles read
+/// starts on a cache line: each row below is a whole number of lines).
 #[derive(Default)]
 pub(in crate::clip::dense) struct Scratch {
-    /// Row tiles of the keys: ⌈n / 16⌉ key groups × hd / 32 k tiles.
-    keys: Vec<Line>,
-    /// Column tiles of the queries: ⌈n / 16⌉ query groups × hd / 32 k tiles.
+    /// The queries as A rows: ⌈n / 16⌉ · 16 rows of hd / 2 words (bf16 pairs along the head
+    /// dims), zero past the last query.
     queries: Vec<Line>,
-    /// Row tiles of the values transposed: hd / 16 dim groups × ⌈n / 32⌉ k tiles (keys).
+    /// The keys as B rows: hd / 2 rows (one head-dim pair each) of `keys` words (one a key), zero
+    /// past the last key.
+    keys: Vec<Line>,
+    /// The values as B rows: `keys` / 2 rows (one key pair each) of hd words (one a head dim: the
+    /// pair's two values), zero past the last key.
     values: Vec<Line>,
-    /// Column tiles of one panel's probabilities: 2 query groups × ⌈n / 32⌉ k tiles (keys).
-    prob_tiles: Vec<Line>,
-    /// One panel's scores, then probabilities: ⌈n / 16⌉ · 16 keys × 32 queries.
-    pub(in crate::clip::dense) probs: Vec<f32>,
-    /// One panel's context, transposed: hd × 32.
-    context: Vec<f32>,
-    /// Rounded pairs of one row.
+    /// One block's scores: 32 rows of `keys` floats.
+    scores: Vec<Line>,
+    /// One block's probabilities as A rows: 32 rows of `keys` / 2 words.
+    probs: Vec<Line>,
+    /// A block's context where its rows are not all the output's: 32 rows of hd floats.
+    spill: Vec<Line>,
+    /// One key's head dims as pairs, before they are spread down the key's column.
     words: Vec<f32>,
 }
 
@@ -56,178 +64,294 @@ pub(in crate::clip::dense) struct Head<'a> {
     pub d3: usize,
 }
 
+/// Where a head's context goes: query t's hd floats at `ptr + (t − first) · ld`, for the queries
+/// `first..first + count`.
+#[derive(Clone, Copy)]
+pub(in crate::clip::dense) struct Context {
+    pub ptr: *mut f32,
+    pub ld: usize,
+    pub first: usize,
+    pub count: usize,
+}
+
+/// The sizes of one head's buffers.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    hd: usize,
+    /// Keys padded to whole k tiles of the second product (32).
+    keys: usize,
+    /// Query row tiles: ⌈n / 16⌉.
+    groups: usize,
+}
+
+impl Dims {
+    fn of(h: &Head<'_>) -> Self {
+        Dims {
+            n: h.n,
+            hd: h.hd,
+            keys: h.n.div_ceil(BLOCK) * BLOCK,
+            groups: h.n.div_ceil(16),
+        }
+    }
+}
+
+/// `v`'s first `floats` floats, in whole lines, zeroed when it grows.
+fn floats(v: &mut Vec<Line>, floats: usize) -> &mut [f32] {
+    let lines = floats.div_ceil(16);
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; 16]));
+    }
+    &mut lines_as_floats_mut(v)[..floats]
+}
+
 impl Scratch {
-    /// Packs the head's keys, queries and transposed values into tiles (bf16, nearest even).
-    pub(in crate::clip::dense) fn pack(&mut self, h: Head<'_>) {
-        let (n, hd, d3) = (h.n, h.hd, h.d3);
-        let (groups, kts, key_tiles) = (n.div_ceil(16), hd / 32, n.div_ceil(32));
-        let zero = Line([0.0; 16]);
-        for v in [&mut self.keys, &mut self.queries] {
-            v.clear();
-            v.resize(groups * kts * 16, zero);
+    /// Attention for head `h`: `softmax(q kᵀ [+ causal mask]) v` for the queries `out` names,
+    /// written there.
+    ///
+    /// # Safety
+    /// AMX is enabled; `out.first + out.count ≤ h.n`; `out` is valid for writes of `out.count`
+    /// rows of `h.hd` floats, `out.ld` apart, that nothing else accesses meanwhile; [`fits`]`(h.hd)`.
+    pub(in crate::clip::dense) unsafe fn run(&mut self, h: Head<'_>, causal: bool, out: Context) {
+        let dims = Dims::of(&h);
+        self.pack(h, dims);
+        floats(&mut self.scores, BLOCK * dims.keys);
+        floats(&mut self.probs, BLOCK * dims.keys / 2);
+        floats(&mut self.spill, BLOCK * dims.hd);
+        // SAFETY: AMX is enabled (the contract).
+        unsafe { Config::new(16).load() };
+        let (first, last) = (out.first / 16, (out.first + out.count - 1) / 16);
+        // Blocks of two row tiles from the first wanted; one tile alone at the end.
+        let mut g = first;
+        while g <= last {
+            let two = g < last;
+            // SAFETY: the buffers were sized for `dims` above; g (and g + 1 when `two`) ≤ last <
+            // groups; AMX is enabled and configured; `out`'s rows as the contract says.
+            unsafe { self.block(dims, g, two, causal, out) };
+            g += if two { 2 } else { 1 };
         }
-        self.values.clear();
-        self.values.resize(hd / 16 * key_tiles * 16, zero);
-        self.words.resize(hd.max(32), 0.0);
+        // SAFETY: AMX is enabled; every tile was stored.
+        unsafe { release() };
+    }
+
+    /// Packs the head's queries, keys and values as the products read them (bf16, nearest even).
+    fn pack(&mut self, h: Head<'_>, dims: Dims) {
+        let Dims {
+            n,
+            hd,
+            keys,
+            groups,
+        } = dims;
+        let (hw, d3) = (hd / 2, h.d3);
+        let queries = floats(&mut self.queries, groups * 16 * hw);
+        for (t, row) in queries.chunks_exact_mut(hw).enumerate() {
+            if t < n {
+                to_pairs(&h.q[t * d3..][..hd], row);
+            } else {
+                row.fill(0.0);
+            }
+        }
+        let kt = floats(&mut self.keys, hw * keys);
+        self.words.resize(hw, 0.0);
         for t in 0..n {
-            let (g, r) = (t / 16, t % 16);
-            for kt in 0..kts {
-                // Key t's head dims kt·32..: row r of key tile (g, kt), 32 bf16 in order.
-                to_pairs(
-                    &h.k[t * d3 + kt * 32..][..32],
-                    &mut self.keys[(g * kts + kt) * 16 + r].0,
-                );
-                // Query t's: its pairs p down column r of query tile (g, kt).
-                to_pairs(&h.q[t * d3 + kt * 32..][..32], &mut self.words[..16]);
-                for (p, &w) in self.words[..16].iter().enumerate() {
-                    self.queries[(g * kts + kt) * 16 + p].0[r] = w;
-                }
+            to_pairs(&h.k[t * d3..][..hd], &mut self.words);
+            for (p, &w) in self.words.iter().enumerate() {
+                kt[p * keys + t] = w;
             }
         }
-        // Key pair (2p, 2p + 1) of each head dim: word c of `words`; down row c % 16 of the
-        // values' tile (c / 16, p / 16), word p % 16.
-        for p in 0..n.div_ceil(2) {
-            let hi = (2 * p + 1 < n).then(|| &h.v[(2 * p + 1) * d3..][..hd]);
-            interleave_rows(&h.v[2 * p * d3..][..hd], hi, &mut self.words[..hd]);
-            for (c, &w) in self.words[..hd].iter().enumerate() {
-                self.values[((c / 16) * key_tiles + p / 16) * 16 + c % 16].0[p % 16] = w;
+        for row in kt.chunks_exact_mut(keys) {
+            row[n..].fill(0.0);
+        }
+        let values = floats(&mut self.values, keys / 2 * hd);
+        for (p, row) in values.chunks_exact_mut(hd).enumerate() {
+            if 2 * p < n {
+                let hi = (2 * p + 1 < n).then(|| &h.v[(2 * p + 1) * d3..][..hd]);
+                interleave_rows(&h.v[2 * p * d3..][..hd], hi, row);
+            } else {
+                row.fill(0.0);
             }
         }
-        self.probs.resize(groups * 16 * PANEL, 0.0);
-        self.context.resize(hd * PANEL, 0.0);
-        self.prob_tiles.clear();
-        self.prob_tiles.resize(2 * key_tiles * 16, zero);
     }
 
-    /// Panel j's scores (keys × its 32 queries) into `probs`' first ⌈n / 16⌉ · 16 rows.
+    /// Row tiles g (and g + 1 when `two`) of the queries: their scores, softmax and context, the
+    /// context rows `out` wants written there.
     ///
     /// # Safety
-    /// AMX is enabled; [`Self::pack`] packed `h` (same sizes) last; j < ⌈n / 32⌉.
-    pub(in crate::clip::dense) unsafe fn scores(&mut self, h: Head<'_>, j: usize) {
-        let (groups, kts) = (h.n.div_ceil(16), h.hd / 32);
-        let keys = self.keys.as_ptr().cast::<u8>();
+    /// As [`Self::run`], which calls it after packing with `dims` and sizing the buffers, with
+    /// the tile configuration loaded; g (+ 1 when `two`) < dims.groups.
+    unsafe fn block(&mut self, dims: Dims, g: usize, two: bool, causal: bool, out: Context) {
+        let Dims { n, hd, keys, .. } = dims;
+        let rows = if two { BLOCK } else { 16 };
+        let t0 = g * 16;
         let queries = self.queries.as_ptr().cast::<u8>();
-        let probs = self.probs.as_mut_ptr().cast::<u8>();
-        // SAFETY: AMX is enabled (the contract).
-        unsafe { Config::new(16).load() };
-        for g in 0..groups {
-            // Query groups 2j and 2j + 1 (the second may lie past the last query: then it is
-            // group 2j again, and its columns are not used).
-            let g1 = if 2 * j + 1 < groups { 2 * j + 1 } else { 2 * j };
-            // SAFETY: key tiles (g, 0..kts), query tiles (2j, ·) and (g1, ·) lie inside the packed
-            // buffers (g, 2j, g1 < groups; pack's sizes, the contract); the output: rows g·16..
-            // g·16 + 16 of probs (32 floats = 128 bytes each), inside its groups · 16 rows.
+        let scores = self.scores.as_mut_ptr().cast::<u8>();
+        // S = Q Kᵀ: 32 keys (two column tiles) a product, over the head dims.
+        let (lda, ldb, lds) = (hd * 2, keys * 4, keys * 4);
+        for kp in 0..keys / 32 {
+            // SAFETY: A: query rows t0.. (16 or 32 of them: < groups · 16), hd / 32 k tiles of
+            // 64 bytes each; B: key columns kp·32.. (+ 32 < keys), hd / 32 k tiles of 16 rows
+            // `ldb` apart; C: score rows 0..rows, columns kp·32.., inside 32 rows of `keys`.
             unsafe {
-                tile_product(
-                    keys.add(g * kts * 1024),
-                    queries.add(2 * j * kts * 1024),
-                    queries.add(g1 * kts * 1024),
-                    kts,
-                    probs.add(g * 16 * PANEL * 4),
+                product(
+                    (
+                        queries.add(t0 * lda),
+                        two.then(|| queries.add((t0 + 16) * lda)),
+                    ),
+                    lda,
+                    (self.keys.as_ptr().cast::<u8>().add(kp * 128), ldb, 16 * ldb),
+                    hd / 32,
+                    (scores.add(kp * 128), lds),
                 )
             };
         }
-        // SAFETY: AMX is enabled; the tiles were all stored.
-        unsafe { release() };
-    }
-
-    /// Panel j's context from its probabilities (`probs`' first n rows, after the softmax):
-    /// `count` queries from the panel's `first`, into `out` (query i's row at `out + i · ld`, the
-    /// head's hd floats).
-    ///
-    /// # Safety
-    /// AMX is enabled; [`Self::pack`] packed `h` last; `first + count ≤ 32`; `out` is valid for
-    /// writes of `count` rows of hd floats, `ld` apart, that nothing else accesses meanwhile.
-    pub(in crate::clip::dense) unsafe fn context(
-        &mut self,
-        h: Head<'_>,
-        (first, count): (usize, usize),
-        out: *mut f32,
-        ld: usize,
-    ) {
-        let (n, hd) = (h.n, h.hd);
-        let key_tiles = n.div_ceil(32);
-        // Key pair p of the panel's 32 queries: row p % 16 of the two column tiles (·, p / 16).
-        for p in 0..n.div_ceil(2) {
-            let hi = (2 * p + 1 < n).then(|| &self.probs[(2 * p + 1) * PANEL..][..PANEL]);
-            interleave_rows(
-                &self.probs[2 * p * PANEL..][..PANEL],
-                hi,
-                &mut self.words[..PANEL],
-            );
-            for (half, w) in self.words[..PANEL].chunks_exact(16).enumerate() {
-                let line = (half * key_tiles + p / 16) * 16 + p % 16;
-                self.prob_tiles[line].0.copy_from_slice(w);
+        let scores = &mut lines_as_floats_mut(&mut self.scores)[..rows * keys];
+        let probs = &mut lines_as_floats_mut(&mut self.probs)[..rows * keys / 2];
+        for (r, (s, p)) in scores
+            .chunks_exact_mut(keys)
+            .zip(probs.chunks_exact_mut(keys / 2))
+            .enumerate()
+        {
+            // Rows past the last query are never stored; their probabilities are left as they are.
+            let t = t0 + r;
+            if t < n {
+                let valid = if causal { t + 1 } else { n };
+                crate::clip::kernels::softmax_row_prefix(s, valid);
+                to_pairs(s, p);
             }
         }
-        let values = self.values.as_ptr().cast::<u8>();
-        let probs = self.prob_tiles.as_ptr().cast::<u8>();
-        let context = self.context.as_mut_ptr().cast::<u8>();
-        // SAFETY: AMX is enabled (the contract).
-        unsafe { Config::new(16).load() };
-        for dg in 0..hd / 16 {
-            // SAFETY: value tiles (dg, 0..key_tiles) and probability tiles (0 and 1, ·) lie inside
-            // their buffers (pack's sizes); the output: rows dg·16.. of context (hd × 32 floats).
+        // O = P V: 32 head dims (two column tiles) a product, over the keys. Straight into the
+        // output when every row of the block is one it wants, else through `spill`.
+        let direct = out.first <= t0 && t0 + rows <= out.first + out.count;
+        let (c, ldc) = if direct {
+            // SAFETY: rows t0..t0 + rows are all inside out's (the test above).
+            (unsafe { out.ptr.add((t0 - out.first) * out.ld) }, out.ld)
+        } else {
+            (self.spill.as_mut_ptr().cast::<f32>(), hd)
+        };
+        let probs = self.probs.as_ptr().cast::<u8>();
+        let (lda, ldb) = (keys * 2, hd * 4);
+        for dp in 0..hd / 32 {
+            // SAFETY: A: probability rows 0..rows, keys / 32 k tiles; B: value columns dp·32..
+            // (+ 32 ≤ hd), keys / 32 k tiles of 16 pair rows; C: rows 0..rows of `c`, columns
+            // dp·32.., writable (out's rows, the contract, or spill's 32 rows of hd).
             unsafe {
-                tile_product(
-                    values.add(dg * key_tiles * 1024),
-                    probs,
-                    probs.add(key_tiles * 1024),
-                    key_tiles,
-                    context.add(dg * 16 * PANEL * 4),
+                product(
+                    (probs, two.then(|| probs.add(16 * lda))),
+                    lda,
+                    (
+                        self.values.as_ptr().cast::<u8>().add(dp * 128),
+                        ldb,
+                        16 * ldb,
+                    ),
+                    keys / 32,
+                    (c.add(dp * 32).cast::<u8>(), ldc * 4),
                 )
             };
         }
-        // SAFETY: AMX is enabled; the tiles were all stored.
-        unsafe { release() };
-        for i in 0..count {
-            for c in 0..hd {
-                // SAFETY: row i < count, column c < hd: inside what the contract lets us write.
-                unsafe { *out.add(i * ld + c) = self.context[c * PANEL + first + i] };
+        if !direct {
+            let spill = lines_as_floats_mut(&mut self.spill);
+            let wanted = out.first.max(t0)..(out.first + out.count).min(t0 + rows);
+            for t in wanted {
+                let src = &spill[(t - t0) * hd..][..hd];
+                // SAFETY: t is one of out's queries; its row holds hd floats (the contract); src
+                // is this task's own buffer.
+                unsafe {
+                    let dst = out.ptr.add((t - out.first) * out.ld);
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), dst, hd);
+                }
             }
         }
     }
 }
 
-/// Two 16 × 16 f32 tiles, `c` and `c` + 64 bytes (rows 128 bytes apart: 16 rows of 32 floats) =
-/// Σ over `steps` k tiles of A · B0 and A · B1 (`tdpbf16ps`), from zero; A's, B0's and B1's k
-/// tiles each 1 KiB on from the last.
+/// C = A · B over `steps` k tiles, from zero, as 16 or 32 rows × 32 columns of f32 (two column
+/// tiles; the second row tile when `a.1` is given): `tdpbf16ps`. A's row tiles at `a.0` and `a.1`
+/// (rows `lda` bytes apart), each next k tile 64 bytes on; B's two column tiles at `b.0` and 64
+/// bytes on (rows `b.1` bytes apart), each next k tile `b.2` bytes on; C's rows `c.1` bytes apart
+/// from `c.0`.
 ///
 /// # Safety
 /// The full configuration (`Config::new(16)`) is loaded on this thread (AMX enabled); `steps` ≥ 1;
-/// `a`, `b0`, `b1` valid for reads of `steps` tiles of 1 KiB; `c` for writes of 16 rows of 128
-/// bytes.
+/// every row those addresses name is valid for reads of 64 bytes (A, B) or writes of 128 (C).
 #[inline(always)]
-unsafe fn tile_product(a: *const u8, b0: *const u8, b1: *const u8, steps: usize, c: *mut u8) {
-    // SAFETY: the configuration gives tiles of 16 rows × 64 bytes, so each TILELOADD (stride 64)
-    // reads the 1 KiB from its address and each TILESTORED (stride 128) writes 16 rows of 64 bytes
-    // 128 apart: a, b0, b1 advanced 1 KiB a step for `steps` steps, and c's 16 rows (the second
-    // tile 64 bytes on), all inside what the contract makes valid; no stack.
-    unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "2:",
-            "tileloadd tmm4, [{a} + {s}*1]",
-            "tileloadd tmm6, [{b0} + {s}*1]",
-            "tileloadd tmm7, [{b1} + {s}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "add {a}, 1024",
-            "add {b0}, 1024",
-            "add {b1}, 1024",
-            "dec {steps}",
-            "jnz 2b",
-            "tilestored [{c} + {ldc}*1], tmm0",
-            "tilestored [{c} + {ldc}*1 + 64], tmm1",
-            a = inout(reg) a => _,
-            b0 = inout(reg) b0 => _,
-            b1 = inout(reg) b1 => _,
-            steps = inout(reg) steps => _,
-            c = in(reg) c,
-            s = in(reg) 64usize,
-            ldc = in(reg) 128usize,
-            options(nostack),
-        )
-    };
+unsafe fn product(
+    a: (*const u8, Option<*const u8>),
+    lda: usize,
+    b: (*const u8, usize, usize),
+    steps: usize,
+    c: (*mut u8, usize),
+) {
+    let (b, ldb, b_step) = b;
+    let (c, ldc) = c;
+    match a.1 {
+        // SAFETY: each TILELOADD reads 16 rows of 64 bytes from its address with its stride: A's
+        // tiles at a, a1 (+ 64 a step), B's at b, b + 64 (+ b_step a step), for `steps` steps;
+        // each TILESTORED writes 16 rows of 64 bytes at c, c + 64, c1, c1 + 64, ldc apart: all
+        // valid by the contract. The registers it advances are inout and discarded; no stack.
+        Some(a1) => unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tileloadd tmm6, [{b} + {ldb}*1]",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b}, {b_step}",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c0} + {ldc}*1], tmm0",
+                "tilestored [{c0} + {ldc}*1 + 64], tmm1",
+                "tilestored [{c1} + {ldc}*1], tmm2",
+                "tilestored [{c1} + {ldc}*1 + 64], tmm3",
+                a0 = inout(reg) a.0 => _,
+                a1 = inout(reg) a1 => _,
+                b = inout(reg) b => _,
+                steps = inout(reg) steps => _,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                b_step = in(reg) b_step,
+                c0 = in(reg) c,
+                c1 = in(reg) c.wrapping_add(16 * ldc),
+                ldc = in(reg) ldc,
+                options(nostack),
+            )
+        },
+        // SAFETY: as above, with A's one row tile and C's first 16 rows.
+        None => unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "2:",
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm6, [{b} + {ldb}*1]",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "add {a0}, 64",
+                "add {b}, {b_step}",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c0} + {ldc}*1], tmm0",
+                "tilestored [{c0} + {ldc}*1 + 64], tmm1",
+                a0 = inout(reg) a.0 => _,
+                b = inout(reg) b => _,
+                steps = inout(reg) steps => _,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                b_step = in(reg) b_step,
+                c0 = in(reg) c,
+                ldc = in(reg) ldc,
+                options(nostack),
+            )
+        },
+    }
 }
