@@ -201,11 +201,13 @@ fn softmax_columns_of<const W: usize>(buf: &mut [f32]) {
     }
 }
 
-/// Softmax over the first `valid` values of `row`, in place, and zero from there to its end: one
-/// query's attention scores in a row, the keys it may not see (causal) or that are padding set to
-/// exactly zero. Sixteen lanes of maxima and sums, as [`softmax_columns_of`] keeps one a column.
+/// Softmax's exponentials over the first `valid` values of `row`, in place (each `e^(v − max)`),
+/// and zero from there to its end, with 1 / their sum into `inv`: one query's attention scores in
+/// a row, the keys it may not see (causal) or that are padding set to exactly zero, the scaling
+/// left to the caller's next pass. Sixteen lanes of maxima and sums, as [`softmax_columns_of`]
+/// keeps one a column.
 #[inline(always)]
-fn softmax_row_prefix_generic(row: &mut [f32], valid: usize) {
+fn exp_row_prefix_generic(row: &mut [f32], valid: usize, inv: &mut f32) {
     let (live, dead) = row.split_at_mut(valid);
     dead.fill(0.0);
     let larger = |m: f32, v: f32| if v > m { v } else { m };
@@ -234,8 +236,7 @@ fn softmax_row_prefix_generic(row: &mut [f32], valid: usize) {
         *v = exp_nonpositive_fma(*v - max);
         tail += *v;
     }
-    let inv = 1.0 / (sums.iter().sum::<f32>() + tail);
-    live.iter_mut().for_each(|v| *v *= inv);
+    *inv = 1.0 / (sums.iter().sum::<f32>() + tail);
 }
 
 dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
@@ -244,7 +245,7 @@ dispatch!(pub(super) gelu_tanh_in_place => gelu_tanh_in_place_generic(buf: &mut 
 dispatch!(pub(super) gelu_erf_in_place => gelu_erf_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
 dispatch!(pub(super) softmax_columns => softmax_columns_generic(buf: &mut [f32], width: usize));
-dispatch!(pub(super) softmax_row_prefix => softmax_row_prefix_generic(row: &mut [f32], valid: usize));
+dispatch!(pub(super) exp_row_prefix => exp_row_prefix_generic(row: &mut [f32], valid: usize, inv: &mut f32));
 
 /// The contiguous f32 data of a CPU storage, or `None` (then the caller falls back to candle).
 pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<&'a [f32]> {

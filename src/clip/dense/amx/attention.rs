@@ -7,7 +7,7 @@
 //!   rounded to bf16 pairs where they lie), keys as B (the one transposing pack: a head-dim pair a
 //!   row, a key a word), stored as f32 rows;
 //! - each query's softmax along its row (the causal mask: the keys past the query count as zero),
-//!   the probabilities rounded into bf16 pairs in place of A rows;
+//!   the exponentials scaled by 1 / their sum as they are rounded into bf16 pairs, as A rows;
 //! - the context `O = P V`, values as B (a key pair a row: two value rows interleaved, contiguous),
 //!   stored by the tile unit straight into the output rows (a block whose rows run past the
 //!   image's tokens goes through a scratch block).
@@ -17,7 +17,7 @@
 
 use std::arch::asm;
 
-use super::super::bf16::{interleave_rows, to_pairs};
+use super::super::bf16::{interleave_rows, to_pairs, to_pairs_scaled};
 use super::super::pack::{lines_as_floats_mut, Line};
 use super::tile::{release, Config};
 
@@ -215,8 +215,9 @@ impl Scratch {
             let t = t0 + r;
             if t < n {
                 let valid = if causal { t + 1 } else { n };
-                crate::clip::kernels::softmax_row_prefix(s, valid);
-                to_pairs(s, p);
+                let mut inv = 0.0;
+                crate::clip::kernels::exp_row_prefix(s, valid, &mut inv);
+                to_pairs_scaled(s, inv, p);
             }
         }
         // O = P V: 32 head dims (two column tiles) a product, over the keys. Straight into the
