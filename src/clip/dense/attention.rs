@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::pack::{
-    lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_cols, pack_weight_rows, Line,
+    floats_of, lines_as_floats, pack_rows, pack_weight_cols, pack_weight_rows, Line,
 };
 use super::tiles::{Elems, Out, Panels, Rows, SendPtr};
 use super::{LinearPrecision, Simd};
@@ -229,11 +229,7 @@ impl Job<'_> {
             pack_weight_cols(simd, v, n, hd, d3, &mut s.values);
             (Elems::F32, hd, n)
         };
-        let lines = (n * nr).div_ceil(16);
-        if s.probs.len() < lines {
-            s.probs.resize(lines, Line([0.0; 16]));
-        }
-        let probs = &mut lines_as_floats_mut(&mut s.probs)[..n * nr];
+        let probs = floats_of(&mut s.probs, n * nr);
         let keys = Rows::packed(lines_as_floats(&s.keys), n);
         let q_panels = lines_as_floats(&s.queries);
         let values = Panels {

@@ -73,68 +73,34 @@ pub(super) fn widen(h: u16) -> f32 {
 /// `src` rounded to bf16, two values to a 32-bit word (value 2p in the low half), into `dst`
 /// (⌈len / 2⌉ words, a missing last high half zero), each word stored as the f32 with its bits.
 pub(super) fn to_pairs(src: &[f32], dst: &mut [f32]) {
+    // Times 1, exactly: the same bits as rounding `src` itself.
+    to_pairs_scaled(src, 1.0, dst);
+}
+
+/// [`to_pairs`] of `src` times `scale` (each product rounded to f32, then to bf16): a softmax's
+/// exponentials scaled by 1 / their sum as they are packed, in one pass.
+pub(super) fn to_pairs_scaled(src: &[f32], scale: f32, dst: &mut [f32]) {
     debug_assert_eq!(dst.len(), src.len().div_ceil(2));
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX512_BF16 present (available); the lengths as the function asks.
-        done = unsafe { to_pairs_avx512(src, dst) };
+        done = unsafe { to_pairs_avx512(src, scale, dst) };
     }
     for (p, d) in dst.iter_mut().enumerate().skip(done / 2) {
-        let lo = round(src[2 * p]);
-        let hi = src.get(2 * p + 1).map_or(0, |&v| round(v));
+        let lo = round(src[2 * p] * scale);
+        let hi = src.get(2 * p + 1).map_or(0, |&v| round(v * scale));
         *d = f32::from_bits(lo as u32 | (hi as u32) << 16);
     }
 }
 
-/// [`to_pairs`] for whole groups of 32 values; returns how many values it converted.
+/// [`to_pairs_scaled`] for whole groups of 32 values; returns how many values it converted.
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX512_BF16; `dst` holds at least `src.len() / 2` words.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn to_pairs_avx512(src: &[f32], dst: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let whole = src.len() / 32 * 32;
-    for i in (0..whole).step_by(32) {
-        // SAFETY: i + 32 ≤ src.len(); dst has (i + 32) / 2 words (the contract); unaligned.
-        unsafe {
-            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
-            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
-            // 32 bf16 in order: lo's 16 in the low 256 bits, hi's above.
-            let packed = _mm512_cvtne2ps_pbh(hi, lo);
-            _mm512_storeu_si512(
-                dst.as_mut_ptr().add(i / 2).cast(),
-                std::mem::transmute::<__m512bh, __m512i>(packed),
-            );
-        }
-    }
-    whole
-}
-
-/// [`to_pairs`] of `src` times `scale` (each product rounded to f32, then to bf16): a softmax's
-/// exponentials scaled by 1 / their sum as they are packed, in one pass. `src.len()` even.
-pub(super) fn to_pairs_scaled(src: &[f32], scale: f32, dst: &mut [f32]) {
-    debug_assert_eq!(dst.len(), src.len() / 2);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: AVX512_BF16 present (available); dst holds src.len() / 2 words.
-        done = unsafe { to_pairs_scaled_avx512(src, scale, dst) };
-    }
-    for (p, d) in dst.iter_mut().enumerate().skip(done / 2) {
-        let (lo, hi) = (round(src[2 * p] * scale), round(src[2 * p + 1] * scale));
-        *d = f32::from_bits(lo as u32 | (hi as u32) << 16);
-    }
-}
-
-/// [`to_pairs_scaled`] for whole groups of 32 values; returns how many it converted.
-///
-/// # Safety
-/// The CPU has AVX-512F and AVX512_BF16; `dst` holds at least `src.len() / 2` words.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn to_pairs_scaled_avx512(src: &[f32], scale: f32, dst: &mut [f32]) -> usize {
+unsafe fn to_pairs_avx512(src: &[f32], scale: f32, dst: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let whole = src.len() / 32 * 32;
     let s = _mm512_set1_ps(scale);
@@ -143,6 +109,7 @@ unsafe fn to_pairs_scaled_avx512(src: &[f32], scale: f32, dst: &mut [f32]) -> us
         unsafe {
             let lo = _mm512_mul_ps(_mm512_loadu_ps(src.as_ptr().add(i)), s);
             let hi = _mm512_mul_ps(_mm512_loadu_ps(src.as_ptr().add(i + 16)), s);
+            // 32 bf16 in order: lo's 16 in the low 256 bits, hi's above.
             let packed = _mm512_cvtne2ps_pbh(hi, lo);
             _mm512_storeu_si512(
                 dst.as_mut_ptr().add(i / 2).cast(),

@@ -505,3 +505,13 @@ pub(super) fn lines_as_floats_mut(v: &mut [Line]) -> &mut [f32] {
     // SAFETY: as above.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 16) }
 }
+
+/// `v`'s first `floats` floats, `v` grown (zeroed) to whole lines first where it is shorter: a
+/// per-task buffer reused from call to call, its old contents kept.
+pub(super) fn floats_of(v: &mut Vec<Line>, floats: usize) -> &mut [f32] {
+    let lines = floats.div_ceil(16);
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; 16]));
+    }
+    &mut lines_as_floats_mut(v)[..floats]
+}

@@ -63,8 +63,9 @@ pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(),
 /// Inserts that run at once can leave a node without a way in: upstream usearch 2.26.6 left about
 /// 1 in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
-/// way in (about 1 in 12,000 at 8 threads). Returns how many it added again. The check reads ~33 neighbour lists a node (a few µs);
-/// a narrow self-search a node, the check before, cost ~107 µs at 200,000 documents.
+/// way in (about 1 in 12,000 at 8 threads). Returns how many it added again. The check reads ~33
+/// neighbour lists a node (a few µs); a narrow self-search a node, the check before, cost ~107 µs
+/// at 200,000 documents.
 fn check_links<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<usize, StoreError> {
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
         return Ok(0);
@@ -150,8 +151,8 @@ pub(super) fn check_chunk<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<
 /// point reaches, in one pass over the links (`Index::unreachable_keys`, vendor/usearch), and adds
 /// each again alone; returns how many it added. For a graph built whole on every core
 /// ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node (the check
-/// before) was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s. Nothing
-/// else may add, remove or search meanwhile (the caller owns the graph).
+/// before) was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s.
+/// Nothing else may add, remove or search meanwhile (the caller owns the graph).
 pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<usize, StoreError> {
     let mut code = vec![0i8; index.dimensions()];
     let mut fixed = 0;

@@ -18,7 +18,7 @@
 use std::arch::asm;
 
 use super::super::bf16::{interleave_rows, to_pairs, to_pairs_scaled};
-use super::super::pack::{lines_as_floats_mut, Line};
+use super::super::pack::{floats_of, lines_as_floats_mut, Line};
 use super::tile::{release, Config};
 
 /// Queries a block: two row tiles.
@@ -96,15 +96,6 @@ impl Dims {
     }
 }
 
-/// `v`'s first `floats` floats, in whole lines, zeroed when it grows.
-fn floats(v: &mut Vec<Line>, floats: usize) -> &mut [f32] {
-    let lines = floats.div_ceil(16);
-    if v.len() < lines {
-        v.resize(lines, Line([0.0; 16]));
-    }
-    &mut lines_as_floats_mut(v)[..floats]
-}
-
 impl Scratch {
     /// Attention for head `h`: `softmax(q kᵀ [+ causal mask]) v` for the queries `out` names,
     /// written there.
@@ -115,9 +106,9 @@ impl Scratch {
     pub(in crate::clip::dense) unsafe fn run(&mut self, h: Head<'_>, causal: bool, out: Context) {
         let dims = Dims::of(&h);
         self.pack(h, dims);
-        floats(&mut self.scores, BLOCK * dims.keys);
-        floats(&mut self.probs, BLOCK * dims.keys / 2);
-        floats(&mut self.spill, BLOCK * dims.hd);
+        floats_of(&mut self.scores, BLOCK * dims.keys);
+        floats_of(&mut self.probs, BLOCK * dims.keys / 2);
+        floats_of(&mut self.spill, BLOCK * dims.hd);
         // SAFETY: AMX is enabled (the contract).
         unsafe { Config::new(16).load() };
         let (first, last) = (out.first / 16, (out.first + out.count - 1) / 16);
@@ -143,7 +134,7 @@ impl Scratch {
             groups,
         } = dims;
         let (hw, d3) = (hd / 2, h.d3);
-        let queries = floats(&mut self.queries, groups * 16 * hw);
+        let queries = floats_of(&mut self.queries, groups * 16 * hw);
         for (t, row) in queries.chunks_exact_mut(hw).enumerate() {
             if t < n {
                 to_pairs(&h.q[t * d3..][..hd], row);
@@ -151,7 +142,7 @@ impl Scratch {
                 row.fill(0.0);
             }
         }
-        let kt = floats(&mut self.keys, hw * keys);
+        let kt = floats_of(&mut self.keys, hw * keys);
         self.words.resize(hw, 0.0);
         for t in 0..n {
             to_pairs(&h.k[t * d3..][..hd], &mut self.words);
@@ -162,7 +153,7 @@ impl Scratch {
         for row in kt.chunks_exact_mut(keys) {
             row[n..].fill(0.0);
         }
-        let values = floats(&mut self.values, keys / 2 * hd);
+        let values = floats_of(&mut self.values, keys / 2 * hd);
         for (p, row) in values.chunks_exact_mut(hd).enumerate() {
             if 2 * p < n {
                 let hi = (2 * p + 1 < n).then(|| &h.v[(2 * p + 1) * d3..][..hd]);

@@ -1,7 +1,7 @@
 //! Nodes inserted on many threads are all reached: after a chunk, by [`check_links`]'s look at
-//! each node's links or [`check_chunk`]'s walk (fresh inserts and inserts into freed slots alike: usearch's `update`
-//! path, taken after removals); after a whole build, by [`reconnect`], whose pass over the links
-//! names every node that no search reaches.
+//! each node's links or [`check_chunk`]'s walk (fresh inserts and inserts into freed slots alike:
+//! usearch's `update` path, taken after removals); after a whole build, by [`reconnect`], whose
+//! pass over the links names every node that no search reaches.
 
 use rayon::ThreadPoolBuilder;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -183,12 +183,11 @@ fn reconnect_finds_the_stranded_nodes_and_adds_them_again() {
     );
 }
 
-/// Three times as many nodes added on many threads to a graph narrow enough (connectivity 6) that a few of its
-/// nodes are left with no way in: the link check finds and mends every one that no search reaches
-/// (builds go on, up to 12, until some are: ~1 in 2 builds strands one, so the check is put to
-/// work). (At this width the new nodes'
-/// pruning can also cut an older node off now and then: HNSW's own behaviour, which no check of a
-/// chunk's nodes looks for; a rebuild's `reconnect` does.)
+/// Three times as many nodes added on many threads to a graph narrow enough (connectivity 6) that
+/// a few of them are left with no way in: the link check finds and mends every one that no search
+/// reaches (builds go on, up to 12, until some are: ~1 in 2 builds strands one, so the check is
+/// put to work). At this width the new nodes' pruning can also cut an older node off now and then:
+/// HNSW's own behaviour, which no check of a chunk's nodes looks for; a rebuild's `reconnect` does.
 #[test]
 fn the_link_check_mends_the_stranded_nodes_of_a_chunk() {
     let mut stranded = 0;
