@@ -15,6 +15,11 @@ use crate::store::StoreError;
 /// Graph inserts a thread takes at least (one costs ~0.1–1 ms): fewer go on the calling thread.
 const PARALLEL_ADDS_FROM: usize = 2;
 
+/// The search width and result count of [`recheck`]'s check that a node inserted alongside others
+/// can be found.
+const CHECK_EF: usize = 64;
+const CHECK_K: usize = 10;
+
 /// Room for `capacity` vectors and as many concurrent callers as two pools of rayon's size, and
 /// two more: the graph is built, caught up and batch-searched on every core, and searches (a
 /// batch's on rayon's pool) may run beside the adding of a chunk of the tail on a pool of the
@@ -52,70 +57,35 @@ pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(),
         .try_for_each(add)
 }
 
-/// Checks that each node of `coded`, added alongside others, has a way in on level 0, and adds any
-/// that has none again alone. A node counts as reached when a node outside the chunk (in the graph
-/// before it, and so reached) links to it, or a node of the chunk already counted does. The nodes
-/// that may link to it are looked for among its own neighbours (HNSW links both ways unless
-/// pruning drops one): a way in from elsewhere goes unseen, and that node is added again for
-/// nothing, which costs no more than one add. The caller holds the store's state (nothing adds,
-/// removes or searches meanwhile).
+/// Checks that each node of `coded`, added alongside others, can be found: one found by a
+/// self-search at [`CHECK_EF`] is reachable; one that is not is added again alone. It changes the
+/// graph's search width for a while, so nothing else may search meanwhile (the caller holds the
+/// store's state).
 ///
-/// Inserts that run at once can leave a node without a way in: upstream usearch 2.26.6 left about
-/// 1 in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
+/// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
+/// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
-/// way in (about 1 in 12,000 at 8 threads). Returns how many it added again. The check reads ~33
-/// neighbour lists a node (a few µs); a narrow self-search a node, the check before, cost ~107 µs
-/// at 200,000 documents.
-fn check_links<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<usize, StoreError> {
+/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
-        return Ok(0);
+        return Ok(());
     }
-    let chunk: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
-    // For each node: whether a node outside the chunk links to it, and the chunk's nodes that do.
-    let links_in = |key: u64| {
-        let (mut outside, mut inside) = (false, Vec::new());
-        for from in index.neighbors(key, 0) {
-            if from == key || !index.neighbors(from, 0).any(|to| to == key) {
-                continue;
-            }
-            if chunk.contains(&from) {
-                inside.push(from);
-            } else {
-                outside = true;
-                break;
-            }
-        }
-        (key, outside, inside)
-    };
-    let found: Vec<(u64, bool, Vec<u64>)> = coded
+    let ef = index.expansion_search();
+    index.change_expansion_search(CHECK_EF);
+    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
         .par_iter()
         .with_min_len(PARALLEL_ADDS_FROM)
-        .map(|c| links_in(c.0))
+        .filter_map(|item| match index.search(&item.2, CHECK_K) {
+            Ok(found) if found.keys.contains(&item.0) => None,
+            Ok(_) => Some(Ok(item)),
+            Err(e) => Some(Err(ann_error("search", e))),
+        })
         .collect();
-    let mut reached: std::collections::HashSet<u64> =
-        found.iter().filter(|f| f.1).map(|f| f.0).collect();
-    // Ways in through the chunk's own nodes, until no more are found.
-    loop {
-        let more: Vec<u64> = found
-            .iter()
-            .filter(|(key, _, inside)| {
-                !reached.contains(key) && inside.iter().any(|from| reached.contains(from))
-            })
-            .map(|f| f.0)
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        reached.extend(more);
+    index.change_expansion_search(ef);
+    for item in hidden? {
+        add_again(index, item.0, &item.2)?;
     }
-    let mut again = 0;
-    for (key, _, code) in coded {
-        if !reached.contains(key) {
-            add_again(index, *key, code)?;
-            again += 1;
-        }
-    }
-    Ok(again)
+    Ok(())
 }
 
 /// Removes `key`'s node and adds it again alone, linked afresh: how both checks mend a node not
@@ -130,29 +100,31 @@ fn add_again(index: &Index, key: u64, code: &[i8]) -> Result<(), StoreError> {
 /// behaviour, rare) from being added again and again.
 const RECONNECT_ROUNDS: usize = 3;
 
-/// Graph nodes per row of a chunk up to which [`check_chunk`] walks the whole graph: the walk is
-/// exact, ~0.5 µs a node (200,000 documents, 2 cores); the link check, a few µs a row, beyond.
-const WALK_NODES_PER_ROW: usize = 10;
+/// Graph nodes one walk over the links costs about as much as one self-search of [`recheck`]
+/// (measured at 200,000 documents, 2 cores: ~0.5 µs a node walked, ~107 µs a row searched; half
+/// that, for margin): a chunk is checked by a walk ([`check_chunk`]) while the graph holds at
+/// most this many nodes per row of the chunk.
+const WALK_NODES_PER_SEARCH: usize = 100;
 
 /// Checks that each node of `coded`, added alongside others ([`add_rows`]), can be reached, and
 /// adds any that cannot again alone: by a walk over the links ([`reconnect`]) where the graph is
-/// small beside the chunk, else by each node's links ([`check_links`]). The caller holds the
+/// small beside the chunk, else by a self-search a node ([`recheck`]). The caller holds the
 /// store's state (nothing adds, removes or searches meanwhile).
 pub(super) fn check_chunk<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
-    if index.size() <= WALK_NODES_PER_ROW.saturating_mul(coded.len()) {
+    if index.size() <= WALK_NODES_PER_SEARCH.saturating_mul(coded.len()) {
         let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
         reconnect(index, |key| keys.contains(&key)).map(|_| ())
     } else {
-        check_links(index, coded).map(|_| ())
+        recheck(index, coded)
     }
 }
 
 /// Finds the nodes (of keys `within` takes) that no walk along the graph's links from its entry
 /// point reaches, in one pass over the links (`Index::unreachable_keys`, vendor/usearch), and adds
 /// each again alone; returns how many it added. For a graph built whole on every core
-/// ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node (the check
-/// before) was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s.
-/// Nothing else may add, remove or search meanwhile (the caller owns the graph).
+/// ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node ([`recheck`])
+/// was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s. Nothing
+/// else may add, remove or search meanwhile (the caller owns the graph).
 pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<usize, StoreError> {
     let mut code = vec![0i8; index.dimensions()];
     let mut fixed = 0;

@@ -1,12 +1,12 @@
-//! Nodes inserted on many threads are all reached: after a chunk, by [`check_links`]'s look at
-//! each node's links or [`check_chunk`]'s walk (fresh inserts and inserts into freed slots alike:
-//! usearch's `update` path, taken after removals); after a whole build, by [`reconnect`], whose
-//! pass over the links names every node that no search reaches.
+//! Nodes inserted on many threads are all reached: after a chunk, by [`recheck`]'s self-search
+//! or [`check_chunk`]'s walk (fresh inserts and inserts into freed slots alike: usearch's `update`
+//! path, taken after removals); after a whole build, by [`reconnect`], whose pass over the links
+//! names every node that no search reaches.
 
 use rayon::ThreadPoolBuilder;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::{add_rows, check_chunk, check_links, make_room, reconnect};
+use super::{add_rows, check_chunk, make_room, recheck, reconnect};
 use crate::store::StoreError;
 
 const DIMS: usize = 32;
@@ -83,43 +83,23 @@ fn add_checked(index: &Index, coded: &[Coded], check: Check) {
     .expect("add and check");
 }
 
-/// Both checks leave every node found: the walk over the whole graph (which `check_chunk` picks
-/// for a chunk this large beside its graph) for a graph built in one chunk, and each node's links
-/// for a third more added to it, of which only a few are added again (a check that saw no way in
-/// anywhere would add them all).
+/// Both checks, the self-search a node and the walk over the links (which `check_chunk` picks
+/// for a chunk this large beside its graph), leave every node found.
 #[test]
 fn nodes_added_on_many_threads_are_all_reached() {
-    for seed in 1..=3 {
-        let coded = vectors(seed);
-        let index = graph(16);
-        let (first, rest) = coded.split_at(2 * VECTORS / 3);
-        add_checked(&index, first, check_chunk);
-        assert_eq!(
-            unreachable(&index, first),
-            Vec::<u64>::new(),
-            "walk, build {seed}"
-        );
-        let again = on_threads(|| {
-            make_room(&index, rest.len())?;
-            add_rows(&index, rest)?;
-            check_links(&index, rest)
-        })
-        .expect("add and check");
-        assert_eq!(index.size(), VECTORS);
-        assert_eq!(
-            unreachable(&index, &coded),
-            Vec::<u64>::new(),
-            "links, build {seed}"
-        );
-        assert!(
-            again < rest.len() / 20,
-            "build {seed}: {again} of {} added again",
-            rest.len()
-        );
-        eprintln!(
-            "build {seed}: the link check added {again} of {} again",
-            rest.len()
-        );
+    let checks: [(&str, Check); 2] = [("recheck", recheck), ("check_chunk", check_chunk)];
+    for (name, check) in checks {
+        for seed in 1..=3 {
+            let coded = vectors(seed);
+            let index = graph(16);
+            add_checked(&index, &coded, check);
+            assert_eq!(index.size(), VECTORS);
+            assert_eq!(
+                unreachable(&index, &coded),
+                Vec::<u64>::new(),
+                "{name}, build {seed}"
+            );
+        }
     }
 }
 
@@ -180,40 +160,5 @@ fn reconnect_finds_the_stranded_nodes_and_adds_them_again() {
     assert!(
         stranded > 0,
         "no build stranded a node: the check was not exercised"
-    );
-}
-
-/// Three times as many nodes added on many threads to a graph narrow enough (connectivity 6) that
-/// a few of them are left with no way in: the link check finds and mends every one that no search
-/// reaches (builds go on, up to 12, until some are: ~1 in 2 builds strands one, so the check is
-/// put to work). At this width the new nodes' pruning can also cut an older node off now and then:
-/// HNSW's own behaviour, which no check of a chunk's nodes looks for; a rebuild's `reconnect` does.
-#[test]
-fn the_link_check_mends_the_stranded_nodes_of_a_chunk() {
-    let mut stranded = 0;
-    for seed in 1..=12 {
-        if seed > 3 && stranded > 0 {
-            break;
-        }
-        let coded = vectors(seed);
-        let index = graph(6);
-        let (first, rest) = coded.split_at(VECTORS / 4);
-        add_checked(&index, first, |index, _| {
-            reconnect(index, |_| true).map(|_| ())
-        });
-        add_checked(&index, rest, |_, _| Ok(()));
-        let missed = unreachable(&index, rest);
-        stranded += missed.len();
-        let again = on_threads(|| check_links(&index, rest)).expect("check");
-        assert!(
-            again >= missed.len(),
-            "build {seed}: {again} added again, {missed:?} missed"
-        );
-        assert_eq!(unreachable(&index, rest), Vec::<u64>::new(), "build {seed}");
-    }
-    eprintln!("stranded nodes in the chunks: {stranded}");
-    assert!(
-        stranded > 0,
-        "no chunk node was stranded: the check was not put to work"
     );
 }
