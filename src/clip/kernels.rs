@@ -72,6 +72,36 @@ fn exp_nonpositive_fma(x: f32) -> f32 {
     e * f32::from_bits(bits << 23)
 }
 
+/// `exp(x)` for any x on fused multiply-adds: [`exp_nonpositive_fma`] with x above 88 taken as 88
+/// (a NaN stays NaN), so that 2ⁿ stays finite. For the reduced precisions' quick-GELU.
+#[inline(always)]
+fn exp_fma(x: f32) -> f32 {
+    exp_nonpositive_fma(if x > 88.0 { 88.0 } else { x })
+}
+
+/// `x · sigmoid(1.702 x)` as [`quick_gelu_one`], its exponential on fused multiply-adds (16 vector
+/// operations instead of 26): within a few units in the last place of it, not bit for bit. The
+/// activation of the bf16 and int8 layers (`Epilogue::QuickGeluFma`), whose outputs are rounded to
+/// 8 significant bits or fewer right after.
+#[inline(always)]
+fn quick_gelu_fma_one(x: f32) -> f32 {
+    x / (1.0 + exp_fma(-1.702 * x))
+}
+
+#[inline(always)]
+fn quick_gelu_fma_generic(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = quick_gelu_fma_one(x);
+    }
+}
+
+#[inline(always)]
+fn quick_gelu_fma_in_place_generic(buf: &mut [f32]) {
+    for x in buf.iter_mut() {
+        *x = quick_gelu_fma_one(*x);
+    }
+}
+
 #[inline(always)]
 fn quick_gelu_generic(src: &[f32], dst: &mut [f32]) {
     for (d, &x) in dst.iter_mut().zip(src) {
@@ -239,8 +269,10 @@ fn exp_row_prefix_generic(row: &mut [f32], valid: usize, inv: &mut f32) {
     *inv = 1.0 / (sums.iter().sum::<f32>() + tail);
 }
 
-dispatch!(quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
+dispatch!(pub(super) quick_gelu_slice => quick_gelu_generic(src: &[f32], dst: &mut [f32]));
 dispatch!(pub(super) quick_gelu_in_place => quick_gelu_in_place_generic(buf: &mut [f32]));
+dispatch!(pub(super) quick_gelu_fma_slice => quick_gelu_fma_generic(src: &[f32], dst: &mut [f32]));
+dispatch!(pub(super) quick_gelu_fma_in_place => quick_gelu_fma_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) gelu_tanh_in_place => gelu_tanh_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) gelu_erf_in_place => gelu_erf_in_place_generic(buf: &mut [f32]));
 dispatch!(pub(super) softmax_rows => softmax_rows_generic(buf: &mut [f32], n: usize));
@@ -498,84 +530,4 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn fused_attention_matches_candle() {
-        let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 0.5, (6, 37, 16), &dev).unwrap();
-        let k = Tensor::randn(0f32, 0.5, (6, 37, 16), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (6, 37, 16), &dev).unwrap();
-        for causal in [false, true] {
-            let fused = attention(&q, &k, &v, causal).unwrap();
-            let mut scores = q.matmul(&k.t().unwrap()).unwrap();
-            if causal {
-                let mask: Vec<f32> = (0..37)
-                    .flat_map(|i| (0..37).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-                    .collect();
-                let mask = Tensor::from_vec(mask, (37, 37), &dev).unwrap();
-                scores = scores.broadcast_add(&mask).unwrap();
-            }
-            let want = candle_nn::ops::softmax_last_dim(&scores)
-                .unwrap()
-                .matmul(&v)
-                .unwrap();
-            let diff = (fused - want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "causal={causal}");
-        }
-    }
-
-    #[test]
-    fn exp_is_accurate() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let want = f64::from(x).exp();
-            let got = f64::from(exp(x));
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 3e-7, "max relative error {worst}");
-        assert_eq!(exp(-1000.0), exp(-87.3));
-        assert!(exp(0.0) == 1.0);
-        // Non-finite input: defined results (a NaN stays NaN, for the vector check to catch).
-        assert!(exp(f32::NAN).is_nan());
-        assert_eq!(exp(f32::NEG_INFINITY), exp(-87.3));
-        assert_eq!(exp(f32::INFINITY), exp(88.3));
-    }
-
-    fn reference(x: &Tensor) -> (Tensor, Tensor) {
-        let g = (x * candle_nn::ops::sigmoid(&(x * 1.702).unwrap()).unwrap()).unwrap();
-        (g, candle_nn::ops::softmax_last_dim(x).unwrap())
-    }
-
-    #[test]
-    fn fused_ops_match_candle() {
-        // Odd sizes: rows that straddle chunk boundaries and a tail shorter than a vector.
-        let x = (Tensor::randn(0f32, 4.0, (3, 257, 131), &Device::Cpu).unwrap() - 1.0).unwrap();
-        let (g, s) = reference(&x);
-        let dg = (quick_gelu(&x).unwrap() - g)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        let ds = (softmax_last_dim(&x).unwrap() - s)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(dg.to_scalar::<f32>().unwrap() < 1e-5);
-        assert!(ds.to_scalar::<f32>().unwrap() < 1e-6);
-        // Extremes: saturation without NaN or inf.
-        let big = Tensor::new(&[-1e4f32, -100.0, 0.0, 100.0, 1e4], &Device::Cpu).unwrap();
-        let g: Vec<f32> = quick_gelu(&big).unwrap().to_vec1().unwrap();
-        assert!(g[0].abs() < 1e-30 && g[1].abs() < 1e-30, "{g:?}");
-        assert_eq!(&g[2..], &[0.0, 100.0, 1e4]);
-        let s: Vec<f32> = softmax_last_dim(&big).unwrap().to_vec1().unwrap();
-        assert!(s.iter().all(|v| v.is_finite()) && (s[4] - 1.0).abs() < 1e-7);
-    }
-}
+mod tests;

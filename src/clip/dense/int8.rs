@@ -297,6 +297,47 @@ unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
     whole
 }
 
+/// A row quantized as [`scale`] and [`quantize_row`] do, in one call: its scale (returned), and its
+/// bytes into `lines` (64 values a line, line `t` at `lines.add(t · stride)`; a last line zero past
+/// the row's end). For AMX's tile rows: no dispatch or reciprocal per 64 values.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW; `lines` is valid for writes of ⌈row.len() / 64⌉ lines
+/// `stride` lines apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn quantize_into_lines(row: &[f32], lines: *mut Line, stride: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX-512F (the contract).
+    let s = unsafe { largest_avx512(row) } / 127.0;
+    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    let (scale, lo, hi) = (
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(-127.0),
+        _mm512_set1_ps(127.0),
+    );
+    for (t, chunk) in row.chunks(64).enumerate() {
+        // SAFETY: line t of ⌈len / 64⌉, `stride` lines apart (the contract).
+        let line = unsafe { lines.add(t * stride) }.cast::<__m128i>();
+        for j in 0..4 {
+            let part = chunk.get(16 * j..).unwrap_or(&[]);
+            let n = part.len().min(16);
+            // SAFETY: the mask enables the n lanes inside the chunk (none past it are read); the
+            // store writes the line's j-th 16 bytes (zero for the lanes past the row's end, as
+            // their quantized zeros).
+            unsafe {
+                let mask = ((1u32 << n) - 1) as u16;
+                let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, part.as_ptr()), scale);
+                // Clamped on the floats, then rounded to nearest even by the conversion (±127
+                // are whole numbers, so this is `quantize`'s round-then-clamp).
+                let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                _mm_storeu_si128(line.add(j), _mm512_cvtepi32_epi8(q));
+            }
+        }
+    }
+    s
+}
+
 /// [`quantize_row`] for whole groups of 8 values, as [`quantize_avx512`] does; returns how many it
 /// did.
 ///

@@ -90,7 +90,9 @@ impl Dense {
                 epilogue,
                 ..Op::new(p)
             }),
-            (_, Epilogue::QuickGelu) => crate::clip::kernels::quick_gelu(&self.forward(x)?),
+            (_, Epilogue::QuickGelu | Epilogue::QuickGeluFma) => {
+                crate::clip::kernels::quick_gelu(&self.forward(x)?)
+            }
             (_, Epilogue::GeluTanh) => self.forward(x)?.gelu(),
             (_, Epilogue::GeluErf) => self.forward(x)?.gelu_erf(),
         }

@@ -358,7 +358,7 @@ impl PackedWeight {
         self.pack_input(x, m, norm, &mut a);
         let out = Out {
             residual: residual.map(|r| SendPtr(r.as_ptr().cast_mut())),
-            epilogue,
+            epilogue: epilogue.at(self.precision),
             ..Out::rows(y, self.n)
         };
         // SAFETY: `a` was just packed by pack_input for this layer (m rows of k); `out` writes y,
@@ -507,7 +507,7 @@ pub fn mlp(
     // fc2 writes every float.
     unsafe {
         let to_h = Out {
-            epilogue,
+            epilogue: epilogue.at(fc1.precision),
             packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
             ..Out::rows(std::ptr::null_mut(), 0)
         };

@@ -141,6 +141,14 @@ fn check_normed_and_mlp(precision: Kind, sizes: &[(usize, usize, usize)], seed: 
         let a = fc1.matmul_vec(&x, m, Some(norm), None, Epilogue::None);
         let b = fc1.matmul_vec(&normed, m, None, None, Epilogue::None);
         assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Quick-GELU on these layers is the fused multiply-add one, applied to the finished rows.
+        let mut want = b;
+        crate::clip::kernels::quick_gelu_fma_in_place(&mut want);
+        let got = fc1.matmul_vec(&normed, m, None, None, Epilogue::QuickGelu);
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits()));
         let fc2 = layer(
             precision,
             &values(k * inner, seed + 5),

@@ -33,6 +33,10 @@ pub enum Epilogue {
     None,
     /// `x · sigmoid(1.702 x)` (OpenAI CLIP's activation), the same arithmetic as the separate kernel.
     QuickGelu,
+    /// Quick-GELU with its exponential on fused multiply-adds, within a few units in the last place
+    /// of [`Epilogue::QuickGelu`] and about 1.5 times its speed: what the bf16 and int8 layers
+    /// apply (their outputs are rounded to 8 bits or fewer next), never the f32 ones.
+    QuickGeluFma,
     /// GELU's tanh approximation (SigLIP's `gelu_pytorch_tanh`), as `x · sigmoid(2·√(2/π)·(x +
     /// 0.044715 x³))`.
     GeluTanh,
@@ -41,11 +45,35 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
+    /// The activation of a finished row of outputs `src`, written to `dst` (as long).
+    pub(super) fn apply_into(self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            Epilogue::QuickGelu => crate::clip::kernels::quick_gelu_slice(src, dst),
+            Epilogue::QuickGeluFma => crate::clip::kernels::quick_gelu_fma_slice(src, dst),
+            _ => {
+                dst.copy_from_slice(src);
+                self.apply(dst);
+            }
+        }
+    }
+
+    /// The activation a layer of `precision` applies for `self`: quick-GELU on fused multiply-adds
+    /// for the bf16 and int8 layers, `self` otherwise.
+    pub(super) fn at(self, precision: super::LinearPrecision) -> Self {
+        match (self, precision) {
+            (Epilogue::QuickGelu, super::LinearPrecision::Bf16 | super::LinearPrecision::Int8) => {
+                Epilogue::QuickGeluFma
+            }
+            _ => self,
+        }
+    }
+
     /// Applies the activation to a finished row of outputs, in place.
     pub(super) fn apply(self, row: &mut [f32]) {
         match self {
             Epilogue::None => {}
             Epilogue::QuickGelu => crate::clip::kernels::quick_gelu_in_place(row),
+            Epilogue::QuickGeluFma => crate::clip::kernels::quick_gelu_fma_in_place(row),
             Epilogue::GeluTanh => crate::clip::kernels::gelu_tanh_in_place(row),
             Epilogue::GeluErf => crate::clip::kernels::gelu_erf_in_place(row),
         }

@@ -161,7 +161,7 @@ pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, kind: Kind) -> usiz
 /// quantized with its own scale as `int8.rs` does (straight into its tile rows), then the m scales
 /// (floats), replacing `out`'s contents.
 fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
-    use super::super::int8::{quantize_row, scale};
+    use super::super::int8::quantize_into_lines;
     let kts = k.div_ceil(64);
     let tiles = m.div_ceil(16) * kts * TILE_LINES;
     // Every tile line of the m rows is written below, and the scales; lines of rows past m (a
@@ -182,14 +182,10 @@ fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out
                     continue;
                 }
                 let row = row_at(x, (i, k), norm, buf);
-                *sc = scale(row);
                 // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
-                for (kt, chunk) in row.chunks(64).enumerate() {
-                    let line = &mut group[kt * 16 + r].0;
-                    let words = chunk.len().div_ceil(4);
-                    line[words..].fill(0.0);
-                    quantize_row(chunk, *sc, &mut line[..words]);
-                }
+                // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (`enabled`); the group
+                // holds kts tiles of 16 lines, so the kts lines 16 apart from line r are inside it.
+                *sc = unsafe { quantize_into_lines(row, group[r..].as_mut_ptr(), 16) };
             }
         });
     super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales[..m]);
