@@ -116,7 +116,7 @@ pub(super) fn scale(row: &[f32]) -> f32 {
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn largest_avx512(row: &[f32]) -> f32 {
+pub(super) unsafe fn largest_avx512(row: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let mut m = _mm512_setzero_ps();
     for c in row.chunks(16) {
@@ -307,9 +307,21 @@ unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn quantize_into_lines(row: &[f32], lines: *mut Line, stride: usize) -> f32 {
-    use std::arch::x86_64::*;
     // SAFETY: AVX-512F (the contract).
     let s = unsafe { largest_avx512(row) } / 127.0;
+    // SAFETY: as this function's (the contract).
+    unsafe { quantize_into_lines_at(row, s, lines, stride) };
+    s
+}
+
+/// [`quantize_into_lines`] with the row's scale `s` known ([`scale`] of the row, bit for bit).
+///
+/// # Safety
+/// As [`quantize_into_lines`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn quantize_into_lines_at(row: &[f32], s: f32, lines: *mut Line, stride: usize) {
+    use std::arch::x86_64::*;
     let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
     let (scale, lo, hi) = (
         _mm512_set1_ps(inv),
@@ -335,7 +347,6 @@ pub(super) unsafe fn quantize_into_lines(row: &[f32], lines: *mut Line, stride: 
             }
         }
     }
-    s
 }
 
 /// [`quantize_row`] for whole groups of 8 values, as [`quantize_avx512`] does; returns how many it

@@ -481,6 +481,13 @@ pub fn mlp(
     );
     fc1.check(x, m, norm, None);
     assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
+    if fc1.precision == LinearPrecision::Int8
+        && fc2.precision == LinearPrecision::Int8
+        && fc1.amx.is_some()
+        && fc2.amx.is_some()
+    {
+        return mlp_int8_amx(fc1, fc2, x, m, norm, epilogue, residual);
+    }
     if fc1.amx.is_some() != fc2.amx.is_some()
         || fc1.precision != fc2.precision
         || fc1.precision == LinearPrecision::Int8
@@ -522,6 +529,49 @@ pub fn mlp(
     pool::give(a);
     pool::give(h);
     y
+}
+
+/// [`mlp`] with both layers int8 on AMX: fc1's rows written as f32 (a row's scale needs the whole
+/// row, which no one task computes), each task noting the largest |value| of its part of each row
+/// (`Out::row_max`), so that fc2's packing reads each row once, not twice (one pass to find its
+/// scale). Bit for bit the layers one by one.
+fn mlp_int8_amx(
+    fc1: &PackedWeight,
+    fc2: &PackedWeight,
+    x: &[f32],
+    m: usize,
+    norm: Option<HostNorm<'_>>,
+    epilogue: Epilogue,
+    residual: &[f32],
+) -> Vec<f32> {
+    let mut a = pool::take();
+    fc1.pack_input(x, m, norm, &mut a);
+    let mut h = Vec::with_capacity(m * fc1.n);
+    // Every slot that is not written stays zero (below every |value|).
+    let mut maxima = vec![0f32; m * (fc1.n / 32)];
+    // SAFETY: sizes checked by the caller (fc1.n = fc2.k, x m rows of fc1.k, the residual m rows
+    // of fc2.n); AMX layers have n a multiple of 32; `a` holds m rows packed for fc1; h (capacity)
+    // m × fc1.n floats, each written once by fc1's tasks; maxima m × fc1.n / 32 slots; y likewise
+    // m × fc2.n, every float written by fc2.
+    unsafe {
+        let to_h = Out {
+            epilogue: epilogue.at(fc1.precision),
+            row_max: Some(SendPtr(maxima.as_mut_ptr())),
+            ..Out::rows(h.as_mut_ptr(), fc1.n)
+        };
+        fc1.run(&a, m, &to_h);
+        h.set_len(m * fc1.n);
+        amx::pack_rows_int8_with(&h, m, fc2.k, None, Some(&maxima), &mut a);
+        let mut y = Vec::with_capacity(m * fc2.n);
+        let to_y = Out {
+            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
+            ..Out::rows(y.as_mut_ptr(), fc2.n)
+        };
+        fc2.run(&a, m, &to_y);
+        y.set_len(m * fc2.n);
+        pool::give(a);
+        y
+    }
 }
 
 /// Packed-row buffers kept per thread between calls: at 8 images a layer's rows are up to 33 MB,

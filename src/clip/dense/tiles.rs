@@ -110,6 +110,11 @@ pub(super) struct Out {
     /// (rows this many floats apart), where the residual is read too: a tile's rows 4–16 KiB apart
     /// in the real output all fall in one L1 set, more of them than it has ways.
     pub(super) to_y: Option<(SendPtr, usize)>,
+    /// When set (AMX int8 rows whose next layer is int8 too), each task writes the largest |value|
+    /// of each finished row over its columns here, at `row · n / 32 + ` its first column pair (the
+    /// other slots left as they are: zero), so that the next layer's row scales need no pass of
+    /// their own over the rows (`amx::pack_rows_int8_with`).
+    pub(super) row_max: Option<SendPtr>,
 }
 
 impl Out {
@@ -122,6 +127,7 @@ impl Out {
             epilogue: Epilogue::None,
             packed: None,
             to_y: None,
+            row_max: None,
         }
     }
 }

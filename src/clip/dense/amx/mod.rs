@@ -36,11 +36,12 @@ pub(super) mod attention;
 mod pack;
 mod tile;
 
+use super::int8::largest_avx512 as largest;
 use super::pack::Line;
 use super::tiles::{Epilogue, Out};
 use pack::split_row;
 use pack::Kind;
-pub(super) use pack::{pack_rows, rows_lines, AmxWeight, Kind as AmxKind};
+pub(super) use pack::{pack_rows, pack_rows_int8_with, rows_lines, AmxWeight, Kind as AmxKind};
 use tile::{k16x32_of, k32x32_of, release, Config};
 
 /// k per tile (16 rows of pairs).
@@ -138,7 +139,7 @@ unsafe fn finish_rows(
     );
     let (col0, width) = (pairs.start * 32, pairs.len() * 32);
     // Rows with nothing left to do after the residual go straight from the registers to y.
-    let direct = out.packed.is_none() && out.epilogue == Epilogue::None;
+    let direct = out.packed.is_none() && out.epilogue == Epilogue::None && out.row_max.is_none();
     let mut buf = [0f32; MAX_PAIRS * 32];
     for r in 0..rows {
         let row = rb + r;
@@ -194,9 +195,19 @@ unsafe fn finish_rows(
             // SAFETY: row `row` < m, columns col0..col0 + width ≤ n of y, m rows of at least n
             // floats ldy apart that only this task writes there (the contract). The activation
             // writes them (not a pass in place and a `memcpy` a row: 2–3% of the int8 model).
-            None => out.epilogue.apply_into(done, unsafe {
-                std::slice::from_raw_parts_mut(out.y.get().add(row * out.ldy + col0), width)
-            }),
+            None => {
+                let to = unsafe {
+                    std::slice::from_raw_parts_mut(out.y.get().add(row * out.ldy + col0), width)
+                };
+                out.epilogue.apply_into(done, to);
+                if let Some(maxima) = out.row_max {
+                    // SAFETY: slot row · n / 32 + pairs.start of the m · n / 32 `row_max` holds
+                    // (`Out::row_max`), this task's alone; AVX-512F: the contract.
+                    unsafe {
+                        *maxima.get().add(row * (n / 32) + pairs.start) = largest(to);
+                    }
+                }
+            }
             Some(p) => {
                 out.epilogue.apply(done);
                 let (split, per) = (kind == Kind::Split, kind.terms());

@@ -161,7 +161,27 @@ pub(in crate::clip::dense) fn rows_lines(m: usize, k: usize, kind: Kind) -> usiz
 /// quantized with its own scale as `int8.rs` does (straight into its tile rows), then the m scales
 /// (floats), replacing `out`'s contents.
 fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out: &mut Vec<Line>) {
-    use super::super::int8::quantize_into_lines;
+    pack_rows_int8_with(x, m, k, norm, None, out)
+}
+
+/// As [`pack_rows_int8`]; with `maxima` (no norm; k a multiple of 32; m rows of k / 32 slots, as the
+/// previous layer's `Out::row_max` wrote them), each row's scale is the largest of its slots / 127
+/// (the largest |value| of the row, so [`super::super::int8::scale`] bit for bit) instead of a pass
+/// over the row.
+pub(in crate::clip::dense) fn pack_rows_int8_with(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+    maxima: Option<&[f32]>,
+    out: &mut Vec<Line>,
+) {
+    use super::super::int8::{quantize_into_lines, quantize_into_lines_at};
+    let slots = k / 32;
+    assert!(
+        maxima.is_none_or(|mx| norm.is_none() && k.is_multiple_of(32) && mx.len() == m * slots),
+        "int8 rows: {m} rows of {k} and row maxima that do not match"
+    );
     let kts = k.div_ceil(64);
     let tiles = m.div_ceil(16) * kts * TILE_LINES;
     // Every tile line of the m rows is written below, and the scales; lines of rows past m (a
@@ -183,9 +203,20 @@ fn pack_rows_int8(x: &[f32], m: usize, k: usize, norm: Option<HostNorm<'_>>, out
                 }
                 let row = row_at(x, (i, k), norm, buf);
                 // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
-                // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (`enabled`); the group
+                // Below: AMX is enabled, so the CPU has AVX-512F and BW (`enabled`); the group
                 // holds kts tiles of 16 lines, so the kts lines 16 apart from line r are inside it.
-                *sc = unsafe { quantize_into_lines(row, group[r..].as_mut_ptr(), 16) };
+                let lines = group[r..].as_mut_ptr();
+                *sc = match maxima {
+                    // SAFETY: the comment above.
+                    None => unsafe { quantize_into_lines(row, lines, 16) },
+                    Some(mx) => {
+                        let s =
+                            mx[i * slots..][..slots].iter().fold(0f32, |a, &b| a.max(b)) / 127.0;
+                        // SAFETY: the comment above.
+                        unsafe { quantize_into_lines_at(row, s, lines, 16) };
+                        s
+                    }
+                };
             }
         });
     super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales[..m]);
