@@ -54,6 +54,8 @@ const KB: usize = 4;
 const MC: usize = 640;
 /// Column pairs per task, at most: 256 columns, a k block of their weights (64 KiB) an L2's share.
 const MAX_PAIRS: usize = 8;
+/// Rows ahead whose residual and output lines [`finish_rows`] fetches.
+const AHEAD: usize = 4;
 /// Lines (64 bytes) per tile.
 const TILE_LINES: usize = 16;
 
@@ -143,6 +145,19 @@ unsafe fn finish_rows(
     let mut buf = [0f32; MAX_PAIRS * 32];
     for r in 0..rows {
         let row = rb + r;
+        // The residual's and y's lines of a row a few ahead, fetched (y's for writing) while this
+        // one is finished: they come from L3 or memory, and their misses stalled these rows.
+        if r + AHEAD < rows {
+            let at = (row + AHEAD) * out.ldy + col0;
+            for l in (0..width).step_by(16) {
+                if let Some(res) = out.residual {
+                    _mm_prefetch::<_MM_HINT_T0>(res.get().wrapping_add(at + l).cast());
+                }
+                if out.packed.is_none() {
+                    _mm_prefetch::<_MM_HINT_ET0>(out.y.get().wrapping_add(at + l).cast());
+                }
+            }
+        }
         for q in 0..pairs.len() {
             let (t, col) = (
                 // SAFETY: row r of the block, pair q: row r % 16 of group r / 16's first tile of
