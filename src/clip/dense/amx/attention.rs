@@ -137,6 +137,21 @@ impl Scratch {
         let queries = floats_of(&mut self.queries, groups * 16 * hw);
         for (t, row) in queries.chunks_exact_mut(hw).enumerate() {
             if t < n {
+                // The head's lines of the token 8 on: its queries into L1, its keys and values
+                // into L2 for the loops below (its rows are 3·d floats apart, too far for the
+                // hardware's stride prefetcher; at 8 images q/k/v is in L3).
+                if t + 8 < n {
+                    for l in (0..hd).step_by(16) {
+                        let at = (t + 8) * d3 + l;
+                        // SAFETY: a prefetch reads nothing; the addresses lie in q/k/v's rows.
+                        unsafe {
+                            use std::arch::x86_64::*;
+                            _mm_prefetch::<_MM_HINT_T0>(h.q.as_ptr().wrapping_add(at).cast());
+                            _mm_prefetch::<_MM_HINT_T1>(h.k.as_ptr().wrapping_add(at).cast());
+                            _mm_prefetch::<_MM_HINT_T1>(h.v.as_ptr().wrapping_add(at).cast());
+                        }
+                    }
+                }
                 to_pairs(&h.q[t * d3..][..hd], row);
             } else {
                 row.fill(0.0);
