@@ -48,8 +48,6 @@ pub(in crate::clip::dense) struct Scratch {
     probs: Vec<Line>,
     /// A block's context where its rows are not all the output's: 32 rows of hd floats.
     spill: Vec<Line>,
-    /// One key's head dims as pairs, before they are spread down the key's column.
-    words: Vec<f32>,
 }
 
 /// One image's head: `q`, `k`, `v` each token's row `d3` floats apart, the head's `hd` values
@@ -158,12 +156,11 @@ impl Scratch {
             }
         }
         let kt = floats_of(&mut self.keys, hw * keys);
-        self.words.resize(hw, 0.0);
-        for t in 0..n {
-            to_pairs(&h.k[t * d3..][..hd], &mut self.words);
-            for (p, &w) in self.words.iter().enumerate() {
-                kt[p * keys + t] = w;
-            }
+        for t0 in (0..n).step_by(16) {
+            // SAFETY: AMX is enabled, so the CPU has AVX-512F and AVX512_BF16 (`enabled`); hd
+            // is a multiple of 32 (`fits`); kt holds hw rows of `keys` ≥ t0 + 16 words (keys is
+            // n rounded up to 32, t0 a multiple of 16 below n).
+            unsafe { keys_block(h, t0, kt, keys) };
         }
         for row in kt.chunks_exact_mut(keys) {
             row[n..].fill(0.0);
@@ -268,6 +265,70 @@ impl Scratch {
                 }
             }
         }
+    }
+}
+
+/// Keys `t0..t0 + 16` of head `h` (zero past its last) rounded to bf16 pairs and written down
+/// their columns of the B rows `kt` (head-dim pair p's row `keys` words from p · keys, key t its
+/// word t): 16 keys' pairs at a time, transposed in registers (16 × 16 words twice) and stored as
+/// rows of 16, not 32 scattered words a key.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX512_BF16; `h.hd` is a multiple of 32; `kt` holds `h.hd / 2` rows
+/// of `keys` words, `t0 + 16 ≤ keys`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn keys_block(h: Head<'_>, t0: usize, kt: &mut [f32], keys: usize) {
+    use std::arch::x86_64::*;
+    let hw = h.hd / 2;
+    debug_assert!(t0 + 16 <= keys && kt.len() >= hw * keys);
+    // 16 words of pairs at a time: head dims 32c..32c + 32 of each key.
+    for c in 0..hw / 16 {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (j, r) in r.iter_mut().enumerate() {
+            if t0 + j < h.n {
+                let at = (t0 + j) * h.d3 + 32 * c;
+                let (lo, hi) = (&h.k[at..][..16], &h.k[at + 16..][..16]);
+                // SAFETY: 16 floats each, just sliced; 32 bf16 are 64 bytes, as an __m512i.
+                *r = unsafe {
+                    let (lo, hi) = (_mm512_loadu_ps(lo.as_ptr()), _mm512_loadu_ps(hi.as_ptr()));
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+                };
+            }
+        }
+        transpose16(&mut r);
+        for (p, r) in r.iter().enumerate() {
+            let row = &mut kt[(16 * c + p) * keys + t0..][..16];
+            // SAFETY: 16 words, just sliced.
+            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), *r) };
+        }
+    }
+}
+
+/// A 16 × 16 matrix of 32-bit words, one row a register, transposed in place.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [std::arch::x86_64::__m512i; 16]) {
+    use std::arch::x86_64::*;
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for i in 0..2 {
+        for j in 0..4 {
+            let (a, b) = (r[8 * i + j], r[8 * i + j + 4]);
+            t[8 * i + j] = _mm512_shuffle_i32x4::<0x88>(a, b);
+            t[8 * i + j + 4] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+        }
+    }
+    for j in 0..8 {
+        r[j] = _mm512_shuffle_i32x4::<0x88>(t[j], t[j + 8]);
+        r[j + 8] = _mm512_shuffle_i32x4::<0xdd>(t[j], t[j + 8]);
     }
 }
 
