@@ -16,14 +16,14 @@ use candle_nn::ops::softmax_last_dim;
 use super::config::VisionConfig;
 use super::dense::{Dense, Epilogue};
 use super::encoder::{dense, l2_normalize_rows, Encoder, EncoderShape, LayerNorm, Mlp};
-use super::vision::{load_patch_weight, patch_embed};
+use super::vision::{load_patch, patch_embed};
 use super::weights::Weights;
 use super::ClipError;
 
 pub struct SiglipVisionTower {
     cfg: VisionConfig,
-    /// `[hidden, channels·patch·patch]`: the convolution kernel, flattened.
-    patch_weight: Tensor,
+    /// The convolution kernel, flattened to `[hidden, channels·patch·patch]`.
+    patch: Dense,
     patch_bias: Tensor,
     position_embedding: Tensor,
     encoder: Encoder,
@@ -38,7 +38,7 @@ impl SiglipVisionTower {
         let shape = EncoderShape::vision(cfg);
         Ok(Self {
             cfg: cfg.clone(),
-            patch_weight: load_patch_weight(w, cfg)?,
+            patch: load_patch(w, cfg)?,
             patch_bias: w.get(&format!("{e}.patch_embedding.bias"), &[d])?,
             position_embedding: w.get(
                 &format!("{e}.position_embedding.weight"),
@@ -62,7 +62,7 @@ impl SiglipVisionTower {
     /// `pixels`: `[batch, channels, image_size, image_size]`, in the weights' dtype →
     /// `[batch, hidden]`, unit rows, always f32 (converted before the normalisation).
     pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let x = patch_embed(pixels, &self.patch_weight, &self.cfg)?
+        let x = patch_embed(pixels, &self.patch, &self.cfg)?
             .broadcast_add(&self.patch_bias)?
             .broadcast_add(&self.position_embedding)?;
         // Every token's state is pooled (by the head's attention), so the last layer runs in full.

@@ -8,14 +8,15 @@
 use candle_core::{DType, Result as CResult, Tensor};
 
 use super::config::VisionConfig;
+use super::dense::{Dense, LinearPrecision};
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
 use super::weights::Weights;
 use super::ClipError;
 
 pub struct VisionTower {
     cfg: VisionConfig,
-    /// `[hidden, channels·patch·patch]`: the convolution kernel, flattened.
-    patch_weight: Tensor,
+    /// The convolution kernel, flattened to `[hidden, channels·patch·patch]`.
+    patch: Dense,
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
@@ -28,11 +29,11 @@ impl VisionTower {
     pub fn load(w: &Weights, cfg: &VisionConfig, projection_dim: usize) -> Result<Self, ClipError> {
         let d = cfg.hidden_size;
         let e = "vision_model.embeddings";
-        let patch_weight = load_patch_weight(w, cfg)?;
+        let patch = load_patch(w, cfg)?;
         let shape = EncoderShape::vision(cfg);
         Ok(Self {
             cfg: cfg.clone(),
-            patch_weight,
+            patch,
             class_embedding: w.get(&format!("{e}.class_embedding"), &[d])?,
             position_embedding: w.get(
                 &format!("{e}.position_embedding.weight"),
@@ -58,7 +59,7 @@ impl VisionTower {
     /// `pixels`: `[batch, channels, image_size, image_size]`, in the weights' dtype →
     /// `[batch, projection_dim]`, unit rows, always f32 (converted before the normalisation).
     pub fn forward(&self, pixels: &Tensor) -> CResult<Tensor> {
-        let x = patch_embed(pixels, &self.patch_weight, &self.cfg)?;
+        let x = patch_embed(pixels, &self.patch, &self.cfg)?;
         let (b, d) = (x.dim(0)?, self.cfg.hidden_size);
         let cls = self
             .class_embedding
@@ -75,24 +76,34 @@ impl VisionTower {
 }
 
 /// The patch embedding's convolution kernel, `{vision_model.embeddings}.patch_embedding.weight`,
-/// flattened to `[hidden, channels·patch·patch]`.
-pub fn load_patch_weight(w: &Weights, cfg: &VisionConfig) -> Result<Tensor, ClipError> {
+/// flattened to `[hidden, channels·patch·patch]`, as a linear layer over the unfolded patches: f32
+/// by default; bf16 under `--precision bf16` and `int8` where the CPU runs bf16 (the layer that
+/// sees the raw pixels is kept out of int8), else f32.
+pub fn load_patch(w: &Weights, cfg: &VisionConfig) -> Result<Dense, ClipError> {
     let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
-    w.get(
-        "vision_model.embeddings.patch_embedding.weight",
-        &[d, c, p, p],
-    )?
-    .reshape((d, c * p * p))
-    .map_err(|err| ClipError::Weights {
+    let name = "vision_model.embeddings.patch_embedding";
+    let weight = w
+        .get(&format!("{name}.weight"), &[d, c, p, p])?
+        .reshape((d, c * p * p))
+        .map_err(|err| ClipError::Weights {
+            path: w.path().to_path_buf(),
+            reason: err.to_string(),
+        })?;
+    let precision = match w.linear() {
+        LinearPrecision::F32 => LinearPrecision::F32,
+        _ if crate::clip::dense::bf16::available() => LinearPrecision::Bf16,
+        _ => LinearPrecision::F32,
+    };
+    Dense::with_precision(weight, None, precision).map_err(|e| ClipError::Weights {
         path: w.path().to_path_buf(),
-        reason: err.to_string(),
+        reason: format!("{name}: {e}"),
     })
 }
 
 /// The patch embedding, a convolution whose stride equals its kernel, as one matmul over the
 /// unfolded patches: `pixels` `[batch, channels, image_size, image_size]` → `[batch, grid², hidden]`
 /// (no bias; the caller adds SigLIP's).
-pub fn patch_embed(pixels: &Tensor, weight: &Tensor, cfg: &VisionConfig) -> CResult<Tensor> {
+pub fn patch_embed(pixels: &Tensor, patch: &Dense, cfg: &VisionConfig) -> CResult<Tensor> {
     let (b, c, hgt, wid) = pixels.dims4()?;
     let p = cfg.patch_size;
     let g = cfg.grid();
@@ -119,7 +130,7 @@ pub fn patch_embed(pixels: &Tensor, weight: &Tensor, cfg: &VisionConfig) -> CRes
         .permute((0, 2, 4, 1, 3, 5))?
         .contiguous()?
         .reshape((b * g * g, c * p * p))?;
-    patches
-        .matmul(&weight.t()?)?
+    patch
+        .forward(&patches)?
         .reshape((b, g * g, cfg.hidden_size))
 }
