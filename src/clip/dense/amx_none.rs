@@ -52,3 +52,14 @@ pub(super) fn pack_rows(
 pub(super) unsafe fn matmul(_w: &AmxWeight, _bias: &[f32], _a: &[Line], _m: usize, _out: &Out) {
     unreachable!("AMX is never enabled on this target")
 }
+
+pub(super) fn pack_rows_int8_with(
+    _x: &[f32],
+    _m: usize,
+    _k: usize,
+    _norm: Option<HostNorm<'_>>,
+    _maxima: Option<&[f32]>,
+    _out: &mut Vec<Line>,
+) {
+    unreachable!("AMX is never enabled on this target")
+}

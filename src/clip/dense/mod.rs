@@ -26,11 +26,13 @@ pub mod int8;
 mod layer;
 mod microkernel;
 mod microkernel_int8;
+mod mlp;
 mod pack;
 mod tiles;
 
 pub use attention::attention_from_qkv;
 pub use layer::{Dense, LinearPrecision};
+pub use mlp::mlp;
 pub use pack::HostNorm;
 pub use tiles::Epilogue;
 
@@ -38,7 +40,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use pack::{lines_as_floats, lines_as_floats_mut, pack_rows, pack_weight_rows, rows_lines, Line};
+use pack::{lines_as_floats, pack_rows, pack_weight_rows, rows_lines, Line};
 use tiles::{Elems, Out, Panels, Rows, SendPtr};
 
 /// The SIMD level the CPU kernels use.
@@ -396,6 +398,25 @@ impl PackedWeight {
         }
     }
 
+    /// `residual + a · Wᵀ + b` into a new vector, `a` m rows packed for this layer.
+    ///
+    /// # Safety
+    /// `a` holds m rows packed for this layer; `residual` m × n floats.
+    unsafe fn rows_plus(&self, a: &[Line], m: usize, residual: &[f32]) -> Vec<f32> {
+        let mut y = Vec::with_capacity(m * self.n);
+        let out = Out {
+            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
+            ..Out::rows(y.as_mut_ptr(), self.n)
+        };
+        // SAFETY: y's capacity holds m × n floats, every one written by `run`; the rest the
+        // contract.
+        unsafe {
+            self.run(a, m, &out);
+            y.set_len(m * self.n);
+        }
+        y
+    }
+
     /// Packed rows `a` (m of them, from [`Self::pack_input`]) times the weights into `out` (with
     /// `out.packed`, as the next layer's packed rows, [`Self::pack_input`]'s layout for the same
     /// kernels), the threads splitting the output columns.
@@ -459,118 +480,6 @@ impl PackedWeight {
                     )
                 };
             });
-    }
-}
-
-/// `residual + fc2(epilogue(fc1(norm(x))))` for `m` rows of `x`: fc1's tiles are written, as they
-/// are finished, straight into the packed rows fc2 reads (so its output, 4 × wider than x, is
-/// never laid out row by row, nor packed again, nor allocated: at 8 images that was 33 MB each
-/// time, mapped fresh and zeroed page by page).
-pub fn mlp(
-    fc1: &PackedWeight,
-    fc2: &PackedWeight,
-    x: &[f32],
-    m: usize,
-    norm: Option<HostNorm<'_>>,
-    epilogue: Epilogue,
-    residual: &[f32],
-) -> Vec<f32> {
-    assert!(
-        fc1.simd == fc2.simd && fc1.n == fc2.k,
-        "mlp: fc1 and fc2 do not chain"
-    );
-    fc1.check(x, m, norm, None);
-    assert_eq!(residual.len(), m * fc2.n, "mlp: residual size");
-    if fc1.precision == LinearPrecision::Int8
-        && fc2.precision == LinearPrecision::Int8
-        && fc1.amx.is_some()
-        && fc2.amx.is_some()
-    {
-        return mlp_int8_amx(fc1, fc2, x, m, norm, epilogue, residual);
-    }
-    if fc1.amx.is_some() != fc2.amx.is_some()
-        || fc1.precision != fc2.precision
-        || fc1.precision == LinearPrecision::Int8
-        || (fc1.precision == LinearPrecision::Bf16 && !fc1.n.is_multiple_of(2))
-    {
-        // One on AMX, one not (a width that is not a multiple of 32), two precisions, an odd width
-        // in bf16 (a pair would straddle two tiles), or int8 (a row's scale needs the whole row):
-        // fc1's output cannot go straight into the rows fc2 reads; one by one.
-        let h = fc1.matmul_vec(x, m, norm, None, epilogue);
-        return fc2.matmul_vec(&h, m, None, Some(residual), Epilogue::None);
-    }
-    let mut a = pool::take();
-    fc1.pack_input(x, m, norm, &mut a);
-    // Every line of the rows fc2 reads is written by fc1's tiles below, but those past the last
-    // row (never read either): keep the buffer's old contents rather than zero 33 MB each time.
-    let mut h = pool::take();
-    let lines = fc2.input_lines(m);
-    if h.len() < lines {
-        h.resize(lines, Line([0.0; 16]));
-    }
-    let mut y = Vec::with_capacity(m * fc2.n);
-    // SAFETY: sizes checked above; a holds m rows packed for fc1, h room for m rows packed for
-    // fc2 (fc1.n = fc2.k, the same kernels), y (capacity) and the residual m × fc2.n, of which
-    // fc2 writes every float.
-    unsafe {
-        let to_h = Out {
-            epilogue: epilogue.at(fc1.precision),
-            packed: Some(SendPtr(lines_as_floats_mut(&mut h).as_mut_ptr())),
-            ..Out::rows(std::ptr::null_mut(), 0)
-        };
-        fc1.run(&a, m, &to_h);
-        let to_y = Out {
-            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
-            ..Out::rows(y.as_mut_ptr(), fc2.n)
-        };
-        fc2.run(&h, m, &to_y);
-        y.set_len(m * fc2.n);
-    }
-    pool::give(a);
-    pool::give(h);
-    y
-}
-
-/// [`mlp`] with both layers int8 on AMX: fc1's rows written as f32 (a row's scale needs the whole
-/// row, which no one task computes), each task noting the largest |value| of its part of each row
-/// (`Out::row_max`), so that fc2's packing reads each row once, not twice (one pass to find its
-/// scale). Bit for bit the layers one by one.
-fn mlp_int8_amx(
-    fc1: &PackedWeight,
-    fc2: &PackedWeight,
-    x: &[f32],
-    m: usize,
-    norm: Option<HostNorm<'_>>,
-    epilogue: Epilogue,
-    residual: &[f32],
-) -> Vec<f32> {
-    let mut a = pool::take();
-    fc1.pack_input(x, m, norm, &mut a);
-    let mut h = Vec::with_capacity(m * fc1.n);
-    // Every slot that is not written stays zero (below every |value|).
-    let mut maxima = vec![0f32; m * (fc1.n / 32)];
-    // SAFETY: sizes checked by the caller (fc1.n = fc2.k, x m rows of fc1.k, the residual m rows
-    // of fc2.n); AMX layers have n a multiple of 32; `a` holds m rows packed for fc1; h (capacity)
-    // m × fc1.n floats, each written once by fc1's tasks; maxima m × fc1.n / 32 slots; y likewise
-    // m × fc2.n, every float written by fc2.
-    unsafe {
-        let to_h = Out {
-            epilogue: epilogue.at(fc1.precision),
-            row_max: Some(SendPtr(maxima.as_mut_ptr())),
-            ..Out::rows(h.as_mut_ptr(), fc1.n)
-        };
-        fc1.run(&a, m, &to_h);
-        h.set_len(m * fc1.n);
-        amx::pack_rows_int8_with(&h, m, fc2.k, None, Some(&maxima), &mut a);
-        let mut y = Vec::with_capacity(m * fc2.n);
-        let to_y = Out {
-            residual: Some(SendPtr(residual.as_ptr().cast_mut())),
-            ..Out::rows(y.as_mut_ptr(), fc2.n)
-        };
-        fc2.run(&a, m, &to_y);
-        y.set_len(m * fc2.n);
-        pool::give(a);
-        y
     }
 }
 
