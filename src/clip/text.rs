@@ -13,12 +13,13 @@ use candle_core::{DType, Device, Result as CResult, Tensor};
 
 use super::config::TextConfig;
 use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
-use super::weights::Weights;
+use super::weights::{Rows, Weights};
 use super::ClipError;
 
 pub struct TextTower {
     cfg: TextConfig,
-    token_embedding: Tensor,
+    /// Left in the checkpoint's map on the CPU: a query reads its few rows of 49,408.
+    token_embedding: Rows,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
@@ -53,7 +54,7 @@ impl TextTower {
         let e = "text_model.embeddings";
         Ok(Self {
             cfg: cfg.clone(),
-            token_embedding: w.get(&format!("{e}.token_embedding.weight"), &[cfg.vocab_size, d])?,
+            token_embedding: w.rows(&format!("{e}.token_embedding.weight"), [cfg.vocab_size, d])?,
             position_embedding: w.get(
                 &format!("{e}.position_embedding.weight"),
                 &[cfg.max_position_embeddings, d],
@@ -97,8 +98,7 @@ impl TextTower {
             candle_core::bail!("{n} tokens: the text tower takes 1 to {}", self.max_len());
         }
         let d = self.cfg.hidden_size;
-        let ids_t = Tensor::new(ids, &self.device)?;
-        let x = self.token_embedding.index_select(&ids_t, 0)?;
+        let x = self.token_embedding.select(ids)?.to_device(&self.device)?;
         let x = (x + self.position_embedding.narrow(0, 0, n)?)?.reshape((1, n, d))?;
         // Only the pooled token's state is read: the last layer computes only that row.
         let pooled = self

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::pickle::PthTensors;
 use candle_core::safetensors::Load;
@@ -35,7 +36,7 @@ pub struct Weights {
 enum Source {
     /// `model.safetensors`, memory-mapped.
     Safetensors {
-        map: Mmap,
+        map: Arc<Mmap>,
         /// Where the tensor data starts in the file (after the 8-byte length and the JSON header).
         data_start: usize,
         tensors: HashMap<String, TensorInfo>,
@@ -120,7 +121,7 @@ impl Weights {
         Ok(Self {
             path: path.to_path_buf(),
             source: Source::Safetensors {
-                map,
+                map: Arc::new(map),
                 data_start: 8 + header_len,
                 tensors,
             },
@@ -232,6 +233,40 @@ impl Weights {
         tensor.to_dtype(self.dtype).map_err(wrap)
     }
 
+    /// The rows of the 2-D tensor `name` (which must have exactly `shape`), for a lookup table
+    /// (the text tower's token embeddings: 49,408 rows, 152 MB in f32, of which a query reads a
+    /// few dozen): on the CPU from a safetensors file, left in the map and read row by row when
+    /// looked up ([`Rows::select`]), so they are never all in this process's memory; otherwise
+    /// loaded whole, as [`Self::get`] does. The same values either way. The file stays mapped as
+    /// long as the table lives (the same contract as while loading: it must not be truncated in
+    /// place meanwhile; replacing it by a rename is fine).
+    pub fn rows(&self, name: &str, shape: [usize; 2]) -> Result<Rows, ClipError> {
+        if let (
+            Source::Safetensors {
+                map,
+                data_start,
+                tensors,
+            },
+            true,
+        ) = (&self.source, self.device.is_cpu())
+        {
+            if let Some(info) = tensors.get(name).filter(|i| {
+                i.shape == shape && matches!(i.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+            }) {
+                return Ok(Rows::Mapped(MappedRows {
+                    map: Arc::clone(map),
+                    start: data_start + info.data_offsets.0,
+                    shape,
+                    file_dtype: info.dtype,
+                    dtype: self.dtype,
+                    name: name.to_string(),
+                }));
+            }
+        }
+        // Anything else (missing, another shape or dtype: get's errors; a GPU; PyTorch files).
+        Ok(Rows::Loaded(self.get(name, &shape)?))
+    }
+
     /// [`Self::get`] from a PyTorch checkpoint: the same checks of name, shape and dtype.
     fn get_pytorch(
         &self,
@@ -284,5 +319,117 @@ impl Weights {
             Source::Safetensors { tensors, .. } => tensors.contains_key(name),
             Source::Pytorch(pth) => pth.tensor_infos().contains_key(name),
         }
+    }
+}
+
+/// A lookup table's rows ([`Weights::rows`]): in the checkpoint's map, or loaded.
+pub enum Rows {
+    Mapped(MappedRows),
+    Loaded(Tensor),
+}
+
+/// A 2-D tensor left in a safetensors file's map.
+pub struct MappedRows {
+    map: Arc<Mmap>,
+    /// Where its data starts in the file.
+    start: usize,
+    shape: [usize; 2],
+    file_dtype: Dtype,
+    /// The model's dtype, which rows are converted to.
+    dtype: DType,
+    name: String,
+}
+
+impl Rows {
+    /// Rows `ids` as a `[ids.len(), columns]` tensor in the model's dtype, on the CPU (or the
+    /// loaded tensor's device): `index_select` of the whole table, to the bit. An id past the
+    /// last row is an error naming the table.
+    pub fn select(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let m = match self {
+            Rows::Loaded(t) => {
+                let ids = Tensor::new(ids, t.device())?;
+                return t.index_select(&ids, 0);
+            }
+            Rows::Mapped(m) => m,
+        };
+        let [count, cols] = m.shape;
+        let width = cols * m.file_dtype.bitsize() / 8;
+        let mut bytes = Vec::with_capacity(ids.len() * width);
+        for &id in ids {
+            let id = id as usize;
+            if id >= count {
+                candle_core::bail!("{}: row {id} of {count}", m.name);
+            }
+            // In bounds: read_metadata checked the tensor's offsets, and id < count rows.
+            bytes.extend_from_slice(&m.map[m.start + id * width..][..width]);
+        }
+        let shape = [ids.len(), cols];
+        let rows = match m.file_dtype {
+            // As `Weights::get` converts, so the values are the same.
+            Dtype::F32 => {
+                let v: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Tensor::from_vec(v, &shape, &Device::Cpu)?
+            }
+            dtype => TensorView::new(dtype, shape.to_vec(), &bytes)
+                .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", m.name)))?
+                .load(&Device::Cpu)?,
+        };
+        rows.to_dtype(m.dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table left in the map gives, for any ids, what loading it whole and `index_select` give,
+    /// to the bit, whatever the file's float type and the model's dtype; an id past its last row
+    /// is an error naming it; a table of another shape is get's error.
+    #[test]
+    fn mapped_rows_are_the_loaded_rows() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("model.safetensors");
+        let table = Tensor::randn(0f32, 1.0, (37, 24), &Device::Cpu)?;
+        let tensors: HashMap<String, Tensor> = [
+            ("f32".to_string(), table.clone()),
+            ("f16".to_string(), table.to_dtype(DType::F16)?),
+            ("bf16".to_string(), table.to_dtype(DType::BF16)?),
+        ]
+        .into();
+        candle_core::safetensors::save(&tensors, &path)?;
+        let ids = [0u32, 36, 5, 5, 17];
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let w = Weights::open(&path, &Device::Cpu, dtype)?;
+            for name in ["f32", "f16", "bf16"] {
+                let rows = w.rows(name, [37, 24])?;
+                assert!(
+                    matches!(rows, Rows::Mapped(_)),
+                    "{name} should stay in the map"
+                );
+                let got = rows.select(&ids)?;
+                let want = w
+                    .get(name, &[37, 24])?
+                    .index_select(&Tensor::new(&ids[..], &Device::Cpu)?, 0)?;
+                assert_eq!(got.dtype(), dtype);
+                let bits = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
+                    Ok(t.to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect())
+                };
+                assert_eq!(bits(&got)?, bits(&want)?, "{name} read as {dtype:?}");
+                let err = rows.select(&[3, 37]).unwrap_err().to_string();
+                assert!(err.contains(name) && err.contains("37"), "{err}");
+            }
+        }
+        let w = Weights::open(&path, &Device::Cpu, DType::F32)?;
+        assert!(w.rows("f32", [24, 37]).is_err());
+        assert!(w.rows("missing", [37, 24]).is_err());
+        Ok(())
     }
 }
