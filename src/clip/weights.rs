@@ -200,13 +200,7 @@ impl Weights {
         };
         let tensor = match info.dtype {
             // One copy, straight into the tensor's storage.
-            Dtype::F32 => {
-                let v: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                Tensor::from_vec(v, shape, &self.device).map_err(wrap)?
-            }
+            Dtype::F32 => f32_tensor(bytes, shape, &self.device).map_err(wrap)?,
             Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
                 let view = TensorView::new(info.dtype, info.shape.clone(), bytes).map_err(|e| {
                     ClipError::Weights {
@@ -322,6 +316,15 @@ impl Weights {
     }
 }
 
+/// Little-endian f32 bytes as a tensor of `shape`, in one copy.
+fn f32_tensor(bytes: &[u8], shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Tensor::from_vec(v, shape, device)
+}
+
 /// A lookup table's rows ([`Weights::rows`]): in the checkpoint's map, or loaded.
 pub enum Rows {
     Mapped(MappedRows),
@@ -366,13 +369,7 @@ impl Rows {
         let shape = [ids.len(), cols];
         let rows = match m.file_dtype {
             // As `Weights::get` converts, so the values are the same.
-            Dtype::F32 => {
-                let v: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                Tensor::from_vec(v, &shape, &Device::Cpu)?
-            }
+            Dtype::F32 => f32_tensor(&bytes, &shape, &Device::Cpu)?,
             dtype => TensorView::new(dtype, shape.to_vec(), &bytes)
                 .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", m.name)))?
                 .load(&Device::Cpu)?,
