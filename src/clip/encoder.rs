@@ -18,7 +18,7 @@ use candle_core::{DType, Result as CResult, Tensor, D};
 use candle_nn::ops::layer_norm;
 
 use super::config::Activation;
-use super::dense::{attention_from_qkv, Dense, Epilogue, HostNorm};
+use super::dense::{attention_from_qkv, Dense, Epilogue, HostNorm, LinearPrecision};
 use super::kernels::attention;
 use super::weights::Weights;
 use super::ClipError;
@@ -98,14 +98,25 @@ pub fn load_linear(
     dense(w, prefix, weight, bias)
 }
 
-/// A [`Dense`] layer, its packing errors named after the tensor.
+/// A [`Dense`] layer in the checkpoint's precision, its packing errors named after the tensor.
 pub fn dense(
     w: &Weights,
     prefix: &str,
     weight: Tensor,
     bias: Option<Tensor>,
 ) -> Result<Dense, ClipError> {
-    Dense::with_precision(weight, bias, w.linear()).map_err(|e| ClipError::Weights {
+    dense_in(w, prefix, weight, bias, w.linear())
+}
+
+/// [`dense`] in `precision` rather than the checkpoint's.
+pub fn dense_in(
+    w: &Weights,
+    prefix: &str,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    precision: LinearPrecision,
+) -> Result<Dense, ClipError> {
+    Dense::with_precision(weight, bias, precision).map_err(|e| ClipError::Weights {
         path: w.path().to_path_buf(),
         reason: format!("{prefix}: {e}"),
     })

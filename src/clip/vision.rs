@@ -9,7 +9,7 @@ use candle_core::{DType, Result as CResult, Tensor};
 
 use super::config::VisionConfig;
 use super::dense::{Dense, LinearPrecision};
-use super::encoder::{l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
+use super::encoder::{dense_in, l2_normalize_rows, load_linear, Encoder, EncoderShape, LayerNorm};
 use super::weights::Weights;
 use super::ClipError;
 
@@ -94,10 +94,7 @@ pub fn load_patch(w: &Weights, cfg: &VisionConfig) -> Result<Dense, ClipError> {
         _ if crate::clip::dense::bf16::available() => LinearPrecision::Bf16,
         _ => LinearPrecision::F32,
     };
-    Dense::with_precision(weight, None, precision).map_err(|e| ClipError::Weights {
-        path: w.path().to_path_buf(),
-        reason: format!("{name}: {e}"),
-    })
+    dense_in(w, name, weight, None, precision)
 }
 
 /// The patch embedding, a convolution whose stride equals its kernel, as one matmul over the

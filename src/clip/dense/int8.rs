@@ -276,58 +276,48 @@ pub(super) fn quantize_row(row: &[f32], s: f32, dst: &mut [f32]) {
 unsafe fn quantize_avx512(row: &[f32], inv: f32, dst: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let whole = row.len() / 16 * 16;
-    let (scale, lo, hi) = (
-        _mm512_set1_ps(inv),
-        _mm512_set1_ps(-127.0),
-        _mm512_set1_ps(127.0),
-    );
+    let inv = _mm512_set1_ps(inv);
     for i in (0..whole).step_by(16) {
         // SAFETY: i + 16 ≤ row.len(); dst has (i + 16) / 4 words (the contract); unaligned.
         unsafe {
-            let v = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(i)), scale);
-            // Round to nearest even (the conversion's default mode), as `quantize` does; the clamp
-            // first, on the floats, as there.
-            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-            let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
-            // The low byte of each (truncation): the signed byte, two's complement.
-            let bytes = _mm512_cvtepi32_epi8(q);
+            let bytes = quantize16(_mm512_loadu_ps(row.as_ptr().add(i)), inv);
             _mm_storeu_si128(dst.as_mut_ptr().add(i / 4).cast(), bytes);
         }
     }
     whole
 }
 
-/// A row quantized as [`scale`] and [`quantize_row`] do, in one call: its scale (returned), and its
+/// 16 values times `inv` as [`quantize`] makes them (rounded to nearest even, then clamped to
+/// ±127, on the floats), each the low byte of its lane: the signed bytes, two's complement.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn quantize16(
+    v: std::arch::x86_64::__m512,
+    inv: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    let v = _mm512_mul_ps(v, inv);
+    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+    let q = _mm512_cvtps_epi32(_mm512_min_ps(
+        _mm512_max_ps(r, _mm512_set1_ps(-127.0)),
+        _mm512_set1_ps(127.0),
+    ));
+    _mm512_cvtepi32_epi8(q)
+}
+
+/// A row with scale `s` ([`scale`] of it, bit for bit) quantized as [`quantize_row`] does, its
 /// bytes into `lines` (64 values a line, line `t` at `lines.add(t · stride)`; a last line zero past
-/// the row's end). For AMX's tile rows: no dispatch or reciprocal per 64 values.
+/// the row's end): AMX's tile rows, with no dispatch or reciprocal per 64 values.
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX-512BW; `lines` is valid for writes of ⌈row.len() / 64⌉ lines
 /// `stride` lines apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn quantize_into_lines(row: &[f32], lines: *mut Line, stride: usize) -> f32 {
-    // SAFETY: AVX-512F (the contract).
-    let s = unsafe { largest_avx512(row) } / 127.0;
-    // SAFETY: as this function's (the contract).
-    unsafe { quantize_into_lines_at(row, s, lines, stride) };
-    s
-}
-
-/// [`quantize_into_lines`] with the row's scale `s` known ([`scale`] of the row, bit for bit).
-///
-/// # Safety
-/// As [`quantize_into_lines`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn quantize_into_lines_at(row: &[f32], s: f32, lines: *mut Line, stride: usize) {
+pub(super) unsafe fn quantize_into_lines(row: &[f32], s: f32, lines: *mut Line, stride: usize) {
     use std::arch::x86_64::*;
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-    let (scale, lo, hi) = (
-        _mm512_set1_ps(inv),
-        _mm512_set1_ps(-127.0),
-        _mm512_set1_ps(127.0),
-    );
+    let inv = _mm512_set1_ps(if s > 0.0 { 1.0 / s } else { 0.0 });
     for (t, chunk) in row.chunks(64).enumerate() {
         // SAFETY: line t of ⌈len / 64⌉, `stride` lines apart (the contract).
         let line = unsafe { lines.add(t * stride) }.cast::<__m128i>();
@@ -339,11 +329,8 @@ pub(super) unsafe fn quantize_into_lines_at(row: &[f32], s: f32, lines: *mut Lin
             // their quantized zeros).
             unsafe {
                 let mask = ((1u32 << n) - 1) as u16;
-                let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, part.as_ptr()), scale);
-                // Clamped on the floats, then rounded to nearest even by the conversion (±127
-                // are whole numbers, so this is `quantize`'s round-then-clamp).
-                let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
-                _mm_storeu_si128(line.add(j), _mm512_cvtepi32_epi8(q));
+                let v = _mm512_maskz_loadu_ps(mask, part.as_ptr());
+                _mm_storeu_si128(line.add(j), quantize16(v, inv));
             }
         }
     }

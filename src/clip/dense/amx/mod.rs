@@ -145,8 +145,8 @@ unsafe fn finish_rows(
     let mut buf = [0f32; MAX_PAIRS * 32];
     for r in 0..rows {
         let row = rb + r;
-        // The residual's and y's lines of a row a few ahead, fetched (y's for writing) while this
-        // one is finished: they come from L3 or memory, and their misses stalled these rows.
+        // The residual's and y's lines of a row a few ahead, fetched while this one is finished:
+        // they come from L3 or memory, and their misses stalled these rows.
         if r + AHEAD < rows {
             let at = (row + AHEAD) * out.ldy + col0;
             for l in (0..width).step_by(16) {
@@ -154,7 +154,7 @@ unsafe fn finish_rows(
                     _mm_prefetch::<_MM_HINT_T0>(res.get().wrapping_add(at + l).cast());
                 }
                 if out.packed.is_none() {
-                    _mm_prefetch::<_MM_HINT_ET0>(out.y.get().wrapping_add(at + l).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(out.y.get().wrapping_add(at + l).cast());
                 }
             }
         }

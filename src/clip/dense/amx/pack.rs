@@ -176,7 +176,7 @@ pub(in crate::clip::dense) fn pack_rows_int8_with(
     maxima: Option<&[f32]>,
     out: &mut Vec<Line>,
 ) {
-    use super::super::int8::{quantize_into_lines, quantize_into_lines_at};
+    use super::super::int8::{quantize_into_lines, scale};
     let slots = k / 32;
     assert!(
         maxima.is_none_or(|mx| norm.is_none() && k.is_multiple_of(32) && mx.len() == m * slots),
@@ -202,21 +202,16 @@ pub(in crate::clip::dense) fn pack_rows_int8_with(
                     continue;
                 }
                 let row = row_at(x, (i, k), norm, buf);
-                // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
-                // Below: AMX is enabled, so the CPU has AVX-512F and BW (`enabled`); the group
-                // holds kts tiles of 16 lines, so the kts lines 16 apart from line r are inside it.
-                let lines = group[r..].as_mut_ptr();
                 *sc = match maxima {
-                    // SAFETY: the comment above.
-                    None => unsafe { quantize_into_lines(row, lines, 16) },
+                    None => scale(row),
                     Some(mx) => {
-                        let s =
-                            mx[i * slots..][..slots].iter().fold(0f32, |a, &b| a.max(b)) / 127.0;
-                        // SAFETY: the comment above.
-                        unsafe { quantize_into_lines_at(row, s, lines, 16) };
-                        s
+                        mx[i * slots..][..slots].iter().fold(0f32, |a, &b| a.max(b)) / 127.0
                     }
                 };
+                // Tile kt's row r: k = kt·64..kt·64 + 64 of the row (a short last one zero past k).
+                // SAFETY: AMX is enabled, so the CPU has AVX-512F and BW (`enabled`); the group
+                // holds kts tiles of 16 lines, so the kts lines 16 apart from line r are inside it.
+                unsafe { quantize_into_lines(row, *sc, group[r..].as_mut_ptr(), 16) };
             }
         });
     super::super::pack::lines_as_floats_mut(s)[..m].copy_from_slice(&scales[..m]);
