@@ -42,9 +42,9 @@ pub fn available() -> bool {
 }
 
 /// The kernels the int8 layers run on here: AVX-512 (14 × 32 tiles) with AVX-512 VNNI and BW;
-/// else AVX2's 6 × 16 tiles with AVX-VNNI (AVX2-only CPUs: Intel since Alder Lake, Sierra Forest),
-/// or where `IMGVEC_SIMD=avx2` lowered an AVX-512 VNNI CPU (the same tile in EVEX encoding); else
-/// none.
+/// else AVX2's 6 × 16 tiles: with AVX-VNNI (Intel since Alder Lake, Sierra Forest), or where
+/// `IMGVEC_SIMD=avx2` lowered an AVX-512 VNNI CPU (the same tile in EVEX encoding), or with
+/// AVX2's own byte products where the CPU has no VNNI ([`Dot::Madd`]); else none.
 pub(super) fn level() -> Option<Simd> {
     static LEVEL: OnceLock<Option<Simd>> = OnceLock::new();
     *LEVEL.get_or_init(|| match Simd::get() {
@@ -55,18 +55,14 @@ pub(super) fn level() -> Option<Simd> {
 }
 
 /// Whether this CPU has the instructions of the int8 tiles at `simd`: AVX-512F, BW and VNNI; or
-/// AVX2, FMA and AVX-VNNI (or AVX-512 VNNI and VL, the 256-bit tile's EVEX twin).
+/// AVX2 and FMA (and VNNI on ymm where it has it: [`dot_at`]).
 pub(super) fn runs_at(simd: Simd) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         match simd {
             Simd::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
-            Simd::Avx2 => {
-                has!("avx2")
-                    && has!("fma")
-                    && (has!("avxvnni") || (has!("avx512vnni") && has!("avx512vl")))
-            }
+            Simd::Avx2 => has!("avx2") && has!("fma"),
             Simd::None => false,
         }
     }
@@ -77,18 +73,38 @@ pub(super) fn runs_at(simd: Simd) -> bool {
     }
 }
 
+/// How a tile sums four byte products into a 32-bit lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dot {
+    /// One `vpdpbusd` (AVX-512 VNNI, AVX-VNNI): the weights offset by 128 the unsigned operand,
+    /// the sums starting at the rows' compensations.
+    Vnni,
+    /// AVX2 alone (`vpsignb`, `vpmaddubsw`, `vpmaddwd`, `vpsubd`: four instructions where VNNI
+    /// has one, see `microkernel_int8::avx2::dpbusd_madd`), on the same packed bytes, to the same
+    /// exact sums: for AVX2 CPUs without VNNI (Intel before Ice Lake / Alder Lake, AMD before
+    /// Zen 4).
+    Madd,
+}
+
+/// The instruction `simd`'s int8 tiles use on this CPU: VNNI where it has it on that width.
+pub(super) fn dot_at(simd: Simd) -> Dot {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if simd == Simd::Avx2 && !has!("avxvnni") && !(has!("avx512vnni") && has!("avx512vl")) {
+            return Dot::Madd;
+        }
+    }
+    Dot::Vnni
+}
+
 /// Why [`available`] is false, for the refusal of `--precision int8`.
 pub fn unavailable_reason() -> String {
-    let cpus = "AVX-512 VNNI: Intel since Cascade Lake / Ice Lake, AMD Zen 4 and later; AVX-VNNI: \
-Intel since Alder Lake (AVX2-only) and Sapphire Rapids";
-    match Simd::get() {
-        Simd::None => format!(
-            "the CPU's linear layers run on {} here, and the int8 layers need AVX2 or AVX-512 with \
-VNNI ({cpus})",
-            Simd::None.name()
-        ),
-        _ => format!("this CPU has neither AVX-512 VNNI nor AVX-VNNI ({cpus})"),
-    }
+    format!(
+        "the CPU's linear layers run on {} here, and the int8 layers need AVX2 and FMA, or \
+AVX-512 with VNNI",
+        Simd::get().name()
+    )
 }
 
 /// The scale of a row: max |v| / 127 (0 for a zero row).
@@ -136,6 +152,8 @@ pub(super) fn quantize(v: f32, inv: f32) -> i8 {
 pub(super) struct Weights {
     /// Per output column (padded to whole panels with zeros): `sw`.
     pub(super) scale: Vec<f32>,
+    /// How the tiles sum the byte products.
+    pub(super) dot: Dot,
 }
 
 /// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as `simd`'s f32 kernels' panels
@@ -143,6 +161,7 @@ pub(super) struct Weights {
 /// zero), replacing `out`'s contents; the scales padded to `padded` columns.
 pub(super) fn pack_weight(
     simd: Simd,
+    dot: Dot,
     w: &[f32],
     n: usize,
     k: usize,
@@ -159,7 +178,7 @@ pub(super) fn pack_weight(
         .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
     scales.resize(padded, 0.0);
     pack_weight_rows(simd, &words, n, kq, kq, out);
-    Weights { scale: scales }
+    Weights { scale: scales, dot }
 }
 
 /// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed

@@ -155,16 +155,18 @@ pub mod avx2 {
     const UNROLL: usize = 8;
 
     macro_rules! tile_256 {
-        ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident, $from_comp:literal) => {
     $(#[$doc])*
     #[target_feature(enable = $features)]
     unsafe fn $name<const R: usize>(t: &Tile) {
         let q = t.quant;
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for r in 0..R {
-            // SAFETY: comp holds R integers (the contract); r < R.
-            let c = _mm256_set1_epi32(unsafe { *q.comp.add(r) });
-            acc[r] = [c, c];
+        if $from_comp {
+            for r in 0..R {
+                // SAFETY: comp holds R integers (the contract); r < R.
+                let c = _mm256_set1_epi32(unsafe { *q.comp.add(r) });
+                acc[r] = [c, c];
+            }
         }
         if let Init::Accumulate = t.init {
             for r in 0..R {
@@ -248,7 +250,8 @@ pub mod avx2 {
         /// compensations.
         tile_vex,
         "avx2,avxvnni",
-        _mm256_dpbusd_avx_epi32
+        _mm256_dpbusd_avx_epi32,
+        true
     );
 
     tile_256!(
@@ -258,8 +261,56 @@ pub mod avx2 {
         /// As [`tile_vex`], the CPU having AVX-512 VNNI and VL instead of AVX-VNNI.
         tile_evex,
         "avx2,avx512f,avx512vl,avx512vnni",
-        _mm256_dpbusd_epi32
+        _mm256_dpbusd_epi32,
+        true
     );
+
+    tile_256!(
+        /// The tile for AVX2 CPUs without VNNI (Intel before Ice Lake / Alder Lake, AMD before Zen
+        /// 4): [`dpbusd_madd`]'s exact four-product sums in place of `vpdpbusd`, from zero (no
+        /// offset to take off: `t.quant.comp` is not read).
+        ///
+        /// # Safety
+        /// As [`tile_vex`], the CPU having AVX2 instead of AVX-VNNI.
+        tile_madd,
+        "avx2,fma",
+        dpbusd_madd,
+        false
+    );
+
+    /// `acc + Σ w · x` over each 32-bit lane's four byte pairs, exactly, for weights `u` offset by
+    /// 128 (w = u − 128, in −127..127) and signed activations `x` (−127..127), with AVX2's
+    /// `vpmaddubsw` (unsigned × signed bytes, adjacent products summed into saturating 16-bit
+    /// words): |w| is its unsigned operand and x carries w's sign, so a pair is at most 2 · 127²
+    /// < 2¹⁵ and never saturates. The sign comes from `u` itself (`vpsignb` negates where u ≥ 128
+    /// as a signed byte is negative, i.e. w ≥ 0; where w = 0, |w| = 0), so the words are
+    /// −(w · x) pairs; `vpmaddwd` by ones sums them into −(the lane's four products), subtracted.
+    /// |w| is the same for every row of a step: LLVM computes it once.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn dpbusd_madd(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        let w = _mm256_abs_epi8(_mm256_xor_si256(u, _mm256_set1_epi8(-128)));
+        let pairs = _mm256_maddubs_epi16(w, _mm256_sign_epi8(x, u));
+        _mm256_sub_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// `tile_madd::<rows>` for 1 ≤ rows ≤ MR.
+    ///
+    /// # Safety
+    /// As [`tile_madd`] with R = `rows`, and 1 ≤ `rows` ≤ MR (0 would run one row).
+    pub unsafe fn run_madd(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract is `tile_madd`'s with 1 ≤ rows ≤ MR.
+        unsafe {
+            match rows {
+                6 => tile_madd::<6>(t),
+                5 => tile_madd::<5>(t),
+                4 => tile_madd::<4>(t),
+                3 => tile_madd::<3>(t),
+                2 => tile_madd::<2>(t),
+                _ => tile_madd::<1>(t),
+            }
+        }
+    }
 
     /// `tile_vex::<rows>` where the CPU has AVX-VNNI, else `tile_evex::<rows>`, for 1 ≤ rows ≤ MR.
     ///

@@ -229,6 +229,19 @@ impl PackedWeight {
     /// As [`Self::new_int8`] for the int8 tiles of `simd`, if this CPU runs them
     /// ([`int8::runs_at`]): the tests check both levels where both run.
     fn int8_at(simd: Simd, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Option<Self> {
+        Self::int8_with(simd, int8::dot_at(simd), w, n, k, bias)
+    }
+
+    /// As [`Self::int8_at`], the tiles summing with `dot` (which this CPU must have at `simd`:
+    /// [`int8::Dot::Madd`] runs wherever AVX2 does, so the tests check it on every CPU).
+    fn int8_with(
+        simd: Simd,
+        dot: int8::Dot,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+    ) -> Option<Self> {
         if !int8::runs_at(simd) || !Self::valid(w, n, k, bias) {
             return None;
         }
@@ -237,7 +250,7 @@ impl PackedWeight {
             ..Self::without_weights(simd, n, k, bias)
         };
         let padded = p.bias.len();
-        p.int8 = Some(int8::pack_weight(simd, w, n, k, padded, &mut p.data));
+        p.int8 = Some(int8::pack_weight(simd, dot, w, n, k, padded, &mut p.data));
         Some(p)
     }
 
@@ -283,7 +296,10 @@ impl PackedWeight {
         Panels {
             simd: self.simd,
             elems: match (&self.int8, self.precision) {
-                (Some(q), _) => Elems::Int8 { scale: &q.scale },
+                (Some(q), _) => Elems::Int8 {
+                    scale: &q.scale,
+                    dot: q.dot,
+                },
                 (None, LinearPrecision::Bf16) => Elems::Bf16,
                 (None, _) => Elems::F32,
             },

@@ -19,7 +19,10 @@ enum Kind {
     Bf16Amx,
     /// int8 on VNNI (AVX-512's tiles), AMX or not.
     Int8,
+    /// int8 on the 256-bit tiles with `vpdpbusd` (AVX-VNNI, or its EVEX twin).
     Int8Avx2,
+    /// int8 on the 256-bit tiles with AVX2's own byte products (CPUs without VNNI).
+    Int8Madd,
     /// int8 as `--precision int8` runs it where AMX-INT8 is enabled: on the tiles.
     Int8Amx,
 }
@@ -44,7 +47,8 @@ fn layer(precision: Kind, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> P
                 "n = {n}: AMX where a multiple of 32"
             );
         }),
-        Kind::Int8Avx2 => PackedWeight::int8_at(Simd::Avx2, w, n, k, b),
+        Kind::Int8Avx2 => PackedWeight::int8_with(Simd::Avx2, int8::Dot::Vnni, w, n, k, b),
+        Kind::Int8Madd => PackedWeight::int8_with(Simd::Avx2, int8::Dot::Madd, w, n, k, b),
     };
     packed.unwrap_or_else(|| {
         panic!("build.rs found the instructions for {precision:?} on this CPU but imgvec does not use them (IMGVEC_SIMD set now?)")
@@ -267,6 +271,40 @@ fn int8_256_bit_tiles_equal_the_scalar_reference_bit_for_bit() {
         &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
         73,
     );
+}
+
+/// The AVX2 tiles without VNNI (what Zen 3, Skylake and older run `--precision int8` on) to the
+/// same bits as the reference, on random values and on bytes all ±127, where every pair of
+/// products is ±2 · 127², the most a 16-bit `vpmaddubsw` sum can hold unsaturated (an unsigned
+/// operand of 255, as `vpdpbusd` takes, would overflow it).
+#[test]
+#[cfg_attr(
+    not(cpu_avx2),
+    ignore = "no AVX2 and FMA on this CPU (or IMGVEC_SIMD=none when the tests were built)"
+)]
+fn int8_avx2_tiles_without_vnni_equal_the_scalar_reference_bit_for_bit() {
+    check_int8(Kind::Int8Madd);
+    check_normed_and_mlp(
+        Kind::Int8Madd,
+        &[(1, 8, 32), (257, 64, 200), (30, 300, 96)],
+        79,
+    );
+    for &(m, n, k) in &[(7, 33, 255), (13, 16, 1030)] {
+        // Signs from a pattern that pairs like and unlike signs, all of magnitude 1 (q = ±127).
+        let sign = |i: usize| if (i * 7 + i / 3) % 5 < 2 { -1.0 } else { 1.0 };
+        let x: Vec<f32> = (0..m * k).map(sign).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| sign(i + 1)).collect();
+        let same: Vec<f32> = (0..n * k).map(|i| x[i % k]).collect();
+        for w in [&w, &same] {
+            let p = layer(Kind::Int8Madd, w, n, k, None);
+            let mut y = vec![f32::NAN; m * n];
+            p.matmul(&x, m, None, &mut y);
+            let kc = k.div_ceil(4).div_ceil(k.div_ceil(4).div_ceil(256));
+            let want = int8::reference(&x, w, (None, None), (m, n, k), kc);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want), "m={m} n={n} k={k}");
+        }
+    }
 }
 
 /// The int8 layers of `kind` against [`int8::reference`] at the edges, and a zero row.

@@ -5,6 +5,7 @@
 //! linear layers (`mod.rs`, threads over column ranges) and by attention's per-head products
 //! (`attention.rs`, one task each). Not for: packing (`pack.rs`) or the inner loops (`microkernel.rs`).
 
+use super::int8::Dot;
 use super::microkernel::{self, Init, Prefetch, Quant, Tile};
 use super::microkernel_int8;
 use super::pack::interleave;
@@ -194,6 +195,7 @@ pub(super) enum Elems<'a> {
     /// the columns' scales (whole panels) and the rows' scales and compensations ([`Rows`]).
     Int8 {
         scale: &'a [f32],
+        dot: super::int8::Dot,
     },
 }
 
@@ -381,7 +383,7 @@ impl Panels<'_> {
             // wrapping_add: only computed here; the kernel reads R row scales and compensations
             // from i0 < m (block blk's m compensations after the m scales: `Rows`) and NR column
             // scales from col, a panel's start (whole panels: `Elems`).
-            (Elems::Int8 { scale }, Some(s)) => Quant {
+            (Elems::Int8 { scale, .. }, Some(s)) => Quant {
                 rows: s.as_ptr().wrapping_add(i0),
                 cols: scale.as_ptr().wrapping_add(col),
                 comp: s
@@ -551,6 +553,9 @@ impl Panels<'_> {
                     Elems::Int8 { .. } => microkernel_int8::avx512::run(rows, tile),
                 },
                 Simd::Avx2 => match self.elems {
+                    Elems::Int8 { dot: Dot::Madd, .. } => {
+                        microkernel_int8::avx2::run_madd(rows, tile)
+                    }
                     Elems::Int8 { .. } => microkernel_int8::avx2::run(rows, tile),
                     _ => microkernel::avx2::run(rows, tile),
                 },
