@@ -73,7 +73,7 @@ pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision,
             }
         }
         Some(Precision::Int8) => Err(
-            "--precision int8 is for the CPU (its VNNI kernels); on a GPU give f16 or bf16, or leave --precision out"
+            "--precision int8 is for the CPU (its integer kernels); on a GPU give f16 or bf16, or leave --precision out"
                 .to_string(),
         ),
         Some(p) if p != Precision::F32 && device.is_cpu() => Err(format!(

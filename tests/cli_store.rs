@@ -518,7 +518,8 @@ backend_test! {
 /// The precision besides f32 that this build's CPU runs (build.rs's cfgs), if any.
 const REDUCED_PRECISION: Option<&str> = if cfg!(cpu_avx512_bf16) {
     Some("bf16")
-} else if cfg!(cpu_avx512_vnni) {
+} else if cfg!(cpu_avx512_vnni) || cfg!(cpu_avx2) {
+    // int8 runs wherever AVX2 does (with VNNI or without).
     Some("int8")
 } else {
     None

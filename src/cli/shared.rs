@@ -36,8 +36,8 @@ pub struct ModelArgs {
     #[arg(long, env = "IMGVEC_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// The model's weights and activations in this precision (embeddings always come out as f32).
-    /// On the CPU: f32 (exact), bf16 (AVX512_BF16 or AMX) or int8 (AMX-INT8, AVX-512 VNNI or
-    /// AVX-VNNI) linear layers, with attention's products in bf16 where the CPU has AVX512_BF16,
+    /// On the CPU: f32 (exact), bf16 (AVX512_BF16 or AMX) or int8 (AMX-INT8, AVX-512 VNNI,
+    /// AVX-VNNI, or AVX2 alone at a smaller gain) linear layers, with attention's products in bf16 where the CPU has AVX512_BF16,
     /// the rest f32 (`imgvec info` says which this CPU runs); on a GPU f16 or bf16 [default: f32
     /// on the CPU, f16 on a GPU].
     #[arg(long, env = "IMGVEC_PRECISION", value_enum)]

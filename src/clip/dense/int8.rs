@@ -3,8 +3,9 @@
 //! row (token) quantized likewise as the layer packs it (`x ≈ sx · q`), after its LayerNorm;
 //! products summed exactly in 32-bit integers by `vpdpbusd` (AVX-512 VNNI: 64 byte products into
 //! 16 sums an instruction, four times an f32 FMA's multiply-adds, a quarter of the bytes of weights
-//! to read; or AVX-VNNI's 256-bit form on AVX2-only CPUs, in the AVX2 kernels' 6 × 16 tiles); each k
-//! block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
+//! to read; or AVX-VNNI's 256-bit form on AVX2-only CPUs, in the AVX2 kernels' 6 × 16 tiles; or,
+//! on AVX2 CPUs without any VNNI, the same exact sums from AVX2's `vpmaddubsw` and `vpmaddwd`,
+//! [`Dot::Madd`], about 1.3× an f32 FMA's multiply-adds there); each k block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
 //! GELU and softmax stay f32; attention's two products run in bf16 where the CPU has AVX512_BF16
 //! (`attention.rs`), in f32 elsewhere.
 //!
@@ -79,12 +80,19 @@ pub(super) enum Dot {
     /// One `vpdpbusd` (AVX-512 VNNI, AVX-VNNI): the weights offset by 128 the unsigned operand,
     /// the sums starting at the rows' compensations.
     Vnni,
-    /// AVX2 alone (`vpsignb`, `vpmaddubsw`, `vpmaddwd`, `vpsubd`: four instructions where VNNI
-    /// has one, see `microkernel_int8::avx2::dpbusd_madd`), on the same packed bytes, to the same
-    /// exact sums: for AVX2 CPUs without VNNI (Intel before Ice Lake / Alder Lake, AMD before
-    /// Zen 4).
+    /// AVX2 alone, for CPUs without VNNI (Intel before Ice Lake / Alder Lake, AMD before Zen 4):
+    /// `vpmaddubsw`, `vpmaddwd` by ones and `vpaddd`, three instructions where VNNI has one (see
+    /// `microkernel_int8::avx2::dpbusd_madd`). `vpmaddubsw` sums each pair of byte products into
+    /// a saturating 16-bit word, so its operands must keep a pair within ±2¹⁵: the activations
+    /// go in as its unsigned operand offset by 128 (1..255, the row's word broadcast), the
+    /// weights as the signed one with [`MADD_LEVELS`] levels each side instead of 127 (7 bits:
+    /// 2 · 255 · 63 < 2¹⁵, exact). The offset is taken off by starting each column's sums at
+    /// −128 · Σ q_w over the k block, computed once at load ([`Weights::comp`]).
     Madd,
 }
+
+/// The weights' levels each side of zero under [`Dot::Madd`] (127 elsewhere).
+pub(super) const MADD_LEVELS: f32 = 63.0;
 
 /// The instruction `simd`'s int8 tiles use on this CPU: VNNI where it has it on that width.
 pub(super) fn dot_at(simd: Simd) -> Dot {
@@ -109,10 +117,15 @@ AVX-512 with VNNI",
 
 /// The scale of a row: max |v| / 127 (0 for a zero row).
 pub(super) fn scale(row: &[f32]) -> f32 {
+    largest(row) / 127.0
+}
+
+/// max |v| over `row`.
+fn largest(row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F present.
-        return unsafe { largest_avx512(row) } / 127.0;
+        return unsafe { largest_avx512(row) };
     }
     let mut m = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
@@ -122,7 +135,7 @@ pub(super) fn scale(row: &[f32]) -> f32 {
         }
     }
     let tail = chunks.remainder().iter().fold(0f32, |a, &v| a.max(v.abs()));
-    m.iter().fold(tail, |a, &v| a.max(v)) / 127.0
+    m.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// max |v| over `row` (the loop above does not vectorize: `f32::max` must pass NaN by; for finite
@@ -154,11 +167,16 @@ pub(super) struct Weights {
     pub(super) scale: Vec<f32>,
     /// How the tiles sum the byte products.
     pub(super) dot: Dot,
+    /// Under [`Dot::Madd`], for each k block ([`k_block`]) the padded columns' starts, `−128 · Σ
+    /// q_w` over the block (empty under VNNI, whose rows carry theirs).
+    pub(super) comp: Vec<i32>,
 }
 
-/// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as `simd`'s f32 kernels' panels
-/// of ⌈k / 4⌉ words (four bytes each, `q + 128`, k = 4p first; a quad's missing bytes 128, a
-/// zero), replacing `out`'s contents; the scales padded to `padded` columns.
+/// `n` weight rows of `k` floats (`y = x Wᵀ`) quantized per row, packed as `simd`'s f32 kernels'
+/// panels of ⌈k / 4⌉ words (four bytes each, k = 4p first), replacing `out`'s contents; the scales
+/// padded to `padded` columns. Under [`Dot::Vnni`] each byte is `q + 128` (a quad's missing bytes
+/// 128, a zero); under [`Dot::Madd`] `q` itself, with [`MADD_LEVELS`] levels, and the columns'
+/// compensations.
 pub(super) fn pack_weight(
     simd: Simd,
     dot: Dot,
@@ -169,16 +187,53 @@ pub(super) fn pack_weight(
     out: &mut Vec<Line>,
 ) -> Weights {
     let kq = k.div_ceil(4);
+    let levels = if dot == Dot::Madd { MADD_LEVELS } else { 127.0 };
     // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was 1.4 s of
-    // ViT-L/14's), then + 128 each: for q in −127..127 that is flipping the top bit (missing bytes
-    // 0 become 128, a zero too).
-    let (mut words, mut scales) = quantize_rows(w, n, k);
-    words
-        .par_iter_mut()
-        .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+    // ViT-L/14's).
+    let (mut words, mut scales) = convert_rows(w, n, k, kq, None, |row, dst| {
+        let s = largest(row) / levels;
+        quantize_row(row, s, dst);
+        s
+    });
+    let mut comp = Vec::new();
+    if dot == Dot::Madd {
+        let kb = k_block(kq);
+        let blocks = kq.div_ceil(kb);
+        comp = vec![0i32; blocks * padded];
+        for (blk, c) in comp.chunks_mut(padded).enumerate() {
+            let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
+            for (j, c) in c.iter_mut().take(n).enumerate() {
+                *c = -128 * byte_sum(&words[j * kq + p0..j * kq + p1]);
+            }
+        }
+    } else {
+        // + 128 each: for q in −127..127 that is flipping the top bit (missing bytes 0 become
+        // 128, a zero too).
+        words
+            .par_iter_mut()
+            .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+    }
     scales.resize(padded, 0.0);
     pack_weight_rows(simd, &words, n, kq, kq, out);
-    Weights { scale: scales, dot }
+    Weights {
+        scale: scales,
+        dot,
+        comp,
+    }
+}
+
+/// The sum of the signed bytes in `words` (four a word).
+fn byte_sum(words: &[f32]) -> i32 {
+    words
+        .iter()
+        .map(|w| {
+            w.to_bits()
+                .to_le_bytes()
+                .iter()
+                .map(|&b| i32::from(b as i8))
+                .sum::<i32>()
+        })
+        .sum()
 }
 
 /// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed
@@ -220,12 +275,14 @@ pub(super) fn extras(m: usize, k: usize) -> usize {
 }
 
 /// `m` rows of `k` floats (normalized by `norm` first if given), each quantized with its own
-/// scale (signed bytes), packed in `simd`'s panels of MR rows of ⌈k / 4⌉ words, then (from [`scales_at`])
-/// the rows' scales, one float a row, then for each k block (of [`k_block`] words) the rows'
-/// compensations `−128 · Σ q_x` over the block, one i32 a row (its bits in a float), replacing
-/// `out`'s contents.
+/// scale (signed bytes; under [`Dot::Madd`] offset by 128, unsigned), packed in `simd`'s panels of
+/// MR rows of ⌈k / 4⌉ words, then (from [`scales_at`]) the rows' scales, one float a row, then for
+/// each k block (of [`k_block`] words) the rows' compensations `−128 · Σ q_x` over the block, one
+/// i32 a row (its bits in a float; zero under [`Dot::Madd`], whose columns carry theirs),
+/// replacing `out`'s contents.
 pub(super) fn pack_rows(
     simd: Simd,
+    dot: Dot,
     x: &[f32],
     m: usize,
     k: usize,
@@ -233,7 +290,12 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let kq = k.div_ceil(4);
-    let (words, scales) = quantize_rows_normed(x, m, k, norm);
+    let (mut words, scales) = quantize_rows_normed(x, m, k, norm);
+    if dot == Dot::Madd {
+        words
+            .par_iter_mut()
+            .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+    }
     pack_f32_rows(simd, &words, m, kq, kq, simd.tile().0, None, true, out);
     let at = scales_at(simd, m, k);
     out.resize(rows_lines(simd, m, k), Line([0.0; 16]));
@@ -243,21 +305,16 @@ pub(super) fn pack_rows(
     let extra = &mut super::pack::lines_as_floats_mut(out)[at..at + extras(m, k)];
     let (s, comps) = extra.split_at_mut(m);
     s.copy_from_slice(&scales);
+    if dot == Dot::Madd {
+        comps.fill(0.0);
+        return;
+    }
     // Block b's compensations at comps[b · m..]: for each row, its bytes' sum over the block.
     let kb = k_block(kq);
     comps.par_chunks_mut(m).enumerate().for_each(|(blk, c)| {
         let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
         for (i, c) in c.iter_mut().enumerate() {
-            let sum: i32 = words[i * kq + p0..i * kq + p1]
-                .iter()
-                .map(|w| {
-                    w.to_bits()
-                        .to_le_bytes()
-                        .iter()
-                        .map(|&b| b as i8 as i32)
-                        .sum::<i32>()
-                })
-                .sum();
+            let sum = byte_sum(&words[i * kq + p0..i * kq + p1]);
             *c = f32::from_bits((-128 * sum) as u32);
         }
     });
@@ -394,12 +451,26 @@ pub(super) fn reference(
     (m, n, k): (usize, usize, usize),
     kc: usize,
 ) -> Vec<f32> {
-    let quant = |rows: &[f32], count: usize| -> (Vec<i32>, Vec<f32>) {
+    reference_levels(x, w, (b, r), (m, n, k), kc, 127.0)
+}
+
+/// [`reference`] with the weights quantized to `levels` levels each side ([`MADD_LEVELS`] under
+/// [`Dot::Madd`]).
+#[cfg(test)]
+pub(super) fn reference_levels(
+    x: &[f32],
+    w: &[f32],
+    (b, r): (Option<&[f32]>, Option<&[f32]>),
+    (m, n, k): (usize, usize, usize),
+    kc: usize,
+    levels: f32,
+) -> Vec<f32> {
+    let quant = |rows: &[f32], count: usize, levels: f32| -> (Vec<i32>, Vec<f32>) {
         let mut q = vec![0i32; count * k];
         let mut s = vec![0f32; count];
         for i in 0..count {
             let row = &rows[i * k..(i + 1) * k];
-            s[i] = scale(row);
+            s[i] = largest(row) / levels;
             let inv = if s[i] > 0.0 { 1.0 / s[i] } else { 0.0 };
             for (p, &v) in row.iter().enumerate() {
                 q[i * k + p] = quantize(v, inv) as i32;
@@ -407,8 +478,8 @@ pub(super) fn reference(
         }
         (q, s)
     };
-    let (qx, sx) = quant(x, m);
-    let (qw, sw) = quant(w, n);
+    let (qx, sx) = quant(x, m, 127.0);
+    let (qw, sw) = quant(w, n, levels);
     let kq = k.div_ceil(4);
     let mut y = vec![0f32; m * n];
     for i in 0..m {

@@ -51,7 +51,7 @@ pub struct Tile {
 
 /// What the int8 kernels need besides (`super::int8`, `super::microkernel_int8`): the tile's rows'
 /// scales (R floats), its columns' scales (NR floats) and its rows' compensations for the k block
-/// (R integers).
+/// (R integers; its columns', NR integers, under `int8::Dot::Madd`).
 #[derive(Clone, Copy)]
 pub struct Quant {
     pub rows: *const f32,

@@ -9,7 +9,10 @@
 //! each row's four activation bytes (signed) are the broadcast operand, folded into the
 //! instruction: a step is 2 loads and 2R `vpdpbusd`, no separate broadcast. The offset adds
 //! `128 · Σ q_x` over the k block to each of a row's sums; the sums start at minus that (`comp`,
-//! computed as the rows are packed), so each block's sum is exactly `Σ q_x · q_w`.
+//! computed as the rows are packed), so each block's sum is exactly `Σ q_x · q_w`. AVX2 CPUs
+//! without VNNI run the 256-bit tile with `vpmaddubsw` and `vpmaddwd` in place of `vpdpbusd`
+//! (`avx2::dpbusd_madd`), the operands' roles swapped and the weights in 7 bits
+//! (`int8::Dot::Madd`).
 
 #![allow(clippy::needless_range_loop)]
 
@@ -155,18 +158,27 @@ pub mod avx2 {
     const UNROLL: usize = 8;
 
     macro_rules! tile_256 {
-        ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident, $from_comp:literal) => {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident, $row_comp:literal) => {
     $(#[$doc])*
     #[target_feature(enable = $features)]
     unsafe fn $name<const R: usize>(t: &Tile) {
         let q = t.quant;
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        if $from_comp {
+        if $row_comp {
             for r in 0..R {
                 // SAFETY: comp holds R integers (the contract); r < R.
                 let c = _mm256_set1_epi32(unsafe { *q.comp.add(r) });
                 acc[r] = [c, c];
             }
+        } else {
+            // SAFETY: comp holds NR integers (the contract); unaligned loads.
+            let c = unsafe {
+                [
+                    _mm256_loadu_si256(q.comp.cast()),
+                    _mm256_loadu_si256(q.comp.add(8).cast()),
+                ]
+            };
+            acc = [c; R];
         }
         if let Init::Accumulate = t.init {
             for r in 0..R {
@@ -267,31 +279,28 @@ pub mod avx2 {
 
     tile_256!(
         /// The tile for AVX2 CPUs without VNNI (Intel before Ice Lake / Alder Lake, AMD before Zen
-        /// 4): [`dpbusd_madd`]'s exact four-product sums in place of `vpdpbusd`, from zero (no
-        /// offset to take off: `t.quant.comp` is not read).
+        /// 4): [`dpbusd_madd`]'s exact four-product sums in place of `vpdpbusd`, the activations
+        /// (offset by 128) the unsigned operand and the weights (7-bit) the signed one, starting
+        /// from the columns' compensations (`int8::Dot::Madd`).
         ///
         /// # Safety
-        /// As [`tile_vex`], the CPU having AVX2 instead of AVX-VNNI.
+        /// As [`tile_vex`], the CPU having AVX2 instead of AVX-VNNI, and `t.quant.comp` holding
+        /// NR column compensations.
         tile_madd,
         "avx2,fma",
         dpbusd_madd,
         false
     );
 
-    /// `acc + Σ w · x` over each 32-bit lane's four byte pairs, exactly, for weights `u` offset by
-    /// 128 (w = u − 128, in −127..127) and signed activations `x` (−127..127), with AVX2's
-    /// `vpmaddubsw` (unsigned × signed bytes, adjacent products summed into saturating 16-bit
-    /// words): |w| is its unsigned operand and x carries w's sign, so a pair is at most 2 · 127²
-    /// < 2¹⁵ and never saturates. The sign comes from `u` itself (`vpsignb` negates where u ≥ 128
-    /// as a signed byte is negative, i.e. w ≥ 0; where w = 0, |w| = 0), so the words are
-    /// −(w · x) pairs; `vpmaddwd` by ones sums them into −(the lane's four products), subtracted.
-    /// |w| is the same for every row of a step: LLVM computes it once.
+    /// `acc + Σ x · w` over each 32-bit lane's four byte pairs, for unsigned `x` (a row's
+    /// activations offset by 128, 1..255) and signed `w` (weights within ±63), with AVX2's
+    /// `vpmaddubsw` (adjacent products summed into saturating 16-bit words: at most 2 · 255 · 63 <
+    /// 2¹⁵, so exact) and `vpmaddwd` by ones (the words' pairs summed into 32 bits).
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn dpbusd_madd(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-        let w = _mm256_abs_epi8(_mm256_xor_si256(u, _mm256_set1_epi8(-128)));
-        let pairs = _mm256_maddubs_epi16(w, _mm256_sign_epi8(x, u));
-        _mm256_sub_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    fn dpbusd_madd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(x, w);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
     /// `tile_madd::<rows>` for 1 ≤ rows ≤ MR.

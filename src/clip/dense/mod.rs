@@ -107,7 +107,7 @@ pub fn linear_kernels() -> &'static str {
 }
 
 /// The `--precision` values this CPU runs on its own kernels: f32 always (where there are kernels
-/// at all), bf16 with AVX512_BF16, int8 with AVX-512 VNNI or AVX-VNNI.
+/// at all), bf16 with AVX512_BF16, int8 with AVX2 or AVX-512 (fastest with VNNI or AMX-INT8).
 pub fn cpu_precisions() -> Vec<&'static str> {
     let mut p = vec!["f32"];
     if bf16::available() {
@@ -299,6 +299,7 @@ impl PackedWeight {
                 (Some(q), _) => Elems::Int8 {
                     scale: &q.scale,
                     dot: q.dot,
+                    comp: &q.comp,
                 },
                 (None, LinearPrecision::Bf16) => Elems::Bf16,
                 (None, _) => Elems::F32,
@@ -394,7 +395,8 @@ impl PackedWeight {
                 bf16::pack_rows(x, m, self.k, self.simd.tile().0, norm, out)
             }
             None if self.precision == LinearPrecision::Int8 => {
-                int8::pack_rows(self.simd, x, m, self.k, norm, out)
+                let dot = self.int8.as_ref().map_or(int8::Dot::Vnni, |q| q.dot);
+                int8::pack_rows(self.simd, dot, x, m, self.k, norm, out)
             }
             None => {
                 let mr = self.simd.tile().0;

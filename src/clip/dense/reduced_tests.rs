@@ -1,10 +1,11 @@
 //! The bf16 and int8 layers (`bf16.rs`, `int8.rs`): each kernel bit for bit against the scalar
 //! reference of its arithmetic and near the exact product, at sizes that hit every edge; rows
 //! normalized while packed equal rows normalized first; the MLP equals its layers one by one; the
-//! bf16 rounding equals the scalar rounding. int8 is checked on both its tiles: AVX-512's and the
-//! 256-bit one of AVX2-only CPUs (AVX-VNNI; here its EVEX twin, the same body). Each test is ignored
-//! (skipped) where the CPU lacks the instruction (`cpu_avx512_bf16`, `cpu_avx512_vnni`,
-//! `cpu_int8_avx2` from build.rs).
+//! bf16 rounding equals the scalar rounding. int8 is checked on all its tiles: AVX-512's, the
+//! 256-bit one of AVX2-only CPUs with AVX-VNNI (or its EVEX twin, the same body), and the 256-bit
+//! one of AVX2 CPUs without VNNI (on every AVX2 CPU). Each test is ignored (skipped) where the CPU
+//! lacks the instruction (`cpu_avx2`, `cpu_avx512_bf16`, `cpu_avx512_vnni`, `cpu_int8_avx2` from
+//! build.rs).
 
 use super::tests::{check_mlp_bits, reference, values};
 use super::*;
@@ -274,9 +275,10 @@ fn int8_256_bit_tiles_equal_the_scalar_reference_bit_for_bit() {
 }
 
 /// The AVX2 tiles without VNNI (what Zen 3, Skylake and older run `--precision int8` on) to the
-/// same bits as the reference, on random values and on bytes all ±127, where every pair of
-/// products is ±2 · 127², the most a 16-bit `vpmaddubsw` sum can hold unsaturated (an unsigned
-/// operand of 255, as `vpdpbusd` takes, would overflow it).
+/// same bits as the reference of their arithmetic (7-bit weights), on random values and on rows
+/// all ±1 (activation bytes 127 + 128 = 255 or 1, weights ±63), where pairs of products reach
+/// ±2 · 255 · 63, near the most a 16-bit `vpmaddubsw` sum holds unsaturated (8-bit weights would
+/// overflow it).
 #[test]
 #[cfg_attr(
     not(cpu_avx2),
@@ -300,14 +302,26 @@ fn int8_avx2_tiles_without_vnni_equal_the_scalar_reference_bit_for_bit() {
             let mut y = vec![f32::NAN; m * n];
             p.matmul(&x, m, None, &mut y);
             let kc = k.div_ceil(4).div_ceil(k.div_ceil(4).div_ceil(256));
-            let want = int8::reference(&x, w, (None, None), (m, n, k), kc);
+            let want = madd_reference(&x, w, (None, None), (m, n, k), kc);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y), bits(&want), "m={m} n={n} k={k}");
         }
     }
 }
 
-/// The int8 layers of `kind` against [`int8::reference`] at the edges, and a zero row.
+/// [`int8::reference`] with the weights in [`int8::MADD_LEVELS`] levels (`int8::Dot::Madd`).
+fn madd_reference(
+    x: &[f32],
+    w: &[f32],
+    br: (Option<&[f32]>, Option<&[f32]>),
+    mnk: (usize, usize, usize),
+    kc: usize,
+) -> Vec<f32> {
+    int8::reference_levels(x, w, br, mnk, kc, int8::MADD_LEVELS)
+}
+
+/// The int8 layers of `kind` against [`int8::reference`] (or [`madd_reference`]) at the edges,
+/// and a zero row.
 fn check_int8(kind: Kind) {
     // And a zero row (scale 0).
     let edges = [
@@ -324,7 +338,11 @@ fn check_int8(kind: Kind) {
         kind,
         &edges,
         (61, true, 4),
-        int8::reference,
+        if matches!(kind, Kind::Int8Madd) {
+            madd_reference
+        } else {
+            int8::reference
+        },
         // Each operand within half a step of 1/127 of its row's largest value.
         |k| 2e-2 * (k as f64).sqrt() + 1e-6,
     );

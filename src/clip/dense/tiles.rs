@@ -191,11 +191,14 @@ pub(super) enum Elems<'a> {
     F32,
     /// Two bf16 (`super::bf16`): `k` counts pairs; the tiles run `vdpbf16ps` (AVX-512 only).
     Bf16,
-    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (zmm or ymm), with
-    /// the columns' scales (whole panels) and the rows' scales and compensations ([`Rows`]).
+    /// Four bytes (`super::int8`): `k` counts quads; the tiles run `vpdpbusd` (zmm or ymm) or
+    /// AVX2's `vpmaddubsw` ([`Dot`]), with the columns' scales (whole panels) and the rows' scales
+    /// and compensations ([`Rows`]; the columns' under [`Dot::Madd`]).
     Int8 {
         scale: &'a [f32],
-        dot: super::int8::Dot,
+        dot: Dot,
+        /// Under [`Dot::Madd`]: each k block's column compensations (`super::int8::Weights`).
+        comp: &'a [i32],
     },
 }
 
@@ -383,13 +386,17 @@ impl Panels<'_> {
             // wrapping_add: only computed here; the kernel reads R row scales and compensations
             // from i0 < m (block blk's m compensations after the m scales: `Rows`) and NR column
             // scales from col, a panel's start (whole panels: `Elems`).
-            (Elems::Int8 { scale, .. }, Some(s)) => Quant {
+            (Elems::Int8 { scale, dot, comp }, Some(s)) => Quant {
                 rows: s.as_ptr().wrapping_add(i0),
                 cols: scale.as_ptr().wrapping_add(col),
-                comp: s
-                    .as_ptr()
-                    .wrapping_add(rows.m * (1 + blk) + i0)
-                    .cast::<i32>(),
+                // Under Madd the columns' (NR from col, block blk's padded row of them).
+                comp: match dot {
+                    Dot::Vnni => s
+                        .as_ptr()
+                        .wrapping_add(rows.m * (1 + blk) + i0)
+                        .cast::<i32>(),
+                    Dot::Madd => comp.as_ptr().wrapping_add(blk * scale.len() + col),
+                },
             },
             _ => Quant::NONE,
         }
