@@ -3,8 +3,11 @@
  * weight panel, one row panel), as multiply-adds per nanosecond, min over rounds:
  *   f32      the f32 tile: 12 vfmadd231ps a step (96 MACs)
  *   int8     imgvec's int8 tile without VNNI (microkernel_int8.rs, dpbusd_madd): per row and
- *            column vector vpsignb, vpmaddubsw, vpmaddwd by ones, vpsubd (32 MACs); |w| once a step
- *   int16    the same bytes as 16-bit pairs into vpmaddwd directly (16 MACs an instruction)
+ *            column vector vpmaddubsw (the row's unsigned bytes by 7-bit signed weights read from
+ *            memory), vpmaddwd by ones, vpaddd (32 MACs)
+ *   sign     8-bit weights instead: |w| the unsigned operand and x carrying w's sign (vpsignb),
+ *            one instruction more (what imgvec ran first)
+ *   int16    the bytes as 16-bit pairs into vpmaddwd directly (16 MACs an instruction)
  * Build and run on one core, quiet:
  *   gcc -O3 -mavx2 -mfma benches/support/avx2_int8_ceiling.c -o target/avx2_int8_ceiling &&
  *   taskset -c 1 target/avx2_int8_ceiling
@@ -43,7 +46,7 @@ __attribute__((noinline)) static void tile_f32(__m256 *out) {
     for (int r = 0; r < 6; r++) out[2 * r] = acc[r][0], out[2 * r + 1] = acc[r][1];
 }
 
-__attribute__((noinline)) static void tile_int8(__m256i *out) {
+__attribute__((noinline)) static void tile_sign(__m256i *out) {
     __m256i acc[6][2];
     for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     const __m256i c80 = _mm256_set1_epi8(-128), ones = _mm256_set1_epi16(1);
@@ -58,6 +61,23 @@ __attribute__((noinline)) static void tile_int8(__m256i *out) {
             __m256i p1 = _mm256_maddubs_epi16(w1, _mm256_sign_epi8(x, u1));
             acc[r][0] = _mm256_sub_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
             acc[r][1] = _mm256_sub_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+    for (int r = 0; r < 6; r++) out[2 * r] = acc[r][0], out[2 * r + 1] = acc[r][1];
+}
+
+__attribute__((noinline)) static void tile_int8(__m256i *out) {
+    __m256i acc[6][2];
+    for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int s = 0; s < KC; s++) {
+        const __m256i *w = (const __m256i *)(b8 + s * 64);
+        for (int r = 0; r < 6; r++) {
+            __m256i x = _mm256_set1_epi32(a8[s * 6 + r]);
+            __m256i p0 = _mm256_maddubs_epi16(x, _mm256_load_si256(w));
+            __m256i p1 = _mm256_maddubs_epi16(x, _mm256_load_si256(w + 1));
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
         }
     }
     for (int r = 0; r < 6; r++) out[2 * r] = acc[r][0], out[2 * r + 1] = acc[r][1];
@@ -84,7 +104,7 @@ int main(void) {
     for (int i = 0; i < KC * 16; i++) bf[i] = (float)i;
     __m256i o[12];
     __m256 of[12];
-    double best[3] = {0, 0, 0};
+    double best[4] = {0, 0, 0, 0};
     for (int round = 0; round < ROUNDS; round++) {
         double t = now(), rate;
         for (int i = 0; i < REPS; i++) tile_f32(of);
@@ -98,9 +118,14 @@ int main(void) {
         for (int i = 0; i < REPS; i++) tile_int16(o);
         rate = (double)REPS * KC * 192 / (now() - t) * 1e-9;
         if (rate > best[2]) best[2] = rate;
+        t = now();
+        for (int i = 0; i < REPS; i++) tile_sign(o);
+        rate = (double)REPS * KC * 384 / (now() - t) * 1e-9;
+        if (rate > best[3]) best[3] = rate;
     }
     printf("f32 tile   %.1f MAC/ns\n", best[0]);
     printf("int8 tile  %.1f MAC/ns (%.2fx f32)\n", best[1], best[1] / best[0]);
+    printf("sign tile  %.1f MAC/ns (%.2fx f32)\n", best[3], best[3] / best[0]);
     printf("int16 tile %.1f MAC/ns (%.2fx f32)\n", best[2], best[2] / best[0]);
     /* Keep the results alive. */
     return _mm256_extract_epi32(o[0], 0) == 12345 && of[0][0] == 0.5f;

@@ -4,8 +4,9 @@
 //! products summed exactly in 32-bit integers by `vpdpbusd` (AVX-512 VNNI: 64 byte products into
 //! 16 sums an instruction, four times an f32 FMA's multiply-adds, a quarter of the bytes of weights
 //! to read; or AVX-VNNI's 256-bit form on AVX2-only CPUs, in the AVX2 kernels' 6 × 16 tiles; or,
-//! on AVX2 CPUs without any VNNI, the same exact sums from AVX2's `vpmaddubsw` and `vpmaddwd`,
-//! [`Dot::Madd`], about 1.3× an f32 FMA's multiply-adds there); each k block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
+//! on AVX2 CPUs without any VNNI, exact sums from AVX2's `vpmaddubsw` and `vpmaddwd` with the
+//! weights in 7 bits, [`Dot::Madd`]: about 1.8× an f32 tile's multiply-adds there); each k
+//! block's sum scaled back to f32 (`sx · sw`) and added to the output. Bias, residual, LayerNorm,
 //! GELU and softmax stay f32; attention's two products run in bf16 where the CPU has AVX512_BF16
 //! (`attention.rs`), in f32 elsewhere.
 //!
@@ -25,7 +26,8 @@
 //! packed rows: a row's scale needs the whole row, which no one task computes.
 //!
 //! Arithmetic, exactly (checked bit for bit by the tests against [`reference`]): `q = clamp(round(v
-//! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0); at the end
+//! / s), −127, 127)`, ties to even, with `s = max |v| / 127` (a zero row: `s = 0`, q = 0; the
+//! weights under [`Dot::Madd`]: `/ 63`, [`reference_levels`]); at the end
 //! of each k block `out = base + (Σ q_x · q_w as f32) · (sx · sw)`, `base` the bias plus the
 //! residual for the first block, the output so far for later ones. Measured on random-weight
 //! ViT-L/14 (seed 7): cosine to the f32 embedding ≥ 0.9994 (docs/performance.md). Not for: CPUs with
