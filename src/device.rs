@@ -47,9 +47,11 @@ impl Precision {
 /// speed, CLIP's range fits it (OpenAI's own CLIP runs in fp16 on CUDA, and LayerNorm, softmax and the
 /// GEMMs accumulate in f32), and candle's bf16 kernels need compute capability 8.0 (Ampere) while f16
 /// runs on every GPU candle supports. On the CPU: f32 (exact parity with transformers), or bf16 where
-/// the CPU has AVX512_BF16, or int8 where it has AVX-512 VNNI or AVX-VNNI — imgvec's own linear layers in that
-/// arithmetic (on AMX's tiles where the CPU has AMX), attention's products in bf16, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`); f16, and bf16 or
-/// int8 without the instruction, would run candle's slower kernels and are refused with the reason.
+/// the CPU has AVX512_BF16, or int8 where it has AVX2 (fastest with VNNI or AMX) — imgvec's own
+/// linear layers in that arithmetic (on AMX's tiles where the CPU has AMX), attention's products in
+/// bf16 where the CPU has it, everything else in f32 (`clip::dense::bf16`, `clip::dense::int8`);
+/// f16, and bf16 or int8 without the instruction, would run candle's slower kernels and are refused
+/// with the reason.
 pub fn precision(asked: Option<Precision>, device: &Device) -> Result<Precision, String> {
     match asked {
         Some(Precision::Bf16) if device.is_cpu() => {
