@@ -192,28 +192,19 @@ pub(super) fn pack_weight(
     let levels = if dot == Dot::Madd { MADD_LEVELS } else { 127.0 };
     // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was 1.4 s of
     // ViT-L/14's).
-    let (mut words, mut scales) = convert_rows(w, n, k, kq, None, |row, dst| {
-        let s = largest(row) / levels;
-        quantize_row(row, s, dst);
-        s
-    });
+    let (mut words, mut scales) = quantize_rows_normed(w, n, k, None, levels);
     let mut comp = Vec::new();
     if dot == Dot::Madd {
-        let kb = k_block(kq);
-        let blocks = kq.div_ceil(kb);
-        comp = vec![0i32; blocks * padded];
-        for (blk, c) in comp.chunks_mut(padded).enumerate() {
-            let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
-            for (j, c) in c.iter_mut().take(n).enumerate() {
-                *c = -128 * byte_sum(&words[j * kq + p0..j * kq + p1]);
-            }
-        }
+        comp = vec![0i32; kq.div_ceil(k_block(kq)) * padded];
+        comp.par_chunks_mut(padded)
+            .enumerate()
+            .for_each(|(blk, c)| {
+                for (j, c) in c.iter_mut().take(n).enumerate() {
+                    *c = compensation(&words, kq, j, blk);
+                }
+            });
     } else {
-        // + 128 each: for q in −127..127 that is flipping the top bit (missing bytes 0 become
-        // 128, a zero too).
-        words
-            .par_iter_mut()
-            .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+        offset_bytes(&mut words);
     }
     scales.resize(padded, 0.0);
     pack_weight_rows(simd, &words, n, kq, kq, out);
@@ -224,9 +215,46 @@ pub(super) fn pack_weight(
     }
 }
 
-/// The sum of the signed bytes in `words` (four a word).
-fn byte_sum(words: &[f32]) -> i32 {
+/// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed
+/// bytes, k = 4p first, missing bytes 0) and the n scales. The weights on AMX-INT8
+/// (`amx/pack.rs`).
+pub(super) fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    quantize_rows_normed(w, n, k, None, 127.0)
+}
+
+/// As [`quantize_rows`], each row normalized by `norm` first if given, with `levels` levels each
+/// side of zero (`s = max |v| / levels`; 127, or [`MADD_LEVELS`] for the weights under
+/// [`Dot::Madd`]): the rows ([`pack_rows`]) and the weights ([`pack_weight`]).
+pub(super) fn quantize_rows_normed(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<HostNorm<'_>>,
+    levels: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    convert_rows(x, m, k, k.div_ceil(4), norm, |row, dst| {
+        let s = largest(row) / levels;
+        quantize_row(row, s, dst);
+        s
+    })
+}
+
+/// Each signed byte of `words` plus 128 (for q in −127..127, its top bit flipped; a 0 becomes
+/// 128): the unsigned operand of `vpdpbusd` (the weights under [`Dot::Vnni`]) or of `vpmaddubsw`
+/// (the rows under [`Dot::Madd`]).
+fn offset_bytes(words: &mut [f32]) {
     words
+        .par_iter_mut()
+        .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+}
+
+/// `−128 · Σ q` over k block `blk` ([`k_block`] of `kq` words) of row `row` of `words` (`kq`
+/// words a row, signed bytes): what an operand offset by 128 adds to that row's sums, taken off
+/// by starting them there.
+fn compensation(words: &[f32], kq: usize, row: usize, blk: usize) -> i32 {
+    let kb = k_block(kq);
+    let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
+    let sum: i32 = words[row * kq + p0..row * kq + p1]
         .iter()
         .map(|w| {
             w.to_bits()
@@ -235,28 +263,8 @@ fn byte_sum(words: &[f32]) -> i32 {
                 .map(|&b| i32::from(b as i8))
                 .sum::<i32>()
         })
-        .sum()
-}
-
-/// `n` rows of `k` floats each quantized with its own scale: ⌈k / 4⌉ words a row (four signed
-/// bytes, k = 4p first, missing bytes 0) and the n scales. The weights, here and on AMX-INT8
-/// (`amx/pack.rs`).
-pub(super) fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
-    quantize_rows_normed(w, n, k, None)
-}
-
-/// As [`quantize_rows`], each row normalized by `norm` first if given: the rows ([`pack_rows`]).
-pub(super) fn quantize_rows_normed(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    norm: Option<HostNorm<'_>>,
-) -> (Vec<f32>, Vec<f32>) {
-    convert_rows(x, m, k, k.div_ceil(4), norm, |row, dst| {
-        let s = scale(row);
-        quantize_row(row, s, dst);
-        s
-    })
+        .sum();
+    -128 * sum
 }
 
 /// Lines the packed rows take, scales and compensations included (see [`pack_rows`]).
@@ -292,11 +300,9 @@ pub(super) fn pack_rows(
     out: &mut Vec<Line>,
 ) {
     let kq = k.div_ceil(4);
-    let (mut words, scales) = quantize_rows_normed(x, m, k, norm);
+    let (mut words, scales) = quantize_rows_normed(x, m, k, norm, 127.0);
     if dot == Dot::Madd {
-        words
-            .par_iter_mut()
-            .for_each(|d| *d = f32::from_bits(d.to_bits() ^ 0x8080_8080));
+        offset_bytes(&mut words);
     }
     pack_f32_rows(simd, &words, m, kq, kq, simd.tile().0, None, true, out);
     let at = scales_at(simd, m, k);
@@ -311,13 +317,10 @@ pub(super) fn pack_rows(
         comps.fill(0.0);
         return;
     }
-    // Block b's compensations at comps[b · m..]: for each row, its bytes' sum over the block.
-    let kb = k_block(kq);
+    // Block b's compensations at comps[b · m..], one a row.
     comps.par_chunks_mut(m).enumerate().for_each(|(blk, c)| {
-        let (p0, p1) = (blk * kb, ((blk + 1) * kb).min(kq));
         for (i, c) in c.iter_mut().enumerate() {
-            let sum = byte_sum(&words[i * kq + p0..i * kq + p1]);
-            *c = f32::from_bits((-128 * sum) as u32);
+            *c = f32::from_bits(compensation(&words, kq, i, blk) as u32);
         }
     });
 }
