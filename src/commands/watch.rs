@@ -243,12 +243,13 @@ impl Follow<'_> {
             .rt
             .block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
         let (pruned, going) = check_all(&docs, quiet);
-        for path in pruned.gone.iter().chain(&pruned.changed) {
-            self.out.change("removed", path, None);
-        }
         self.engine
             .rt
             .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
+        // Said once the removal is committed, so a search after the line no longer finds them.
+        for path in pruned.gone.iter().chain(&pruned.changed) {
+            self.out.change("removed", path, None);
+        }
         let mut summary = Summary::default();
         let jobs = jobs_of(find_images(roots), self.opts.label.as_deref(), &mut summary);
         summary.found = jobs.len() + summary.failed;
@@ -287,17 +288,19 @@ impl Follow<'_> {
             .block_on(docs_under(self.engine.store.as_ref(), &checked))?;
         let (pruned, going) = check_all(&docs, true);
         let changed: HashSet<&String> = pruned.changed.iter().collect();
-        for path in &pruned.gone {
-            self.out.change("removed", path, None);
-        }
-        for (path, why) in &pruned.unchecked {
-            self.out.change("unchecked", path, Some(why));
-        }
         if !going.is_empty() {
             self.engine
                 .rt
                 .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
             self.make_visible();
+        }
+        // Said once the removal is committed and visible: a search after the line no longer
+        // finds them (said before it, a search could still, as CI saw once).
+        for path in &pruned.gone {
+            self.out.change("removed", path, None);
+        }
+        for (path, why) in &pruned.unchecked {
+            self.out.change("unchecked", path, Some(why));
         }
         failed |= self.index(&present, &changed)?;
         Ok(failed)
