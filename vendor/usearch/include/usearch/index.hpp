@@ -4685,10 +4685,28 @@ class index_gt {
                     // This will automatically evict poor matches:
                     top.insert({successor_dist, successor_slot}, top_limit);
                     radius = top.top().distance;
+                    // imgvec patch: a candidate is likely to be expanded soon; fetch its list now.
+                    if (!is_dummy<prefetch_at>() && !level)
+                        prefetch_neighbors_base_(successor_slot);
                 }
             }
         }
         return true;
+    }
+
+    /**
+     *  @brief  imgvec patch: fetches a node's level-0 neighbor list into the cache, so that expanding
+     *          it later in the same search does not wait on memory for the list before it can
+     *          prefetch the neighbors' vectors.
+     */
+    inline void prefetch_neighbors_base_(compressed_slot_t slot) const noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+        byte_t const* tape = node_at_(slot).neighbors_tape();
+        for (std::size_t offset = 0; offset < pre_.neighbors_base_bytes; offset += 64)
+            __builtin_prefetch(tape + offset, 0, 3);
+#else
+        (void)slot;
+#endif
     }
 
     /**
@@ -4851,6 +4869,9 @@ class index_gt {
                 if (top.size() < top_limit || successor_dist < radius) {
                     // This can substantially grow our priority queue:
                     next.insert({-successor_dist, successor_slot});
+                    // imgvec patch: as in `search_to_insert_`, fetch the queued candidate's list now.
+                    if (!is_dummy<prefetch_at>())
+                        prefetch_neighbors_base_(successor_slot);
                     if (is_dummy<predicate_at>() ||
                         predicate(member_cref_t{node_at_(successor_slot).ckey(), successor_slot})) {
                         top.insert({successor_dist, successor_slot}, top_limit);

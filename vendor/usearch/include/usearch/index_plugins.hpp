@@ -1629,7 +1629,16 @@ class page_allocator_t {
         return (byte_t*)(::VirtualAlloc(NULL, count_bytes, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE));
 #else
         auto* result = mmap(NULL, count_bytes, PROT_WRITE | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return (result == MAP_FAILED) ? nullptr : (byte_t*)result;
+        if (result == MAP_FAILED)
+            return nullptr;
+#if defined(MADV_HUGEPAGE)
+        // imgvec patch: the arenas hold the graph's nodes and vectors, read in random order by every
+        // search and insert; with 4 KiB pages nearly each read of a large graph also misses the TLB.
+        // Transparent huge pages where the kernel offers them on request (advice only: no error).
+        if (count_bytes >= (std::size_t(2) << 20))
+            madvise(result, count_bytes, MADV_HUGEPAGE);
+#endif
+        return (byte_t*)result;
 #endif
     }
 
