@@ -207,6 +207,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The k-nearest query for `vector` with no filter, `num_candidates` 100.
+fn plain_query(vector: &[f32]) -> KnnQuery {
+    KnnQuery {
+        vector: vector.to_vec(),
+        k: K,
+        num_candidates: 100,
+        label: None,
+    }
+}
+
 /// Adds `v` under `key`: as f32 (usearch casts it to the index's kind) or as `quant`'s i8 code.
 fn raw_add(index: &Index, quant: Option<&Quantizer>, key: u64, v: &[f32]) {
     let _ = match quant {
@@ -453,12 +463,7 @@ async fn append_only(dir: &Path, data: &Data, count: usize) -> Result<(), String
     );
     let mut times = Vec::new();
     for d in docs.iter().step_by((count / 20).max(1)).take(20) {
-        let q = KnnQuery {
-            vector: d.vector.clone(),
-            k: K,
-            num_candidates: 100,
-            label: None,
-        };
+        let q = plain_query(&d.vector);
         let t = Instant::now();
         let hits = store.knn(&q).await.map_err(|e| e.to_string())?;
         times.push(ms(t.elapsed()));
@@ -640,12 +645,7 @@ async fn store_bench(
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;
-    let first = KnnQuery {
-        vector: queries[0].clone(),
-        k: K,
-        num_candidates: 100,
-        label: None,
-    };
+    let first = plain_query(&queries[0]);
     store.knn(&first).await.map_err(|e| e.to_string())?;
     println!(
         "store reopen + first knn (cache file loaded: {}): {:.2} s",
@@ -667,12 +667,7 @@ async fn rebuild(cfg: LocalConfig, queries: &[Vec<f32>], truth: &[Vec<u64>]) -> 
     if let Some(file) = &ann_file {
         let _ = std::fs::remove_file(file);
     }
-    let first = KnnQuery {
-        vector: queries[0].clone(),
-        k: K,
-        num_candidates: 100,
-        label: None,
-    };
+    let first = plain_query(&queries[0]);
     let t = Instant::now();
     let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
     store.knn(&first).await.map_err(|e| e.to_string())?;

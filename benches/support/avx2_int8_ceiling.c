@@ -105,23 +105,19 @@ int main(void) {
     __m256i o[12];
     __m256 of[12];
     double best[4] = {0, 0, 0, 0};
+/* The best rate, in multiply-adds a nanosecond, of REPS calls of `call`, each doing KC * macs. */
+#define BEST(slot, call, macs)                                                   \
+    do {                                                                         \
+        double t = now();                                                        \
+        for (int i = 0; i < REPS; i++) call;                                     \
+        double rate = (double)REPS * KC * (macs) / (now() - t) * 1e-9;           \
+        if (rate > best[slot]) best[slot] = rate;                                \
+    } while (0)
     for (int round = 0; round < ROUNDS; round++) {
-        double t = now(), rate;
-        for (int i = 0; i < REPS; i++) tile_f32(of);
-        rate = (double)REPS * KC * 96 / (now() - t) * 1e-9;
-        if (rate > best[0]) best[0] = rate;
-        t = now();
-        for (int i = 0; i < REPS; i++) tile_int8(o);
-        rate = (double)REPS * KC * 384 / (now() - t) * 1e-9;
-        if (rate > best[1]) best[1] = rate;
-        t = now();
-        for (int i = 0; i < REPS; i++) tile_int16(o);
-        rate = (double)REPS * KC * 192 / (now() - t) * 1e-9;
-        if (rate > best[2]) best[2] = rate;
-        t = now();
-        for (int i = 0; i < REPS; i++) tile_sign(o);
-        rate = (double)REPS * KC * 384 / (now() - t) * 1e-9;
-        if (rate > best[3]) best[3] = rate;
+        BEST(0, tile_f32(of), 96);
+        BEST(1, tile_int8(o), 384);
+        BEST(2, tile_int16(o), 192);
+        BEST(3, tile_sign(o), 384);
     }
     printf("f32 tile   %.1f MAC/ns\n", best[0]);
     printf("int8 tile  %.1f MAC/ns (%.2fx f32)\n", best[1], best[1] / best[0]);

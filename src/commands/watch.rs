@@ -26,6 +26,7 @@ use super::prune::check::{roots, Root};
 use super::prune::{check_all, docs_under, remove_paths};
 use super::{exit, model_record, open_index, open_model, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
+use crate::store::DocPath;
 use crate::walk::{find_changed_images, find_images};
 use crate::watch::{Change, Follower, Notice};
 
@@ -226,6 +227,26 @@ impl Follow<'_> {
         }
     }
 
+    /// Takes `going` out of the index and makes that visible, then says "removed" for each of
+    /// `said`: a search after the line no longer finds them (said before it, one could still, as
+    /// CI saw once).
+    fn remove<'a>(
+        &self,
+        going: &[DocPath],
+        said: impl IntoIterator<Item = &'a String>,
+    ) -> Result<()> {
+        if !going.is_empty() {
+            self.engine
+                .rt
+                .block_on(remove_paths(self.engine.store.as_ref(), going))?;
+            self.make_visible();
+        }
+        for path in said {
+            self.out.change("removed", path, None);
+        }
+        Ok(())
+    }
+
     fn refresh(&self) {
         if let Err(e) = self.engine.rt.block_on(self.engine.store.refresh()) {
             eprintln!("imgvec: warning: refresh failed ({e}): new images may take a moment to show in search");
@@ -243,13 +264,7 @@ impl Follow<'_> {
             .rt
             .block_on(docs_under(self.engine.store.as_ref(), &root_list))?;
         let (pruned, going) = check_all(&docs, quiet);
-        self.engine
-            .rt
-            .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
-        // Said once the removal is committed, so a search after the line no longer finds them.
-        for path in pruned.gone.iter().chain(&pruned.changed) {
-            self.out.change("removed", path, None);
-        }
+        self.remove(&going, pruned.gone.iter().chain(&pruned.changed))?;
         let mut summary = Summary::default();
         let jobs = jobs_of(find_images(roots), self.opts.label.as_deref(), &mut summary);
         summary.found = jobs.len() + summary.failed;
@@ -288,17 +303,7 @@ impl Follow<'_> {
             .block_on(docs_under(self.engine.store.as_ref(), &checked))?;
         let (pruned, going) = check_all(&docs, true);
         let changed: HashSet<&String> = pruned.changed.iter().collect();
-        if !going.is_empty() {
-            self.engine
-                .rt
-                .block_on(remove_paths(self.engine.store.as_ref(), &going))?;
-            self.make_visible();
-        }
-        // Said once the removal is committed and visible: a search after the line no longer
-        // finds them (said before it, a search could still, as CI saw once).
-        for path in &pruned.gone {
-            self.out.change("removed", path, None);
-        }
+        self.remove(&going, &pruned.gone)?;
         for (path, why) in &pruned.unchecked {
             self.out.change("unchecked", path, Some(why));
         }

@@ -193,9 +193,8 @@ pub(super) fn pack_weight(
     // Signed bytes as the rows are (vectorized: at load, one scalar rounding a weight was 1.4 s of
     // ViT-L/14's).
     let (mut words, mut scales) = quantize_rows_normed(w, n, k, None, levels);
-    let mut comp = Vec::new();
-    if dot == Dot::Madd {
-        comp = vec![0i32; kq.div_ceil(k_block(kq)) * padded];
+    let comp = if dot == Dot::Madd {
+        let mut comp = vec![0i32; kq.div_ceil(k_block(kq)) * padded];
         comp.par_chunks_mut(padded)
             .enumerate()
             .for_each(|(blk, c)| {
@@ -203,9 +202,11 @@ pub(super) fn pack_weight(
                     *c = compensation(&words, kq, j, blk);
                 }
             });
+        comp
     } else {
         offset_bytes(&mut words);
-    }
+        Vec::new()
+    };
     scales.resize(padded, 0.0);
     pack_weight_rows(simd, &words, n, kq, kq, out);
     Weights {
