@@ -14,6 +14,8 @@
 //! `IMGVEC_BENCH_N` [100000], `IMGVEC_BENCH_DIMS` [768], `IMGVEC_BENCH_CLUSTERS` [1000],
 //! `IMGVEC_BENCH_QUERIES` [1000], `IMGVEC_BENCH_M` [store default], `IMGVEC_BENCH_EFC` [store
 //! default], `IMGVEC_BENCH_RAW` [i8q,i8,f16,f32] (raw quantizations to compare, i8q the store's own codes; empty: none),
+//! `IMGVEC_BENCH_ORDER` [0] (the raw i8q build takes its vectors in chunks of that many, each
+//! sorted by cell as a store's rebuild sorts them, `sort_by_cell`; 0: in order),
 //! `IMGVEC_BENCH_STORE` [1] (0 skips the store part), `IMGVEC_BENCH_DIR` [a temp dir],
 //! `IMGVEC_BENCH_KEEP` [0] (1 keeps the store, index `bench`, for `imgvec eval --recall` and the
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
@@ -268,18 +270,39 @@ fn raw_bench(
         println!("raw {name}: cannot reserve: {e}");
         return;
     }
-    let started = Instant::now();
-    let per = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let index = &index;
-            s.spawn(move || {
-                for i in t * per..((t + 1) * per).min(n) {
-                    raw_add(index, quant, i as u64, &flat[i * dims..(i + 1) * dims]);
-                }
-            });
+    let chunk = env_usize("IMGVEC_BENCH_ORDER", 0);
+    let mut perm: Vec<usize> = (0..n).collect();
+    let chunk = if chunk == 0 { n } else { chunk };
+    if let (true, Some(q)) = (chunk < n, quant) {
+        let t = Instant::now();
+        let codes: Vec<Vec<i8>> = flat.chunks_exact(dims).map(|v| q.code(v)).collect();
+        for part in perm.chunks_mut(chunk) {
+            let mut items: Vec<(usize, &[i8])> = part.iter().map(|&i| (i, &codes[i][..])).collect();
+            imgvec::store::local::sort_by_cell(dims, &mut items, |t| t.1);
+            for (p, (i, _)) in part.iter_mut().zip(items) {
+                *p = i;
+            }
         }
-    });
+        println!(
+            "raw {name} order: chunks of {chunk} sorted by cell in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let started = Instant::now();
+    for part in perm.chunks(chunk) {
+        let per = part.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let index = &index;
+                let mine = &part[(t * per).min(part.len())..((t + 1) * per).min(part.len())];
+                s.spawn(move || {
+                    for &i in mine {
+                        raw_add(index, quant, i as u64, &flat[i * dims..(i + 1) * dims]);
+                    }
+                });
+            }
+        });
+    }
     let build = started.elapsed();
     println!(
         "raw {name} build: {:.1} s for {n} vectors ({threads} thread(s), M={m}, ef_construction={efc}), {:.0} vectors/s, {:.0} MiB in memory",

@@ -14,12 +14,14 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::inserts::{add_rows, check_chunk, make_room, reconnect, reserve};
 use super::labels::{Labels, Limits};
+use super::order::{sort_by_cell, ORDER_CHUNK};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
 use super::LocalConfig;
@@ -502,7 +504,8 @@ impl Shared {
 
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
 /// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
-/// core ([`add_rows`]), any node they left unreached added again at the end ([`reconnect`]).
+/// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell ([`sort_by_cell`]) so that a run of inserts reads one part of the graph, any node they
+/// left unreached added again at the end ([`reconnect`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -519,34 +522,37 @@ fn build_graph(
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;
     let mut rows = stmt.query(params![row.id]).map_err(db)?;
-    let mut chunk: Vec<(u64, String, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
-    let mut quant = None;
+    let mut read: Vec<(u64, String, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
+    let mut pending: Vec<(u64, String, Vec<i8>)> = Vec::new();
+    let mut quant: Option<Quantizer> = None;
     let mut done = false;
     while !done {
-        chunk.clear();
         let want = if quant.is_none() {
             FIT_ROWS
         } else {
             BUILD_CHUNK
         };
-        while chunk.len() < want {
+        while read.len() < want {
             let Some(r) = rows.next().map_err(db)? else {
                 done = true;
                 break;
             };
-            let (key, label, vector) = vector_row(db_path, r, row.dims)?;
-            chunk.push((key, label, vector));
+            read.push(vector_row(db_path, r, row.dims)?);
         }
-        let quant = quant
-            .get_or_insert_with(|| Quantizer::fit(row.dims, chunk.iter().map(|(_, _, v)| &v[..])));
-        let coded: Vec<_> = chunk
-            .drain(..)
-            .map(|(key, label, vector)| (key, label, quant.code(&vector)))
-            .collect();
+        let quant = &*quant
+            .get_or_insert_with(|| Quantizer::fit(row.dims, read.iter().map(|(_, _, v)| &v[..])));
+        pending.par_extend(
+            read.par_drain(..)
+                .map(|(key, label, vector)| (key, label, quant.code(&vector))),
+        );
+        if pending.len() < ORDER_CHUNK && !done {
+            continue;
+        }
         // Each chunk on every core; whether every node can be reached is checked once, at the end.
-        make_room(&index, coded.len())?;
-        add_rows(&index, &coded)?;
-        for (key, label, code) in coded {
+        sort_by_cell(row.dims, &mut pending, |c| &c.2);
+        make_room(&index, pending.len())?;
+        add_rows(&index, &pending)?;
+        for (key, label, code) in pending.drain(..) {
             labels.set(key, label, &code);
         }
     }

@@ -54,6 +54,7 @@ mod graph_file;
 mod inserts;
 mod labels;
 mod lock;
+mod order;
 mod paths;
 mod quant;
 mod records;
@@ -86,6 +87,7 @@ use graph::Ann;
 pub use graph::AnnStats;
 use graph_file::ann_file;
 pub use lock::{WaitHook, WaitNotice};
+pub use order::sort_by_cell;
 pub use quant::{Quantizer, FIT_ROWS};
 
 /// An index in a local store directory, seen as a [`VectorStore`].
