@@ -699,6 +699,22 @@ async fn rebuild(cfg: LocalConfig, queries: &[Vec<f32>], truth: &[Vec<u64>]) -> 
         t.elapsed().as_secs_f64(),
         store.ann_stats().rebuilt,
     );
+    // Three more plain searches while the graph is built: each an exact scan of every row, beside
+    // the build (which runs behind the searches, at a lower priority).
+    let mut while_building = Vec::new();
+    for q in queries.iter().skip(1).take(3) {
+        let t = Instant::now();
+        store
+            .knn(&plain_query(q))
+            .await
+            .map_err(|e| e.to_string())?;
+        while_building.push(format!("{:.1} s", t.elapsed().as_secs_f64()));
+    }
+    println!(
+        "store plain knn while the graph is built (exact scans): {} (exact while building: {})",
+        while_building.join(", "),
+        store.ann_stats().exact_while_building
+    );
     // Polled by a search within the smallest label (an exact scan of its ~0.1% of the rows), which
     // takes a finished graph into use like any search: a plain one would scan every row exactly
     // and take a core from the build.

@@ -146,17 +146,7 @@ fn follow(shared: Arc<Shared>) {
 }
 
 fn follow_tail(shared: &Shared) {
-    // Its own threads, as many as rayon's: on rayon's pool a search's scan would queue behind a
-    // whole chunk of inserts (a pool thread finishes its own tasks first); here the two share the
-    // cores the way the OS shares them.
-    // Both at a lower priority than writes and searches: they catch up with what was left them.
-    background_priority();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads().max(1))
-        .thread_name(|i| format!("imgvec-hnsw-add-{i}"))
-        .start_handler(|_| background_priority())
-        .build()
-        .ok();
+    let pool = background_pool("imgvec-hnsw-add");
     let mut state = shared.lock_state();
     loop {
         if shared.stopping.load(Acquire) {
@@ -215,6 +205,22 @@ fn follow_tail(shared: &Shared) {
     shared.following.store(false, Release);
     shared.changed.notify_all();
     drop(state);
+}
+
+/// For graph work behind the searches (following the tail, building a graph aside): lowers the
+/// calling thread's priority ([`background_priority`]) and returns a pool of its own, as many
+/// threads as rayon's, at that priority too (None if none could be started: then rayon's). On
+/// rayon's pool a search's scan would queue behind a whole chunk of inserts (a pool thread
+/// finishes its own tasks first); here the two share the cores the way the OS shares them, and
+/// the searches (and writes) come first.
+pub(super) fn background_pool(name: &'static str) -> Option<rayon::ThreadPool> {
+    background_priority();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads().max(1))
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(|_| background_priority())
+        .build()
+        .ok()
 }
 
 /// Lowers the calling thread's CPU priority to nice 10 (Linux; elsewhere nothing): the graph's

@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::follow::background_pool;
 use super::inserts::{add_rows, check_chunk, make_room, reconnect, reserve};
 use super::labels::{Labels, Limits};
 use super::order::{sort_by_cell, ORDER_CHUNK};
@@ -439,14 +440,22 @@ impl Shared {
         let thread = std::thread::Builder::new()
             .name("imgvec-hnsw-build".into())
             .spawn(move || {
-                let conn = open_db(&db_path)?;
-                let tx = conn
-                    .unchecked_transaction()
-                    .map_err(|e| db_error(&db_path, e))?;
-                let index = cfg.index.clone();
-                let row = find_index_by_name(&tx, &db_path, &index)?
-                    .ok_or(StoreError::IndexMissing { index })?;
-                build_graph(&tx, &db_path, &cfg, &row)
+                // Behind the searches, which scan exactly meanwhile and come first.
+                let pool = background_pool("imgvec-hnsw-build");
+                let build = move || {
+                    let conn = open_db(&db_path)?;
+                    let tx = conn
+                        .unchecked_transaction()
+                        .map_err(|e| db_error(&db_path, e))?;
+                    let index = cfg.index.clone();
+                    let row = find_index_by_name(&tx, &db_path, &index)?
+                        .ok_or(StoreError::IndexMissing { index })?;
+                    build_graph(&tx, &db_path, &cfg, &row)
+                };
+                match &pool {
+                    Some(pool) => pool.install(build),
+                    None => build(),
+                }
             });
         // Could not start a thread: the next search tries again (and scans meanwhile).
         if let Ok(handle) = thread {
