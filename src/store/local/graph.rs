@@ -513,8 +513,9 @@ impl Shared {
 
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
 /// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
-/// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell ([`sort_by_cell`]) so that a run of inserts reads one part of the graph, any node they
-/// left unreached added again at the end ([`reconnect`]).
+/// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell
+/// ([`sort_by_cell`]) so that a run of inserts reads one part of the graph, any node they left
+/// unreached added again at the end ([`reconnect`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
