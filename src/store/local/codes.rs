@@ -131,7 +131,7 @@ impl Kernel {
     }
 
     /// The squared L2 distance of each code of `codes` to `query`, into `out` (one per code).
-    pub(super) fn distances(self, query: &[i8], codes: &[i8], out: &mut [i32]) {
+    fn distances(self, query: &[i8], codes: &[i8], out: &mut [i32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `get` chose this kernel only where the CPU has AVX-512BW (and so AVX-512F).

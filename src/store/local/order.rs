@@ -5,7 +5,7 @@
 //! What it is for: `graph::build_graph`. An insert into a graph of a million 768-byte codes spends
 //! most of its time waiting on memory for the nodes and codes its search reads; the rows come in
 //! key order (the content hash: random), so each insert read a different part of the graph. Sorted
-//! by cell (256 of them, picked from the chunk itself), the inserts of one cell read much the same
+//! by cell (the nearest of 256 of the chunk's own codes), the inserts of one cell read much the same
 //! nodes one after the other. The chunks stay in random order, so the graph still grows everywhere
 //! at once, as it does from random rows. Measured at a million documents (docs/performance.md,
 //! "A rebuild's rows sorted by cell"): the build 1.2 times as fast, recall the same. Sorted more
@@ -18,89 +18,56 @@
 
 use rayon::prelude::*;
 
-use super::codes::Kernel;
+use super::codes;
 
 /// Rows sorted at a time: enough that each of the [`CELLS`] cells holds a run of
 /// inserts (about 256 a chunk), few enough that the chunk's codes stay small beside the graph (48
 /// MiB at 768-d).
 pub(super) const ORDER_CHUNK: usize = 65_536;
 
-/// Codes of a chunk its cells are picked from at most.
-const PICK_FROM: usize = 8_192;
-
-/// Sorts `items` (codes of `dims` components, `code_of` each; in random order) by cell, the cells
-/// picked from the items themselves (at most [`PICK_FROM`] of them, spread over the rest). Items of
-/// one cell keep their order.
-pub fn sort_by_cell<T: Send + Sync>(
-    dims: usize,
-    items: &mut Vec<T>,
-    code_of: impl Fn(&T) -> &[i8] + Sync,
-) {
-    let step = items.len().div_ceil(PICK_FROM).max(1);
-    let sample: Vec<&[i8]> = items.iter().step_by(step).map(&code_of).collect();
-    let cells = Cells::pick(dims, &sample);
-    cells.sort(items, code_of);
-}
-
 /// Cells a chunk is sorted into: a code's cell costs as many distances (about 2 µs on 2 cores at
 /// 768-d, AVX2). Two levels of 16 (32 distances) were tried first: on data of many small
 /// clusters, a code's nearest of 16 centres is nearly chance, and the build gained half as much.
 const CELLS: usize = 256;
 
-/// Cells of the code space: each the codes nearest to one of up to [`CELLS`] centres, codes of the
-/// sample they were picked from.
-struct Cells {
+/// Sorts `items` (codes of `dims` components, `code_of` each; in random order) by cell: the cell
+/// of a code is its nearest of up to [`CELLS`] centres, codes of the items spread over them
+/// ([`centres`]). Cells are computed on every core; items of one cell keep their order.
+pub fn sort_by_cell<T: Send + Sync>(
     dims: usize,
-    centres: Vec<i8>,
-    kernel: Kernel,
+    items: &mut Vec<T>,
+    code_of: impl Fn(&T) -> &[i8] + Sync,
+) {
+    let centres = centres(items, &code_of);
+    let cells: Vec<usize> = items
+        .par_iter()
+        .map(|t| cell(&centres, dims, code_of(t)))
+        .collect();
+    let mut keyed: Vec<(usize, T)> = cells.into_iter().zip(items.drain(..)).collect();
+    keyed.sort_by_key(|(cell, _)| *cell);
+    items.extend(keyed.into_iter().map(|(_, t)| t));
 }
 
-impl Cells {
-    /// Up to [`CELLS`] of `sample`'s codes (`dims` components each, in random order), spread over
-    /// it, as the centres.
-    fn pick(dims: usize, sample: &[&[i8]]) -> Cells {
-        let step = sample.len().div_ceil(CELLS).max(1);
-        let centres = sample
-            .iter()
-            .step_by(step)
-            .flat_map(|c| c.iter().copied())
-            .collect();
-        Cells {
-            dims,
-            centres,
-            kernel: Kernel::get(),
-        }
-    }
-
-    /// The cell of `code`: the number of its nearest centre (0 if there is none).
-    fn of(&self, code: &[i8]) -> u32 {
-        if code.len() != self.dims {
-            return 0;
-        }
-        let mut out = [0i32; CELLS];
-        nearest(self.kernel, code, &self.centres, &mut out).unwrap_or(0) as u32
-    }
-
-    /// Sorts `items` by the cell of each one's code (`code_of`), computed on every core; items of
-    /// one cell keep their order.
-    fn sort<T: Send + Sync>(&self, items: &mut Vec<T>, code_of: impl Fn(&T) -> &[i8] + Sync) {
-        let cells: Vec<u32> = items.par_iter().map(|t| self.of(code_of(t))).collect();
-        let mut keyed: Vec<(u32, T)> = cells.into_iter().zip(items.drain(..)).collect();
-        keyed.sort_by_key(|(cell, _)| *cell);
-        items.extend(keyed.into_iter().map(|(_, t)| t));
-    }
+/// Up to [`CELLS`] codes of `items`, spread over them, one after another.
+fn centres<T>(items: &[T], code_of: impl Fn(&T) -> &[i8]) -> Vec<i8> {
+    let step = items.len().div_ceil(CELLS).max(1);
+    items
+        .iter()
+        .step_by(step)
+        .flat_map(|t| code_of(t).iter().copied())
+        .collect()
 }
 
-/// The position of the code of `codes` (flat, `code.len()` components each) nearest to `code`;
-/// `out` holds at least as many distances as there are codes. None when there are none.
-fn nearest(kernel: Kernel, code: &[i8], codes: &[i8], out: &mut [i32]) -> Option<usize> {
-    let count = codes.len() / code.len().max(1);
-    let out = &mut out[..count];
-    kernel.distances(code, codes, out);
-    out.iter()
-        .enumerate()
-        .min_by_key(|(_, d)| **d)
-        .map(|(i, _)| i)
+/// The cell of `code`: the position of its nearest code in `centres` ([`codes::nearest`]; 0 if
+/// there is none, or `code` is not of `dims` components).
+fn cell(centres: &[i8], dims: usize, code: &[i8]) -> usize {
+    if code.len() != dims {
+        return 0;
+    }
+    codes::nearest(code, centres, 1)
+        .first()
+        .copied()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -135,11 +102,11 @@ mod tests {
         let (dims, clusters) = (64, 8);
         let codes = clustered(dims, clusters, 2_000);
         let sample: Vec<&[i8]> = codes.iter().map(|(_, c)| &c[..]).collect();
-        let cells = Cells::pick(dims, &sample);
+        let centres = centres(&sample, |c| c);
         let mut cluster_of_cell = std::collections::HashMap::new();
         for (cluster, code) in &codes {
-            let cell = cells.of(code);
-            assert!(cell < CELLS as u32);
+            let cell = cell(&centres, dims, code);
+            assert!(cell < CELLS);
             let seen = *cluster_of_cell.entry(cell).or_insert(*cluster);
             assert_eq!(seen, *cluster, "cell {cell} mixes clusters");
         }
@@ -147,24 +114,28 @@ mod tests {
 
         // Sorted: each cell one run, in ascending cell order, each run in its first order.
         let mut items: Vec<(usize, &[i8])> = sample.iter().copied().enumerate().collect();
-        cells.sort(&mut items, |t| t.1);
+        sort_by_cell(dims, &mut items, |t| t.1);
         assert_eq!(items.len(), codes.len());
         for w in items.windows(2) {
-            let (a, b) = (cells.of(w[0].1), cells.of(w[1].1));
+            let (a, b) = (cell(&centres, dims, w[0].1), cell(&centres, dims, w[1].1));
             assert!(a < b || (a == b && w[0].0 < w[1].0), "{a} {b}");
         }
     }
 
     #[test]
     fn odd_inputs_give_a_cell_and_lose_nothing() {
-        let cells = Cells::pick(4, &[]);
-        assert_eq!(cells.of(&[1, 2, 3, 4]), 0);
+        let no_centres = centres::<&[i8]>(&[], |c| c);
+        assert_eq!(cell(&no_centres, 4, &[1, 2, 3, 4]), 0);
         let one = [5i8, 5, 5, 5];
-        let cells = Cells::pick(4, &[&one]);
-        assert_eq!(cells.of(&[1, 2, 3, 4]), 0);
-        assert_eq!(cells.of(&[1, 2]), 0, "a code of the wrong length");
+        let one_centre = centres(&[&one[..]], |c| c);
+        assert_eq!(cell(&one_centre, 4, &[1, 2, 3, 4]), 0);
+        assert_eq!(
+            cell(&one_centre, 4, &[1, 2]),
+            0,
+            "a code of the wrong length"
+        );
         let mut items = vec![vec![1i8, 1, 1, 1], vec![9, 9, 9, 9]];
-        cells.sort(&mut items, |t| &t[..]);
+        sort_by_cell(4, &mut items, |t| &t[..]);
         assert_eq!(items, vec![vec![1i8, 1, 1, 1], vec![9, 9, 9, 9]]);
     }
 }
