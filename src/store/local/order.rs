@@ -25,9 +25,9 @@ use super::codes;
 /// MiB at 768-d).
 pub(super) const ORDER_CHUNK: usize = 65_536;
 
-/// Cells a chunk is sorted into: a code's cell costs as many distances (about 2 µs on 2 cores at
-/// 768-d, AVX2). Two levels of 16 (32 distances) were tried first: on data of many small
-/// clusters, a code's nearest of 16 centres is nearly chance, and the build gained half as much.
+/// Cells a chunk is sorted into: a code's cell costs as many int8 distances. Two levels of 16 (32
+/// distances) were tried first: on data of many small clusters, a code's nearest of 16 centres is
+/// nearly chance, and the build gained half as much.
 const CELLS: usize = 256;
 
 /// Sorts `items` (codes of `dims` components, `code_of` each; in random order) by cell: the cell
