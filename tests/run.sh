@@ -29,9 +29,17 @@ else
     echo "tests/run.sh: libheif >= 1.15 not found (apt install libheif-dev): the HEIC/AVIF tests are skipped" >&2
 fi
 set +e
-cargo test --locked "${features[@]}" "$@" 2>&1 | tee "$log"
+# Every test binary runs even after one fails, so one run reports every failure.
+cargo test --locked --no-fail-fast "${features[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One total over every test binary, as the last line.
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+# One total over every test binary, as the last line. A binary killed by a signal prints no
+# "test result" line: it is named and counted apart, never hidden in the totals.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     /process didn.t exit successfully: .*signal/ { c++; sub(/^.*successfully: /, ""); died = died "\n  " $0 }
+     END {
+         printf "tests: %d passed, %d failed, %d skipped", p, f, i
+         if (c) printf "; %d test binaries died, their tests uncounted:%s", c, died
+         printf "\n"
+     }' "$log"
 exit "$status"

@@ -162,3 +162,50 @@ fn reconnect_finds_the_stranded_nodes_and_adds_them_again() {
         "no build stranded a node: the check was not exercised"
     );
 }
+
+/// A key is readable (`get`) as soon as it can be found by key, while other keys are still being
+/// added: a filtered search reads a label's codes by key beside the thread that follows the tail.
+/// Upstream usearch published the key before the pointer to its vector, so a `get` in between
+/// copied from a null pointer (a SIGSEGV seen in `tests/store_filtered.rs`); vendor/usearch patch 6.
+#[test]
+fn a_key_found_beside_adds_reads_its_own_vector() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const ADDS: u64 = 20_000;
+    let coded: Vec<Coded> = (0..ADDS)
+        .map(|key| (key, (), vec![((key % 251) as i16 - 125) as i8; DIMS]))
+        .collect();
+    let index = graph(4);
+    make_room(&index, coded.len()).expect("reserve");
+    index.change_expansion_add(8);
+    let adding = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut read = vec![0i8; DIMS];
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let key = adding.load(Ordering::Acquire);
+                        if index.get(key, &mut read).expect("get") > 0 {
+                            assert_eq!(read, coded[key as usize].2, "key {key}");
+                            reads += 1;
+                        }
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for (key, _, code) in &coded {
+            adding.store(*key, Ordering::Release);
+            index.add(*key, code).expect("add");
+        }
+        done.store(true, Ordering::Release);
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .sum::<u64>()
+    });
+    assert_eq!(index.size(), ADDS as usize);
+    assert!(reads > 0, "no key was read while adds ran");
+}

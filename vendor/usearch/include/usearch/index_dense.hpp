@@ -2247,17 +2247,21 @@ class index_dense_gt {
                 return add_result_t{}.failed("Out of memory!");
         }
         bool key_mapped = true;
+        // imgvec patch: the vector is in place before the key is published. Upstream mapped the
+        // key first, so a concurrent `get` of that key could find its slot and copy from a vector
+        // pointer not yet set (null: SIGSEGV). The slot lock's release now also publishes the
+        // pointer to whoever finds the key under it.
         auto on_success = [&](member_ref_t member) {
-            if (config_.enable_key_lookups) {
-                unique_lock_t slot_lock(slot_lookup_mutex_);
-                key_mapped = slot_lookup_.try_emplace(key_and_slot_t{key, static_cast<compressed_slot_t>(member.slot)});
-            }
             if (copy_vector) {
                 if (!reuse_node)
                     vectors_lookup_[member.slot] = allocated_vector;
                 std::memcpy(vectors_lookup_[member.slot], vector_data, metric_.bytes_per_vector());
             } else
                 vectors_lookup_[member.slot] = (byte_t*)vector_data;
+            if (config_.enable_key_lookups) {
+                unique_lock_t slot_lock(slot_lookup_mutex_);
+                key_mapped = slot_lookup_.try_emplace(key_and_slot_t{key, static_cast<compressed_slot_t>(member.slot)});
+            }
         };
 
         index_update_config_t update_config;
