@@ -19,7 +19,7 @@ use rusqlite::Connection;
 
 use super::db::IndexRow;
 use super::graph::{Ann, AnnStats};
-use super::inserts::add_rows;
+use super::inserts::{add_rows, search_check, Checked};
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -181,16 +181,22 @@ fn follow_tail(shared: &Shared) {
         graph.set_adding(true);
         let index = Arc::clone(&graph.index);
         drop(state);
+        // The inserts and the self-searches that check them, outside the state, behind the
+        // searches; the mending of what the check finds, under the state (finish_chunk).
+        let add_and_check = || -> Result<Checked, StoreError> {
+            add_rows(&index, &chunk.rows)?;
+            search_check(&index, &chunk.rows)
+        };
         let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &pool {
-            Some(pool) => pool.install(|| add_rows(&index, &chunk.rows)),
-            None => add_rows(&index, &chunk.rows),
+            Some(pool) => pool.install(add_and_check),
+            None => add_and_check(),
         }));
         state = shared.lock_state();
         let State { ann, stats, .. } = &mut *state;
         if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, &index)) {
             graph.set_adding(false);
             let done = match added {
-                Ok(Ok(())) => graph.finish_chunk(chunk, stats),
+                Ok(Ok(checked)) => graph.finish_chunk(chunk, checked, stats),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(StoreError::Other(
                     "adding to the HNSW graph panicked".into(),

@@ -20,7 +20,7 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::follow::background_pool;
-use super::inserts::{add_rows, check_chunk, make_room, reconnect, reserve};
+use super::inserts::{add_rows, make_room, mend, reconnect, reserve, search_check, Checked};
 use super::labels::{Labels, Limits};
 use super::order::{sort_by_cell, ORDER_CHUNK};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
@@ -194,9 +194,10 @@ impl Ann {
     pub(super) fn finish_chunk(
         &mut self,
         chunk: Chunk,
+        checked: Checked,
         stats: &mut AnnStats,
     ) -> Result<(), StoreError> {
-        check_chunk(&self.index, &chunk.rows)?;
+        mend(&self.index, &chunk.rows, checked)?;
         let added = chunk.rows.len() as u64;
         for (key, label, code) in chunk.rows {
             self.labels.set(key, label, &code);
@@ -214,7 +215,8 @@ impl Ann {
         while let Some(chunk) = self.tail.chunk(usize::MAX) {
             self.prepare_chunk(&chunk, stats)?;
             add_rows(&self.index, &chunk.rows)?;
-            self.finish_chunk(chunk, stats)?;
+            let checked = search_check(&self.index, &chunk.rows)?;
+            self.finish_chunk(chunk, checked, stats)?;
         }
         self.settle();
         Ok(())

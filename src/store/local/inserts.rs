@@ -57,33 +57,74 @@ pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(),
         .try_for_each(add)
 }
 
-/// Checks that each node of `coded`, added alongside others, can be found: one found by a
-/// self-search at [`CHECK_EF`] is reachable; one that is not is added again alone. It changes the
-/// graph's search width for a while, so nothing else may search meanwhile (the caller holds the
-/// store's state).
+/// Checks that each node of `coded`, added alongside others, can be found, and adds again alone
+/// each that cannot ([`hidden`], then [`mend`]). The caller holds the store's state.
+#[cfg(test)]
+fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+    let hidden = hidden(index, coded)?;
+    mend(index, coded, Some(hidden))
+}
+
+/// The keys of `coded`'s nodes, added alongside others, that a self-search at [`CHECK_EF`] does
+/// not find (one it finds is reachable). Searches at its own width (vendor/usearch patch 7), so
+/// it may run beside other searches and needs no state: the thread that follows the tail runs it
+/// outside the store's state, on its pool behind the searches, and [`mend`]s under the state.
 ///
 /// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
 /// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
 /// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
-fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
+pub(super) fn hidden<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<Vec<u64>, StoreError> {
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let ef = index.expansion_search();
-    index.change_expansion_search(CHECK_EF);
-    let hidden: Result<Vec<&Coded<L>>, StoreError> = coded
+    coded
         .par_iter()
         .with_min_len(PARALLEL_ADDS_FROM)
-        .filter_map(|item| match index.search(&item.2, CHECK_K) {
-            Ok(found) if found.keys.contains(&item.0) => None,
-            Ok(_) => Some(Ok(item)),
-            Err(e) => Some(Err(ann_error("search", e))),
-        })
-        .collect();
-    index.change_expansion_search(ef);
-    for item in hidden? {
-        add_again(index, item.0, &item.2)?;
+        .filter_map(
+            |(key, _, code)| match index.search_i8_expanded(code, CHECK_K, CHECK_EF) {
+                Ok(found) if found.keys.contains(key) => None,
+                Ok(_) => Some(Ok(*key)),
+                Err(e) => Some(Err(ann_error("search", e))),
+            },
+        )
+        .collect()
+}
+
+/// How a chunk added alongside searches was checked: by a self-search a node (`Some`: the keys
+/// [`hidden`] did not find) or not yet (`None`: the graph is small beside the chunk, and a walk
+/// over all its links, under the state, is cheaper: see [`WALK_NODES_PER_SEARCH`]).
+pub(super) type Checked = Option<Vec<u64>>;
+
+/// The self-search part of a chunk's check ([`hidden`]) where it is the cheaper check, else
+/// nothing: needs no state (see [`hidden`]); [`mend`] finishes the check under the state.
+pub(super) fn search_check<L: Sync>(
+    index: &Index,
+    coded: &[Coded<L>],
+) -> Result<Checked, StoreError> {
+    if index.size() > WALK_NODES_PER_SEARCH.saturating_mul(coded.len()) {
+        hidden(index, coded).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Adds again alone the nodes of `coded` that its check found hidden, or walks the links for
+/// them (`checked` None). The caller holds the store's state (nothing adds, removes or searches
+/// meanwhile).
+pub(super) fn mend<L>(
+    index: &Index,
+    coded: &[Coded<L>],
+    checked: Checked,
+) -> Result<(), StoreError> {
+    let Some(hidden) = checked else {
+        let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
+        return reconnect(index, |key| keys.contains(&key)).map(|_| ());
+    };
+    for key in hidden {
+        if let Some((_, _, code)) = coded.iter().find(|c| c.0 == key) {
+            add_again(index, key, code)?;
+        }
     }
     Ok(())
 }
@@ -102,21 +143,19 @@ const RECONNECT_ROUNDS: usize = 3;
 
 /// Graph nodes one walk over the links costs about as much as one self-search of [`recheck`]
 /// (measured at 200,000 documents, 2 cores: ~0.5 µs a node walked, ~107 µs a row searched; half
-/// that, for margin): a chunk is checked by a walk ([`check_chunk`]) while the graph holds at
+/// that, for margin): a chunk is checked by a walk ([`search_check`]) while the graph holds at
 /// most this many nodes per row of the chunk.
 const WALK_NODES_PER_SEARCH: usize = 100;
 
 /// Checks that each node of `coded`, added alongside others ([`add_rows`]), can be reached, and
 /// adds any that cannot again alone: by a walk over the links ([`reconnect`]) where the graph is
 /// small beside the chunk, else by a self-search a node ([`recheck`]). The caller holds the
-/// store's state (nothing adds, removes or searches meanwhile).
+/// store's state (nothing adds, removes or searches meanwhile). What `take_in_tail` and the
+/// thread that follows the tail do in two steps ([`search_check`], then [`mend`]).
+#[cfg(test)]
 pub(super) fn check_chunk<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
-    if index.size() <= WALK_NODES_PER_SEARCH.saturating_mul(coded.len()) {
-        let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
-        reconnect(index, |key| keys.contains(&key)).map(|_| ())
-    } else {
-        recheck(index, coded)
-    }
+    let checked = search_check(index, coded)?;
+    mend(index, coded, checked)
 }
 
 /// Finds the nodes (of keys `within` takes) that no walk along the graph's links from its entry

@@ -143,6 +143,22 @@ Matches NativeIndex::search_f64(rust::Slice<double const> vec, size_t count) con
 Matches NativeIndex::search_f32(rust::Slice<float const> vec, size_t count) const { return search_(*index_, vec.data(), vec.size(), count, false); }
 Matches NativeIndex::search_f16(rust::Slice<int16_t const> vec, size_t count) const { return search_(*index_, (f16_t const*)vec.data(), vec.size(), count, false); }
 Matches NativeIndex::search_i8(rust::Slice<int8_t const> vec, size_t count) const { return search_(*index_, vec.data(), vec.size(), count, false); }
+// imgvec patch 7: a search of the given width (see index_dense.hpp).
+Matches NativeIndex::search_i8_expanded(rust::Slice<int8_t const> vec, size_t count, size_t expansion) const {
+    if (vec.size() != index_->scalar_words())
+        throw std::invalid_argument("Vector length must match index dimensionality");
+    Matches matches;
+    matches.keys.reserve(count);
+    matches.distances.reserve(count);
+    for (size_t i = 0; i != count; ++i)
+        matches.keys.push_back(0), matches.distances.push_back(0);
+    search_result_t result = index_->search_expanded(vec.data(), count, expansion);
+    result.error.raise();
+    count = result.dump_to(matches.keys.data(), matches.distances.data(), count);
+    matches.keys.truncate(count);
+    matches.distances.truncate(count);
+    return matches;
+}
 Matches NativeIndex::search_u8(rust::Slice<uint8_t const> vec, size_t count) const { return search_(*index_, (u8_t const*)vec.data(), vec.size(), count, false); }
 Matches NativeIndex::search_b1x8(rust::Slice<uint8_t const> vec, size_t count) const { return search_(*index_, (b1x8_t const*)vec.data(), vec.size(), count, false); }
 

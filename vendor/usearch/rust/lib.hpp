@@ -63,6 +63,7 @@ class NativeIndex {
 
     Matches search_b1x8(rust::Slice<uint8_t const> query, size_t count) const;
     Matches search_i8(rust::Slice<int8_t const> query, size_t count) const;
+    Matches search_i8_expanded(rust::Slice<int8_t const> query, size_t count, size_t expansion) const; // imgvec patch 7
     Matches search_u8(rust::Slice<uint8_t const> query, size_t count) const;
     Matches search_f16(rust::Slice<int16_t const> query, size_t count) const;
     Matches search_f32(rust::Slice<float const> query, size_t count) const;

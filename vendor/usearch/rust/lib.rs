@@ -462,6 +462,12 @@ pub mod ffi {
         pub fn search_f32(self: &NativeIndex, query: &[f32], count: usize) -> Result<Matches>;
         pub fn search_f16(self: &NativeIndex, query: &[i16], count: usize) -> Result<Matches>;
         pub fn search_i8(self: &NativeIndex, query: &[i8], count: usize) -> Result<Matches>;
+        pub fn search_i8_expanded(
+            self: &NativeIndex,
+            query: &[i8],
+            count: usize,
+            expansion: usize,
+        ) -> Result<Matches>;
         pub fn search_u8(self: &NativeIndex, query: &[u8], count: usize) -> Result<Matches>;
         pub fn search_b1x8(self: &NativeIndex, query: &[u8], count: usize) -> Result<Matches>;
 
@@ -1684,6 +1690,17 @@ impl Index {
     /// * `key` - The key to look up.
     pub fn level_of_key(self: &Index, key: Key) -> usize {
         self.inner.level_of_key(key)
+    }
+
+    /// imgvec patch 7: the `count` nearest of an int8 `query`, searched `expansion` wide instead of
+    /// the index's `expansion_search` (which other searches keep meanwhile).
+    pub fn search_i8_expanded(
+        self: &Index,
+        query: &[i8],
+        count: usize,
+        expansion: usize,
+    ) -> Result<ffi::Matches, cxx::Exception> {
+        self.inner.search_i8_expanded(query, count, expansion)
     }
 
     /// imgvec patch: the keys of the vectors that no walk along the level-0 links from the entry

@@ -209,3 +209,33 @@ fn a_key_found_beside_adds_reads_its_own_vector() {
     assert_eq!(index.size(), ADDS as usize);
     assert!(reads > 0, "no key was read while adds ran");
 }
+
+/// The check's self-search runs at its own width beside searches at the index's (vendor/usearch
+/// patch 7): as wide as the graph it finds what an exact scan finds, while a search at the
+/// index's narrow width misses some, and the index's width is left as it was.
+#[test]
+fn a_search_of_its_own_width_leaves_the_index_width() {
+    let coded = vectors(7);
+    let index = graph(16);
+    add_checked(&index, &coded, |index, coded| {
+        super::mend(index, coded, None).map(|_| ())
+    });
+    index.change_expansion_search(10);
+    let mut narrow_missed = 0;
+    for (_, _, code) in coded.iter().step_by(60) {
+        let exact = index.exact_search(code, 10).expect("exact").keys;
+        let wide = index
+            .search_i8_expanded(code, 10, VECTORS)
+            .expect("wide")
+            .keys;
+        assert_eq!(wide, exact);
+        if index.search(code, 10).expect("narrow").keys != exact {
+            narrow_missed += 1;
+        }
+    }
+    assert_eq!(index.expansion_search(), 10);
+    assert!(
+        narrow_missed > 0,
+        "the index's own width (10) found all: the wide width was not shown to matter"
+    );
+}

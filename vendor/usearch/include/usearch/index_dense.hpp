@@ -926,6 +926,9 @@ class index_dense_gt {
     search_result_t search(e3m2_t const* vector, std::size_t wanted, std::size_t thread = any_thread(), bool exact = false) const { return search_(vector, wanted, dummy_predicate_t {}, thread, exact, casts_.from.e3m2); }
     search_result_t search(e2m3_t const* vector, std::size_t wanted, std::size_t thread = any_thread(), bool exact = false) const { return search_(vector, wanted, dummy_predicate_t {}, thread, exact, casts_.from.e2m3); }
     search_result_t search(i8_t const* vector, std::size_t wanted, std::size_t thread = any_thread(), bool exact = false) const { return search_(vector, wanted, dummy_predicate_t {}, thread, exact, casts_.from.i8); }
+    /// imgvec patch 7: a search `expansion` wide, whatever the index's `expansion_search`, so that a
+    /// check of its own width can run beside other searches without changing theirs.
+    search_result_t search_expanded(i8_t const* vector, std::size_t wanted, std::size_t expansion) const { return search_(vector, wanted, dummy_predicate_t {}, any_thread(), false, casts_.from.i8, expansion); }
     search_result_t search(u8_t const* vector, std::size_t wanted, std::size_t thread = any_thread(), bool exact = false) const { return search_(vector, wanted, dummy_predicate_t {}, thread, exact, casts_.from.u8); }
     search_result_t search(b1x8_t const* vector, std::size_t wanted, std::size_t thread = any_thread(), bool exact = false) const { return search_(vector, wanted, dummy_predicate_t {}, thread, exact, casts_.from.b1x8); }
 
@@ -2281,7 +2284,7 @@ class index_dense_gt {
 
     template <typename scalar_at, typename predicate_at>
     search_result_t search_(scalar_at const* vector, std::size_t wanted, predicate_at&& predicate, std::size_t thread,
-                            bool exact, cast_punned_t const& cast) const {
+                            bool exact, cast_punned_t const& cast, std::size_t expansion = 0) const {
 
         // Cast the vector, if needed for compatibility with `metric_`
         thread_lock_t lock = thread_lock_(thread);
@@ -2297,7 +2300,7 @@ class index_dense_gt {
 
         index_search_config_t search_config;
         search_config.thread = lock.thread_id;
-        search_config.expansion = config_.expansion_search;
+        search_config.expansion = expansion ? expansion : config_.expansion_search; // imgvec patch 7
         search_config.exact = exact;
 
         vector_key_t free_key_copy = free_key_;
