@@ -19,7 +19,7 @@ use rusqlite::Connection;
 
 use super::db::IndexRow;
 use super::graph::{Ann, AnnStats};
-use super::inserts::{add_rows, search_check, Checked};
+use super::inserts::{add_again_by_key, add_rows, search_check, Checked};
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -148,6 +148,8 @@ fn follow(shared: Arc<Shared>) {
 fn follow_tail(shared: &Shared) {
     let pool = background_pool("imgvec-hnsw-add");
     let mut state = shared.lock_state();
+    // Chunks added since the graph was last walked whole (see below).
+    let mut unwalked = false;
     loop {
         if shared.stopping.load(Acquire) {
             break;
@@ -157,6 +159,20 @@ fn follow_tail(shared: &Shared) {
             .as_ref()
             .filter(|g| !g.adding)
             .and_then(|g| g.tail.chunk(CHUNK_ROWS));
+        // The tail taken in: one walk over the whole graph's links finds any node that no longer
+        // has a way in on level 0: a chunk's check looks at the chunk's nodes, but inserting them
+        // prunes older nodes' links too and can cut one off. The walk runs outside the state, as
+        // the adding does (nothing else changes the graph while it is marked as being added to);
+        // the re-adds under it, a few at a time, so searches and writes wait little.
+        if chunk.is_none() && std::mem::take(&mut unwalked) {
+            if let Some(graph) = ann.as_mut().filter(|g| !g.adding) {
+                graph.set_adding(true);
+                let index = Arc::clone(&graph.index);
+                drop(state);
+                state = mend_walked(shared, &index);
+                continue;
+            }
+        }
         let Some(chunk) = chunk else {
             let (next, waited) = shared
                 .changed
@@ -196,7 +212,10 @@ fn follow_tail(shared: &Shared) {
         if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, &index)) {
             graph.set_adding(false);
             let done = match added {
-                Ok(Ok(checked)) => graph.finish_chunk(chunk, checked, stats),
+                Ok(Ok(checked)) => {
+                    unwalked = true;
+                    graph.finish_chunk(chunk, checked, stats)
+                }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(StoreError::Other(
                     "adding to the HNSW graph panicked".into(),
@@ -211,6 +230,43 @@ fn follow_tail(shared: &Shared) {
     shared.following.store(false, Release);
     shared.changed.notify_all();
     drop(state);
+}
+
+/// Re-adds a few at a time.
+const READD_BATCH: usize = 16;
+
+/// Walks `index` (marked as being added to, the state not held) for the nodes no walk from its
+/// entry point reaches and adds each again alone, [`READD_BATCH`] under the state at a time; then
+/// marks it as not being added to and returns the state. A failure drops the graph (a cache).
+fn mend_walked<'a>(shared: &'a Shared, index: &Arc<usearch::Index>) -> MutexGuard<'a, State> {
+    let mended =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| index.unreachable_keys()))
+            .map_err(|_| StoreError::Other("walking the HNSW graph panicked".into()))
+            .and_then(|lost| {
+                let mut code = vec![0i8; index.dimensions()];
+                for keys in lost.chunks(READD_BATCH) {
+                    let state = shared.lock_state();
+                    if !state
+                        .ann
+                        .as_ref()
+                        .is_some_and(|g| Arc::ptr_eq(&g.index, index))
+                    {
+                        break;
+                    }
+                    add_again_by_key(index, keys, &mut code)?;
+                }
+                Ok(())
+            });
+    let mut state = shared.lock_state();
+    let State { ann, .. } = &mut *state;
+    if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, index)) {
+        graph.set_adding(false);
+        if mended.is_err() {
+            *ann = None;
+        }
+    }
+    shared.changed.notify_all();
+    state
 }
 
 /// For graph work behind the searches (following the tail, building a graph aside): lowers the

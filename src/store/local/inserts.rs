@@ -65,30 +65,78 @@ fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError>
     mend(index, coded, Some(hidden))
 }
 
-/// The keys of `coded`'s nodes, added alongside others, that a self-search at [`CHECK_EF`] does
-/// not find (one it finds is reachable). Searches at its own width (vendor/usearch patch 7), so
-/// it may run beside other searches and needs no state: the thread that follows the tail runs it
-/// outside the store's state, on its pool behind the searches, and [`mend`]s under the state.
+/// The keys of `coded`'s nodes, added alongside others, that may have no way in: those with no
+/// link in from the graph ([`linked_in`]) that a self-search at [`CHECK_EF`] does not find either
+/// (one it finds is reachable). Searches at its own width (vendor/usearch patch 7) and reads
+/// links only, so it may run beside other searches and needs no state: the thread that follows
+/// the tail runs it outside the store's state, on its pool behind the searches, and [`mend`]s
+/// under the state.
 ///
 /// Inserts that run at once can hide a node from every search: upstream usearch 2.26.6 left about 1
 /// in 250 of them so (usearch issue #735, fixed in vendor/usearch: see PATCHED.md), and even with
 /// the fix two nodes inserted at once, each not yet seeing the other, can prune each other's only
-/// way in (about 1 in 12,000 at 8 threads). The check costs a narrow search a node.
+/// way in (about 1 in 12,000 at 8 threads).
 pub(super) fn hidden<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<Vec<u64>, StoreError> {
     if coded.len() < 2 * PARALLEL_ADDS_FROM || rayon::current_num_threads() < 2 {
         return Ok(Vec::new());
     }
+    let linked = linked_in(index, coded);
     coded
         .par_iter()
+        .zip(linked)
         .with_min_len(PARALLEL_ADDS_FROM)
+        .filter(|(_, linked)| !linked)
         .filter_map(
-            |(key, _, code)| match index.search_i8_expanded(code, CHECK_K, CHECK_EF) {
+            |((key, _, code), _)| match index.search_i8_expanded(code, CHECK_K, CHECK_EF) {
                 Ok(found) if found.keys.contains(key) => None,
                 Ok(_) => Some(Ok(*key)),
                 Err(e) => Some(Err(ann_error("search", e))),
             },
         )
         .collect()
+}
+
+/// For each node of `coded` (added alongside others), whether one of the nodes it links to on
+/// level 0 links back to it and is either a node from before the chunk (reachable, as its own
+/// check found) or one of the chunk found so itself: then it has a way in. Reads a few link
+/// lists a node where a self-search reads hundreds of vectors; a self-search at [`CHECK_EF`]
+/// missed 6.3% of the nodes of chunks added to a graph of 2,000,000 (each then added again under
+/// the state), though nearly all of them had such a link. A link in from a node it does not
+/// link to is not looked for: such a node goes on to the self-search.
+fn linked_in<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Vec<bool> {
+    use std::collections::HashMap;
+    let position: HashMap<u64, usize> = coded.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
+    let links_to = |from: u64, to: u64| index.neighbors(from, 0).any(|k| k == to);
+    let forward: Vec<Vec<u64>> = coded
+        .par_iter()
+        .map(|c| index.neighbors(c.0, 0).collect())
+        .collect();
+    let mut linked: Vec<bool> = coded
+        .par_iter()
+        .zip(&forward)
+        .map(|(c, out)| {
+            out.iter()
+                .any(|&y| !position.contains_key(&y) && links_to(y, c.0))
+        })
+        .collect();
+    // Through the chunk's own nodes, as far as links reach (each round marks at least one).
+    loop {
+        let more: Vec<usize> = (0..coded.len())
+            .into_par_iter()
+            .filter(|&i| {
+                !linked[i]
+                    && forward[i].iter().any(|y| {
+                        position.get(y).is_some_and(|&j| linked[j]) && links_to(*y, coded[i].0)
+                    })
+            })
+            .collect();
+        if more.is_empty() {
+            return linked;
+        }
+        for i in more {
+            linked[i] = true;
+        }
+    }
 }
 
 /// How a chunk added alongside searches was checked: by a self-search a node (`Some`: the keys
@@ -176,13 +224,24 @@ pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<u
         if lost.is_empty() {
             break;
         }
-        for &key in &lost {
-            index.get(key, &mut code).map_err(|e| ann_error("get", e))?;
-            add_again(index, key, &code)?;
-        }
+        add_again_by_key(index, &lost, &mut code)?;
         fixed += lost.len();
     }
     Ok(fixed)
+}
+
+/// Adds each of `keys` (in the graph) again alone, with the code the graph holds for it; `code`
+/// is scratch room of the graph's dimensions. The caller owns the graph (as for [`reconnect`]).
+pub(super) fn add_again_by_key(
+    index: &Index,
+    keys: &[u64],
+    code: &mut [i8],
+) -> Result<(), StoreError> {
+    for &key in keys {
+        index.get(key, code).map_err(|e| ann_error("get", e))?;
+        add_again(index, key, code)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

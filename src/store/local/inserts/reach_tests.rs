@@ -239,3 +239,37 @@ fn a_search_of_its_own_width_leaves_the_index_width() {
         "the index's own width (10) found all: the wide width was not shown to matter"
     );
 }
+
+/// A chunk added to a graph, as the thread that follows the tail adds one: most of its nodes are
+/// found to have a link in from the graph without a search ([`super::linked_in`]), the rest are
+/// self-searched and re-added if not found; the inserts can also cut off older nodes (which that
+/// check trusts), so the following thread walks the whole graph once the tail is in
+/// ([`reconnect`] here): then every node is found, on graphs narrow enough (connectivity 8) that
+/// inserts at once cut off a few.
+#[test]
+fn a_chunk_added_to_a_graph_is_checked_by_its_links_first() {
+    for seed in 1..=3 {
+        let all = vectors(seed);
+        let (before, chunk) = all.split_at(VECTORS * 3 / 4);
+        let index = graph(8);
+        add_checked(&index, before, |index, coded| {
+            super::mend(index, coded, None)
+        });
+        let linked = on_threads(|| {
+            make_room(&index, chunk.len())?;
+            add_rows(&index, chunk)?;
+            let linked = super::linked_in(&index, chunk);
+            recheck(&index, chunk).map(|()| linked)
+        })
+        .expect("add and check");
+        let with_link = linked.iter().filter(|&&l| l).count();
+        assert!(
+            with_link * 2 > chunk.len(),
+            "build {seed}: {with_link} of {} linked in",
+            chunk.len()
+        );
+        assert_eq!(index.size(), VECTORS);
+        reconnect(&index, |_| true).expect("walk");
+        assert_eq!(unreachable(&index, &all), Vec::<u64>::new(), "build {seed}");
+    }
+}
