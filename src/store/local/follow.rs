@@ -16,6 +16,7 @@ use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use usearch::Index;
 
 use super::db::IndexRow;
 use super::graph::{Ann, AnnStats};
@@ -164,14 +165,17 @@ fn follow_tail(shared: &Shared) {
         // prunes older nodes' links too and can cut one off. The walk runs outside the state, as
         // the adding does (nothing else changes the graph while it is marked as being added to);
         // the re-adds under it, a few at a time, so searches and writes wait little.
-        if chunk.is_none() && std::mem::take(&mut unwalked) {
-            if let Some(graph) = ann.as_mut().filter(|g| !g.adding) {
-                graph.set_adding(true);
-                let index = Arc::clone(&graph.index);
-                drop(state);
-                state = mend_walked(shared, &index);
-                continue;
-            }
+        if chunk.is_none()
+            && ann.as_ref().is_some_and(|g| !g.adding)
+            && std::mem::take(&mut unwalked)
+        {
+            state = aside(
+                shared,
+                state,
+                |index| mend_walked(shared, index),
+                |_, _, ()| Ok(()),
+            );
+            continue;
         }
         let Some(chunk) = chunk else {
             let (next, waited) = shared
@@ -194,79 +198,82 @@ fn follow_tail(shared: &Shared) {
             *ann = None;
             continue;
         }
-        graph.set_adding(true);
-        let index = Arc::clone(&graph.index);
-        drop(state);
-        // The inserts and the self-searches that check them, outside the state, behind the
+        // The inserts and the part of their check that needs no state, outside it, behind the
         // searches; the mending of what the check finds, under the state (finish_chunk).
-        let add_and_check = || -> Result<Checked, StoreError> {
-            add_rows(&index, &chunk.rows)?;
-            search_check(&index, &chunk.rows)
-        };
-        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &pool {
-            Some(pool) => pool.install(add_and_check),
-            None => add_and_check(),
-        }));
-        state = shared.lock_state();
-        let State { ann, stats, .. } = &mut *state;
-        if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, &index)) {
-            graph.set_adding(false);
-            let done = match added {
-                Ok(Ok(checked)) => {
-                    unwalked = true;
-                    graph.finish_chunk(chunk, checked, stats)
-                }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(StoreError::Other(
-                    "adding to the HNSW graph panicked".into(),
-                )),
-            };
-            if done.is_err() {
-                *ann = None;
-            }
-        }
-        shared.changed.notify_all();
+        state = aside(
+            shared,
+            state,
+            |index| {
+                let add_and_check = || -> Result<Checked, StoreError> {
+                    add_rows(index, &chunk.rows)?;
+                    search_check(index, &chunk.rows)
+                };
+                let checked = match &pool {
+                    Some(pool) => pool.install(add_and_check),
+                    None => add_and_check(),
+                }?;
+                Ok((chunk, checked))
+            },
+            |graph, stats, (chunk, checked)| {
+                unwalked = true;
+                graph.finish_chunk(chunk, checked, stats)
+            },
+        );
     }
     shared.following.store(false, Release);
     shared.changed.notify_all();
     drop(state);
 }
 
-/// Re-adds a few at a time.
-const READD_BATCH: usize = 16;
-
-/// Walks `index` (marked as being added to, the state not held) for the nodes no walk from its
-/// entry point reaches and adds each again alone, [`READD_BATCH`] under the state at a time; then
-/// marks it as not being added to and returns the state. A failure drops the graph (a cache).
-fn mend_walked<'a>(shared: &'a Shared, index: &Arc<usearch::Index>) -> MutexGuard<'a, State> {
-    let mended =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| index.unreachable_keys()))
-            .map_err(|_| StoreError::Other("walking the HNSW graph panicked".into()))
-            .and_then(|lost| {
-                let mut code = vec![0i8; index.dimensions()];
-                for keys in lost.chunks(READD_BATCH) {
-                    let state = shared.lock_state();
-                    if !state
-                        .ann
-                        .as_ref()
-                        .is_some_and(|g| Arc::ptr_eq(&g.index, index))
-                    {
-                        break;
-                    }
-                    add_again_by_key(index, keys, &mut code)?;
-                }
-                Ok(())
-            });
+/// Runs `work` on the graph with the state let go, the graph marked as being added to (so nothing
+/// else changes it; searches go on), a panic taken as an error; then, the state taken again and
+/// still holding that graph, unmarks it and hands `done` the result. An error from either drops
+/// the graph: it is a cache, loaded or rebuilt when next needed.
+fn aside<'a, T>(
+    shared: &'a Shared,
+    mut state: MutexGuard<'a, State>,
+    work: impl FnOnce(&Arc<Index>) -> Result<T, StoreError>,
+    done: impl FnOnce(&mut Ann, &mut AnnStats, T) -> Result<(), StoreError>,
+) -> MutexGuard<'a, State> {
+    let Some(graph) = state.ann.as_mut() else {
+        return state;
+    };
+    graph.set_adding(true);
+    let index = Arc::clone(&graph.index);
+    drop(state);
+    let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&index)))
+        .unwrap_or_else(|_| Err(StoreError::Other("changing the HNSW graph panicked".into())));
     let mut state = shared.lock_state();
-    let State { ann, .. } = &mut *state;
-    if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, index)) {
+    let State { ann, stats, .. } = &mut *state;
+    if let Some(graph) = ann.as_mut().filter(|g| Arc::ptr_eq(&g.index, &index)) {
         graph.set_adding(false);
-        if mended.is_err() {
+        if worked.and_then(|t| done(graph, stats, t)).is_err() {
             *ann = None;
         }
     }
     shared.changed.notify_all();
     state
+}
+
+/// Re-adds a few at a time.
+const READD_BATCH: usize = 16;
+
+/// Walks `index` (marked as being added to, the state not held) for the nodes no walk from its
+/// entry point reaches and adds each again alone, [`READD_BATCH`] under the state at a time.
+fn mend_walked(shared: &Shared, index: &Arc<Index>) -> Result<(), StoreError> {
+    let mut code = vec![0i8; index.dimensions()];
+    for keys in index.unreachable_keys().chunks(READD_BATCH) {
+        let state = shared.lock_state();
+        if !state
+            .ann
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(&g.index, index))
+        {
+            break;
+        }
+        add_again_by_key(index, keys, &mut code)?;
+    }
+    Ok(())
 }
 
 /// For graph work behind the searches (following the tail, building a graph aside): lowers the

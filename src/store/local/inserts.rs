@@ -139,13 +139,14 @@ fn linked_in<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Vec<bool> {
     }
 }
 
-/// How a chunk added alongside searches was checked: by a self-search a node (`Some`: the keys
-/// [`hidden`] did not find) or not yet (`None`: the graph is small beside the chunk, and a walk
-/// over all its links, under the state, is cheaper: see [`WALK_NODES_PER_SEARCH`]).
+/// How a chunk added alongside searches was checked: by its links and self-searches (`Some`: the
+/// keys [`hidden`] found without a way in) or not yet (`None`: the graph is small beside the
+/// chunk, and a walk over all its links, under the state, is cheaper: see
+/// [`WALK_NODES_PER_SEARCH`]).
 pub(super) type Checked = Option<Vec<u64>>;
 
-/// The self-search part of a chunk's check ([`hidden`]) where it is the cheaper check, else
-/// nothing: needs no state (see [`hidden`]); [`mend`] finishes the check under the state.
+/// The part of a chunk's check that needs no state ([`hidden`]) where it is the cheaper check,
+/// else nothing; [`mend`] finishes the check under the state.
 pub(super) fn search_check<L: Sync>(
     index: &Index,
     coded: &[Coded<L>],
@@ -169,12 +170,7 @@ pub(super) fn mend<L>(
         let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
         return reconnect(index, |key| keys.contains(&key)).map(|_| ());
     };
-    for key in hidden {
-        if let Some((_, _, code)) = coded.iter().find(|c| c.0 == key) {
-            add_again(index, key, code)?;
-        }
-    }
-    Ok(())
+    add_again_by_key(index, &hidden, &mut vec![0i8; index.dimensions()])
 }
 
 /// Removes `key`'s node and adds it again alone, linked afresh: how both checks mend a node not

@@ -77,8 +77,10 @@ ScalarKind cpp_to_rust_scalar(scalar_kind_t value) {
     }
 }
 
-template <typename scalar_at>
-Matches search_(index_dense_t& index, scalar_at const* vec, size_t vec_dims, size_t count, bool exact = false) {
+// imgvec patch 7: the body of `search_` around the search itself, shared with
+// `search_i8_expanded`; `run(count)` runs the search.
+template <typename run_at>
+Matches dump_search_(index_dense_t& index, size_t vec_dims, size_t count, run_at&& run) {
     if (vec_dims != index.scalar_words())
         throw std::invalid_argument("Vector length must match index dimensionality");
     Matches matches;
@@ -87,12 +89,19 @@ Matches search_(index_dense_t& index, scalar_at const* vec, size_t vec_dims, siz
     for (size_t i = 0; i != count; ++i)
         matches.keys.push_back(0), matches.distances.push_back(0);
 
-    search_result_t result = index.search(vec, count, index_dense_t::any_thread(), exact);
+    search_result_t result = run(count);
     result.error.raise();
     count = result.dump_to(matches.keys.data(), matches.distances.data(), count);
     matches.keys.truncate(count);
     matches.distances.truncate(count);
     return matches;
+}
+
+template <typename scalar_at>
+Matches search_(index_dense_t& index, scalar_at const* vec, size_t vec_dims, size_t count, bool exact = false) {
+    return dump_search_(index, vec_dims, count, [&](size_t wanted) {
+        return index.search(vec, wanted, index_dense_t::any_thread(), exact);
+    });
 }
 
 template <typename scalar_at, typename predicate_at>
@@ -145,19 +154,9 @@ Matches NativeIndex::search_f16(rust::Slice<int16_t const> vec, size_t count) co
 Matches NativeIndex::search_i8(rust::Slice<int8_t const> vec, size_t count) const { return search_(*index_, vec.data(), vec.size(), count, false); }
 // imgvec patch 7: a search of the given width (see index_dense.hpp).
 Matches NativeIndex::search_i8_expanded(rust::Slice<int8_t const> vec, size_t count, size_t expansion) const {
-    if (vec.size() != index_->scalar_words())
-        throw std::invalid_argument("Vector length must match index dimensionality");
-    Matches matches;
-    matches.keys.reserve(count);
-    matches.distances.reserve(count);
-    for (size_t i = 0; i != count; ++i)
-        matches.keys.push_back(0), matches.distances.push_back(0);
-    search_result_t result = index_->search_expanded(vec.data(), count, expansion);
-    result.error.raise();
-    count = result.dump_to(matches.keys.data(), matches.distances.data(), count);
-    matches.keys.truncate(count);
-    matches.distances.truncate(count);
-    return matches;
+    index_dense_t& index = *index_;
+    return dump_search_(index, vec.size(), count,
+                        [&](size_t wanted) { return index.search_expanded(vec.data(), wanted, expansion); });
 }
 Matches NativeIndex::search_u8(rust::Slice<uint8_t const> vec, size_t count) const { return search_(*index_, (u8_t const*)vec.data(), vec.size(), count, false); }
 Matches NativeIndex::search_b1x8(rust::Slice<uint8_t const> vec, size_t count) const { return search_(*index_, (b1x8_t const*)vec.data(), vec.size(), count, false); }
