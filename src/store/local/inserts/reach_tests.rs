@@ -273,3 +273,111 @@ fn a_chunk_added_to_a_graph_is_checked_by_its_links_first() {
         assert_eq!(unreachable(&index, &all), Vec::<u64>::new(), "build {seed}");
     }
 }
+
+/// The vectors live in one mapping in slot order, their address computed from the slot on a
+/// search's path (vendor/usearch patch 8) and read through the per-slot pointers by `get`, save
+/// and the rest: the two must agree through every way a slot gets its vector. Checked by the
+/// distances a graph search and an exact search report (the computed address) against those of
+/// the vectors `get` returns (the pointers), after growth (the mapping moves: 2 MiB holds 4,096 of these), slots
+/// freed and taken again, a save and load, and growth after the load.
+#[test]
+fn vectors_at_computed_addresses_are_the_vectors_read_back() {
+    const WIDE: usize = 512;
+    let code = |key: u64| -> Vec<i8> {
+        let mut state = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..WIDE)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as u8) as i8
+            })
+            .collect()
+    };
+    let l2 = |a: &[i8], b: &[i8]| -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (f32::from(x) - f32::from(y)).powi(2))
+            .sum()
+    };
+    let agree = |index: &Index, keys: &[u64]| {
+        let mut read = vec![0i8; WIDE];
+        for &key in keys.iter().step_by(37) {
+            assert_eq!(index.get(key, &mut read).expect("get"), 1, "key {key}");
+            assert_eq!(read, code(key), "key {key} read back");
+            let found = index.search(&read, 10).expect("search");
+            for (&other, &distance) in found.keys.iter().zip(&found.distances) {
+                let mut theirs = vec![0i8; WIDE];
+                assert_eq!(index.get(other, &mut theirs).expect("get"), 1);
+                let expected = l2(&read, &theirs);
+                assert!(
+                    (distance - expected).abs() <= 1e-3 * expected.max(1.0),
+                    "key {other}: searched {distance}, read back {expected}"
+                );
+            }
+            // An exact search measures every slot at its computed address.
+            let exact = index.exact_search(&read, 1).expect("exact search");
+            assert_eq!(exact.keys, [key], "own vector of key {key}");
+            assert_eq!(exact.distances, [0.0], "own vector of key {key}");
+        }
+    };
+    let index = Index::new(&IndexOptions {
+        dimensions: WIDE,
+        metric: MetricKind::L2sq,
+        quantization: ScalarKind::I8,
+        connectivity: 16,
+        expansion_add: 64,
+        expansion_search: 64,
+        multi: false,
+    })
+    .expect("index");
+    let mut keys: Vec<u64> = (0..10_000).collect();
+    for chunk in keys.chunks(1_000) {
+        let coded: Vec<Coded> = chunk.iter().map(|&k| (k, (), code(k))).collect();
+        on_threads(|| {
+            make_room(&index, coded.len())?;
+            add_rows(&index, &coded)
+        })
+        .expect("add");
+    }
+    agree(&index, &keys);
+
+    // Freed slots taken again by new keys (usearch's update path).
+    for key in (0..10_000).step_by(3) {
+        assert_eq!(index.remove(key).expect("remove"), 1);
+    }
+    let again: Vec<u64> = (20_000..23_334).collect();
+    for &key in &again {
+        index.add(key, &code(key)).expect("add into a freed slot");
+    }
+    keys.retain(|k| k % 3 != 0);
+    keys.extend(&again);
+    assert_eq!(index.size(), keys.len());
+    agree(&index, &keys);
+
+    // Saved and loaded: the loaded vectors in slot order too; then grown past them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("slab.usearch");
+    let path = path.to_str().expect("utf-8 path");
+    index.save(path).expect("save");
+    let loaded = Index::new(&IndexOptions {
+        dimensions: WIDE,
+        metric: MetricKind::L2sq,
+        quantization: ScalarKind::I8,
+        connectivity: 16,
+        expansion_add: 64,
+        expansion_search: 64,
+        multi: false,
+    })
+    .expect("index");
+    loaded.load(path).expect("load");
+    agree(&loaded, &keys);
+    let more: Vec<Coded> = (30_000..36_000).map(|k| (k, (), code(k))).collect();
+    on_threads(|| {
+        make_room(&loaded, more.len())?;
+        add_rows(&loaded, &more)
+    })
+    .expect("add after load");
+    keys.extend(more.iter().map(|(k, _, _)| *k));
+    agree(&loaded, &keys);
+}

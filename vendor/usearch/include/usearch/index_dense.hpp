@@ -402,6 +402,137 @@ inline index_dense_metadata_result_t index_dense_metadata_from_buffer(memory_map
  *  The second (2.) starts with @b "usearch"-magic-string, used to infer the file type on open.
  *  The third (3.) is implemented by the underlying `index_gt` class.
  */
+/**
+ *  @brief  imgvec patch: the vectors of a dense index in slot order, in one mapping, so that the
+ *          address of a slot's vector is computed, not loaded. Upstream keeps a pointer per slot
+ *          (`vectors_lookup_`) into a tape of vectors; every distance of a search then waited on two
+ *          misses one after the other at a million nodes (the slot's pointer, then its vector), and
+ *          the pointer's was a third of `search_to_insert_`'s own time (`perf`).
+ *
+ *  The slab grows with `reserve` (`mremap` on Linux: the pages move, not the bytes). Every slot
+ *  below `slots()` has its vector at `at(slot)`, and `vectors_lookup_` points there too, so the
+ *  code that reads through the lookup is unchanged. An index that references a caller's vectors
+ *  (`copy_vector == false`), is viewed from a file, or whose slab could not be made, reads through
+ *  the lookup as upstream does (`slots() == 0`).
+ */
+class vectors_slab_t {
+    byte_t* data_ = nullptr;
+    std::size_t bytes_ = 0;
+    std::size_t stride_ = 0;
+    std::atomic<std::size_t> slots_{0};
+    bool external_ = false;
+
+    static std::size_t round_up_(std::size_t bytes) noexcept {
+        std::size_t const page = std::size_t(2) << 20;
+        return (bytes + page - 1) / page * page;
+    }
+
+  public:
+    vectors_slab_t() noexcept = default;
+    vectors_slab_t(vectors_slab_t const&) = delete;
+    vectors_slab_t& operator=(vectors_slab_t const&) = delete;
+    vectors_slab_t(vectors_slab_t&& other) noexcept { swap(other); }
+    vectors_slab_t& operator=(vectors_slab_t&& other) noexcept {
+        swap(other);
+        return *this;
+    }
+    ~vectors_slab_t() noexcept { release(); }
+
+    void swap(vectors_slab_t& other) noexcept {
+        std::swap(data_, other.data_);
+        std::swap(bytes_, other.bytes_);
+        std::swap(stride_, other.stride_);
+        std::swap(external_, other.external_);
+        std::size_t mine = slots_.load(std::memory_order_relaxed);
+        slots_.store(other.slots_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        other.slots_.store(mine, std::memory_order_relaxed);
+    }
+
+    /// Slots whose vectors are at `at(slot)`: 0 when the lookup is to be read instead.
+    std::size_t slots() const noexcept { return slots_.load(std::memory_order_relaxed); }
+    byte_t* at(std::size_t slot) const noexcept { return data_ + slot * stride_; }
+    std::size_t stride() const noexcept { return stride_; }
+    bool external() const noexcept { return external_; }
+    bool contains(byte_t const* vector) const noexcept {
+        return data_ && vector >= data_ && vector < data_ + bytes_;
+    }
+
+    /// From now until `release`, the lookup is the only truth: a caller's vector is referenced.
+    void refer_externally() noexcept {
+        external_ = true;
+        slots_.store(0, std::memory_order_relaxed);
+    }
+
+    /// Room for `slots` vectors of `stride` bytes, the old ones kept (their address may change: the
+    /// old mapping's start is returned through `moved_from` when it does). Does not publish the
+    /// slots (`publish`). `false` when out of memory; the old mapping is then intact.
+    bool grow(std::size_t slots, std::size_t stride, byte_t*& moved_from) noexcept {
+        moved_from = nullptr;
+        std::size_t const bytes = round_up_(slots * stride);
+        if (bytes <= bytes_)
+            return true;
+#if defined(USEARCH_DEFINED_WINDOWS)
+        byte_t* grown = page_allocator_t{}.allocate(bytes);
+        if (!grown)
+            return false;
+        if (data_) {
+            std::memcpy(grown, data_, bytes_);
+            page_allocator_t{}.deallocate(data_, bytes_);
+        }
+#else
+        byte_t* grown = nullptr;
+        if (!data_) {
+            void* mapped = mmap(NULL, bytes, PROT_WRITE | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (mapped == MAP_FAILED)
+                return false;
+            grown = (byte_t*)mapped;
+        } else {
+#if defined(USEARCH_DEFINED_LINUX)
+            void* mapped = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+            if (mapped == MAP_FAILED)
+                return false;
+            grown = (byte_t*)mapped;
+#else
+            void* mapped = mmap(NULL, bytes, PROT_WRITE | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (mapped == MAP_FAILED)
+                return false;
+            grown = (byte_t*)mapped;
+            std::memcpy(grown, data_, bytes_);
+            munmap(data_, bytes_);
+#endif
+        }
+#if defined(MADV_HUGEPAGE)
+        madvise(grown, bytes, MADV_HUGEPAGE);
+#endif
+#endif
+        if (data_ && grown != data_)
+            moved_from = data_;
+        data_ = grown;
+        bytes_ = bytes;
+        stride_ = stride;
+        return true;
+    }
+
+    /// Every slot below `slots` has its vector in the slab from now on.
+    void publish(std::size_t slots) noexcept { slots_.store(slots, std::memory_order_relaxed); }
+    std::size_t mapped_slots() const noexcept { return stride_ ? bytes_ / stride_ : 0; }
+
+    void release() noexcept {
+        if (data_) {
+#if defined(USEARCH_DEFINED_WINDOWS)
+            page_allocator_t{}.deallocate(data_, bytes_);
+#else
+            munmap(data_, bytes_);
+#endif
+        }
+        data_ = nullptr;
+        bytes_ = 0;
+        stride_ = 0;
+        external_ = false;
+        slots_.store(0, std::memory_order_relaxed);
+    }
+};
+
 template <typename key_at = default_key_t, typename compressed_slot_at = default_slot_t> //
 class index_dense_gt {
   public:
@@ -450,8 +581,8 @@ class index_dense_gt {
 
         inline distance_t operator()(byte_t const* a, byte_t const* b) const noexcept { return f(a, b); }
 
-        inline byte_t const* v(member_cref_t m) const noexcept { return index_->vectors_lookup_[get_slot(m)]; }
-        inline byte_t const* v(member_citerator_t m) const noexcept { return index_->vectors_lookup_[get_slot(m)]; }
+        inline byte_t const* v(member_cref_t m) const noexcept { return index_->vector_at_(get_slot(m)); }
+        inline byte_t const* v(member_citerator_t m) const noexcept { return index_->vector_at_(get_slot(m)); }
         inline distance_t f(byte_t const* a, byte_t const* b) const noexcept { return index_->metric_(a, b); }
     };
 
@@ -468,7 +599,7 @@ class index_dense_gt {
 #if defined(__GNUC__) || defined(__clang__)
             std::size_t const bytes = index_->metric_.bytes_per_vector();
             for (; begin != end; ++begin) {
-                byte_t const* vector = index_->vectors_lookup_[get_slot(begin)];
+                byte_t const* vector = index_->vector_at_(get_slot(begin));
                 for (std::size_t offset = 0; offset < bytes; offset += 64)
                     __builtin_prefetch(vector + offset, 0, 3);
             }
@@ -499,6 +630,49 @@ class index_dense_gt {
 
     /// @brief For every managed `compressed_slot_t` stores a pointer to the allocated vector copy.
     mutable vectors_lookup_t vectors_lookup_;
+
+    /// imgvec patch: the vectors in slot order (`vectors_slab_t`); `vectors_lookup_` points into it.
+    vectors_slab_t vectors_slab_;
+
+    /// imgvec patch: a slot's vector, its address computed where the slab holds it.
+    inline byte_t const* vector_at_(std::size_t slot) const noexcept {
+        return slot < vectors_slab_.slots() ? vectors_slab_.at(slot) : vectors_lookup_[slot];
+    }
+
+    /**
+     *  @brief  imgvec patch: room in the slab for the first `slots` slots, every stored vector moved
+     *          into it (those on the tape: after `compact`, or in an index made before the slab).
+     *  @return `false` only when out of memory; an index that cannot use a slab reads its lookup.
+     */
+    bool ensure_slab_(std::size_t slots) noexcept {
+        std::size_t const stride = metric_.bytes_per_vector();
+        if (typed_->is_immutable() || vectors_slab_.external() || !stride ||
+            (vectors_slab_.stride() && vectors_slab_.stride() != stride))
+            return true;
+        if (slots <= vectors_slab_.slots())
+            return true;
+        byte_t* moved_from = nullptr;
+        std::size_t const old_bytes = vectors_slab_.mapped_slots() * vectors_slab_.stride();
+        if (!vectors_slab_.grow(slots, stride, moved_from))
+            return false;
+        std::size_t const lookups = (std::min)(slots, vectors_lookup_.size());
+        // Only the slots taken so far have their pointers set (the lookup's memory is not zeroed).
+        std::size_t const taken = (std::min)(typed_->size(), vectors_lookup_.size());
+        for (std::size_t slot = 0; slot != taken; ++slot) {
+            byte_t* vector = vectors_lookup_[slot];
+            if (!vector)
+                continue;
+            if (moved_from && vector >= moved_from && vector < moved_from + old_bytes)
+                vector = vectors_slab_.at(0) + (vector - moved_from);
+            if (slot < lookups && vector != vectors_slab_.at(slot)) {
+                std::memcpy(vectors_slab_.at(slot), vector, stride);
+                vector = vectors_slab_.at(slot);
+            }
+            vectors_lookup_[slot] = vector;
+        }
+        vectors_slab_.publish(lookups);
+        return true;
+    }
 
     using available_threads_allocator_t = aligned_allocator_gt<std::size_t, 64>;
     using available_threads_t = ring_gt<std::size_t, available_threads_allocator_t>;
@@ -618,6 +792,7 @@ class index_dense_gt {
 
           vectors_tape_allocator_(std::move(other.vectors_tape_allocator_)), //
           vectors_lookup_(std::move(other.vectors_lookup_)),                 //
+          vectors_slab_(std::move(other.vectors_slab_)),                     //
 
           available_threads_(std::move(other.available_threads_)), //
           slot_lookup_(std::move(other.slot_lookup_)),             //
@@ -643,6 +818,7 @@ class index_dense_gt {
 
         std::swap(vectors_tape_allocator_, other.vectors_tape_allocator_);
         std::swap(vectors_lookup_, other.vectors_lookup_);
+        vectors_slab_.swap(other.vectors_slab_);
 
         std::swap(available_threads_, other.available_threads_);
         std::swap(slot_lookup_, other.slot_lookup_);
@@ -863,7 +1039,8 @@ class index_dense_gt {
             typed_->memory_usage(0) +                   //
             typed_->tape_allocator().total_wasted() +   //
             typed_->tape_allocator().total_reserved() + //
-            vectors_tape_allocator_.total_allocated();
+            vectors_tape_allocator_.total_allocated() + //
+            (vectors_slab_.slots() ? typed_->size() * vectors_slab_.stride() : 0);
     }
 
     /**
@@ -1131,7 +1308,10 @@ class index_dense_gt {
             return false;
         cast_buffer_ = std::move(cast_buffer);
 
-        return typed_->reserve(limits);
+        if (!typed_->reserve(limits))
+            return false;
+        // imgvec patch: the slab covers every slot an add may take (`vectors_slab_t`).
+        return ensure_slab_((std::max)(typed_->capacity(), vectors_lookup_.size()));
     }
 
     void reserve(index_limits_t limits) {
@@ -1174,6 +1354,7 @@ class index_dense_gt {
             typed_->reset();
         slot_lookup_.clear();
         vectors_lookup_.reset();
+        vectors_slab_.release();
         free_keys_.clear();
         vectors_tape_allocator_.reset();
         available_threads_.reset();
@@ -1307,12 +1488,20 @@ class index_dense_gt {
             vectors_lookup_ = vectors_lookup_t(matrix_rows);
             if (!vectors_lookup_)
                 return result.failed("Failed to allocate memory to address vectors");
+            // imgvec patch: read into the slab, in slot order, where it can be made.
+            byte_t* moved_from = nullptr;
+            bool slab = matrix_rows && matrix_cols &&
+                        vectors_slab_.grow(static_cast<std::size_t>(matrix_rows),
+                                           static_cast<std::size_t>(matrix_cols), moved_from);
             for (std::uint64_t slot = 0; slot != matrix_rows; ++slot) {
-                byte_t* vector = vectors_tape_allocator_.allocate(matrix_cols);
+                byte_t* vector = slab ? vectors_slab_.at(static_cast<std::size_t>(slot))
+                                      : vectors_tape_allocator_.allocate(matrix_cols);
                 if (!input(vector, matrix_cols))
                     return result.failed("Failed to read vectors");
                 vectors_lookup_[slot] = vector;
             }
+            if (slab)
+                vectors_slab_.publish(static_cast<std::size_t>(matrix_rows));
         }
 
         // Load metadata and choose the right metric
@@ -1935,8 +2124,8 @@ class index_dense_gt {
 
       public:
         values_proxy_t(index_dense_gt const& index) noexcept : index_(&index) {}
-        byte_t const* operator[](compressed_slot_t slot) const noexcept { return index_->vectors_lookup_[slot]; }
-        byte_t const* operator[](member_citerator_t it) const noexcept { return index_->vectors_lookup_[get_slot(it)]; }
+        byte_t const* operator[](compressed_slot_t slot) const noexcept { return index_->vector_at_(slot); }
+        byte_t const* operator[](member_citerator_t it) const noexcept { return index_->vector_at_(get_slot(it)); }
     };
 
     /**
@@ -1967,6 +2156,9 @@ class index_dense_gt {
                         std::forward<executor_at>(executor), std::forward<progress_at>(progress));
         vectors_lookup_ = std::move(new_vectors_lookup);
         vectors_tape_allocator_ = std::move(new_vectors_allocator);
+        // imgvec patch: the vectors were copied to the new tape in their new slots; the slab is
+        // stale. The next `reserve` makes a new one.
+        vectors_slab_.release();
 
         // Slots were permuted, so the key-to-slot lookup and the free-slot list are stale
         if (!reindex_keys_())
@@ -2244,7 +2436,11 @@ class index_dense_gt {
         bool reuse_node = free_slot != default_free_value<compressed_slot_t>();
 
         byte_t* allocated_vector = nullptr;
-        if (copy_vector && !reuse_node) {
+        // imgvec patch: a new slot's vector goes to the slab, which covers every slot an add can
+        // take; a caller's vector referenced instead turns the slab off for good.
+        if (!copy_vector)
+            vectors_slab_.refer_externally();
+        if (copy_vector && !reuse_node && vectors_slab_.slots() < typed_->capacity()) {
             allocated_vector = vectors_tape_allocator_.allocate(metric_.bytes_per_vector());
             if (!allocated_vector)
                 return add_result_t{}.failed("Out of memory!");
@@ -2254,10 +2450,17 @@ class index_dense_gt {
         // key first, so a concurrent `get` of that key could find its slot and copy from a vector
         // pointer not yet set (null: SIGSEGV). The slot lock's release now also publishes the
         // pointer to whoever finds the key under it.
+        // imgvec patch: where a new slot's vector goes. Every slot the slab publishes must hold its
+        // vector there; one it maps but no longer publishes (a caller's vector referenced since)
+        // may, as long as the lookup says so.
+        auto in_slab = [&](std::size_t slot) noexcept {
+            return slot < vectors_slab_.mapped_slots() && (!allocated_vector || slot < vectors_slab_.slots());
+        };
         auto on_success = [&](member_ref_t member) {
             if (copy_vector) {
                 if (!reuse_node)
-                    vectors_lookup_[member.slot] = allocated_vector;
+                    vectors_lookup_[member.slot] = in_slab(member.slot) ? vectors_slab_.at(member.slot)
+                                                                        : allocated_vector;
                 std::memcpy(vectors_lookup_[member.slot], vector_data, metric_.bytes_per_vector());
             } else
                 vectors_lookup_[member.slot] = (byte_t*)vector_data;
