@@ -478,3 +478,17 @@ impl VectorStore for LocalStore {
         self.run(move |shared, state| shared.get(state, &ids)).await
     }
 }
+
+/// Deterministic int8 codes for tests: `dims` components spread over the whole range, from `seed`.
+#[cfg(test)]
+fn test_code(seed: u64, dims: usize) -> Vec<i8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..dims)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as u8) as i8
+        })
+        .collect()
+}

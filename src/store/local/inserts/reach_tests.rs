@@ -278,22 +278,12 @@ fn a_chunk_added_to_a_graph_is_checked_by_its_links_first() {
 /// search's path (vendor/usearch patch 8) and read through the per-slot pointers by `get`, save
 /// and the rest: the two must agree through every way a slot gets its vector. Checked by the
 /// distances a graph search and an exact search report (the computed address) against those of
-/// the vectors `get` returns (the pointers), after growth (the mapping moves: 2 MiB holds 4,096 of these), slots
-/// freed and taken again, a save and load, and growth after the load.
+/// the vectors `get` returns (the pointers), after growth (the mapping moves: 2 MiB holds 4,096 of
+/// these), slots freed and taken again, a save and load, and growth after the load.
 #[test]
 fn vectors_at_computed_addresses_are_the_vectors_read_back() {
     const WIDE: usize = 512;
-    let code = |key: u64| -> Vec<i8> {
-        let mut state = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..WIDE)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as u8) as i8
-            })
-            .collect()
-    };
+    let code = |key: u64| crate::store::local::test_code(key, WIDE);
     let l2 = |a: &[i8], b: &[i8]| -> f32 {
         a.iter()
             .zip(b)
@@ -321,16 +311,19 @@ fn vectors_at_computed_addresses_are_the_vectors_read_back() {
             assert_eq!(exact.distances, [0.0], "own vector of key {key}");
         }
     };
-    let index = Index::new(&IndexOptions {
-        dimensions: WIDE,
-        metric: MetricKind::L2sq,
-        quantization: ScalarKind::I8,
-        connectivity: 16,
-        expansion_add: 64,
-        expansion_search: 64,
-        multi: false,
-    })
-    .expect("index");
+    let new_index = || {
+        Index::new(&IndexOptions {
+            dimensions: WIDE,
+            metric: MetricKind::L2sq,
+            quantization: ScalarKind::I8,
+            connectivity: 16,
+            expansion_add: 64,
+            expansion_search: 64,
+            multi: false,
+        })
+        .expect("index")
+    };
+    let index = new_index();
     let mut keys: Vec<u64> = (0..10_000).collect();
     for chunk in keys.chunks(1_000) {
         let coded: Vec<Coded> = chunk.iter().map(|&k| (k, (), code(k))).collect();
@@ -360,16 +353,7 @@ fn vectors_at_computed_addresses_are_the_vectors_read_back() {
     let path = dir.path().join("slab.usearch");
     let path = path.to_str().expect("utf-8 path");
     index.save(path).expect("save");
-    let loaded = Index::new(&IndexOptions {
-        dimensions: WIDE,
-        metric: MetricKind::L2sq,
-        quantization: ScalarKind::I8,
-        connectivity: 16,
-        expansion_add: 64,
-        expansion_search: 64,
-        multi: false,
-    })
-    .expect("index");
+    let loaded = new_index();
     loaded.load(path).expect("load");
     agree(&loaded, &keys);
     let more: Vec<Coded> = (30_000..36_000).map(|k| (k, (), code(k))).collect();

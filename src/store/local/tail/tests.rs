@@ -6,15 +6,7 @@ use super::Tail;
 const DIMS: usize = 8;
 
 fn code(seed: u64) -> Vec<i8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIMS)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 40) as u8) as i8
-        })
-        .collect()
+    crate::store::local::test_code(seed, DIMS)
 }
 
 fn distance(a: &[i8], b: &[i8]) -> i32 {
