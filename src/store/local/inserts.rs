@@ -106,7 +106,6 @@ pub(super) fn hidden<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<Vec<u
 fn linked_in<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Vec<bool> {
     use std::collections::HashMap;
     let position: HashMap<u64, usize> = coded.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
-    let links_to = |from: u64, to: u64| index.neighbors(from, 0).any(|k| k == to);
     let forward: Vec<Vec<u64>> = coded
         .par_iter()
         .map(|c| index.neighbors(c.0, 0).collect())
@@ -116,17 +115,20 @@ fn linked_in<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Vec<bool> {
         .zip(&forward)
         .map(|(c, out)| {
             out.iter()
-                .any(|&y| !position.contains_key(&y) && links_to(y, c.0))
+                .any(|&y| !position.contains_key(&y) && index.neighbors(y, 0).any(|k| k == c.0))
         })
         .collect();
-    // Through the chunk's own nodes, as far as links reach (each round marks at least one).
+    // Through the chunk's own nodes, as far as links reach (each round marks at least one); their
+    // lists were read above (nothing else changes the graph during the check).
     loop {
         let more: Vec<usize> = (0..coded.len())
             .into_par_iter()
             .filter(|&i| {
                 !linked[i]
                     && forward[i].iter().any(|y| {
-                        position.get(y).is_some_and(|&j| linked[j]) && links_to(*y, coded[i].0)
+                        position
+                            .get(y)
+                            .is_some_and(|&j| linked[j] && forward[j].contains(&coded[i].0))
                     })
             })
             .collect();

@@ -453,9 +453,6 @@ class vectors_slab_t {
     byte_t* at(std::size_t slot) const noexcept { return data_ + slot * stride_; }
     std::size_t stride() const noexcept { return stride_; }
     bool external() const noexcept { return external_; }
-    bool contains(byte_t const* vector) const noexcept {
-        return data_ && vector >= data_ && vector < data_ + bytes_;
-    }
 
     /// From now until `release`, the lookup is the only truth: a caller's vector is referenced.
     void refer_externally() noexcept {
@@ -471,40 +468,28 @@ class vectors_slab_t {
         std::size_t const bytes = round_up_(slots * stride);
         if (bytes <= bytes_)
             return true;
-#if defined(USEARCH_DEFINED_WINDOWS)
-        byte_t* grown = page_allocator_t{}.allocate(bytes);
-        if (!grown)
-            return false;
-        if (data_) {
-            std::memcpy(grown, data_, bytes_);
-            page_allocator_t{}.deallocate(data_, bytes_);
-        }
-#else
         byte_t* grown = nullptr;
-        if (!data_) {
-            void* mapped = mmap(NULL, bytes, PROT_WRITE | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (mapped == MAP_FAILED)
-                return false;
-            grown = (byte_t*)mapped;
-        } else {
 #if defined(USEARCH_DEFINED_LINUX)
+        if (data_) {
             void* mapped = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
             if (mapped == MAP_FAILED)
                 return false;
             grown = (byte_t*)mapped;
-#else
-            void* mapped = mmap(NULL, bytes, PROT_WRITE | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (mapped == MAP_FAILED)
-                return false;
-            grown = (byte_t*)mapped;
-            std::memcpy(grown, data_, bytes_);
-            munmap(data_, bytes_);
+#if defined(MADV_HUGEPAGE)
+            madvise(grown, bytes, MADV_HUGEPAGE);
 #endif
         }
-#if defined(MADV_HUGEPAGE)
-        madvise(grown, bytes, MADV_HUGEPAGE);
 #endif
-#endif
+        if (!grown) {
+            // The arenas' allocator: a mapping of its own, in huge pages where offered (patch 4).
+            grown = page_allocator_t{}.allocate(bytes);
+            if (!grown)
+                return false;
+            if (data_) {
+                std::memcpy(grown, data_, bytes_);
+                page_allocator_t{}.deallocate(data_, bytes_);
+            }
+        }
         if (data_ && grown != data_)
             moved_from = data_;
         data_ = grown;
@@ -518,13 +503,8 @@ class vectors_slab_t {
     std::size_t mapped_slots() const noexcept { return stride_ ? bytes_ / stride_ : 0; }
 
     void release() noexcept {
-        if (data_) {
-#if defined(USEARCH_DEFINED_WINDOWS)
+        if (data_)
             page_allocator_t{}.deallocate(data_, bytes_);
-#else
-            munmap(data_, bytes_);
-#endif
-        }
         data_ = nullptr;
         bytes_ = 0;
         stride_ = 0;
