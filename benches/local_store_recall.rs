@@ -22,9 +22,9 @@
 //! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
 //! `IMGVEC_BENCH_REBUILD` [0] (1, with REUSE: the kept store's graph file deleted and rebuilt from
 //! its rows, timed, and nothing else), `IMGVEC_BENCH_APPEND` [unset] (with REUSE: that many documents written into the kept store,
-//! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: 256,1024,scan; with REUSE: scan,1024,2048,4096] (each filter
-//! way forced on every label: `scan` the label's codes in memory, a number the graph walk at that
-//! `ef`).
+//! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: scan,4bit,1024; with REUSE: scan,4bit] (each filter
+//! way forced on every label: `scan` the label's int8 codes (read from the graph), `4bit` its 4-bit
+//! codes, a number the graph walk at that `ef`; empty: none).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -395,7 +395,7 @@ async fn store_knn(
                 .collect(),
         );
     }
-    // The first search of a label makes what its scan reads (its 4-bit codes, for a large one).
+    // The first search of a store loads its graph.
     let first = times.first().copied().unwrap_or(0.0);
     let (p50, p99) = latencies(times);
     println!(
@@ -442,7 +442,7 @@ async fn searches_only(
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;
     drop(store);
-    filter_ways(dir, n, queries, label_truth, "scan,1024,2048,4096").await
+    filter_ways(dir, n, queries, label_truth, "scan,4bit").await
 }
 
 /// Writes at the size of a kept store (`IMGVEC_BENCH_APPEND` documents more, new ids from
@@ -506,7 +506,9 @@ async fn append_only(dir: &Path, data: &Data, count: usize) -> Result<(), String
 }
 
 /// Every label filter answered by each forced way of `IMGVEC_BENCH_WAYS` [`default`]: `scan`
-/// the label's codes in memory (all kept), a number the graph walk at that `ef`.
+/// the label's int8 codes (read from the graph), `4bit` its 4-bit codes (made on its first search,
+/// no budget), a number the graph walk at that `ef` (no 4-bit codes: before 2026-12-06 a forced
+/// walk of a label that fitted their budget was in fact a 4-bit scan).
 async fn filter_ways(
     dir: &Path,
     n: usize,
@@ -515,16 +517,33 @@ async fn filter_ways(
     default: &str,
 ) -> Result<(), String> {
     let ways = std::env::var("IMGVEC_BENCH_WAYS").unwrap_or_else(|_| default.into());
-    for way in ways.split(',').map(str::trim) {
-        let (scan_rows, ef, how) = match way.parse::<usize>() {
-            Ok(ef) => (0, ef, format!(", graph walk, ef {ef} forced")),
-            Err(_) => (usize::MAX, 0, ", code scan forced".to_string()),
-        };
-        let cfg = LocalConfig {
-            filtered_scan_rows: scan_rows,
-            filtered_code_bytes: usize::MAX,
-            filtered_min_ef: ef,
-            ..LocalConfig::new(dir, "bench")
+    for way in ways.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let base = LocalConfig::new(dir, "bench");
+        let (cfg, how) = match way.parse::<usize>() {
+            Ok(ef) => (
+                LocalConfig {
+                    filtered_scan_rows: 0,
+                    filtered_code4_bytes: 0,
+                    filtered_min_ef: ef,
+                    ..base
+                },
+                format!(", graph walk, ef {ef} forced"),
+            ),
+            Err(_) if way == "4bit" => (
+                LocalConfig {
+                    filtered_scan_rows: 0,
+                    filtered_code4_bytes: usize::MAX,
+                    ..base
+                },
+                ", 4-bit code scan forced".to_string(),
+            ),
+            Err(_) => (
+                LocalConfig {
+                    filtered_scan_rows: usize::MAX,
+                    ..base
+                },
+                ", int8 code scan forced".to_string(),
+            ),
         };
         let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
         label_knn(&store, &how, n, queries, label_truth).await;
@@ -664,7 +683,7 @@ async fn store_bench(
     }
     // Each way of answering a filter on every label, to choose where one gives way to the other:
     // the graph walk at several widths, the scan of the label's codes in memory (all kept).
-    filter_ways(dir, n, queries, label_truth, "256,1024,scan").await?;
+    filter_ways(dir, n, queries, label_truth, "scan,4bit,1024").await?;
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

@@ -1,11 +1,12 @@
-//! Label-filtered search of the embedded store through the scan of each label's int8 codes kept
-//! in memory (`src/store/local/labels.rs`, `codes.rs`): right after every kind of write — documents added,
-//! their vectors replaced, their label changed, deleted — and after the store is opened again with
-//! its graph file there, stale, or gone (as after a crash).
+//! Label-filtered search of the embedded store through the scan of each label's int8 codes, read
+//! from the graph by key (`src/store/local/labels.rs`, `codes.rs`): right after every kind of
+//! write — documents added, their vectors replaced, their label changed, deleted — and after the
+//! store is opened again with its graph file there, stale, or gone (as after a crash).
 //!
 //! Every check asks for each document's own vector within its label: it must come first (its code
 //! is the query's), and the hits must agree with the exact search ([`VectorStore::exact_knn`]) for
-//! nearly all of the top ten. A label over the limits lets its codes go and is walked: checked too.
+//! nearly all of the top ten. A label over the scan's limit is searched through its 4-bit codes, or
+//! walked: both checked too.
 
 #[path = "common/docs.rs"]
 mod docs;
@@ -32,8 +33,8 @@ fn open(dir: &Path) -> LocalStore {
     LocalStore::open_with(config(dir)).expect("open")
 }
 
-/// As [`config`], but a label of more than 400 documents keeps no int8 codes: it is searched
-/// through its 4-bit codes (made on its first search), re-scored by int8 codes from the graph.
+/// As [`config`], but a label of more than 400 documents is not scanned by its int8 codes: it is
+/// searched through its 4-bit codes (made on its first search), re-scored by its int8 codes.
 fn open_small_limit(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
     cfg.filtered_scan_rows = 400;

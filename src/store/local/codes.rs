@@ -1,16 +1,18 @@
-//! The scan of a label's int8 codes kept side by side in memory: the candidates of a
-//! label-filtered search, ranked by the same codes the graph holds (`quant`).
+//! Scans of int8 codes: the candidates of a label-filtered search (the label's codes read from the
+//! graph by key, [`nearest_gathered`]) and of the graph's tail (kept side by side,
+//! [`nearest_where`]), ranked by the same codes the graph holds (`quant`); and the parallel
+//! selection the 4-bit scan shares ([`nearest_by`], `codes4`).
 //!
-//! What it is for: a label searched exactly (up to the codes' rounding), fast. The codes are one
-//! block per label (`labels`), so a scan reads memory at full speed instead of asking usearch for
-//! each key's code (about 1 µs a key, the cost of the old scan); a large label is split across
-//! every core. The squared L2 distance of two codes is computed with AVX-512BW where the CPU has it
-//! (32 components a step, widened to i16 and multiplied-and-added to i32), else AVX2 (16 a step),
-//! else portable code; all three are exact in i32 (768 × 254² < 2³¹) and give the same numbers
-//! (tested).
+//! What it is for: a label searched exactly (up to the codes' rounding), fast. A scan reads its
+//! codes a block at a time into the core's cache ([`GATHER`] keys: one call into usearch, which
+//! looks the keys up and fetches their codes ahead of the copies), so it costs about a fiftieth of
+//! asking for each key's code; a large set is split across every core. The squared L2 distance of
+//! two codes is computed with AVX-512BW where the CPU has it (32 components a step, widened to i16
+//! and multiplied-and-added to i32), else AVX2 (16 a step), else portable code; all three are
+//! exact in i32 (768 × 254² < 2³¹) and give the same numbers (tested).
 //!
-//! What it is not for: scores (the exact re-rank gives those) or deciding which labels keep codes
-//! (`labels`).
+//! What it is not for: scores (the exact re-rank gives those) or which way a search goes
+//! (`search`).
 
 use rayon::prelude::*;
 
@@ -21,15 +23,12 @@ pub(super) const TASK_ROWS: usize = 8_192;
 /// codes nearest `query`, nearest first (ties by position). All positions if there are at most
 /// `count`.
 pub(super) fn nearest(query: &[i8], codes: &[i8], count: usize) -> Vec<usize> {
-    let kernel = Kernel::get();
-    nearest_by(codes, query.len().max(1), count, |codes, out| {
-        kernel.distances(query, codes, out)
-    })
+    nearest_where(query, codes, count, |_| true)
 }
 
 /// The positions of the `count` codes (of `size` elements each, one after another in `codes`)
 /// whose `distances` are smallest, smallest first (ties by position); the distances computed on
-/// every core, [`TASK_ROWS`] codes a task. The int8 scan's and the 4-bit scan's (`codes4`).
+/// every core, [`TASK_ROWS`] codes a task. The 4-bit scan's (`codes4`).
 pub(super) fn nearest_by<T: Sync>(
     codes: &[T],
     size: usize,
@@ -92,6 +91,57 @@ fn nearest_kept<T: Sync>(
     let mut best = smallest_unsorted(best, count);
     best.sort_unstable();
     best.into_iter().map(|(_, at)| at).collect()
+}
+
+/// Codes a scan reads at once ([`nearest_gathered`]): 192 KiB at 768-d, in the core's L2 cache.
+const GATHER: usize = 256;
+
+/// The positions (in `0..rows`) of the `count` codes nearest `query`, nearest first (ties by
+/// position), among those that `gather` has: called with a position `from` and room for the
+/// codes at `from..from + found.len()`, one after another, it fills `found` with 1 for each it
+/// wrote and 0 for each it has not (that position is left out). On every core, [`TASK_ROWS`]
+/// positions a task, [`GATHER`] a call; an error from `gather` is the scan's.
+pub(super) fn nearest_gathered<E: Send>(
+    query: &[i8],
+    rows: usize,
+    count: usize,
+    gather: impl Fn(usize, &mut [i8], &mut [u8]) -> Result<(), E> + Sync,
+) -> Result<Vec<usize>, E> {
+    let kernel = Kernel::get();
+    let dims = query.len().max(1);
+    let best_of = |task: usize| -> Result<Vec<(i32, usize)>, E> {
+        let (from, until) = (task * TASK_ROWS, ((task + 1) * TASK_ROWS).min(rows));
+        let mut codes = vec![0i8; GATHER * dims];
+        let (mut found, mut dist) = (vec![0u8; GATHER], vec![0i32; GATHER]);
+        let mut best = Vec::new();
+        for start in (from..until).step_by(GATHER) {
+            let n = (until - start).min(GATHER);
+            gather(start, &mut codes[..n * dims], &mut found[..n])?;
+            kernel.distances(query, &codes[..n * dims], &mut dist[..n]);
+            let kept = dist[..n].iter().zip(&found[..n]).zip(start..);
+            best.extend(
+                kept.filter(|&((_, &f), _)| f != 0)
+                    .map(|((&d, _), at)| (d, at)),
+            );
+            if best.len() >= 2 * count.max(GATHER) {
+                best = smallest_unsorted(best, count);
+            }
+        }
+        Ok(smallest_unsorted(best, count))
+    };
+    let tasks = rows.div_ceil(TASK_ROWS);
+    let best: Vec<(i32, usize)> = if tasks <= 1 {
+        best_of(0)?
+    } else {
+        let per_task: Vec<Vec<(i32, usize)>> = (0..tasks)
+            .into_par_iter()
+            .map(best_of)
+            .collect::<Result<_, E>>()?;
+        per_task.into_iter().flatten().collect()
+    };
+    let mut best = smallest_unsorted(best, count);
+    best.sort_unstable();
+    Ok(best.into_iter().map(|(_, at)| at).collect())
 }
 
 /// The `count` smallest `(distance, position)` pairs of `order`, in no order.
@@ -282,6 +332,45 @@ mod tests {
         let mut got = vec![0i32; 3];
         Kernel::get().distances(&query, &codes, &mut got);
         assert_eq!(got, vec![768 * 254 * 254; 3]);
+    }
+
+    /// The scan of codes read a block at a time is the scan of the same codes side by side,
+    /// those `gather` does not have left out, across tasks; an error from `gather` is the scan's.
+    #[test]
+    fn a_gathered_scan_is_the_scan_of_the_codes_it_reads() {
+        let dims = 24;
+        let rows = TASK_ROWS * 2 + GATHER + 5;
+        let query = codes_from(3, dims);
+        let codes = codes_from(4, dims * rows);
+        let absent = |at: usize| at % 5 == 2;
+        let gather = |from: usize, out: &mut [i8], found: &mut [u8]| -> Result<(), String> {
+            assert_eq!(out.len(), found.len() * dims);
+            for (i, f) in found.iter_mut().enumerate() {
+                *f = u8::from(!absent(from + i));
+                if *f == 1 {
+                    let at = (from + i) * dims;
+                    out[i * dims..(i + 1) * dims].copy_from_slice(&codes[at..at + dims]);
+                }
+            }
+            Ok(())
+        };
+        for count in [1, 10, 100, rows] {
+            let want = nearest_where(&query, &codes, count, |at| !absent(at));
+            assert_eq!(
+                nearest_gathered(&query, rows, count, gather),
+                Ok(want),
+                "{count}"
+            );
+        }
+        assert_eq!(nearest_gathered(&query, 0, 10, gather), Ok(vec![]));
+        let failing = |from: usize, _: &mut [i8], _: &mut [u8]| -> Result<(), String> {
+            if from >= TASK_ROWS {
+                Err(format!("no codes from {from}"))
+            } else {
+                Ok(())
+            }
+        };
+        assert!(nearest_gathered(&query, rows, 10, failing).is_err());
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn level(c: i8) -> u8 {
 }
 
 /// The code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
+#[cfg(test)]
 pub(super) fn pack_into(code: &[i8], out: &mut Vec<u8>) {
     let at = out.len();
     out.resize(at + bytes_for(code.len()), 0);

@@ -21,7 +21,7 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::follow::background_pool;
 use super::inserts::{add_rows, make_room, mend, reconnect, reserve, search_check, Checked};
-use super::labels::{Labels, Limits};
+use super::labels::Labels;
 use super::order::{sort_by_cell, ORDER_CHUNK};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
@@ -476,10 +476,8 @@ impl Shared {
         done.handle.join().ok()?.ok()
     }
 
-    /// The label of every document of the index that `index` holds, with its int8 code from
-    /// `index` where its label keeps codes. A document written after the graph is left to the
-    /// graph's tail (a label past the size limit keeps no codes, so its keys' codes are not
-    /// fetched).
+    /// The label of every document of the index that `index` holds. A document written after the
+    /// graph is left to the graph's tail.
     pub(super) fn read_labels(
         &self,
         conn: &Connection,
@@ -491,23 +489,14 @@ impl Shared {
             .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
             .map_err(db)?;
         let mut rows = stmt.query(params![index_id]).map_err(db)?;
-        let mut labels = Labels::new(index.dimensions(), Limits::of(&self.cfg));
-        let mut code = vec![0i8; index.dimensions()];
+        let mut labels = Labels::new(index.dimensions(), self.cfg.filtered_code4_bytes);
         while let Some(r) = rows.next().map_err(db)? {
             let key = r.get::<_, i64>(0).map_err(db)? as u64;
             let label: String = r.get(1).map_err(db)?;
-            if !index.contains(key) {
-                continue;
+            if index.contains(key) {
+                // No label has 4-bit codes yet: no code needed.
+                labels.set(key, label, &[]);
             }
-            let found = if labels.keeps_code(&label) {
-                index.get(key, &mut code).map_err(|e| ann_error("get", e))?
-            } else {
-                0
-            };
-            if found == 0 {
-                code.fill(0);
-            }
-            labels.set(key, label, &code);
         }
         Ok(labels)
     }
@@ -529,7 +518,7 @@ fn build_graph(
         Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
     reserve(&index, total + 1)?;
-    let mut labels = Labels::new(row.dims, Limits::of(cfg));
+    let mut labels = Labels::new(row.dims, cfg.filtered_code4_bytes);
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;

@@ -1,26 +1,21 @@
-//! The label of each key of the graph, and each label's keys with their int8 codes side by side:
-//! what a label-filtered search needs (its count, to plan; its codes, to scan; a key's label, for
-//! the filtered graph walk).
+//! The label of each key of the graph, and each label's keys: what a label-filtered search needs
+//! (its count, to plan; its keys, to scan their codes in the graph; a key's label, for the
+//! filtered graph walk).
 //!
 //! What it is for: keeping those right through every change the graph sees — a key added, its
 //! vector replaced, its label changed (an upsert that relabels a path), the key removed. Each
-//! label's keys and codes are two arrays in the same order; a key leaves its label by a swap with
-//! the label's last key, so both stay dense and a scan reads one contiguous block.
+//! label's keys are one dense array; a key leaves its label by a swap with the label's last key.
+//! The int8 codes stay in the graph alone: a scan reads them there by key
+//! (`codes::nearest_gathered`), so a label costs 8 bytes a document here, not a second copy of its
+//! codes (768 bytes at 768-d).
 //!
-//! The codes are a second copy of what the graph holds (768 bytes a document at 768-d), so they
-//! are bounded ([`Limits`]): a label keeps codes while it has at most `rows` documents, and all
-//! labels' codes together take at most `bytes` (over it, the label with the most codes lets them
-//! go). A label without codes is searched by the filtered graph walk; it gets codes again when the
-//! graph is next loaded or built.
-//!
-//! A label without int8 codes (too large, or let go for the budget) can keep 4-bit codes instead
-//! (`codes4`, 388 bytes a document at 768-d), under a budget of their own (`Limits::bytes4`).
-//! They are made from the graph's codes on the label's first filtered search
-//! ([`Labels::prepare_codes4`], about 1 µs a document, on every core), not at load: a process keeps them only
-//! for the labels it searches. Labels compete for that budget by use: when one that fits is
-//! searched, the labels searched least recently let theirs go until it fits; a label larger than
-//! the whole budget gets none (and is walked). Once made, they follow every change as the int8
-//! codes do, until the graph is next loaded or built.
+//! A label too large for that scan can keep 4-bit codes (`codes4`, 388 bytes a document at 768-d,
+//! in the order of its keys), under a budget ([`Labels::new`]'s `bytes4`). They are made from the
+//! graph's codes on the label's first filtered search ([`Labels::prepare_codes4`], on every core),
+//! not at load: a process keeps them only for the labels it searches. Labels compete for that
+//! budget by use: when one that fits is searched, the labels searched least recently let theirs go
+//! until it fits; a label larger than the whole budget gets none (and is walked). Once made, they
+//! follow every change, until the graph is next loaded or built.
 //!
 //! What it is not for: the truth (the rows are; `graph` builds and catches this up from them) or
 //! the scans themselves (`codes`, `codes4`).
@@ -29,67 +24,42 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::{codes, codes4};
+use super::codes4;
 
-/// How many codes the labels keep (see the module's text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Limits {
-    /// A label with more documents keeps no codes.
-    pub(super) rows: usize,
-    /// All labels' codes together, in bytes.
-    pub(super) bytes: usize,
-    /// All labels' 4-bit codes together, in bytes.
-    pub(super) bytes4: usize,
-}
-
-impl Limits {
-    /// The limits `cfg` sets.
-    pub(super) fn of(cfg: &super::LocalConfig) -> Limits {
-        Limits {
-            rows: cfg.filtered_scan_rows,
-            bytes: cfg.filtered_code_bytes,
-            bytes4: cfg.filtered_code4_bytes,
-        }
-    }
-}
-
-/// The keys of one label and, unless it let them go, their codes (`dims` each, in the keys' order);
-/// their 4-bit codes if made (`code4_size` bytes each, in the keys' order).
+/// The keys of one label; their 4-bit codes if made (`code4_size` bytes each, in the keys' order).
+#[derive(Default)]
 struct Members {
     keys: Vec<u64>,
-    codes: Option<Vec<i8>>,
     codes4: Option<Vec<u8>>,
     /// When the label was last searched through its 4-bit codes (a tick of [`Labels::tick`]).
     used: u64,
 }
 
-/// The label of each key, as small numbers the filter predicate compares, and the keys and codes
-/// of each label.
+/// The label of each key, as small numbers the filter predicate compares, and the keys of each
+/// label.
 pub(super) struct Labels {
     dims: usize,
-    limits: Limits,
-    /// Bytes of all labels' codes.
-    code_bytes: usize,
-    /// Bytes of one 4-bit code, and of all labels' 4-bit codes.
+    /// Bytes of one 4-bit code; the most all labels' 4-bit codes may take, and what they take.
     code4_size: usize,
+    bytes4: usize,
     code4_bytes: usize,
     /// Counts searches through 4-bit codes (which label was searched least recently).
     tick: u64,
-    /// Each key's label number and its place among that label's members.
-    of_key: HashMap<u64, (u32, usize)>,
+    /// Each key's label number and its place among that label's keys (`u32`s: 16 bytes an entry
+    /// where `usize` took 24, about 17 MB less at a million).
+    of_key: HashMap<u64, (u32, u32)>,
     numbers: HashMap<String, u32>,
     /// Indexed by label number.
     members: Vec<Members>,
 }
 
 impl Labels {
-    /// No keys yet, for codes of `dims` components.
-    pub(super) fn new(dims: usize, limits: Limits) -> Labels {
+    /// No keys yet, for codes of `dims` components; at most `bytes4` bytes of 4-bit codes.
+    pub(super) fn new(dims: usize, bytes4: usize) -> Labels {
         Labels {
             dims,
-            limits,
-            code_bytes: 0,
             code4_size: codes4::bytes_for(dims),
+            bytes4,
             code4_bytes: 0,
             tick: 0,
             of_key: HashMap::new(),
@@ -99,68 +69,49 @@ impl Labels {
     }
 
     /// Records that `key` has `label` and the int8 code `code` (it may have had another label or
-    /// code before).
+    /// code before). The code is kept only as a 4-bit code, by a label that has them: a label
+    /// loaded from the graph has none yet, and its keys may come with an empty code.
     pub(super) fn set(&mut self, key: u64, label: String, code: &[i8]) {
         let next = self.numbers.len() as u32;
         let number = *self.numbers.entry(label).or_insert(next);
         if number as usize == self.members.len() {
-            self.members.push(Members {
-                keys: Vec::new(),
-                codes: Some(Vec::new()),
-                codes4: None,
-                used: 0,
-            });
+            self.members.push(Members::default());
         }
-        let dims = self.dims;
-        if code.len() != dims {
-            // Not a code of this index's size: nothing a search could compare it with.
-            self.remove(key);
-            return;
-        }
-        match self.of_key.get(&key).copied() {
-            Some((old, at)) if old == number => {
+        let at = match self.of_key.get(&key).copied() {
+            Some((old, at)) if old == number => Some(at as usize),
+            Some((old, at)) => {
+                self.take_out(old, at);
+                None
+            }
+            None => None,
+        };
+        let at = match at {
+            Some(at) => at,
+            None => {
                 let members = &mut self.members[number as usize];
-                if let Some(codes) = members.codes.as_mut() {
-                    codes[at * dims..(at + 1) * dims].copy_from_slice(code);
-                }
+                let Ok(at) = u32::try_from(members.keys.len()) else {
+                    // Four billion documents of one label: past what a graph holds.
+                    return;
+                };
+                self.of_key.insert(key, (number, at));
+                members.keys.push(key);
                 if let Some(codes4) = members.codes4.as_mut() {
-                    let size = self.code4_size;
-                    codes4::pack_to(code, &mut codes4[at * size..(at + 1) * size]);
+                    codes4.resize(codes4.len() + self.code4_size, 0);
+                    self.code4_bytes += self.code4_size;
                 }
-                return;
+                at as usize
             }
-            Some((old, at)) => self.take_out(old, at),
-            None => {}
-        }
-        let members = &mut self.members[number as usize];
-        self.of_key.insert(key, (number, members.keys.len()));
-        members.keys.push(key);
-        if let Some(codes4) = members.codes4.as_mut() {
-            codes4::pack_into(code, codes4);
-            self.code4_bytes += self.code4_size;
-            self.keep4_to_budget();
-        }
-        let members = &mut self.members[number as usize];
-        if members.keys.len() > self.limits.rows {
-            self.let_go(number);
-        } else if let Some(codes) = members.codes.as_mut() {
-            codes.extend_from_slice(code);
-            self.code_bytes += dims;
-            self.keep_to_budget();
-        }
-    }
-
-    /// Whether a new key of `label` would keep its code: false for a label that has let its codes
-    /// go or that one more key takes past the size limit (then [`Self::set`] ignores the code, and
-    /// a caller need not fetch it).
-    pub(super) fn keeps_code(&self, label: &str) -> bool {
-        match self.numbers.get(label) {
-            Some(&n) => {
-                let members = &self.members[n as usize];
-                members.codes.is_some() && members.keys.len() < self.limits.rows
+        };
+        let size = self.code4_size;
+        if let Some(codes4) = self.members[number as usize].codes4.as_mut() {
+            if code.len() == self.dims {
+                codes4::pack_to(code, &mut codes4[at * size..(at + 1) * size]);
+            } else {
+                // No code to pack: the label's 4-bit codes are no longer whole.
+                self.let_go4(number as usize);
             }
-            None => self.limits.rows > 0,
         }
+        self.free4(0);
     }
 
     /// Forgets `key` (its document was deleted).
@@ -171,20 +122,13 @@ impl Labels {
     }
 
     /// Takes the member at `at` out of label `number`: the label's last member takes its place.
-    fn take_out(&mut self, number: u32, at: usize) {
-        let dims = self.dims;
+    fn take_out(&mut self, number: u32, at: u32) {
         let Some(members) = self.members.get_mut(number as usize) else {
             return;
         };
+        let at = at as usize;
         let last = members.keys.len() - 1;
         members.keys.swap_remove(at);
-        if let Some(codes) = members.codes.as_mut() {
-            if at != last {
-                codes.copy_within(last * dims..(last + 1) * dims, at * dims);
-            }
-            codes.truncate(last * dims);
-            self.code_bytes -= dims;
-        }
         if let Some(codes4) = members.codes4.as_mut() {
             let size = self.code4_size;
             if at != last {
@@ -193,29 +137,8 @@ impl Labels {
             codes4.truncate(last * size);
             self.code4_bytes -= size;
         }
-        if at != last {
-            let moved = members.keys[at];
-            self.of_key.insert(moved, (number, at));
-        }
-    }
-
-    /// Label `number` keeps no codes from now on.
-    fn let_go(&mut self, number: u32) {
-        if let Some(codes) = self.members[number as usize].codes.take() {
-            self.code_bytes -= codes.len();
-        }
-    }
-
-    /// While the codes take more than the budget, the label with the most lets them go.
-    fn keep_to_budget(&mut self) {
-        while self.code_bytes > self.limits.bytes {
-            let largest = (0..self.members.len())
-                .filter_map(|n| Some((self.members[n].codes.as_ref()?.len(), n)))
-                .max();
-            let Some((_, number)) = largest else {
-                return;
-            };
-            self.let_go(number as u32);
+        if let Some(&moved) = members.keys.get(at) {
+            self.of_key.insert(moved, (number, at as u32));
         }
     }
 
@@ -226,16 +149,10 @@ impl Labels {
         }
     }
 
-    /// While the 4-bit codes take more than their budget, the label searched least recently lets
-    /// them go.
-    fn keep4_to_budget(&mut self) {
-        self.free4(0);
-    }
-
     /// Lets the 4-bit codes of the labels searched least recently go until `more` bytes fit the
     /// budget; whether they do.
     fn free4(&mut self, more: usize) -> bool {
-        while self.code4_bytes + more > self.limits.bytes4 {
+        while self.code4_bytes + more > self.bytes4 {
             let oldest = (0..self.members.len())
                 .filter(|&n| self.members[n].codes4.is_some())
                 .min_by_key(|&n| self.members[n].used);
@@ -247,20 +164,22 @@ impl Labels {
         true
     }
 
-    /// Readies label `number` for a search through its 4-bit codes: whether it has them now.
-    /// A label keeping int8 codes needs none; one that lacks them and fits the budget has them
-    /// made from each key's int8 code (`get` fills it, false if the key has none: then none are
-    /// made), the labels searched least recently letting theirs go to make room.
+    /// Readies label `number` for a search through its 4-bit codes: whether it has them now. One
+    /// that lacks them and fits the budget has them made from its keys' int8 codes, which `gather`
+    /// reads from the graph as [`codes::nearest_gathered`]'s does (false if it lacks one: then none
+    /// are made), the labels searched least recently letting theirs go to make room.
+    ///
+    /// [`codes::nearest_gathered`]: super::codes::nearest_gathered
     pub(super) fn prepare_codes4(
         &mut self,
         number: u32,
-        get: impl Fn(u64, &mut [i8]) -> bool + Sync,
+        gather: impl Fn(&[u64], &mut [i8], &mut [u8]) -> bool + Sync,
     ) -> bool {
         let number = number as usize;
         let Some(members) = self.members.get(number) else {
             return false;
         };
-        if members.codes.is_some() || self.dims == 0 {
+        if self.dims == 0 {
             return false;
         }
         self.tick += 1;
@@ -270,7 +189,7 @@ impl Labels {
             return true;
         }
         let need = members.keys.len() * self.code4_size;
-        if need > self.limits.bytes4 {
+        if need > self.bytes4 {
             return false;
         }
         self.members[number].used = tick;
@@ -278,19 +197,21 @@ impl Labels {
         if !self.free4(need) {
             return false;
         }
-        // On every core: half a second a core for 500,000 documents, in the first search's time.
+        // On every core, a block of keys a call.
+        const BLOCK: usize = 256;
         let (dims, size) = (self.dims, self.code4_size);
         let mut codes4 = vec![0u8; need];
         let made = codes4
-            .par_chunks_mut(codes::TASK_ROWS * size)
-            .zip(self.members[number].keys.par_chunks(codes::TASK_ROWS))
+            .par_chunks_mut(BLOCK * size)
+            .zip(self.members[number].keys.par_chunks(BLOCK))
             .all(|(out, keys)| {
-                let mut code = vec![0i8; dims];
-                for (&key, out) in keys.iter().zip(out.chunks_exact_mut(size)) {
-                    if !get(key, &mut code) {
-                        return false;
-                    }
-                    codes4::pack_to(&code, out);
+                let mut codes = vec![0i8; keys.len() * dims];
+                let mut found = vec![0u8; keys.len()];
+                if !gather(keys, &mut codes, &mut found) || found.contains(&0) {
+                    return false;
+                }
+                for (code, out) in codes.chunks_exact(dims).zip(out.chunks_exact_mut(size)) {
+                    codes4::pack_to(code, out);
                 }
                 true
             });
@@ -321,18 +242,6 @@ impl Labels {
             .map_or(&[], |m| m.keys.as_slice())
     }
 
-    /// The `count` keys of label `number` whose codes are nearest the code `query`, nearest
-    /// first; `None` if the label keeps no codes.
-    pub(super) fn nearest(&self, number: u32, query: &[i8], count: usize) -> Option<Vec<u64>> {
-        let members = self.members.get(number as usize)?;
-        let codes = members.codes.as_ref()?;
-        if query.len() != self.dims {
-            return None;
-        }
-        let found = codes::nearest(query, codes, count);
-        Some(found.into_iter().map(|at| members.keys[at]).collect())
-    }
-
     pub(super) fn len(&self) -> usize {
         self.of_key.len()
     }
@@ -353,78 +262,56 @@ mod tests {
     use super::*;
 
     const DIMS: usize = 4;
-    const ROOMY: Limits = Limits {
-        rows: usize::MAX,
-        bytes: usize::MAX,
-        bytes4: usize::MAX,
-    };
 
-    /// A code whose first component tells its key (mod 128) apart.
+    /// A code whose first component tells its key (mod 16) apart, in 4 bits too (one level of 16).
     fn code(key: u64) -> Vec<i8> {
-        vec![(key % 128) as i8, 1, 2, 3]
+        vec![(key % 16) as i8 * 8 - 60, 1, 2, 3]
     }
 
-    /// `keeps_code` says beforehand what `set` does with a key's code: kept up to the row limit,
-    /// not for the key that takes a label past it, nor after.
-    #[test]
-    fn keeps_code_says_whether_set_keeps_the_code() {
-        let mut labels = Labels::new(
-            DIMS,
-            Limits {
-                rows: 2,
-                bytes: usize::MAX,
-                bytes4: 0,
-            },
-        );
-        for key in 1..=4 {
-            let keeps = labels.keeps_code("cat");
-            labels.set(key, "cat".into(), &code(key));
-            let number = labels.get("cat").map(|(n, _)| n).unwrap();
-            assert_eq!(
-                keeps,
-                labels.nearest(number, &code(key), 1).is_some(),
-                "key {key}"
-            );
-            check_aligned(&labels);
-        }
-        assert!(!labels.keeps_code("cat"));
-        assert!(labels.keeps_code("dog"), "a new label keeps codes");
-        assert!(!Labels::new(
-            DIMS,
-            Limits {
-                rows: 0,
-                bytes: usize::MAX,
-                bytes4: 0,
-            }
-        )
-        .keeps_code("dog"));
+    /// The key (mod 16) of the nearest 4-bit code of label `number` to `key`'s code.
+    fn nearest4_of(labels: &Labels, number: u32, key: u64) -> Option<u64> {
+        Some(labels.nearest4(number, &code(key), 1)?.first()? % 16)
     }
 
-    /// Each key's code is where its key is, in every label keeping codes; the byte count is right.
+    /// Each key is where its place says, in its label; each 4-bit code is its key's; the counts
+    /// are right.
     fn check_aligned(labels: &Labels) {
-        let mut bytes = 0;
+        let mut bytes4 = 0;
         for members in &labels.members {
             for (at, &key) in members.keys.iter().enumerate() {
                 let (number, place) = labels.of_key[&key];
-                assert_eq!(place, at);
+                assert_eq!(place as usize, at);
                 assert_eq!(labels.keys_of(number)[at], key);
             }
-            if let Some(codes) = &members.codes {
-                assert_eq!(codes.len(), members.keys.len() * DIMS);
-                bytes += codes.len();
+            if let Some(codes4) = &members.codes4 {
+                let size = labels.code4_size;
+                assert_eq!(codes4.len(), members.keys.len() * size);
+                bytes4 += codes4.len();
                 for (at, &key) in members.keys.iter().enumerate() {
-                    assert_eq!(codes[at * DIMS], (key % 128) as i8, "code of {key}");
+                    let mut want = vec![0u8; size];
+                    codes4::pack_to(&code(key), &mut want);
+                    assert_eq!(&codes4[at * size..(at + 1) * size], &want[..], "key {key}");
                 }
             }
         }
-        assert_eq!(bytes, labels.code_bytes);
+        assert_eq!(bytes4, labels.code4_bytes);
+        assert!(labels.code4_bytes <= labels.bytes4);
         let members: usize = labels.members.iter().map(|m| m.keys.len()).sum();
         assert_eq!(members, labels.len());
     }
 
+    /// What the graph would give: each key's code.
+    fn gather(keys: &[u64], codes: &mut [i8], found: &mut [u8]) -> bool {
+        for ((&key, out), f) in keys.iter().zip(codes.chunks_exact_mut(DIMS)).zip(found) {
+            out.copy_from_slice(&code(key));
+            *f = 1;
+        }
+        true
+    }
+
     #[test]
-    fn relabelling_a_key_moves_its_count_and_code_to_the_new_label() {
-        let mut labels = Labels::new(DIMS, ROOMY);
+    fn relabelling_a_key_moves_it_to_the_new_label() {
+        let mut labels = Labels::new(DIMS, usize::MAX);
         labels.set(1, "cat".into(), &code(1));
         labels.set(2, "cat".into(), &code(2));
         labels.set(3, "dog".into(), &code(3));
@@ -452,66 +339,84 @@ mod tests {
         assert_eq!(labels.get("dog").unwrap().1, 1);
     }
 
+    /// Keys and 4-bit codes stay together through adds, removals, relabels and replaced codes.
     #[test]
-    fn codes_follow_their_keys_through_removals_and_replacements() {
-        let mut labels = Labels::new(DIMS, ROOMY);
+    fn keys_and_4bit_codes_follow_every_change() {
+        let mut labels = Labels::new(DIMS, usize::MAX);
         for key in 1..=50u64 {
             labels.set(key, if key % 3 == 0 { "a" } else { "b" }.into(), &code(key));
         }
+        let (a, _) = labels.get("a").unwrap();
+        assert!(labels.prepare_codes4(a, gather));
+        check_aligned(&labels);
         for key in (1..=50u64).filter(|k| k % 4 == 0) {
             labels.remove(key);
             check_aligned(&labels);
         }
         for key in (1..=50u64).filter(|k| k % 5 == 0) {
-            labels.set(key, "c".into(), &code(key));
+            labels.set(key, "a".into(), &code(key));
             check_aligned(&labels);
         }
-        // The nearest of label `c` to key 10's code is key 10 itself.
-        let (c, _) = labels.get("c").unwrap();
-        assert_eq!(labels.nearest(c, &code(10), 1), Some(vec![10]));
-        // A code of another size is not kept.
-        labels.set(99, "c".into(), &[1, 2, 3]);
-        assert!(!labels.has(99, c));
+        // 3, 6, 9, 15, ... of `a`, 20 and 40 back (set again after their removal), 10, 25, ...
+        // moved in; 12, 24, 36, 48 removed.
+        let mut keys = labels.keys_of(a).to_vec();
+        keys.sort_unstable();
+        let want: Vec<u64> = (1..=50u64)
+            .filter(|k| (k % 3 == 0 && k % 4 != 0) || k % 5 == 0)
+            .collect();
+        assert_eq!(keys, want);
+        // The nearest 4-bit code to key 10's code is that of a key like it.
+        assert_eq!(nearest4_of(&labels, a, 10), Some(10));
+        // A key set without a code (as when read with the graph) takes the label's 4-bit codes
+        // with it: the label is walked until they are made again.
+        labels.set(11, "a".into(), &[]);
+        assert_eq!(labels.nearest4(a, &code(10), 1), None);
         check_aligned(&labels);
-        // A replaced vector: the new code, in place.
-        labels.set(7, "b".into(), &[100, 0, 0, 0]);
-        let (b, _) = labels.get("b").unwrap();
-        assert_eq!(labels.nearest(b, &[100, 0, 0, 0], 1), Some(vec![7]));
+        assert_eq!(labels.code4_bytes, 0);
     }
 
+    /// The 4-bit codes stay within their budget: the label searched least recently lets its go;
+    /// a label larger than the whole budget gets none.
     #[test]
-    fn labels_over_the_limits_let_their_codes_go_and_keep_their_keys() {
-        // At most 10 codes a label, 15 in all.
-        let limits = Limits {
-            rows: 10,
-            bytes: 15 * DIMS,
-            bytes4: 0,
-        };
-        let mut labels = Labels::new(DIMS, limits);
-        for key in 0..11u64 {
-            labels.set(key, "big".into(), &code(key));
-        }
-        let (big, count) = labels.get("big").unwrap();
-        assert_eq!(count, 11);
-        assert_eq!(labels.nearest(big, &code(3), 1), None);
-        check_aligned(&labels);
-        // Two labels of 8: 16 codes is over the budget, the larger (first of equals) lets go.
-        for key in 100..108u64 {
+    fn four_bit_codes_keep_to_their_budget_by_use() {
+        let size = codes4::bytes_for(DIMS);
+        let mut labels = Labels::new(DIMS, 20 * size);
+        for key in 0..10u64 {
             labels.set(key, "a".into(), &code(key));
+            labels.set(100 + key, "b".into(), &code(100 + key));
         }
-        for key in 200..208u64 {
-            labels.set(key, "b".into(), &code(key));
+        for key in 0..21u64 {
+            labels.set(200 + key, "big".into(), &code(200 + key));
         }
+        let number = |l: &str| labels.get(l).unwrap().0;
+        let (a, b, big) = (number("a"), number("b"), number("big"));
+        assert!(!labels.prepare_codes4(big, gather), "over the whole budget");
+        assert!(labels.prepare_codes4(a, gather));
+        assert!(labels.prepare_codes4(b, gather));
         check_aligned(&labels);
-        assert!(labels.code_bytes <= limits.bytes);
-        let (a, _) = labels.get("a").unwrap();
-        let (b, _) = labels.get("b").unwrap();
-        let kept = [a, b].map(|n| labels.nearest(n, &code(0), 1).is_some());
-        assert_eq!(kept.iter().filter(|&&k| k).count(), 1, "{kept:?}");
-        // Without codes, a label still moves and removes its keys right.
-        labels.remove(3);
-        labels.set(4, "a".into(), &code(4));
+        // Full: one more key of `b` makes the least recently searched (`a`) let go.
+        labels.set(110, "b".into(), &code(110));
         check_aligned(&labels);
-        assert_eq!(labels.get("big").unwrap().1, 9);
+        assert!(labels.nearest4(a, &code(1), 1).is_none());
+        assert_eq!(
+            labels.nearest4(b, &code(110), 1),
+            Some(vec![110]),
+            "alone of its kind"
+        );
+        // Searched again, `a` makes room by letting `b`'s go.
+        assert!(labels.prepare_codes4(a, gather));
+        assert!(labels.nearest4(b, &code(1), 1).is_none());
+        check_aligned(&labels);
+        // A graph that lacks a key's code: none made.
+        labels.let_go4(a as usize);
+        let lacking = |keys: &[u64], codes: &mut [i8], found: &mut [u8]| {
+            gather(keys, codes, found) && {
+                found[0] = 0;
+                true
+            }
+        };
+        assert!(!labels.prepare_codes4(a, lacking));
+        assert!(labels.nearest4(a, &code(1), 1).is_none());
+        check_aligned(&labels);
     }
 }

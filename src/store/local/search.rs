@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codes;
 use super::db::{db_error, split_paths, IndexRow};
+use super::graph::ann_error;
 use super::graph::Ann;
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 
@@ -161,17 +162,21 @@ impl Shared {
     }
 
     /// Readies what a search of `label` for `candidates` will scan: the label's 4-bit codes if it
-    /// keeps no int8 codes and is not scanned exactly (`labels`: made on first use, within budget).
+    /// is too large for the scan of its int8 codes and not scanned exactly (`labels`: made on
+    /// first use, within budget).
     pub(super) fn prepare_filter(&self, graph: &mut Ann, label: &str, candidates: usize) {
         let Some((number, count)) = graph.labels.get(label) else {
             return;
         };
-        if count <= self.cfg.exact_scan_rows || count <= candidates {
+        if count <= self.cfg.exact_scan_rows
+            || count <= candidates
+            || count <= self.cfg.filtered_scan_rows
+        {
             return;
         }
         let Ann { labels, index, .. } = graph;
-        labels.prepare_codes4(number, |key, code| {
-            index.get(key, code).is_ok_and(|found| found > 0)
+        labels.prepare_codes4(number, |keys, codes, found| {
+            index.get_i8_many(keys, codes, found).is_ok()
         });
     }
 
@@ -186,24 +191,16 @@ impl Shared {
         number: u32,
         code: &[i8],
         candidates: usize,
-    ) -> Option<Vec<u64>> {
+    ) -> Result<Option<Vec<u64>>, StoreError> {
         let wide = self.cfg.filtered_code4_candidates.max(candidates);
-        let found = graph.labels.nearest4(number, code, wide)?;
+        let Some(found) = graph.labels.nearest4(number, code, wide) else {
+            return Ok(None);
+        };
         if wide == candidates {
-            return Some(found);
+            return Ok(Some(found));
         }
-        let dims = code.len();
-        let mut gathered = vec![0i8; found.len() * dims];
-        let mut keys = Vec::with_capacity(found.len());
-        for key in found {
-            let at = keys.len() * dims;
-            if let Ok(1..) = graph.index.get(key, &mut gathered[at..at + dims]) {
-                keys.push(key);
-            }
-        }
-        gathered.truncate(keys.len() * dims);
-        let best = codes::nearest(code, &gathered, candidates);
-        Some(best.into_iter().map(|at| keys[at]).collect())
+        let best = scan_in_graph(graph, code, &found, candidates)?;
+        Ok(Some(best))
     }
 
     /// The best `k` of `label`'s vectors: an exact scan if there are few, else the candidates of
@@ -238,8 +235,12 @@ impl Shared {
         Ok(hits)
     }
 
-    /// The graph's candidates of a search of label `number` (`code`: the query's): from the
-    /// label's int8 codes, its 4-bit codes or a filtered graph walk.
+    /// The graph's candidates of a search of label `number` (`code`: the query's): a scan of the
+    /// label's int8 codes, read from the graph by key, if it has at most
+    /// [`LocalConfig::filtered_scan_rows`] documents; else of its 4-bit codes (re-scored by the
+    /// int8 codes) if it has them; else a filtered graph walk.
+    ///
+    /// [`LocalConfig::filtered_scan_rows`]: super::LocalConfig::filtered_scan_rows
     fn label_candidates(
         &self,
         graph: &Ann,
@@ -248,19 +249,18 @@ impl Shared {
         code: &[i8],
     ) -> Result<Vec<u64>, StoreError> {
         let labels = &graph.labels;
-        let found = if let Some(found) = labels.nearest(number, code, s.candidates) {
-            // The label's codes, kept in memory: scanned.
-            found
-        } else if let Some(found) = self.code4_candidates(graph, number, code, s.candidates) {
-            found
-        } else {
-            // Most of the graph walked is of other labels: search wider.
-            let ef = s.candidates.max(self.cfg.filtered_min_ef);
-            graph.index.change_expansion_search(ef);
-            let keep = |key| labels.has(key, number);
-            graph.candidates(s.vector, s.candidates, Some(&keep))?
-        };
-        Ok(found)
+        let keys = labels.keys_of(number);
+        if keys.len() <= self.cfg.filtered_scan_rows {
+            return scan_in_graph(graph, code, keys, s.candidates);
+        }
+        if let Some(found) = self.code4_candidates(graph, number, code, s.candidates)? {
+            return Ok(found);
+        }
+        // Most of the graph walked is of other labels: search wider.
+        let ef = s.candidates.max(self.cfg.filtered_min_ef);
+        graph.index.change_expansion_search(ef);
+        let keep = |key| labels.has(key, number);
+        graph.candidates(s.vector, s.candidates, Some(&keep))
     }
 
     /// Scores `keys` with their exact f32 vectors; the best `k`, best first.
@@ -433,6 +433,25 @@ impl Ord for Scored {
             .total_cmp(&other.0)
             .then_with(|| self.1.id.cmp(&other.1.id))
     }
+}
+
+/// The `count` of `keys` whose int8 codes in the graph are nearest `code`, nearest first: the
+/// codes read a block at a time (`Index::get_i8_many`), on every core.
+fn scan_in_graph(
+    graph: &Ann,
+    code: &[i8],
+    keys: &[u64],
+    count: usize,
+) -> Result<Vec<u64>, StoreError> {
+    let found = codes::nearest_gathered(code, keys.len(), count, |from, out, found| {
+        let keys = &keys[from..from + found.len()];
+        graph
+            .index
+            .get_i8_many(keys, out, found)
+            .map(drop)
+            .map_err(|e| ann_error("get", e))
+    })?;
+    Ok(found.into_iter().map(|at| keys[at]).collect())
 }
 
 /// The `k` smallest squared distances, best first, with their `l2_norm` scores filled in.

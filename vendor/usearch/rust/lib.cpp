@@ -185,6 +185,16 @@ size_t NativeIndex::get_u8(vector_key_t key, rust::Slice<uint8_t> vec) const { i
 size_t NativeIndex::get_b1x8(vector_key_t key, rust::Slice<uint8_t> vec) const { if (vec.size() % dimensions()) throw std::invalid_argument("Vector length must match index dimensionality"); return index_->get(key, (b1x8_t*)vec.data(), vec.size() / dimensions()); }
 // clang-format on
 
+// imgvec patch 9: many keys' int8 vectors as stored, under one hold of the key lookup.
+size_t NativeIndex::get_i8_many(rust::Slice<uint64_t const> keys, rust::Slice<int8_t> vectors,
+                                rust::Slice<uint8_t> found) const {
+    if (index_->scalar_kind() != scalar_kind_t::i8_k)
+        throw std::invalid_argument("get_i8_many needs an index of i8 vectors");
+    if (found.size() != keys.size() || vectors.size() != keys.size() * dimensions())
+        throw std::invalid_argument("get_i8_many needs a found flag and a vector's room for each key");
+    return index_->get_stored(keys.data(), keys.size(), (byte_t*)vectors.data(), found.data());
+}
+
 void NativeIndex::reserve(size_t capacity) const { index_->reserve(capacity); }
 void NativeIndex::reserve_capacity_and_threads(size_t capacity, size_t threads) const {
     index_->reserve({capacity, threads});

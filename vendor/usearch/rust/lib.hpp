@@ -91,6 +91,7 @@ class NativeIndex {
     size_t get_f16(vector_key_t key, rust::Slice<int16_t> vector) const;
     size_t get_f32(vector_key_t key, rust::Slice<float> vector) const;
     size_t get_f64(vector_key_t key, rust::Slice<double> vector) const;
+    size_t get_i8_many(rust::Slice<uint64_t const> keys, rust::Slice<int8_t> vectors, rust::Slice<uint8_t> found) const; // imgvec patch 9
 
     size_t expansion_add() const;
     size_t expansion_search() const;

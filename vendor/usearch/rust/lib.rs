@@ -531,6 +531,13 @@ pub mod ffi {
         pub fn get_i8(self: &NativeIndex, key: u64, buffer: &mut [i8]) -> Result<usize>;
         pub fn get_u8(self: &NativeIndex, key: u64, buffer: &mut [u8]) -> Result<usize>;
         pub fn get_b1x8(self: &NativeIndex, key: u64, buffer: &mut [u8]) -> Result<usize>;
+        /// imgvec patch 9: see `Index::get_i8_many`.
+        pub fn get_i8_many(
+            self: &NativeIndex,
+            keys: &[u64],
+            vectors: &mut [i8],
+            found: &mut [u8],
+        ) -> Result<usize>;
 
         pub fn remove(self: &NativeIndex, key: u64) -> Result<usize>;
         pub fn rename(self: &NativeIndex, from: u64, to: u64) -> Result<usize>;
@@ -1534,6 +1541,20 @@ impl Index {
         vector: &mut [T],
     ) -> Result<usize, cxx::Exception> {
         T::get(self, key, vector)
+    }
+
+    /// imgvec patch 9: the int8 vectors of `keys` as stored, one after another into `vectors`
+    /// (`dimensions()` each), under one hold of the key lookup's lock, each fetched while the next
+    /// keys are looked up: many keys at a fraction of a `get` each. `found[i]` is 1 where `keys[i]`
+    /// is in the index and 0 where not (its part of `vectors` left as it was). Returns how many
+    /// were found. An error for an index not of `i8` vectors, or slices of the wrong lengths.
+    pub fn get_i8_many(
+        self: &Index,
+        keys: &[Key],
+        vectors: &mut [i8],
+        found: &mut [u8],
+    ) -> Result<usize, cxx::Exception> {
+        self.inner.get_i8_many(keys, vectors, found)
     }
 
     /// Extracts one or more vectors matching specified key into supplied resizable vector.

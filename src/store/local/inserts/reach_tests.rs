@@ -278,7 +278,7 @@ fn a_chunk_added_to_a_graph_is_checked_by_its_links_first() {
 /// search's path (vendor/usearch patch 8) and read through the per-slot pointers by `get`, save
 /// and the rest: the two must agree through every way a slot gets its vector. Checked by the
 /// distances a graph search and an exact search report (the computed address) against those of
-/// the vectors `get` returns (the pointers), after growth (the mapping moves: 2 MiB holds 4,096 of
+/// the vectors `get` returns (the pointers), and what `get_i8_many` reads against `get`, after growth (the mapping moves: 2 MiB holds 4,096 of
 /// these), slots freed and taken again, a save and load, and growth after the load.
 #[test]
 fn vectors_at_computed_addresses_are_the_vectors_read_back() {
@@ -310,6 +310,31 @@ fn vectors_at_computed_addresses_are_the_vectors_read_back() {
             assert_eq!(exact.keys, [key], "own vector of key {key}");
             assert_eq!(exact.distances, [0.0], "own vector of key {key}");
         }
+        // Many at once (patch 9, what a label's scan reads): each key's own vector; a key not
+        // in the index flagged, its room left as it was.
+        const ABSENT: u64 = u64::MAX - 1;
+        let mut asked: Vec<u64> = keys.iter().step_by(11).copied().collect();
+        asked.insert(asked.len() / 2, ABSENT);
+        let mut many = vec![7i8; asked.len() * WIDE];
+        let mut found = vec![9u8; asked.len()];
+        let n = index.get_i8_many(&asked, &mut many, &mut found);
+        assert_eq!(n.expect("get many"), asked.len() - 1);
+        for ((&key, got), &found) in asked.iter().zip(many.chunks(WIDE)).zip(&found) {
+            if key == ABSENT {
+                assert_eq!(found, 0);
+                assert!(got.iter().all(|&b| b == 7), "room of an absent key written");
+            } else {
+                assert_eq!(
+                    (found, got),
+                    (1, &code(key)[..]),
+                    "key {key} read with others"
+                );
+            }
+        }
+        // Room for fewer vectors than keys: an error.
+        assert!(index
+            .get_i8_many(&asked, &mut many[..WIDE], &mut found)
+            .is_err());
     };
     let new_index = || {
         Index::new(&IndexOptions {

@@ -1113,6 +1113,54 @@ class index_dense_gt {
     std::size_t get(vector_key_t key, u8_t* vector, std::size_t vectors_count = 1) const { return get_(key, vector, vectors_count, casts_.to.u8); }
     std::size_t get(vector_key_t key, b1x8_t* vector, std::size_t vectors_count = 1) const { return get_(key, vector, vectors_count, casts_.to.b1x8); }
 
+    /**
+     *  @brief  imgvec patch 9: the vectors of `count` keys as stored (no cast), one after another
+     *          into `vectors` (`bytes_per_vector()` each), under one hold of the key lookup's lock.
+     *          `found[i]` is 1 where `keys[i]` is in the index (its bytes copied) and 0 where it is
+     *          not (its bytes left as they were). For an index of one vector per key.
+     *  @return How many of the keys were found.
+     */
+    std::size_t get_stored(vector_key_t const* keys, std::size_t count, byte_t* vectors,
+                           std::uint8_t* found) const {
+        constexpr std::size_t block = 64, ahead = 8;
+        std::size_t const stride = metric_.bytes_per_vector();
+        byte_t const* sources[block];
+        std::size_t found_count = 0;
+        auto fetch = [stride](byte_t const* vector) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+            for (std::size_t offset = 0; offset < stride; offset += 64)
+                __builtin_prefetch(vector + offset, 0, 0);
+#else
+            (void)vector;
+#endif
+        };
+        shared_lock_t lock(slot_lookup_mutex_);
+        for (std::size_t from = 0; from < count; from += block) {
+            std::size_t const n = (std::min)(count - from, block);
+            // The block's lookups fetched, then its slots found, then each vector copied while the
+            // one `ahead` of it is fetched: the misses of a block overlap instead of following
+            // each other, without asking for more lines at once than the core can have in flight.
+            for (std::size_t i = 0; i != n; ++i)
+                slot_lookup_.prefetch(key_and_slot_t::any_slot(keys[from + i]));
+            for (std::size_t i = 0; i != n; ++i) {
+                auto it = slot_lookup_.find(key_and_slot_t::any_slot(keys[from + i]));
+                found[from + i] = it != slot_lookup_.end();
+                sources[i] = found[from + i] ? vector_at_((*it).slot) : nullptr;
+                if (sources[i] && i < ahead)
+                    fetch(sources[i]);
+            }
+            for (std::size_t i = 0; i != n; ++i) {
+                if (i + ahead < n && sources[i + ahead])
+                    fetch(sources[i + ahead]);
+                if (sources[i]) {
+                    std::memcpy(vectors + (from + i) * stride, sources[i], stride);
+                    ++found_count;
+                }
+            }
+        }
+        return found_count;
+    }
+
     cluster_result_t cluster(f64_t const* vector, std::size_t level, std::size_t thread = any_thread()) const { return cluster_(vector, level, thread, casts_.from.f64); }
     cluster_result_t cluster(f32_t const* vector, std::size_t level, std::size_t thread = any_thread()) const { return cluster_(vector, level, thread, casts_.from.f32); }
     cluster_result_t cluster(bf16_t const* vector, std::size_t level, std::size_t thread = any_thread()) const { return cluster_(vector, level, thread, casts_.from.bf16); }
