@@ -5,8 +5,8 @@
 //!
 //! Every check asks for each document's own vector within its label: it must come first (its code
 //! is the query's), and the hits must agree with the exact search ([`VectorStore::exact_knn`]) for
-//! nearly all of the top ten. A label over the scan's limit is searched through its 4-bit codes, or
-//! walked: both checked too.
+//! nearly all of the top ten. Labels searched through their 4-bit codes (the default), and walked:
+//! checked too.
 
 #[path = "common/docs.rs"]
 mod docs;
@@ -20,8 +20,9 @@ use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 
 const DIMS: usize = 128;
 
-/// Searches through the graph's structures (no exact scan for small sets), every label's codes
-/// kept (the corpus's labels have about 500 documents each).
+/// Searches through the graph's structures (no exact scan for small sets). The corpus's labels
+/// have about 500 documents each: with the defaults, each is scanned through its 4-bit codes (made
+/// on its first search, re-scored by its int8 codes read from the graph).
 fn config(dir: &Path) -> LocalConfig {
     let mut cfg = LocalConfig::new(dir, "imgvec");
     cfg.lock_wait = Some(Duration::from_millis(200));
@@ -33,26 +34,26 @@ fn open(dir: &Path) -> LocalStore {
     LocalStore::open_with(config(dir)).expect("open")
 }
 
-/// As [`config`], but a label of more than 400 documents is not scanned by its int8 codes: it is
-/// searched through its 4-bit codes (made on its first search), re-scored by its int8 codes.
-fn open_small_limit(dir: &Path) -> LocalStore {
+/// As [`config`], without 4-bit codes: each label is scanned through its int8 codes, read from
+/// the graph by key.
+fn open_int8_scan(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
-    cfg.filtered_scan_rows = 400;
+    cfg.filtered_code4_bytes = 0;
     LocalStore::open_with(cfg).expect("open")
 }
 
-/// As [`open_small_limit`], with the 4-bit scan's candidates going straight to the f32 re-rank.
-fn open_small_limit_few_candidates(dir: &Path) -> LocalStore {
+/// As [`config`], with the 4-bit scan's candidates going straight to the f32 re-rank.
+fn open_few_candidates(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
-    cfg.filtered_scan_rows = 400;
     cfg.filtered_code4_candidates = 10;
     LocalStore::open_with(cfg).expect("open")
 }
 
-/// As [`open_small_limit`], but without 4-bit codes either: a label over 400 documents is walked.
+/// As [`config`], but without 4-bit codes and with no label scanned by its int8 codes: every
+/// label is walked.
 fn open_walk_only(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
-    cfg.filtered_scan_rows = 400;
+    cfg.filtered_scan_rows = 0;
     cfg.filtered_code4_bytes = 0;
     LocalStore::open_with(cfg).expect("open")
 }
@@ -98,17 +99,17 @@ fn corpus() -> Vec<ImageDoc> {
 
 #[tokio::test]
 async fn filtered_search_follows_writes_replacements_relabels_and_deletes() {
-    follows_every_write(open).await;
+    follows_every_write(open_int8_scan).await;
 }
 
 #[tokio::test]
 async fn labels_searched_by_their_4bit_codes_follow_every_write_too() {
-    follows_every_write(open_small_limit).await;
+    follows_every_write(open).await;
 }
 
 #[tokio::test]
 async fn labels_searched_by_their_4bit_codes_alone_follow_every_write_too() {
-    follows_every_write(open_small_limit_few_candidates).await;
+    follows_every_write(open_few_candidates).await;
 }
 
 #[tokio::test]
@@ -175,12 +176,12 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
 
 #[tokio::test]
 async fn a_graph_loaded_from_a_stale_file_catches_up_its_labels() {
-    stale_file_caught_up(open).await;
+    stale_file_caught_up(open_int8_scan).await;
 }
 
 #[tokio::test]
 async fn a_graph_loaded_from_a_stale_file_catches_up_its_4bit_labels() {
-    stale_file_caught_up(open_small_limit).await;
+    stale_file_caught_up(open).await;
 }
 
 async fn stale_file_caught_up(open: fn(&Path) -> LocalStore) {

@@ -58,11 +58,12 @@ pub struct LocalConfig {
     /// from the graph by key) for its candidates instead of walking the graph (which, for a small
     /// label, mostly walks documents of other labels). 0: no label is scanned so.
     pub filtered_scan_rows: usize,
-    /// A larger label is scanned through 4-bit codes (half the size of the int8 codes), made on
-    /// its first search, while all labels' 4-bit codes take at most this many bytes (the labels
-    /// searched least recently let theirs go to make room; a label larger than this is walked:
-    /// at a million documents a walk of a label of half of them found 0.955 of the top ten at
-    /// `ef` 1,024, the 4-bit scan 1.000). 0: never.
+    /// A label is scanned through 4-bit codes (half the size of the int8 codes), made on its
+    /// first search, while all labels' 4-bit codes take at most this many bytes: a larger label
+    /// makes room (the labels searched least recently let theirs go), a label small enough for
+    /// the int8 scan only takes what is left; one larger than the budget is walked (at a million
+    /// documents a walk of a label of half of them found 0.955 of the top ten at `ef` 1,024, the
+    /// 4-bit scan 1.000). 0: never.
     pub filtered_code4_bytes: usize,
     /// How many candidates the 4-bit scan gives: they are re-scored with their int8 codes from the
     /// graph down to `num_candidates`, which the f32 rows re-rank. At most `num_candidates`: no

@@ -161,21 +161,19 @@ impl Shared {
         Ok(hits)
     }
 
-    /// Readies what a search of `label` for `candidates` will scan: the label's 4-bit codes if it
-    /// is too large for the scan of its int8 codes and not scanned exactly (`labels`: made on
-    /// first use, within budget).
+    /// Readies what a search of `label` for `candidates` will scan: the label's 4-bit codes unless
+    /// it is scanned exactly (`labels`: made on first use, within budget; a label small enough for
+    /// the int8 scan only takes what the budget has left, a larger one makes room).
     pub(super) fn prepare_filter(&self, graph: &mut Ann, label: &str, candidates: usize) {
         let Some((number, count)) = graph.labels.get(label) else {
             return;
         };
-        if count <= self.cfg.exact_scan_rows
-            || count <= candidates
-            || count <= self.cfg.filtered_scan_rows
-        {
+        if count <= self.cfg.exact_scan_rows || count <= candidates {
             return;
         }
+        let make_room = count > self.cfg.filtered_scan_rows;
         let Ann { labels, index, .. } = graph;
-        labels.prepare_codes4(number, |keys, codes, found| {
+        labels.prepare_codes4(number, make_room, |keys, codes, found| {
             index.get_i8_many(keys, codes, found).is_ok()
         });
     }
@@ -235,10 +233,10 @@ impl Shared {
         Ok(hits)
     }
 
-    /// The graph's candidates of a search of label `number` (`code`: the query's): a scan of the
-    /// label's int8 codes, read from the graph by key, if it has at most
-    /// [`LocalConfig::filtered_scan_rows`] documents; else of its 4-bit codes (re-scored by the
-    /// int8 codes) if it has them; else a filtered graph walk.
+    /// The graph's candidates of a search of label `number` (`code`: the query's): a scan of its
+    /// 4-bit codes (re-scored by the int8 codes) if it has them; else of its int8 codes, read from
+    /// the graph by key, if it has at most [`LocalConfig::filtered_scan_rows`] documents; else a
+    /// filtered graph walk.
     ///
     /// [`LocalConfig::filtered_scan_rows`]: super::LocalConfig::filtered_scan_rows
     fn label_candidates(
@@ -249,12 +247,12 @@ impl Shared {
         code: &[i8],
     ) -> Result<Vec<u64>, StoreError> {
         let labels = &graph.labels;
+        if let Some(found) = self.code4_candidates(graph, number, code, s.candidates)? {
+            return Ok(found);
+        }
         let keys = labels.keys_of(number);
         if keys.len() <= self.cfg.filtered_scan_rows {
             return scan_in_graph(graph, code, keys, s.candidates);
-        }
-        if let Some(found) = self.code4_candidates(graph, number, code, s.candidates)? {
-            return Ok(found);
         }
         // Most of the graph walked is of other labels: search wider.
         let ef = s.candidates.max(self.cfg.filtered_min_ef);
