@@ -28,6 +28,19 @@ pub mod store;
 pub mod walk;
 pub mod watch;
 
+/// Hands the heap's free memory back to the system (glibc only; a no-op elsewhere).
+///
+/// [`tune_allocator`] keeps freed blocks for reuse, so what loading a model's weights frees (the
+/// copies each layer is packed from) would stay resident for the life of the process: call this
+/// once the weights are loaded, before anything large (a store's graph) is.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Keeps large freed blocks in the heap for reuse (glibc only).
 ///
 /// The encoder's activations are 30-40 MB each at batch 8: just over glibc's largest automatic mmap

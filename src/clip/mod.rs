@@ -358,6 +358,7 @@ impl ImageEncoder {
             )?)),
         };
         let preprocess = model.preprocess_config()?;
+        crate::release_freed_memory();
         Ok(Self {
             tower,
             preprocess,
@@ -512,6 +513,7 @@ impl TextEncoder {
                 AnyTextTower::Clip(TextTower::load_siglip(&weights, &cfg.text_config)?)
             }
         };
+        crate::release_freed_memory();
         Ok(Self { tower, tokenizer })
     }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{check_model, model_record, open_model, open_store, runtime};
+use super::{check_model, model_record, open_model, open_store_for_one_query, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
@@ -29,7 +29,7 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
         None => default_num_candidates(k),
     };
     let rt = runtime()?;
-    let store = rt.block_on(async { open_store(&args.store) })?;
+    let store = rt.block_on(async { open_store_for_one_query(&args.store) })?;
     rt.block_on(check_model(
         store.as_ref(),
         &args.store.index,
