@@ -163,8 +163,8 @@ fn reconnect_finds_the_stranded_nodes_and_adds_them_again() {
     );
 }
 
-/// A key is readable (`get`) as soon as it can be found by key, while other keys are still being
-/// added: a filtered search reads a label's codes by key beside the thread that follows the tail.
+/// A key is readable (`get`, and `get_i8_many`) as soon as it can be found by key, while other
+/// keys are still being added: a filtered search reads a label's codes by key beside the thread that follows the tail.
 /// Upstream usearch published the key before the pointer to its vector, so a `get` in between
 /// copied from a null pointer (a SIGSEGV seen in `tests/store_filtered.rs`); vendor/usearch patch 6.
 #[test]
@@ -180,16 +180,37 @@ fn a_key_found_beside_adds_reads_its_own_vector() {
     let adding = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     let reads = std::thread::scope(|scope| {
+        // One reader by `get`, one by `get_i8_many` (patch 9: a label's scan) of the key being
+        // added and the one before it.
         let readers: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut read = vec![0i8; DIMS];
+            .map(|reader| {
+                let (index, coded, adding, done) = (&index, &coded, &adding, &done);
+                scope.spawn(move || {
+                    let mut read = vec![0i8; 2 * DIMS];
+                    let mut found = [0u8; 2];
                     let mut reads = 0u64;
                     while !done.load(Ordering::Acquire) {
                         let key = adding.load(Ordering::Acquire);
-                        if index.get(key, &mut read).expect("get") > 0 {
-                            assert_eq!(read, coded[key as usize].2, "key {key}");
-                            reads += 1;
+                        let keys = [key.saturating_sub(1), key];
+                        if reader == 0 {
+                            found = [
+                                0,
+                                u8::from(index.get(key, &mut read[DIMS..]).expect("get") > 0),
+                            ];
+                        } else {
+                            index
+                                .get_i8_many(&keys, &mut read, &mut found)
+                                .expect("get many");
+                        }
+                        for ((&key, code), &found) in keys.iter().zip(read.chunks(DIMS)).zip(&found)
+                        {
+                            if found == 1 {
+                                assert_eq!(
+                                    code, coded[key as usize].2,
+                                    "key {key} (reader {reader})"
+                                );
+                                reads += 1;
+                            }
                         }
                     }
                     reads
