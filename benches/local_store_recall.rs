@@ -540,6 +540,7 @@ async fn filter_ways(
             Err(_) => (
                 LocalConfig {
                     filtered_scan_rows: usize::MAX,
+                    filtered_code4_bytes: 0,
                     ..base
                 },
                 ", int8 code scan forced".to_string(),
