@@ -5,8 +5,9 @@
 //!
 //! What it is for: a label searched exactly (up to the codes' rounding), fast. A scan reads its
 //! codes a block at a time into the core's cache ([`GATHER`] keys: one call into usearch, which
-//! looks the keys up and fetches their codes ahead of the copies), so it costs about a fiftieth of
-//! asking for each key's code; a large set is split across every core. The squared L2 distance of
+//! looks the keys up and fetches their codes ahead of the copies): at a million documents about
+//! 0.1 µs a key on 2 cores, where asking usearch for each key's code took 1 µs. A large set is split
+//! across every core; the key lookups are most of the time left (`perf`). The squared L2 distance of
 //! two codes is computed with AVX-512BW where the CPU has it (32 components a step, widened to i16
 //! and multiplied-and-added to i32), else AVX2 (16 a step), else portable code; all three are
 //! exact in i32 (768 × 254² < 2³¹) and give the same numbers (tested).

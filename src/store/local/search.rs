@@ -14,8 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codes;
 use super::db::{db_error, split_paths, IndexRow};
-use super::graph::ann_error;
-use super::graph::Ann;
+use super::graph::{ann_error, Ann};
 use super::{Shared, State, MAX_NUM_CANDIDATES};
 
 use crate::store::{Hit, KnnQuery, StoreError};
