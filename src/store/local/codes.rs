@@ -58,9 +58,7 @@ pub(super) fn nearest_where(
     )
 }
 
-/// [`nearest_by`] of the positions `keep` accepts. Each task of [`TASK_ROWS`] codes keeps its own
-/// best `count` (in cache, on its core), and the best of those are the answer: the same as one
-/// selection over every distance, since `(distance, position)` orders them all.
+/// [`nearest_by`] of the positions `keep` accepts.
 fn nearest_kept<T: Sync>(
     codes: &[T],
     size: usize,
@@ -68,34 +66,52 @@ fn nearest_kept<T: Sync>(
     distances: impl Fn(&[T], &mut [i32]) + Sync,
     keep: impl Fn(usize) -> bool + Sync,
 ) -> Vec<usize> {
-    let best_of = |task: usize, codes: &[T]| {
+    let rows = codes.len() / size;
+    let best_of = |task: usize| -> Result<_, std::convert::Infallible> {
+        let from = task * TASK_ROWS;
+        let codes = &codes[from * size..((task + 1) * TASK_ROWS).min(rows) * size];
         let mut dist = vec![0i32; codes.len() / size];
         distances(codes, &mut dist);
-        let from = task * TASK_ROWS;
         let kept = dist
             .into_iter()
             .zip(from..)
             .filter(|&(_, at)| keep(at))
             .collect();
-        smallest_unsorted(kept, count)
+        Ok(smallest_unsorted(kept, count))
     };
-    let rows = codes.len() / size;
-    let best = if rows <= TASK_ROWS {
-        best_of(0, codes)
+    match best_of_tasks(rows, count, best_of) {
+        Ok(best) => best,
+        Err(never) => match never {},
+    }
+}
+
+/// The positions of the `count` smallest `(distance, position)` pairs over `rows` positions, in
+/// order: `best_of(task)` gives a task's best `count` (of positions `task * TASK_ROWS..`, in cache
+/// on its core), on every core when there is more than one task, and the best of those are the
+/// answer: the same as one selection over every distance, since `(distance, position)` orders
+/// them all. An error from a task is the answer.
+fn best_of_tasks<E: Send>(
+    rows: usize,
+    count: usize,
+    best_of: impl Fn(usize) -> Result<Vec<(i32, usize)>, E> + Sync,
+) -> Result<Vec<usize>, E> {
+    let tasks = rows.div_ceil(TASK_ROWS);
+    let best: Vec<(i32, usize)> = if tasks <= 1 {
+        best_of(0)?
     } else {
-        codes
-            .par_chunks(TASK_ROWS * size)
-            .enumerate()
-            .flat_map_iter(|(task, codes)| best_of(task, codes))
-            .collect()
+        let per_task: Vec<Vec<(i32, usize)>> = (0..tasks)
+            .into_par_iter()
+            .map(&best_of)
+            .collect::<Result<_, E>>()?;
+        per_task.into_iter().flatten().collect()
     };
     let mut best = smallest_unsorted(best, count);
     best.sort_unstable();
-    best.into_iter().map(|(_, at)| at).collect()
+    Ok(best.into_iter().map(|(_, at)| at).collect())
 }
 
 /// Codes a scan reads at once ([`nearest_gathered`]): 192 KiB at 768-d, in the core's L2 cache.
-const GATHER: usize = 256;
+pub(super) const GATHER: usize = 256;
 
 /// The positions (in `0..rows`) of the `count` codes nearest `query`, nearest first (ties by
 /// position), among those that `gather` has: called with a position `from` and room for the
@@ -130,19 +146,7 @@ pub(super) fn nearest_gathered<E: Send>(
         }
         Ok(smallest_unsorted(best, count))
     };
-    let tasks = rows.div_ceil(TASK_ROWS);
-    let best: Vec<(i32, usize)> = if tasks <= 1 {
-        best_of(0)?
-    } else {
-        let per_task: Vec<Vec<(i32, usize)>> = (0..tasks)
-            .into_par_iter()
-            .map(best_of)
-            .collect::<Result<_, E>>()?;
-        per_task.into_iter().flatten().collect()
-    };
-    let mut best = smallest_unsorted(best, count);
-    best.sort_unstable();
-    Ok(best.into_iter().map(|(_, at)| at).collect())
+    best_of_tasks(rows, count, best_of)
 }
 
 /// The `count` smallest `(distance, position)` pairs of `order`, in no order.

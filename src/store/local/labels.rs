@@ -26,6 +26,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use super::codes::GATHER;
 use super::codes4;
 
 /// The keys of one label; their 4-bit codes if made (`code4_size` bytes each, in the keys' order).
@@ -80,16 +81,11 @@ impl Labels {
             self.members.push(Members::default());
         }
         let at = match self.of_key.get(&key).copied() {
-            Some((old, at)) if old == number => Some(at as usize),
-            Some((old, at)) => {
-                self.take_out(old, at);
-                None
-            }
-            None => None,
-        };
-        let at = match at {
-            Some(at) => at,
-            None => {
+            Some((old, at)) if old == number => at as usize,
+            previous => {
+                if let Some((old, at)) = previous {
+                    self.take_out(old, at);
+                }
                 let members = &mut self.members[number as usize];
                 let Ok(at) = u32::try_from(members.keys.len()) else {
                     // Four billion documents of one label: past what a graph holds.
@@ -201,13 +197,12 @@ impl Labels {
         if !self.free4(need) {
             return false;
         }
-        // On every core, a block of keys a call.
-        const BLOCK: usize = 256;
+        // On every core, a block of keys a call, as the int8 scan reads them.
         let (dims, size) = (self.dims, self.code4_size);
         let mut codes4 = vec![0u8; need];
         let made = codes4
-            .par_chunks_mut(BLOCK * size)
-            .zip(self.members[number].keys.par_chunks(BLOCK))
+            .par_chunks_mut(GATHER * size)
+            .zip(self.members[number].keys.par_chunks(GATHER))
             .all(|(out, keys)| {
                 let mut codes = vec![0i8; keys.len() * dims];
                 let mut found = vec![0u8; keys.len()];

@@ -576,18 +576,22 @@ class index_dense_gt {
         prefetch_proxy_t(index_dense_gt const& index) noexcept : index_(&index) {}
 
         template <typename iterator_at> void operator()(iterator_at begin, iterator_at end) const noexcept {
-#if defined(__GNUC__) || defined(__clang__)
             std::size_t const bytes = index_->metric_.bytes_per_vector();
-            for (; begin != end; ++begin) {
-                byte_t const* vector = index_->vector_at_(get_slot(begin));
-                for (std::size_t offset = 0; offset < bytes; offset += 64)
-                    __builtin_prefetch(vector + offset, 0, 3);
-            }
-#else
-            (void)begin, (void)end;
-#endif
+            for (; begin != end; ++begin)
+                fetch_vector_<3>(index_->vector_at_(get_slot(begin)), bytes);
         }
     };
+
+    /// imgvec patch: asks for every cache line of the `bytes` of `vector` (`locality` as
+    /// `__builtin_prefetch` takes it: 3 to keep it close, 0 for a vector read once).
+    template <int locality> static void fetch_vector_(byte_t const* vector, std::size_t bytes) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+        for (std::size_t offset = 0; offset < bytes; offset += 64)
+            __builtin_prefetch(vector + offset, 0, locality);
+#else
+        (void)vector, (void)bytes;
+#endif
+    }
 
     index_dense_config_t config_;
     index_t* typed_ = nullptr;
@@ -1126,14 +1130,6 @@ class index_dense_gt {
         std::size_t const stride = metric_.bytes_per_vector();
         byte_t const* sources[block];
         std::size_t found_count = 0;
-        auto fetch = [stride](byte_t const* vector) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-            for (std::size_t offset = 0; offset < stride; offset += 64)
-                __builtin_prefetch(vector + offset, 0, 0);
-#else
-            (void)vector;
-#endif
-        };
         shared_lock_t lock(slot_lookup_mutex_);
         for (std::size_t from = 0; from < count; from += block) {
             std::size_t const n = (std::min)(count - from, block);
@@ -1147,11 +1143,11 @@ class index_dense_gt {
                 found[from + i] = it != slot_lookup_.end();
                 sources[i] = found[from + i] ? vector_at_((*it).slot) : nullptr;
                 if (sources[i] && i < ahead)
-                    fetch(sources[i]);
+                    fetch_vector_<0>(sources[i], stride);
             }
             for (std::size_t i = 0; i != n; ++i) {
                 if (i + ahead < n && sources[i + ahead])
-                    fetch(sources[i + ahead]);
+                    fetch_vector_<0>(sources[i + ahead], stride);
                 if (sources[i]) {
                     std::memcpy(vectors + (from + i) * stride, sources[i], stride);
                     ++found_count;
