@@ -1369,3 +1369,25 @@ async fn the_index_remembers_its_model() {
         ["f32", "int8"]
     );
 }
+
+/// A store opened while another opener is creating it is never taken for another program's
+/// database: the opener reads what the database holds in one snapshot, so it sees either no
+/// schema (and creates it, or waits for the other) or all of it.
+#[test]
+fn a_store_being_created_is_opened_as_an_imgvec_store() {
+    for _ in 0..500 {
+        let tmp = tempfile::tempdir().unwrap();
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = tmp.path().to_path_buf();
+                std::thread::spawn(move || LocalStore::open_with(config(&dir)).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            if let Err(e) = opener.join().expect("opener") {
+                let e = e.to_string();
+                assert!(!e.contains("another program"), "{e}");
+            }
+        }
+    }
+}

@@ -166,15 +166,20 @@ pub(super) fn open_db(path: &Path) -> Result<Connection, StoreError> {
 /// schema this build reads.
 fn create_or_check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let db = |e| db_error(path, e);
-    let app: i32 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(db)?;
-    let version: i32 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db)?;
-    let objects: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(db)?;
+    // The three from one snapshot: read one at a time, they could straddle another process's
+    // creation of the schema (its ids not yet set, its tables there) and look like another
+    // program's database.
+    conn.execute_batch("BEGIN").map_err(db)?;
+    let read = (|| -> rusqlite::Result<(i32, i32, i64)> {
+        Ok((
+            conn.query_row("PRAGMA application_id", [], |r| r.get(0))?,
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?,
+        ))
+    })();
+    let ended = conn.execute_batch("COMMIT");
+    let (app, version, objects) = read.map_err(db)?;
+    ended.map_err(db)?;
     match (app, version) {
         (0, 0) if objects == 0 => {
             if !create_schema(conn, path)? {
