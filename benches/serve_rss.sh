@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Peak memory of `imgvec serve` on a store (e.g. the 1M store `local_store_recall` keeps with
-# IMGVEC_BENCH_KEEP=1): 30 text searches, filtered ones (the first of each label timed by the
-# server: a large label builds its 4-bit codes then), a "more like this"; VmHWM from /proc after
-# each step.
+# Peak memory of `imgvec search` and `imgvec serve` on a store (e.g. the 1M store
+# `local_store_recall` keeps with IMGVEC_BENCH_KEEP=1). First one `search` each by text, by text
+# within the first label and by image (each process's peak RSS, from wait4). Then `serve`: 30 text
+# searches, filtered ones (the first of each label timed by the server: a large label builds its
+# 4-bit codes then), a "more like this", an image search; VmHWM from /proc after each step.
 #
 #   bash benches/serve_rss.sh STORE_DIR MODEL_DIR [INDEX=bench] [LABELS="half tenth hundredth thousandth"]
 #
@@ -16,6 +17,26 @@ if [ -z "$bin" ]; then
     cargo build --release --locked -q
     bin=target/release/imgvec
 fi
+# One query each, the process's peak resident set (KiB).
+search_peak() {
+    python3 - "$bin" "$store" "$index" "$model" "$@" <<'PY'
+import os, subprocess, sys
+bin, store, index, model, *query = sys.argv[1:]
+env = {"IMGVEC_STORE": store, "PATH": "/usr/bin:/bin"}
+child = subprocess.Popen([bin, "search", "--index", index, "--model-dir", model, "-k", "10", *query],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = child.stderr.read().decode()
+_, status, usage = os.wait4(child.pid, 0)
+if status != 0:
+    sys.exit(f"search {' '.join(query)} failed: {err}")
+print(f"search {' '.join(query)}: peak RSS {usage.ru_maxrss} kB")
+PY
+}
+first_label="${labels%% *}"
+search_peak --text "a photo of a cat"
+search_peak --text "a photo of a cat" --label "$first_label"
+search_peak tests/fixtures/images/chelsea.png
+
 IMGVEC_STORE="$store" "$bin" serve --index "$index" --model-dir "$model" \
     --addr 127.0.0.1:$port -q >/dev/null 2>&1 &
 pid=$!
