@@ -22,9 +22,10 @@
 //! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
 //! `IMGVEC_BENCH_REBUILD` [0] (1, with REUSE: the kept store's graph file deleted and rebuilt from
 //! its rows, timed, and nothing else), `IMGVEC_BENCH_APPEND` [unset] (with REUSE: that many documents written into the kept store,
-//! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: scan,4bit,1024; with REUSE: scan,4bit] (each filter
-//! way forced on every label: `scan` the label's int8 codes (read from the graph), `4bit` its 4-bit
-//! codes, a number the graph walk at that `ef`; empty: none).
+//! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: scan,2bit,1024; with REUSE: scan,2bit] (each filter
+//! way forced on every label: `scan` the label's int8 codes (read from the graph), `2bit` its 2-bit
+//! codes (`2bit:N`: their best N re-scored by the int8 codes), a number the graph walk at that
+//! `ef`; empty: none).
 //!
 //! ```text
 //! cargo bench --bench local_store_recall
@@ -442,7 +443,7 @@ async fn searches_only(
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;
     drop(store);
-    filter_ways(dir, n, queries, label_truth, "scan,4bit").await
+    filter_ways(dir, n, queries, label_truth, "scan,2bit").await
 }
 
 /// Writes at the size of a kept store (`IMGVEC_BENCH_APPEND` documents more, new ids from
@@ -506,9 +507,9 @@ async fn append_only(dir: &Path, data: &Data, count: usize) -> Result<(), String
 }
 
 /// Every label filter answered by each forced way of `IMGVEC_BENCH_WAYS` [`default`]: `scan`
-/// the label's int8 codes (read from the graph), `4bit` its 4-bit codes (made on its first search,
-/// no budget), a number the graph walk at that `ef` (no 4-bit codes: before 2026-12-06 a forced
-/// walk of a label that fitted their budget was in fact a 4-bit scan).
+/// the label's int8 codes (read from the graph), `2bit` its 2-bit codes (made on its first search,
+/// no budget; `2bit:N` re-scores their best N), a number the graph walk at that `ef` (no 2-bit codes: before 2026-12-06 a forced
+/// walk of a label that fitted their budget was in fact a 4-bit scan, as the codes were then).
 async fn filter_ways(
     dir: &Path,
     n: usize,
@@ -523,24 +524,32 @@ async fn filter_ways(
             Ok(ef) => (
                 LocalConfig {
                     filtered_scan_rows: 0,
-                    filtered_code4_bytes: 0,
+                    filtered_code2_bytes: 0,
                     filtered_min_ef: ef,
                     ..base
                 },
                 format!(", graph walk, ef {ef} forced"),
             ),
-            Err(_) if way == "4bit" => (
-                LocalConfig {
-                    filtered_scan_rows: 0,
-                    filtered_code4_bytes: usize::MAX,
-                    ..base
-                },
-                ", 4-bit code scan forced".to_string(),
-            ),
+            Err(_) if way.starts_with("2bit") => {
+                // `2bit:N`: the scan's best N re-scored by their int8 codes.
+                let wide = way
+                    .strip_prefix("2bit:")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(base.filtered_code2_candidates);
+                (
+                    LocalConfig {
+                        filtered_scan_rows: 0,
+                        filtered_code2_bytes: usize::MAX,
+                        filtered_code2_candidates: wide,
+                        ..base
+                    },
+                    format!(", 2-bit code scan forced, {wide} re-scored"),
+                )
+            }
             Err(_) => (
                 LocalConfig {
                     filtered_scan_rows: usize::MAX,
-                    filtered_code4_bytes: 0,
+                    filtered_code2_bytes: 0,
                     ..base
                 },
                 ", int8 code scan forced".to_string(),
@@ -684,7 +693,7 @@ async fn store_bench(
     }
     // Each way of answering a filter on every label, to choose where one gives way to the other:
     // the graph walk at several widths, the scan of the label's codes in memory (all kept).
-    filter_ways(dir, n, queries, label_truth, "scan,4bit,1024").await?;
+    filter_ways(dir, n, queries, label_truth, "scan,2bit,1024").await?;
 
     let t = Instant::now();
     let store = LocalStore::open_with(cfg.clone()).map_err(|e| e.to_string())?;

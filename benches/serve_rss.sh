@@ -3,7 +3,7 @@
 # `local_store_recall` keeps with IMGVEC_BENCH_KEEP=1). First one `search` each by text, by text
 # within the first label and by image (each process's peak RSS, from wait4). Then `serve`: 30 text
 # searches, filtered ones (the first of each label timed by the server: a large label builds its
-# 4-bit codes then), a "more like this", an image search; VmHWM from /proc after each step.
+# 2-bit codes then), a "more like this", an image search; VmHWM from /proc after each step.
 #
 #   bash benches/serve_rss.sh STORE_DIR MODEL_DIR [INDEX=bench] [LABELS="half tenth hundredth thousandth"]
 #

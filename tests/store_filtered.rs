@@ -5,7 +5,7 @@
 //!
 //! Every check asks for each document's own vector within its label: it must come first (its code
 //! is the query's), and the hits must agree with the exact search ([`VectorStore::exact_knn`]) for
-//! nearly all of the top ten. Labels searched through their 4-bit codes (the default), and walked:
+//! nearly all of the top ten. Labels searched through their 2-bit codes (the default), and walked:
 //! checked too.
 
 #[path = "common/docs.rs"]
@@ -21,12 +21,14 @@ use imgvec::store::{ImageDoc, KnnQuery, VectorStore};
 const DIMS: usize = 128;
 
 /// Searches through the graph's structures (no exact scan for small sets). The corpus's labels
-/// have about 500 documents each: with the defaults, each is scanned through its 4-bit codes (made
+/// have about 500 documents each: with the defaults, each is scanned through its 2-bit codes (made
 /// on its first search, re-scored by its int8 codes read from the graph).
 fn config(dir: &Path) -> LocalConfig {
     let mut cfg = LocalConfig::new(dir, "imgvec");
     cfg.lock_wait = Some(Duration::from_millis(200));
     cfg.exact_scan_rows = 0;
+    // Few enough re-scored that labels of 500 take 2-bit codes (at most twice as many: none).
+    cfg.filtered_code2_candidates = 100;
     cfg
 }
 
@@ -34,27 +36,27 @@ fn open(dir: &Path) -> LocalStore {
     LocalStore::open_with(config(dir)).expect("open")
 }
 
-/// As [`config`], without 4-bit codes: each label is scanned through its int8 codes, read from
+/// As [`config`], without 2-bit codes: each label is scanned through its int8 codes, read from
 /// the graph by key.
 fn open_int8_scan(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
-    cfg.filtered_code4_bytes = 0;
+    cfg.filtered_code2_bytes = 0;
     LocalStore::open_with(cfg).expect("open")
 }
 
-/// As [`config`], with the 4-bit scan's candidates going straight to the f32 re-rank.
+/// As [`config`], with the 2-bit scan's candidates going straight to the f32 re-rank.
 fn open_few_candidates(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
-    cfg.filtered_code4_candidates = 10;
+    cfg.filtered_code2_candidates = 10;
     LocalStore::open_with(cfg).expect("open")
 }
 
-/// As [`config`], but without 4-bit codes and with no label scanned by its int8 codes: every
+/// As [`config`], but without 2-bit codes and with no label scanned by its int8 codes: every
 /// label is walked.
 fn open_walk_only(dir: &Path) -> LocalStore {
     let mut cfg = config(dir);
     cfg.filtered_scan_rows = 0;
-    cfg.filtered_code4_bytes = 0;
+    cfg.filtered_code2_bytes = 0;
     LocalStore::open_with(cfg).expect("open")
 }
 
@@ -68,8 +70,8 @@ fn query(doc: &ImageDoc, label: &str) -> KnnQuery {
 }
 
 /// Each of `docs` (every 7th, to keep it short) is found first within its label, the hits all of
-/// that label and, over them all, at least 90% of the exact top ten.
-async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
+/// that label and, over them all, at least `percent`% of the exact top ten.
+async fn check_found_at(store: &LocalStore, docs: &[ImageDoc], percent: usize) {
     let (mut agree, mut total) = (0, 0);
     for doc in docs.iter().step_by(7) {
         let q = query(doc, &doc.label);
@@ -80,7 +82,15 @@ async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
         agree += agreeing_with_exact(store, &q, &hits).await;
         total += 10;
     }
-    assert!(agree * 100 >= total * 97, "{agree} of {total} exact hits");
+    assert!(
+        agree * 100 >= total * percent,
+        "{agree} of {total} exact hits"
+    );
+}
+
+/// [`check_found_at`] 97%.
+async fn check_found(store: &LocalStore, docs: &[ImageDoc]) {
+    check_found_at(store, docs, 97).await;
 }
 
 /// `doc`'s vector within `label` does not find it.
@@ -103,13 +113,14 @@ async fn filtered_search_follows_writes_replacements_relabels_and_deletes() {
 }
 
 #[tokio::test]
-async fn labels_searched_by_their_4bit_codes_follow_every_write_too() {
+async fn labels_searched_by_their_2bit_codes_follow_every_write_too() {
     follows_every_write(open).await;
 }
 
 #[tokio::test]
-async fn labels_searched_by_their_4bit_codes_alone_follow_every_write_too() {
-    follows_every_write(open_few_candidates).await;
+async fn labels_searched_by_their_2bit_codes_alone_follow_every_write_too() {
+    // 2-bit codes alone rank coarsely (why their best 8,192 are re-scored by default): 85%.
+    follows_every_write_at(open_few_candidates, 85).await;
 }
 
 #[tokio::test]
@@ -118,6 +129,10 @@ async fn labels_that_are_walked_follow_every_write_too() {
 }
 
 async fn follows_every_write(open: fn(&Path) -> LocalStore) {
+    follows_every_write_at(open, 97).await;
+}
+
+async fn follows_every_write_at(open: fn(&Path) -> LocalStore, percent: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
     store.ensure_index(&spec(DIMS)).await.unwrap();
@@ -125,7 +140,7 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
     for chunk in all.chunks(300) {
         write(&store, chunk).await;
     }
-    check_found(&store, &all).await;
+    check_found_at(&store, &all, percent).await;
 
     // New vectors for some documents (same ids): found by the new one.
     let mut rng = Rng(7);
@@ -134,7 +149,7 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
     }
     let replaced: Vec<ImageDoc> = all.iter().step_by(11).cloned().collect();
     write(&store, &replaced).await;
-    check_found(&store, &replaced).await;
+    check_found_at(&store, &replaced, percent).await;
 
     // Relabelled: found in the new label, not in the old one.
     let mut moved = Vec::new();
@@ -145,7 +160,7 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
     }
     let docs_moved: Vec<ImageDoc> = moved.iter().map(|(d, _)| d.clone()).collect();
     write(&store, &docs_moved).await;
-    check_found(&store, &docs_moved).await;
+    check_found_at(&store, &docs_moved, percent).await;
     for (doc, old) in moved.iter().step_by(5) {
         check_absent(&store, doc, old).await;
     }
@@ -158,19 +173,19 @@ async fn follows_every_write(open: fn(&Path) -> LocalStore) {
         check_absent(&store, doc, &doc.label).await;
     }
     let kept: Vec<ImageDoc> = all.into_iter().filter(|d| !ids.contains(&d.id)).collect();
-    check_found(&store, &kept).await;
+    check_found_at(&store, &kept, percent).await;
 
     // The same from the graph file in a new process's view, and with the file gone.
     store.refresh().await.unwrap();
     drop(store);
     let again = open(tmp.path());
-    check_found(&again, &kept).await;
+    check_found_at(&again, &kept, percent).await;
     assert_eq!(again.ann_stats().loaded_from_file, 1);
     let file = again.ann_path().unwrap().expect("a graph file");
     drop(again);
     std::fs::remove_file(&file).unwrap();
     let rebuilt = open(tmp.path());
-    check_found(&rebuilt, &kept).await;
+    check_found_at(&rebuilt, &kept, percent).await;
     assert_eq!(rebuilt.ann_stats().rebuilt, 1);
 }
 
@@ -180,7 +195,7 @@ async fn a_graph_loaded_from_a_stale_file_catches_up_its_labels() {
 }
 
 #[tokio::test]
-async fn a_graph_loaded_from_a_stale_file_catches_up_its_4bit_labels() {
+async fn a_graph_loaded_from_a_stale_file_catches_up_its_2bit_labels() {
     stale_file_caught_up(open).await;
 }
 

@@ -389,18 +389,20 @@ async fn label_filter_only_returns_that_label() {
 
 #[tokio::test]
 async fn a_rare_label_still_gets_k_hits_by_graph_walk_and_by_code_scans() {
-    // (scan rows, 4-bit bytes): the filtered graph walk; the scan of the label's int8 codes; of
-    // its 4-bit codes (the default).
+    // (scan rows, 2-bit bytes): the filtered graph walk; the scan of the label's int8 codes; of
+    // its 2-bit codes (the default for a label of more than twice the candidates they give, so
+    // here they give 10).
     let max = usize::MAX;
-    for (scan_rows, code4_bytes) in [(0, 0), (max, 0), (max, max)] {
+    for (scan_rows, code2_bytes) in [(0, 0), (max, 0), (max, max)] {
         let tmp = tempfile::tempdir().unwrap();
         let mut cfg = hnsw_config(tmp.path());
         cfg.filtered_scan_rows = scan_rows;
-        cfg.filtered_code4_bytes = code4_bytes;
+        cfg.filtered_code2_bytes = code2_bytes;
+        cfg.filtered_code2_candidates = 10;
         let recall = rare_label_recall(open(cfg)).await;
         assert!(
             recall >= 0.9,
-            "filtered recall@10 {recall} ({scan_rows}, {code4_bytes})"
+            "filtered recall@10 {recall} ({scan_rows}, {code2_bytes})"
         );
     }
 }

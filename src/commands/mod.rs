@@ -114,13 +114,14 @@ pub fn open_store_as(args: &StoreArgs, env_prefix: &str) -> Result<Box<dyn Vecto
 
 /// [`open_store`] for a process that answers one query and exits (`search`): an embedded store
 /// scans a label's int8 codes where the graph holds them, whatever its size, instead of first
-/// making the 4-bit codes a long-lived process keeps for the next queries (for one query that is
+/// making the 2-bit codes a long-lived process keeps for the next queries (for one query that is
 /// the same read of every code and more memory: at a million documents, a label of half of them
-/// is scanned in about 60 ms on 2 cores where its 4-bit codes take 0.5–2 s and 190 MB to make).
+/// is scanned in about 60 ms on 2 cores where its 2-bit codes take 0.5–2 s and
+/// 100 MB to make).
 pub fn open_store_for_one_query(args: &StoreArgs) -> Result<Box<dyn VectorStore>> {
     let one_query = |cfg: &mut LocalConfig| {
         cfg.filtered_scan_rows = usize::MAX;
-        cfg.filtered_code4_bytes = 0;
+        cfg.filtered_code2_bytes = 0;
     };
     open_store_tuned(args, "", one_query, |_| {})
 }

@@ -1,7 +1,7 @@
 //! Scans of int8 codes: the candidates of a label-filtered search (the label's codes read from the
 //! graph by key, [`nearest_gathered`]) and of the graph's tail (kept side by side,
 //! [`nearest_where`]), ranked by the same codes the graph holds (`quant`); and the parallel
-//! selection the 4-bit scan shares ([`nearest_by`], `codes4`).
+//! selection the 2-bit scan shares ([`nearest_by`], `codes2`).
 //!
 //! What it is for: a label searched exactly (up to the codes' rounding), fast. A scan reads its
 //! codes a block at a time into the core's cache ([`GATHER`] keys: one call into usearch, which
@@ -29,7 +29,7 @@ pub(super) fn nearest(query: &[i8], codes: &[i8], count: usize) -> Vec<usize> {
 
 /// The positions of the `count` codes (of `size` elements each, one after another in `codes`)
 /// whose `distances` are smallest, smallest first (ties by position); the distances computed on
-/// every core, [`TASK_ROWS`] codes a task. The 4-bit scan's (`codes4`).
+/// every core, [`TASK_ROWS`] codes a task. The 2-bit scan's (`codes2`).
 pub(super) fn nearest_by<T: Sync>(
     codes: &[T],
     size: usize,
@@ -160,7 +160,7 @@ fn smallest_unsorted(mut order: Vec<(i32, usize)>, count: usize) -> Vec<(i32, us
     order
 }
 
-/// How the distances are computed on this CPU (the 4-bit scan's too, `codes4`).
+/// How the distances are computed on this CPU (the 2-bit scan's too, `codes2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kernel {
     Avx512,

@@ -26,10 +26,13 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
-/// 192 MiB: the 4-bit codes of a label of up to 518,882 documents (388 bytes each) at 768-d (half
-/// of a 1,000,000-document store).
-pub const DEFAULT_FILTERED_CODE4_BYTES: usize = 192 << 20;
-pub const DEFAULT_FILTERED_CODE4_CANDIDATES: usize = 1_000;
+/// 96 MiB: the 2-bit codes of a label of up to 513,598 documents (196 bytes each) at 768-d (half
+/// of a 1,000,000-document store), what the 4-bit codes they replaced covered in 192 MiB.
+pub const DEFAULT_FILTERED_CODE2_BYTES: usize = 96 << 20;
+/// The 2-bit scan's candidates re-scored by their int8 codes (about 0.1 µs each at a million
+/// documents on 2 cores): at a million documents 2,048 found 0.9940 of the top ten within a label
+/// of half of them, 8,192 and 16,384 all (docs/performance.md).
+pub const DEFAULT_FILTERED_CODE2_CANDIDATES: usize = 8_192;
 pub const DEFAULT_FILTERED_MIN_EF: usize = 1_024;
 /// At 1,000,000 documents (graph built on 2 cores, `num_candidates` 100) floor 512 gave recall@10
 /// 0.9894–0.9902, 768 gave 0.9926 at p50 1.7 ms, 1,024 gave 0.9932 at 2.7 ms (docs/performance.md).
@@ -58,17 +61,17 @@ pub struct LocalConfig {
     /// from the graph by key) for its candidates instead of walking the graph (which, for a small
     /// label, mostly walks documents of other labels). 0: no label is scanned so.
     pub filtered_scan_rows: usize,
-    /// A label is scanned through 4-bit codes (half the size of the int8 codes), made on its
-    /// first search, while all labels' 4-bit codes take at most this many bytes: a larger label
+    /// A label is scanned through 2-bit codes (a quarter of the size of the int8 codes), made on its
+    /// first search, while all labels' 2-bit codes take at most this many bytes: a larger label
     /// makes room (the labels searched least recently let theirs go), a label small enough for
     /// the int8 scan only takes what is left; one larger than the budget is walked (at a million
     /// documents a walk of a label of half of them found 0.955 of the top ten at `ef` 1,024, the
-    /// 4-bit scan 1.000). 0: never.
-    pub filtered_code4_bytes: usize,
-    /// How many candidates the 4-bit scan gives: they are re-scored with their int8 codes from the
+    /// 2-bit scan 1.000). 0: never.
+    pub filtered_code2_bytes: usize,
+    /// How many candidates the 2-bit scan gives: they are re-scored with their int8 codes from the
     /// graph down to `num_candidates`, which the f32 rows re-rank. At most `num_candidates`: no
     /// int8 step, the scan's `num_candidates` best go straight to the f32 re-rank.
-    pub filtered_code4_candidates: usize,
+    pub filtered_code2_candidates: usize,
     /// The least `ef` of a label-filtered graph walk (most of what it walks is of other labels).
     pub filtered_min_ef: usize,
     /// The least HNSW `ef` (search breadth) of a query, whatever its `num_candidates`.
@@ -100,8 +103,8 @@ impl LocalConfig {
             ann_save_interval: DEFAULT_ANN_SAVE_INTERVAL,
             exact_scan_rows: DEFAULT_EXACT_SCAN_ROWS,
             filtered_scan_rows: DEFAULT_FILTERED_SCAN_ROWS,
-            filtered_code4_bytes: DEFAULT_FILTERED_CODE4_BYTES,
-            filtered_code4_candidates: DEFAULT_FILTERED_CODE4_CANDIDATES,
+            filtered_code2_bytes: DEFAULT_FILTERED_CODE2_BYTES,
+            filtered_code2_candidates: DEFAULT_FILTERED_CODE2_CANDIDATES,
             filtered_min_ef: DEFAULT_FILTERED_MIN_EF,
             min_ef_search: DEFAULT_MIN_EF_SEARCH,
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,

@@ -489,12 +489,12 @@ impl Shared {
             .prepare("SELECT key, label FROM docs WHERE index_id = ?1")
             .map_err(db)?;
         let mut rows = stmt.query(params![index_id]).map_err(db)?;
-        let mut labels = Labels::new(index.dimensions(), self.cfg.filtered_code4_bytes);
+        let mut labels = Labels::new(index.dimensions(), self.cfg.filtered_code2_bytes);
         while let Some(r) = rows.next().map_err(db)? {
             let key = r.get::<_, i64>(0).map_err(db)? as u64;
             let label: String = r.get(1).map_err(db)?;
             if index.contains(key) {
-                // No label has 4-bit codes yet: no code needed.
+                // No label has 2-bit codes yet: no code needed.
                 labels.set(key, label, &[]);
             }
         }
@@ -518,7 +518,7 @@ fn build_graph(
         Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
     let total = usize::try_from(row.doc_count).unwrap_or(0);
     reserve(&index, total + 1)?;
-    let mut labels = Labels::new(row.dims, cfg.filtered_code4_bytes);
+    let mut labels = Labels::new(row.dims, cfg.filtered_code2_bytes);
     let mut stmt = conn
         .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
         .map_err(db)?;

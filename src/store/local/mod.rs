@@ -30,8 +30,8 @@
 //! operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the
 //! in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned until
 //! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
-//! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 4-bit codes),
-//! `codes` / `codes4` (scans of int8 codes, a label's read from the graph, and of 4-bit codes),
+//! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes),
+//! `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of 2-bit codes),
 //! `search` (kNN and re-ranking), `browse`
 //! (labels, documents by id), `lock` (the write lock), `fsutil` (store
 //! directory, atomic writes).
@@ -43,7 +43,7 @@
 mod batch;
 mod browse;
 mod codes;
-mod codes4;
+mod codes2;
 mod config;
 mod db;
 mod delete;
@@ -78,8 +78,8 @@ use super::{
 };
 pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
-    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE4_BYTES,
-    DEFAULT_FILTERED_CODE4_CANDIDATES, DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS,
+    DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE2_BYTES,
+    DEFAULT_FILTERED_CODE2_CANDIDATES, DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS,
     DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE,
     MAX_NUM_CANDIDATES, SIMILARITY,
 };

@@ -160,9 +160,13 @@ impl Shared {
         Ok(hits)
     }
 
-    /// Readies what a search of `label` for `candidates` will scan: the label's 4-bit codes unless
-    /// it is scanned exactly (`labels`: made on first use, within budget; a label small enough for
-    /// the int8 scan only takes what the budget has left, a larger one makes room).
+    /// Readies what a search of `label` for `candidates` will scan: the label's 2-bit codes unless
+    /// it is scanned exactly, or its int8 scan would read about as much (at most twice
+    /// [`LocalConfig::filtered_code2_candidates`] documents) (`labels`: made on first use, within
+    /// budget; a label small enough for the int8 scan only takes what the budget has left, a
+    /// larger one makes room).
+    ///
+    /// [`LocalConfig::filtered_code2_candidates`]: super::LocalConfig::filtered_code2_candidates
     pub(super) fn prepare_filter(&self, graph: &mut Ann, label: &str, candidates: usize) {
         let Some((number, count)) = graph.labels.get(label) else {
             return;
@@ -170,27 +174,32 @@ impl Shared {
         if count <= self.cfg.exact_scan_rows || count <= candidates {
             return;
         }
+        // Its int8 codes would be scanned near whole anyway (the 2-bit scan's best are re-scored
+        // by them): no 2-bit codes.
+        if count <= 2 * self.cfg.filtered_code2_candidates && count <= self.cfg.filtered_scan_rows {
+            return;
+        }
         let make_room = count > self.cfg.filtered_scan_rows;
         let Ann { labels, index, .. } = graph;
-        labels.prepare_codes4(number, make_room, |keys, codes, found| {
+        labels.prepare_codes2(number, make_room, |keys, codes, found| {
             index.get_i8_many(keys, codes, found).is_ok()
         });
     }
 
-    /// The candidates of a search of label `number` from its 4-bit codes (`None` if it has none):
-    /// the scan's best [`LocalConfig::filtered_code4_candidates`] re-scored with their int8 codes
+    /// The candidates of a search of label `number` from its 2-bit codes (`None` if it has none):
+    /// the scan's best [`LocalConfig::filtered_code2_candidates`] re-scored with their int8 codes
     /// from the graph, the best `candidates` of those.
     ///
-    /// [`LocalConfig::filtered_code4_candidates`]: super::LocalConfig::filtered_code4_candidates
-    fn code4_candidates(
+    /// [`LocalConfig::filtered_code2_candidates`]: super::LocalConfig::filtered_code2_candidates
+    fn code2_candidates(
         &self,
         graph: &Ann,
         number: u32,
         code: &[i8],
         candidates: usize,
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        let wide = self.cfg.filtered_code4_candidates.max(candidates);
-        let Some(found) = graph.labels.nearest4(number, code, wide) else {
+        let wide = self.cfg.filtered_code2_candidates.max(candidates);
+        let Some(found) = graph.labels.nearest2(number, code, wide) else {
             return Ok(None);
         };
         if wide == candidates {
@@ -201,7 +210,7 @@ impl Shared {
     }
 
     /// The best `k` of `label`'s vectors: an exact scan if there are few, else the candidates of
-    /// its int8 codes, of its 4-bit codes or of a filtered graph walk, re-ranked (and an exact
+    /// its int8 codes, of its 2-bit codes or of a filtered graph walk, re-ranked (and an exact
     /// scan should they come back short or with another label).
     pub(super) fn filtered_knn(
         &self,
@@ -233,7 +242,7 @@ impl Shared {
     }
 
     /// The graph's candidates of a search of label `number` (`code`: the query's): a scan of its
-    /// 4-bit codes (re-scored by the int8 codes) if it has them; else of its int8 codes, read from
+    /// 2-bit codes (re-scored by the int8 codes) if it has them; else of its int8 codes, read from
     /// the graph by key, if it has at most [`LocalConfig::filtered_scan_rows`] documents; else a
     /// filtered graph walk.
     ///
@@ -246,7 +255,7 @@ impl Shared {
         code: &[i8],
     ) -> Result<Vec<u64>, StoreError> {
         let labels = &graph.labels;
-        if let Some(found) = self.code4_candidates(graph, number, code, s.candidates)? {
+        if let Some(found) = self.code2_candidates(graph, number, code, s.candidates)? {
             return Ok(found);
         }
         let keys = labels.keys_of(number);

@@ -1,42 +1,48 @@
-//! 4-bit codes: half the memory of the int8 codes again, for a label too large to keep those
-//! (`labels`). A scan of them gives a label-filtered search its candidates; the graph's int8
-//! codes and then the f32 rows re-rank them (`search`).
+//! 2-bit codes: a quarter of the memory of the int8 codes, for a label too large to scan those
+//! (`labels`). A scan of them gives a label-filtered search its candidates, a wide set (thousands):
+//! the graph's int8 codes re-score those, then the f32 rows re-rank the best (`search`).
 //!
-//! A component's 4-bit level comes from its int8 code `c` (the graph's, so the same per-dimension
-//! centring and scale, `quant`): `(c + 64) >> 3` clamped to 0..=15, i.e. 16 steps of 8 int8 units
-//! over ±64 (±3 standard deviations of a component; beyond is clipped). Level `u` stands for the
-//! int8 value `8u - 60`, the middle of its step. A step of 8 units is 0.38 of a standard deviation,
-//! near the best uniform 16-level quantizer of a Gaussian (0.34); the plain `c >> 4` would use
-//! only about 8 of its 16 levels on such data.
+//! A component's 2-bit level comes from its int8 code `c` (the graph's, so the same per-dimension
+//! centring and scale, `quant`): `(c + 32) >> 4` clamped to 0..=3, i.e. steps of 16 int8 units
+//! with the middle two over ±16 (about ±0.75 of a component's standard deviation, which `quant`
+//! puts near 21 units); level `u` stands for the int8 value `16u - 24`, the middle of its step
+//! (the outer two stand for ±24). Measured against 4-bit codes (16 levels, twice the bytes) on
+//! clustered data: the same recall once the int8 re-score takes the best 4,096 instead of 1,000
+//! (docs/performance.md), and a scan half as long.
 //!
 //! The distance is asymmetric: the query keeps its int8 code `c` and is compared with each level's
-//! value, `Σ ((c + 60) - 8u)²`, exact in i32 (|c + 60 - 8u| ≤ 187; 768 × 187² < 2³¹). Expanded,
-//! that is `Σ (c + 60)² + (64 Σ u² - 960 Σ u) - 16 Σ c·u`: a term of the query's, a term of the
+//! value, `Σ ((c + 24) - 16u)²`, exact in i32 (|c + 24 - 16u| ≤ 152; 768 × 152² < 2³¹). Expanded,
+//! that is `Σ (c + 24)² + (256 Σ u² - 768 Σ u) - 32 Σ c·u`: a term of the query's, a term of the
 //! code's (stored after it, its *norm*) and a dot product of the code's levels, unsigned bytes,
-//! with the query's int8 code, which `VPMADDUBSW` computes 32 or 64 components an instruction. So
-//! a scan does a few instructions for each 64 bytes it reads and runs at the speed of memory.
+//! with the query's int8 code, which `VPMADDUBSW` computes 32 or 64 components an instruction.
 //!
-//! Layout of a code: components in blocks of 64 (the last padded with level 0, matched by a query
-//! value 0, so padding adds nothing); byte `j` of a block's 32 holds component `j` in its low
-//! nibble and component `j + 32` in its high one, so a kernel unpacks 32 components with one mask
-//! and one shift. After the blocks, the code's norm (i32, little-endian). Computed with AVX-512BW
-//! where the CPU has it (two blocks a step), else AVX2 (one), else portable code; the same numbers
-//! from each (tested).
+//! Layout of a code: components in blocks of 128 (the last padded with level 0, matched by a query
+//! value 0, so padding adds nothing); byte `j` of a block's 32 holds component `j + 32f` in its
+//! bits `2f..2f + 2` (f = 0..4), so a kernel unpacks 32 components with one shift and one mask.
+//! After the blocks, the code's norm (i32, little-endian). Computed with AVX-512BW where the CPU
+//! has it (two blocks a step), else AVX2 (one), else portable code; the same numbers from each
+//! (tested).
 //!
 //! What it is not for: deciding which labels keep these codes (`labels`) or the int8 scan (`codes`).
 
 use super::codes::Kernel;
 
-/// Components a block packs (into half as many bytes).
-const BLOCK: usize = 64;
-/// What the query's int8 code is offset by, so that level `u` compares with `8u`.
-const OFFSET: i32 = 60;
+/// Bits of a level; levels a byte holds.
+const BITS: usize = 2;
+const FIELDS: usize = 8 / BITS;
+/// Bytes of a block; components a block packs.
+const BLOCK_BYTES: usize = 32;
+const BLOCK: usize = BLOCK_BYTES * FIELDS;
+/// Int8 units a level spans, and what the query's int8 code is offset by, so that level `u`
+/// compares with `STEP * u`.
+const STEP: i32 = 16;
+const OFFSET: i32 = 24;
 /// Bytes of a code's norm, after its blocks.
 const NORM: usize = 4;
 
 /// Bytes of the packed levels of `dims` components.
 fn packed_bytes(dims: usize) -> usize {
-    dims.div_ceil(BLOCK) * BLOCK / 2
+    dims.div_ceil(BLOCK) * BLOCK_BYTES
 }
 
 /// Bytes of the code of `dims` components: its packed levels and its norm.
@@ -44,9 +50,9 @@ pub(super) fn bytes_for(dims: usize) -> usize {
     packed_bytes(dims) + NORM
 }
 
-/// The 4-bit level of the int8 component `c`.
+/// The 2-bit level of the int8 component `c`.
 fn level(c: i8) -> u8 {
-    ((i16::from(c) + 64) >> 3).clamp(0, 15) as u8
+    ((i16::from(c) + 32) >> 4).clamp(0, 3) as u8
 }
 
 /// The code of the int8 code `code`, appended to `out` ([`bytes_for`] bytes).
@@ -60,33 +66,32 @@ pub(super) fn pack_into(code: &[i8], out: &mut Vec<u8>) {
 /// The code of the int8 code `code` into `out` ([`bytes_for`] bytes), each level found once.
 pub(super) fn pack_to(code: &[i8], out: &mut [u8]) {
     let (packed, norm_bytes) = out.split_at_mut(out.len() - NORM);
+    packed.fill(0);
     let mut norm = 0i32;
-    for (block, bytes) in code.chunks(BLOCK).zip(packed.chunks_exact_mut(BLOCK / 2)) {
-        let mut levels = [0u8; BLOCK];
-        for (l, &c) in levels.iter_mut().zip(block) {
-            *l = level(c);
-            let u = i32::from(*l);
-            norm += 64 * u * u - 16 * OFFSET * u;
-        }
-        for (j, byte) in bytes.iter_mut().enumerate() {
-            *byte = levels[j] | (levels[j + BLOCK / 2] << 4);
+    for (block, bytes) in code.chunks(BLOCK).zip(packed.chunks_exact_mut(BLOCK_BYTES)) {
+        for (i, &c) in block.iter().enumerate() {
+            let u = level(c);
+            let (field, j) = (i / BLOCK_BYTES, i % BLOCK_BYTES);
+            bytes[j] |= u << (BITS * field);
+            let u = i32::from(u);
+            norm += STEP * STEP * u * u - 2 * STEP * OFFSET * u;
         }
     }
     norm_bytes.copy_from_slice(&norm.to_le_bytes());
 }
 
-/// Where block `b`'s low-nibble components start in the prepared query (its high ones start
-/// [`BLOCK`] later): blocks go in pairs, the pair's 32 + 32 low components, then its high ones.
+/// Where block `b`'s components of field 0 start in the prepared query (field `f`'s start
+/// `f * 2 * BLOCK_BYTES` later): blocks go in pairs, each field's 32 + 32 components of the pair
+/// together, as one 64-byte load of the pair's codes holds them.
 fn query_at(b: usize) -> usize {
-    (b / 2) * 2 * BLOCK + (b % 2) * (BLOCK / 2)
+    (b / 2) * 2 * BLOCK + (b % 2) * BLOCK_BYTES
 }
 
 /// The query as the kernels read it.
 struct Prepared {
-    /// The query's int8 code in the kernels' order, padded with 0 to whole pairs of blocks: for
-    /// each pair, the components its low nibbles hold (32 of each block), then its high ones.
+    /// The query's int8 code in the kernels' order, padded with 0 to whole pairs of blocks.
     code: Vec<i8>,
-    /// `Σ (c + 60)²` over the query's components: the distance's term of the query's.
+    /// `Σ (c + OFFSET)²` over the query's components: the distance's term of the query's.
     square: i32,
 }
 
@@ -95,8 +100,8 @@ fn prepared(query: &[i8]) -> Prepared {
     let mut code = vec![0i8; blocks.div_ceil(2) * 2 * BLOCK];
     for (i, &c) in query.iter().enumerate() {
         let (block, j) = (i / BLOCK, i % BLOCK);
-        let (half, j) = (j / (BLOCK / 2), j % (BLOCK / 2));
-        code[query_at(block) + half * BLOCK + j] = c;
+        let (field, j) = (j / BLOCK_BYTES, j % BLOCK_BYTES);
+        code[query_at(block) + field * 2 * BLOCK_BYTES + j] = c;
     }
     let square = query.iter().map(|&c| (i32::from(c) + OFFSET).pow(2)).sum();
     Prepared { code, square }
@@ -139,14 +144,16 @@ fn norm_of(code: &[u8]) -> i32 {
 fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
     for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
         let mut dot = 0i32;
-        for (b, block) in code[..size - NORM].chunks_exact(BLOCK / 2).enumerate() {
+        for (b, block) in code[..size - NORM].chunks_exact(BLOCK_BYTES).enumerate() {
             let at = query_at(b);
             for (j, &byte) in block.iter().enumerate() {
-                dot += i32::from(q.code[at + j]) * i32::from(byte & 0x0F);
-                dot += i32::from(q.code[at + BLOCK + j]) * i32::from(byte >> 4);
+                for f in 0..FIELDS {
+                    let u = (byte >> (BITS * f)) & 3;
+                    dot += i32::from(q.code[at + f * 2 * BLOCK_BYTES + j]) * i32::from(u);
+                }
             }
         }
-        *d = q.square + norm_of(code) - 16 * dot;
+        *d = q.square + norm_of(code) - 2 * STEP * dot;
     }
 }
 
@@ -154,76 +161,94 @@ fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) 
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{norm_of, query_at, Prepared, BLOCK, NORM};
+    use super::{norm_of, query_at, Prepared, BLOCK, BLOCK_BYTES, NORM, STEP};
 
-    /// [`super::distances_portable`] two blocks (128 components, 64 bytes) a step: the low
-    /// nibbles masked and the high ones shifted down, each `VPMADDUBSW`ed (unsigned levels by the
-    /// query's signed code, pairs summed to i16: at most 2 × 15 × 128 each, so the two sums of a
-    /// step fit too), then `VPMADDWD`ed by 1 to i32. A lone last block is loaded under a mask.
+    /// [`super::distances_portable`] two blocks (256 components, 64 bytes) a step: each field
+    /// shifted down and masked, `VPMADDUBSW`ed (unsigned levels by the query's signed code, pairs
+    /// summed to i16: at most 2 × 3 × 128 each, so the four fields' sums fit too), then
+    /// `VPMADDWD`ed by 1 to i32. A lone last block is loaded under a mask.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) fn distances_avx512(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
         let packed = size - NORM;
-        let steps = packed.div_ceil(BLOCK);
+        let steps = packed.div_ceil(2 * BLOCK_BYTES);
         // The bytes of the last step: all 64, or the lone block's 32.
-        let last: __mmask64 = if packed.is_multiple_of(BLOCK) {
+        let last: __mmask64 = if packed.is_multiple_of(2 * BLOCK_BYTES) {
             !0
         } else {
             0xFFFF_FFFF
         };
-        let mask = _mm512_set1_epi8(0x0F);
+        let mask = _mm512_set1_epi8(3);
         let ones = _mm512_set1_epi16(1);
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
             let mut acc = _mm512_setzero_si512();
             for s in 0..steps {
                 let keep = if s + 1 == steps { last } else { !0 };
+                let base = s * 2 * BLOCK;
                 // SAFETY: step `s` reads bytes `64s..` of `code` under `keep`, which covers only
-                // its packed levels; `q.code` holds 128 bytes a step (whole pairs of blocks).
-                let (c, qlo, qhi) = unsafe {
+                // its packed levels; `q.code` holds 256 bytes a step (whole pairs of blocks).
+                let (c, q0, q1, q2, q3) = unsafe {
+                    let at = |f: usize| q.code.as_ptr().add(base + f * 2 * BLOCK_BYTES).cast();
                     (
-                        _mm512_maskz_loadu_epi8(keep, code.as_ptr().add(s * BLOCK).cast()),
-                        _mm512_loadu_si512(q.code.as_ptr().add(s * 2 * BLOCK).cast()),
-                        _mm512_loadu_si512(q.code.as_ptr().add(s * 2 * BLOCK + BLOCK).cast()),
+                        _mm512_maskz_loadu_epi8(
+                            keep,
+                            code.as_ptr().add(s * 2 * BLOCK_BYTES).cast(),
+                        ),
+                        _mm512_loadu_si512(at(0)),
+                        _mm512_loadu_si512(at(1)),
+                        _mm512_loadu_si512(at(2)),
+                        _mm512_loadu_si512(at(3)),
                     )
                 };
-                let lo = _mm512_and_si512(c, mask);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(c), mask);
-                let pairs =
-                    _mm512_add_epi16(_mm512_maddubs_epi16(lo, qlo), _mm512_maddubs_epi16(hi, qhi));
+                let f0 = _mm512_and_si512(c, mask);
+                let f1 = _mm512_and_si512(_mm512_srli_epi16::<2>(c), mask);
+                let f2 = _mm512_and_si512(_mm512_srli_epi16::<4>(c), mask);
+                let f3 = _mm512_and_si512(_mm512_srli_epi16::<6>(c), mask);
+                let pairs = _mm512_add_epi16(
+                    _mm512_add_epi16(_mm512_maddubs_epi16(f0, q0), _mm512_maddubs_epi16(f1, q1)),
+                    _mm512_add_epi16(_mm512_maddubs_epi16(f2, q2), _mm512_maddubs_epi16(f3, q3)),
+                );
                 acc = _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, ones));
             }
-            *d = q.square + norm_of(code) - 16 * _mm512_reduce_add_epi32(acc);
+            *d = q.square + norm_of(code) - 2 * STEP * _mm512_reduce_add_epi32(acc);
         }
     }
 
     /// As above with AVX2, one block (32 bytes) a step.
     #[target_feature(enable = "avx2")]
     pub(super) fn distances_avx2(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) {
-        let blocks = (size - NORM) / (BLOCK / 2);
-        let mask = _mm256_set1_epi8(0x0F);
+        let blocks = (size - NORM) / BLOCK_BYTES;
+        let mask = _mm256_set1_epi8(3);
         let ones = _mm256_set1_epi16(1);
         for (code, d) in codes.chunks_exact(size).zip(out.iter_mut()) {
             let mut acc = _mm256_setzero_si256();
             for b in 0..blocks {
                 let at = query_at(b);
                 // SAFETY: block `b` is bytes `32b..32b + 32` of `code`'s packed levels; `q.code`
-                // holds whole pairs of blocks, so `at + BLOCK + 32` is within it.
-                let (c, qlo, qhi) = unsafe {
+                // holds whole pairs of blocks, so `at + 3 * 64 + 32` is within it.
+                let (c, q0, q1, q2, q3) = unsafe {
+                    let q_at = |f: usize| q.code.as_ptr().add(at + f * 2 * BLOCK_BYTES).cast();
                     (
-                        _mm256_loadu_si256(code.as_ptr().add(b * 32).cast()),
-                        _mm256_loadu_si256(q.code.as_ptr().add(at).cast()),
-                        _mm256_loadu_si256(q.code.as_ptr().add(at + BLOCK).cast()),
+                        _mm256_loadu_si256(code.as_ptr().add(b * BLOCK_BYTES).cast()),
+                        _mm256_loadu_si256(q_at(0)),
+                        _mm256_loadu_si256(q_at(1)),
+                        _mm256_loadu_si256(q_at(2)),
+                        _mm256_loadu_si256(q_at(3)),
                     )
                 };
-                let lo = _mm256_and_si256(c, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(c), mask);
-                let pairs =
-                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, qlo), _mm256_maddubs_epi16(hi, qhi));
+                let f0 = _mm256_and_si256(c, mask);
+                let f1 = _mm256_and_si256(_mm256_srli_epi16::<2>(c), mask);
+                let f2 = _mm256_and_si256(_mm256_srli_epi16::<4>(c), mask);
+                let f3 = _mm256_and_si256(_mm256_srli_epi16::<6>(c), mask);
+                let pairs = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(f0, q0), _mm256_maddubs_epi16(f1, q1)),
+                    _mm256_add_epi16(_mm256_maddubs_epi16(f2, q2), _mm256_maddubs_epi16(f3, q3)),
+                );
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
             }
             let mut lanes = [0i32; 8];
             // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            *d = q.square + norm_of(code) - 16 * lanes.iter().sum::<i32>();
+            *d = q.square + norm_of(code) - 2 * STEP * lanes.iter().sum::<i32>();
         }
     }
 }
@@ -253,13 +278,13 @@ mod tests {
     }
 
     /// The distance straight from the definition: the query's int8 code against each level's
-    /// int8 value `8u - 60`.
+    /// int8 value `16u - 24`.
     fn naive(query: &[i8], code: &[i8]) -> i32 {
         query
             .iter()
             .zip(code)
             .map(|(&x, &c)| {
-                let value = 8 * i64::from(level(c)) - 60;
+                let value = 16 * i64::from(level(c)) - 24;
                 (i64::from(x) - value).pow(2)
             })
             .sum::<i64>() as i32
@@ -272,23 +297,26 @@ mod tests {
     }
 
     #[test]
-    fn levels_are_steps_of_eight_over_plus_minus_64_clipped_beyond() {
+    fn levels_are_steps_of_sixteen_around_zero_clipped_beyond() {
         assert_eq!(level(-128), 0);
-        assert_eq!(level(-64), 0);
-        assert_eq!(level(-57), 0);
-        assert_eq!(level(-56), 1);
-        assert_eq!(level(0), 8);
-        assert_eq!(level(63), 15);
-        assert_eq!(level(127), 15);
-        assert_eq!(bytes_for(768), 384 + 4);
-        assert_eq!(bytes_for(512), 256 + 4);
+        assert_eq!(level(-17), 0);
+        assert_eq!(level(-16), 1);
+        assert_eq!(level(-1), 1);
+        assert_eq!(level(0), 2);
+        assert_eq!(level(15), 2);
+        assert_eq!(level(16), 3);
+        assert_eq!(level(127), 3);
+        assert_eq!(bytes_for(768), 192 + 4);
+        assert_eq!(bytes_for(512), 128 + 4);
         assert_eq!(bytes_for(1), 32 + 4);
         assert_eq!(bytes_for(0), 4);
     }
 
     #[test]
     fn every_kernel_gives_the_reference_distances() {
-        for dims in [1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 200, 512, 576, 768] {
+        for dims in [
+            1, 31, 32, 33, 64, 127, 128, 129, 200, 255, 256, 257, 384, 512, 576, 768,
+        ] {
             let query = codes_from(dims as u64, dims);
             let raw = codes_from(7 + dims as u64, dims * 50);
             let codes = packed(&raw, dims);
@@ -313,9 +341,9 @@ mod tests {
 
     #[test]
     fn the_extremes_do_not_overflow() {
-        // The farthest a component can be: query 127 against level 0 (value -60): 187.
-        let query = vec![127i8; 768];
-        let codes = packed(&vec![-128i8; 768 * 3], 768);
+        // The farthest a component can be: query -128 against level 3 (value 24): 152.
+        let query = vec![-128i8; 768];
+        let codes = packed(&vec![127i8; 768 * 3], 768);
         let q = prepared(&query);
         let mut kernels = vec![Kernel::Portable, Kernel::get()];
         #[cfg(target_arch = "x86_64")]
@@ -325,7 +353,7 @@ mod tests {
         for k in kernels {
             let mut got = vec![0i32; 3];
             distances(k, &q, bytes_for(768), &codes, &mut got);
-            assert_eq!(got, vec![768 * 187 * 187; 3], "{k:?}");
+            assert_eq!(got, vec![768 * 152 * 152; 3], "{k:?}");
         }
     }
 
