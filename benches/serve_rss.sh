@@ -22,7 +22,7 @@ search_peak() {
     python3 - "$bin" "$store" "$index" "$model" "$@" <<'PY'
 import os, subprocess, sys
 bin, store, index, model, *query = sys.argv[1:]
-env = {"IMGVEC_STORE": store, "PATH": "/usr/bin:/bin"}
+env = dict(os.environ, IMGVEC_STORE=store)
 child = subprocess.Popen([bin, "search", "--index", index, "--model-dir", model, "-k", "10", *query],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 err = child.stderr.read().decode()
