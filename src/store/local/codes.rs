@@ -220,7 +220,7 @@ fn squared_from(code: &[i8], query: &[i8], from: usize) -> i32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     /// [`super::distances_portable`] 32 components a step: both widened to i16, subtracted,
@@ -270,12 +270,35 @@ mod x86 {
                 let diff = _mm256_sub_epi16(_mm256_cvtepi8_epi16(c), _mm256_cvtepi8_epi16(q));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(diff, diff));
             }
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            *d = lanes.iter().sum::<i32>() + super::squared_from(code, query, steps * 16);
+            *d = sum_lanes(acc) + super::squared_from(code, query, steps * 16);
         }
     }
+
+    /// The sum of the eight i32 lanes of `acc`.
+    #[target_feature(enable = "avx2")]
+    pub(in super::super) fn sum_lanes(acc: __m256i) -> i32 {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+        lanes.iter().sum()
+    }
+}
+
+/// A deterministic stream of `n` int8 codes for tests, beginning each 89 with `extremes`.
+#[cfg(test)]
+pub(super) fn test_codes(seed: u64, n: usize, extremes: &[i8]) -> Vec<i8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            extremes
+                .get(i % 89)
+                .copied()
+                .unwrap_or((x % 256) as u8 as i8)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -284,19 +307,7 @@ mod tests {
 
     /// A deterministic stream of codes, the extremes included.
     fn codes_from(seed: u64, n: usize) -> Vec<i8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                match i % 97 {
-                    0 => 127,
-                    1 => -127,
-                    _ => (x % 255) as i64 as i8,
-                }
-            })
-            .collect()
+        test_codes(seed, n, &[127, -127])
     }
 
     #[test]

@@ -161,6 +161,7 @@ fn distances_portable(q: &Prepared, size: usize, codes: &[u8], out: &mut [i32]) 
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::codes::x86::sum_lanes;
     use super::{norm_of, query_at, Prepared, BLOCK, BLOCK_BYTES, NORM, STEP};
 
     /// [`super::distances_portable`] two blocks (256 components, 64 bytes) a step: each field
@@ -245,10 +246,7 @@ mod x86 {
                 );
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
             }
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` is 32 bytes, what one 256-bit store writes.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            *d = q.square + norm_of(code) - 2 * STEP * lanes.iter().sum::<i32>();
+            *d = q.square + norm_of(code) - 2 * STEP * sum_lanes(acc);
         }
     }
 }
@@ -259,22 +257,7 @@ mod tests {
 
     /// A deterministic stream of int8 codes, the extremes included.
     fn codes_from(seed: u64, n: usize) -> Vec<i8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                match i % 89 {
-                    0 => 127,
-                    1 => -127,
-                    2 => -128,
-                    3 => 63,
-                    4 => -64,
-                    _ => (x % 256) as u8 as i8,
-                }
-            })
-            .collect()
+        super::super::codes::test_codes(seed, n, &[127, -127, -128, 63, -64])
     }
 
     /// The distance straight from the definition: the query's int8 code against each level's
