@@ -284,6 +284,17 @@ pub(super) mod x86 {
     }
 }
 
+/// The kernels to check on this CPU: the portable one, the one chosen, and AVX2 where it is not.
+#[cfg(test)]
+pub(super) fn test_kernels() -> Vec<Kernel> {
+    let mut kernels = vec![Kernel::Portable, Kernel::get()];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        kernels.push(Kernel::Avx2);
+    }
+    kernels
+}
+
 /// A deterministic stream of `n` int8 codes for tests, beginning each 89 with `extremes`.
 #[cfg(test)]
 pub(super) fn test_codes(seed: u64, n: usize, extremes: &[i8]) -> Vec<i8> {
@@ -328,12 +339,7 @@ mod tests {
                 })
                 .collect();
             assert_eq!(want, naive, "{dims} dims");
-            let mut kernels = vec![Kernel::Portable, Kernel::get()];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                kernels.push(Kernel::Avx2);
-            }
-            for k in kernels {
+            for k in test_kernels() {
                 let mut got = vec![i32::MIN; 50];
                 k.distances(&query, &codes, &mut got);
                 assert_eq!(got, want, "{k:?}, {dims} dims");

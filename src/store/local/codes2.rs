@@ -309,12 +309,7 @@ mod tests {
             distances_portable(&q, bytes_for(dims), &codes, &mut want);
             let direct: Vec<i32> = raw.chunks(dims).map(|c| naive(&query, c)).collect();
             assert_eq!(want, direct, "{dims} dims");
-            let mut kernels = vec![Kernel::Portable, Kernel::get()];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                kernels.push(Kernel::Avx2);
-            }
-            for k in kernels {
+            for k in super::super::codes::test_kernels() {
                 let mut got = vec![i32::MIN; 50];
                 distances(k, &q, bytes_for(dims), &codes, &mut got);
                 assert_eq!(got, want, "{k:?}, {dims} dims");
@@ -328,12 +323,7 @@ mod tests {
         let query = vec![-128i8; 768];
         let codes = packed(&vec![127i8; 768 * 3], 768);
         let q = prepared(&query);
-        let mut kernels = vec![Kernel::Portable, Kernel::get()];
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            kernels.push(Kernel::Avx2);
-        }
-        for k in kernels {
+        for k in super::super::codes::test_kernels() {
             let mut got = vec![0i32; 3];
             distances(k, &q, bytes_for(768), &codes, &mut got);
             assert_eq!(got, vec![768 * 152 * 152; 3], "{k:?}");
