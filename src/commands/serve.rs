@@ -73,8 +73,16 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             Some(t) => AuthConfig::with_token(t, addr.port(), tls.is_some()),
             None => AuthConfig::open(),
         };
+        let state = Arc::new(state);
+        if let Some(keep_alive) = args.keep_alive.0 {
+            tokio::spawn(release_idle_towers(
+                Arc::clone(&state),
+                keep_alive,
+                !args.quiet,
+            ));
+        }
         let app = crate::serve::app_with_auth(
-            Arc::new(state),
+            state,
             GuardConfig {
                 public: args.public,
                 log: !args.quiet,
@@ -238,4 +246,21 @@ async fn stop_signal() {
         _ = term => {}
     }
     eprintln!("imgvec: stopping: finishing the requests in flight");
+}
+
+/// Lets go of the towers left idle for `keep_alive`, looking every half of it (at least every
+/// second, at most every 30 s); says so on stderr if `log`.
+async fn release_idle_towers(state: Arc<AppState>, keep_alive: std::time::Duration, log: bool) {
+    let every = (keep_alive / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.model.release_idle(keep_alive).await && log {
+            eprintln!("imgvec: serve: an idle model tower was let go (--keep-alive)");
+        }
+    }
 }

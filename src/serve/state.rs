@@ -1,5 +1,5 @@
-//! What every request shares: the store, the model (vision tower loaded at start, text tower on the
-//! first text query), the caches, and the limits.
+//! What every request shares: the store, the model (each tower loaded at the first query that
+//! needs it, and let go after `serve --keep-alive` without use), the caches, and the limits.
 //!
 //! What it is for: running model work off the async threads (`spawn_blocking`, a few at a time, so
 //! many clients share the model and none blocks the server), in two lanes — image uploads and
@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use candle_core::Device;
@@ -114,14 +115,74 @@ pub struct Model {
     dir: Result<ModelDir, String>,
     device: Device,
     /// The vision tower, loaded at the first call that needs it (about 1.2 GB for ViT-L/14 in
-    /// f32: a server used for text, browsing and more-like-this never holds it), or why it
-    /// could not be.
-    image: OnceCell<Result<Arc<ImageEncoder>, String>>,
-    text: OnceCell<Arc<TextEncoder>>,
+    /// f32: a server used for text, browsing and more-like-this never holds it).
+    image: Tower<ImageEncoder>,
+    /// Why the vision tower could not be loaded, once a call found out (not tried again).
+    image_error: OnceLock<String>,
+    text: Tower<TextEncoder>,
     apply_exif: bool,
     images: Lane,
     texts: Lane,
     cache: Mutex<Lru<String, Arc<Vec<f32>>>>,
+}
+
+/// A tower, loaded by the first call that needs it (the calls meanwhile wait for it), let go by
+/// [`Tower::release_if_idle`].
+struct Tower<T> {
+    slot: tokio::sync::Mutex<Option<Arc<T>>>,
+    /// When a call last asked for it.
+    used: Mutex<Instant>,
+}
+
+impl<T> Default for Tower<T> {
+    fn default() -> Self {
+        Self {
+            slot: tokio::sync::Mutex::new(None),
+            used: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl<T> Tower<T> {
+    /// The tower, loaded by `load` if it is not.
+    async fn get_or_load<E, F, Fut>(&self, load: F) -> Result<Arc<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut slot = self.slot.lock().await;
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if let Some(tower) = slot.as_ref() {
+            return Ok(Arc::clone(tower));
+        }
+        let tower = Arc::new(load().await?);
+        *slot = Some(Arc::clone(&tower));
+        Ok(tower)
+    }
+
+    /// Lets the tower go if no call asked for it for `keep_alive`, none holds it (a query
+    /// embedding, `serve --watch`'s indexing) and none is loading it; whether it did.
+    fn release_if_idle(&self, keep_alive: Duration) -> bool {
+        let Ok(mut slot) = self.slot.try_lock() else {
+            return false;
+        };
+        let idle = self
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+            >= keep_alive;
+        if idle && slot.as_ref().is_some_and(|t| Arc::strong_count(t) == 1) {
+            *slot = None;
+            return true;
+        }
+        false
+    }
+
+    #[cfg(test)]
+    fn is_loaded(&self) -> bool {
+        self.slot.try_lock().is_ok_and(|slot| slot.is_some())
+    }
 }
 
 impl Model {
@@ -131,8 +192,9 @@ impl Model {
         Self {
             dir,
             device,
-            image: OnceCell::new(),
-            text: OnceCell::new(),
+            image: Tower::default(),
+            image_error: OnceLock::new(),
+            text: Tower::default(),
             apply_exif,
             images: Lane::new("image", MODEL_QUEUE),
             texts: Lane::new("text", MODEL_QUEUE),
@@ -179,11 +241,7 @@ impl Model {
     pub fn error(&self) -> Option<&str> {
         match &self.dir {
             Err(why) => Some(why),
-            Ok(_) => self
-                .image
-                .get()
-                .and_then(|r| r.as_ref().err())
-                .map(String::as_str),
+            Ok(_) => self.image_error.get().map(String::as_str),
         }
     }
 
@@ -191,10 +249,13 @@ impl Model {
     /// reason, once, on stderr if it cannot be.
     async fn load_image(&self) -> Result<Arc<ImageEncoder>, String> {
         let dir = self.dir.as_ref()?;
+        if let Some(why) = self.image_error.get() {
+            return Err(why.clone());
+        }
         self.image
-            .get_or_init(|| async {
+            .get_or_load(|| async {
                 let (dir, device) = (dir.clone(), self.device.clone());
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let loaded = tokio::task::spawn_blocking(move || {
                     ImageEncoder::load(&dir, &device).map_err(|e| e.to_string())
                 })
@@ -205,14 +266,28 @@ impl Model {
                         "imgvec: serve: vision tower loaded in {:.1} s",
                         started.elapsed().as_secs_f64()
                     ),
-                    Err(why) => eprintln!(
-                        "imgvec: serve: cannot load the vision model, so no search by image: {why}"
-                    ),
+                    Err(why) => {
+                        eprintln!(
+                            "imgvec: serve: cannot load the vision model, so no search by image: {why}"
+                        );
+                        let _ = self.image_error.set(why.clone());
+                    }
                 }
-                loaded.map(Arc::new)
+                loaded
             })
             .await
-            .clone()
+    }
+
+    /// Lets go of each tower unused for `keep_alive` and not in use, and hands its memory back
+    /// (the next query that needs it loads it again); whether any was let go.
+    pub async fn release_idle(&self, keep_alive: Duration) -> bool {
+        let image = self.image.release_if_idle(keep_alive);
+        let text = self.text.release_if_idle(keep_alive);
+        let released = image || text;
+        if released {
+            let _ = tokio::task::spawn_blocking(crate::release_freed_memory).await;
+        }
+        released
     }
 
     /// Whether text queries can run: the checkpoint has a tokenizer.
@@ -272,7 +347,7 @@ impl Model {
     async fn text_encoder(&self) -> Result<Arc<TextEncoder>, ApiError> {
         let dir = self.dir.as_ref().map_err(|_| self.missing())?;
         self.text
-            .get_or_try_init(|| async {
+            .get_or_load(|| async {
                 let (dir, device) = (dir.clone(), self.device.clone());
                 let loaded = run_blocking(move || {
                     TextEncoder::load(&dir, &device).map_err(|e| {
@@ -281,10 +356,9 @@ impl Model {
                     })
                 })
                 .await?;
-                Ok(Arc::new(loaded))
+                Ok(loaded)
             })
             .await
-            .cloned()
     }
 
     /// Looks `key` up in the embedding cache, else runs `work` on a blocking thread (waiting for a
@@ -488,17 +562,55 @@ mod tests {
     async fn the_vision_tower_loads_at_the_first_image_and_not_before() {
         let dir = ModelDir::open(&fixture("clip-tiny")).expect("the tiny checkpoint");
         let model = Model::new(Ok(dir), Device::Cpu, false);
-        assert!(model.image.get().is_none());
+        assert!(!model.image.is_loaded());
         assert_eq!(model.error(), None);
         let png = std::fs::read(fixture("images/chelsea.png")).expect("a fixture image");
         let vector = model.embed_image(Bytes::from(png)).await.expect("embedded");
         assert_eq!(Some(vector.len()), model.dims());
-        assert!(model.image.get().is_some_and(Result::is_ok));
+        assert!(model.image.is_loaded());
         let same = model.image_encoder().await.expect("the loaded tower");
         assert!(Arc::ptr_eq(
             &same,
             &model.image_encoder().await.expect("again")
         ));
+    }
+
+    /// A tower unused for the keep-alive is let go (not while a call holds it, nor before the
+    /// time), and the next query that needs it loads it again and gets the same vectors. (The
+    /// vision tower: the text tower is held the same way, and this checkpoint has no tokenizer.)
+    #[tokio::test]
+    async fn idle_towers_are_let_go_and_loaded_again_when_needed() {
+        let dir = ModelDir::open(&fixture("clip-tiny")).expect("the tiny checkpoint");
+        let model = Model::new(Ok(dir), Device::Cpu, false);
+        let png = Bytes::from(std::fs::read(fixture("images/chelsea.png")).expect("an image"));
+        let vector = model.embed_image(png.clone()).await.expect("embedded");
+        assert!(model.image.is_loaded());
+        assert!(
+            !model.release_idle(Duration::from_secs(3600)).await,
+            "used just now"
+        );
+        let held = model.image_encoder().await.expect("the tower");
+        assert!(
+            !model.image.release_if_idle(Duration::ZERO),
+            "held by a call"
+        );
+        assert!(model.image.is_loaded());
+        drop(held);
+        assert!(model.release_idle(Duration::ZERO).await);
+        assert!(!model.image.is_loaded());
+        assert!(
+            !model.release_idle(Duration::ZERO).await,
+            "nothing left to let go"
+        );
+        // Another image (the cache would answer the same bytes) loads the tower again.
+        let mut other = png.to_vec();
+        other.extend_from_slice(b"trailing bytes");
+        let again = model
+            .embed_image(Bytes::from(other))
+            .await
+            .expect("embedded again");
+        assert!(model.image.is_loaded());
+        assert_eq!(again, vector, "the same image, the same vector");
     }
 
     /// A checkpoint whose weights cannot be read: the server starts, and the first image says
