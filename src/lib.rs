@@ -41,6 +41,18 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Hands the heap's free memory back when it is dropped ([`release_freed_memory`]): the last field
+/// of what holds a model's weights, so that it drops after them (a struct's fields drop in the
+/// order they are declared) and dropping the model gives its memory back.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseOnDrop;
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        release_freed_memory();
+    }
+}
+
 /// Keeps large freed blocks in the heap for reuse (glibc only).
 ///
 /// The encoder's activations are 30-40 MB each at batch 8: just over glibc's largest automatic mmap

@@ -341,6 +341,8 @@ pub struct ImageEncoder {
     device: Device,
     dtype: DType,
     dims: usize,
+    /// Last: the tower's memory goes back to the system once it is dropped.
+    _release: crate::ReleaseOnDrop,
 }
 
 impl ImageEncoder {
@@ -365,6 +367,7 @@ impl ImageEncoder {
             device: device.clone(),
             dtype: model.dtype(),
             dims: cfg.projection_dim,
+            _release: crate::ReleaseOnDrop,
         })
     }
 
@@ -439,6 +442,8 @@ pub const CHINESE_CLIP_CONTEXT: usize = 52;
 pub struct TextEncoder {
     tower: AnyTextTower,
     tokenizer: ClipTokenizer,
+    /// Last: the tower's memory goes back to the system once it is dropped.
+    _release: crate::ReleaseOnDrop,
 }
 
 /// The text tower of the checkpoint's family.
@@ -514,7 +519,11 @@ impl TextEncoder {
             }
         };
         crate::release_freed_memory();
-        Ok(Self { tower, tokenizer })
+        Ok(Self {
+            tower,
+            tokenizer,
+            _release: crate::ReleaseOnDrop,
+        })
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {

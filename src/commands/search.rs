@@ -70,10 +70,8 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
             }
         }
     }
-    // The towers are dropped by now: hand their memory back before the graph is searched, so
-    // the peak is the larger of the two, not their sum (the allocator is tuned to keep freed
-    // blocks, `tune_allocator`).
-    crate::release_freed_memory();
+    // The towers are dropped by now, their memory handed back (`ReleaseOnDrop`): the peak is the
+    // larger of a tower and the graph, not their sum.
     let Some(query) = combine(model.dims(), &parts) else {
         bail!("the query terms cancel out: nothing left to search for");
     };

@@ -127,7 +127,7 @@ pub struct Model {
 }
 
 /// A tower, loaded by the first call that needs it (the calls meanwhile wait for it), let go by
-/// [`Tower::release_if_idle`].
+/// [`Tower::take_if_idle`].
 struct Tower<T> {
     slot: tokio::sync::Mutex<Option<Arc<T>>>,
     /// When a call last asked for it.
@@ -160,12 +160,10 @@ impl<T> Tower<T> {
         Ok(tower)
     }
 
-    /// Lets the tower go if no call asked for it for `keep_alive`, none holds it (a query
-    /// embedding, `serve --watch`'s indexing) and none is loading it; whether it did.
-    fn release_if_idle(&self, keep_alive: Duration) -> bool {
-        let Ok(mut slot) = self.slot.try_lock() else {
-            return false;
-        };
+    /// Takes the tower out, for the caller to drop, if no call asked for it for `keep_alive`,
+    /// none holds it (a query embedding, `serve --watch`'s indexing) and none is loading it.
+    fn take_if_idle(&self, keep_alive: Duration) -> Option<Arc<T>> {
+        let mut slot = self.slot.try_lock().ok()?;
         let idle = self
             .used
             .lock()
@@ -173,10 +171,9 @@ impl<T> Tower<T> {
             .elapsed()
             >= keep_alive;
         if idle && slot.as_ref().is_some_and(|t| Arc::strong_count(t) == 1) {
-            *slot = None;
-            return true;
+            return slot.take();
         }
-        false
+        None
     }
 
     #[cfg(test)]
@@ -278,14 +275,15 @@ impl Model {
             .await
     }
 
-    /// Lets go of each tower unused for `keep_alive` and not in use, and hands its memory back
-    /// (the next query that needs it loads it again); whether any was let go.
+    /// Lets go of each tower unused for `keep_alive` and not in use (the next query that needs it
+    /// loads it again); whether any was let go. They are dropped, and their memory handed back, on
+    /// a blocking thread.
     pub async fn release_idle(&self, keep_alive: Duration) -> bool {
-        let image = self.image.release_if_idle(keep_alive);
-        let text = self.text.release_if_idle(keep_alive);
-        let released = image || text;
+        let image = self.image.take_if_idle(keep_alive);
+        let text = self.text.take_if_idle(keep_alive);
+        let released = image.is_some() || text.is_some();
         if released {
-            let _ = tokio::task::spawn_blocking(crate::release_freed_memory).await;
+            let _ = tokio::task::spawn_blocking(move || drop((image, text))).await;
         }
         released
     }
@@ -591,7 +589,7 @@ mod tests {
         );
         let held = model.image_encoder().await.expect("the tower");
         assert!(
-            !model.image.release_if_idle(Duration::ZERO),
+            model.image.take_if_idle(Duration::ZERO).is_none(),
             "held by a call"
         );
         assert!(model.image.is_loaded());

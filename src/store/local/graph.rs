@@ -120,7 +120,9 @@ impl Ann {
         found.map(|m| m.keys).map_err(|e| ann_error("search", e))
     }
 
-    /// A graph of `index` holding every row up to `generation`, with nothing after it yet.
+    /// A graph of `index` holding every row up to `generation`, with nothing after it yet. What
+    /// loading or building it freed (the labels' rows read, the tables grown, the build's sorted
+    /// chunks) goes back to the system: the allocator keeps freed blocks (`tune_allocator`).
     pub(super) fn new(
         index_id: i64,
         index: Index,
@@ -129,6 +131,7 @@ impl Ann {
         quant: Quantizer,
         unsaved: u64,
     ) -> Ann {
+        crate::release_freed_memory();
         Ann {
             index_id,
             tail: Tail::new(index.dimensions(), generation),

@@ -230,8 +230,6 @@ impl Shared {
         }
         let labels = self.read_labels(conn, row.id, &index).ok()?;
         reserve(&index, index.size() + 1).ok()?;
-        // What reading the labels and growing the graph's tables freed goes back to the system.
-        crate::release_freed_memory();
         Some(Ann::new(row.id, index, header.generation, labels, quant, 0))
     }
 

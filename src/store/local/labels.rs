@@ -110,7 +110,7 @@ impl Labels {
                 self.let_go2(number as usize);
             }
         }
-        self.free4(0);
+        self.free2(0);
     }
 
     /// Forgets `key` (its document was deleted).
@@ -150,7 +150,7 @@ impl Labels {
 
     /// Lets the 2-bit codes of the labels searched least recently go until `more` bytes fit the
     /// budget; whether they do.
-    fn free4(&mut self, more: usize) -> bool {
+    fn free2(&mut self, more: usize) -> bool {
         while self.code2_bytes + more > self.bytes2 {
             let oldest = (0..self.members.len())
                 .filter(|&n| self.members[n].codes2.is_some())
@@ -195,7 +195,7 @@ impl Labels {
         }
         self.members[number].used = tick;
         // Room first, so that the budget holds throughout.
-        if !self.free4(need) {
+        if !self.free2(need) {
             return false;
         }
         // On every core, a block of keys a call, as the int8 scan reads them.
