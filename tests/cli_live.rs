@@ -208,6 +208,46 @@ backend_test! {
     }
 }
 
+/// Ctrl-C stops a watch: it says so, exits with 130 (as `ingest` does), and what it indexed stays.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_watch() {
+    let idx = TestIndex::local("watch_ctrl_c");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap().join("photos");
+    std::fs::create_dir_all(root.join("cats")).unwrap();
+    std::fs::copy(image("chelsea.png"), root.join("cats/chelsea.png")).unwrap();
+    let mut watch = Watch::start(&idx, &root);
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = watch.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch still running 60 s after Ctrl-C: {}",
+            watch.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The stderr reader may still be taking the last lines.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status.code(), Some(130), "{}", watch.log());
+    assert!(
+        watch
+            .log()
+            .contains("imgvec: stopping: finishing the changes in hand"),
+        "{}",
+        watch.log()
+    );
+    assert_eq!(idx.count(), 1, "{}", watch.log());
+}
+
 /// `n` distinct images under `dir/label/`.
 fn images_in(dir: &Path, label: &str, n: usize, seed: u64) {
     let folder = dir.join(label);

@@ -15,7 +15,7 @@ use candle_core::Device;
 use serde_json::json;
 
 use super::images::{self, EmbedOptions, TrueLabels};
-use super::{check_model, exit, model_record, open_model, open_store, runtime, PARTIAL_FAILURE};
+use super::{check_store_model, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::{ClassifyArgs, ClassifyOptions, ModelArgs};
 use crate::clip::{ModelDir, TextEncoder};
 use crate::eval::{vote, zero_shot, Prediction};
@@ -29,11 +29,7 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, quiet)?;
     let rt = runtime()?;
     let store = rt.block_on(async { open_store(&args.store) })?;
-    rt.block_on(check_model(
-        store.as_ref(),
-        &args.store.index,
-        &model_record(&model)?,
-    ))?;
+    check_store_model(&rt, store.as_ref(), &args.store.index, &model)?;
     let labels = rt.block_on(index_labels(store.as_ref(), &args.store.index))?;
 
     let zero_shot = if args.zero_shot {

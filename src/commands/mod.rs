@@ -21,6 +21,8 @@ pub mod serve;
 pub mod watch;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -43,6 +45,34 @@ pub const INTERRUPTED: u8 = 130;
 
 pub fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
+}
+
+/// Ctrl-C, twice. The first prints `message` and sets the two flags returned (`stop`: take no
+/// more work; `interrupted`: say so at the end), and the command finishes what it has in hand; the
+/// second runs `before_exit` (what must be put back, if anything) and exits with [`INTERRUPTED`].
+pub fn on_ctrl_c<F>(
+    rt: &tokio::runtime::Runtime,
+    message: &'static str,
+    before_exit: F,
+) -> (Arc<AtomicBool>, Arc<AtomicBool>)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let (s, i) = (Arc::clone(&stop), Arc::clone(&interrupted));
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nimgvec: {message} (Ctrl-C again to quit now)");
+            i.store(true, Ordering::SeqCst);
+            s.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                before_exit.await;
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+        }
+    });
+    (stop, interrupted)
 }
 
 /// Where the model is, by the flags and the environment (see `model_source`); nothing is read yet.
@@ -227,6 +257,18 @@ pub async fn check_model(
     let recorded = store.index_model().await?;
     refuse_other_model(index, recorded.as_ref(), model)?;
     Ok(recorded)
+}
+
+/// [`check_model`] for a command's synchronous part: that the index of `store` can be searched
+/// with `model`'s vectors.
+pub fn check_store_model(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn VectorStore,
+    index: &str,
+    model: &ModelDir,
+) -> Result<()> {
+    rt.block_on(check_model(store, index, &model_record(model)?))?;
+    Ok(())
 }
 
 /// [`StoreError::ModelMismatch`] unless `recorded` is absent or the same model as `model`.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{check_model, model_record, open_model, open_store_for_one_query, runtime};
+use super::{check_store_model, open_model, open_store_for_one_query, runtime};
 use crate::cli::SearchArgs;
 use crate::clip::{combine, ImageEncoder, TextEncoder};
 use crate::pipeline::prepare_bytes;
@@ -30,11 +30,7 @@ pub fn run(args: &SearchArgs) -> Result<ExitCode> {
     };
     let rt = runtime()?;
     let store = rt.block_on(async { open_store_for_one_query(&args.store) })?;
-    rt.block_on(check_model(
-        store.as_ref(),
-        &args.store.index,
-        &model_record(&model)?,
-    ))?;
+    check_store_model(&rt, store.as_ref(), &args.store.index, &model)?;
 
     let mut parts: Vec<(Vec<f32>, f32)> = Vec::new();
     if let Some(image) = &args.image {

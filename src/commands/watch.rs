@@ -24,7 +24,7 @@ use serde_json::json;
 use super::ingest::{jobs_of, EncoderSlot, Engine, Summary, Work};
 use super::prune::check::{roots, Root};
 use super::prune::{check_all, docs_under, remove_paths};
-use super::{exit, model_record, open_index, open_model, runtime, INTERRUPTED};
+use super::{exit, model_record, on_ctrl_c, open_index, open_model, runtime, INTERRUPTED};
 use crate::cli::{FollowOptions, IngestArgs, ModelArgs, StoreArgs, WatchArgs};
 use crate::store::DocPath;
 use crate::walk::{find_changed_images, find_images};
@@ -53,9 +53,8 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
     let (model, device) = open_model(&args.model, args.quiet)?;
     let rt = runtime()?;
     let store = open_index(&rt, &args.store, &model_record(&model)?, args.quiet, |_| {})?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    watch_ctrl_c(&rt, &stop, &interrupted);
+    // The first Ctrl-C stops following once the batch in hand is indexed.
+    let (stop, interrupted) = on_ctrl_c(&rt, "stopping: finishing the changes in hand", async {});
 
     let follower = Follower::start(&roots, Duration::from_millis(args.follow.debounce_ms));
     let follow = Follow {
@@ -100,27 +99,6 @@ pub fn check_label_rule(opts: &FollowOptions) -> Result<()> {
         bail!("give --label LABEL or --label-from-dir: every image indexed needs a label");
     }
     Ok(())
-}
-
-/// Ctrl-C: the first stops following once the batch in hand is indexed; the second exits now.
-fn watch_ctrl_c(
-    rt: &tokio::runtime::Runtime,
-    stop: &Arc<AtomicBool>,
-    interrupted: &Arc<AtomicBool>,
-) {
-    let (s, i) = (Arc::clone(stop), Arc::clone(interrupted));
-    rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nimgvec: stopping: finishing the changes in hand (Ctrl-C again to quit now)"
-            );
-            i.store(true, Ordering::SeqCst);
-            s.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(INTERRUPTED));
-            }
-        }
-    });
 }
 
 /// Prints one line (or JSON object) per change, to stdout (`watch`) or stderr (`serve --watch`).

@@ -22,7 +22,7 @@ use super::classify::{
     embed_options, index_labels, num_candidates, KnnClassifier, ZeroShotClassifier,
 };
 use super::images::{self, QueryImage, TrueLabels};
-use super::{check_model, exit, model_record, open_model, open_store, runtime, PARTIAL_FAILURE};
+use super::{check_store_model, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::EvalArgs;
 use crate::progress::Progress;
 use crate::store::LabelCount;
@@ -52,11 +52,7 @@ cats) or --label L"
     let (model, device) = open_model(&args.model, quiet)?;
     let rt = runtime()?;
     let store = rt.block_on(async { open_store(&args.store) })?;
-    rt.block_on(check_model(
-        store.as_ref(),
-        &args.store.index,
-        &model_record(&model)?,
-    ))?;
+    check_store_model(&rt, store.as_ref(), &args.store.index, &model)?;
     let index_labels = rt.block_on(index_labels(store.as_ref(), &args.store.index))?;
 
     let found = images::find(&args.paths, labels);

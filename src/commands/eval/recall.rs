@@ -19,9 +19,7 @@ use serde::Serialize;
 
 use super::super::classify::embed_options;
 use super::super::images::{self, TrueLabels};
-use super::super::{
-    check_model, exit, model_record, open_model, open_store, runtime, PARTIAL_FAILURE,
-};
+use super::super::{check_store_model, exit, open_model, open_store, runtime, PARTIAL_FAILURE};
 use crate::cli::EvalArgs;
 use crate::eval::recall::{sample_positions, RecallSetting, RecallTally};
 use crate::progress::Progress;
@@ -73,11 +71,7 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode> {
         (q, what)
     } else {
         let (model, device) = open_model(&args.model, quiet)?;
-        rt.block_on(check_model(
-            store.as_ref(),
-            &args.store.index,
-            &model_record(&model)?,
-        ))?;
+        check_store_model(&rt, store.as_ref(), &args.store.index, &model)?;
         let found = images::find(&args.paths, TrueLabels::None);
         let opts = embed_options(&args.options, &args.model, quiet);
         let embedded = images::embed(found.jobs, &model, &device, &opts)?;

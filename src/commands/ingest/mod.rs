@@ -22,7 +22,9 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::{exit, model_record, open_index, open_model, runtime, INTERRUPTED, PARTIAL_FAILURE};
+use super::{
+    exit, model_record, on_ctrl_c, open_index, open_model, runtime, INTERRUPTED, PARTIAL_FAILURE,
+};
 use crate::cli::IngestArgs;
 use crate::clip::{ImageEncoder, ModelDir};
 use crate::pipeline::{
@@ -51,7 +53,11 @@ pub fn run(args: &IngestArgs) -> Result<ExitCode> {
         |cfg| cfg.bulk_concurrency = args.bulk_concurrency,
     )?;
     let slot = Slot::default();
-    let (stop, interrupted) = watch_ctrl_c(&rt, &slot);
+    // The second Ctrl-C puts back the settings bulk-load mode changed (if any) before it exits.
+    let (stop, interrupted) = on_ctrl_c(&rt, "interrupted: finishing what is embedded", {
+        let slot = Arc::clone(&slot);
+        async move { bulk_load::restore_before_exit(&slot).await }
+    });
 
     let mut summary = Summary::default();
     let jobs = find_jobs(args, &mut summary);
@@ -135,29 +141,6 @@ fn begin_bulk_load(
         return None;
     }
     BulkLoad::begin(rt.handle(), store, slot, args.force_merge, args.quiet)
-}
-
-/// Ctrl-C: the first sets `stop` (read no more files) and `interrupted`; the second puts back the
-/// settings bulk-load mode changed (if any) and exits.
-fn watch_ctrl_c(rt: &tokio::runtime::Runtime, slot: &Slot) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let (s, i) = (Arc::clone(&stop), Arc::clone(&interrupted));
-    let slot = Arc::clone(slot);
-    rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nimgvec: interrupted: finishing what is embedded (Ctrl-C again to quit now)"
-            );
-            i.store(true, Ordering::SeqCst);
-            s.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                bulk_load::restore_before_exit(&slot).await;
-                std::process::exit(i32::from(INTERRUPTED));
-            }
-        }
-    });
-    (stop, interrupted)
 }
 
 /// Walks the paths; every image found becomes a job with its path (absolute: the walk makes it so)
