@@ -438,7 +438,12 @@ async fn searches_only(
         let store = LocalStore::open_with(cfg).map_err(|e| e.to_string())?;
         let what = format!("plain, ef floor {floor}");
         store_knn(&store, &what, &queries[..1], None, &truth[..1], 100).await;
+        let before = store.ann_stats().read_ahead_searches;
         store_knn(&store, &what, queries, None, truth, 100).await;
+        println!(
+            "  of which {} read their rows ahead (they came slowly: not in the page cache)",
+            store.ann_stats().read_ahead_searches - before
+        );
     }
     let store = LocalStore::open_with(LocalConfig::new(dir, "bench")).map_err(|e| e.to_string())?;
     label_knn(&store, ", defaults", n, queries, label_truth).await;

@@ -64,6 +64,9 @@ pub struct AnnStats {
     /// Searches that scanned rows written after the graph's generation beside the graph (rows
     /// its following thread had not moved in yet, `tail`).
     pub tail_searches: u64,
+    /// Searches whose rows to re-rank came slowly from the disk, and so were read ahead by the
+    /// store's threads (`ahead`).
+    pub read_ahead_searches: u64,
     /// Times the cache file was written.
     pub saved: u64,
     /// Times writing it failed (searching goes on from memory; see

@@ -40,6 +40,7 @@
 //! system), serving queries to other programs, or knowing anything about models and files. It
 //! never hand-rolls ANN or durable storage: SQLite and usearch do that.
 
+mod ahead;
 mod batch;
 mod browse;
 mod codes;
@@ -112,6 +113,8 @@ struct Shared {
     db_path: PathBuf,
     cfg: LocalConfig,
     state: Mutex<State>,
+    /// Looks up the rows a search re-ranks ahead of it (`ahead`).
+    read_ahead: ahead::ReadAhead,
     /// Signalled whenever the graph took in rows or the following thread ended (`follow`).
     changed: Condvar,
     /// A graph being built on a thread of its own for searches (see `graph`).
@@ -157,6 +160,7 @@ impl LocalStore {
         Ok(LocalStore {
             shared: Arc::new_cyclic(|me| Shared {
                 dir,
+                read_ahead: ahead::ReadAhead::new(db_path.clone()),
                 db_path,
                 cfg,
                 state: Mutex::new(State {
@@ -203,7 +207,10 @@ impl LocalStore {
 
     /// What the in-memory HNSW graph went through since the store was opened.
     pub fn ann_stats(&self) -> AnnStats {
-        self.shared.lock_state().stats
+        AnnStats {
+            read_ahead_searches: self.shared.read_ahead.woken(),
+            ..self.shared.lock_state().stats
+        }
     }
 
     /// Why the HNSW cache file could not be written the last time that was tried, if it could not.

@@ -285,7 +285,10 @@ impl Shared {
             .map_err(|e| self.db(e))?;
         let mut scored = Vec::with_capacity(keys.len());
         let mut seen = HashSet::with_capacity(keys.len());
-        for &key in keys {
+        // Rows not in the page cache come from the disk several at a time (`ahead`).
+        let mut reading = self.read_ahead.reading(index_id, keys);
+        for (at, &key) in keys.iter().enumerate() {
+            reading.at(at);
             let Ok(key_i64) = i64::try_from(key) else {
                 continue;
             };
