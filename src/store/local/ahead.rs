@@ -30,7 +30,7 @@ const THREADS: usize = 8;
 /// Fewer rows than this are not worth waking the threads for.
 const MIN_ROWS: usize = 8;
 
-/// A search's rows that came at least this slowly on average (from its second row on) are not
+/// A search's rows that came at least this slowly on average (judged once two are read) are not
 /// all in the page cache: at a million documents (Zen 3 EPYC, a virtual disk) one read from the
 /// disk took about 40 µs, a cached one 5–20 µs (the B-tree's pages above it in the page cache
 /// too, but not always in the connection's own).
