@@ -87,7 +87,9 @@ impl Reading<'_> {
     /// [`Self::at`], `elapsed` since the search began reading.
     fn at_after(&mut self, at: usize, elapsed: Duration) {
         if self.ahead.is_none() && at >= JUDGED_FROM && elapsed > SLOW_ROW * at as u32 {
-            self.ahead = Some(self.read_ahead.rows(self.index_id, &self.keys[at..]));
+            // A scan may read more rows than it was given keys for.
+            let rest = self.keys.get(at..).unwrap_or(&[]);
+            self.ahead = Some(self.read_ahead.rows(self.index_id, rest));
         }
     }
 }
@@ -266,6 +268,17 @@ mod tests {
             (3..=100).collect::<Vec<i64>>()
         );
         assert!(all_taken(ahead));
+    }
+
+    #[test]
+    fn a_scan_past_its_keys_reads_nothing_ahead() {
+        let (_dir, path) = database(10);
+        let read_ahead = ReadAhead::new(path);
+        let keys: Vec<u64> = (1..=3).collect();
+        let mut scan = read_ahead.reading(1, &keys);
+        scan.at_after(5, SLOW_ROW * 10);
+        assert!(scan.ahead.as_ref().is_some_and(|a| a.0.is_none()));
+        assert_eq!(read_ahead.woken(), 0);
     }
 
     #[test]

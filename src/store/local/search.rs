@@ -224,7 +224,12 @@ impl Shared {
             return Ok(Vec::new());
         }
         if count <= self.cfg.exact_scan_rows || count <= s.candidates {
-            return self.exact_scan(s.conn, s.index_id, s.vector, Some(label), s.k);
+            // Its rows come in key order (the label's index), and may come from the disk.
+            let mut keys = in_graph.map_or(Vec::new(), |(number, _)| {
+                graph.labels.keys_of(number).to_vec()
+            });
+            keys.sort_unstable();
+            return self.exact_scan_reading(s.conn, s.index_id, s.vector, Some(label), s.k, &keys);
         }
         let code = graph.quant.code(s.vector);
         let found = if let Some((number, _)) = in_graph {
@@ -330,6 +335,20 @@ impl Shared {
         label: Option<&str>,
         k: usize,
     ) -> Result<Vec<Hit>, StoreError> {
+        self.exact_scan_reading(conn, index_id, query, label, k, &[])
+    }
+
+    /// [`Self::exact_scan`] of rows whose keys are `keys`, in the order the scan reads them (key
+    /// order), to be read ahead should they come slowly (`ahead`). Any other rows are scanned too.
+    fn exact_scan_reading(
+        &self,
+        conn: &Connection,
+        index_id: i64,
+        query: &[f32],
+        label: Option<&str>,
+        k: usize,
+        keys: &[u64],
+    ) -> Result<Vec<Hit>, StoreError> {
         let db = |e| db_error(&self.db_path, e);
         let mut stmt = match label {
             Some(_) => conn.prepare_cached(
@@ -343,7 +362,11 @@ impl Shared {
         let mut rows = stmt.query(params![index_id, label]).map_err(db)?;
         // A bounded max-heap on distance keeps the best k.
         let mut heap: BinaryHeap<Scored> = BinaryHeap::new();
+        let mut reading = self.read_ahead.reading(index_id, keys);
+        let mut at = 0;
         while let Some(r) = rows.next().map_err(db)? {
+            at += 1;
+            reading.at(at);
             // The id only for a row that is kept, or named in an error: most rows are neither.
             let id = || r.get::<_, String>(0).map_err(db);
             let blob = r.get_ref(3).map_err(db)?.as_blob().map_err(|e| {
