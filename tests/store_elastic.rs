@@ -10,6 +10,8 @@
 //! assert exact ANN scores, so they hold against a real Elasticsearch 8.12+ or 9.x as well. Each test
 //! works in its own index (`imgvec-test-<test>-<pid>`), deleted at the end even when the test fails.
 
+#[path = "common/contract.rs"]
+mod contract;
 #[path = "common/docs.rs"]
 mod docs;
 
@@ -207,25 +209,7 @@ async fn ensure_index_race_creates_exactly_once() {
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn incompatible_dims_are_named() {
     let t = TestIndex::new("incompatible").await;
-    t.store.ensure_index(&spec(16)).await.unwrap();
-    match t.store.ensure_index(&spec(32)).await {
-        Err(StoreError::Incompatible { index, differences }) => {
-            assert_eq!(index, t.store.index());
-            assert!(
-                differences
-                    .iter()
-                    .any(|d| d.contains("dims") && d.contains("16") && d.contains("32")),
-                "{differences:?}"
-            );
-            let message = StoreError::Incompatible { index, differences }.to_string();
-            assert!(
-                message.contains("IFV dims: index has 16, model makes 32"),
-                "{message}"
-            );
-        }
-        other => panic!("expected Incompatible, got {other:?}"),
-    }
-    assert_eq!(t.store.index_dims().await.unwrap(), 16);
+    contract::incompatible_dims_are_named(&t.store, t.store.index()).await;
 }
 
 #[tokio::test]
@@ -324,20 +308,7 @@ async fn small_bulk_bounds_split_requests() {
 #[cfg_attr(skip_es, ignore = "IMGVEC_SKIP_ES_TESTS=1")]
 async fn existing_ids_over_several_batches() {
     let t = TestIndex::new("existing_ids").await;
-    t.store.ensure_index(&spec(8)).await.unwrap();
-    let mut rng = Rng(4);
-    let all = docs(&mut rng, 2_500, 8, &["cat", "dog", "fox"], "d");
-    // Every other document stored: 1,250 present, 1,250 absent, asked for in one call.
-    let stored: Vec<ImageDoc> = all.iter().step_by(2).cloned().collect();
-    let report = t.store.upsert(&stored, false).await.unwrap();
-    assert_eq!(report.indexed.len(), 1_250, "failed: {:?}", report.failed);
-
-    // `_mget` is real-time: no refresh needed.
-    let found = t.store.existing_ids(&ids(&all)).await.unwrap();
-    let expected: HashSet<String> = ids(&stored).into_iter().collect();
-    assert_eq!(found.len(), 1_250);
-    assert_eq!(found, expected);
-    assert!(t.store.existing_ids(&[]).await.unwrap().is_empty());
+    contract::existing_ids_over_several_batches(&t.store).await;
 }
 
 #[tokio::test]

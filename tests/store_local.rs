@@ -8,6 +8,8 @@
 //! that runs only `child_process_helper`: an ignored test (so a normal run neither runs nor counts
 //! it) that the parent selects with `--ignored --exact` and steers with `IMGVEC_LOCAL_TEST_CHILD`.
 
+#[path = "common/contract.rs"]
+mod contract;
 #[path = "common/docs.rs"]
 mod docs;
 
@@ -152,26 +154,7 @@ async fn ensure_index_creates_once_and_reads_back() {
 #[tokio::test]
 async fn incompatible_dims_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(config(tmp.path()));
-    store.ensure_index(&spec(16)).await.unwrap();
-    match store.ensure_index(&spec(32)).await {
-        Err(StoreError::Incompatible { index, differences }) => {
-            assert_eq!(index, "imgvec");
-            assert!(
-                differences
-                    .iter()
-                    .any(|d| d.contains("dims") && d.contains("16") && d.contains("32")),
-                "{differences:?}"
-            );
-            let message = StoreError::Incompatible { index, differences }.to_string();
-            assert!(
-                message.contains("IFV dims: index has 16, model makes 32"),
-                "{message}"
-            );
-        }
-        other => panic!("expected Incompatible, got {other:?}"),
-    }
-    assert_eq!(store.index_dims().await.unwrap(), 16);
+    contract::incompatible_dims_are_named(&open(config(tmp.path())), "imgvec").await;
 }
 
 #[tokio::test]
@@ -283,20 +266,7 @@ async fn overwrite_replaces_documents() {
 #[tokio::test]
 async fn existing_ids_over_several_batches() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(config(tmp.path()));
-    store.ensure_index(&spec(8)).await.unwrap();
-    let mut rng = Rng(4);
-    let all = docs(&mut rng, 2_500, 8, &["cat", "dog", "fox"], "d");
-    let stored: Vec<ImageDoc> = all.iter().step_by(2).cloned().collect();
-    let report = store.upsert(&stored, false).await.unwrap();
-    assert_eq!(report.indexed.len(), 1_250, "failed: {:?}", report.failed);
-
-    // Real-time: no refresh needed.
-    let found = store.existing_ids(&ids(&all)).await.unwrap();
-    let expected: HashSet<String> = ids(&stored).into_iter().collect();
-    assert_eq!(found.len(), 1_250);
-    assert_eq!(found, expected);
-    assert!(store.existing_ids(&[]).await.unwrap().is_empty());
+    contract::existing_ids_over_several_batches(&open(config(tmp.path()))).await;
 }
 
 #[tokio::test]
