@@ -58,27 +58,27 @@ pub mod bert;
 pub mod config;
 pub mod dense;
 pub mod encoder;
+mod image_encoder;
 pub mod kernels;
 pub mod preprocess;
 pub mod siglip;
 pub mod spiece;
 pub mod text;
+mod text_encoder;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
-use bert::BertTextTower;
 use config::{ClipConfig, Family};
 use preprocess::PreprocessConfig;
-use siglip::SiglipVisionTower;
-use text::TextTower;
-use tokenizer::ClipTokenizer;
-use vision::VisionTower;
 use weights::Weights;
+
+pub use image_encoder::ImageEncoder;
+pub use text_encoder::{TextEmbedding, TextEncoder, CHINESE_CLIP_CONTEXT};
 
 /// What can go wrong loading or running a model; every variant names the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -332,236 +332,6 @@ fn scalar(weights: &Weights, name: &str, shape: &[usize]) -> Result<f32, ClipErr
         });
     }
     Ok(value)
-}
-
-/// Images → embeddings: the vision tower plus the checkpoint's preprocessing parameters.
-pub struct ImageEncoder {
-    tower: AnyVisionTower,
-    preprocess: PreprocessConfig,
-    device: Device,
-    dtype: DType,
-    dims: usize,
-    /// Last: the tower's memory goes back to the system once it is dropped.
-    _release: crate::ReleaseOnDrop,
-}
-
-impl ImageEncoder {
-    /// Loads `vision_model.*` and `visual_projection` only, in the model's dtype.
-    pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
-        let cfg = model.config();
-        let weights = model.weights(device, model.dtype())?;
-        let tower = match cfg.family {
-            Family::Clip | Family::ChineseClip => AnyVisionTower::Clip(Box::new(
-                VisionTower::load(&weights, &cfg.vision_config, cfg.projection_dim)?,
-            )),
-            Family::Siglip => AnyVisionTower::Siglip(Box::new(SiglipVisionTower::load(
-                &weights,
-                &cfg.vision_config,
-            )?)),
-        };
-        let preprocess = model.preprocess_config()?;
-        crate::release_freed_memory();
-        Ok(Self {
-            tower,
-            preprocess,
-            device: device.clone(),
-            dtype: model.dtype(),
-            dims: cfg.projection_dim,
-            _release: crate::ReleaseOnDrop,
-        })
-    }
-
-    /// The dtype the tower computes in.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    pub fn dims(&self) -> usize {
-        self.dims
-    }
-    pub fn preprocess_config(&self) -> &PreprocessConfig {
-        &self.preprocess
-    }
-    /// Floats in one preprocessed image: channels × size × size.
-    pub fn pixels_len(&self) -> usize {
-        let c = self.tower.config();
-        c.num_channels * c.image_size * c.image_size
-    }
-
-    /// Embeds a batch of preprocessed images (each `[3, size, size]`, channel-major).
-    pub fn embed_pixels(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>, ClipError> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        let c = self.tower.config();
-        let (ch, s) = (c.num_channels, c.image_size);
-        let n = self.pixels_len();
-        let mut flat = Vec::with_capacity(images.len() * n);
-        for img in images {
-            if img.len() != n {
-                return Err(ClipError::Compute(candle_core::Error::Msg(format!(
-                    "preprocessed image has {} floats, expected {n}",
-                    img.len()
-                ))));
-            }
-            flat.extend_from_slice(img);
-        }
-        // Uploaded as f32 and converted on the device (one kernel; no host-side pass).
-        let pixels =
-            Tensor::from_vec(flat, (images.len(), ch, s, s), &self.device)?.to_dtype(self.dtype)?;
-        // The tower's output is f32 already (converted before the normalisation): the one copy back.
-        let embeddings = match &self.tower {
-            AnyVisionTower::Clip(t) => t.forward(&pixels)?,
-            AnyVisionTower::Siglip(t) => t.forward(&pixels)?,
-        };
-        Ok(embeddings.to_vec2::<f32>()?)
-    }
-}
-
-/// The vision tower of the checkpoint's family (boxed: one is made per encoder, and the two
-/// differ in size).
-enum AnyVisionTower {
-    Clip(Box<VisionTower>),
-    Siglip(Box<SiglipVisionTower>),
-}
-
-impl AnyVisionTower {
-    fn config(&self) -> &config::VisionConfig {
-        match self {
-            AnyVisionTower::Clip(t) => t.config(),
-            AnyVisionTower::Siglip(t) => t.config(),
-        }
-    }
-}
-
-/// Chinese-CLIP's context length (`cn_clip`'s `context_length`, what its text tower was trained
-/// on): longer texts are cut, as `truncation=True, max_length=52` does in transformers.
-pub const CHINESE_CLIP_CONTEXT: usize = 52;
-
-/// Text → embeddings: the text tower plus the tokenizer.
-pub struct TextEncoder {
-    tower: AnyTextTower,
-    tokenizer: ClipTokenizer,
-    /// Last: the tower's memory goes back to the system once it is dropped.
-    _release: crate::ReleaseOnDrop,
-}
-
-/// The text tower of the checkpoint's family.
-enum AnyTextTower {
-    Clip(TextTower),
-    Bert(BertTextTower),
-}
-
-/// A text embedding and how the text was tokenized.
-#[derive(Debug, Clone)]
-pub struct TextEmbedding {
-    pub vector: Vec<f32>,
-    pub input_ids: Vec<u32>,
-    /// Whether the text was cut to the model's context length.
-    pub truncated: bool,
-}
-
-impl TextEncoder {
-    /// Loads `text_model.*`, `text_projection` and the tokenizer (`tokenizer.json`; for
-    /// Chinese-CLIP, `vocab.txt` where there is no `tokenizer.json`).
-    pub fn load(model: &ModelDir, device: &Device) -> Result<Self, ClipError> {
-        let cfg = model.config();
-        let dir = model.path();
-        let tokenizer = match cfg.family {
-            Family::Clip => ClipTokenizer::from_file(
-                &dir.join("tokenizer.json"),
-                cfg.text_config.max_position_embeddings,
-            )?,
-            Family::Siglip => {
-                let max_len = cfg.text_config.max_position_embeddings;
-                let json = dir.join("tokenizer.json");
-                let config = dir.join("tokenizer_config.json");
-                // SigLIP 2 ships a Gemma tokenizer.json, SigLIP (v1) only spiece.model.
-                if json.is_file() || !dir.join("spiece.model").is_file() {
-                    ClipTokenizer::from_file(&json, max_len)?.padded(&config, "GemmaTokenizer")?
-                } else {
-                    ClipTokenizer::from_spiece(
-                        &dir.join("spiece.model"),
-                        lower_cases(dir)?,
-                        max_len,
-                    )?
-                    .padded(&config, "SiglipTokenizer")?
-                }
-            }
-            Family::ChineseClip => {
-                let max_len = CHINESE_CLIP_CONTEXT.min(cfg.text_config.max_position_embeddings);
-                let json = dir.join("tokenizer.json");
-                if json.is_file() {
-                    ClipTokenizer::from_file(&json, max_len)?
-                } else {
-                    ClipTokenizer::from_wordpiece_vocab(
-                        &dir.join("vocab.txt"),
-                        lower_cases(dir)?,
-                        max_len,
-                    )?
-                }
-            }
-        };
-        let weights = model.weights(device, model.dtype())?;
-        let tower = match cfg.family {
-            Family::Clip => AnyTextTower::Clip(TextTower::load(
-                &weights,
-                &cfg.text_config,
-                cfg.projection_dim,
-            )?),
-            Family::ChineseClip => AnyTextTower::Bert(BertTextTower::load(
-                &weights,
-                &cfg.text_config,
-                cfg.projection_dim,
-            )?),
-            Family::Siglip => {
-                AnyTextTower::Clip(TextTower::load_siglip(&weights, &cfg.text_config)?)
-            }
-        };
-        crate::release_freed_memory();
-        Ok(Self {
-            tower,
-            tokenizer,
-            _release: crate::ReleaseOnDrop,
-        })
-    }
-
-    pub fn tokenizer(&self) -> &ClipTokenizer {
-        &self.tokenizer
-    }
-
-    pub fn embed(&self, text: &str) -> Result<TextEmbedding, ClipError> {
-        let tokens = self.tokenizer.encode(text)?;
-        let vector = match &self.tower {
-            AnyTextTower::Clip(t) => t.forward(&tokens.ids)?,
-            AnyTextTower::Bert(t) => t.forward(&tokens.ids)?,
-        }
-        .to_vec1::<f32>()?;
-        Ok(TextEmbedding {
-            vector,
-            input_ids: tokens.ids,
-            truncated: tokens.truncated,
-        })
-    }
-}
-
-/// `do_lower_case` of the directory's `tokenizer_config.json` (transformers' `BertTokenizer`
-/// and `SiglipTokenizer` default, true, when the file or the key is absent).
-fn lower_cases(dir: &Path) -> Result<bool, ClipError> {
-    let path = dir.join("tokenizer_config.json");
-    if !path.is_file() {
-        return Ok(true);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| ClipError::io(&path, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ClipError::Tokenizer {
-            path: path.clone(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
-    Ok(value
-        .get("do_lower_case")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(true))
 }
 
 /// L2-normalizes a vector in place; a zero vector stays zero.
