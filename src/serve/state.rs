@@ -246,11 +246,12 @@ impl Model {
     /// reason, once, on stderr if it cannot be.
     async fn load_image(&self) -> Result<Arc<ImageEncoder>, String> {
         let dir = self.dir.as_ref()?;
-        if let Some(why) = self.image_error.get() {
-            return Err(why.clone());
-        }
         self.image
             .get_or_load(|| async {
+                // Known not to load (found by this call's predecessor, perhaps while it waited).
+                if let Some(why) = self.image_error.get() {
+                    return Err(why.clone());
+                }
                 let (dir, device) = (dir.clone(), self.device.clone());
                 let started = Instant::now();
                 let loaded = tokio::task::spawn_blocking(move || {

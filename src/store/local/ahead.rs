@@ -72,25 +72,37 @@ pub(super) struct Reading<'a> {
     read_ahead: &'a ReadAhead,
     index_id: i64,
     keys: &'a [u64],
+    /// The rows are read in ascending key order, whatever the order of `keys`.
+    in_key_order: bool,
     started: Instant,
     ahead: Option<Ahead>,
 }
 
 impl Reading<'_> {
-    /// The search is about to read row `at` of its keys.
+    /// The search is about to read row `at` (its `at`-th, from 0).
     pub(super) fn at(&mut self, at: usize) {
-        if self.ahead.is_none() && at >= JUDGED_FROM {
+        if self.ahead.is_none() {
             self.at_after(at, self.started.elapsed());
         }
     }
 
     /// [`Self::at`], `elapsed` since the search began reading.
     fn at_after(&mut self, at: usize, elapsed: Duration) {
-        if self.ahead.is_none() && at >= JUDGED_FROM && elapsed > SLOW_ROW * at as u32 {
-            // A scan may read more rows than it was given keys for.
-            let rest = self.keys.get(at..).unwrap_or(&[]);
-            self.ahead = Some(self.read_ahead.rows(self.index_id, rest));
+        if self.ahead.is_some() || at < JUDGED_FROM || elapsed <= SLOW_ROW * at as u32 {
+            return;
         }
+        // The keys in the order the rows come, made only now that they are needed.
+        let mut keys: Vec<i64> = self
+            .keys
+            .iter()
+            .filter_map(|&k| i64::try_from(k).ok())
+            .collect();
+        if self.in_key_order {
+            keys.sort_unstable();
+        }
+        // A scan may read more rows than it was given keys for.
+        keys.drain(..at.min(keys.len()));
+        self.ahead = Some(self.read_ahead.rows(self.index_id, keys));
     }
 }
 
@@ -115,20 +127,34 @@ impl ReadAhead {
             read_ahead: self,
             index_id,
             keys,
+            in_key_order: false,
             started: Instant::now(),
             ahead: None,
         }
     }
 
+    /// [`Self::reading`] for a scan that reads the rows of `keys` in ascending key order (a
+    /// label's, through its index), `keys` in any order (sorted only if it comes to reading ahead).
+    pub(super) fn reading_in_key_order<'a>(
+        &'a self,
+        index_id: i64,
+        keys: &'a [u64],
+    ) -> Reading<'a> {
+        Reading {
+            in_key_order: true,
+            ..self.reading(index_id, keys)
+        }
+    }
+
     /// Has the rows of `keys` (after the first, which the search reads at once itself) looked up
     /// ahead of a search that reads them in this order, until the returned guard is dropped.
-    fn rows(&self, index_id: i64, keys: &[u64]) -> Ahead {
+    fn rows(&self, index_id: i64, keys: Vec<i64>) -> Ahead {
         if keys.len() < MIN_ROWS {
             return Ahead(None);
         }
         let job = Arc::new(Job {
             index_id,
-            keys: keys.iter().filter_map(|&k| i64::try_from(k).ok()).collect(),
+            keys,
             next: AtomicUsize::new(1),
         });
         self.woken.fetch_add(1, Relaxed);
@@ -225,12 +251,12 @@ mod tests {
         let (_dir, path) = database(300);
         let read_ahead = ReadAhead::new(path);
         assert!(
-            read_ahead.rows(1, &[1, 2, 3]).0.is_none(),
+            read_ahead.rows(1, vec![1, 2, 3]).0.is_none(),
             "too few to wake them"
         );
-        for round in 0..3u64 {
-            let keys: Vec<u64> = (1..=100).map(|k| (k * 3 + round) % 300 + 1).collect();
-            let ahead = read_ahead.rows(1, &keys);
+        for round in 0..3i64 {
+            let keys: Vec<i64> = (1..=100).map(|k| (k * 3 + round) % 300 + 1).collect();
+            let ahead = read_ahead.rows(1, keys);
             assert!(all_taken(&ahead), "round {round}");
         }
         let senders = read_ahead.senders.lock().unwrap();
@@ -271,6 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_in_key_order_reads_ahead_in_key_order() {
+        let (_dir, path) = database(300);
+        let read_ahead = ReadAhead::new(path);
+        let keys: Vec<u64> = (1..=100).rev().collect();
+        let mut scan = read_ahead.reading_in_key_order(1, &keys);
+        scan.at_after(2, SLOW_ROW * 10);
+        let ahead = scan.ahead.as_ref().expect("started at the third row");
+        assert_eq!(
+            ahead.0.as_ref().unwrap().keys,
+            (3..=100).collect::<Vec<i64>>()
+        );
+        assert!(all_taken(ahead));
+    }
+
+    #[test]
     fn a_scan_past_its_keys_reads_nothing_ahead() {
         let (_dir, path) = database(10);
         let read_ahead = ReadAhead::new(path);
@@ -285,11 +326,11 @@ mod tests {
     fn threads_that_cannot_open_the_database_drop_out_once() {
         let dir = tempfile::tempdir().unwrap();
         let read_ahead = ReadAhead::new(dir.path().join("missing.sqlite3"));
-        let keys: Vec<u64> = (1..=20).collect();
+        let keys: Vec<i64> = (1..=20).collect();
         // The threads end at once: the searches' guards only stop what nobody does.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            drop(read_ahead.rows(1, &keys));
+            drop(read_ahead.rows(1, keys.clone()));
             let left = read_ahead.senders.lock().unwrap().as_ref().map(Vec::len);
             if left == Some(0) {
                 break;
@@ -298,7 +339,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         // And they are not started again.
-        drop(read_ahead.rows(1, &keys));
+        drop(read_ahead.rows(1, keys.clone()));
         assert_eq!(
             read_ahead.senders.lock().unwrap().as_ref().map(Vec::len),
             Some(0)

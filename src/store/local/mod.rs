@@ -32,7 +32,7 @@
 //! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
 //! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes),
 //! `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of 2-bit codes),
-//! `search` (kNN and re-ranking), `browse`
+//! `search` (kNN and re-ranking), `ahead` (the rows a search reads, read ahead), `browse`
 //! (labels, documents by id), `lock` (the write lock), `fsutil` (store
 //! directory, atomic writes).
 //!

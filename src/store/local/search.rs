@@ -224,12 +224,9 @@ impl Shared {
             return Ok(Vec::new());
         }
         if count <= self.cfg.exact_scan_rows || count <= s.candidates {
-            // Its rows come in key order (the label's index), and may come from the disk.
-            let mut keys = in_graph.map_or(Vec::new(), |(number, _)| {
-                graph.labels.keys_of(number).to_vec()
-            });
-            keys.sort_unstable();
-            return self.exact_scan_reading(s.conn, s.index_id, s.vector, Some(label), s.k, &keys);
+            // Its rows may come from the disk: its keys, to read them ahead.
+            let keys = in_graph.map_or(&[][..], |(number, _)| graph.labels.keys_of(number));
+            return self.exact_scan_reading(s.conn, s.index_id, s.vector, Some(label), s.k, keys);
         }
         let code = graph.quant.code(s.vector);
         let found = if let Some((number, _)) = in_graph {
@@ -338,7 +335,7 @@ impl Shared {
         self.exact_scan_reading(conn, index_id, query, label, k, &[])
     }
 
-    /// [`Self::exact_scan`] of rows whose keys are `keys`, in the order the scan reads them (key
+    /// [`Self::exact_scan`] of rows whose keys are `keys` (in any order: the scan reads them in key
     /// order), to be read ahead should they come slowly (`ahead`). Any other rows are scanned too.
     fn exact_scan_reading(
         &self,
@@ -362,7 +359,7 @@ impl Shared {
         let mut rows = stmt.query(params![index_id, label]).map_err(db)?;
         // A bounded max-heap on distance keeps the best k.
         let mut heap: BinaryHeap<Scored> = BinaryHeap::new();
-        let mut reading = self.read_ahead.reading(index_id, keys);
+        let mut reading = self.read_ahead.reading_in_key_order(index_id, keys);
         let mut at = 0;
         while let Some(r) = rows.next().map_err(db)? {
             at += 1;
