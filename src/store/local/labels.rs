@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use super::codes::GATHER;
 use super::codes2;
+use super::keymap::KeyMap;
 
 /// The keys of one label; their 2-bit codes if made (`code2_size` bytes each, in the keys' order).
 #[derive(Default)]
@@ -49,9 +50,9 @@ pub(super) struct Labels {
     code2_bytes: usize,
     /// Counts searches through 2-bit codes (which label was searched least recently).
     tick: u64,
-    /// Each key's label number and its place among that label's keys (`u32`s: 16 bytes an entry
-    /// where `usize` took 24, about 17 MB less at a million).
-    of_key: HashMap<u64, (u32, u32)>,
+    /// Each key's label number and its place among that label's keys (`keymap`: about 8 bytes a
+    /// key).
+    of_key: KeyMap,
     numbers: HashMap<String, u32>,
     /// Indexed by label number.
     members: Vec<Members>,
@@ -66,7 +67,7 @@ impl Labels {
             bytes2,
             code2_bytes: 0,
             tick: 0,
-            of_key: HashMap::new(),
+            of_key: KeyMap::default(),
             numbers: HashMap::new(),
             members: Vec::new(),
         }
@@ -81,7 +82,7 @@ impl Labels {
         if number as usize == self.members.len() {
             self.members.push(Members::default());
         }
-        let at = match self.of_key.get(&key).copied() {
+        let at = match self.of_key.get(key) {
             Some((old, at)) if old == number => at as usize,
             previous => {
                 if let Some((old, at)) = previous {
@@ -115,7 +116,7 @@ impl Labels {
 
     /// Forgets `key` (its document was deleted).
     pub(super) fn remove(&mut self, key: u64) {
-        if let Some((old, at)) = self.of_key.remove(&key) {
+        if let Some((old, at)) = self.of_key.remove(key) {
             self.take_out(old, at);
         }
     }
@@ -253,7 +254,7 @@ impl Labels {
     }
 
     pub(super) fn has(&self, key: u64, number: u32) -> bool {
-        self.of_key.get(&key).map(|&(n, _)| n) == Some(number)
+        self.of_key.get(key).map(|(n, _)| n) == Some(number)
     }
 }
 
@@ -281,7 +282,7 @@ mod tests {
         let mut bytes2 = 0;
         for members in &labels.members {
             for (at, &key) in members.keys.iter().enumerate() {
-                let (number, place) = labels.of_key[&key];
+                let (number, place) = labels.of_key.get(key).expect("every member has an entry");
                 assert_eq!(place as usize, at);
                 assert_eq!(labels.keys_of(number)[at], key);
             }

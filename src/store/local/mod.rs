@@ -30,7 +30,7 @@
 //! operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the
 //! in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned until
 //! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
-//! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes),
+//! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes; `keymap`, each key's label),
 //! `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of 2-bit codes),
 //! `search` (kNN and re-ranking), `ahead` (the rows a search reads, read ahead), `browse`
 //! (labels, documents by id), `lock` (the write lock), `fsutil` (store
@@ -54,6 +54,7 @@ mod fsutil;
 mod graph;
 mod graph_file;
 mod inserts;
+mod keymap;
 mod labels;
 mod lock;
 mod order;
