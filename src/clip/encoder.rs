@@ -89,12 +89,25 @@ pub fn load_linear(
     inp: usize,
     bias: bool,
 ) -> Result<Dense, ClipError> {
-    let weight = w.get(&format!("{prefix}.weight"), &[out, inp])?;
     let bias = if bias {
         Some(w.get(&format!("{prefix}.bias"), &[out])?)
     } else {
         None
     };
+    let name = format!("{prefix}.weight");
+    // Packed straight from the checkpoint's map where it can be: no copy of the weight to make
+    // and free (the largest, ViT-L/14's MLP weights, are 17 MB each).
+    let packed = w.with_floats(&name, &[out, inp], |floats| {
+        Dense::from_floats(floats, out, inp, bias.as_ref(), w.linear())
+    });
+    let wrap = |e: candle_core::Error| ClipError::Weights {
+        path: w.path().to_path_buf(),
+        reason: format!("{prefix}: {e}"),
+    };
+    if let Some(dense) = packed.transpose().map_err(wrap)?.flatten() {
+        return Ok(dense);
+    }
+    let weight = w.get(&name, &[out, inp])?;
     dense(w, prefix, weight, bias)
 }
 

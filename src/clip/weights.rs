@@ -227,6 +227,51 @@ impl Weights {
         tensor.to_dtype(self.dtype).map_err(wrap)
     }
 
+    /// `f` run on the f32 values of tensor `name` (of exactly `shape`) read where they lie: a
+    /// safetensors file's own f32 data, aligned, for a model in f32 on the CPU; their pages are
+    /// then released as [`Self::get`] releases them. `None` where that cannot be (another dtype, a
+    /// PyTorch file, a GPU, misaligned data, and a missing or mis-shaped tensor, whose error
+    /// [`Self::get`] gives): then take the tensor from [`Self::get`].
+    pub fn with_floats<R>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        let Source::Safetensors {
+            map,
+            data_start,
+            tensors,
+        } = &self.source
+        else {
+            return None;
+        };
+        let info = tensors.get(name)?;
+        if !self.device.is_cpu()
+            || self.dtype != DType::F32
+            || info.dtype != Dtype::F32
+            || info.shape != shape
+            || cfg!(target_endian = "big")
+        {
+            return None;
+        }
+        let (start, end) = (
+            data_start + info.data_offsets.0,
+            data_start + info.data_offsets.1,
+        );
+        // SAFETY: every bit pattern is an f32; the prefix and suffix check the alignment.
+        let (before, floats, after) = unsafe { map[start..end].align_to::<f32>() };
+        if !before.is_empty() || !after.is_empty() {
+            return None;
+        }
+        let out = f(floats);
+        // SAFETY: as in `get`: `floats` is no longer borrowed; a later read faults the pages back in.
+        unsafe {
+            let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
+        }
+        Some(out)
+    }
+
     /// The rows of the 2-D tensor `name` (which must have exactly `shape`), for a lookup table
     /// (the text tower's token embeddings: 49,408 rows, 152 MB in f32, of which a query reads a
     /// few dozen): on the CPU from a safetensors file, left in the map and read row by row when
@@ -427,6 +472,68 @@ mod tests {
         let w = Weights::open(&path, &Device::Cpu, DType::F32)?;
         assert!(w.rows("f32", [24, 37]).is_err());
         assert!(w.rows("missing", [37, 24]).is_err());
+        Ok(())
+    }
+
+    /// Floats read in place are the values `get` loads, to the bit; where they cannot be read in
+    /// place (another dtype, a model in another dtype, another shape, a missing tensor, data not
+    /// aligned to 4 bytes) there are none, and `f` is not run.
+    #[test]
+    fn floats_in_place_are_the_loaded_ones() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("model.safetensors");
+        let table = Tensor::randn(0f32, 1.0, (5, 3), &Device::Cpu)?;
+        let tensors: HashMap<String, Tensor> = [
+            ("a".to_string(), table.clone()),
+            ("b16".to_string(), table.to_dtype(DType::BF16)?),
+        ]
+        .into();
+        candle_core::safetensors::save(&tensors, &path)?;
+        let w = Weights::open(&path, &Device::Cpu, DType::F32)?;
+        let want = w.get("a", &[5, 3])?.flatten_all()?.to_vec1::<f32>()?;
+        let got = w.with_floats("a", &[5, 3], <[f32]>::to_vec);
+        assert_eq!(got.as_ref(), Some(&want));
+        let never = |_: &[f32]| -> () { panic!("run where the floats are not in place") };
+        assert!(w.with_floats("b16", &[5, 3], never).is_none());
+        assert!(w.with_floats("a", &[3, 5], never).is_none());
+        assert!(w.with_floats("missing", &[5, 3], never).is_none());
+        let bf16 = Weights::open(&path, &Device::Cpu, DType::BF16)?;
+        assert!(bf16.with_floats("a", &[5, 3], never).is_none());
+
+        // An f32 tensor after a 2-byte one (written by hand: safetensors' writer puts the wider
+        // types first): its data starts 2 bytes off alignment.
+        let odd = dir.path().join("odd.safetensors");
+        let mut header = r#"{"0":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},"1":{"dtype":"F32","shape":[5,3],"data_offsets":[2,62]}}"#.to_string();
+        while !(8 + header.len()).is_multiple_of(8) {
+            header.push(' ');
+        }
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[0, 0]);
+        for v in table.flatten_all()?.to_vec1::<f32>()? {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&odd, file)?;
+        let w = Weights::open(&odd, &Device::Cpu, DType::F32)?;
+        let offset = match &w.source {
+            Source::Safetensors {
+                data_start,
+                tensors,
+                ..
+            } => data_start + tensors["1"].data_offsets.0,
+            Source::Pytorch(_) => unreachable!("a safetensors file"),
+        };
+        let misaligned = |w: &Weights| match &w.source {
+            Source::Safetensors { map, .. } => !(map[offset..].as_ptr() as usize).is_multiple_of(4),
+            Source::Pytorch(_) => false,
+        };
+        assert!(
+            misaligned(&w),
+            "the test file should put the f32 data off alignment"
+        );
+        assert!(w.with_floats("1", &[5, 3], never).is_none());
+        // ... and `get` still reads it.
+        assert_eq!(w.get("1", &[5, 3])?.flatten_all()?.to_vec1::<f32>()?, want);
         Ok(())
     }
 }

@@ -39,29 +39,53 @@ impl Dense {
     ) -> Result<Self> {
         if weight.device().is_cpu() && weight.dtype() == DType::F32 && Simd::get() != Simd::None {
             let (n, k) = weight.dims2()?;
-            let w = weight.flatten_all()?.to_vec1::<f32>()?;
-            let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-            let packed = match precision {
-                LinearPrecision::F32 => PackedWeight::new(&w, n, k, b.as_deref()),
-                LinearPrecision::Bf16 => Some(
-                    PackedWeight::new_bf16(&w, n, k, b.as_deref()).ok_or_else(|| {
-                        candle_core::Error::Msg(super::bf16::unavailable_reason())
-                    })?,
-                ),
-                LinearPrecision::Int8 => Some(
-                    PackedWeight::new_int8(&w, n, k, b.as_deref()).ok_or_else(|| {
-                        candle_core::Error::Msg(super::int8::unavailable_reason())
-                    })?,
-                ),
+            // Packed from the tensor's own storage, not a copy of it.
+            let weight = weight.contiguous()?;
+            let (storage, layout) = weight.storage_and_layout();
+            let (candle_core::Storage::Cpu(CpuStorage::F32(all)), Some((start, end))) =
+                (&*storage, layout.contiguous_offsets())
+            else {
+                candle_core::bail!("a {n}×{k} weight not contiguous in f32 on the CPU");
             };
-            if let Some(p) = packed {
-                return Ok(Dense::Packed(p));
+            let w = all.get(start..end).ok_or_else(|| {
+                candle_core::Error::Msg(format!("a {n}×{k} weight outside its storage"))
+            })?;
+            if let Some(packed) = Self::from_floats(w, n, k, bias.as_ref(), precision)? {
+                return Ok(packed);
             }
         }
         if precision != LinearPrecision::F32 {
             candle_core::bail!("{precision:?} linear layers run on the CPU's own kernels only");
         }
         Ok(Dense::Candle(Linear::new(weight, bias)))
+    }
+
+    /// The layer packed from `w` (`[n, k]`, row-major f32, e.g. still in a checkpoint's map) for
+    /// `precision`'s kernels; `None` where the CPU has no kernel for f32 (then only candle's
+    /// `Linear`, from a tensor, runs it).
+    pub fn from_floats(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bias: Option<&Tensor>,
+        precision: LinearPrecision,
+    ) -> Result<Option<Self>> {
+        if Simd::get() == Simd::None || w.len() != n * k {
+            return Ok(None);
+        }
+        let b = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+        let packed = match precision {
+            LinearPrecision::F32 => PackedWeight::new(w, n, k, b.as_deref()),
+            LinearPrecision::Bf16 => Some(
+                PackedWeight::new_bf16(w, n, k, b.as_deref())
+                    .ok_or_else(|| candle_core::Error::Msg(super::bf16::unavailable_reason()))?,
+            ),
+            LinearPrecision::Int8 => Some(
+                PackedWeight::new_int8(w, n, k, b.as_deref())
+                    .ok_or_else(|| candle_core::Error::Msg(super::int8::unavailable_reason()))?,
+            ),
+        };
+        Ok(packed.map(Dense::Packed))
     }
 
     /// The arithmetic of its products (f32 for candle's layer).
