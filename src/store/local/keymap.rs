@@ -51,10 +51,7 @@ impl Page {
                 .binary_search_by_key(&at, |&(offset, _)| offset)
                 .ok()
                 .map(|i| entries[i].1),
-            Page::Array(array) => {
-                let at = usize::from(at);
-                (array.present[at / 64] >> (at % 64) & 1 == 1).then(|| array.values[at])
-            }
+            Page::Array(array) => array.get(usize::from(at)),
         }
     }
 
@@ -72,22 +69,7 @@ impl Page {
                 }
                 None
             }
-            Page::Array(array) => {
-                let Array {
-                    present,
-                    len,
-                    values,
-                } = &mut **array;
-                let i = usize::from(at);
-                let old = present[i / 64] >> (i % 64) & 1 == 1;
-                let before = std::mem::replace(&mut values[i], value);
-                if old {
-                    return Some(before);
-                }
-                present[i / 64] |= 1 << (i % 64);
-                *len += 1;
-                None
-            }
+            Page::Array(array) => array.set(usize::from(at), value),
         }
     }
 
@@ -105,19 +87,8 @@ impl Page {
                 Some(value)
             }
             Page::Array(array) => {
-                let Array {
-                    present,
-                    len,
-                    values,
-                } = &mut **array;
-                let i = usize::from(at);
-                if present[i / 64] >> (i % 64) & 1 == 0 {
-                    return None;
-                }
-                present[i / 64] &= !(1 << (i % 64));
-                *len -= 1;
-                let value = values[i];
-                if usize::from(*len) < SORTED_MAX / 2 {
+                let value = array.take(usize::from(at))?;
+                if usize::from(array.len) < SORTED_MAX / 2 {
                     *self = Page::Sorted(self.entries());
                 }
                 Some(value)
@@ -129,13 +100,11 @@ impl Page {
     fn array_of(entries: &[(u16, Value)]) -> Page {
         let mut array = Box::new(Array {
             present: [0; PAGE / 64],
-            len: entries.len() as u16,
+            len: 0,
             values: [(0, 0); PAGE],
         });
         for &(at, value) in entries {
-            let i = usize::from(at);
-            array.present[i / 64] |= 1 << (i % 64);
-            array.values[i] = value;
+            array.set(usize::from(at), value);
         }
         Page::Array(array)
     }
@@ -145,10 +114,34 @@ impl Page {
         match self {
             Page::Sorted(entries) => entries.clone(),
             Page::Array(array) => (0..PAGE)
-                .filter(|&i| array.present[i / 64] >> (i % 64) & 1 == 1)
-                .map(|i| (i as u16, array.values[i]))
+                .filter_map(|i| Some((i as u16, array.get(i)?)))
                 .collect(),
         }
+    }
+}
+
+impl Array {
+    fn get(&self, i: usize) -> Option<Value> {
+        (self.present[i / 64] >> (i % 64) & 1 == 1).then(|| self.values[i])
+    }
+
+    /// Sets the value at `i`; the value it had.
+    fn set(&mut self, i: usize, value: Value) -> Option<Value> {
+        let old = self.get(i);
+        self.values[i] = value;
+        if old.is_none() {
+            self.present[i / 64] |= 1 << (i % 64);
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Takes the value at `i` out.
+    fn take(&mut self, i: usize) -> Option<Value> {
+        let old = self.get(i)?;
+        self.present[i / 64] &= !(1 << (i % 64));
+        self.len -= 1;
+        Some(old)
     }
 }
 
