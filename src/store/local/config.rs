@@ -26,9 +26,11 @@ pub use crate::store::MAX_NUM_CANDIDATES;
 pub const DEFAULT_ANN_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
-/// 96 MiB: the 2-bit codes of a label of up to 513,598 documents (196 bytes each) at 768-d (half
-/// of a 1,000,000-document store), what the 4-bit codes they replaced covered in 192 MiB.
-pub const DEFAULT_FILTERED_CODE2_BYTES: usize = 96 << 20;
+/// 128 MiB: the 2-bit codes (196 bytes a document at 768-d) of a label of up to 684,784
+/// documents, or of half of a 1,000,000-document store and a tenth beside it (112 MiB), so that a
+/// label of a tenth is not left to the int8 scan (about 20 ms there, 4 ms by its 2-bit codes) while
+/// one of half keeps its codes. Was 96 MiB (half alone).
+pub const DEFAULT_FILTERED_CODE2_BYTES: usize = 128 << 20;
 /// The 2-bit scan's candidates re-scored by their int8 codes (about 0.1 µs each at a million
 /// documents on 2 cores): at a million documents 2,048 found 0.9940 of the top ten within a label
 /// of half of them, 8,192 and 16,384 all (docs/performance.md).
