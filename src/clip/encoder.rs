@@ -38,12 +38,7 @@ impl LayerNorm {
         let weight = w.get(&format!("{prefix}.weight"), &[dim])?;
         let bias = w.get(&format!("{prefix}.bias"), &[dim])?;
         let host = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
-            let floats = |t: &Tensor| {
-                t.to_vec1::<f32>().map_err(|e| ClipError::Weights {
-                    path: w.path().to_path_buf(),
-                    reason: format!("{prefix}: {e}"),
-                })
-            };
+            let floats = |t: &Tensor| t.to_vec1::<f32>().map_err(w.error_in(prefix));
             Some((floats(&weight)?, floats(&bias)?))
         } else {
             None
@@ -100,11 +95,7 @@ pub fn load_linear(
     let packed = w.with_floats(&name, &[out, inp], |floats| {
         Dense::from_floats(floats, out, inp, bias.as_ref(), w.linear())
     });
-    let wrap = |e: candle_core::Error| ClipError::Weights {
-        path: w.path().to_path_buf(),
-        reason: format!("{prefix}: {e}"),
-    };
-    if let Some(dense) = packed.transpose().map_err(wrap)?.flatten() {
+    if let Some(dense) = packed.transpose().map_err(w.error_in(prefix))?.flatten() {
         return Ok(dense);
     }
     let weight = w.get(&name, &[out, inp])?;
@@ -129,10 +120,7 @@ pub fn dense_in(
     bias: Option<Tensor>,
     precision: LinearPrecision,
 ) -> Result<Dense, ClipError> {
-    Dense::with_precision(weight, bias, precision).map_err(|e| ClipError::Weights {
-        path: w.path().to_path_buf(),
-        reason: format!("{prefix}: {e}"),
-    })
+    Dense::with_precision(weight, bias, precision).map_err(w.error_in(prefix))
 }
 
 /// Sizes of one encoder stack.
@@ -214,10 +202,7 @@ impl Attention {
         let head_dim = d / s.heads;
         let scale = (head_dim as f64).powf(-0.5);
         let get = |name: &str, part: &str, shape: &[usize]| w.get(&format!("{name}.{part}"), shape);
-        let wrap = |e: candle_core::Error| ClipError::Weights {
-            path: w.path().to_path_buf(),
-            reason: format!("{prefix}: {e}"),
-        };
+        let wrap = w.error_in(prefix);
         let q_w = (get(names.q, "weight", &[d, d])? * scale).map_err(wrap)?;
         let q_b = (get(names.q, "bias", &[d])? * scale).map_err(wrap)?;
         let qkv_w = Tensor::cat(

@@ -90,10 +90,7 @@ impl PoolingHead {
         let d = s.hidden;
         let (h, hd) = (s.heads, s.hidden / s.heads);
         let a = format!("{prefix}.attention");
-        let wrap = |e: candle_core::Error| ClipError::Weights {
-            path: w.path().to_path_buf(),
-            reason: format!("{a}: {e}"),
-        };
+        let wrap = w.error_in(&a);
         let in_w = w.get(&format!("{a}.in_proj_weight"), &[3 * d, d])?;
         let in_b = w.get(&format!("{a}.in_proj_bias"), &[3 * d])?;
         let probe = w.get(&format!("{prefix}.probe"), &[1, 1, d])?;

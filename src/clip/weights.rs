@@ -162,6 +162,17 @@ impl Weights {
         &self.path
     }
 
+    /// Names this file and `what` (a tensor, a layer) in an error of candle's while making it.
+    pub fn error_in<'a>(
+        &'a self,
+        what: &'a str,
+    ) -> impl Fn(candle_core::Error) -> ClipError + Copy + 'a {
+        move |e| ClipError::Weights {
+            path: self.path.clone(),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -189,15 +200,10 @@ impl Weights {
                 found: info.shape.clone(),
             });
         }
-        let (start, end) = (
-            data_start + info.data_offsets.0,
-            data_start + info.data_offsets.1,
-        );
-        let bytes = &map[start..end]; // in bounds: read_metadata checked the offsets
-        let wrap = |e: candle_core::Error| ClipError::Weights {
-            path: self.path.clone(),
-            reason: format!("tensor {name}: {e}"),
-        };
+        let span = span_of(data_start, info);
+        let bytes = &map[span.clone()]; // in bounds: read_metadata checked the offsets
+        let what = format!("tensor {name}");
+        let wrap = self.error_in(&what);
         let tensor = match info.dtype {
             // One copy, straight into the tensor's storage.
             Dtype::F32 => f32_tensor(bytes, shape, &self.device).map_err(wrap)?,
@@ -219,11 +225,7 @@ impl Weights {
                 })
             }
         };
-        // SAFETY: the mapping is private and read-only and nothing borrows these pages any more (the
-        // data was copied above); after MADV_DONTNEED a later read would fault the file's pages back in.
-        unsafe {
-            let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
-        }
+        release(map, span); // copied above
         tensor.to_dtype(self.dtype).map_err(wrap)
     }
 
@@ -255,20 +257,14 @@ impl Weights {
         {
             return None;
         }
-        let (start, end) = (
-            data_start + info.data_offsets.0,
-            data_start + info.data_offsets.1,
-        );
+        let span = span_of(*data_start, info);
         // SAFETY: every bit pattern is an f32; the prefix and suffix check the alignment.
-        let (before, floats, after) = unsafe { map[start..end].align_to::<f32>() };
+        let (before, floats, after) = unsafe { map[span.clone()].align_to::<f32>() };
         if !before.is_empty() || !after.is_empty() {
             return None;
         }
         let out = f(floats);
-        // SAFETY: as in `get`: `floats` is no longer borrowed; a later read faults the pages back in.
-        unsafe {
-            let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
-        }
+        release(map, span);
         Some(out)
     }
 
@@ -294,7 +290,7 @@ impl Weights {
             }) {
                 return Ok(Rows::Mapped(MappedRows {
                     map: Arc::clone(map),
-                    start: data_start + info.data_offsets.0,
+                    start: span_of(*data_start, info).start,
                     shape,
                     file_dtype: info.dtype,
                     dtype: self.dtype,
@@ -340,10 +336,8 @@ impl Weights {
                 ),
             });
         }
-        let wrap = |e: candle_core::Error| ClipError::Weights {
-            path: self.path.clone(),
-            reason: format!("tensor {name}: {e}"),
-        };
+        let what = format!("tensor {name}");
+        let wrap = self.error_in(&what);
         let tensor = pth.get(name).map_err(wrap)?.ok_or_else(missing)?;
         tensor
             .contiguous()
@@ -358,6 +352,21 @@ impl Weights {
             Source::Safetensors { tensors, .. } => tensors.contains_key(name),
             Source::Pytorch(pth) => pth.tensor_infos().contains_key(name),
         }
+    }
+}
+
+/// Where the data of tensor `info` lies in the file, its header `data_start` bytes long.
+fn span_of(data_start: usize, info: &TensorInfo) -> std::ops::Range<usize> {
+    data_start + info.data_offsets.0..data_start + info.data_offsets.1
+}
+
+/// Lets this process's pages of `span` of the map go (`MADV_DONTNEED`) once its data is copied or
+/// packed, so that loading a tower does not keep the file's pages besides its own copy.
+fn release(map: &Mmap, span: std::ops::Range<usize>) {
+    // SAFETY: the mapping is private and read-only, so its pages are only ever the file's: a later
+    // read of `span` faults the same bytes back in from the file.
+    unsafe {
+        let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, span.start, span.len());
     }
 }
 

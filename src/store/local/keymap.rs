@@ -89,7 +89,7 @@ impl Page {
             Page::Array(array) => {
                 let value = array.take(usize::from(at))?;
                 if usize::from(array.len) < SORTED_MAX / 2 {
-                    *self = Page::Sorted(self.entries());
+                    *self = Page::Sorted(array.entries());
                 }
                 Some(value)
             }
@@ -108,16 +108,6 @@ impl Page {
         }
         Page::Array(array)
     }
-
-    /// The page's entries, by offset.
-    fn entries(&self) -> Vec<(u16, Value)> {
-        match self {
-            Page::Sorted(entries) => entries.clone(),
-            Page::Array(array) => (0..PAGE)
-                .filter_map(|i| Some((i as u16, array.get(i)?)))
-                .collect(),
-        }
-    }
 }
 
 impl Array {
@@ -134,6 +124,13 @@ impl Array {
             self.len += 1;
         }
         old
+    }
+
+    /// The entries, by offset.
+    fn entries(&self) -> Vec<(u16, Value)> {
+        (0..PAGE)
+            .filter_map(|i| Some((i as u16, self.get(i)?)))
+            .collect()
     }
 
     /// Takes the value at `i` out.
