@@ -28,8 +28,9 @@ pub const DEFAULT_EXACT_SCAN_ROWS: usize = 4_096;
 pub const DEFAULT_FILTERED_SCAN_ROWS: usize = 131_072;
 /// 128 MiB: the 2-bit codes (196 bytes a document at 768-d) of a label of up to 684,784
 /// documents, or of half of a 1,000,000-document store and a tenth beside it (112 MiB), so that a
-/// label of a tenth is not left to the int8 scan (about 20 ms there, 4 ms by its 2-bit codes) while
-/// one of half keeps its codes. Was 96 MiB (half alone).
+/// label of a tenth is not left to the int8 scan while one of half keeps its codes (the tenth's p50
+/// 21.9 ms by the int8 scan, 11.3 ms by its 2-bit codes, on a Zen 3 EPYC; docs/performance.md).
+/// Was 96 MiB (half alone).
 pub const DEFAULT_FILTERED_CODE2_BYTES: usize = 128 << 20;
 /// The 2-bit scan's candidates re-scored by their int8 codes (about 0.1 µs each at a million
 /// documents on 2 cores): at a million documents 2,048 found 0.9940 of the top ten within a label
