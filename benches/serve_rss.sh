@@ -42,7 +42,8 @@ IMGVEC_STORE="$store" "$bin" serve --index "$index" --model-dir "$model" \
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -s -o /dev/null "http://127.0.0.1:$port/api/info" && break; sleep 1; done
-peak() { echo "$1: $(grep -E 'VmHWM' /proc/$pid/status | xargs)"; }
+# VmHWM: the peak so far; VmRSS: what it holds now (the difference: what a step held a moment).
+peak() { echo "$1: $(grep -E 'VmHWM|VmRSS' /proc/$pid/status | xargs)"; }
 peak "started"
 q() { curl -s -X POST -H 'content-type: application/json' -d "$1" "http://127.0.0.1:$port/api/search"; }
 for i in $(seq 1 30); do q "{\"text\": \"a photo number $i of something\", \"k\": 10}" >/tmp/serve_rss.json; done
