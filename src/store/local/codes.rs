@@ -423,7 +423,10 @@ mod tests {
         assert_eq!(nearest(&query, &codes, 100), every[..100]);
         // More than a task's rows, as a large label's 2-bit scan asks: the tasks' bests merged
         // and cut back as they come.
-        assert_eq!(nearest(&query, &codes, TASK_ROWS + 7), every[..TASK_ROWS + 7]);
+        assert_eq!(
+            nearest(&query, &codes, TASK_ROWS + 7),
+            every[..TASK_ROWS + 7]
+        );
         // Masked (every third position), across tasks: the nearest of those kept.
         let kept: Vec<usize> = {
             let mut d: Vec<(i32, usize)> = dist.iter().copied().zip(0..).collect();
