@@ -21,7 +21,8 @@
 //! like; its folder is printed), `IMGVEC_BENCH_REUSE` [unset] (a kept store's folder: searches
 //! only, at the ef floors of `IMGVEC_BENCH_EF_FLOORS` [128,256,512], then the label filters),
 //! `IMGVEC_BENCH_REBUILD` [0] (1, with REUSE: the kept store's graph file deleted and rebuilt from
-//! its rows, timed, and nothing else), `IMGVEC_BENCH_APPEND` [unset] (with REUSE: that many documents written into the kept store,
+//! its rows, timed, and nothing else), `IMGVEC_BENCH_KEEP_GRAPH` [unset] (a path: the graph file as the ingest left it moved there
+//! before the rebuild, not deleted), `IMGVEC_BENCH_APPEND` [unset] (with REUSE: that many documents written into the kept store,
 //! see `append_only`, and nothing else), `IMGVEC_BENCH_WAYS` [a full run: scan,2bit,1024; with REUSE: scan,2bit] (each filter
 //! way forced on every label: `scan` the label's int8 codes (read from the graph), `2bit` its 2-bit
 //! codes (`2bit:N`: their best N re-scored by the int8 codes), a number the graph walk at that
@@ -722,7 +723,13 @@ async fn rebuild(cfg: LocalConfig, queries: &[Vec<f32>], truth: &[Vec<u64>]) -> 
     let ann_file = store.ann_path().map_err(|e| e.to_string())?;
     drop(store);
     if let Some(file) = &ann_file {
-        let _ = std::fs::remove_file(file);
+        // IMGVEC_BENCH_KEEP_GRAPH=<path>: the graph as the ingest left it, kept there to study.
+        match std::env::var_os("IMGVEC_BENCH_KEEP_GRAPH") {
+            Some(keep) => std::fs::rename(file, &keep).map_err(|e| e.to_string())?,
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
     }
     let first = plain_query(&queries[0]);
     let t = Instant::now();

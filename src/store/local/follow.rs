@@ -21,6 +21,7 @@ use usearch::Index;
 use super::db::IndexRow;
 use super::graph::{Ann, AnnStats};
 use super::inserts::{add_again_by_key, add_rows, search_check, Checked};
+use super::relink::relink_unfound;
 use super::{Shared, State};
 use crate::store::StoreError;
 
@@ -198,14 +199,18 @@ fn follow_tail(shared: &Shared) {
             *ann = None;
             continue;
         }
-        // The inserts and the part of their check that needs no state, outside it, behind the
-        // searches; the mending of what the check finds, under the state (finish_chunk).
+        // The inserts, the relinking of those a search for their own code misses (the new slots:
+        // a row that replaces one may take a freed slot below them, and is not screened) and the
+        // part of their check that needs no state, outside it, behind the searches; the mending
+        // of what the check finds, under the state (finish_chunk).
         state = aside(
             shared,
             state,
             |index| {
                 let add_and_check = || -> Result<Checked, StoreError> {
+                    let from = index.slots();
                     add_rows(index, &chunk.rows)?;
+                    relink_unfound(index, from)?;
                     search_check(index, &chunk.rows)
                 };
                 let checked = match &pool {

@@ -24,6 +24,7 @@ use super::inserts::{add_rows, make_room, mend, reconnect, reserve, search_check
 use super::labels::Labels;
 use super::order::{sort_by_cell, ORDER_CHUNK};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
+use super::relink::relink_unfound;
 use super::tail::{Chunk, Tail};
 use super::LocalConfig;
 use super::{Shared, State};
@@ -511,8 +512,9 @@ impl Shared {
 /// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
 /// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
 /// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell
-/// ([`sort_by_cell`]) so that a run of inserts reads one part of the graph, any node they left
-/// unreached added again at the end ([`reconnect`]).
+/// ([`sort_by_cell`]) so that a run of inserts reads one part of the graph; at the end, each node
+/// that a search for its own code misses linked afresh ([`relink_unfound`]), then any node no walk
+/// reaches added again ([`reconnect`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -563,6 +565,7 @@ fn build_graph(
             labels.set(key, label, &code);
         }
     }
+    relink_unfound(&index, 0)?;
     reconnect(&index, |_| true)?;
     let unsaved = index.size().max(1) as u64;
     Ok(Ann::new(

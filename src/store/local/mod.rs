@@ -30,7 +30,7 @@
 //! operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the
 //! in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned until
 //! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
-//! on every core), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes; `keymap`, each key's label),
+//! on every core), `relink` (the nodes a search for themselves misses, linked afresh), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes; `keymap`, each key's label),
 //! `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of 2-bit codes),
 //! `search` (kNN and re-ranking), `ahead` (the rows a search reads, read ahead), `browse`
 //! (labels, documents by id), `lock` (the write lock), `fsutil` (store
@@ -61,6 +61,7 @@ mod order;
 mod paths;
 mod quant;
 mod records;
+mod relink;
 mod scan;
 mod search;
 mod tail;

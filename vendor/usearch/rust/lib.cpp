@@ -267,6 +267,18 @@ rust::Vec<NativeIndex::vector_key_t> NativeIndex::unreachable_keys() const {
     return keys;
 }
 
+size_t NativeIndex::slots() const { return index_->slots(); }
+
+void NativeIndex::relink(vector_key_t key) const { index_->relink(key).error.raise(); }
+
+rust::Vec<NativeIndex::vector_key_t> NativeIndex::unfound_keys(size_t from, size_t to, size_t wanted,
+                                                               size_t expansion, size_t confirm) const {
+    rust::Vec<vector_key_t> keys;
+    for (vector_key_t key : index_->unfound_keys(from, to, wanted, expansion, confirm))
+        keys.push_back(key);
+    return keys;
+}
+
 size_t NativeIndex::remove(vector_key_t key) const {
     labeling_result_t result = index_->remove(key);
     result.error.raise();

@@ -119,6 +119,9 @@ class NativeIndex {
     std::unique_ptr<NeighborsCursor> neighbors(vector_key_t key, size_t level) const;
     // imgvec patch: keys no walk from the entry point reaches (see index_dense.hpp).
     rust::Vec<vector_key_t> unreachable_keys() const;
+    size_t slots() const; // imgvec patch 12
+    void relink(vector_key_t key) const; // imgvec patch 13
+    rust::Vec<vector_key_t> unfound_keys(size_t from, size_t to, size_t wanted, size_t expansion, size_t confirm) const; // imgvec patch 12
 
     void save(rust::Str path) const;
     void load(rust::Str path) const;

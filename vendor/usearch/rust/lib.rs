@@ -566,6 +566,18 @@ pub mod ffi {
 
         /// imgvec patch: the keys no walk along level-0 links from the entry point reaches.
         pub fn unreachable_keys(self: &NativeIndex) -> Vec<u64>;
+        /// imgvec patch 12: see `Index::slots`, `Index::unfound_keys`.
+        pub fn slots(self: &NativeIndex) -> usize;
+        /// imgvec patch 13: see `Index::relink`.
+        pub fn relink(self: &NativeIndex, key: u64) -> Result<()>;
+        pub fn unfound_keys(
+            self: &NativeIndex,
+            from: usize,
+            to: usize,
+            wanted: usize,
+            expansion: usize,
+            confirm: usize,
+        ) -> Result<Vec<u64>>;
 
         pub fn save(self: &NativeIndex, path: &str) -> Result<()>;
         pub fn load(self: &NativeIndex, path: &str) -> Result<()>;
@@ -1729,6 +1741,35 @@ impl Index {
     /// strand a few: PATCHED.md). No add, update or removal may run meanwhile.
     pub fn unreachable_keys(self: &Index) -> Vec<Key> {
         self.inner.unreachable_keys()
+    }
+
+    /// imgvec patch 13: links `key`'s node afresh where it lies: searched for as when it was
+    /// added, its links replaced by the nearest found and a link back from each. The node stays
+    /// visible to searches throughout. Safe beside searches and adds, not beside a removal or a
+    /// reserve.
+    pub fn relink(self: &Index, key: Key) -> Result<(), cxx::Exception> {
+        self.inner.relink(key)
+    }
+
+    /// imgvec patch 12: the slots the graph has taken, freed ones too: the bound of
+    /// [`Index::unfound_keys`]'s ranges.
+    pub fn slots(self: &Index) -> usize {
+        self.inner.slots()
+    }
+
+    /// imgvec patch 12: the keys of the slots in `from..to` whose own vector a search of width
+    /// `expansion` does not find among its `wanted` nearest, nor (if wider) a second search of
+    /// width `confirm` run right after for those the first missed: nodes no node near them links
+    /// to. Safe beside searches, not beside an add, update or removal.
+    pub fn unfound_keys(
+        self: &Index,
+        from: usize,
+        to: usize,
+        wanted: usize,
+        expansion: usize,
+        confirm: usize,
+    ) -> Result<Vec<Key>, cxx::Exception> {
+        self.inner.unfound_keys(from, to, wanted, expansion, confirm)
     }
 
     /// Returns a streaming iterator over the keys of the neighbors of `key`

@@ -1001,6 +1001,66 @@ class index_dense_gt {
         return keys;
     }
 
+    /// imgvec patch 12: all slots, taken or freed (the bound of `unfound_keys`'s ranges).
+    std::size_t slots() const noexcept { return typed_->size(); }
+
+    /// imgvec patch 12: the keys of the slots in [`from`, `to`) whose own vector a search at
+    /// `expansion` does not find among its `wanted` nearest, nor a second one at `confirm` (if
+    /// wider: run only for the nodes the first missed, while the part of the graph it read is
+    /// still in the cache): nodes that no node near them links to, which a walk from their own
+    /// neighbourhood cannot reach (`unreachable_keys` sees only nodes no walk at all reaches).
+    /// Slots in order, so the searches of a run read one part of a graph built in cell order.
+    /// Safe beside searches, not beside an add, update or removal.
+    std::vector<vector_key_t> unfound_keys(std::size_t from, std::size_t to, std::size_t wanted,
+                                           std::size_t expansion, std::size_t confirm = 0) const {
+        std::vector<vector_key_t> keys;
+        to = (std::min)(to, typed_->size());
+        wanted = (std::max)(wanted, std::size_t(1));
+        std::vector<vector_key_t> found(wanted);
+        std::vector<distance_t> distances(wanted);
+        for (std::size_t slot = from; slot < to; ++slot) {
+            vector_key_t const key = typed_->at(slot).key;
+            if (key == free_key_)
+                continue;
+            auto finds = [&](std::size_t width) {
+                search_result_t result = search_(reinterpret_cast<i8_t const*>(vector_at_(slot)), wanted,
+                                                 dummy_predicate_t{}, any_thread(), false, casts_.from.i8, width);
+                result.error.raise();
+                std::size_t const count = result.dump_to(found.data(), distances.data(), wanted);
+                return std::find(found.begin(), found.begin() + count, key) != found.begin() + count;
+            };
+            if (!finds(expansion) && (confirm <= expansion || !finds(confirm)))
+                keys.push_back(key);
+        }
+        return keys;
+    }
+
+    /// imgvec patch 13: links `key`'s node afresh where it lies (its slot, vector and level kept):
+    /// searched for from the entry point as when it was added, its links replaced by the nearest
+    /// found, and a link back from each (`index_gt::update`, as an add into a freed slot does).
+    /// Unlike a removal and an add, the node stays visible to searches throughout. Safe beside
+    /// searches and adds, not beside a removal or a reserve.
+    add_result_t relink(vector_key_t key) {
+        usearch_assert_m(config().enable_key_lookups, "Key lookups are disabled");
+        compressed_slot_t slot;
+        {
+            shared_lock_t lookup_lock(slot_lookup_mutex_);
+            auto matching_slots = slot_lookup_.equal_range(key_and_slot_t::any_slot(key));
+            if (matching_slots.first == matching_slots.second)
+                return add_result_t{}.failed("No such key");
+            slot = (*matching_slots.first).slot;
+        }
+        thread_lock_t lock = thread_lock_(any_thread());
+        if (!lock)
+            return add_result_t{}.failed("Reserve capacity ahead of insertions!");
+        index_update_config_t update_config;
+        update_config.thread = lock.thread_id;
+        update_config.expansion = config_.expansion_add;
+        metric_proxy_t metric{*this};
+        return typed_->update(typed_->iterator_at(slot), key, vector_at_(slot), metric, update_config,
+                              [](member_ref_t) noexcept {}, prefetch_proxy_t{*this});
+    }
+
     /**
      *  @brief  Returns the top graph level at which @p key is present, or zero
      *          if the key is not in the index.
