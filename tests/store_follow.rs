@@ -155,3 +155,53 @@ async fn a_graph_file_far_behind_is_searched_with_the_rows_after_it_at_once() {
     );
     assert!(stats.tail_searches > 0, "{stats:?}");
 }
+
+/// A write's `refresh` checks every node of a graph that has grown by half since its nodes were
+/// last checked (each that a search for its own code misses linked afresh), and only then; the
+/// graph is saved after it, and every document is still found.
+#[tokio::test]
+async fn a_graph_grown_by_half_has_its_nodes_checked_when_a_write_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), true);
+    cfg.relink_from_rows = 1_000;
+    let store = LocalStore::open_with(cfg.clone()).expect("open");
+    store.ensure_index(&spec(DIMS)).await.unwrap();
+    let all = docs(&mut Rng(9), 1_700, DIMS, &["cat", "dog"], "r");
+    // Built (past 1,024 rows on codes fitted to them): a build checks its nodes itself.
+    write(&store, &all[..1_100]).await;
+    store.refresh().await.unwrap();
+    let built = store.ann_stats();
+    assert!(built.rebuilt >= 1 && built.relink_passes == 0, "{built:?}");
+    // Grown by less than half since: no check.
+    write(&store, &all[1_100..1_500]).await;
+    store.refresh().await.unwrap();
+    assert_eq!(
+        store.ann_stats().relink_passes,
+        0,
+        "{:?}",
+        store.ann_stats()
+    );
+    // By half: checked, and the file saved after it.
+    write(&store, &all[1_500..]).await;
+    store.refresh().await.unwrap();
+    let checked = store.ann_stats();
+    assert_eq!(
+        (checked.rebuilt, checked.relink_passes),
+        (built.rebuilt, 1),
+        "{checked:?}"
+    );
+    assert!(checked.saved > built.saved, "{checked:?}");
+    check_found(&store, &all).await;
+    drop(store);
+    // A graph loaded from its file counts as checked: another process's write of a few rows
+    // does not check it again.
+    let store = LocalStore::open_with(cfg).expect("open");
+    write(&store, &all[..10]).await;
+    store.refresh().await.unwrap();
+    let reopened = store.ann_stats();
+    assert_eq!(
+        (reopened.loaded_from_file, reopened.relink_passes),
+        (1, 0),
+        "{reopened:?}"
+    );
+}

@@ -42,6 +42,9 @@ pub const DEFAULT_FILTERED_MIN_EF: usize = 1_024;
 pub const DEFAULT_MIN_EF_SEARCH: usize = 768;
 pub const DEFAULT_BACKGROUND_BUILD_ROWS: usize = 50_000;
 pub const DEFAULT_CATCH_UP_ROWS: usize = 20_000;
+/// Below this, a graph's nodes that a search for their own code misses are few (HNSW's pruning
+/// cuts them off more as a graph grows) and a build checks them anyway.
+pub const DEFAULT_RELINK_FROM_ROWS: usize = 50_000;
 
 /// Where the store is and how it behaves.
 #[derive(Debug, Clone)]
@@ -93,6 +96,10 @@ pub struct LocalConfig {
     /// a few hundred, to `refresh` and to rebuilds: for tests and benchmarks that need to see the
     /// tail as it is.
     pub follow_in_background: bool,
+    /// A graph of at least this many nodes that has grown by half since its nodes were last
+    /// checked (built, or checked by an earlier write) has each node that a search for its own
+    /// code misses linked afresh when a write's `refresh` has taken its tail in (`relink`).
+    pub relink_from_rows: usize,
 }
 
 impl LocalConfig {
@@ -113,6 +120,7 @@ impl LocalConfig {
             background_build_rows: DEFAULT_BACKGROUND_BUILD_ROWS,
             catch_up_rows: DEFAULT_CATCH_UP_ROWS,
             follow_in_background: true,
+            relink_from_rows: DEFAULT_RELINK_FROM_ROWS,
         }
     }
 }

@@ -20,11 +20,11 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
 use super::follow::background_pool;
-use super::inserts::{add_rows, make_room, mend, reconnect, reserve, search_check, Checked};
+use super::inserts::{add_rows, make_room, mend, reserve, search_check, Checked};
 use super::labels::Labels;
 use super::order::{sort_by_cell, ORDER_CHUNK};
 use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
-use super::relink::relink_unfound;
+use super::relink::relink_pass;
 use super::tail::{Chunk, Tail};
 use super::LocalConfig;
 use super::{Shared, State};
@@ -68,6 +68,10 @@ pub struct AnnStats {
     /// Searches whose rows to re-rank came slowly from the disk, and so were read ahead by the
     /// store's threads (`ahead`).
     pub read_ahead_searches: u64,
+    /// Checks of every node after a write ([`relink_pass`]; a build's own is not counted).
+    pub relink_passes: u64,
+    /// Nodes those checks linked afresh.
+    pub relinked: u64,
     /// Times the cache file was written.
     pub saved: u64,
     /// Times writing it failed (searching goes on from memory; see
@@ -94,6 +98,10 @@ pub(super) struct Ann {
     pub(super) quant: Quantizer,
     /// Rows added, replaced or removed since the graph matched its cache file (all, after a build).
     pub(super) unsaved: u64,
+    /// The graph's slots when each node was last checked to be found by a search for its own code
+    /// (`relink`): all of them when it was built or loaded (a saved graph was checked before a
+    /// write's last save, though not before a periodic save in the middle of a write).
+    pub(super) screened: usize,
 }
 
 impl Ann {
@@ -136,6 +144,7 @@ impl Ann {
         unsaved: u64,
     ) -> Ann {
         crate::release_freed_memory();
+        let index_slots = index.slots();
         Ann {
             index_id,
             tail: Tail::new(index.dimensions(), generation),
@@ -146,7 +155,19 @@ impl Ann {
             labels,
             quant,
             unsaved,
+            screened: index_slots,
         }
+    }
+
+    /// Whether its nodes are due to be checked again ([`relink_pass`]): at least `from_rows` of
+    /// them, half as many again as when they were last checked, nothing in the tail or being
+    /// added.
+    pub(super) fn relink_due(&self, from_rows: usize) -> bool {
+        let slots = self.index.slots();
+        !self.adding
+            && self.tail.is_empty()
+            && slots >= from_rows.max(1)
+            && slots >= self.screened + self.screened / 2
     }
 
     /// Every row: those in the graph and those in its tail.
@@ -513,8 +534,8 @@ impl Shared {
 /// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
 /// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell
 /// ([`sort_by_cell`]) so that a run of inserts reads one part of the graph; at the end, each node
-/// that a search for its own code misses linked afresh ([`relink_unfound`]), then any node no walk
-/// reaches added again ([`reconnect`]).
+/// that a search for its own code misses, or that no walk reaches, linked afresh
+/// ([`relink_pass`]).
 fn build_graph(
     conn: &Connection,
     db_path: &Path,
@@ -565,8 +586,7 @@ fn build_graph(
             labels.set(key, label, &code);
         }
     }
-    relink_unfound(&index, 0)?;
-    reconnect(&index, |_| true)?;
+    relink_pass(&index)?;
     let unsaved = index.size().max(1) as u64;
     Ok(Ann::new(
         row.id,

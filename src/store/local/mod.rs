@@ -83,8 +83,8 @@ pub use config::{
     LocalConfig, DB_FILE, DEFAULT_ANN_SAVE_INTERVAL, DEFAULT_BACKGROUND_BUILD_ROWS,
     DEFAULT_CATCH_UP_ROWS, DEFAULT_EXACT_SCAN_ROWS, DEFAULT_FILTERED_CODE2_BYTES,
     DEFAULT_FILTERED_CODE2_CANDIDATES, DEFAULT_FILTERED_MIN_EF, DEFAULT_FILTERED_SCAN_ROWS,
-    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, LOCK_FILE,
-    MAX_NUM_CANDIDATES, SIMILARITY,
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MIN_EF_SEARCH, DEFAULT_RELINK_FROM_ROWS,
+    LOCK_FILE, MAX_NUM_CANDIDATES, SIMILARITY,
 };
 use db::{db_error, find_index_by_name, open_db, IndexRow};
 use graph::Ann;
@@ -392,7 +392,8 @@ impl VectorStore for LocalStore {
         tokio::task::spawn_blocking(move || {
             let mut state = shared.lock_state();
             shared.sync_graph_only(&mut state)?;
-            let mut state = shared.wait_for_tail(state);
+            let state = shared.wait_for_tail(state);
+            let mut state = shared.relink_if_due(state);
             shared.refresh(&mut state)
         })
         .await

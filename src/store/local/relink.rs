@@ -1,8 +1,8 @@
 //! Nodes cut off from their own neighbourhood: found by a search for each node's own code, and
 //! linked afresh where they lie.
 //!
-//! What it is for: the nodes of a graph that some walk reaches (so [`reconnect`] does not see
-//! them) but that no node near them links to. A search for one walks into its neighbourhood and
+//! What it is for: the nodes of a graph that some walk reaches (so a walk over the links,
+//! [`reconnect`], does not see them) but that no node near them links to. A search for one walks into its neighbourhood and
 //! finds its neighbours, not it: a search from a stored document ("more like this", `eval
 //! --recall`) then misses it whatever its width. Made by HNSW's own pruning, more as a graph grows
 //! (about 1 node in 250 of the bench's data at a million documents: docs/performance.md, "Nodes
@@ -10,8 +10,10 @@
 //! usearch patch 13): searched for as when it was added, its links replaced by the nearest found
 //! and a link back from each, while it stays visible to searches.
 //!
-//! What it is not for: nodes that no walk reaches at all ([`reconnect`], one pass over the links),
-//! or deciding when a graph is checked (`graph` after a build, `follow` for the rows it adds).
+//! What it is not for: deciding when a graph is checked (`graph` after a build, `follow` after a
+//! write has grown it by half). A chunk's nodes checked as the tail adds them did not help: the
+//! nodes cut off at a million were as many (41 against 42 of 10,310 sampled), the pruning of later
+//! inserts cuts them off.
 //!
 //! [`reconnect`]: super::inserts::reconnect
 
@@ -37,14 +39,39 @@ const CONFIRM_EF: usize = 64;
 /// Results each search asks for: the node must be among its own ten nearest.
 const WANTED: usize = 10;
 
+/// Rounds of relinking the nodes no walk reaches at most (a relink replaces a node's links, so it
+/// can cut off a node whose only way in was one of them; that one, relinked, nearly always has
+/// one).
+const REACH_ROUNDS: usize = 3;
+
+/// Checks every node of the graph: each that a search for its own code misses ([`relink_unfound`])
+/// is linked afresh, then each that no walk from the entry point reaches
+/// (`Index::unreachable_keys`). Returns how many it linked. On the calling pool; beside searches,
+/// not beside an add, removal or reserve.
+pub(super) fn relink_pass(index: &Index) -> Result<usize, StoreError> {
+    let mut relinked = relink_unfound(index, 0)?;
+    for _ in 0..REACH_ROUNDS {
+        let lost = index.unreachable_keys();
+        if lost.is_empty() {
+            break;
+        }
+        relink_keys(index, &lost)?;
+        relinked += lost.len();
+    }
+    Ok(relinked)
+}
+
+fn relink_keys(index: &Index, keys: &[u64]) -> Result<(), StoreError> {
+    keys.par_iter()
+        .try_for_each(|&key| index.relink(key).map_err(|e| ann_error("relink", e)))
+}
+
 /// Finds the nodes among the graph's slots `from..` that a search for their own code does not
 /// find, and links each afresh; returns how many it linked. Runs on the calling pool, beside
 /// searches (and adds), not beside a removal or reserve.
 pub(super) fn relink_unfound(index: &Index, from: usize) -> Result<usize, StoreError> {
     let unfound = unfound(index, from)?;
-    unfound
-        .par_iter()
-        .try_for_each(|&key| index.relink(key).map_err(|e| ann_error("relink", e)))?;
+    relink_keys(index, &unfound)?;
     Ok(unfound.len())
 }
 
