@@ -10,28 +10,21 @@
 //! (`search`), or being a source of truth: it is a cache of the database, and anything wrong with
 //! it is answered by rebuilding it.
 
-use std::path::Path;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use rusqlite::{params, Connection, Transaction};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::db::{db_error, find_index_by_name, open_db, vector_row, IndexRow};
+use super::build::build_graph;
+use super::db::{db_error, find_index_by_name, open_db, IndexRow};
 use super::follow::background_pool;
-use super::inserts::{add_rows, make_room, mend, reserve, search_check, Checked};
+use super::inserts::{add_rows, mend, reserve, search_check, Checked};
 use super::labels::Labels;
-use super::order::{sort_by_cell, ORDER_CHUNK};
-use super::quant::{Quantizer, FIT_ROWS, SETTLED_ROWS};
-use super::relink::relink_pass;
+use super::quant::{Quantizer, SETTLED_ROWS};
 use super::tail::{Chunk, Tail};
-use super::LocalConfig;
 use super::{Shared, State};
 use crate::store::StoreError;
-
-/// Rows read per step when (re)building the HNSW graph.
-const BUILD_CHUNK: usize = 2_048;
 
 /// A process that only read saves the cache file when it closes only if its graph differs from
 /// the file by at least this many rows (it rebuilt the graph, or caught up a long ingest): saving a
@@ -68,7 +61,8 @@ pub struct AnnStats {
     /// Searches whose rows to re-rank came slowly from the disk, and so were read ahead by the
     /// store's threads (`ahead`).
     pub read_ahead_searches: u64,
-    /// Checks of every node after a write ([`relink_pass`]; a build's own is not counted).
+    /// Checks of every node after a write (each that a search for its own code misses linked
+    /// afresh; a build checks its own, not counted here).
     pub relink_passes: u64,
     /// Nodes those checks linked afresh.
     pub relinked: u64,
@@ -159,7 +153,7 @@ impl Ann {
         }
     }
 
-    /// Whether its nodes are due to be checked again ([`relink_pass`]): at least `from_rows` of
+    /// Whether its nodes are due to be checked again ([`relink_pass`](super::relink::relink_pass)): at least `from_rows` of
     /// them, half as many again as when they were last checked, nothing in the tail or being
     /// added.
     pub(super) fn relink_due(&self, from_rows: usize) -> bool {
@@ -528,74 +522,6 @@ impl Shared {
         }
         Ok(labels)
     }
-}
-
-/// Builds the graph from all rows of the index, its codes calibrated on the first [`FIT_ROWS`]
-/// (the rows come in key order, which is the content hash: a fair sample), the inserts on every
-/// core ([`add_rows`]) [`ORDER_CHUNK`] rows at a time, each chunk sorted by cell
-/// ([`sort_by_cell`]) so that a run of inserts reads one part of the graph; at the end, each node
-/// that a search for its own code misses, or that no walk reaches, linked afresh
-/// ([`relink_pass`]).
-fn build_graph(
-    conn: &Connection,
-    db_path: &Path,
-    cfg: &LocalConfig,
-    row: &IndexRow,
-) -> Result<Ann, StoreError> {
-    let db = |e| db_error(db_path, e);
-    let index =
-        Index::new(&ann_options(row, cfg.min_ef_search)).map_err(|e| ann_error("create", e))?;
-    let total = usize::try_from(row.doc_count).unwrap_or(0);
-    reserve(&index, total + 1)?;
-    let mut labels = Labels::new(row.dims, cfg.filtered_code2_bytes);
-    let mut stmt = conn
-        .prepare("SELECT key, label, vector FROM docs WHERE index_id = ?1")
-        .map_err(db)?;
-    let mut rows = stmt.query(params![row.id]).map_err(db)?;
-    let mut read: Vec<(u64, String, Vec<f32>)> = Vec::with_capacity(FIT_ROWS);
-    let mut pending: Vec<(u64, String, Vec<i8>)> = Vec::new();
-    let mut quant: Option<Quantizer> = None;
-    let mut done = false;
-    while !done {
-        let want = if quant.is_none() {
-            FIT_ROWS
-        } else {
-            BUILD_CHUNK
-        };
-        while read.len() < want {
-            let Some(r) = rows.next().map_err(db)? else {
-                done = true;
-                break;
-            };
-            read.push(vector_row(db_path, r, row.dims)?);
-        }
-        let quant = &*quant
-            .get_or_insert_with(|| Quantizer::fit(row.dims, read.iter().map(|(_, _, v)| &v[..])));
-        pending.par_extend(
-            read.par_drain(..)
-                .map(|(key, label, vector)| (key, label, quant.code(&vector))),
-        );
-        if pending.len() < ORDER_CHUNK && !done {
-            continue;
-        }
-        // Each chunk on every core; whether every node can be reached is checked once, at the end.
-        sort_by_cell(row.dims, &mut pending, |c| &c.2);
-        make_room(&index, pending.len())?;
-        add_rows(&index, &pending)?;
-        for (key, label, code) in pending.drain(..) {
-            labels.set(key, label, &code);
-        }
-    }
-    relink_pass(&index)?;
-    let unsaved = index.size().max(1) as u64;
-    Ok(Ann::new(
-        row.id,
-        index,
-        row.generation,
-        labels,
-        quant.unwrap_or_else(|| Quantizer::unit(row.dims)),
-        unsaved,
-    ))
 }
 
 /// Whether the graph holds exactly the index's documents (as many keys, each with its label).

@@ -25,16 +25,17 @@
 //! its tail; a missing or damaged one is rebuilt from all rows.
 //!
 //! This file holds [`LocalStore`] and its [`VectorStore`] impl, which only hand each call to a
-//! blocking thread holding the store's state; the work is in the submodules, one job each:
-//! `config` (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records` (the
-//! operations' transactions), `delete` (deleting documents, listing them by path), `graph` (the
-//! in-memory HNSW graph, loaded, built or kept), `tail` (the rows written after it, scanned until
-//! it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding to the graph
-//! on every core), `relink` (the nodes a search for themselves misses, linked afresh), `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes; `keymap`, each key's label),
-//! `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of 2-bit codes),
-//! `search` (kNN and re-ranking), `ahead` (the rows a search reads, read ahead), `browse`
-//! (labels, documents by id), `lock` (the write lock), `fsutil` (store
-//! directory, atomic writes).
+//! blocking thread holding the store's state; the work is in the submodules, one job each: `config`
+//! (names, defaults, [`LocalConfig`]), `db` (schema, opening, SQL rows), `records` (the operations'
+//! transactions), `delete` (deleting documents, listing them by path), `graph` (the in-memory HNSW
+//! graph, loaded, built or kept; `build`, from all rows), `tail` (the rows written after it,
+//! scanned until it has them), `follow` (moving them in, on a thread of its own), `inserts` (adding
+//! to the graph on every core), `relink` (the nodes a search for themselves misses, linked afresh),
+//! `graph_file` (its cache file), `labels` (each label's keys, and 2-bit codes; `keymap`, each
+//! key's label), `codes` / `codes2` (scans of int8 codes, a label's read from the graph, and of
+//! 2-bit codes), `search` (kNN and re-ranking), `ahead` (the rows a search reads, read ahead),
+//! `browse` (labels, documents by id), `lock` (the write lock), `fsutil` (store directory, atomic
+//! writes).
 //!
 //! What it is not for: sharing a store between machines (SQLite's locks need one machine's file
 //! system), serving queries to other programs, or knowing anything about models and files. It
@@ -43,6 +44,7 @@
 mod ahead;
 mod batch;
 mod browse;
+mod build;
 mod codes;
 mod codes2;
 mod config;
