@@ -134,9 +134,7 @@ impl Shared {
                 .0;
         }
     }
-}
 
-impl Shared {
     /// After a write, its tail taken in: when the graph has grown by half since its nodes were
     /// last checked ([`Ann::relink_due`]), each that a search for its own code misses is linked
     /// afresh ([`relink_pass`]: about a minute at a million nodes on 2 cores), aside: the state

@@ -153,9 +153,9 @@ impl Ann {
         }
     }
 
-    /// Whether its nodes are due to be checked again ([`relink_pass`](super::relink::relink_pass)): at least `from_rows` of
-    /// them, half as many again as when they were last checked, nothing in the tail or being
-    /// added.
+    /// Whether its nodes are due to be checked again (`relink::relink_pass`): at least
+    /// `from_rows` of them, half as many again as when they were last checked, nothing in the
+    /// tail or being added.
     pub(super) fn relink_due(&self, from_rows: usize) -> bool {
         let slots = self.index.slots();
         !self.adding
