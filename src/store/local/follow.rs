@@ -20,7 +20,7 @@ use usearch::Index;
 
 use super::db::IndexRow;
 use super::graph::{Ann, AnnStats};
-use super::inserts::{add_again_by_key, add_rows, search_check, Checked};
+use super::inserts::{add_rows, relink_each, search_check, Checked};
 use super::relink::relink_pass;
 use super::{Shared, State};
 use crate::store::StoreError;
@@ -289,9 +289,8 @@ fn aside<'a, T>(
 const READD_BATCH: usize = 16;
 
 /// Walks `index` (marked as being added to, the state not held) for the nodes no walk from its
-/// entry point reaches and adds each again alone, [`READD_BATCH`] under the state at a time.
+/// entry point reaches and links each afresh, [`READD_BATCH`] under the state at a time.
 fn mend_walked(shared: &Shared, index: &Arc<Index>) -> Result<(), StoreError> {
-    let mut code = vec![0i8; index.dimensions()];
     for keys in index.unreachable_keys().chunks(READD_BATCH) {
         let state = shared.lock_state();
         if !state
@@ -301,7 +300,7 @@ fn mend_walked(shared: &Shared, index: &Arc<Index>) -> Result<(), StoreError> {
         {
             break;
         }
-        add_again_by_key(index, keys, &mut code)?;
+        relink_each(index, keys)?;
     }
     Ok(())
 }

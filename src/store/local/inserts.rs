@@ -57,7 +57,7 @@ pub(super) fn add_rows<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(),
         .try_for_each(add)
 }
 
-/// Checks that each node of `coded`, added alongside others, can be found, and adds again alone
+/// Checks that each node of `coded`, added alongside others, can be found, and links afresh
 /// each that cannot ([`hidden`], then [`mend`]). The caller holds the store's state.
 #[cfg(test)]
 fn recheck<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<(), StoreError> {
@@ -160,8 +160,8 @@ pub(super) fn search_check<L: Sync>(
     }
 }
 
-/// Adds again alone the nodes of `coded` that its check found hidden, or walks the links for
-/// them (`checked` None). The caller holds the store's state (nothing adds, removes or searches
+/// Links afresh the nodes of `coded` that its check found hidden, or walks the links for them
+/// (`checked` None). The caller holds the store's state (nothing adds, removes or searches
 /// meanwhile).
 pub(super) fn mend<L>(
     index: &Index,
@@ -172,19 +172,12 @@ pub(super) fn mend<L>(
         let keys: std::collections::HashSet<u64> = coded.iter().map(|c| c.0).collect();
         return reconnect(index, |key| keys.contains(&key)).map(|_| ());
     };
-    add_again_by_key(index, &hidden, &mut vec![0i8; index.dimensions()])
+    relink_each(index, &hidden)
 }
 
-/// Removes `key`'s node and adds it again alone, linked afresh: how both checks mend a node not
-/// reached.
-fn add_again(index: &Index, key: u64, code: &[i8]) -> Result<(), StoreError> {
-    index.remove(key).map_err(|e| ann_error("remove", e))?;
-    index.add(key, code).map_err(|e| ann_error("add", e))
-}
-
-/// Rounds of [`reconnect`] at most: a node added alone is nearly always reached at once; the bound
-/// keeps a node that its neighbours' pruning leaves without a way in on level 0 (HNSW's own
-/// behaviour, rare) from being added again and again.
+/// Rounds of [`reconnect`] at most: a node linked afresh alone is nearly always reached at once;
+/// the bound keeps a node that its neighbours' pruning leaves without a way in on level 0 (HNSW's
+/// own behaviour, rare) from being linked again and again.
 const RECONNECT_ROUNDS: usize = 3;
 
 /// Graph nodes one walk over the links costs about as much as one self-search of [`recheck`]
@@ -194,7 +187,7 @@ const RECONNECT_ROUNDS: usize = 3;
 const WALK_NODES_PER_SEARCH: usize = 100;
 
 /// Checks that each node of `coded`, added alongside others ([`add_rows`]), can be reached, and
-/// adds any that cannot again alone: by a walk over the links ([`reconnect`]) where the graph is
+/// links afresh any that cannot: by a walk over the links ([`reconnect`]) where the graph is
 /// small beside the chunk, else by a self-search a node ([`recheck`]). The caller holds the
 /// store's state (nothing adds, removes or searches meanwhile). What `take_in_tail` and the
 /// thread that follows the tail do in two steps ([`search_check`], then [`mend`]).
@@ -205,13 +198,12 @@ pub(super) fn check_chunk<L: Sync>(index: &Index, coded: &[Coded<L>]) -> Result<
 }
 
 /// Finds the nodes (of keys `within` takes) that no walk along the graph's links from its entry
-/// point reaches, in one pass over the links (`Index::unreachable_keys`, vendor/usearch), and adds
-/// each again alone; returns how many it added. For a graph built whole on every core
-/// ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node ([`recheck`])
-/// was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds 0.24 s. Nothing
-/// else may add, remove or search meanwhile (the caller owns the graph).
+/// point reaches, in one pass over the links (`Index::unreachable_keys`, vendor/usearch), and links
+/// each afresh ([`relink_each`]); returns how many it linked. For a graph built whole on every
+/// core ([`add_rows`] chunk after chunk), `within` taking every key: a self-search a node
+/// ([`recheck`]) was 29% of such a build (200,000 documents, 2 cores), the pass and the re-adds
+/// 0.24 s. Searches may run meanwhile; nothing else may add or remove.
 pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<usize, StoreError> {
-    let mut code = vec![0i8; index.dimensions()];
     let mut fixed = 0;
     for _ in 0..RECONNECT_ROUNDS {
         let lost: Vec<u64> = index
@@ -222,24 +214,19 @@ pub(super) fn reconnect(index: &Index, within: impl Fn(u64) -> bool) -> Result<u
         if lost.is_empty() {
             break;
         }
-        add_again_by_key(index, &lost, &mut code)?;
+        relink_each(index, &lost)?;
         fixed += lost.len();
     }
     Ok(fixed)
 }
 
-/// Adds each of `keys` (in the graph) again alone, with the code the graph holds for it; `code`
-/// is scratch room of the graph's dimensions. The caller owns the graph (as for [`reconnect`]).
-pub(super) fn add_again_by_key(
-    index: &Index,
-    keys: &[u64],
-    code: &mut [i8],
-) -> Result<(), StoreError> {
-    for &key in keys {
-        index.get(key, code).map_err(|e| ann_error("get", e))?;
-        add_again(index, key, code)?;
-    }
-    Ok(())
+/// Links each of `keys` (in the graph) afresh where it lies, one after another (`Index::relink`,
+/// vendor/usearch patch 13: what removing it and adding it again alone did, the node visible to
+/// searches throughout): how every check mends a node not reached. Beside searches; nothing else
+/// may add or remove meanwhile.
+pub(super) fn relink_each(index: &Index, keys: &[u64]) -> Result<(), StoreError> {
+    keys.iter()
+        .try_for_each(|&key| index.relink(key).map_err(|e| ann_error("relink", e)))
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! linked afresh where they lie.
 //!
 //! What it is for: the nodes of a graph that some walk reaches (so a walk over the links,
-//! [`reconnect`], does not see them) but that no node near them links to. A search for one walks into its neighbourhood and
-//! finds its neighbours, not it: a search from a stored document ("more like this", `eval
+//! [`reconnect`], does not see them) but that no node near them links to. A search for one walks
+//! into its neighbourhood and finds its neighbours, not it: a search from a stored document ("more like this", `eval
 //! --recall`) then misses it whatever its width. Made by HNSW's own pruning, more as a graph grows
 //! (about 1 node in 250 of the bench's data at a million documents: docs/performance.md, "Nodes
 //! cut off from their own neighbourhood"). Each found is linked afresh (`Index::relink`, vendor
@@ -14,13 +14,12 @@
 //! write has grown it by half). A chunk's nodes checked as the tail adds them did not help: the
 //! nodes cut off at a million were as many (41 against 42 of 10,310 sampled), the pruning of later
 //! inserts cuts them off.
-//!
-//! [`reconnect`]: super::inserts::reconnect
 
 use rayon::prelude::*;
 use usearch::Index;
 
 use super::graph::ann_error;
+use super::inserts::reconnect;
 use crate::store::StoreError;
 
 /// Slots a task screens, in slot order: a build inserts its rows sorted by cell, so the searches of
@@ -39,31 +38,13 @@ const CONFIRM_EF: usize = 64;
 /// Results each search asks for: the node must be among its own ten nearest.
 const WANTED: usize = 10;
 
-/// Rounds of relinking the nodes no walk reaches at most (a relink replaces a node's links, so it
-/// can cut off a node whose only way in was one of them; that one, relinked, nearly always has
-/// one).
-const REACH_ROUNDS: usize = 3;
-
 /// Checks every node of the graph: each that a search for its own code misses ([`relink_unfound`])
-/// is linked afresh, then each that no walk from the entry point reaches
-/// (`Index::unreachable_keys`). Returns how many it linked. On the calling pool; beside searches,
-/// not beside an add, removal or reserve.
+/// is linked afresh, then each that no walk from the entry point reaches ([`reconnect`]: a relink
+/// replaces a node's links, so it can cut off a node whose only way in was one of them). Returns
+/// how many it linked. On the calling pool; beside searches, not beside an add, removal or
+/// reserve.
 pub(super) fn relink_pass(index: &Index) -> Result<usize, StoreError> {
-    let mut relinked = relink_unfound(index, 0)?;
-    for _ in 0..REACH_ROUNDS {
-        let lost = index.unreachable_keys();
-        if lost.is_empty() {
-            break;
-        }
-        relink_keys(index, &lost)?;
-        relinked += lost.len();
-    }
-    Ok(relinked)
-}
-
-fn relink_keys(index: &Index, keys: &[u64]) -> Result<(), StoreError> {
-    keys.par_iter()
-        .try_for_each(|&key| index.relink(key).map_err(|e| ann_error("relink", e)))
+    Ok(relink_unfound(index, 0)? + reconnect(index, |_| true)?)
 }
 
 /// Finds the nodes among the graph's slots `from..` that a search for their own code does not
@@ -71,7 +52,9 @@ fn relink_keys(index: &Index, keys: &[u64]) -> Result<(), StoreError> {
 /// searches (and adds), not beside a removal or reserve.
 pub(super) fn relink_unfound(index: &Index, from: usize) -> Result<usize, StoreError> {
     let unfound = unfound(index, from)?;
-    relink_keys(index, &unfound)?;
+    unfound
+        .par_iter()
+        .try_for_each(|&key| index.relink(key).map_err(|e| ann_error("relink", e)))?;
     Ok(unfound.len())
 }
 
